@@ -1,0 +1,219 @@
+// modelux policy: routing configs (JSON) compiled into immutable Policies, and the routing
+// session — a pure state machine that says what to try next and takes back each outcome.
+//
+// The session reads only what it is given: the clock value passed to next(), the health and
+// budget views, and a seeded Random. It does no I/O. The executor (router), the app itself
+// ("bring your own client") and the simulator all drive the same session.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "modelux/catalog.hpp"
+#include "modelux/decision.hpp"
+
+namespace modelux {
+
+/// Who is calling: used for budgets, A/B stickiness, rules and traces.
+struct CallContext {
+  std::string request_id;
+  std::string project;
+  std::string org;
+  std::string end_user;
+  std::string api_key_id;
+  std::vector<std::pair<std::string, std::string>> tags;
+  std::string tag(std::string_view key) const;
+};
+
+/// Circuit-breaker state of a target.
+enum class BreakerState : std::uint8_t { closed, open, half_open };
+std::string_view to_string(BreakerState s) noexcept;
+
+/// Live stats of one target, as the policy sees them.
+struct TargetStats {
+  double p50_ms = 0;        ///< 0 when never measured
+  double p95_ms = 0;
+  double error_rate = 0;    ///< recent fraction of failed attempts, 0..1
+  std::int64_t samples = 0;
+  BreakerState breaker = BreakerState::closed;
+  bool admits = true;       ///< the breaker / token bucket would let a request through now
+  Instant last_sample{};
+  Instant retry_at{};       ///< when an open breaker or exhausted bucket reopens
+};
+
+/// Read-only view of live health. Implemented by the health module and the simulator.
+/// Must be safe to call from many threads; must not block.
+class HealthView {
+ public:
+  virtual ~HealthView() = default;
+  /// Stats for target key "provider/model". Unknown targets: default TargetStats (healthy).
+  virtual TargetStats stats(std::string_view target_key, Instant now) const = 0;
+};
+
+/// Budget status for a request's scopes (the tightest one).
+struct BudgetStatus {
+  double spent_usd = 0;
+  double limit_usd = 0;      ///< 0 = no limit
+  double remaining_usd = 0;  ///< +inf-like when no limit
+  double percent = 0;        ///< spent / limit * 100
+};
+
+/// Read-only view of budgets for the rules DSL. Implemented by the budget module.
+class BudgetView {
+ public:
+  virtual ~BudgetView() = default;
+  virtual BudgetStatus status(const CallContext& ctx, Instant now) const = 0;
+};
+
+/// A concrete thing to call.
+struct Target {
+  std::string model;      ///< catalog id ("gpt-4o-mini")
+  std::string provider;   ///< provider name ("openai"); from the catalog unless overridden
+  std::string key() const { return provider + "/" + model; }
+};
+
+/// One attempt the driver must make.
+struct AttemptPlan {
+  std::uint32_t id = 0;
+  Target target;
+  Nanos timeout{0};       ///< this attempt's own timeout
+  Instant deadline{};     ///< min(start + timeout, total budget deadline)
+  Nanos ttft_timeout{0};  ///< streams: first-token timeout (0 = none)
+  Nanos stall_timeout{0}; ///< streams: max gap between chunks (0 = none)
+  bool needs_full_response = false;  ///< ensemble / cascade: the driver must buffer
+  std::string why;        ///< "primary", "fallback after timeout"...
+  int member = -1;        ///< ensemble member index
+};
+
+/// What came back from one attempt.
+struct AttemptResult {
+  std::uint32_t id = 0;
+  bool ok = false;
+  Error error;                 ///< when !ok
+  ChatResponse response;       ///< when ok (possibly accumulated from a stream)
+  Usage usage;
+  Nanos latency{0};
+  Nanos ttft{0};
+  bool delivered = false;      ///< output already reached the caller (a stream started): no failover
+};
+
+/// What to do next.
+struct Step {
+  enum class Kind : std::uint8_t {
+    attempt,  ///< make every attempt in `attempts` (several at once for ensembles)
+    wait,     ///< nothing to start now; call next() again at `wake_at` or when a result arrives
+    done,     ///< finished successfully: see RoutingSession::response()
+    failed,   ///< finished with an error: see RoutingSession::error()
+  };
+  Kind kind = Kind::wait;
+  std::vector<AttemptPlan> attempts;
+  Instant wake_at{};
+};
+
+class Policy;
+
+/// Inputs a session may read. Pointers must outlive the session.
+struct SessionInputs {
+  const ChatRequest* request = nullptr;
+  const CallContext* context = nullptr;
+  const HealthView* health = nullptr;  ///< may be null: everything healthy
+  const BudgetView* budget = nullptr;  ///< may be null: no budgets
+  std::uint64_t seed = 0;
+  Instant start{};
+  WallTime wall_start{};               ///< for time-of-day rules and trace timestamps
+};
+
+class SessionCore;
+class StrategyState;
+
+/// One request's routing state machine. Not thread-safe: one driver at a time.
+class RoutingSession {
+ public:
+  RoutingSession(std::shared_ptr<const Policy> policy, const SessionInputs& in);
+  ~RoutingSession();
+  RoutingSession(const RoutingSession&) = delete;
+  RoutingSession& operator=(const RoutingSession&) = delete;
+
+  /// What to do now. Attempts returned are recorded as started at `now`.
+  Step next(Instant now);
+  /// Reports an attempt's outcome.
+  void report(AttemptResult result, Instant now);
+  /// The caller went away: every running attempt is abandoned; next() says failed(cancelled).
+  void cancel(Instant now, std::string why = "caller cancelled");
+
+  bool finished() const noexcept;
+  /// The answer (after Step::done). For ensembles, the aggregate.
+  const ChatResponse& response() const;
+  /// The served attempt's target (after Step::done).
+  const Target& served() const;
+  /// The failure (after Step::failed).
+  const Error& error() const;
+  /// The trace so far; complete after done/failed.
+  DecisionTrace& trace() noexcept;
+  /// Overall deadline from total_budget_ms.
+  Instant deadline() const noexcept;
+  const SessionInputs& inputs() const noexcept;
+
+ private:
+  std::unique_ptr<SessionCore> core_;
+  std::unique_ptr<StrategyState> root_;
+};
+
+/// Resolves names a config refers to: catalog models and other configs ("@slug").
+class PolicyResolver {
+ public:
+  virtual ~PolicyResolver() = default;
+  virtual const Catalog& catalog() const = 0;
+  /// Provider that serves `model` (catalog default unless the config file remaps it);
+  /// empty when no configured provider can serve it.
+  virtual std::string provider_for(std::string_view model) const = 0;
+  /// A compiled config by slug (without '@'); nullptr when unknown.
+  virtual std::shared_ptr<const Policy> config(std::string_view slug) const = 0;
+};
+
+class Strategy;
+
+/// An immutable compiled routing config. Thread-safe to share.
+class Policy {
+ public:
+  /// Compiles a routing config. Every fault is reported with its JSON path
+  /// ("$.attempts[1].timeout_ms"); nothing half-loads.
+  static Result<std::shared_ptr<const Policy>> compile(const Json& config, const PolicyResolver& resolver,
+                                                       std::string name = {});
+  /// A policy that sends everything to one model (used for plain `model` requests).
+  static Result<std::shared_ptr<const Policy>> single_model(std::string_view model, const PolicyResolver& resolver);
+
+  const std::string& name() const noexcept { return name_; }
+  std::string_view strategy() const noexcept;
+  Nanos total_budget() const noexcept { return total_budget_; }
+  const Json& source() const noexcept { return source_; }
+  std::int64_t version() const noexcept { return version_; }
+  void set_version(std::int64_t v) noexcept { version_ = v; }
+  const Strategy& root() const noexcept { return *root_; }
+
+  Policy(std::string name, Json source, std::unique_ptr<Strategy> root, Nanos total_budget);
+  ~Policy();
+
+ private:
+  std::string name_;
+  Json source_;
+  std::unique_ptr<Strategy> root_;
+  Nanos total_budget_;
+  std::int64_t version_ = 0;
+};
+
+/// Default total budget when a config sets none.
+inline constexpr Nanos kDefaultTotalBudget = std::chrono::seconds(60);
+
+/// Maps a `retry_on` class name ("429", "5xx", "timeout", "connection", "overloaded",
+/// "context_length", "stream", "malformed") to whether an error of `kind` matches it.
+bool retry_class_matches(std::string_view cls, const Error& e) noexcept;
+/// All valid retry class names.
+const std::vector<std::string_view>& retry_class_names() noexcept;
+
+}  // namespace modelux

@@ -1,0 +1,285 @@
+// modelux wire: the unified chat types (OpenAI Chat Completions is the lingua franca) and the
+// provider codecs that translate them to and from each provider's native wire format.
+//
+// Codecs are pure: bytes in, values out. They never do I/O, so every one of them is fuzzable
+// and testable from fixtures.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "modelux/core.hpp"
+
+namespace modelux {
+
+using Json = nlohmann::json;
+
+/// One part of a message's content.
+struct ContentPart {
+  enum class Type : std::uint8_t { text, image_url, input_audio, file };
+  Type type = Type::text;
+  std::string text;         ///< text
+  std::string url;          ///< image_url.url (https or data: URI)
+  std::string detail;       ///< image_url.detail
+  Json data;                ///< input_audio / file payload as given
+  Json cache_control;       ///< Anthropic-style cache breakpoint, passed through (null when absent)
+};
+
+struct ToolCall {
+  std::string id;
+  std::string name;
+  std::string arguments;  ///< JSON-encoded string, as in OpenAI
+};
+
+struct Message {
+  std::string role;                 ///< system | developer | user | assistant | tool
+  std::vector<ContentPart> content; ///< empty with content_null for an assistant tool-call turn
+  bool content_is_string = true;    ///< the caller sent a plain string (round-trips exactly)
+  bool content_null = false;        ///< content was null / absent
+  std::string name;
+  std::string tool_call_id;         ///< for role == tool
+  std::vector<ToolCall> tool_calls; ///< for role == assistant
+  std::optional<std::string> refusal;
+
+  /// Concatenated text parts.
+  std::string text() const;
+  static Message user(std::string text);
+  static Message system(std::string text);
+  static Message assistant(std::string text);
+};
+
+struct Tool {
+  std::string name;
+  std::string description;
+  Json parameters;      ///< JSON schema (object)
+  bool strict = false;
+  Json cache_control;   ///< passthrough for Anthropic
+};
+
+struct Usage {
+  std::int64_t prompt_tokens = 0;       ///< all input tokens, including cached ones
+  std::int64_t completion_tokens = 0;   ///< all output tokens, including reasoning
+  std::int64_t cached_tokens = 0;       ///< input tokens read from the provider's cache
+  std::int64_t cache_write_tokens = 0;  ///< input tokens written to the cache (Anthropic, Bedrock)
+  std::int64_t reasoning_tokens = 0;
+  std::int64_t total() const noexcept { return prompt_tokens + completion_tokens; }
+  bool empty() const noexcept { return prompt_tokens == 0 && completion_tokens == 0; }
+};
+
+/// A chat request in the unified (OpenAI Chat Completions) shape.
+struct ChatRequest {
+  std::string model;
+  std::vector<Message> messages;
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::optional<std::int64_t> max_tokens;  ///< max_completion_tokens or max_tokens
+  bool max_tokens_is_completion = false;   ///< the caller used max_completion_tokens
+  std::vector<std::string> stop;
+  std::optional<std::int64_t> n;
+  std::optional<std::int64_t> seed;
+  bool stream = false;
+  bool include_usage = false;              ///< stream_options.include_usage
+  std::vector<Tool> tools;
+  Json tool_choice;                        ///< null | "auto" | "none" | "required" | {type,function}
+  std::optional<bool> parallel_tool_calls;
+  Json response_format;                    ///< null | {type: text|json_object|json_schema, ...}
+  std::string user;
+  Json metadata;                           ///< the caller's metadata object (null when absent)
+  Json extra;                              ///< every other top-level field, passed through (object or null)
+};
+
+struct Choice {
+  int index = 0;
+  Message message;
+  std::string finish_reason;  ///< stop | length | tool_calls | content_filter
+};
+
+struct ChatResponse {
+  std::string id;
+  std::string model;
+  std::int64_t created = 0;
+  std::vector<Choice> choices;
+  Usage usage;
+  std::string system_fingerprint;
+
+  /// Text of the first choice ("" if none).
+  std::string text() const;
+};
+
+/// A streamed tool-call fragment (OpenAI delta shape).
+struct ToolCallDelta {
+  int index = 0;
+  std::string id;         ///< set on the first fragment only
+  std::string name;       ///< set on the first fragment only
+  std::string arguments;  ///< a substring of the arguments
+};
+
+struct ChunkChoice {
+  int index = 0;
+  std::string role;                  ///< set on the first delta only
+  std::optional<std::string> content;
+  std::vector<ToolCallDelta> tool_calls;
+  std::string finish_reason;         ///< empty until the end
+};
+
+/// One streamed chunk in the unified shape (chat.completion.chunk).
+struct ChatChunk {
+  std::string id;
+  std::string model;
+  std::int64_t created = 0;
+  std::vector<ChunkChoice> choices;
+  std::optional<Usage> usage;
+};
+
+// ---- OpenAI JSON (the unified shape) --------------------------------------------------------
+
+/// Limits applied when parsing untrusted JSON.
+struct ParseLimits {
+  std::size_t max_bytes = 32 * 1024 * 1024;
+  int max_depth = 64;
+};
+
+/// Parses a Chat Completions request body. Errors name the JSON path of the fault.
+Result<ChatRequest> parse_chat_request(std::string_view body, const ParseLimits& limits = {});
+Result<ChatRequest> chat_request_from_json(const Json& j);
+Json to_json(const ChatRequest& r);
+Json to_json(const Message& m);
+Json to_json(const ChatResponse& r);
+Json to_json(const ChatChunk& c);
+Json to_json(const Usage& u);
+Result<Message> message_from_json(const Json& j, const std::string& path);
+Result<ChatResponse> chat_response_from_json(const Json& j);
+Result<ChatChunk> chat_chunk_from_json(const Json& j);
+Usage usage_from_openai_json(const Json& j);
+
+/// Parses JSON with a depth limit; a clear error instead of an exception.
+Result<Json> parse_json(std::string_view text, const ParseLimits& limits = {});
+
+/// "data: {...}\n\n" for a chunk; "data: [DONE]\n\n" is kSseDone.
+std::string encode_sse_chunk(const ChatChunk& c);
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+/// OpenAI's error body: {"error":{"message","type","param","code"}}.
+Json openai_error_json(const Error& e);
+/// OpenAI's error "type" for a kind (invalid_request_error, authentication_error, ...).
+std::string_view openai_error_type(ErrorKind kind) noexcept;
+
+/// Folds a stream of chunks into one response (what a non-streaming caller would have seen).
+class ChunkAccumulator {
+ public:
+  void add(const ChatChunk& c);
+  ChatResponse finish() const;
+  bool saw_finish() const noexcept { return saw_finish_; }
+  std::size_t chunk_count() const noexcept { return chunks_; }
+
+ private:
+  ChatResponse r_;
+  std::vector<std::vector<ToolCall>> calls_;
+  bool saw_finish_ = false;
+  std::size_t chunks_ = 0;
+};
+
+// ---- Incremental SSE framing ------------------------------------------------------------------
+
+struct SseEvent {
+  std::string event;  ///< "" when the stream sends only data lines
+  std::string data;   ///< data lines joined with \n
+};
+
+/// Splits a byte stream into SSE events; correct for any split of the input. Bounded: an event
+/// larger than max_event_bytes is an error.
+class SseParser {
+ public:
+  explicit SseParser(std::size_t max_event_bytes = 4 * 1024 * 1024) : max_event_(max_event_bytes) {}
+  /// Appends bytes; complete events are pushed to `out`.
+  Result<void> feed(std::string_view bytes, std::vector<SseEvent>& out);
+  /// True while a partial event is buffered.
+  bool has_partial() const noexcept { return !line_.empty() || !cur_.data.empty() || !cur_.event.empty(); }
+
+ private:
+  Result<void> line(std::string_view l, std::vector<SseEvent>& out);
+  std::size_t max_event_;
+  std::string line_;
+  SseEvent cur_;
+  bool has_data_ = false;
+  bool last_cr_ = false;
+};
+
+// ---- Provider codecs ------------------------------------------------------------------------
+
+/// Where and how to reach one provider: what the codec needs to build a native request.
+struct ProviderEndpoint {
+  std::string name;       ///< "openai", "anthropic", "my-azure"...
+  std::string family;     ///< codec family: openai | azure | anthropic | gemini | cohere | bedrock
+  std::string base_url;   ///< e.g. "https://api.openai.com/v1"
+  std::string api_key;    ///< never logged
+  std::map<std::string, std::string> options;  ///< family-specific (api_version, region, secret_key...)
+};
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+/// Case-insensitive header lookup; nullptr when absent.
+const std::string* find_header(const Headers& h, std::string_view name) noexcept;
+
+/// An HTTP request, ready to send.
+struct HttpRequestSpec {
+  std::string method = "POST";
+  std::string url;  ///< absolute
+  Headers headers;
+  std::string body;
+};
+
+/// Incremental decoder of one provider's stream into unified chunks. Correct for any split
+/// of the bytes; bounded in memory.
+class StreamDecoder {
+ public:
+  virtual ~StreamDecoder() = default;
+  /// Feeds bytes; decoded chunks are appended to `out`. An error event in the stream
+  /// (e.g. Anthropic `event: error`) is returned as an Error.
+  virtual Result<void> feed(std::string_view bytes, std::vector<ChatChunk>& out) = 0;
+  /// The connection closed. An error if the stream ended before its proper end.
+  virtual Result<void> finish(std::vector<ChatChunk>& out) = 0;
+  /// True once the provider's end-of-stream marker was seen.
+  virtual bool done() const noexcept = 0;
+};
+
+/// Translates between the unified shape and one provider family's wire format.
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  virtual std::string_view family() const noexcept = 0;
+  /// Unified request → native HTTP request for `upstream_model`. A request feature the
+  /// provider cannot honour is an `unsupported` error naming the field.
+  virtual Result<HttpRequestSpec> encode_request(const ChatRequest& req, const ProviderEndpoint& ep,
+                                                 std::string_view upstream_model) const = 0;
+  /// Native success body → unified response.
+  virtual Result<ChatResponse> decode_response(std::string_view body) const = 0;
+  /// Native error (status, headers, body) → Error with kind, retry-after and code.
+  virtual Error decode_error(int status, const Headers& headers, std::string_view body) const = 0;
+  /// A fresh incremental stream decoder.
+  virtual std::unique_ptr<StreamDecoder> stream_decoder() const = 0;
+};
+
+/// The codec for a family name; nullptr for an unknown family. Codecs are stateless singletons.
+const Codec* find_codec(std::string_view family) noexcept;
+
+/// Registers a codec (called by each family's translation unit at start-up). Thread-unsafe:
+/// call before serving.
+void register_codec(const Codec* codec);
+
+/// Shared error classification from an HTTP status and the retry headers (retry-after-ms,
+/// retry-after seconds or HTTP date, x-ratelimit-reset-*). Codecs refine kind/code from the body.
+Error classify_http_error(int status, const Headers& headers, std::string message);
+
+/// Parses Go-style durations ("1s", "6m0s", "12ms", "2m59.56s") and plain seconds.
+std::optional<Millis> parse_duration(std::string_view s) noexcept;
+
+}  // namespace modelux
