@@ -1,0 +1,114 @@
+// OpenAI Chat Completions codec: the unified shape is OpenAI's, so encoding is mostly a
+// model-name swap; decoding validates and normalises.
+#include "wire/codecs.hpp"
+
+namespace modelux {
+
+namespace {
+
+std::string join_url(const std::string& base, std::string_view path) {
+  std::string u = base;
+  while (!u.empty() && u.back() == '/') u.pop_back();
+  u += path;
+  return u;
+}
+
+class OpenAIStreamDecoder final : public StreamDecoder {
+ public:
+  Result<void> feed(std::string_view bytes, std::vector<ChatChunk>& out) override {
+    events_.clear();
+    auto r = sse_.feed(bytes, events_);
+    if (!r) return r;
+    for (auto& ev : events_) {
+      if (done_) break;  // anything after [DONE] is ignored
+      if (ev.data == "[DONE]") {
+        done_ = true;
+        break;
+      }
+      if (ev.event == "error") {
+        auto j = parse_json(ev.data);
+        std::string msg = j && j->contains("error") ? (*j)["error"].value("message", ev.data) : ev.data;
+        return fail(ErrorKind::stream_interrupted, msg);
+      }
+      auto j = parse_json(ev.data);
+      if (!j) return fail(ErrorKind::malformed_response, "stream event is not valid JSON");
+      auto c = chat_chunk_from_json(*j);
+      if (!c) return fail(c.error());
+      out.push_back(std::move(*c));
+    }
+    return {};
+  }
+  Result<void> finish(std::vector<ChatChunk>&) override {
+    if (!done_) return fail(ErrorKind::stream_interrupted, "stream ended before data: [DONE]");
+    return {};
+  }
+  bool done() const noexcept override { return done_; }
+
+ private:
+  SseParser sse_;
+  std::vector<SseEvent> events_;
+  bool done_ = false;
+};
+
+class OpenAICodec final : public Codec {
+ public:
+  std::string_view family() const noexcept override { return "openai"; }
+
+  Result<HttpRequestSpec> encode_request(const ChatRequest& req, const ProviderEndpoint& ep,
+                                         std::string_view upstream_model) const override {
+    HttpRequestSpec spec;
+    spec.url = join_url(ep.base_url, "/chat/completions");
+    spec.headers.emplace_back("content-type", "application/json");
+    if (!ep.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + ep.api_key);
+    Json body = to_json(req);
+    body["model"] = std::string(upstream_model);
+    // Always ask for usage on streams: cost accounting needs it even when the caller did not.
+    if (req.stream) body["stream_options"] = {{"include_usage", true}};
+    spec.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
+    return spec;
+  }
+
+  Result<ChatResponse> decode_response(std::string_view body) const override {
+    auto j = parse_json(body);
+    if (!j) return fail(ErrorKind::malformed_response, "provider response is not valid JSON");
+    return chat_response_from_json(*j);
+  }
+
+  Error decode_error(int status, const Headers& headers, std::string_view body) const override {
+    std::string message = "HTTP " + std::to_string(status);
+    std::string code, type;
+    auto j = parse_json(body);
+    if (j && j->is_object()) {
+      const Json* err = j->contains("error") ? &(*j)["error"] : nullptr;
+      if (err && err->is_object()) {
+        if (err->contains("message") && (*err)["message"].is_string()) message = (*err)["message"].get<std::string>();
+        if (err->contains("code") && (*err)["code"].is_string()) code = (*err)["code"].get<std::string>();
+        if (err->contains("type") && (*err)["type"].is_string()) type = (*err)["type"].get<std::string>();
+      } else if (err && err->is_string()) {
+        message = err->get<std::string>();
+      }
+    } else if (!body.empty()) {
+      message += ": " + std::string(body.substr(0, 200));
+    }
+    Error e = classify_http_error(status, headers, std::move(message));
+    e.code = !code.empty() ? code : type;
+    if (code == "insufficient_quota") e.kind = ErrorKind::quota_exceeded;
+    else if (code == "context_length_exceeded") e.kind = ErrorKind::context_length;
+    else if (code == "content_filter" || code == "content_policy_violation") e.kind = ErrorKind::content_filter;
+    if (const auto* sr = find_header(headers, "x-should-retry"); sr && *sr == "false" &&
+        (e.kind == ErrorKind::rate_limited || e.kind == ErrorKind::server_error))
+      e.kind = ErrorKind::quota_exceeded;
+    return e;
+  }
+
+  std::unique_ptr<StreamDecoder> stream_decoder() const override { return std::make_unique<OpenAIStreamDecoder>(); }
+};
+
+}  // namespace
+
+const Codec& openai_codec() {
+  static const OpenAICodec c;
+  return c;
+}
+
+}  // namespace modelux
