@@ -1,0 +1,56 @@
+// The mock provider's per-family wire layer: recognises every provider's API path, decodes the
+// native request body well enough to answer it, and renders native success bodies, streams and
+// errors. The HTTP server (server.cpp) and fault injection sit on top of this.
+//
+// Threading: every function is pure and thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "modelux/core.hpp"
+#include "modelux/wire.hpp"
+
+namespace modelux::mock {
+
+struct MockRequest {
+  std::string family;  ///< openai | azure | anthropic | gemini | cohere | bedrock
+  std::string model;   ///< from the body, or the path (Gemini, Bedrock, Azure deployment)
+  bool stream = false;
+  ChatRequest request;
+};
+
+/// Recognises a provider API path (+query, e.g. Gemini's ?alt=sse, Azure's ?api-version=) and
+/// decodes the native body well enough to answer (model, stream flag, messages, tools).
+/// Unknown path -> ErrorKind::not_found; bad body -> bad_request.
+Result<MockRequest> parse_request(std::string_view method, std::string_view target, const Headers& headers,
+                                  std::string_view body);
+
+struct Rendered {
+  int status = 200;
+  std::string content_type;
+  Headers headers;
+  std::string body;
+};
+
+/// Native success body.
+Rendered render_response(std::string_view family, const ChatResponse& r);
+/// Each element one complete native event/frame, in order. `chunks` is how many pieces the
+/// text (or tool arguments) is split in; `include_usage` matters only where the client asks for
+/// it (OpenAI family); the other families always report usage in their stream.
+std::vector<std::string> render_stream(std::string_view family, const ChatResponse& r, int chunks,
+                                       bool include_usage);
+/// text/event-stream, or application/vnd.amazon.eventstream for Bedrock.
+std::string_view stream_content_type(std::string_view family);
+/// Native error body + retry headers (retry-after, retry-after-ms, and the family's own).
+Rendered render_error(std::string_view family, int status, std::string_view message,
+                      std::optional<Millis> retry_after);
+
+/// The answer the mock gives to `req`: a tool call to the first tool (arguments `{}`) when the
+/// request carries tools and does not forbid them, else `text`. Usage is estimated from the
+/// request's characters so it is non-zero and deterministic.
+ChatResponse canned_response(const MockRequest& req, std::string_view text);
+
+}  // namespace modelux::mock

@@ -1,0 +1,116 @@
+// Internal declarations shared by the provider codec translation units (src/wire/*.cpp).
+//
+// Each family has two directions:
+//   * the client side (a `Codec`): unified request -> native HTTP request; native response,
+//     stream and error -> unified. This is what the router uses.
+//   * the server side: native request -> unified; unified response -> native body, stream
+//     events and error body. The mock provider speaks every family through these, and the
+//     round-trip tests check one direction against the other.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "modelux/wire.hpp"
+
+namespace modelux {
+
+// ---- client-side codecs (stateless singletons; the registry lists them) -------------------
+const Codec& openai_codec();     // src/wire/openai.cpp (OpenAI and every compatible provider)
+const Codec& azure_codec();      // src/wire/azure.cpp
+const Codec& anthropic_codec();  // src/wire/anthropic.cpp
+const Codec& gemini_codec();     // src/wire/gemini.cpp
+const Codec& cohere_codec();     // src/wire/cohere.cpp
+const Codec& bedrock_codec();    // src/wire/bedrock.cpp
+
+namespace wire {
+
+// ---- small shared helpers (src/wire/codec_util.cpp) ---------------------------------------
+
+/// `data:<mime>;base64,<payload>` split into its parts; nullopt for anything else.
+struct DataUri {
+  std::string mime;
+  std::string data;  ///< still base64
+};
+std::optional<DataUri> parse_data_uri(std::string_view url);
+std::string make_data_uri(std::string_view mime, std::string_view b64);
+
+/// An `unsupported` error naming the request field the target cannot honour.
+std::unexpected<Error> unsupported_field(std::string_view family, std::string_view field,
+                                         std::string_view why = {});
+/// A `malformed_response` error.
+std::unexpected<Error> malformed(std::string_view family, std::string message);
+
+/// Joins a base URL and a path without doubling or dropping the slash.
+std::string join_url(std::string_view base, std::string_view path);
+
+/// Percent-encodes everything outside RFC 3986 unreserved characters.
+std::string percent_encode(std::string_view s);
+std::string percent_decode(std::string_view s);
+
+/// The tool call arguments string as a JSON object; `{}` for an empty string. Errors name
+/// the field path.
+Result<Json> arguments_object(const std::string& arguments, const std::string& path);
+
+/// Reads JSON values leniently (absent, null or wrong type -> the fallback).
+std::string jstr(const Json& j, std::string_view key, std::string_view fallback = {});
+std::int64_t jint(const Json& j, std::string_view key, std::int64_t fallback = 0);
+const Json* jobj(const Json& j, std::string_view key);   // object member or nullptr
+const Json* jarr(const Json& j, std::string_view key);   // array member or nullptr
+
+/// `text` split in `n` roughly equal pieces (at least one piece; pieces never split a UTF-8
+/// sequence).
+std::vector<std::string> split_text(std::string_view text, int n);
+
+/// Error from a provider error body's message plus the shared status/header classification.
+/// `provider_type` is the provider's own error type/code, kept in Error::code.
+Error provider_error(std::string_view family, int status, const Headers& headers,
+                     std::string message, std::string provider_type);
+
+/// True when the error code or message says the prompt was too long.
+bool looks_like_context_length(std::string_view code, std::string_view message);
+
+// ---- server side: each family's native format as a server speaks it -------------------------
+// Used by the mock provider (examples/mock/native.cpp) and by the round-trip tests.
+
+/// Anthropic Messages (src/wire/anthropic_server.cpp).
+Result<ChatRequest> anthropic_request_from_native(const Json& body);
+Json anthropic_response_to_native(const ChatResponse& r);
+std::vector<std::string> anthropic_stream_events(const ChatResponse& r, int chunks);
+Json anthropic_error_body(int status, std::string_view message);
+std::string_view anthropic_error_type(int status);
+
+/// Gemini generateContent (src/wire/gemini_server.cpp).
+Result<ChatRequest> gemini_request_from_native(const Json& body, std::string_view model);
+Json gemini_response_to_native(const ChatResponse& r);
+std::vector<std::string> gemini_stream_events(const ChatResponse& r, int chunks);
+Json gemini_error_body(int status, std::string_view message);
+
+/// Cohere v2 chat (src/wire/cohere_server.cpp).
+Result<ChatRequest> cohere_request_from_native(const Json& body);
+Json cohere_response_to_native(const ChatResponse& r);
+std::vector<std::string> cohere_stream_events(const ChatResponse& r, int chunks);
+Json cohere_error_body(int status, std::string_view message);
+
+/// Bedrock Converse (src/wire/bedrock_server.cpp). Stream frames are binary event-stream
+/// messages.
+Result<ChatRequest> bedrock_request_from_native(const Json& body, std::string_view model);
+Json bedrock_response_to_native(const ChatResponse& r);
+std::vector<std::string> bedrock_stream_frames(const ChatResponse& r, int chunks);
+Json bedrock_error_body(std::string_view message);
+std::string_view bedrock_error_type(int status);
+
+/// OpenAI (also Azure and every compatible provider): the unified shape itself
+/// (src/wire/openai_server.cpp).
+std::vector<std::string> openai_stream_events(const ChatResponse& r, int chunks, bool include_usage);
+/// The unified chunks a response streams as (role chunk, text/tool pieces, finish, usage).
+std::vector<ChatChunk> response_to_chunks(const ChatResponse& r, int chunks, bool include_usage);
+
+/// An SSE event as text ("event: x\ndata: y\n\n"; no event line when `event` is empty).
+std::string sse_event(std::string_view event, std::string_view data);
+
+}  // namespace wire
+}  // namespace modelux
