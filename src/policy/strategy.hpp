@@ -6,13 +6,22 @@
 // Results are routed to the state that started the attempt (owns()).
 #pragma once
 
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "modelux/policy.hpp"
 
 namespace modelux {
+
+/// What a fallback chain does when a target's token bucket is empty (429 absorption).
+enum class RateLimitMode : std::uint8_t {
+  fallback,   ///< skip the target, try the next one
+  queue,      ///< wait until the bucket refills, if that fits in the budget
+  fail_fast,  ///< end the request with rate_limited
+};
 
 /// Per-request state shared by all strategy states of one session.
 class SessionCore {
@@ -24,22 +33,36 @@ class SessionCore {
   Random rng;
   DecisionTrace trace;
   Instant deadline{};
-  std::vector<AttemptPlan> plans;      ///< index = id - 1
-  std::vector<AttemptResult> results;  ///< index = id - 1 (id == 0 until reported)
+  std::vector<AttemptPlan> plans;        ///< index = id - 1
+  std::vector<AttemptResult> results;    ///< index = id - 1 (id == 0 until reported)
+  std::vector<const ModelInfo*> models;  ///< index = id - 1: prices for cost (may be null)
+  std::vector<std::string> notes;        ///< reason fragments ("primary rate_limited (429)")
   bool cancelled = false;
   std::string cancel_reason;
 
   /// Creates an attempt for `t`, bounded by `timeout` and by min(node_deadline, deadline).
   /// Records it in the trace as started at `now`.
-  AttemptPlan make_attempt(const Target& t, Nanos timeout, Instant now, Instant node_deadline, std::string why,
-                           int member = -1);
+  const AttemptPlan& make_attempt(const Target& t, const ModelInfo* model, Nanos timeout, Instant now,
+                                  Instant node_deadline, std::string_view why, int member = -1,
+                                  bool needs_full_response = false);
   /// The result for an id (nullptr if not yet reported).
   const AttemptResult* result(std::uint32_t id) const noexcept;
   /// The plan for an id.
   const AttemptPlan& plan(std::uint32_t id) const { return plans.at(id - 1); }
+  /// Stores a reported result and fills the trace record. Returns false for late/unknown ids.
+  bool record_result(const AttemptResult& r, Instant now);
+  /// The driver never reported `id` before its deadline: records a timeout for it.
+  void expire(std::uint32_t id, Instant now, std::string why);
   /// Sets why_ended on an attempt's trace record.
   void set_why_ended(std::uint32_t id, std::string why);
-  const Catalog& catalog() const;
+  AttemptRecord& record(std::uint32_t id) { return trace.attempts.at(id - 1); }
+  /// Health of a target key (default stats when there is no health view).
+  TargetStats stats(std::string_view key, Instant now) const;
+  /// Estimated input tokens of the request (computed once).
+  std::int64_t estimated_tokens();
+
+ private:
+  std::int64_t est_tokens_ = -1;
 };
 
 /// A node's terminal outcome.
@@ -50,18 +73,32 @@ struct NodeOutcome {
   Target served;
   Error error;
   std::string reason;          ///< why this node ended the way it did
+  bool skipped = false;        ///< never tried: breaker open / bucket empty (always fail over)
+  bool delivered = false;      ///< output already reached the caller: never fail over
+  bool fatal = false;          ///< the request must end now (fail_fast): never fail over
+};
+
+/// How a parent starts a child.
+struct StartArgs {
+  Instant node_deadline{};
+  std::string_view why = "primary";
+  int member = -1;
+  bool needs_full_response = false;
+  RateLimitMode rate_limit_mode = RateLimitMode::fallback;
 };
 
 class StrategyState {
  public:
   virtual ~StrategyState() = default;
   /// Next action. Kind done/failed: this node is finished and outcome() is valid.
-  virtual Step next(SessionCore& s, Instant now) = 0;
+  /// Attempts are appended to `step.attempts` by the callee (step starts cleared).
+  virtual Step::Kind next(SessionCore& s, Instant now, Step& step) = 0;
   /// A result for an attempt this node (or one of its children) started.
   virtual void on_result(SessionCore& s, const AttemptResult& r, Instant now) = 0;
   /// Whether this node or its children started attempt `id`.
   virtual bool owns(std::uint32_t id) const noexcept = 0;
   const NodeOutcome& outcome() const noexcept { return outcome_; }
+  NodeOutcome& outcome() noexcept { return outcome_; }
 
  protected:
   NodeOutcome outcome_;
@@ -71,10 +108,14 @@ class Strategy {
  public:
   virtual ~Strategy() = default;
   virtual std::string_view name() const noexcept = 0;
-  /// Starts a state for one request. `node_deadline` bounds everything this node does.
-  virtual std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, Instant node_deadline) const = 0;
+  /// Starts a state for one request. `a.node_deadline` bounds everything this node does.
+  virtual std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const = 0;
   /// Total budget this node declares (0 = none); the session uses the root's.
   virtual Nanos total_budget() const noexcept { return Nanos{0}; }
+  /// The single target this node always sends to, if it is a plain model leaf.
+  virtual const Target* only_target() const noexcept { return nullptr; }
+  /// Every target this node may send to (for docs, validation and health warm-up).
+  virtual void collect_targets(std::vector<Target>& out) const = 0;
 };
 
 /// Compiles one node: a model name string, an "@slug" string, {"model":...}, {"config":"@slug"}
@@ -98,5 +139,27 @@ Result<Target> resolve_target(std::string_view model, const Json* provider_overr
                               const PolicyResolver& r);
 /// Rejects keys not in `allowed` (typos must not silently change routing).
 Result<void> check_keys(const Json& cfg, const std::string& path, std::initializer_list<std::string_view> allowed);
+/// Requires `cfg` to be an object.
+Result<void> require_object(const Json& cfg, const std::string& path);
+/// Reads an optional number field in [lo, hi].
+Result<double> read_number(const Json& cfg, const char* key, const std::string& path, double fallback, double lo,
+                           double hi);
+/// Reads an optional string field.
+Result<std::string> read_string(const Json& cfg, const char* key, const std::string& path, std::string fallback);
+/// Reads an optional "on_rate_limit" mode.
+Result<RateLimitMode> read_rate_limit_mode(const Json& cfg, const std::string& path);
+/// Bitmask over ErrorKind of the classes in a `retry_on` array; error with path for unknown ones.
+Result<std::uint32_t> read_retry_on(const Json& cfg, const std::string& path, std::uint32_t fallback);
+/// Whether an error kind is in a retry mask built by read_retry_on.
+bool retry_mask_matches(std::uint32_t mask, const Error& e) noexcept;
+/// Joins a path and a key: path_key("$.a", "b") == "$.a.b".
+std::string path_key(const std::string& path, std::string_view key);
+std::string path_index(const std::string& path, std::size_t i);
+/// Text of a response's first choice (kept here so policy does not depend on wire's helpers).
+std::string response_text(const ChatResponse& r);
+/// Short human label for an error: "rate_limited (429)".
+std::string error_label(const Error& e);
+/// Milliseconds as an integer for messages.
+long long to_ms(Nanos d) noexcept;
 
 }  // namespace modelux

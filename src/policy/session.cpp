@@ -1,0 +1,538 @@
+// The routing session and config compilation.
+//
+// RoutingSession wraps the root StrategyState of a compiled Policy. It owns the per-request
+// SessionCore (plans, results, trace), routes reported results to the node that started the
+// attempt, enforces the total budget and finalises the DecisionTrace.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+
+#include "policy/strategies/single.hpp"
+#include "policy/strategy.hpp"
+
+namespace modelux {
+
+// ---- small public helpers declared in policy.hpp ------------------------------------------
+
+std::string CallContext::tag(std::string_view key) const {
+  for (const auto& [k, v] : tags)
+    if (k == key) return v;
+  return {};
+}
+
+std::string_view to_string(BreakerState s) noexcept {
+  switch (s) {
+    case BreakerState::closed: return "closed";
+    case BreakerState::open: return "open";
+    case BreakerState::half_open: return "half_open";
+  }
+  return "closed";
+}
+
+namespace {
+constexpr std::array<std::string_view, 8> kRetryClasses = {"429",        "5xx",           "timeout", "connection",
+                                                           "overloaded", "context_length", "stream",  "malformed"};
+}  // namespace
+
+bool retry_class_matches(std::string_view cls, const Error& e) noexcept {
+  switch (e.kind) {
+    case ErrorKind::rate_limited:
+    case ErrorKind::quota_exceeded: return cls == "429";
+    case ErrorKind::server_error: return cls == "5xx";
+    case ErrorKind::overloaded: return cls == "5xx" || cls == "overloaded" || (cls == "429" && e.status == 429);
+    case ErrorKind::timeout: return cls == "timeout";
+    case ErrorKind::connection: return cls == "connection";
+    case ErrorKind::context_length: return cls == "context_length";
+    case ErrorKind::stream_interrupted: return cls == "stream";
+    case ErrorKind::malformed_response: return cls == "malformed" || (cls == "5xx" && e.status >= 500);
+    default: return cls == "5xx" && e.status >= 500 && e.status < 600;
+  }
+}
+
+const std::vector<std::string_view>& retry_class_names() noexcept {
+  static const std::vector<std::string_view> names(kRetryClasses.begin(), kRetryClasses.end());
+  return names;
+}
+
+// ---- compiler helpers ---------------------------------------------------------------------
+
+std::string path_key(const std::string& path, std::string_view key) {
+  std::string p = path;
+  p += '.';
+  p += key;
+  return p;
+}
+
+std::string path_index(const std::string& path, std::size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
+
+long long to_ms(Nanos d) noexcept { return std::chrono::duration_cast<Millis>(d).count(); }
+
+Result<void> require_object(const Json& cfg, const std::string& path) {
+  if (!cfg.is_object()) return fail(ErrorKind::invalid_config, "expected an object", path);
+  return {};
+}
+
+Result<Nanos> read_ms(const Json& cfg, const char* key, const std::string& path, Nanos fallback) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) return fallback;
+  if (!it->is_number()) return fail(ErrorKind::invalid_config, std::string(key) + " must be a number of milliseconds",
+                                    path_key(path, key));
+  double v = it->get<double>();
+  if (!(v > 0) || v > 86'400'000.0)
+    return fail(ErrorKind::invalid_config, std::string(key) + " must be > 0 and at most one day", path_key(path, key));
+  return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(v));
+}
+
+Result<double> read_number(const Json& cfg, const char* key, const std::string& path, double fallback, double lo,
+                           double hi) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) return fallback;
+  if (!it->is_number()) return fail(ErrorKind::invalid_config, std::string(key) + " must be a number", path_key(path, key));
+  double v = it->get<double>();
+  if (!(v >= lo && v <= hi))
+    return fail(ErrorKind::invalid_config,
+                std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi),
+                path_key(path, key));
+  return v;
+}
+
+Result<std::string> read_string(const Json& cfg, const char* key, const std::string& path, std::string fallback) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) return fallback;
+  if (!it->is_string()) return fail(ErrorKind::invalid_config, std::string(key) + " must be a string", path_key(path, key));
+  return it->get<std::string>();
+}
+
+Result<RateLimitMode> read_rate_limit_mode(const Json& cfg, const std::string& path) {
+  auto s = read_string(cfg, "on_rate_limit", path, "fallback");
+  if (!s) return std::unexpected(s.error());
+  if (*s == "fallback") return RateLimitMode::fallback;
+  if (*s == "queue") return RateLimitMode::queue;
+  if (*s == "fail_fast") return RateLimitMode::fail_fast;
+  return fail(ErrorKind::invalid_config, "on_rate_limit must be one of fallback, queue, fail_fast",
+              path_key(path, "on_rate_limit"));
+}
+
+namespace {
+std::uint32_t bit(ErrorKind k) { return 1u << static_cast<unsigned>(k); }
+std::uint32_t class_mask(std::string_view cls) {
+  std::uint32_t m = 0;
+  for (unsigned k = 0; k <= static_cast<unsigned>(ErrorKind::internal); ++k) {
+    Error e;
+    e.kind = static_cast<ErrorKind>(k);
+    if (retry_class_matches(cls, e)) m |= 1u << k;
+  }
+  return m;
+}
+}  // namespace
+
+Result<std::uint32_t> read_retry_on(const Json& cfg, const std::string& path, std::uint32_t fallback) {
+  auto it = cfg.find("retry_on");
+  if (it == cfg.end() || it->is_null()) return fallback;
+  std::string p = path_key(path, "retry_on");
+  if (!it->is_array()) return fail(ErrorKind::invalid_config, "retry_on must be an array of classes", p);
+  std::uint32_t mask = 0;
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const Json& c = (*it)[i];
+    if (!c.is_string() && !c.is_number_integer())
+      return fail(ErrorKind::invalid_config, "retry_on entries are strings", path_index(p, i));
+    std::string cls = c.is_string() ? c.get<std::string>() : std::to_string(c.get<long long>());
+    auto& names = retry_class_names();
+    if (std::find(names.begin(), names.end(), cls) == names.end()) {
+      std::string all;
+      for (auto n : names) all += (all.empty() ? "" : ", ") + std::string(n);
+      return fail(ErrorKind::invalid_config, "unknown retry class '" + cls + "' (known: " + all + ")", path_index(p, i));
+    }
+    mask |= class_mask(cls);
+  }
+  return mask;
+}
+
+bool retry_mask_matches(std::uint32_t mask, const Error& e) noexcept {
+  if (mask & bit(e.kind)) return true;
+  // 5xx by status for kinds that do not map on their own (e.g. an unexpected 5xx body).
+  return (mask & bit(ErrorKind::server_error)) && e.status >= 500 && e.status < 600 &&
+         e.kind != ErrorKind::bad_request && e.kind != ErrorKind::auth;
+}
+
+Result<void> check_keys(const Json& cfg, const std::string& path, std::initializer_list<std::string_view> allowed) {
+  for (auto it = cfg.begin(); it != cfg.end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "description" || k == "name" || k == "$comment") continue;
+    if (std::find(allowed.begin(), allowed.end(), k) == allowed.end())
+      return fail(ErrorKind::invalid_config, "unknown key '" + k + "'", path_key(path, k));
+  }
+  return {};
+}
+
+Result<Target> resolve_target(std::string_view model, const Json* provider_override, const std::string& path,
+                              const PolicyResolver& r) {
+  if (model.empty()) return fail(ErrorKind::invalid_config, "model must be a non-empty string", path);
+  Target t;
+  t.model = std::string(model);
+  if (provider_override && !provider_override->is_null()) {
+    if (!provider_override->is_string() || provider_override->get_ref<const std::string&>().empty())
+      return fail(ErrorKind::invalid_config, "provider must be a non-empty string", path);
+    t.provider = provider_override->get<std::string>();
+  } else {
+    t.provider = r.provider_for(model);
+  }
+  const ModelInfo* mi = r.catalog().find_model(model);
+  if (!mi && r.provider_for(model).empty())
+    return fail(ErrorKind::invalid_config, "unknown model '" + t.model + "' (not in the catalog)", path);
+  if (t.provider.empty())
+    return fail(ErrorKind::invalid_config, "no configured provider serves model '" + t.model + "'", path);
+  return t;
+}
+
+std::string response_text(const ChatResponse& r) {
+  if (r.choices.empty()) return {};
+  std::string out;
+  for (const auto& p : r.choices.front().message.content)
+    if (p.type == ContentPart::Type::text) out += p.text;
+  return out;
+}
+
+std::string error_label(const Error& e) {
+  std::string s(to_string(e.kind));
+  if (e.status) s += " (" + std::to_string(e.status) + ")";
+  return s;
+}
+
+// ---- compile_node: the shapes a node can take ---------------------------------------------
+
+namespace {
+
+/// {"config":"@slug"} / "@slug": delegates to another compiled config, bounded by its budget.
+class ConfigRefStrategy final : public Strategy {
+ public:
+  ConfigRefStrategy(std::string slug, std::shared_ptr<const Policy> p) : slug_(std::move(slug)), p_(std::move(p)) {}
+  std::string_view name() const noexcept override { return p_->root().name(); }
+  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override {
+    StartArgs b = a;
+    if (p_->root().total_budget().count() > 0) b.node_deadline = std::min(a.node_deadline, now + p_->total_budget());
+    return p_->root().start(s, now, b);
+  }
+  Nanos total_budget() const noexcept override { return p_->root().total_budget(); }
+  const Target* only_target() const noexcept override { return p_->root().only_target(); }
+  void collect_targets(std::vector<Target>& out) const override { p_->root().collect_targets(out); }
+
+ private:
+  std::string slug_;
+  std::shared_ptr<const Policy> p_;
+};
+
+Result<std::unique_ptr<Strategy>> compile_ref(std::string_view ref, const std::string& path, const PolicyResolver& r) {
+  std::string_view slug = ref;
+  if (!slug.empty() && slug.front() == '@') slug.remove_prefix(1);
+  if (slug.empty()) return fail(ErrorKind::invalid_config, "empty config reference", path);
+  auto p = r.config(slug);
+  if (!p) return fail(ErrorKind::invalid_config, "unknown config '@" + std::string(slug) + "'", path);
+  return std::make_unique<ConfigRefStrategy>(std::string(slug), std::move(p));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Strategy>> compile_node(const Json& cfg, const std::string& path, const PolicyResolver& r) {
+  if (cfg.is_string()) {
+    const auto& s = cfg.get_ref<const std::string&>();
+    if (!s.empty() && s.front() == '@') return compile_ref(s, path, r);
+    auto t = resolve_target(s, nullptr, path, r);
+    if (!t) return std::unexpected(t.error());
+    return make_target_strategy(std::move(*t), r, kDefaultTotalBudget);
+  }
+  if (!cfg.is_object())
+    return fail(ErrorKind::invalid_config, "expected a model name, an \"@config\" reference or an object", path);
+  if (auto it = cfg.find("strategy"); it != cfg.end()) {
+    if (!it->is_string()) return fail(ErrorKind::invalid_config, "strategy must be a string", path_key(path, "strategy"));
+    const auto& name = it->get_ref<const std::string&>();
+    StrategyCompiler c = find_strategy(name);
+    if (!c) {
+      std::string all;
+      for (auto n : strategy_names()) all += (all.empty() ? "" : ", ") + std::string(n);
+      return fail(ErrorKind::invalid_config, "unknown strategy '" + name + "' (known: " + all + ")",
+                  path_key(path, "strategy"));
+    }
+    return c(cfg, path, r);
+  }
+  if (auto it = cfg.find("config"); it != cfg.end()) {
+    if (auto k = check_keys(cfg, path, {"config", "timeout_ms", "retries"}); !k) return std::unexpected(k.error());
+    if (it->is_string()) return compile_ref(it->get_ref<const std::string&>(), path_key(path, "config"), r);
+    if (it->is_object()) return compile_node(*it, path_key(path, "config"), r);
+    return fail(ErrorKind::invalid_config, "config must be \"@slug\" or an inline config object", path_key(path, "config"));
+  }
+  if (cfg.contains("model")) return compile_single(cfg, path, r);
+  return fail(ErrorKind::invalid_config, "expected \"strategy\", \"model\" or \"config\"", path);
+}
+
+// ---- Policy -------------------------------------------------------------------------------
+
+Policy::Policy(std::string name, Json source, std::unique_ptr<Strategy> root, Nanos total_budget)
+    : name_(std::move(name)), source_(std::move(source)), root_(std::move(root)), total_budget_(total_budget) {}
+Policy::~Policy() = default;
+
+std::string_view Policy::strategy() const noexcept { return root_->name(); }
+
+Result<std::shared_ptr<const Policy>> Policy::compile(const Json& config, const PolicyResolver& resolver,
+                                                      std::string name) {
+  auto root = compile_node(config, "$", resolver);
+  if (!root) return std::unexpected(root.error());
+  Nanos budget = (*root)->total_budget();
+  if (budget.count() <= 0) budget = kDefaultTotalBudget;
+  return std::make_shared<const Policy>(std::move(name), config, std::move(*root), budget);
+}
+
+Result<std::shared_ptr<const Policy>> Policy::single_model(std::string_view model, const PolicyResolver& resolver) {
+  auto t = resolve_target(model, nullptr, "$.model", resolver);
+  if (!t) return std::unexpected(t.error());
+  auto node = make_target_strategy(std::move(*t), resolver, kDefaultTotalBudget);
+  if (!node) return std::unexpected(node.error());
+  Json src = {{"strategy", "single"}, {"model", std::string(model)}};
+  return std::make_shared<const Policy>(std::string(model), std::move(src), std::move(*node), kDefaultTotalBudget);
+}
+
+// ---- SessionCore --------------------------------------------------------------------------
+
+SessionCore::SessionCore(std::shared_ptr<const Policy> p, const SessionInputs& i)
+    : in(i), policy(std::move(p)), rng(i.seed) {
+  deadline = in.start + policy->total_budget();
+  plans.reserve(4);
+  results.reserve(4);
+  models.reserve(4);
+  trace.attempts.reserve(4);
+}
+
+const AttemptPlan& SessionCore::make_attempt(const Target& t, const ModelInfo* model, Nanos timeout, Instant now,
+                                             Instant node_deadline, std::string_view why, int member,
+                                             bool needs_full_response) {
+  AttemptPlan& p = plans.emplace_back();
+  p.id = static_cast<std::uint32_t>(plans.size());
+  p.target = t;
+  p.timeout = timeout;
+  p.deadline = std::min({now + timeout, node_deadline, deadline});
+  p.why = why;
+  p.member = member;
+  p.needs_full_response = needs_full_response;
+  results.emplace_back();
+  models.push_back(model);
+  AttemptRecord& rec = trace.attempts.emplace_back();
+  rec.id = p.id;
+  rec.model = t.model;
+  rec.provider = t.provider;
+  rec.start_offset = now - in.start;
+  rec.why_tried = why;
+  rec.member = member;
+  return p;
+}
+
+const AttemptResult* SessionCore::result(std::uint32_t id) const noexcept {
+  if (id == 0 || id > results.size()) return nullptr;
+  const AttemptResult& r = results[id - 1];
+  return r.id == 0 ? nullptr : &r;
+}
+
+bool SessionCore::record_result(const AttemptResult& r, Instant now) {
+  if (r.id == 0 || r.id > results.size() || results[r.id - 1].id != 0) return false;
+  AttemptResult& slot = results[r.id - 1];
+  slot = r;
+  AttemptRecord& rec = record(r.id);
+  rec.duration = r.latency.count() > 0 ? r.latency : now - (in.start + rec.start_offset);
+  rec.ttft = r.ttft;
+  rec.ok = r.ok;
+  rec.usage = r.usage.empty() ? r.response.usage : r.usage;
+  if (const ModelInfo* mi = models[r.id - 1]) rec.cost = Catalog::cost(*mi, rec.usage);
+  if (r.ok) {
+    rec.outcome = "ok";
+    rec.why_ended = "ok";
+  } else {
+    rec.outcome = std::string(to_string(r.error.kind));
+    rec.status = r.error.status;
+    rec.error = r.error.message;
+    rec.why_ended = r.error.status ? std::to_string(r.error.status) + " from provider" : rec.outcome;
+  }
+  return true;
+}
+
+void SessionCore::expire(std::uint32_t id, Instant now, std::string why) {
+  if (id == 0 || id > results.size() || results[id - 1].id != 0) return;
+  AttemptResult r;
+  r.id = id;
+  r.ok = false;
+  r.error.kind = ErrorKind::timeout;
+  r.error.message = why;
+  r.latency = now - (in.start + record(id).start_offset);
+  record_result(r, now);
+  record(id).why_ended = std::move(why);
+}
+
+void SessionCore::set_why_ended(std::uint32_t id, std::string why) {
+  if (id >= 1 && id <= trace.attempts.size()) trace.attempts[id - 1].why_ended = std::move(why);
+}
+
+TargetStats SessionCore::stats(std::string_view key, Instant now) const {
+  if (!in.health) return TargetStats{};
+  return in.health->stats(key, now);
+}
+
+std::int64_t SessionCore::estimated_tokens() {
+  if (est_tokens_ < 0) est_tokens_ = in.request ? estimate_input_tokens(*in.request) : 0;
+  return est_tokens_;
+}
+
+// ---- RoutingSession -----------------------------------------------------------------------
+
+namespace {
+void fill_trace_header(SessionCore& c) {
+  DecisionTrace& t = c.trace;
+  const Policy& p = *c.policy;
+  t.time = c.in.wall_start;
+  t.config = p.name();
+  t.config_version = p.version();
+  t.strategy = std::string(p.strategy());
+  if (const CallContext* ctx = c.in.context) {
+    t.request_id = ctx->request_id;
+    t.project = ctx->project;
+    t.org = ctx->org;
+    t.end_user = ctx->end_user;
+    t.api_key_id = ctx->api_key_id;
+    t.tags = ctx->tags;
+  }
+  if (c.in.request) t.stream = c.in.request->stream;
+}
+
+std::string join_notes(const std::vector<std::string>& notes) {
+  std::string s;
+  for (const auto& n : notes) {
+    if (!s.empty()) s += ", ";
+    s += n;
+  }
+  return s;
+}
+}  // namespace
+
+RoutingSession::RoutingSession(std::shared_ptr<const Policy> policy, const SessionInputs& in)
+    : core_(std::make_unique<SessionCore>(std::move(policy), in)) {
+  fill_trace_header(*core_);
+  StartArgs a;
+  a.node_deadline = core_->deadline;
+  a.why = "primary";
+  root_ = core_->policy->root().start(*core_, in.start, a);
+}
+
+RoutingSession::~RoutingSession() = default;
+
+namespace {
+enum : std::uint8_t { kRunning = 0, kDone = 1, kFailed = 2 };
+}
+
+Step RoutingSession::next(Instant now) {
+  Step step;
+  SessionCore& c = *core_;
+  if (c.trace.total.count() != 0 || finished()) {
+    step.kind = c.trace.ok ? Step::Kind::done : Step::Kind::failed;
+    return step;
+  }
+  auto finish = [&](bool ok) {
+    DecisionTrace& t = c.trace;
+    const NodeOutcome& o = root_->outcome();
+    t.ok = ok;
+    t.total = std::max(now - c.in.start, Nanos{1});
+    t.cost = Cost{};
+    t.usage = Usage{};
+    for (const auto& a : t.attempts) {
+      t.cost.input_usd += a.cost.input_usd;
+      t.cost.output_usd += a.cost.output_usd;
+    }
+    std::string notes = join_notes(c.notes);
+    if (ok) {
+      t.served_model = o.served.model;
+      t.served_provider = o.served.provider;
+      if (o.attempt) {
+        const AttemptRecord& rec = c.record(o.attempt);
+        t.usage = rec.usage;
+        t.ttft = rec.ttft;
+        c.set_why_ended(o.attempt, "served");
+        t.decision = "served by " + o.served.model + " (attempt " + std::to_string(o.attempt) + ")";
+      } else {
+        for (const auto& a : t.attempts)
+          if (a.ok) {
+            t.usage.prompt_tokens += a.usage.prompt_tokens;
+            t.usage.completion_tokens += a.usage.completion_tokens;
+          }
+        t.decision = "served by " + (o.served.model.empty() ? std::string("aggregate") : o.served.model) +
+                     " (aggregate of " + std::to_string(t.attempts.size()) + " attempts)";
+      }
+      t.reason = notes.empty() ? t.decision : notes + ", served by " + o.served.model;
+    } else {
+      t.error_kind = std::string(to_string(o.error.kind));
+      t.error_message = o.error.message;
+      t.decision = "failed: " + t.error_kind;
+      t.reason = notes.empty() ? o.error.message : notes + "; " + o.error.message;
+    }
+    step.kind = ok ? Step::Kind::done : Step::Kind::failed;
+  };
+
+  if (c.cancelled) {
+    root_->outcome() = NodeOutcome{};
+    root_->outcome().error.kind = ErrorKind::cancelled;
+    root_->outcome().error.message = c.cancel_reason;
+    finish(false);
+    return step;
+  }
+  Step::Kind k = root_->next(c, now, step);
+  if (k == Step::Kind::done || k == Step::Kind::failed) {
+    step.attempts.clear();
+    finish(k == Step::Kind::done);
+    return step;
+  }
+  if (now >= c.deadline && step.attempts.empty()) {
+    // The root should have ended on its own; this is the session-level guarantee.
+    for (std::uint32_t id = 1; id <= c.plans.size(); ++id)
+      if (!c.result(id)) c.expire(id, now, "total budget " + std::to_string(to_ms(c.policy->total_budget())) + " ms exhausted");
+    root_->outcome() = NodeOutcome{};
+    root_->outcome().error.kind = ErrorKind::timeout;
+    root_->outcome().error.message =
+        "total budget " + std::to_string(to_ms(c.policy->total_budget())) + " ms exhausted";
+    finish(false);
+    return step;
+  }
+  step.kind = k;
+  if (k == Step::Kind::wait) step.wake_at = std::min(step.wake_at == Instant{} ? c.deadline : step.wake_at, c.deadline);
+  return step;
+}
+
+void RoutingSession::report(AttemptResult result, Instant now) {
+  SessionCore& c = *core_;
+  if (finished()) return;
+  if (!c.record_result(result, now)) return;
+  root_->on_result(c, c.results[result.id - 1], now);
+}
+
+void RoutingSession::cancel(Instant now, std::string why) {
+  SessionCore& c = *core_;
+  if (finished()) return;
+  for (std::uint32_t id = 1; id <= c.plans.size(); ++id)
+    if (!c.result(id)) {
+      AttemptResult r;
+      r.id = id;
+      r.error.kind = ErrorKind::cancelled;
+      r.error.message = why;
+      c.record_result(r, now);
+      c.set_why_ended(id, "abandoned: " + why);
+    }
+  c.cancelled = true;
+  c.cancel_reason = std::move(why);
+}
+
+bool RoutingSession::finished() const noexcept { return core_->trace.total.count() != 0; }
+const ChatResponse& RoutingSession::response() const { return root_->outcome().response; }
+const Target& RoutingSession::served() const { return root_->outcome().served; }
+const Error& RoutingSession::error() const { return root_->outcome().error; }
+DecisionTrace& RoutingSession::trace() noexcept { return core_->trace; }
+Instant RoutingSession::deadline() const noexcept { return core_->deadline; }
+const SessionInputs& RoutingSession::inputs() const noexcept { return core_->in; }
+
+}  // namespace modelux

@@ -1,0 +1,260 @@
+#include "policy/strategies/fallback.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace modelux {
+
+namespace {
+
+struct Backoff {
+  Nanos initial = std::chrono::milliseconds(100);
+  Nanos max = std::chrono::milliseconds(2000);
+  double jitter = 0.2;
+};
+
+struct Entry {
+  std::unique_ptr<Strategy> node;
+  Nanos timeout{0};  ///< nested configs: bounds the whole sub-node (0 = none); leaves carry their own
+  int retries = 0;
+  std::string label;       ///< "claude-haiku-4-5" or "@slug"/strategy name
+  std::string why_first;   ///< "primary" / "fallback 1"
+};
+
+class FallbackStrategy final : public Strategy {
+ public:
+  std::vector<Entry> entries;
+  std::uint32_t retry_mask = 0;
+  Nanos total{0};
+  Backoff backoff;
+  RateLimitMode mode = RateLimitMode::fallback;
+
+  std::string_view name() const noexcept override { return "fallback"; }
+  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
+  Nanos total_budget() const noexcept override { return total; }
+  void collect_targets(std::vector<Target>& out) const override {
+    for (const auto& e : entries) e.node->collect_targets(out);
+  }
+};
+
+/// Walks the chain. Each child runs to its own terminal outcome; then: success ends the chain;
+/// a skipped child (breaker open, bucket empty) advances; a delivered or fatal failure, or
+/// an error outside retry_on, ends the request with that error; otherwise retry the same
+/// entry after a jittered backoff (if it has retries left and the wait fits the budget) or
+/// advance. Cost: O(1) per call apart from the child.
+class FallbackState final : public StrategyState {
+ public:
+  FallbackState(const FallbackStrategy& spec, const StartArgs& a) : spec_(spec), args_(a) {
+    args_.node_deadline = a.node_deadline;
+  }
+
+  Step::Kind next(SessionCore& s, Instant now, Step& step) override {
+    Instant limit = std::min(args_.node_deadline, s.deadline);
+    for (;;) {
+      if (child_) {
+        Step::Kind k = child_->next(s, now, step);
+        if (k == Step::Kind::attempt || k == Step::Kind::wait) {
+          if (k == Step::Kind::wait && step.wake_at > limit) step.wake_at = limit;
+          return k;
+        }
+        NodeOutcome& o = child_->outcome();
+        if (k == Step::Kind::done) {
+          outcome_ = std::move(o);
+          child_.reset();
+          return Step::Kind::done;
+        }
+        const Entry& e = spec_.entries[index_];
+        Error err = o.error;
+        bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
+        child_.reset();
+        if (!skipped) {
+          last_error_ = err;
+          have_error_ = true;
+          s.notes.push_back((index_ == 0 && tries_ == 0 ? "primary " : e.label + " ") + error_label(err));
+        }
+        if (delivered) return end(s, err, "stream already delivered to the caller; no failover");
+        if (fatal) return end(s, err, "");
+        if (!skipped && !retry_mask_matches(spec_.retry_mask, err)) {
+          s.notes.push_back(std::string(to_string(err.kind)) + " is not in retry_on");
+          return end(s, err, "");
+        }
+        if (!skipped && tries_ < e.retries && err.kind != ErrorKind::quota_exceeded) {
+          Nanos d = backoff_delay(s);
+          if (err.retry_after) d = std::max<Nanos>(d, *err.retry_after);
+          if (now + d < limit) {
+            ++tries_;
+            wake_at_ = now + d;
+            retrying_ = true;
+            continue;
+          }
+        }
+        ++index_;
+        tries_ = 0;
+        retrying_ = false;
+        continue;
+      }
+      if (wake_at_ > now) {
+        step.wake_at = wake_at_;
+        return Step::Kind::wait;
+      }
+      if (index_ >= spec_.entries.size()) {
+        if (have_error_) {
+          Error e = last_error_;
+          e.message = "all " + std::to_string(spec_.entries.size()) + " fallback targets failed; last: " +
+                      (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
+          return end(s, e, "");
+        }
+        Error e;
+        e.kind = ErrorKind::no_route;
+        e.message = "no target admits traffic (all " + std::to_string(spec_.entries.size()) + " skipped)";
+        outcome_.skipped = true;
+        return end(s, e, "");
+      }
+      if (now >= limit) {
+        Error e;
+        e.kind = ErrorKind::timeout;
+        e.message = "total budget " + std::to_string(to_ms(spec_.total.count() ? spec_.total : limit - s.in.start)) +
+                    " ms exhausted before " + spec_.entries[index_].label;
+        return end(s, e, "");
+      }
+      const Entry& e = spec_.entries[index_];
+      StartArgs a = args_;
+      a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
+      a.rate_limit_mode = spec_.mode;
+      if (retrying_) {
+        why_ = "retry " + std::to_string(tries_) + " of " + e.label;
+        a.why = why_;
+      } else if (index_ == 0) {
+        a.why = args_.why;
+      } else {
+        why_ = "fallback " + std::to_string(index_) + (have_error_ ? " after " + std::string(to_string(last_error_.kind)) : std::string(" after skip"));
+        a.why = why_;
+      }
+      child_ = e.node->start(s, now, a);
+    }
+  }
+
+  void on_result(SessionCore& s, const AttemptResult& r, Instant now) override {
+    if (child_ && child_->owns(r.id)) child_->on_result(s, r, now);
+  }
+  bool owns(std::uint32_t id) const noexcept override { return child_ && child_->owns(id); }
+
+ private:
+  Nanos backoff_delay(SessionCore& s) {
+    double base = static_cast<double>(spec_.backoff.initial.count()) * std::pow(2.0, tries_);
+    base = std::min(base, static_cast<double>(spec_.backoff.max.count()));
+    double j = spec_.backoff.jitter;
+    double f = 1.0 + j * (2.0 * s.rng.uniform() - 1.0);
+    return Nanos{static_cast<std::int64_t>(base * f)};
+  }
+  Step::Kind end(SessionCore& s, const Error& e, std::string note) {
+    if (!note.empty()) s.notes.push_back(std::move(note));
+    outcome_.ok = false;
+    outcome_.error = e;
+    return Step::Kind::failed;
+  }
+
+  const FallbackStrategy& spec_;
+  StartArgs args_;
+  std::unique_ptr<StrategyState> child_;
+  std::size_t index_ = 0;
+  int tries_ = 0;
+  bool retrying_ = false;
+  Instant wake_at_{};
+  Error last_error_;
+  bool have_error_ = false;
+  std::string why_;
+};
+
+std::unique_ptr<StrategyState> FallbackStrategy::start(SessionCore&, Instant, const StartArgs& a) const {
+  return std::make_unique<FallbackState>(*this, a);
+}
+
+}  // namespace
+
+std::uint32_t default_retry_mask() noexcept {
+  static const std::uint32_t m = [] {
+    Json j = {{"retry_on", {"429", "5xx", "timeout", "connection"}}};
+    return *read_retry_on(j, "$", 0);
+  }();
+  return m;
+}
+
+Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::string& path, const PolicyResolver& r) {
+  if (auto o = require_object(cfg, path); !o) return std::unexpected(o.error());
+  if (auto k = check_keys(cfg, path,
+                          {"strategy", "attempts", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries"});
+      !k)
+    return std::unexpected(k.error());
+  auto f = std::make_unique<FallbackStrategy>();
+  auto total = read_ms(cfg, "total_budget_ms", path, Nanos{0});
+  if (!total) return std::unexpected(total.error());
+  f->total = *total;
+  auto mask = read_retry_on(cfg, path, default_retry_mask());
+  if (!mask) return std::unexpected(mask.error());
+  f->retry_mask = *mask;
+  auto mode = read_rate_limit_mode(cfg, path);
+  if (!mode) return std::unexpected(mode.error());
+  f->mode = *mode;
+  int default_retries = 0;
+  if (auto it = cfg.find("retries"); it != cfg.end()) {
+    if (!it->is_number_integer() || it->get<long long>() < 0 || it->get<long long>() > 10)
+      return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(path, "retries"));
+    default_retries = it->get<int>();
+  }
+  if (auto it = cfg.find("backoff"); it != cfg.end()) {
+    std::string bp = path_key(path, "backoff");
+    if (auto o = require_object(*it, bp); !o) return std::unexpected(o.error());
+    if (auto k = check_keys(*it, bp, {"initial_ms", "max_ms", "jitter"}); !k) return std::unexpected(k.error());
+    auto init = read_ms(*it, "initial_ms", bp, f->backoff.initial);
+    if (!init) return std::unexpected(init.error());
+    auto mx = read_ms(*it, "max_ms", bp, std::max(f->backoff.max, *init));
+    if (!mx) return std::unexpected(mx.error());
+    if (*mx < *init) return fail(ErrorKind::invalid_config, "max_ms is below initial_ms", path_key(bp, "max_ms"));
+    auto jit = read_number(*it, "jitter", bp, 0.2, 0.0, 1.0);
+    if (!jit) return std::unexpected(jit.error());
+    f->backoff = Backoff{*init, *mx, *jit};
+  }
+  auto at = cfg.find("attempts");
+  std::string ap = path_key(path, "attempts");
+  if (at == cfg.end()) return fail(ErrorKind::invalid_config, "fallback needs \"attempts\"", ap);
+  if (!at->is_array()) return fail(ErrorKind::invalid_config, "attempts must be an array", ap);
+  if (at->empty()) return fail(ErrorKind::invalid_config, "attempts is empty: a chain needs at least one target", ap);
+  if (at->size() > 32) return fail(ErrorKind::invalid_config, "at most 32 attempts", ap);
+  for (std::size_t i = 0; i < at->size(); ++i) {
+    const Json& ej = (*at)[i];
+    std::string ep = path_index(ap, i);
+    Entry e;
+    e.retries = default_retries;
+    if (ej.is_object()) {
+      auto to = read_ms(ej, "timeout_ms", ep, Nanos{0});
+      if (!to) return std::unexpected(to.error());
+      if (f->total.count() && *to > f->total)
+        return fail(ErrorKind::invalid_config,
+                    "timeout_ms " + std::to_string(to_ms(*to)) + " is over total_budget_ms " +
+                        std::to_string(to_ms(f->total)),
+                    path_key(ep, "timeout_ms"));
+      if (auto rt = ej.find("retries"); rt != ej.end()) {
+        if (!rt->is_number_integer() || rt->get<long long>() < 0 || rt->get<long long>() > 10)
+          return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(ep, "retries"));
+        e.retries = rt->get<int>();
+      }
+      if (!ej.contains("model")) e.timeout = *to;  // nested config: bound the whole node
+    }
+    auto node = compile_node(ej, ep, r);
+    if (!node) return std::unexpected(node.error());
+    e.node = std::move(*node);
+    if (const Target* t = e.node->only_target())
+      e.label = t->model;
+    else if (ej.is_string())
+      e.label = ej.get<std::string>();
+    else if (ej.is_object() && ej.contains("config") && ej["config"].is_string())
+      e.label = ej["config"].get<std::string>();
+    else
+      e.label = std::string(e.node->name()) + " #" + std::to_string(i);
+    f->entries.push_back(std::move(e));
+  }
+  return std::unique_ptr<Strategy>(std::move(f));
+}
+
+}  // namespace modelux

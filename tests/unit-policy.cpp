@@ -1,0 +1,456 @@
+// Routing session, config compilation, single and fallback strategies — on a ManualClock.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <map>
+
+#include "modelux/policy.hpp"
+
+using namespace modelux;
+using namespace std::chrono_literals;
+
+namespace {
+
+class TestResolver final : public PolicyResolver {
+ public:
+  const Catalog& catalog() const override { return Catalog::builtin(); }
+  std::string provider_for(std::string_view model) const override {
+    const ModelInfo* m = catalog().find_model(model);
+    return m ? m->provider : std::string{};
+  }
+  std::shared_ptr<const Policy> config(std::string_view slug) const override {
+    auto it = configs.find(std::string(slug));
+    return it == configs.end() ? nullptr : it->second;
+  }
+  std::map<std::string, std::shared_ptr<const Policy>> configs;
+};
+
+class FakeHealth final : public HealthView {
+ public:
+  TargetStats stats(std::string_view key, Instant) const override {
+    auto it = m.find(std::string(key));
+    return it == m.end() ? TargetStats{} : it->second;
+  }
+  std::map<std::string, TargetStats> m;
+};
+
+struct Reply {
+  bool ok = true;
+  ErrorKind kind = ErrorKind::server_error;
+  int status = 0;
+  Nanos latency = 100ms;
+  bool hang = false;       // never reported: the session must expire it
+  bool delivered = false;
+  std::string text = "hello";
+};
+
+struct Run {
+  bool ok = false;
+  Error error;
+  Target served;
+  DecisionTrace trace;
+  Nanos elapsed{0};
+  std::vector<AttemptPlan> plans;
+  std::vector<Instant> started;
+  std::string text;
+};
+
+ChatRequest make_request() {
+  ChatRequest r;
+  r.model = "@prod";
+  Message m;
+  m.role = "user";
+  ContentPart p;
+  p.text = "hi there";
+  m.content.push_back(p);
+  r.messages.push_back(m);
+  return r;
+}
+
+/// A minimal driver: attempts finish after their scripted latency on the manual clock.
+Run drive(std::shared_ptr<const Policy> p, const std::function<Reply(const AttemptPlan&)>& script, ManualClock& clock,
+          const HealthView* health = nullptr, const CallContext* ctx = nullptr, std::uint64_t seed = 1) {
+  static const ChatRequest req = make_request();
+  static const CallContext default_ctx{"req_1", "acme", "org", "user-1", "key", {}};
+  SessionInputs in;
+  in.request = &req;
+  in.context = ctx ? ctx : &default_ctx;
+  in.health = health;
+  in.seed = seed;
+  in.start = clock.now();
+  RoutingSession s(p, in);
+  std::vector<std::pair<Instant, AttemptResult>> pending;
+  Run run;
+  for (int guard = 0; guard < 10000; ++guard) {
+    Step st = s.next(clock.now());
+    if (st.kind == Step::Kind::done || st.kind == Step::Kind::failed) {
+      run.ok = st.kind == Step::Kind::done;
+      if (run.ok) {
+        run.served = s.served();
+        run.text = s.response().choices.empty() ? "" : s.response().choices[0].message.content[0].text;
+      } else {
+        run.error = s.error();
+      }
+      run.trace = s.trace();
+      run.elapsed = clock.now() - in.start;
+      return run;
+    }
+    if (st.kind == Step::Kind::attempt) {
+      for (const auto& plan : st.attempts) {
+        run.plans.push_back(plan);
+        run.started.push_back(clock.now());
+        Reply rep = script(plan);
+        if (rep.hang) continue;
+        AttemptResult r;
+        r.id = plan.id;
+        r.ok = rep.ok;
+        r.latency = rep.latency;
+        r.delivered = rep.delivered;
+        if (rep.ok) {
+          Choice c;
+          c.message.role = "assistant";
+          ContentPart cp;
+          cp.text = rep.text;
+          c.message.content.push_back(cp);
+          c.finish_reason = "stop";
+          r.response.choices.push_back(c);
+          r.usage.prompt_tokens = 10;
+          r.usage.completion_tokens = 5;
+        } else {
+          r.error.kind = rep.kind;
+          r.error.status = rep.status;
+          r.error.message = "scripted failure";
+        }
+        pending.emplace_back(clock.now() + rep.latency, r);
+      }
+      continue;
+    }
+    // wait: jump to the earliest of wake_at and the next pending result
+    Instant t = st.wake_at;
+    for (auto& [at, r] : pending) t = std::min(t, at);
+    if (t > clock.now()) clock.set(t);
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (it->first <= clock.now()) {
+        s.report(it->second, clock.now());
+        it = pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  FAIL("session did not finish");
+  return run;
+}
+
+std::shared_ptr<const Policy> compile_ok(const Json& j, const PolicyResolver& r) {
+  auto p = Policy::compile(j, r, "@prod");
+  if (!p) FAIL(p.error().describe());
+  return *p;
+}
+
+Json seed_chain() {
+  return Json::parse(R"({"strategy":"fallback",
+    "attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},{"model":"gpt-4o-mini","timeout_ms":3000,"retries":1}],
+    "retry_on":["429","5xx","timeout"],"total_budget_ms":8000,
+    "backoff":{"initial_ms":100,"max_ms":2000,"jitter":0.2}})");
+}
+
+}  // namespace
+
+TEST_CASE("SingleStrategy: serves from its one model and traces it") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(Json::parse(R"({"strategy":"single","model":"gpt-4o","timeout_ms":30000})"), r);
+  CHECK(p->strategy() == "single");
+  auto run = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock);
+  REQUIRE(run.ok);
+  CHECK(run.served.model == "gpt-4o");
+  CHECK(run.served.provider == "openai");
+  CHECK(run.text == "hello");
+  REQUIRE(run.trace.attempts.size() == 1);
+  CHECK(run.trace.attempts[0].why_ended == "served");
+  CHECK(run.trace.attempts[0].why_tried == "primary");
+  CHECK(run.trace.served_model == "gpt-4o");
+  CHECK(run.trace.cost.total() > 0);  // catalog prices were applied to the usage
+  CHECK(run.trace.total == 100ms);
+  CHECK(run.plans[0].deadline == run.started[0] + 30s);
+}
+
+TEST_CASE("Policy::single_model: plain model requests") {
+  TestResolver r;
+  auto p = Policy::single_model("gpt-4o-mini", r);
+  REQUIRE(p);
+  CHECK((*p)->strategy() == "single");
+  CHECK((*p)->name() == "gpt-4o-mini");
+  auto bad = Policy::single_model("no-such-model", r);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().kind == ErrorKind::invalid_config);
+}
+
+TEST_CASE("FallbackStrategy: advances on 429 within the total budget") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(seed_chain(), r);
+  CHECK(p->total_budget() == 8s);
+  auto run = drive(p, [](const AttemptPlan& a) {
+    if (a.target.model == "claude-haiku-4-5") return Reply{false, ErrorKind::rate_limited, 429, 50ms};
+    return Reply{};
+  }, clock);
+  REQUIRE(run.ok);
+  CHECK(run.served.model == "gpt-4o-mini");
+  REQUIRE(run.trace.attempts.size() == 2);
+  CHECK(run.trace.attempts[0].outcome == "rate_limited");
+  CHECK(run.trace.attempts[0].status == 429);
+  CHECK(run.trace.attempts[0].why_ended == "429 from provider");
+  CHECK(run.trace.attempts[1].why_tried == "fallback 1 after rate_limited");
+  CHECK(run.trace.attempts[1].start_offset == 50ms);
+  CHECK(run.trace.reason == "primary rate_limited (429), served by gpt-4o-mini");
+  CHECK(run.trace.decision == "served by gpt-4o-mini (attempt 2)");
+  CHECK(run.elapsed == 150ms);
+}
+
+TEST_CASE("FallbackStrategy: an error outside retry_on ends the request") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(seed_chain(), r);
+  auto run = drive(p, [](const AttemptPlan&) { return Reply{false, ErrorKind::bad_request, 400, 20ms}; }, clock);
+  REQUIRE_FALSE(run.ok);
+  CHECK(run.error.kind == ErrorKind::bad_request);
+  CHECK(run.trace.attempts.size() == 1);
+  CHECK(run.trace.error_kind == "bad_request");
+}
+
+TEST_CASE("FallbackStrategy: a delivered stream never fails over") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(seed_chain(), r);
+  auto run = drive(p, [](const AttemptPlan&) {
+    Reply rep{false, ErrorKind::stream_interrupted, 0, 500ms};
+    rep.delivered = true;
+    return rep;
+  }, clock);
+  REQUIRE_FALSE(run.ok);
+  CHECK(run.error.kind == ErrorKind::stream_interrupted);
+  CHECK(run.trace.attempts.size() == 1);
+  CHECK(run.trace.reason.find("no failover") != std::string::npos);
+}
+
+TEST_CASE("FallbackStrategy: a hung attempt times out at its own deadline and fails over") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(seed_chain(), r);
+  auto run = drive(p, [](const AttemptPlan& a) {
+    Reply rep;
+    rep.hang = a.target.model == "claude-haiku-4-5";
+    return rep;
+  }, clock);
+  REQUIRE(run.ok);
+  CHECK(run.trace.attempts[0].outcome == "timeout");
+  CHECK(run.trace.attempts[0].why_ended == "attempt timeout 2000 ms");
+  CHECK(run.trace.attempts[1].start_offset == 2000ms);
+  CHECK(run.elapsed == 2100ms);
+}
+
+TEST_CASE("FallbackStrategy: attempt deadline is min(now + timeout, total budget deadline)") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":3000,
+     "attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},{"model":"gpt-4o-mini","timeout_ms":3000}]})"), r);
+  auto run = drive(p, [](const AttemptPlan& a) {
+    Reply rep;
+    rep.hang = true;
+    (void)a;
+    return rep;
+  }, clock);
+  REQUIRE_FALSE(run.ok);
+  CHECK(run.error.kind == ErrorKind::timeout);
+  REQUIRE(run.plans.size() == 2);
+  CHECK(run.plans[0].deadline - run.started[0] == 2000ms);
+  CHECK(run.plans[1].deadline - run.started[0] == 3000ms);  // total budget, not 2000 + 3000
+  CHECK(run.elapsed == 3000ms);
+}
+
+TEST_CASE("FallbackStrategy: retries wait a jittered backoff and never pass the budget") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(seed_chain(), r);
+  auto run = drive(p, [](const AttemptPlan& a) {
+    if (a.target.model == "claude-haiku-4-5") return Reply{false, ErrorKind::server_error, 500, 100ms};
+    static int n = 0;
+    return ++n == 1 ? Reply{false, ErrorKind::server_error, 503, 100ms} : Reply{};
+  }, clock);
+  REQUIRE(run.ok);
+  REQUIRE(run.trace.attempts.size() == 3);
+  CHECK(run.trace.attempts[2].model == "gpt-4o-mini");
+  CHECK(run.trace.attempts[2].why_tried == "retry 1 of gpt-4o-mini");
+  Nanos gap = run.trace.attempts[2].start_offset - (run.trace.attempts[1].start_offset + 100ms);
+  CHECK(gap >= 80ms);   // initial 100 ms +- 20 % jitter
+  CHECK(gap <= 120ms);
+
+  SUBCASE("a retry that would pass the budget is not made") {
+    ManualClock c2;
+    auto p2 = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":1000,
+      "attempts":[{"model":"gpt-4o-mini","timeout_ms":1000,"retries":3}],
+      "backoff":{"initial_ms":900,"max_ms":900,"jitter":0}})"), r);
+    auto run2 = drive(p2, [](const AttemptPlan&) { return Reply{false, ErrorKind::server_error, 500, 200ms}; }, c2);
+    REQUIRE_FALSE(run2.ok);
+    CHECK(run2.trace.attempts.size() == 1);
+    CHECK(run2.elapsed <= 1000ms);
+  }
+}
+
+TEST_CASE("FallbackStrategy: targets with an open breaker are skipped with a reason") {
+  TestResolver r;
+  ManualClock clock;
+  FakeHealth h;
+  TargetStats open;
+  open.breaker = BreakerState::open;
+  open.admits = false;
+  open.retry_at = clock.now() + 30s;
+  h.m["anthropic/claude-haiku-4-5"] = open;
+  auto p = compile_ok(seed_chain(), r);
+  auto run = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+  REQUIRE(run.ok);
+  REQUIRE(run.trace.attempts.size() == 1);
+  CHECK(run.served.model == "gpt-4o-mini");
+  CHECK(run.trace.attempts[0].why_tried == "fallback 1 after skip");
+  CHECK(run.trace.reason.find("skipped claude-haiku-4-5: breaker open for another 30000 ms") != std::string::npos);
+
+  SUBCASE("all targets open: no_route without any attempt") {
+    h.m["openai/gpt-4o-mini"] = open;
+    auto run2 = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+    REQUIRE_FALSE(run2.ok);
+    CHECK(run2.error.kind == ErrorKind::no_route);
+    CHECK(run2.trace.attempts.empty());
+  }
+}
+
+TEST_CASE("FallbackStrategy: 429 absorption modes for an empty token bucket") {
+  TestResolver r;
+  ManualClock clock;
+  FakeHealth h;
+  TargetStats empty;
+  empty.admits = false;  // breaker closed, bucket empty
+  empty.retry_at = clock.now() + 500ms;
+  h.m["anthropic/claude-haiku-4-5"] = empty;
+  auto chain = [&](const char* mode) {
+    Json j = seed_chain();
+    j["on_rate_limit"] = mode;
+    return compile_ok(j, r);
+  };
+  SUBCASE("fallback skips the target") {
+    auto run = drive(chain("fallback"), [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+    REQUIRE(run.ok);
+    CHECK(run.served.model == "gpt-4o-mini");
+  }
+  SUBCASE("queue waits for the reset, then tries the target") {
+    struct Refilling : HealthView {
+      Instant at;
+      TargetStats stats(std::string_view k, Instant now) const override {
+        TargetStats s;
+        if (k == "anthropic/claude-haiku-4-5" && now < at) {
+          s.admits = false;
+          s.retry_at = at;
+        }
+        return s;
+      }
+    } rh;
+    rh.at = clock.now() + 500ms;
+    auto run = drive(chain("queue"), [](const AttemptPlan&) { return Reply{}; }, clock, &rh);
+    REQUIRE(run.ok);
+    CHECK(run.served.model == "claude-haiku-4-5");
+    CHECK(run.trace.attempts[0].start_offset == 500ms);
+  }
+  SUBCASE("fail_fast ends the request with rate_limited") {
+    auto run = drive(chain("fail_fast"), [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+    REQUIRE_FALSE(run.ok);
+    CHECK(run.error.kind == ErrorKind::rate_limited);
+    CHECK(run.trace.attempts.empty());
+  }
+}
+
+TEST_CASE("FallbackStrategy: budget exhausted mid-chain fails with timeout inside the budget") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":2500,"retry_on":["5xx","timeout"],
+     "attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},{"model":"gpt-4o-mini","timeout_ms":2000},
+                 {"model":"gemini-2.5-flash","timeout_ms":2000}]})"), r);
+  auto run = drive(p, [](const AttemptPlan&) { return Reply{false, ErrorKind::server_error, 500, 1300ms}; }, clock);
+  REQUIRE_FALSE(run.ok);
+  CHECK(run.trace.attempts.size() == 2);
+  CHECK(run.elapsed <= 2500ms);
+  CHECK(run.trace.attempts[1].outcome == "timeout");  // cut at the total budget, not 1300 ms
+}
+
+TEST_CASE("FallbackStrategy: nested configs and @slug references") {
+  TestResolver r;
+  ManualClock clock;
+  r.configs["cheap"] = compile_ok(Json::parse(R"({"strategy":"single","model":"gpt-4o-mini"})"), r);
+  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":5000,
+     "attempts":["claude-haiku-4-5",{"config":"@cheap"},{"config":{"strategy":"single","model":"gemini-2.5-flash"}}]})"), r);
+  auto run = drive(p, [](const AttemptPlan& a) {
+    if (a.target.model != "gemini-2.5-flash") return Reply{false, ErrorKind::server_error, 502, 10ms};
+    return Reply{};
+  }, clock);
+  REQUIRE(run.ok);
+  CHECK(run.served.model == "gemini-2.5-flash");
+  CHECK(run.trace.attempts.size() == 3);
+}
+
+TEST_CASE("RoutingSession: cancel abandons running attempts") {
+  TestResolver r;
+  ManualClock clock;
+  auto p = compile_ok(seed_chain(), r);
+  ChatRequest req = make_request();
+  SessionInputs in;
+  in.request = &req;
+  in.start = clock.now();
+  RoutingSession s(p, in);
+  Step st = s.next(clock.now());
+  REQUIRE(st.kind == Step::Kind::attempt);
+  s.cancel(clock.now(), "client disconnected");
+  Step f = s.next(clock.now());
+  CHECK(f.kind == Step::Kind::failed);
+  CHECK(s.error().kind == ErrorKind::cancelled);
+  CHECK(s.trace().attempts[0].why_ended == "abandoned: client disconnected");
+}
+
+TEST_CASE("Policy::compile: rejects bad configs with the JSON path") {
+  TestResolver r;
+  auto err = [&](const char* text) {
+    auto p = Policy::compile(Json::parse(text), r);
+    REQUIRE_FALSE(p);
+    CHECK(p.error().kind == ErrorKind::invalid_config);
+    return p.error().path;
+  };
+  CHECK(err(R"({"strategy":"roundrobin"})") == "$.strategy");
+  CHECK(err(R"({"strategy":"single","model":"gpt-9"})") == "$.model");
+  CHECK(err(R"({"strategy":"fallback","attempts":[]})") == "$.attempts");
+  CHECK(err(R"({"strategy":"fallback","attempts":"gpt-4o"})") == "$.attempts");
+  CHECK(err(R"({"strategy":"fallback","total_budget_ms":1000,"attempts":[{"model":"gpt-4o","timeout_ms":2000}]})") ==
+        "$.attempts[0].timeout_ms");
+  CHECK(err(R"({"strategy":"fallback","attempts":["gpt-4o",{"model":"nope"}]})") == "$.attempts[1].model");
+  CHECK(err(R"({"strategy":"fallback","attempts":["gpt-4o"],"retry_on":["429","teapot"]})") == "$.retry_on[1]");
+  CHECK(err(R"({"strategy":"fallback","attempts":["gpt-4o"],"retyr_on":["429"]})") == "$.retyr_on");
+  CHECK(err(R"({"strategy":"fallback","attempts":["gpt-4o"],"total_budget_ms":"8s"})") == "$.total_budget_ms");
+  CHECK(err(R"({"strategy":"fallback","attempts":[{"config":"@missing"}]})") == "$.attempts[0].config");
+  CHECK(err(R"({"strategy":"fallback","attempts":["gpt-4o"],"backoff":{"initial_ms":-1}})") == "$.backoff.initial_ms");
+  CHECK(err(R"({"strategy":"fallback","attempts":[{"model":"gpt-4o","retries":"x"}]})") == "$.attempts[0].retries");
+  CHECK(err(R"([1,2])") == "$");
+}
+
+TEST_CASE("retry_class_matches: classes map onto error kinds") {
+  Error e;
+  e.kind = ErrorKind::rate_limited;
+  CHECK(retry_class_matches("429", e));
+  CHECK_FALSE(retry_class_matches("5xx", e));
+  e.kind = ErrorKind::overloaded;
+  e.status = 529;
+  CHECK(retry_class_matches("5xx", e));
+  CHECK(retry_class_matches("overloaded", e));
+  e.kind = ErrorKind::bad_request;
+  e.status = 400;
+  for (auto c : retry_class_names()) CHECK_FALSE(retry_class_matches(c, e));
+  e.kind = ErrorKind::connection;
+  CHECK(retry_class_matches("connection", e));
+}
