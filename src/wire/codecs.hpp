@@ -73,6 +73,77 @@ Error provider_error(std::string_view family, int status, const Headers& headers
 /// True when the error code or message says the prompt was too long.
 bool looks_like_context_length(std::string_view code, std::string_view message);
 
+/// Anthropic pieces shared by the client and server sides (src/wire/anthropic.cpp).
+inline constexpr std::string_view kJsonTool = "json_response";  ///< forced tool used for JSON mode
+std::string_view finish_from_stop_reason(std::string_view stop_reason);
+std::string_view stop_reason_from_finish(std::string_view finish_reason);
+Error anthropic_error_from(std::string_view type, std::string message, int status, const Headers& headers);
+Result<ChatResponse> anthropic_response_from_native(const Json& body);
+
+/// Time until the Anthropic rate-limit window resets: the earliest `anthropic-ratelimit-*-reset`
+/// (RFC 3339) minus the response's `date` header; nullopt without both (src/wire/ratelimits.cpp).
+std::optional<Millis> anthropic_reset_delay(const Headers& headers);
+/// RFC 3339 ("2025-08-21T12:40:59Z", fractional seconds and offsets allowed) and IMF-fixdate
+/// ("Sun, 06 Nov 1994 08:49:37 GMT") as milliseconds since the Unix epoch.
+std::optional<std::int64_t> parse_rfc3339_ms(std::string_view s);
+std::optional<std::int64_t> parse_http_date_ms(std::string_view s);
+
+// ---- AWS event-stream framing (src/wire/eventstream.cpp) ------------------------------------
+
+/// CRC-32 (IEEE 802.3 / zlib polynomial), continuing from `crc`.
+std::uint32_t crc32(std::string_view data, std::uint32_t crc = 0) noexcept;
+
+/// One decoded event-stream message. Header values of string/bytes type are kept as is; the
+/// other types are rendered as decimal text ("true"/"false" for booleans, hex for uuids).
+struct EventStreamMessage {
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string payload;
+  const std::string* header(std::string_view name) const noexcept;
+};
+
+/// Incremental decoder of application/vnd.amazon.eventstream; correct for any split of the
+/// input, bounded (a message may not exceed max_message_bytes), both CRCs checked.
+class EventStreamParser {
+ public:
+  explicit EventStreamParser(std::size_t max_message_bytes = 16 * 1024 * 1024) : max_(max_message_bytes) {}
+  Result<void> feed(std::string_view bytes, std::vector<EventStreamMessage>& out);
+  bool has_partial() const noexcept { return !buf_.empty(); }
+
+ private:
+  std::size_t max_;
+  std::string buf_;
+};
+
+/// Encodes one message with string-typed (type 7) headers.
+std::string encode_event_stream_message(const std::vector<std::pair<std::string, std::string>>& headers,
+                                        std::string_view payload);
+
+// ---- AWS Signature Version 4 (src/wire/sigv4.cpp) ------------------------------------------
+
+std::string sha256_hex(std::string_view data);
+/// Raw HMAC-SHA256 bytes.
+std::string hmac_sha256(std::string_view key, std::string_view data);
+std::string to_hex(std::string_view bytes);
+/// kSigning = HMAC(HMAC(HMAC(HMAC("AWS4"+secret, date), region), service), "aws4_request"), raw bytes.
+std::string sigv4_signing_key(std::string_view secret, std::string_view date, std::string_view region,
+                              std::string_view service);
+
+struct SigV4Request {
+  std::string method;
+  std::string canonical_uri;    ///< already in canonical (encoded) form
+  std::string query;            ///< raw query "b=2&a=1" (sorted and encoded while signing)
+  Headers headers;              ///< headers to sign (host, x-amz-date, ...); names any case
+  std::string payload_sha256;   ///< hex; sha256_hex(body)
+};
+struct SigV4Credentials {
+  std::string access_key_id, secret_access_key, region, service;
+};
+struct SigV4Signature {
+  std::string canonical_request, string_to_sign, signed_headers, signature, authorization;
+};
+/// Signs per SigV4; `amz_date` is "YYYYMMDDTHHMMSSZ".
+SigV4Signature sigv4_sign(const SigV4Request& req, const SigV4Credentials& cred, std::string_view amz_date);
+
 // ---- server side: each family's native format as a server speaks it -------------------------
 // Used by the mock provider (examples/mock/native.cpp) and by the round-trip tests.
 

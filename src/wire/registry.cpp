@@ -19,7 +19,8 @@ void register_codec(const Codec* codec) {
 }
 
 const Codec* find_codec(std::string_view family) noexcept {
-  static const Codec* builtin[] = {&openai_codec()};
+  static const Codec* builtin[] = {&openai_codec(),    &azure_codec(),  &anthropic_codec(),
+                                   &gemini_codec(),    &cohere_codec(), &bedrock_codec()};
   for (const Codec* c : builtin)
     if (c->family() == family) return c;
   for (const Codec* c : extra_codecs())

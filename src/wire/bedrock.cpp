@@ -1,0 +1,560 @@
+// AWS Bedrock Converse / ConverseStream codec, both sides.
+//
+// Auth: SigV4 (service "bedrock") when the endpoint has options.secret_access_key (access key id
+// in options.access_key_id or api_key, optional options.session_token), else a Bedrock API key
+// as a Bearer token. Signing needs the time: options.amz_date ("YYYYMMDDTHHMMSSZ") pins it
+// (tests); otherwise the system clock is read, the one clock read in the codecs.
+// Usage: inputTokens excludes cache reads/writes, so prompt = input + cacheRead + cacheWrite.
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+
+#include "wire/codecs.hpp"
+
+namespace modelux {
+namespace {
+
+using namespace wire;
+constexpr std::string_view kFamily = "bedrock";
+constexpr std::string_view kIgnorableExtras[] = {"store", "prompt_cache_key", "prompt_cache_retention",
+                                                 "safety_identifier", "stream_options"};
+
+std::string_view finish_from_bedrock(std::string_view r) {
+  if (r == "max_tokens" || r == "model_context_window_exceeded") return "length";
+  if (r == "tool_use") return "tool_calls";
+  if (r == "guardrail_intervened" || r == "content_filtered") return "content_filter";
+  return "stop";
+}
+std::string_view bedrock_stop(std::string_view f) {
+  if (f == "length") return "max_tokens";
+  if (f == "tool_calls") return "tool_use";
+  if (f == "content_filter") return "content_filtered";
+  return "end_turn";
+}
+
+Usage usage_from_bedrock(const Json& u) {
+  Usage out;
+  auto in = jint(u, "inputTokens"), read = jint(u, "cacheReadInputTokens"), write = jint(u, "cacheWriteInputTokens");
+  out.prompt_tokens = in + read + write;
+  out.cached_tokens = read;
+  out.cache_write_tokens = write;
+  out.completion_tokens = jint(u, "outputTokens");
+  return out;
+}
+Json usage_to_bedrock(const Usage& u) {
+  auto in = u.prompt_tokens - u.cached_tokens - u.cache_write_tokens;
+  return {{"inputTokens", in},
+          {"outputTokens", u.completion_tokens},
+          {"totalTokens", in + u.completion_tokens},
+          {"cacheReadInputTokens", u.cached_tokens},
+          {"cacheWriteInputTokens", u.cache_write_tokens}};
+}
+
+Error bedrock_error(std::string type, int status, const Headers& headers, std::string message) {
+  if (auto colon = type.find(':'); colon != std::string::npos) type.resize(colon);
+  Error e = provider_error(kFamily, status, headers, std::move(message), type);
+  if (type == "ThrottlingException" || type == "throttlingException") e.kind = ErrorKind::rate_limited;
+  else if (type == "ServiceUnavailableException" || type == "serviceUnavailableException" || type == "ModelNotReadyException")
+    e.kind = ErrorKind::overloaded;
+  else if (type == "ServiceQuotaExceededException") e.kind = ErrorKind::quota_exceeded;
+  else if (type == "AccessDeniedException" || type == "UnrecognizedClientException") e.kind = ErrorKind::auth;
+  else if (type == "ResourceNotFoundException") e.kind = ErrorKind::not_found;
+  else if (type == "ModelTimeoutException") e.kind = ErrorKind::timeout;
+  else if (type == "InternalServerException" || type == "internalServerException" || type == "ModelErrorException" ||
+           type == "modelStreamErrorException")
+    e.kind = ErrorKind::server_error;
+  else if (type == "ValidationException" || type == "validationException")
+    e.kind = looks_like_context_length("", e.message) ? ErrorKind::context_length : ErrorKind::bad_request;
+  return e;
+}
+
+Result<Json> bedrock_block(const ContentPart& p, const std::string& path) {
+  if (p.type == ContentPart::Type::text) return Json{{"text", p.text}};
+  if (p.type == ContentPart::Type::image_url) {
+    auto d = parse_data_uri(p.url);
+    if (!d) return unsupported_field(kFamily, path + ".image_url.url", "Bedrock takes images as base64 data URIs only");
+    if (d->mime == "application/pdf")
+      return Json{{"document", {{"format", "pdf"}, {"name", "document"}, {"source", {{"bytes", d->data}}}}}};
+    std::string fmt = d->mime.starts_with("image/") ? d->mime.substr(6) : "";
+    if (fmt != "png" && fmt != "jpeg" && fmt != "gif" && fmt != "webp")
+      return unsupported_field(kFamily, path + ".image_url.url", "image format " + d->mime);
+    return Json{{"image", {{"format", fmt}, {"source", {{"bytes", d->data}}}}}};
+  }
+  return unsupported_field(kFamily, path, "part type not supported by Converse");
+}
+
+class BedrockStreamDecoder final : public StreamDecoder {
+ public:
+  Result<void> feed(std::string_view bytes, std::vector<ChatChunk>& out) override {
+    msgs_.clear();
+    if (auto r = es_.feed(bytes, msgs_); !r) return r;
+    for (auto& m : msgs_) {
+      if (done_) break;
+      const std::string* mt = m.header(":message-type");
+      if (mt && *mt == "exception") {
+        const std::string* et = m.header(":exception-type");
+        auto j = parse_json(m.payload);
+        std::string message = j ? jstr(*j, "message", jstr(*j, "Message", "stream exception")) : "stream exception";
+        Error e = bedrock_error(et ? *et : "", 0, {}, "bedrock stream exception: " + message);
+        return fail(std::move(e));
+      }
+      if (mt && *mt == "error") {
+        const std::string* code = m.header(":error-code");
+        const std::string* msg = m.header(":error-message");
+        return fail(bedrock_error(code ? *code : "", 0, {}, "bedrock stream error: " + (msg ? *msg : std::string("unknown"))));
+      }
+      const std::string* et = m.header(":event-type");
+      if (!et) continue;
+      auto j = parse_json(m.payload);
+      if (!j || !j->is_object()) return malformed(kFamily, "event payload is not a JSON object");
+      if (*et == "messageStart") {
+        ChunkChoice cc;
+        cc.role = "assistant";
+        cc.content = std::string{};
+        emit(out, std::move(cc));
+      } else if (*et == "contentBlockStart") {
+        const Json* start = jobj(*j, "start");
+        const Json* tu = start ? jobj(*start, "toolUse") : nullptr;
+        if (tu) {
+          if (tool_of_block_.size() > 4096) return malformed(kFamily, "too many content blocks");
+          int t = next_tool_++;
+          tool_of_block_[jint(*j, "contentBlockIndex")] = t;
+          ChunkChoice cc;
+          cc.tool_calls.push_back(ToolCallDelta{t, jstr(*tu, "toolUseId"), jstr(*tu, "name"), ""});
+          emit(out, std::move(cc));
+        }
+      } else if (*et == "contentBlockDelta") {
+        const Json* d = jobj(*j, "delta");
+        if (!d) return malformed(kFamily, "contentBlockDelta without delta");
+        if (d->contains("text") && (*d)["text"].is_string()) {
+          ChunkChoice cc;
+          cc.content = (*d)["text"].get<std::string>();
+          emit(out, std::move(cc));
+        } else if (const Json* tu = jobj(*d, "toolUse")) {
+          auto it = tool_of_block_.find(jint(*j, "contentBlockIndex"));
+          if (it == tool_of_block_.end()) return malformed(kFamily, "toolUse delta for an unknown block");
+          ChunkChoice cc;
+          cc.tool_calls.push_back(ToolCallDelta{it->second, "", "", jstr(*tu, "input")});
+          emit(out, std::move(cc));
+        }
+      } else if (*et == "messageStop") {
+        ChunkChoice cc;
+        cc.finish_reason = std::string(finish_from_bedrock(jstr(*j, "stopReason", "end_turn")));
+        emit(out, std::move(cc));
+        stopped_ = true;
+      } else if (*et == "metadata") {
+        ChatChunk c;
+        c.usage = jobj(*j, "usage") ? usage_from_bedrock(*jobj(*j, "usage")) : Usage{};
+        out.push_back(std::move(c));
+        done_ = true;
+      }
+    }
+    return {};
+  }
+  Result<void> finish(std::vector<ChatChunk>&) override {
+    if (es_.has_partial()) return fail(ErrorKind::stream_interrupted, "bedrock stream ended inside a message");
+    if (!stopped_) return fail(ErrorKind::stream_interrupted, "bedrock stream ended before messageStop");
+    return {};
+  }
+  bool done() const noexcept override { return done_; }
+
+ private:
+  void emit(std::vector<ChatChunk>& out, ChunkChoice cc) const {
+    ChatChunk c;
+    c.choices.push_back(std::move(cc));
+    out.push_back(std::move(c));
+  }
+  EventStreamParser es_;
+  std::vector<EventStreamMessage> msgs_;
+  std::unordered_map<std::int64_t, int> tool_of_block_;
+  int next_tool_ = 0;
+  bool stopped_ = false;
+  bool done_ = false;
+};
+
+std::string amz_now() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[20];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+class BedrockCodec final : public Codec {
+ public:
+  std::string_view family() const noexcept override { return kFamily; }
+
+  Result<HttpRequestSpec> encode_request(const ChatRequest& req, const ProviderEndpoint& ep,
+                                         std::string_view upstream_model) const override {
+    auto body = encode_body(req);
+    if (!body) return fail(body.error());
+    auto opt = [&](const char* k) -> std::string {
+      auto it = ep.options.find(k);
+      return it == ep.options.end() ? std::string{} : it->second;
+    };
+    std::string region = opt("region");
+    std::string base = ep.base_url;
+    if (region.empty()) {
+      // https://bedrock-runtime.{region}.amazonaws.com
+      auto p = base.find("bedrock-runtime.");
+      auto e = base.find(".amazonaws.com");
+      if (p != std::string::npos && e != std::string::npos && e > p + 16) region = base.substr(p + 16, e - p - 16);
+      if (region.empty() || region.find('{') != std::string::npos) region = "us-east-1";
+    }
+    if (base.empty()) base = "https://bedrock-runtime.{region}.amazonaws.com";
+    if (auto r = base.find("{region}"); r != std::string::npos) base.replace(r, 8, region);
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    std::string path = "/model/" + percent_encode(upstream_model) + (req.stream ? "/converse-stream" : "/converse");
+
+    HttpRequestSpec spec;
+    spec.url = base + path;
+    spec.body = body->dump(-1, ' ', false, Json::error_handler_t::replace);
+    spec.headers.emplace_back("content-type", "application/json");
+    if (req.stream) spec.headers.emplace_back("accept", "application/vnd.amazon.eventstream");
+    std::string secret = opt("secret_access_key");
+    if (secret.empty()) {
+      if (!ep.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + ep.api_key);
+      return spec;
+    }
+    std::string host = base.substr(base.find("://") == std::string::npos ? 0 : base.find("://") + 3);
+    std::string date = opt("amz_date");
+    if (date.empty()) date = amz_now();
+    SigV4Request sr;
+    sr.method = "POST";
+    // Non-S3 services sign the path with each segment encoded a second time.
+    sr.canonical_uri = "/model/" + percent_encode(percent_encode(upstream_model)) + (req.stream ? "/converse-stream" : "/converse");
+    sr.headers = {{"content-type", "application/json"}, {"host", host}, {"x-amz-date", date}};
+    std::string token = opt("session_token");
+    if (!token.empty()) sr.headers.emplace_back("x-amz-security-token", token);
+    sr.payload_sha256 = sha256_hex(spec.body);
+    std::string akid = opt("access_key_id");
+    if (akid.empty()) akid = ep.api_key;
+    auto sig = sigv4_sign(sr, SigV4Credentials{akid, secret, region, "bedrock"}, date);
+    spec.headers.emplace_back("x-amz-date", date);
+    if (!token.empty()) spec.headers.emplace_back("x-amz-security-token", token);
+    spec.headers.emplace_back("authorization", sig.authorization);
+    return spec;
+  }
+
+  Result<ChatResponse> decode_response(std::string_view body) const override {
+    auto j = parse_json(body);
+    if (!j || !j->is_object()) return malformed(kFamily, "response is not a JSON object");
+    const Json* output = jobj(*j, "output");
+    const Json* msg = output ? jobj(*output, "message") : nullptr;
+    if (!msg) return malformed(kFamily, "response has no output.message");
+    ChatResponse r;
+    Choice c;
+    c.message.role = "assistant";
+    std::string text;
+    bool any = false;
+    if (const Json* content = jarr(*msg, "content"))
+      for (const auto& b : *content) {
+        if (b.contains("text") && b["text"].is_string()) {
+          text += b["text"].get<std::string>();
+          any = true;
+        } else if (const Json* tu = jobj(b, "toolUse")) {
+          const Json& input = tu->contains("input") ? (*tu)["input"] : Json::object();
+          c.message.tool_calls.push_back(ToolCall{jstr(*tu, "toolUseId"), jstr(*tu, "name"), input.dump()});
+        }
+      }
+    if (any) {
+      ContentPart p;
+      p.text = std::move(text);
+      c.message.content.push_back(std::move(p));
+    } else {
+      c.message.content_null = true;
+    }
+    c.finish_reason = std::string(finish_from_bedrock(jstr(*j, "stopReason", "end_turn")));
+    r.choices.push_back(std::move(c));
+    if (const Json* u = jobj(*j, "usage")) r.usage = usage_from_bedrock(*u);
+    return r;
+  }
+
+  Error decode_error(int status, const Headers& headers, std::string_view body) const override {
+    std::string message = "HTTP " + std::to_string(status);
+    std::string type;
+    if (const auto* t = find_header(headers, "x-amzn-ErrorType")) type = *t;
+    if (auto j = parse_json(body); j && j->is_object()) {
+      message = jstr(*j, "message", jstr(*j, "Message", message));
+      if (type.empty()) type = jstr(*j, "__type");
+    } else if (!body.empty()) {
+      message += ": " + std::string(body.substr(0, 200));
+    }
+    if (auto hash = type.rfind('#'); hash != std::string::npos) type = type.substr(hash + 1);
+    return bedrock_error(type, status, headers, std::move(message));
+  }
+
+  std::unique_ptr<StreamDecoder> stream_decoder() const override { return std::make_unique<BedrockStreamDecoder>(); }
+
+ private:
+  static Result<Json> encode_body(const ChatRequest& req) {
+    Json body = Json::object();
+    if (req.n && *req.n != 1) return unsupported_field(kFamily, "n");
+    if (req.seed) return unsupported_field(kFamily, "seed");
+    if (req.parallel_tool_calls && !*req.parallel_tool_calls) return unsupported_field(kFamily, "parallel_tool_calls");
+    if (req.response_format.is_object() && jstr(req.response_format, "type") != "text" &&
+        !jstr(req.response_format, "type").empty())
+      return unsupported_field(kFamily, "response_format", "Converse has no JSON mode");
+    Json inf = Json::object();
+    if (req.max_tokens) inf["maxTokens"] = *req.max_tokens;
+    if (req.temperature) inf["temperature"] = *req.temperature;
+    if (req.top_p) inf["topP"] = *req.top_p;
+    if (!req.stop.empty()) inf["stopSequences"] = req.stop;
+    if (!inf.empty()) body["inferenceConfig"] = std::move(inf);
+    Json additional = Json::object();
+    if (req.extra.is_object()) {
+      for (auto it = req.extra.begin(); it != req.extra.end(); ++it) {
+        const std::string& k = it.key();
+        if (it.value().is_null()) continue;
+        if (k == "top_k") additional["top_k"] = it.value();
+        else if (k == "additionalModelRequestFields" && it.value().is_object()) additional.update(it.value());
+        else if (k == "guardrailConfig" || k == "requestMetadata" || k == "performanceConfig") body[k] = it.value();
+        else if (std::ranges::find(kIgnorableExtras, k) == std::end(kIgnorableExtras)) return unsupported_field(kFamily, k);
+      }
+    }
+    if (!additional.empty()) body["additionalModelRequestFields"] = std::move(additional);
+
+    Json system = Json::array();
+    Json messages = Json::array();
+    auto append = [&](const char* role, Json blocks) {
+      if (!messages.empty() && messages.back()["role"] == role) {
+        for (auto& b : blocks) messages.back()["content"].push_back(std::move(b));
+      } else {
+        messages.push_back({{"role", role}, {"content", std::move(blocks)}});
+      }
+    };
+    for (std::size_t i = 0; i < req.messages.size(); ++i) {
+      const Message& m = req.messages[i];
+      std::string path = "messages[" + std::to_string(i) + "]";
+      if (m.role == "system" || m.role == "developer") {
+        for (const auto& p : m.content) {
+          if (p.type != ContentPart::Type::text) return unsupported_field(kFamily, path + ".content", "system content must be text");
+          system.push_back({{"text", p.text}});
+          if (!p.cache_control.is_null()) system.push_back({{"cachePoint", {{"type", "default"}}}});
+        }
+        continue;
+      }
+      Json blocks = Json::array();
+      if (m.role == "tool") {
+        std::string text = m.text();
+        auto parsed = parse_json(text);
+        Json content = parsed && parsed->is_object() ? Json::array({{{"json", *parsed}}}) : Json::array({{{"text", text}}});
+        blocks.push_back({{"toolResult", {{"toolUseId", m.tool_call_id}, {"content", std::move(content)}, {"status", "success"}}}});
+        append("user", std::move(blocks));
+        continue;
+      }
+      if (m.role != "user" && m.role != "assistant")
+        return fail(ErrorKind::bad_request, "unknown message role '" + m.role + "'", path + ".role");
+      for (std::size_t k = 0; k < m.content.size(); ++k) {
+        const auto& p = m.content[k];
+        if (p.type == ContentPart::Type::text && p.text.empty()) continue;
+        auto b = bedrock_block(p, path + ".content[" + std::to_string(k) + "]");
+        if (!b) return fail(b.error());
+        blocks.push_back(std::move(*b));
+        if (!p.cache_control.is_null()) blocks.push_back({{"cachePoint", {{"type", "default"}}}});
+      }
+      for (std::size_t k = 0; k < m.tool_calls.size(); ++k) {
+        const auto& tc = m.tool_calls[k];
+        auto input = arguments_object(tc.arguments, path + ".tool_calls[" + std::to_string(k) + "].function.arguments");
+        if (!input) return fail(input.error());
+        blocks.push_back({{"toolUse", {{"toolUseId", tc.id}, {"name", tc.name}, {"input", std::move(*input)}}}});
+      }
+      if (blocks.empty()) continue;
+      append(m.role == "assistant" ? "assistant" : "user", std::move(blocks));
+    }
+    if (messages.empty()) return fail(ErrorKind::bad_request, "bedrock needs at least one user or assistant message", "messages");
+    if (!system.empty()) body["system"] = std::move(system);
+    body["messages"] = std::move(messages);
+    if (!req.tools.empty()) {
+      Json tools = Json::array();
+      for (const auto& t : req.tools) {
+        Json spec = {{"name", t.name}, {"inputSchema", {{"json", t.parameters.is_object() ? t.parameters : Json{{"type", "object"}}}}}};
+        if (!t.description.empty()) spec["description"] = t.description;
+        tools.push_back({{"toolSpec", std::move(spec)}});
+        if (!t.cache_control.is_null()) tools.push_back({{"cachePoint", {{"type", "default"}}}});
+      }
+      Json cfg = {{"tools", std::move(tools)}};
+      if (req.tool_choice.is_string()) {
+        auto c = req.tool_choice.get<std::string>();
+        if (c == "auto") cfg["toolChoice"] = {{"auto", Json::object()}};
+        else if (c == "required") cfg["toolChoice"] = {{"any", Json::object()}};
+        else if (c == "none") return unsupported_field(kFamily, "tool_choice", "Converse has no 'none' tool choice");
+        else return fail(ErrorKind::bad_request, "unknown tool_choice '" + c + "'", "tool_choice");
+      } else if (req.tool_choice.is_object()) {
+        const Json* f = jobj(req.tool_choice, "function");
+        std::string name = f ? jstr(*f, "name") : "";
+        if (name.empty()) return fail(ErrorKind::bad_request, "tool_choice.function.name is required", "tool_choice.function.name");
+        cfg["toolChoice"] = {{"tool", {{"name", name}}}};
+      }
+      body["toolConfig"] = std::move(cfg);
+    } else if (!req.tool_choice.is_null() && !(req.tool_choice.is_string() && req.tool_choice.get<std::string>() != "required")) {
+      return fail(ErrorKind::bad_request, "tool_choice requires tools", "tool_choice");
+    }
+    return body;
+  }
+};
+
+}  // namespace
+
+const Codec& bedrock_codec() {
+  static const BedrockCodec c;
+  return c;
+}
+
+namespace wire {
+
+Result<ChatRequest> bedrock_request_from_native(const Json& j, std::string_view model) {
+  ChatRequest r;
+  r.model = std::string(model);
+  if (const Json* sys = jarr(j, "system")) {
+    Message m;
+    m.role = "system";
+    m.content_is_string = false;
+    for (const auto& b : *sys)
+      if (b.contains("text")) {
+        ContentPart p;
+        p.text = jstr(b, "text");
+        m.content.push_back(std::move(p));
+      } else if (b.contains("cachePoint") && !m.content.empty()) {
+        m.content.back().cache_control = {{"type", "ephemeral"}};
+      }
+    r.messages.push_back(std::move(m));
+  }
+  const Json* msgs = jarr(j, "messages");
+  if (!msgs || msgs->empty()) return fail(ErrorKind::bad_request, "messages: at least one message is required", "messages");
+  for (std::size_t i = 0; i < msgs->size(); ++i) {
+    const Json& jm = (*msgs)[i];
+    std::string role = jstr(jm, "role");
+    if (role != "user" && role != "assistant")
+      return fail(ErrorKind::bad_request, "role must be user or assistant", "messages[" + std::to_string(i) + "].role");
+    Message m;
+    m.role = role;
+    m.content_is_string = false;
+    if (const Json* content = jarr(jm, "content"))
+      for (const auto& b : *content) {
+        if (b.contains("text")) {
+          ContentPart p;
+          p.text = jstr(b, "text");
+          m.content.push_back(std::move(p));
+        } else if (const Json* img = jobj(b, "image")) {
+          ContentPart p;
+          p.type = ContentPart::Type::image_url;
+          const Json* src = jobj(*img, "source");
+          p.url = make_data_uri("image/" + jstr(*img, "format"), src ? jstr(*src, "bytes") : "");
+          m.content.push_back(std::move(p));
+        } else if (const Json* tu = jobj(b, "toolUse")) {
+          m.tool_calls.push_back(ToolCall{jstr(*tu, "toolUseId"), jstr(*tu, "name"), tu->contains("input") ? (*tu)["input"].dump() : "{}"});
+        } else if (const Json* tr = jobj(b, "toolResult")) {
+          Message t;
+          t.role = "tool";
+          t.tool_call_id = jstr(*tr, "toolUseId");
+          ContentPart p;
+          if (const Json* c = jarr(*tr, "content"))
+            for (const auto& x : *c) p.text += x.contains("json") ? x["json"].dump() : jstr(x, "text");
+          t.content.push_back(std::move(p));
+          r.messages.push_back(std::move(t));
+        }
+      }
+    if (!m.content.empty() || !m.tool_calls.empty()) {
+      if (m.content.empty()) m.content_null = true;
+      r.messages.push_back(std::move(m));
+    }
+  }
+  if (const Json* inf = jobj(j, "inferenceConfig")) {
+    if (inf->contains("maxTokens")) r.max_tokens = jint(*inf, "maxTokens");
+    if (inf->contains("temperature") && (*inf)["temperature"].is_number()) r.temperature = (*inf)["temperature"].get<double>();
+    if (inf->contains("topP") && (*inf)["topP"].is_number()) r.top_p = (*inf)["topP"].get<double>();
+    if (const Json* s = jarr(*inf, "stopSequences"))
+      for (const auto& x : *s)
+        if (x.is_string()) r.stop.push_back(x.get<std::string>());
+  }
+  if (const Json* tc = jobj(j, "toolConfig")) {
+    if (const Json* tools = jarr(*tc, "tools"))
+      for (const auto& t : *tools)
+        if (const Json* spec = jobj(t, "toolSpec")) {
+          Tool tool;
+          tool.name = jstr(*spec, "name");
+          tool.description = jstr(*spec, "description");
+          const Json* schema = jobj(*spec, "inputSchema");
+          tool.parameters = schema && schema->contains("json") ? (*schema)["json"] : Json::object();
+          r.tools.push_back(std::move(tool));
+        }
+    if (const Json* choice = jobj(*tc, "toolChoice")) {
+      if (choice->contains("auto")) r.tool_choice = "auto";
+      else if (choice->contains("any")) r.tool_choice = "required";
+      else if (const Json* t = jobj(*choice, "tool")) r.tool_choice = {{"type", "function"}, {"function", {{"name", jstr(*t, "name")}}}};
+    }
+  }
+  return r;
+}
+
+Json bedrock_response_to_native(const ChatResponse& r) {
+  Json content = Json::array();
+  std::string finish = "stop";
+  if (!r.choices.empty()) {
+    const Choice& c = r.choices.front();
+    finish = c.finish_reason;
+    std::string text = c.message.text();
+    if (!text.empty()) content.push_back({{"text", text}});
+    for (const auto& tc : c.message.tool_calls) {
+      auto input = parse_json(tc.arguments);
+      content.push_back({{"toolUse", {{"toolUseId", tc.id}, {"name", tc.name}, {"input", input && input->is_object() ? *input : Json::object()}}}});
+    }
+  }
+  return {{"output", {{"message", {{"role", "assistant"}, {"content", std::move(content)}}}}},
+          {"stopReason", std::string(bedrock_stop(finish))},
+          {"usage", usage_to_bedrock(r.usage)},
+          {"metrics", {{"latencyMs", 1}}}};
+}
+
+std::vector<std::string> bedrock_stream_frames(const ChatResponse& r, int chunks) {
+  std::vector<std::string> out;
+  auto emit = [&](const char* type, const Json& payload) {
+    out.push_back(encode_event_stream_message(
+        {{":event-type", type}, {":content-type", "application/json"}, {":message-type", "event"}}, payload.dump()));
+  };
+  emit("messageStart", {{"role", "assistant"}});
+  std::string finish = "stop";
+  int index = 0;
+  if (!r.choices.empty()) {
+    const Choice& c = r.choices.front();
+    finish = c.finish_reason;
+    std::string text = c.message.text();
+    if (!text.empty()) {
+      for (auto& piece : split_text(text, chunks)) emit("contentBlockDelta", {{"contentBlockIndex", index}, {"delta", {{"text", piece}}}});
+      emit("contentBlockStop", {{"contentBlockIndex", index}});
+      ++index;
+    }
+    for (const auto& tc : c.message.tool_calls) {
+      emit("contentBlockStart", {{"contentBlockIndex", index}, {"start", {{"toolUse", {{"toolUseId", tc.id}, {"name", tc.name}}}}}});
+      for (auto& piece : split_text(tc.arguments, chunks))
+        emit("contentBlockDelta", {{"contentBlockIndex", index}, {"delta", {{"toolUse", {{"input", piece}}}}}});
+      emit("contentBlockStop", {{"contentBlockIndex", index}});
+      ++index;
+    }
+  }
+  emit("messageStop", {{"stopReason", std::string(bedrock_stop(finish))}});
+  emit("metadata", {{"usage", usage_to_bedrock(r.usage)}, {"metrics", {{"latencyMs", 1}}}});
+  return out;
+}
+
+std::string_view bedrock_error_type(int status) {
+  switch (status) {
+    case 400: return "ValidationException";
+    case 403: return "AccessDeniedException";
+    case 404: return "ResourceNotFoundException";
+    case 408: return "ModelTimeoutException";
+    case 424: return "ModelErrorException";
+    case 429: return "ThrottlingException";
+    case 503:
+    case 529: return "ServiceUnavailableException";
+    default: return status >= 500 ? "InternalServerException" : "ValidationException";
+  }
+}
+
+Json bedrock_error_body(std::string_view message) { return {{"message", std::string(message)}}; }
+
+}  // namespace wire
+}  // namespace modelux
