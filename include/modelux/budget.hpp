@@ -1,0 +1,180 @@
+// modelux budget: spend caps that hold. Ledgers per budget, scope value and window;
+// reservations before each attempt, settlement after; soft-threshold downgrade, hard-cap
+// block, alerts; SQLite persistence and a Redis-shared fleet view.
+//
+// Config (the "budgets" array of the modelux config file):
+//
+//   {"name":"acme-daily", "scope":{"project":"acme"}, "window":"daily", "timezone":"UTC",
+//    "limit_usd":50, "limit_tokens":null, "limit_requests":null,
+//    "soft":{"percent":80, "downgrade_to":"@cheap"}, "alerts":[80,100], "unknown_price":"block"}
+//
+//   scope:    {"org":v} {"project":v} {"tag":"key=value"} {"end_user":v} {"api_key":v}
+//             v may be "*": one ledger per distinct value (e.g. $1/day for every end user).
+//             {} (or no "scope") matches every request.
+//   window:   "daily" | "weekly" (ISO, Monday 00:00) | "monthly" (calendar) | "rolling"
+//             (needs "window_s"). Calendar windows follow "timezone": "UTC", fixed offsets
+//             ("+02:00", "-05:30") or IANA names ("Europe/Berlin", read from the system
+//             zoneinfo files, since g++ 12 ships no chrono tzdb).
+//   limits:   at least one of limit_usd / limit_tokens / limit_requests (null = none).
+//   alerts:   percents of limit_usd (default [80,100]); each fires once per window.
+//   unknown_price: "block" (default) or "allow" (= allow and flag) for models whose price the
+//             catalog does not know. Never a silent zero.
+//
+// Threading: BudgetManager is thread-safe. admit/settle/release/status take one short
+// critical section per matching ledger (no I/O, no allocation in the steady state except the
+// Admission's small vectors). Persistence and Redis sync run on one background thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "modelux/catalog.hpp"
+#include "modelux/policy.hpp"
+
+namespace modelux {
+
+enum class BudgetScopeKind : std::uint8_t { all, org, project, tag, end_user, api_key };
+enum class BudgetWindowKind : std::uint8_t { daily, weekly, monthly, rolling };
+enum class UnknownPricePolicy : std::uint8_t { block, allow_and_flag };
+
+std::string_view to_string(BudgetScopeKind k) noexcept;
+std::string_view to_string(BudgetWindowKind k) noexcept;
+
+/// One parsed budget definition.
+struct BudgetSpec {
+  std::string name;
+  BudgetScopeKind scope = BudgetScopeKind::all;
+  std::string scope_value;       ///< "acme"; for tags the value part; "*" = per distinct value
+  std::string tag_key;           ///< tags only: "team"
+  BudgetWindowKind window = BudgetWindowKind::daily;
+  std::string timezone = "UTC";  ///< as written in the config
+  std::int64_t window_s = 0;     ///< rolling only
+  std::optional<double> limit_usd;
+  std::optional<std::int64_t> limit_tokens;
+  std::optional<std::int64_t> limit_requests;
+  std::optional<double> soft_percent;  ///< downgrade threshold, percent of limit_usd
+  std::string downgrade_to;            ///< "@cheap" or a model id (empty: soft threshold only alerts)
+  std::vector<double> alerts{80, 100};
+  UnknownPricePolicy unknown_price = UnknownPricePolicy::block;
+  /// "project:acme", "tag:team=search", "end_user:*", "all".
+  std::string scope_label() const;
+};
+
+/// Parses the "budgets" array. Every fault carries its JSON path ("$.budgets[2].window").
+/// Names must be unique. `path` is the array's own path.
+Result<std::vector<BudgetSpec>> parse_budgets(const Json& budgets, const std::string& path = "$.budgets");
+
+/// A threshold crossed. Emitted once per budget, scope value and window.
+struct BudgetAlert {
+  std::string budget;        ///< "acme-daily"
+  std::string scope;         ///< "project:acme"
+  std::string window;        ///< "daily 2026-01-01T00:00:00Z" / "rolling 3600s"
+  double threshold = 0;      ///< the configured percent (80)
+  double percent = 0;        ///< committed percent when it fired
+  double spent_usd = 0;      ///< committed (settled + in flight)
+  double limit_usd = 0;
+  WallTime at{};
+  std::string message() const;  ///< "budget acme-daily (project:acme, daily ...) at 81% of $50"
+};
+
+class BudgetLedger;
+
+/// The result of a successful admission: a reservation to settle or release exactly once.
+/// Move-only in spirit (copying it would double-settle). Destroying an open Admission does
+/// NOT release it: the caller must say what happened (settle or release; both are cheap).
+struct Admission {
+  struct Hold {
+    BudgetLedger* ledger = nullptr;
+    std::int64_t nusd = 0;      ///< reserved USD in nano-dollars
+    std::int64_t tokens = 0;    ///< reserved tokens (input + output estimate)
+  };
+  std::vector<Hold> holds;             ///< one per matching ledger
+  double reserved_usd = 0;             ///< estimated cost reserved (0 when unpriced)
+  std::string downgrade_to;            ///< non-empty: a soft threshold was crossed; route here instead
+  std::string downgrade_budget;        ///< which budget asked for the downgrade
+  double downgrade_percent = 0;        ///< committed percent of that budget after this reservation
+  bool unpriced = false;               ///< the model has no known price and every USD budget allowed it: flag it
+  std::string model;                   ///< model id as admitted ("" when unknown)
+  std::vector<BudgetAlert> alerts;     ///< alerts this admission fired (usually empty)
+  bool open = false;                   ///< true until settled or released
+
+  /// Trace text, rendered on demand (never on the hot path):
+  /// "reserved $0.0012 on project:acme/daily", "downgrade to @cheap at 81% (acme-daily)",
+  /// "unpriced model x allowed and flagged", "alert: ...".
+  std::vector<std::string> actions() const;
+};
+
+/// Tunables for BudgetManager::create.
+struct BudgetOptions {
+  std::string sqlite_path;        ///< empty: no persistence
+  std::string redis_url;          ///< "redis://127.0.0.1:6379[/db]"; empty: no fleet sharing
+  std::string instance_id;        ///< unique per instance in a fleet (required with redis_url)
+  std::string redis_prefix = "modelux:budget";
+  Millis sync_interval{250};      ///< background SQLite flush + Redis sync period; 0 = manual only
+  Millis redis_timeout{200};      ///< connect / command timeout
+  std::function<void(const BudgetAlert&)> on_alert;  ///< called on the admitting/settling thread; keep it cheap
+  std::function<void(const std::string&)> log;       ///< warnings (Redis down/up); default stderr
+  std::size_t max_alerts_kept = 1000;                ///< alerts() keeps the most recent ones
+};
+
+/// Per-request budgets: reservations, settlement, thresholds, alerts, persistence, fleet sync.
+class BudgetManager final : public BudgetView {
+ public:
+  /// Builds from the "budgets" JSON array. Loads persisted spend from `sqlite_path` (if any)
+  /// and starts the background thread when `sync_interval` > 0 and a backend is configured.
+  /// The catalog and clock must outlive the manager.
+  static Result<std::unique_ptr<BudgetManager>> create(const Json& budgets, const Catalog& catalog,
+                                                       const Clock& clock, BudgetOptions options = {});
+  ~BudgetManager() override;
+  BudgetManager(const BudgetManager&) = delete;
+  BudgetManager& operator=(const BudgetManager&) = delete;
+
+  /// Estimates the cost of one attempt on `model` (nullptr = unknown model) and reserves it in
+  /// every matching ledger, all or nothing. Fails with ErrorKind::budget_exceeded naming the
+  /// budget, scope and window when any hard limit would be passed, or when the model has no
+  /// known price and a matching USD budget says "block". Priced zero-cost models are never
+  /// blocked by USD limits.
+  Result<Admission> admit(const CallContext& ctx, const ModelInfo* model, std::int64_t est_input_tokens,
+                          std::int64_t est_output_tokens, Instant now);
+  /// Replaces the reservation with the actual cost (and tokens from `usage`) in every ledger
+  /// it held. Returns the alerts this settlement fired (usually none) for the trace.
+  /// No-op on a closed Admission.
+  std::vector<BudgetAlert> settle(Admission& a, double actual_usd, const Usage& usage, Instant now);
+  /// Drops the reservation (the attempt failed and cost nothing).
+  void release(Admission& a);
+
+  /// BudgetView: the tightest matching USD budget (highest committed percent).
+  BudgetStatus status(const CallContext& ctx, Instant now) const override;
+
+  /// Every ledger: budget, scope, window, spent/reserved/limit/percent, fleet share, backend
+  /// health ("redis": {"configured","connected","last_error","syncs","max_sync_gap_ms"}).
+  Json snapshot(Instant now) const;
+  /// Alerts fired so far (most recent last, bounded by max_alerts_kept).
+  std::vector<BudgetAlert> alerts() const;
+
+  /// Writes settled spend to SQLite now. No-op without sqlite_path.
+  Result<void> flush();
+  /// One Redis sync cycle now (push own totals, pull the fleet's). No-op without redis_url.
+  Result<void> sync_now();
+  /// True when Redis is configured and the last sync succeeded.
+  bool redis_connected() const noexcept;
+
+  const std::vector<BudgetSpec>& specs() const noexcept;
+
+  class Impl;
+
+ private:
+  explicit BudgetManager(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Cost estimate used by admit(): input at the input rate, output at the output rate.
+/// nullopt when the model is unknown or unpriced.
+std::optional<double> estimate_cost_usd(const ModelInfo* model, std::int64_t input_tokens,
+                                        std::int64_t output_tokens) noexcept;
+
+}  // namespace modelux

@@ -1,0 +1,543 @@
+// BudgetManager: the in-memory hot path (admit / settle / release / status).
+//
+// Algorithm: a request matches a handful of ledgers (one per budget whose scope fits it).
+// admit() locks them all in address order (deadlock-free), brings each window up to date,
+// checks committed + estimate <= limit in every one, and only then reserves in all of them.
+// So the reservation is all-or-nothing across scopes, and N parallel requests against the
+// last dollar admit exactly those that fit. Each critical section is a few compares and adds;
+// nothing formats text, allocates (except the Admission's hold vector) or does I/O there.
+// Cost: O(#budgets) scope compares + O(#matching) lock/unlock pairs.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "budget/manager_impl.hpp"
+
+namespace modelux {
+
+using namespace std::chrono;
+
+// ---- ledger -------------------------------------------------------------------------------
+
+BudgetLedger::BudgetLedger(const BudgetEntry& e, std::string value)
+    : entry(e), scope_value(std::move(value)), key(e.spec.name + "|" + scope_value) {}
+
+void BudgetLedger::roll(Instant now, WallTime wall) {
+  const std::int64_t wall_ns = duration_cast<nanoseconds>(wall.time_since_epoch()).count();
+  const std::int64_t wall_ms = wall_ns / 1'000'000 - (wall_ns % 1'000'000 < 0 ? 1 : 0);
+  const BudgetSpec& s = entry.spec;
+  rolled_once = true;
+  if (s.window != BudgetWindowKind::rolling) {
+    const auto b = budget_detail::calendar_window(s.window, entry.tz, floor<seconds>(sys_time<nanoseconds>{nanoseconds{wall_ns}}));
+    const std::int64_t start_ms = b.start.time_since_epoch().count() * 1000;
+    const std::int64_t end_ns = b.end.time_since_epoch().count() * 1'000'000'000;
+    if (periods.empty() || periods.back().start_ms != start_ms) {
+      periods.clear();
+      periods.push_back(BudgetPeriod{start_ms, {}, {}});
+      own_sum = {};
+      remote_sum = {};
+      alerts_fired = 0;
+    }
+    period_end = now + nanoseconds{end_ns - wall_ns};
+    return;
+  }
+  const std::int64_t w = entry.bucket_ms;
+  const std::int64_t window = s.window_s * 1000;
+  const std::int64_t bucket = wall_ms - ((wall_ms % w) + w) % w;
+  if (periods.empty() || periods.back().start_ms < bucket) periods.push_back(BudgetPeriod{bucket, {}, {}});
+  while (!periods.empty() && periods.front().start_ms + w <= wall_ms - window) {
+    own_sum -= periods.front().own;
+    remote_sum -= periods.front().remote;
+    periods.pop_front();
+  }
+  std::int64_t next_ms = bucket + w;
+  if (!periods.empty()) next_ms = std::min(next_ms, periods.front().start_ms + w + window);
+  period_end = now + nanoseconds{next_ms * 1'000'000 - wall_ns};
+  // Rolling windows have no "new window": a threshold re-arms once spend falls back below it.
+  if (alerts_fired && entry.limit_nusd > 0) {
+    const double pct = 100.0 * static_cast<double>(committed().nusd) / static_cast<double>(entry.limit_nusd);
+    for (std::size_t i = 0; i < s.alerts.size(); ++i)
+      if (pct < s.alerts[i]) alerts_fired &= ~(1u << i);
+  }
+}
+
+void BudgetLedger::add_own(const BudgetTotals& t) noexcept {
+  if (periods.empty()) periods.push_back(BudgetPeriod{});
+  periods.back().own += t;
+  own_sum += t;
+  ++version;
+}
+
+std::string BudgetLedger::window_label() const {
+  const BudgetSpec& s = entry.spec;
+  if (s.window == BudgetWindowKind::rolling) return fmt::format("rolling {}s", s.window_s);
+  std::string out(to_string(s.window));
+  if (!periods.empty()) {
+    out += " from ";
+    out += budget_detail::format_utc(budget_detail::SysSeconds{seconds{periods.back().start_ms / 1000}});
+  }
+  if (s.timezone != "UTC") {
+    out += " (";
+    out += s.timezone;
+    out += ")";
+  }
+  return out;
+}
+
+std::int64_t BudgetLedger::window_ms() const noexcept {
+  switch (entry.spec.window) {
+    case BudgetWindowKind::daily: return 86'400'000;
+    case BudgetWindowKind::weekly: return 7 * 86'400'000LL;
+    case BudgetWindowKind::monthly: return 31 * 86'400'000LL;
+    case BudgetWindowKind::rolling: return entry.spec.window_s * 1000;
+  }
+  return 86'400'000;
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+namespace {
+
+/// The request's value for a scope; nullptr when the request is outside the scope.
+const std::string* scope_value_of(const BudgetSpec& s, const CallContext& ctx) noexcept {
+  static const std::string kAll = "*";
+  const std::string* v = nullptr;
+  switch (s.scope) {
+    case BudgetScopeKind::all: return &kAll;
+    case BudgetScopeKind::org: v = &ctx.org; break;
+    case BudgetScopeKind::project: v = &ctx.project; break;
+    case BudgetScopeKind::end_user: v = &ctx.end_user; break;
+    case BudgetScopeKind::api_key: v = &ctx.api_key_id; break;
+    case BudgetScopeKind::tag:
+      for (const auto& [k, val] : ctx.tags)
+        if (k == s.tag_key) {
+          v = &val;
+          break;
+        }
+      break;
+  }
+  if (!v || v->empty()) return nullptr;
+  if (s.scope_value != "*" && *v != s.scope_value) return nullptr;
+  return v;
+}
+
+std::string money(double usd) {
+  if (usd != 0 && std::abs(usd) < 0.01) return fmt::format("${:.6f}", usd);
+  return fmt::format("${:.4f}", usd);
+}
+
+std::string scope_label_of(const BudgetLedger& l) {
+  const BudgetSpec& s = l.entry.spec;
+  if (s.scope == BudgetScopeKind::all) return "all";
+  std::string out(to_string(s.scope));
+  out += ':';
+  if (s.scope == BudgetScopeKind::tag) {
+    out += s.tag_key;
+    out += '=';
+  }
+  out += l.scope_value;
+  return out;
+}
+
+/// Fires every not-yet-fired threshold at or below `pct` (all <= 100 when `blocked`).
+/// Caller holds l.mu.
+void check_alerts(BudgetLedger& l, double pct, bool blocked, WallTime at, std::vector<BudgetAlert>& out) {
+  const BudgetSpec& s = l.entry.spec;
+  for (std::size_t i = 0; i < s.alerts.size(); ++i) {
+    const std::uint32_t bit = 1u << i;
+    if (l.alerts_fired & bit) continue;
+    if (pct >= s.alerts[i] || (blocked && s.alerts[i] <= 100)) {
+      l.alerts_fired |= bit;
+      BudgetAlert a;
+      a.budget = s.name;
+      a.scope = scope_label_of(l);
+      a.window = l.window_label();
+      a.threshold = s.alerts[i];
+      a.percent = pct;
+      a.limit_usd = s.limit_usd.value_or(0);
+      a.spent_usd = from_nusd(l.committed().nusd);
+      a.at = at;
+      out.push_back(std::move(a));
+    }
+  }
+}
+
+double percent_of(std::int64_t committed, std::int64_t limit) noexcept {
+  return limit > 0 ? 100.0 * static_cast<double>(committed) / static_cast<double>(limit)
+                   : (committed > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+}
+
+/// Locks a small set of ledgers in address order; unlocks on destruction.
+class LedgerLocks {
+ public:
+  explicit LedgerLocks(std::vector<Admission::Hold>& holds) : holds_(holds) {
+    std::sort(holds_.begin(), holds_.end(), [](const auto& a, const auto& b) { return a.ledger < b.ledger; });
+    for (auto& h : holds_) h.ledger->mu.lock();
+  }
+  ~LedgerLocks() {
+    for (auto it = holds_.rbegin(); it != holds_.rend(); ++it) it->ledger->mu.unlock();
+  }
+  LedgerLocks(const LedgerLocks&) = delete;
+  LedgerLocks& operator=(const LedgerLocks&) = delete;
+
+ private:
+  std::vector<Admission::Hold>& holds_;
+};
+
+}  // namespace
+
+std::string BudgetAlert::message() const {
+  return fmt::format("budget {} ({}, {}) at {:.0f}% of ${:.2f} (threshold {:.0f}%)", budget, scope, window, percent,
+                     limit_usd, threshold);
+}
+
+std::optional<double> estimate_cost_usd(const ModelInfo* model, std::int64_t input_tokens,
+                                        std::int64_t output_tokens) noexcept {
+  if (!model || !model->priced) return std::nullopt;
+  return (static_cast<double>(std::max<std::int64_t>(0, input_tokens)) * model->input_per_m +
+          static_cast<double>(std::max<std::int64_t>(0, output_tokens)) * model->output_per_m) /
+         1e6;
+}
+
+std::vector<std::string> Admission::actions() const {
+  std::vector<std::string> out;
+  for (const auto& h : holds) {
+    if (!h.ledger) continue;
+    out.push_back(fmt::format("reserved {} on {}/{} ({})", money(from_nusd(h.nusd)), scope_label_of(*h.ledger),
+                              to_string(h.ledger->entry.spec.window), h.ledger->entry.spec.name));
+  }
+  if (unpriced) out.push_back(fmt::format("unpriced model '{}' allowed and flagged", model));
+  if (!downgrade_to.empty())
+    out.push_back(fmt::format("downgrade to {} at {:.0f}% ({})", downgrade_to, downgrade_percent, downgrade_budget));
+  for (const auto& a : alerts) out.push_back("alert: " + a.message());
+  return out;
+}
+
+// ---- Impl -----------------------------------------------------------------------------------
+
+namespace {
+struct SvHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+}  // namespace
+
+BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view value) {
+  if (!slot.wildcard()) return slot.single.get();
+  {
+    std::shared_lock lk(slot.per_value_mu);
+    auto it = slot.per_value.find(std::string(value));
+    if (it != slot.per_value.end()) return it->second.get();
+  }
+  std::unique_lock lk(slot.per_value_mu);
+  auto& p = slot.per_value[std::string(value)];
+  if (!p) {
+    p = std::make_unique<BudgetLedger>(slot.entry, std::string(value));
+    std::lock_guard g(all_mu);
+    all_ledgers.push_back(p.get());
+  }
+  return p.get();
+}
+
+void BudgetManager::Impl::record_alerts(const std::vector<BudgetAlert>& alerts) {
+  if (alerts.empty()) return;
+  {
+    std::lock_guard lk(alerts_mu);
+    for (const auto& a : alerts) {
+      alert_log.push_back(a);
+      while (alert_log.size() > options.max_alerts_kept) alert_log.pop_front();
+    }
+  }
+  if (options.on_alert)
+    for (const auto& a : alerts) options.on_alert(a);
+}
+
+void BudgetManager::Impl::log(const std::string& msg) const {
+  if (options.log) options.log(msg);
+  else std::fprintf(stderr, "modelux budget: %s\n", msg.c_str());
+}
+
+BudgetManager::Impl::~Impl() {
+  {
+    std::lock_guard lk(bg_mu);
+    stopping = true;
+  }
+  bg_cv.notify_all();
+  if (bg.joinable()) bg.join();
+  if (db) (void)flush_store();
+  close_store();
+  close_redis();
+}
+
+// ---- BudgetManager --------------------------------------------------------------------------
+
+BudgetManager::BudgetManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+BudgetManager::~BudgetManager() = default;
+
+Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets, const Catalog& catalog,
+                                                            const Clock& clock, BudgetOptions options) {
+  auto specs = parse_budgets(budgets);
+  if (!specs) return fail(specs.error());
+  if (!options.redis_url.empty() && options.instance_id.empty())
+    return fail(ErrorKind::invalid_config, "a Redis-shared budget needs an instance id", "instance_id");
+  if (options.instance_id.find('|') != std::string::npos)
+    return fail(ErrorKind::invalid_config, "instance id must not contain '|'", "instance_id");
+  auto impl = std::make_unique<Impl>(catalog, clock, std::move(options));
+  impl->specs = *specs;
+  for (auto& s : *specs) {
+    auto slot = std::make_unique<BudgetSlot>();
+    slot->entry.spec = std::move(s);
+    auto tz = budget_detail::TimeZone::parse(slot->entry.spec.timezone);
+    if (!tz) return fail(tz.error());
+    slot->entry.tz = std::move(*tz);
+    if (slot->entry.spec.limit_usd) slot->entry.limit_nusd = to_nusd(*slot->entry.spec.limit_usd);
+    if (slot->entry.spec.window == BudgetWindowKind::rolling)
+      slot->entry.bucket_ms = std::max<std::int64_t>(1, slot->entry.spec.window_s * 1000 / kRollingBuckets);
+    if (!slot->wildcard()) {
+      slot->single = std::make_unique<BudgetLedger>(
+          slot->entry, slot->entry.spec.scope == BudgetScopeKind::all ? std::string("*") : slot->entry.spec.scope_value);
+      impl->all_ledgers.push_back(slot->single.get());
+    }
+    impl->slots.push_back(std::move(slot));
+  }
+  const Instant now = clock.now();
+  if (!impl->options.sqlite_path.empty()) {
+    if (auto r = impl->open_store(); !r) return fail(r.error());
+    if (auto r = impl->load_store(now); !r) return fail(r.error());
+  }
+  if (!impl->options.redis_url.empty()) {
+    if (auto r = impl->parse_redis_url(); !r) return fail(r.error());
+    (void)impl->sync_redis();  // best effort: an unreachable Redis must not stop the instance
+  }
+  const bool backend = !impl->options.sqlite_path.empty() || !impl->options.redis_url.empty();
+  if (backend && impl->options.sync_interval.count() > 0) {
+    Impl* p = impl.get();
+    impl->bg = std::thread([p] {
+      std::unique_lock lk(p->bg_mu);
+      while (!p->stopping) {
+        p->bg_cv.wait_for(lk, p->options.sync_interval, [p] { return p->stopping; });
+        if (p->stopping) break;
+        lk.unlock();
+        if (p->db) (void)p->flush_store();
+        if (!p->options.redis_url.empty()) (void)p->sync_redis();
+        lk.lock();
+      }
+    });
+  }
+  return std::unique_ptr<BudgetManager>(new BudgetManager(std::move(impl)));
+}
+
+Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* model, std::int64_t est_input_tokens,
+                                       std::int64_t est_output_tokens, Instant now) {
+  Impl& I = *impl_;
+  Admission a;
+  a.open = true;
+  const bool priced = model && model->priced;
+  if (model) a.model = model->id;
+  const std::int64_t est_tokens = std::max<std::int64_t>(0, est_input_tokens) + std::max<std::int64_t>(0, est_output_tokens);
+  const std::int64_t est_nusd =
+      priced ? to_nusd(estimate_cost_usd(model, est_input_tokens, est_output_tokens).value_or(0)) : 0;
+  const bool zero_cost = priced && est_nusd == 0;
+
+  for (auto& slot : I.slots) {
+    const std::string* v = scope_value_of(slot->entry.spec, ctx);
+    if (!v) continue;
+    if (a.holds.empty()) a.holds.reserve(I.slots.size());
+    a.holds.push_back(Admission::Hold{I.ledger_for(*slot, *v), est_nusd, est_tokens});
+  }
+  if (a.holds.empty()) {
+    a.reserved_usd = from_nusd(est_nusd);
+    return a;
+  }
+
+  std::vector<BudgetAlert> fired;
+  std::optional<Error> blocked;
+  {
+    LedgerLocks locks(a.holds);
+    for (auto& h : a.holds) {
+      BudgetLedger& l = *h.ledger;
+      if (now >= l.period_end || !l.rolled_once) l.roll(now, I.wall_of(now));
+      const BudgetSpec& s = l.entry.spec;
+      const BudgetTotals c = l.committed();
+      auto block = [&](std::string why) {
+        Error e;
+        e.kind = ErrorKind::budget_exceeded;
+        e.code = "budget_exceeded";
+        e.message = fmt::format("budget '{}' ({}, {} window{}) blocks this request: {}", s.name, scope_label_of(l),
+                                to_string(s.window), l.periods.empty() ? "" : ", " + l.window_label(), why);
+        blocked = std::move(e);
+      };
+      if (s.limit_usd) {
+        if (!priced) {
+          if (s.unknown_price == UnknownPricePolicy::block) {
+            block(fmt::format("model '{}' has no known price and the budget's unknown_price policy is block",
+                              model ? model->id : std::string("(unknown)")));
+            break;
+          }
+          a.unpriced = true;
+        } else if (!zero_cost && c.nusd + est_nusd > l.entry.limit_nusd) {
+          block(fmt::format("{} committed + {} estimated exceeds the {} limit", money(from_nusd(c.nusd)),
+                            money(from_nusd(est_nusd)), money(*s.limit_usd)));
+          check_alerts(l, percent_of(c.nusd, l.entry.limit_nusd), true, I.wall_of(now), fired);
+          break;
+        }
+      }
+      if (s.limit_tokens && c.tokens + est_tokens > *s.limit_tokens) {
+        block(fmt::format("{} tokens committed + {} estimated exceeds the {} token limit", c.tokens, est_tokens,
+                          *s.limit_tokens));
+        break;
+      }
+      if (s.limit_requests && c.requests + 1 > *s.limit_requests) {
+        block(fmt::format("{} requests reached the {} request limit", c.requests, *s.limit_requests));
+        break;
+      }
+    }
+    if (!blocked) {
+      for (auto& h : a.holds) {
+        BudgetLedger& l = *h.ledger;
+        l.reserved += BudgetTotals{h.nusd, h.tokens, 1};
+        if (l.entry.limit_nusd <= 0) continue;
+        const double pct = percent_of(l.committed().nusd, l.entry.limit_nusd);
+        const BudgetSpec& s = l.entry.spec;
+        if (s.soft_percent && pct >= *s.soft_percent && !s.downgrade_to.empty() && a.downgrade_to.empty() &&
+            !(model && model->id == s.downgrade_to)) {
+          a.downgrade_to = s.downgrade_to;
+          a.downgrade_budget = s.name;
+          a.downgrade_percent = pct;
+        }
+        if (!s.alerts.empty()) check_alerts(l, pct, false, I.wall_of(now), fired);
+      }
+    }
+  }
+  I.record_alerts(fired);
+  if (blocked) return fail(std::move(*blocked));
+  a.reserved_usd = from_nusd(est_nusd);
+  a.alerts = std::move(fired);
+  return a;
+}
+
+std::vector<BudgetAlert> BudgetManager::settle(Admission& a, double actual_usd, const Usage& usage, Instant now) {
+  std::vector<BudgetAlert> fired;
+  if (!a.open) return fired;
+  a.open = false;
+  const std::int64_t actual = to_nusd(std::max(0.0, actual_usd));
+  for (auto& h : a.holds) {
+    BudgetLedger& l = *h.ledger;
+    std::lock_guard lk(l.mu);
+    l.reserved -= BudgetTotals{h.nusd, h.tokens, 1};
+    if (now >= l.period_end) l.roll(now, impl_->wall_of(now));
+    l.add_own(BudgetTotals{actual, usage.total(), 1});
+    if (l.entry.limit_nusd > 0 && !l.entry.spec.alerts.empty())
+      check_alerts(l, percent_of(l.committed().nusd, l.entry.limit_nusd), false, impl_->wall_of(now), fired);
+  }
+  impl_->record_alerts(fired);
+  return fired;
+}
+
+void BudgetManager::release(Admission& a) {
+  if (!a.open) return;
+  a.open = false;
+  for (auto& h : a.holds) {
+    std::lock_guard lk(h.ledger->mu);
+    h.ledger->reserved -= BudgetTotals{h.nusd, h.tokens, 1};
+  }
+}
+
+BudgetStatus BudgetManager::status(const CallContext& ctx, Instant now) const {
+  Impl& I = *impl_;
+  BudgetStatus best;
+  best.remaining_usd = std::numeric_limits<double>::infinity();
+  bool found = false;
+  for (auto& slot : I.slots) {
+    const BudgetEntry& e = slot->entry;
+    if (e.limit_nusd <= 0 && !e.spec.limit_usd) continue;
+    const std::string* v = scope_value_of(e.spec, ctx);
+    if (!v) continue;
+    BudgetLedger* l = nullptr;
+    if (!slot->wildcard()) {
+      l = slot->single.get();
+    } else {
+      std::shared_lock lk(slot->per_value_mu);
+      auto it = slot->per_value.find(*v);
+      if (it != slot->per_value.end()) l = it->second.get();
+    }
+    std::int64_t committed = 0;
+    if (l) {
+      std::lock_guard lk(l->mu);
+      if (now >= l->period_end || !l->rolled_once) l->roll(now, I.wall_of(now));
+      committed = l->committed().nusd;
+    }
+    const double pct = percent_of(committed, e.limit_nusd);
+    if (!found || pct > best.percent) {
+      found = true;
+      best.spent_usd = from_nusd(committed);
+      best.limit_usd = *e.spec.limit_usd;
+      best.remaining_usd = std::max(0.0, best.limit_usd - best.spent_usd);
+      best.percent = pct;
+    }
+  }
+  return best;
+}
+
+Json BudgetManager::snapshot(Instant now) const {
+  Impl& I = *impl_;
+  Json out = Json::object();
+  Json list = Json::array();
+  for (BudgetLedger* l : I.ledgers()) {
+    std::lock_guard lk(l->mu);
+    if (now >= l->period_end || !l->rolled_once) l->roll(now, I.wall_of(now));
+    const BudgetSpec& s = l->entry.spec;
+    const BudgetTotals c = l->committed();
+    Json j;
+    j["name"] = s.name;
+    j["scope"] = scope_label_of(*l);
+    j["window"] = std::string(to_string(s.window));
+    j["window_label"] = l->window_label();
+    if (!l->periods.empty()) j["window_start_ms"] = l->periods.front().start_ms;
+    j["limit_usd"] = s.limit_usd ? Json(*s.limit_usd) : Json(nullptr);
+    j["limit_tokens"] = s.limit_tokens ? Json(*s.limit_tokens) : Json(nullptr);
+    j["limit_requests"] = s.limit_requests ? Json(*s.limit_requests) : Json(nullptr);
+    j["spent_usd"] = from_nusd(l->own_sum.nusd + l->remote_sum.nusd);
+    j["own_spent_usd"] = from_nusd(l->own_sum.nusd);
+    j["fleet_spent_usd"] = from_nusd(l->remote_sum.nusd);
+    j["reserved_usd"] = from_nusd(l->reserved.nusd + l->remote_reserved.nusd);
+    j["committed_usd"] = from_nusd(c.nusd);
+    j["percent"] = l->entry.limit_nusd > 0 ? percent_of(c.nusd, l->entry.limit_nusd) : 0.0;
+    j["tokens"] = l->own_sum.tokens + l->remote_sum.tokens;
+    j["requests"] = l->own_sum.requests + l->remote_sum.requests;
+    j["in_flight"] = l->reserved.requests;
+    Json fired = Json::array();
+    for (std::size_t i = 0; i < s.alerts.size(); ++i)
+      if (l->alerts_fired & (1u << i)) fired.push_back(s.alerts[i]);
+    j["alerts_fired"] = std::move(fired);
+    list.push_back(std::move(j));
+  }
+  out["budgets"] = std::move(list);
+  out["redis"] = I.redis_status();
+  out["sqlite"] = Json{{"configured", !I.options.sqlite_path.empty()}};
+  return out;
+}
+
+std::vector<BudgetAlert> BudgetManager::alerts() const {
+  std::lock_guard lk(impl_->alerts_mu);
+  return {impl_->alert_log.begin(), impl_->alert_log.end()};
+}
+
+Result<void> BudgetManager::flush() {
+  if (!impl_->db) return {};
+  return impl_->flush_store();
+}
+
+Result<void> BudgetManager::sync_now() {
+  if (impl_->options.redis_url.empty()) return {};
+  return impl_->sync_redis();
+}
+
+bool BudgetManager::redis_connected() const noexcept { return impl_->redis_up.load(std::memory_order_acquire); }
+
+const std::vector<BudgetSpec>& BudgetManager::specs() const noexcept { return impl_->specs; }
+
+}  // namespace modelux

@@ -1,0 +1,535 @@
+// Budgets: parsing, reservations, block/downgrade, zero-cost and unpriced models, alerts,
+// scopes, windows on the manual clock, and concurrency (exact, never overspends).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "modelux/budget.hpp"
+
+using namespace modelux;
+using namespace std::chrono;
+
+namespace {
+
+ModelInfo model(std::string id, double in_per_m, double out_per_m, bool priced = true) {
+  ModelInfo m;
+  m.id = std::move(id);
+  m.provider = "test";
+  m.input_per_m = in_per_m;
+  m.output_per_m = out_per_m;
+  m.priced = priced;
+  return m;
+}
+
+// $0.001 per input token, $0.002 per output token: small exact numbers.
+const ModelInfo kPaid = model("paid", 1000, 2000);
+const ModelInfo kCheap = model("cheap", 100, 200);
+const ModelInfo kFree = model("free-local", 0, 0);
+const ModelInfo kUnpriced = model("mystery", 0, 0, false);
+
+CallContext ctx(std::string project = "acme", std::string user = "u1") {
+  CallContext c;
+  c.project = std::move(project);
+  c.org = "org1";
+  c.end_user = std::move(user);
+  c.api_key_id = "key1";
+  c.tags = {{"team", "search"}};
+  return c;
+}
+
+std::unique_ptr<BudgetManager> make(const Json& budgets, const Clock& clock, BudgetOptions o = {}) {
+  static const Catalog catalog;
+  auto m = BudgetManager::create(budgets, catalog, clock, std::move(o));
+  REQUIRE_MESSAGE(m.has_value(), (m ? "" : m.error().describe()));
+  return std::move(*m);
+}
+
+Json one(Json b) { return Json::array({std::move(b)}); }
+
+Json usd_budget(double limit, std::string window = "daily") {
+  return Json{{"name", "acme-daily"}, {"scope", {{"project", "acme"}}}, {"window", window}, {"limit_usd", limit}};
+}
+
+Usage usage(std::int64_t in, std::int64_t out) {
+  Usage u;
+  u.prompt_tokens = in;
+  u.completion_tokens = out;
+  return u;
+}
+
+}  // namespace
+
+TEST_CASE("parse_budgets: the documented example parses") {
+  auto b = parse_budgets(Json::parse(R"([{"name":"acme-daily","scope":{"project":"acme"},"window":"daily",
+      "timezone":"UTC","limit_usd":50,"limit_tokens":null,"limit_requests":null,
+      "soft":{"percent":80,"downgrade_to":"@cheap"},"alerts":[80,100],"unknown_price":"block"},
+      {"name":"search","scope":{"tag":"team=search"},"window":"rolling","window_s":3600,"limit_tokens":1000},
+      {"name":"per-user","scope":{"end_user":"*"},"window":"monthly","timezone":"+02:00","limit_usd":1,
+       "unknown_price":"allow"}])"));
+  REQUIRE_MESSAGE(b.has_value(), (b ? "" : b.error().describe()));
+  REQUIRE(b->size() == 3);
+  CHECK((*b)[0].scope == BudgetScopeKind::project);
+  CHECK((*b)[0].scope_value == "acme");
+  CHECK((*b)[0].soft_percent == 80);
+  CHECK((*b)[0].downgrade_to == "@cheap");
+  CHECK((*b)[0].scope_label() == "project:acme");
+  CHECK((*b)[1].tag_key == "team");
+  CHECK((*b)[1].scope_value == "search");
+  CHECK((*b)[1].window_s == 3600);
+  CHECK((*b)[1].alerts.empty());
+  CHECK((*b)[2].unknown_price == UnknownPricePolicy::allow_and_flag);
+}
+
+TEST_CASE("parse_budgets: faults carry their JSON path") {
+  struct Case {
+    const char* json;
+    const char* path;
+  } cases[] = {
+      {R"([{"name":"a","window":"hourly","limit_usd":1}])", "$.budgets[0].window"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"scope":{"team":"x"}}])", "$.budgets[0].scope.team"},
+      {R"([{"name":"a","window":"rolling","limit_usd":1}])", "$.budgets[0].window_s"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"timezone":"Mars/Olympus"}])", "$.budgets[0].timezone"},
+      {R"([{"name":"a","window":"daily","limit_usd":1},{"name":"a","window":"daily","limit_usd":2}])",
+       "$.budgets[1].name"},
+      {R"([{"name":"a","window":"daily"}])", "$.budgets[0].limit_usd"},
+      {R"([{"name":"a","window":"daily","limit_usd":-1}])", "$.budgets[0].limit_usd"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"soft":{"percent":120}}])", "$.budgets[0].soft.percent"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"alerts":[80,"x"]}])", "$.budgets[0].alerts[1]"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"unknown_price":"zero"}])", "$.budgets[0].unknown_price"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"limt_tokens":5}])", "$.budgets[0].limt_tokens"},
+      {R"([{"name":"a","window":"daily","limit_tokens":1.5}])", "$.budgets[0].limit_tokens"},
+      {R"([{"name":"a","window":"daily","limit_usd":1,"scope":{"tag":"novalue"}}])", "$.budgets[0].scope.tag"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.json);
+    auto b = parse_budgets(Json::parse(c.json));
+    REQUIRE_FALSE(b.has_value());
+    CHECK(b.error().kind == ErrorKind::invalid_config);
+    CHECK(b.error().path == c.path);
+  }
+}
+
+TEST_CASE("BudgetManager: reserve, settle and release move committed spend") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 100, 50, clock.now());  // 0.1 + 0.1 = $0.2
+  REQUIRE(a.has_value());
+  CHECK(a->reserved_usd == doctest::Approx(0.2));
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.2));
+  auto acts = a->actions();
+  REQUIRE(acts.size() == 1);
+  CHECK(acts[0] == "reserved $0.2000 on project:acme/daily (acme-daily)");
+  m->settle(*a, 0.05, usage(40, 5), clock.now());
+  CHECK_FALSE(a->open);
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.05));
+  m->settle(*a, 0.05, usage(40, 5), clock.now());  // closed: no double count
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.05));
+  auto b = m->admit(ctx(), &kPaid, 100, 0, clock.now());
+  REQUIRE(b.has_value());
+  m->release(*b);
+  auto st = m->status(ctx(), clock.now());
+  CHECK(st.spent_usd == doctest::Approx(0.05));
+  CHECK(st.limit_usd == 1.0);
+  CHECK(st.remaining_usd == doctest::Approx(0.95));
+  CHECK(st.percent == doctest::Approx(5.0));
+  // Other projects are outside the scope.
+  CHECK(m->status(ctx("other"), clock.now()).limit_usd == 0);
+}
+
+TEST_CASE("BudgetManager: blocks at the cap with budget_exceeded naming scope and window") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(0.01)), clock);
+  for (int i = 0; i < 10; ++i) {
+    auto a = m->admit(ctx(), &kPaid, 1, 0, clock.now());
+    REQUIRE(a.has_value());
+    m->settle(*a, 0.001, usage(1, 0), clock.now());
+  }
+  auto blocked = m->admit(ctx(), &kPaid, 1, 0, clock.now());
+  REQUIRE_FALSE(blocked.has_value());
+  CHECK(blocked.error().kind == ErrorKind::budget_exceeded);
+  CHECK(blocked.error().message.find("acme-daily") != std::string::npos);
+  CHECK(blocked.error().message.find("project:acme") != std::string::npos);
+  CHECK(blocked.error().message.find("daily window") != std::string::npos);
+  CHECK(http_status_for(blocked.error().kind) == 429);
+  // A request for another project is not affected.
+  CHECK(m->admit(ctx("other"), &kPaid, 1, 0, clock.now()).has_value());
+}
+
+TEST_CASE("BudgetManager: a reservation that does not fit is refused even below the cap") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 0, 300, clock.now());  // $0.6
+  REQUIRE(a.has_value());
+  CHECK_FALSE(m->admit(ctx(), &kPaid, 0, 250, clock.now()).has_value());  // $0.5 more would pass $1
+  CHECK(m->admit(ctx(), &kPaid, 0, 200, clock.now()).has_value());        // $0.4 fits exactly
+}
+
+TEST_CASE("BudgetManager: soft threshold asks for a downgrade") {
+  ManualClock clock;
+  Json b = usd_budget(1.0);
+  b["soft"] = {{"percent", 80}, {"downgrade_to", "@cheap"}};
+  auto m = make(one(b), clock);
+  auto a = m->admit(ctx(), &kPaid, 700, 0, clock.now());  // 70%
+  REQUIRE(a.has_value());
+  CHECK(a->downgrade_to.empty());
+  m->settle(*a, 0.7, usage(700, 0), clock.now());
+  auto d = m->admit(ctx(), &kPaid, 110, 0, clock.now());  // 81%
+  REQUIRE(d.has_value());
+  CHECK(d->downgrade_to == "@cheap");
+  CHECK(d->downgrade_budget == "acme-daily");
+  CHECK(d->downgrade_percent == doctest::Approx(81.0));
+  auto acts = d->actions();
+  CHECK(std::find(acts.begin(), acts.end(), "downgrade to @cheap at 81% (acme-daily)") != acts.end());
+  // The router re-admits on the cheaper target: no downgrade loop when already there.
+  m->release(*d);
+  Json c = usd_budget(1.0);
+  c["soft"] = {{"percent", 80}, {"downgrade_to", "cheap"}};
+  auto m2 = make(one(c), clock);
+  auto x = m2->admit(ctx(), &kPaid, 900, 0, clock.now());
+  REQUIRE(x.has_value());
+  CHECK(x->downgrade_to == "cheap");
+  auto y = m2->admit(ctx(), &kCheap, 10, 0, clock.now());
+  REQUIRE(y.has_value());
+  CHECK(y->downgrade_to.empty());
+}
+
+TEST_CASE("BudgetManager: zero-cost models are never blocked by USD caps") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(0.001)), clock);
+  auto a = m->admit(ctx(), &kPaid, 1, 0, clock.now());
+  REQUIRE(a.has_value());
+  m->settle(*a, 0.005, usage(1, 0), clock.now());  // overshoot by the provider's real usage
+  CHECK_FALSE(m->admit(ctx(), &kPaid, 1, 0, clock.now()).has_value());
+  for (int i = 0; i < 100; ++i) {
+    auto f = m->admit(ctx(), &kFree, 100000, 100000, clock.now());
+    REQUIRE(f.has_value());
+    CHECK_FALSE(f->unpriced);
+    m->settle(*f, 0.0, usage(100000, 100000), clock.now());
+  }
+}
+
+TEST_CASE("BudgetManager: unknown prices follow the budget's explicit policy") {
+  ManualClock clock;
+  SUBCASE("block (the default)") {
+    auto m = make(one(usd_budget(10)), clock);
+    auto a = m->admit(ctx(), &kUnpriced, 10, 10, clock.now());
+    REQUIRE_FALSE(a.has_value());
+    CHECK(a.error().kind == ErrorKind::budget_exceeded);
+    CHECK(a.error().message.find("mystery") != std::string::npos);
+    CHECK(a.error().message.find("no known price") != std::string::npos);
+    CHECK_FALSE(m->admit(ctx(), nullptr, 10, 10, clock.now()).has_value());
+    // Only that model is affected: priced requests still pass.
+    CHECK(m->admit(ctx(), &kPaid, 10, 10, clock.now()).has_value());
+    // Out-of-scope requests are not affected at all.
+    CHECK(m->admit(ctx("other"), &kUnpriced, 10, 10, clock.now()).has_value());
+  }
+  SUBCASE("allow and flag") {
+    Json b = usd_budget(10);
+    b["unknown_price"] = "allow";
+    auto m = make(one(b), clock);
+    auto a = m->admit(ctx(), &kUnpriced, 10, 10, clock.now());
+    REQUIRE(a.has_value());
+    CHECK(a->unpriced);
+    CHECK(a->reserved_usd == 0);
+    auto acts = a->actions();
+    CHECK(std::find(acts.begin(), acts.end(), "unpriced model 'mystery' allowed and flagged") != acts.end());
+  }
+  SUBCASE("token-only budgets do not care about prices") {
+    auto m = make(one(Json{{"name", "t"}, {"window", "daily"}, {"limit_tokens", 100}}), clock);
+    auto a = m->admit(ctx(), &kUnpriced, 10, 10, clock.now());
+    REQUIRE(a.has_value());
+    CHECK_FALSE(a->unpriced);
+  }
+}
+
+TEST_CASE("BudgetManager: token and request limits") {
+  ManualClock clock;
+  auto m = make(one(Json{{"name", "vol"}, {"scope", {{"api_key", "key1"}}}, {"window", "daily"},
+                         {"limit_tokens", 1000}, {"limit_requests", 3}}),
+                clock);
+  auto a = m->admit(ctx(), &kPaid, 400, 400, clock.now());
+  REQUIRE(a.has_value());
+  CHECK_FALSE(m->admit(ctx(), &kPaid, 100, 150, clock.now()).has_value());  // 1050 tokens
+  m->settle(*a, 0.1, usage(300, 100), clock.now());                         // actual 400
+  auto b = m->admit(ctx(), &kPaid, 100, 150, clock.now());
+  REQUIRE(b.has_value());
+  m->settle(*b, 0.1, usage(10, 10), clock.now());
+  auto c = m->admit(ctx(), &kPaid, 1, 1, clock.now());
+  REQUIRE(c.has_value());
+  auto d = m->admit(ctx(), &kPaid, 1, 1, clock.now());
+  REQUIRE_FALSE(d.has_value());
+  CHECK(d.error().message.find("request limit") != std::string::npos);
+  m->release(*c);  // a failed attempt does not count as a request
+  CHECK(m->admit(ctx(), &kPaid, 1, 1, clock.now()).has_value());
+}
+
+TEST_CASE("BudgetManager: scopes match org, project, tag, end user, api key; * keeps one ledger per value") {
+  ManualClock clock;
+  Json b = Json::array({
+      Json{{"name", "org"}, {"scope", {{"org", "org1"}}}, {"window", "daily"}, {"limit_usd", 100}},
+      Json{{"name", "tag"}, {"scope", {{"tag", "team=search"}}}, {"window", "daily"}, {"limit_usd", 100}},
+      Json{{"name", "user"}, {"scope", {{"end_user", "*"}}}, {"window", "daily"}, {"limit_usd", 0.002}},
+  });
+  auto m = make(b, clock);
+  auto a = m->admit(ctx("acme", "alice"), &kPaid, 2, 0, clock.now());
+  REQUIRE(a.has_value());
+  CHECK(a->holds.size() == 3);
+  m->settle(*a, 0.002, usage(2, 0), clock.now());
+  // alice is at her cap; bob has his own ledger.
+  auto alice = m->admit(ctx("acme", "alice"), &kPaid, 1, 0, clock.now());
+  REQUIRE_FALSE(alice.has_value());
+  CHECK(alice.error().message.find("end_user:alice") != std::string::npos);
+  CHECK(m->admit(ctx("acme", "bob"), &kPaid, 1, 0, clock.now()).has_value());
+  // All or nothing: alice's refused request reserved nothing in the org and tag budgets.
+  auto snap = m->snapshot(clock.now());
+  for (const auto& l : snap["budgets"]) {
+    if (l["name"] == "org") CHECK(l["committed_usd"].get<double>() == doctest::Approx(0.003));
+    if (l["name"] == "tag") CHECK(l["committed_usd"].get<double>() == doctest::Approx(0.003));
+  }
+  // The tightest budget is what the rules DSL sees.
+  auto st = m->status(ctx("acme", "alice"), clock.now());
+  CHECK(st.limit_usd == doctest::Approx(0.002));
+  CHECK(st.percent == doctest::Approx(100.0));
+  // A request without the tag or user is outside those scopes.
+  CallContext bare;
+  bare.org = "org1";
+  auto c = m->admit(bare, &kPaid, 1, 0, clock.now());
+  REQUIRE(c.has_value());
+  CHECK(c->holds.size() == 1);
+}
+
+TEST_CASE("BudgetManager: alerts fire once per window, through the sink and the list") {
+  ManualClock clock;  // 2026-01-01T00:00:01Z
+  std::vector<std::string> sunk;
+  BudgetOptions o;
+  o.on_alert = [&](const BudgetAlert& a) { sunk.push_back(a.budget + "@" + std::to_string(int(a.threshold))); };
+  Json b = usd_budget(0.01);
+  b["alerts"] = {50, 80, 100};
+  auto m = make(one(b), clock, o);
+  auto spend = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      auto a = m->admit(ctx(), &kPaid, 1, 0, clock.now());
+      if (!a) return false;
+      m->settle(*a, 0.001, usage(1, 0), clock.now());
+    }
+    return true;
+  };
+  REQUIRE(spend(4));
+  CHECK(sunk.empty());
+  REQUIRE(spend(1));  // 50%
+  CHECK(sunk == std::vector<std::string>{"acme-daily@50"});
+  REQUIRE(spend(3));  // 80%
+  REQUIRE(spend(2));  // 100%
+  CHECK(sunk == std::vector<std::string>{"acme-daily@50", "acme-daily@80", "acme-daily@100"});
+  CHECK_FALSE(spend(1));  // blocked: no repeat
+  CHECK(sunk.size() == 3);
+  auto list = m->alerts();
+  REQUIRE(list.size() == 3);
+  CHECK(list[2].percent == doctest::Approx(100.0));
+  CHECK(list[2].message().find("acme-daily (project:acme, daily from 2026-01-01T00:00:00Z)") != std::string::npos);
+  // Next day: a new window, alerts re-arm.
+  clock.advance(hours(24));
+  REQUIRE(spend(5));
+  CHECK(sunk.size() == 4);
+  CHECK(sunk.back() == "acme-daily@50");
+}
+
+TEST_CASE("BudgetManager: the cap blocking a request fires the 100% alert") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 500, 0, clock.now());
+  REQUIRE(a.has_value());
+  CHECK(m->alerts().empty());
+  CHECK_FALSE(m->admit(ctx(), &kPaid, 600, 0, clock.now()).has_value());
+  auto list = m->alerts();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].threshold == 80);
+  CHECK(list[1].threshold == 100);
+}
+
+namespace {
+// Spends `usd` (in $0.001 steps) and reports whether all of it was admitted.
+bool spend_usd(BudgetManager& m, const Clock& clock, double usd) {
+  const int n = static_cast<int>(std::lround(usd / 0.001));
+  for (int i = 0; i < n; ++i) {
+    auto a = m.admit(ctx(), &kPaid, 1, 0, clock.now());
+    if (!a) return false;
+    m.settle(*a, 0.001, usage(1, 0), clock.now());
+  }
+  return true;
+}
+}  // namespace
+
+TEST_CASE("BudgetManager: calendar windows roll over on the manual clock") {
+  // ManualClock starts at 2026-01-01T00:00:01Z, a Thursday.
+  SUBCASE("daily UTC") {
+    ManualClock clock;
+    auto m = make(one(usd_budget(0.005)), clock);
+    REQUIRE(spend_usd(*m, clock, 0.005));
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(hours(23) + minutes(59) + seconds(58));  // 23:59:59
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1));  // 2026-01-02T00:00:00Z
+    CHECK(spend_usd(*m, clock, 0.005));
+    CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.005));
+  }
+  SUBCASE("daily at a fixed offset: +02:00 rolls at 22:00 UTC") {
+    ManualClock clock;
+    Json b = usd_budget(0.005);
+    b["timezone"] = "+02:00";
+    auto m = make(one(b), clock);
+    REQUIRE(spend_usd(*m, clock, 0.005));
+    clock.advance(hours(21) + minutes(59) + seconds(58));  // 21:59:59Z = 23:59:59 local
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1));  // 22:00Z = midnight local
+    CHECK(spend_usd(*m, clock, 0.005));
+  }
+  SUBCASE("daily in an IANA zone (America/New_York, UTC-5 in January)") {
+    ManualClock clock;
+    Json b = usd_budget(0.005);
+    b["timezone"] = "America/New_York";
+    auto m = make(one(b), clock);
+    REQUIRE(spend_usd(*m, clock, 0.005));  // local: Dec 31, 19:00
+    clock.advance(hours(4) + minutes(59) + seconds(58));  // 04:59:59Z = 23:59:59 local
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1));
+    CHECK(spend_usd(*m, clock, 0.005));
+  }
+  SUBCASE("weekly rolls on Monday 00:00") {
+    ManualClock clock;
+    auto m = make(one(usd_budget(0.005, "weekly")), clock);
+    REQUIRE(spend_usd(*m, clock, 0.005));
+    clock.advance(hours(24 * 4) - seconds(2));  // Sunday 2026-01-04 23:59:59
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1));  // Monday 2026-01-05
+    CHECK(spend_usd(*m, clock, 0.005));
+    clock.advance(hours(24 * 6));  // Sunday again: same week
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+  }
+  SUBCASE("monthly rolls on the 1st") {
+    ManualClock clock;
+    auto m = make(one(usd_budget(0.005, "monthly")), clock);
+    REQUIRE(spend_usd(*m, clock, 0.005));
+    clock.advance(hours(24 * 31) - seconds(2));  // Jan 31 23:59:59
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1));  // Feb 1
+    REQUIRE(spend_usd(*m, clock, 0.005));
+    clock.advance(hours(24 * 28) - seconds(1));  // Feb 28 23:59:59 (2026 is not a leap year)
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1));  // Mar 1
+    CHECK(spend_usd(*m, clock, 0.001));
+  }
+  SUBCASE("rolling: spend leaves the window after window_s (at most one bucket late)") {
+    ManualClock clock;
+    Json b = usd_budget(0.005, "rolling");
+    b["window_s"] = 3000;  // buckets of 100 s
+    auto m = make(one(b), clock);
+    REQUIRE(spend_usd(*m, clock, 0.003));  // t = 0
+    clock.advance(seconds(1500));
+    REQUIRE(spend_usd(*m, clock, 0.002));  // t = 1500
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(1400));  // t = 2900: all still inside
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(200));  // t = 3100: the first 0.003 left (bucket [0,100) ended at 3100)
+    CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.002));
+    CHECK(spend_usd(*m, clock, 0.003));
+    CHECK_FALSE(spend_usd(*m, clock, 0.001));
+    clock.advance(seconds(6000));
+    CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.0));
+  }
+}
+
+TEST_CASE("BudgetManager: a reservation made before a rollover settles into the new window") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 500, 0, clock.now());
+  REQUIRE(a.has_value());
+  clock.advance(hours(24));
+  // Still in flight: it counts against the new window until it settles.
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.5));
+  m->settle(*a, 0.3, usage(300, 0), clock.now());
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.3));
+}
+
+TEST_CASE("BudgetManager: many threads hammering one budget never overspend (exact)") {
+  ManualClock clock;
+  Json b = Json::array({usd_budget(1.0), Json{{"name", "org"}, {"scope", {{"org", "org1"}}}, {"window", "daily"},
+                                                {"limit_usd", 1000}}});
+  auto m = make(b, clock);
+  constexpr int kThreads = 8;
+  std::atomic<int> admitted{0}, released{0};
+  std::atomic<std::int64_t> settled_nusd{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      Random rng(static_cast<std::uint64_t>(t) + 1);
+      for (int i = 0; i < 1000; ++i) {
+        // Estimates of $0.001..$0.004; actual cost at or below the estimate; 1 in 5 fails.
+        const std::int64_t in = 1 + static_cast<std::int64_t>(rng.below(4));
+        auto a = m->admit(ctx(), &kPaid, in, 0, clock.now());
+        if (!a) {
+          CHECK(a.error().kind == ErrorKind::budget_exceeded);
+          continue;
+        }
+        admitted.fetch_add(1);
+        if (rng.below(5) == 0) {
+          m->release(*a);
+          released.fetch_add(1);
+        } else {
+          const std::int64_t used = 1 + static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(in)));
+          settled_nusd.fetch_add(used * 1'000'000);
+          m->settle(*a, static_cast<double>(used) * 0.001, usage(used, 0), clock.now());
+        }
+        const auto st = m->status(ctx(), clock.now());
+        CHECK(st.spent_usd <= 1.0 + 1e-12);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(admitted.load() > 0);
+  const auto st = m->status(ctx(), clock.now());
+  CHECK(st.spent_usd == doctest::Approx(static_cast<double>(settled_nusd.load()) / 1e9).epsilon(1e-12));
+  CHECK(settled_nusd.load() <= 1'000'000'000);
+  // The budget was actually used up: less than one max estimate is left.
+  CHECK(settled_nusd.load() > 1'000'000'000 - 4'000'000);
+  auto snap = m->snapshot(clock.now());
+  for (const auto& l : snap["budgets"]) CHECK(l["in_flight"] == 0);
+}
+
+TEST_CASE("BudgetManager: N parallel requests against the last dollar admit only what fits") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto pre = m->admit(ctx(), &kPaid, 900, 0, clock.now());  // $0.9 spent
+  REQUIRE(pre.has_value());
+  m->settle(*pre, 0.9, usage(900, 0), clock.now());
+  std::atomic<int> admitted{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 16; ++t)
+    ts.emplace_back([&] {
+      while (!go.load()) std::this_thread::yield();
+      if (m->admit(ctx(), &kPaid, 30, 0, clock.now())) admitted.fetch_add(1);  // $0.03 each
+    });
+  go = true;
+  for (auto& t : ts) t.join();
+  CHECK(admitted.load() == 3);  // $0.09 of the last $0.10
+}
+
+TEST_CASE("BudgetManager: snapshot reports every ledger") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(2.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 500, 0, clock.now());
+  REQUIRE(a.has_value());
+  m->settle(*a, 0.5, usage(500, 0), clock.now());
+  auto s = m->snapshot(clock.now());
+  REQUIRE(s["budgets"].size() == 1);
+  const auto& l = s["budgets"][0];
+  CHECK(l["name"] == "acme-daily");
+  CHECK(l["scope"] == "project:acme");
+  CHECK(l["spent_usd"].get<double>() == doctest::Approx(0.5));
+  CHECK(l["percent"].get<double>() == doctest::Approx(25.0));
+  CHECK(l["requests"] == 1);
+  CHECK(l["tokens"] == 500);
+  CHECK(s["redis"]["configured"] == false);
+}
