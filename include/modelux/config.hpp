@@ -1,0 +1,63 @@
+// modelux config file: one JSON document read by the library, the Python package and the
+// proxy alike. `${ENV}` references (and `${ENV:-default}`) are expanded in every string, so
+// secrets stay out of the file. Provider keys never appear in logs, traces or errors.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "modelux/catalog.hpp"
+
+namespace modelux {
+
+/// A modelux API key the proxy accepts, and who it stands for.
+struct ApiKeyConfig {
+  std::string key;      ///< the secret ("mlx-...")
+  std::string name;     ///< id for traces and budgets (never the key itself)
+  std::string project;
+  std::string org;
+};
+
+/// One upstream provider as configured: where to send, with which keys.
+struct ProviderConfig {
+  std::string name;                     ///< catalog provider name or a custom one
+  std::string family;                   ///< codec family (from the catalog when omitted)
+  std::string base_url;                 ///< from the catalog when omitted
+  std::vector<std::string> api_keys;    ///< one or more (a key pool)
+  std::map<std::string, std::string> options;  ///< family-specific (api_version, region, secret_key...)
+};
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::vector<ApiKeyConfig> api_keys;   ///< empty = no auth (only allowed on loopback)
+  std::size_t max_body_bytes = 4 * 1024 * 1024;
+  int threads = 1;
+};
+
+struct Config {
+  ServerConfig server;
+  std::vector<ProviderConfig> providers;
+  std::map<std::string, Json> routing;  ///< slug (without '@') → routing config
+  Catalog catalog;                      ///< built-in catalog merged with the file's "catalog" overrides
+  Json budgets = Json::array();         ///< the "budgets" section (budget module parses it)
+  Json tracing = Json::object();        ///< the "tracing" section
+  std::string source_path;              ///< file it came from ("" for embedded / in-memory)
+
+  /// Parses a config document. Every fault names its JSON path ("$.providers.openai.base_url").
+  static Result<Config> from_json(const Json& doc);
+  /// Reads and parses a file.
+  static Result<Config> load_file(const std::string& path);
+  /// The embedded defaults (data/defaults.json): every provider pointed at the mock provider
+  /// at ${MODELUX_MOCK_URL:-http://127.0.0.1:8089}, with `@production` a fallback chain.
+  static Result<Config> embedded_defaults();
+
+  const ProviderConfig* find_provider(std::string_view name) const noexcept;
+};
+
+/// Expands `${NAME}` / `${NAME:-default}` in every string of `doc`. An unset variable without
+/// default is an error naming the variable and the JSON path.
+Result<Json> expand_env(const Json& doc, std::string path = "$");
+
+}  // namespace modelux

@@ -1,0 +1,96 @@
+// modelux router: the public entry point. Resolves `@slug` configs and plain models to a
+// compiled Policy, runs the routing session over a Transport (the executor), applies budgets,
+// feeds health, and hands every decision trace to the Tracer.
+//
+// Threading model: a Router owns an io_context served by `io_threads` threads. All upstream
+// I/O runs there. `complete()` / `stream()` are blocking and may be called from any number of
+// application threads at once (never from a Router io thread). `complete_async()` calls its
+// callback on an io thread. `co_complete()` is an Asio awaitable for apps that already run an
+// io_context: it runs on the caller's executor. Config swaps (`set_routing_config`) are atomic
+// and safe while requests are in flight; a request keeps the version it started with.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "modelux/config.hpp"
+#include "modelux/policy.hpp"
+#include "modelux/transport.hpp"
+
+namespace modelux {
+
+class Tracer;
+class BudgetManager;
+class HealthRegistry;
+
+struct RouterOptions {
+  const Clock* clock = nullptr;          ///< default: the real clock
+  std::uint64_t seed = 0;                ///< 0: random per process
+  int io_threads = 1;
+  std::shared_ptr<Transport> transport;  ///< default: the HTTP client on the router's io_context
+  TransportOptions transport_options;
+  bool open_tracer = true;               ///< open the Tracer from the config's "tracing" section
+  Nanos default_stall_timeout = std::chrono::seconds(30);  ///< streams: max gap between chunks
+};
+
+/// The outcome of one request: the answer or the error, and the full decision trace.
+struct Completion {
+  Result<ChatResponse> result = fail(ErrorKind::internal, "not run");
+  DecisionTrace trace;
+  Target served;  ///< the target that answered (empty on failure)
+};
+
+/// Receives stream chunks as they arrive, on a router io thread. Return false to cancel
+/// (the caller went away): upstream reads stop and the trace records the cancellation.
+using ChunkSink = std::function<bool(const ChatChunk&)>;
+/// Awaitable sink for Asio apps and the proxy: awaiting it applies backpressure upstream.
+using AsyncChunkSink = std::function<net::awaitable<bool>(const ChatChunk&)>;
+
+class Router {
+ public:
+  static Result<std::unique_ptr<Router>> create(Config config, RouterOptions options = {});
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  /// Blocking chat call. `request.model` is a catalog model or "@slug".
+  Completion complete(ChatRequest request, CallContext ctx = {});
+  /// Blocking streaming call: chunks go to `sink` as they arrive. A stream that breaks after
+  /// output reached the sink fails with stream_interrupted (never a silent clean end).
+  Completion stream(ChatRequest request, CallContext ctx, ChunkSink sink);
+  /// Callback form; `done` runs on a router io thread.
+  void complete_async(ChatRequest request, CallContext ctx, std::function<void(Completion)> done);
+  /// Awaitable form. With a sink the request streams (request.stream is forced on).
+  net::awaitable<Completion> co_complete(ChatRequest request, CallContext ctx, AsyncChunkSink sink = nullptr);
+
+  /// Validates and compiles a routing config, then swaps it in atomically. A bad config
+  /// never takes traffic: the error names the JSON path.
+  Result<std::int64_t> set_routing_config(std::string slug, const Json& config);
+  /// The live compiled config for a slug (without '@'); nullptr if unknown.
+  std::shared_ptr<const Policy> routing_config(std::string_view slug) const;
+  std::vector<std::string> routing_slugs() const;
+  /// Models that can be routed (catalog models whose provider is configured).
+  std::vector<std::string> routable_models() const;
+
+  const Config& config() const noexcept;
+  const Catalog& catalog() const noexcept;
+  Tracer* tracer() noexcept;
+  BudgetManager* budgets() noexcept;
+  HealthRegistry* health() noexcept;
+  Transport& transport() noexcept;
+  net::any_io_executor executor() noexcept;
+  const Clock& clock() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit Router(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modelux

@@ -1,0 +1,239 @@
+#include "modelux/config.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "core/embedded.hpp"
+
+namespace modelux {
+
+namespace {
+
+Result<std::string> expand_string(const std::string& s, const std::string& path) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto start = s.find("${", i);
+    if (start == std::string::npos) {
+      out.append(s, i);
+      break;
+    }
+    out.append(s, i, start - i);
+    auto end = s.find('}', start);
+    if (end == std::string::npos) return fail(ErrorKind::invalid_config, "unterminated ${ in string", path);
+    std::string expr = s.substr(start + 2, end - start - 2);
+    std::string name = expr, def;
+    bool has_def = false;
+    if (auto d = expr.find(":-"); d != std::string::npos) {
+      name = expr.substr(0, d);
+      def = expr.substr(d + 2);
+      has_def = true;
+    }
+    if (name.empty()) return fail(ErrorKind::invalid_config, "empty ${} reference", path);
+    const char* v = std::getenv(name.c_str());
+    if (v && *v) out += v;
+    else if (has_def) out += def;
+    else return fail(ErrorKind::invalid_config, "environment variable " + name + " is not set", path);
+    i = end + 1;
+  }
+  return out;
+}
+
+Result<std::string> opt_str(const Json& o, const char* key, const std::string& path, std::string def = {}) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return def;
+  if (!it->is_string()) return fail(ErrorKind::invalid_config, std::string("'") + key + "' must be a string", path + "." + key);
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+Result<Json> expand_env(const Json& doc, std::string path) {
+  if (doc.is_string()) {
+    auto s = expand_string(doc.get<std::string>(), path);
+    if (!s) return fail(s.error());
+    return Json(std::move(*s));
+  }
+  if (doc.is_array()) {
+    Json out = Json::array();
+    for (std::size_t i = 0; i < doc.size(); ++i) {
+      auto e = expand_env(doc[i], path + "[" + std::to_string(i) + "]");
+      if (!e) return e;
+      out.push_back(std::move(*e));
+    }
+    return out;
+  }
+  if (doc.is_object()) {
+    Json out = Json::object();
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      // Routing configs are compiled later and have no secrets; expanding them is harmless.
+      auto e = expand_env(it.value(), path + "." + it.key());
+      if (!e) return e;
+      out[it.key()] = std::move(*e);
+    }
+    return out;
+  }
+  return doc;
+}
+
+Result<Config> Config::from_json(const Json& raw) {
+  if (!raw.is_object()) return fail(ErrorKind::invalid_config, "config must be a JSON object", "$");
+  auto expanded = expand_env(raw);
+  if (!expanded) return fail(expanded.error());
+  const Json& doc = *expanded;
+  static constexpr std::string_view kTop[] = {"server", "providers", "routing", "catalog", "budgets", "tracing", "$schema", "comment"};
+  for (auto it = doc.begin(); it != doc.end(); ++it)
+    if (std::find(std::begin(kTop), std::end(kTop), it.key()) == std::end(kTop))
+      return fail(ErrorKind::invalid_config, "unknown top-level key '" + it.key() + "'", "$." + it.key());
+
+  Config c;
+  c.catalog = Catalog::builtin();
+  if (auto cat = doc.find("catalog"); cat != doc.end()) {
+    auto over = Catalog::from_json(*cat);
+    if (!over) {
+      Error e = over.error();
+      e.path = "$.catalog" + (e.path.size() > 1 ? e.path.substr(1) : std::string{});
+      return fail(std::move(e));
+    }
+    c.catalog = c.catalog.merged_with(*over);
+  }
+
+  if (auto s = doc.find("server"); s != doc.end()) {
+    if (!s->is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
+    auto host = opt_str(*s, "host", "$.server", c.server.host);
+    if (!host) return fail(host.error());
+    c.server.host = *host;
+    if (auto p = s->find("port"); p != s->end()) {
+      if (!p->is_number_integer() || p->get<int>() < 0 || p->get<int>() > 65535)
+        return fail(ErrorKind::invalid_config, "'port' must be an integer 0..65535", "$.server.port");
+      c.server.port = p->get<int>();
+    }
+    if (auto t = s->find("threads"); t != s->end()) {
+      if (!t->is_number_integer() || t->get<int>() < 1 || t->get<int>() > 256)
+        return fail(ErrorKind::invalid_config, "'threads' must be an integer 1..256", "$.server.threads");
+      c.server.threads = t->get<int>();
+    }
+    if (auto m = s->find("max_body_bytes"); m != s->end()) {
+      if (!m->is_number_integer() || m->get<std::int64_t>() < 1024)
+        return fail(ErrorKind::invalid_config, "'max_body_bytes' must be an integer >= 1024", "$.server.max_body_bytes");
+      c.server.max_body_bytes = m->get<std::size_t>();
+    }
+    if (auto keys = s->find("api_keys"); keys != s->end()) {
+      if (!keys->is_array()) return fail(ErrorKind::invalid_config, "'api_keys' must be an array", "$.server.api_keys");
+      for (std::size_t i = 0; i < keys->size(); ++i) {
+        const Json& k = (*keys)[i];
+        std::string path = "$.server.api_keys[" + std::to_string(i) + "]";
+        ApiKeyConfig ak;
+        if (k.is_string()) {
+          ak.key = k.get<std::string>();
+        } else if (k.is_object()) {
+          auto key = opt_str(k, "key", path);
+          auto name = opt_str(k, "name", path);
+          auto project = opt_str(k, "project", path);
+          auto org = opt_str(k, "org", path);
+          for (auto* r : {&key, &name, &project, &org})
+            if (!*r) return fail(r->error());
+          ak = ApiKeyConfig{*key, *name, *project, *org};
+        } else {
+          return fail(ErrorKind::invalid_config, "an API key must be a string or an object", path);
+        }
+        if (ak.key.size() < 8) return fail(ErrorKind::invalid_config, "API key too short (min 8 characters)", path);
+        if (ak.name.empty()) ak.name = "key" + std::to_string(i);
+        c.server.api_keys.push_back(std::move(ak));
+      }
+    }
+  }
+
+  if (auto ps = doc.find("providers"); ps != doc.end()) {
+    if (!ps->is_object()) return fail(ErrorKind::invalid_config, "'providers' must be an object keyed by provider name", "$.providers");
+    for (auto it = ps->begin(); it != ps->end(); ++it) {
+      std::string path = "$.providers." + it.key();
+      const Json& p = it.value();
+      if (!p.is_object()) return fail(ErrorKind::invalid_config, "provider must be an object", path);
+      ProviderConfig pc;
+      pc.name = it.key();
+      const ProviderInfo* info = c.catalog.find_provider(pc.name);
+      auto family = opt_str(p, "family", path, info ? info->family : std::string{});
+      auto base = opt_str(p, "base_url", path, info ? info->base_url : std::string{});
+      if (!family) return fail(family.error());
+      if (!base) return fail(base.error());
+      pc.family = *family;
+      pc.base_url = *base;
+      if (pc.family.empty())
+        return fail(ErrorKind::invalid_config, "provider '" + pc.name + "' is not in the catalog: set 'family'", path + ".family");
+      if (!find_codec(pc.family))
+        return fail(ErrorKind::invalid_config, "unknown provider family '" + pc.family + "'", path + ".family");
+      if (pc.base_url.empty()) return fail(ErrorKind::invalid_config, "'base_url' is required", path + ".base_url");
+      if (!pc.base_url.starts_with("http://") && !pc.base_url.starts_with("https://"))
+        return fail(ErrorKind::invalid_config, "'base_url' must start with http:// or https://", path + ".base_url");
+      if (auto k = p.find("api_key"); k != p.end()) {
+        if (!k->is_string()) return fail(ErrorKind::invalid_config, "'api_key' must be a string", path + ".api_key");
+        pc.api_keys.push_back(k->get<std::string>());
+      }
+      if (auto ks = p.find("api_keys"); ks != p.end()) {
+        if (!ks->is_array()) return fail(ErrorKind::invalid_config, "'api_keys' must be an array of strings", path + ".api_keys");
+        for (std::size_t i = 0; i < ks->size(); ++i) {
+          if (!(*ks)[i].is_string())
+            return fail(ErrorKind::invalid_config, "API key must be a string", path + ".api_keys[" + std::to_string(i) + "]");
+          pc.api_keys.push_back((*ks)[i].get<std::string>());
+        }
+      }
+      if (auto o = p.find("options"); o != p.end()) {
+        if (!o->is_object()) return fail(ErrorKind::invalid_config, "'options' must be an object", path + ".options");
+        for (auto oi = o->begin(); oi != o->end(); ++oi) {
+          if (!oi.value().is_string())
+            return fail(ErrorKind::invalid_config, "option values must be strings", path + ".options." + oi.key());
+          pc.options[oi.key()] = oi.value().get<std::string>();
+        }
+      }
+      c.providers.push_back(std::move(pc));
+    }
+  }
+
+  if (auto rs = doc.find("routing"); rs != doc.end()) {
+    if (!rs->is_object()) return fail(ErrorKind::invalid_config, "'routing' must be an object keyed by slug", "$.routing");
+    for (auto it = rs->begin(); it != rs->end(); ++it) {
+      std::string slug = it.key();
+      if (!slug.empty() && slug.front() == '@') slug.erase(0, 1);
+      if (slug.empty()) return fail(ErrorKind::invalid_config, "empty routing slug", "$.routing");
+      c.routing[slug] = it.value();
+    }
+  }
+  if (auto b = doc.find("budgets"); b != doc.end()) {
+    if (!b->is_array()) return fail(ErrorKind::invalid_config, "'budgets' must be an array", "$.budgets");
+    c.budgets = *b;
+  }
+  if (auto t = doc.find("tracing"); t != doc.end()) {
+    if (!t->is_object()) return fail(ErrorKind::invalid_config, "'tracing' must be an object", "$.tracing");
+    c.tracing = *t;
+  }
+  return c;
+}
+
+Result<Config> Config::load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(ErrorKind::io, "cannot open config file '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto j = parse_json(ss.str(), ParseLimits{.max_bytes = 16 * 1024 * 1024, .max_depth = 64});
+  if (!j) return fail(ErrorKind::invalid_config, "config file '" + path + "' is not valid JSON");
+  auto c = from_json(*j);
+  if (c) c->source_path = path;
+  return c;
+}
+
+Result<Config> Config::embedded_defaults() {
+  auto j = parse_json(embedded::kDefaultsJson);
+  if (!j) return fail(ErrorKind::internal, "embedded defaults are not valid JSON");
+  return from_json(*j);
+}
+
+const ProviderConfig* Config::find_provider(std::string_view name) const noexcept {
+  for (const auto& p : providers)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+}  // namespace modelux

@@ -1,0 +1,638 @@
+// The Router and its executor: drives a RoutingSession over a Transport.
+//
+// One request = one coroutine on a strand. Attempts run as child coroutines on the same
+// strand (several at once for ensembles), each bound to a cancellation signal so losers and
+// abandoned attempts stop their upstream I/O at once. The session decides; this file only
+// executes: encode → send → decode, budget reserve/settle, health observe, trace fill-in.
+#include "modelux/router.hpp"
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "modelux/budget.hpp"
+#include "modelux/trace.hpp"
+#include "router/resolver.hpp"
+
+namespace modelux {
+
+using net::redirect_error;
+using net::use_awaitable;
+
+namespace {
+
+std::string ms_text(Nanos d) { return std::to_string(std::chrono::duration_cast<Millis>(d).count()) + " ms"; }
+
+Instant min_instant(Instant a, Instant b) {
+  if (a == Instant{}) return b;
+  if (b == Instant{}) return a;
+  return std::min(a, b);
+}
+
+// A chunk "carries output" once the caller would see something of the answer.
+bool carries_output(const ChatChunk& c) {
+  for (const auto& ch : c.choices)
+    if ((ch.content && !ch.content->empty()) || !ch.tool_calls.empty() || !ch.finish_reason.empty()) return true;
+  return false;
+}
+
+// The chunks a non-streamed answer becomes when the caller asked to stream (ensembles and
+// cascades must see whole answers before choosing one).
+std::vector<ChatChunk> synthesize_chunks(const ChatResponse& r) {
+  std::vector<ChatChunk> out;
+  for (const auto& choice : r.choices) {
+    ChatChunk c;
+    c.id = r.id;
+    c.model = r.model;
+    c.created = r.created;
+    ChunkChoice cc;
+    cc.index = choice.index;
+    cc.role = "assistant";
+    cc.content = choice.message.text();
+    for (std::size_t i = 0; i < choice.message.tool_calls.size(); ++i) {
+      const auto& t = choice.message.tool_calls[i];
+      cc.tool_calls.push_back(ToolCallDelta{static_cast<int>(i), t.id, t.name, t.arguments});
+    }
+    c.choices.push_back(std::move(cc));
+    out.push_back(std::move(c));
+    ChatChunk fin;
+    fin.id = r.id;
+    fin.model = r.model;
+    fin.created = r.created;
+    ChunkChoice fc;
+    fc.index = choice.index;
+    fc.finish_reason = choice.finish_reason.empty() ? "stop" : choice.finish_reason;
+    fin.choices.push_back(std::move(fc));
+    out.push_back(std::move(fin));
+  }
+  ChatChunk u;
+  u.id = r.id;
+  u.model = r.model;
+  u.created = r.created;
+  u.usage = r.usage;
+  out.push_back(std::move(u));
+  return out;
+}
+
+}  // namespace
+
+struct Router::Impl {
+  Config config;
+  RouterOptions opts;
+  const Clock* clock = nullptr;
+  net::io_context ioc;
+  net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+  std::vector<std::thread> threads;
+  std::shared_ptr<Transport> transport;
+  std::unique_ptr<Tracer> tracer;
+  std::unique_ptr<BudgetManager> budgets;
+  std::atomic<std::shared_ptr<const RouteTable>> table;
+  std::mutex config_mu;  // serialises config swaps (readers never take it)
+  std::unique_ptr<std::atomic<std::uint64_t>[]> key_cursor;
+  std::atomic<std::uint64_t> seed_counter{0};
+  std::uint64_t seed_base = 0;
+
+  ~Impl() {
+    work.reset();
+    ioc.stop();
+    for (auto& t : threads) t.join();
+  }
+
+  std::size_t provider_index(std::string_view name) const {
+    for (std::size_t i = 0; i < config.providers.size(); ++i)
+      if (config.providers[i].name == name) return i;
+    return config.providers.size();
+  }
+
+  // Round-robin over the provider's key pool.
+  std::string pick_key(std::size_t pi) {
+    const auto& keys = config.providers[pi].api_keys;
+    if (keys.empty()) return {};
+    return keys[key_cursor[pi].fetch_add(1, std::memory_order_relaxed) % keys.size()];
+  }
+
+  struct AttemptRun {
+    AttemptResult result;
+    std::optional<Admission> admission;
+    std::string downgrade_to;   // set when a soft budget threshold asks to reroute
+    std::string budget_note;
+  };
+
+  net::awaitable<AttemptRun> run_attempt(const AttemptPlan& plan, const ChatRequest& req, const CallContext& ctx,
+                                         const AsyncChunkSink* sink, bool allow_downgrade, std::string request_id) {
+    AttemptRun run;
+    AttemptResult& r = run.result;
+    r.id = plan.id;
+    const Instant t0 = clock->now();
+    auto finish_error = [&](Error e) {
+      r.ok = false;
+      if (e.provider.empty()) e.provider = plan.target.provider;
+      r.error = std::move(e);
+      r.latency = clock->now() - t0;
+    };
+    std::size_t pi = provider_index(plan.target.provider);
+    if (pi == config.providers.size()) {
+      finish_error(Error{ErrorKind::no_route, "provider '" + plan.target.provider + "' is not configured", 0, {}, {}, {}, {}});
+      co_return run;
+    }
+    const ProviderConfig& pc = config.providers[pi];
+    const Codec* codec = find_codec(pc.family);
+    if (!codec) {
+      finish_error(Error{ErrorKind::no_route, "no codec for family '" + pc.family + "'", 0, {}, {}, {}, {}});
+      co_return run;
+    }
+    const ModelInfo* mi = config.catalog.find_model(plan.target.model);
+    std::string upstream = mi ? mi->upstream : plan.target.model;
+
+    if (budgets) {
+      std::int64_t est_in = estimate_input_tokens(req);
+      std::int64_t est_out = req.max_tokens.value_or(mi && mi->max_output ? std::min<std::int64_t>(mi->max_output, 1024) : 1024);
+      auto adm = budgets->admit(ctx, mi, est_in, est_out, clock->now());
+      if (!adm) {
+        finish_error(adm.error());
+        co_return run;
+      }
+      if (allow_downgrade && !adm->downgrade_to.empty()) {
+        run.downgrade_to = adm->downgrade_to;
+        run.budget_note = "downgrade to " + adm->downgrade_to + " (budget " + adm->downgrade_budget + " at " +
+                          std::to_string(static_cast<int>(adm->downgrade_percent)) + "%)";
+        budgets->release(*adm);
+        finish_error(Error{ErrorKind::budget_exceeded, run.budget_note, 0, {}, {}, {}, {}});
+        co_return run;
+      }
+      run.admission = std::move(*adm);
+    }
+
+    ProviderEndpoint ep{pc.name, pc.family, pc.base_url, pick_key(pi), pc.options};
+    const bool stream_mode = req.stream && sink && *sink && !plan.needs_full_response;
+    Result<HttpRequestSpec> spec;
+    if (req.stream && !stream_mode) {
+      ChatRequest copy = req;
+      copy.stream = false;
+      copy.include_usage = false;
+      spec = codec->encode_request(copy, ep, upstream);
+    } else {
+      spec = codec->encode_request(req, ep, upstream);
+    }
+    if (!spec) {
+      finish_error(spec.error());
+      co_return run;
+    }
+
+    auto opened = co_await transport->open(*spec, plan.deadline);
+    if (!opened) {
+      Error e = opened.error();
+      if (e.kind == ErrorKind::timeout) e.message = "attempt timeout after " + ms_text(clock->now() - t0);
+      finish_error(std::move(e));
+      co_return run;
+    }
+    auto& s = **opened;
+    if (s.status() < 200 || s.status() >= 300) {
+      auto body = co_await s.read_all(plan.deadline);
+      finish_error(codec->decode_error(s.status(), s.headers(), body ? *body : std::string{}));
+      co_return run;
+    }
+    if (!stream_mode) {
+      auto body = co_await s.read_all(plan.deadline);
+      if (!body) {
+        Error e = body.error();
+        if (e.kind == ErrorKind::timeout) e.message = "attempt timeout after " + ms_text(clock->now() - t0);
+        finish_error(std::move(e));
+        co_return run;
+      }
+      auto resp = codec->decode_response(*body);
+      if (!resp) {
+        finish_error(resp.error());
+        co_return run;
+      }
+      r.ok = true;
+      r.response = std::move(*resp);
+      r.usage = r.response.usage;
+      r.latency = clock->now() - t0;
+      r.ttft = r.latency;
+      co_return run;
+    }
+
+    // Streaming: hold chunks until one carries output, so that a failure before the caller
+    // saw anything still fails over transparently.
+    auto decoder = codec->stream_decoder();
+    ChunkAccumulator acc;
+    std::vector<ChatChunk> chunks, held;
+    const std::string chunk_id = "chatcmpl-" + request_id.substr(request_id.find('_') + 1);
+    const Nanos stall = plan.stall_timeout.count() > 0 ? plan.stall_timeout : opts.default_stall_timeout;
+    Instant total_deadline = plan.deadline;
+    bool first_output = false;
+    for (;;) {
+      Instant now = clock->now();
+      Instant read_deadline = first_output ? now + stall : plan.deadline;
+      if (!first_output && plan.ttft_timeout.count() > 0) read_deadline = std::min(read_deadline, t0 + plan.ttft_timeout);
+      if (first_output) read_deadline = std::min(read_deadline, std::max(total_deadline, now + stall));
+      auto piece = co_await s.read_some(read_deadline);
+      if (!piece) {
+        Error e = piece.error();
+        if (e.kind == ErrorKind::timeout)
+          e.message = first_output ? "stream stalled: no data for " + ms_text(stall)
+                                   : "no first token within " + ms_text(clock->now() - t0);
+        if (first_output) e.kind = ErrorKind::stream_interrupted;
+        finish_error(std::move(e));
+        r.delivered = first_output;
+        break;
+      }
+      chunks.clear();
+      Result<void> fed = piece->empty() ? decoder->finish(chunks) : decoder->feed(*piece, chunks);
+      for (auto& c : chunks) {
+        c.id = chunk_id;
+        c.model = plan.target.model;
+        acc.add(c);
+        if (!first_output && !carries_output(c) && !c.usage) {
+          held.push_back(std::move(c));
+          continue;
+        }
+        if (!first_output) {
+          first_output = true;
+          r.ttft = clock->now() - t0;
+          r.delivered = true;
+          for (auto& h : held)
+            if (!co_await (*sink)(h)) {
+              s.abort();
+              finish_error(Error{ErrorKind::cancelled, "caller went away mid-stream", 0, {}, {}, {}, {}});
+              co_return run;
+            }
+          held.clear();
+        }
+        if (!co_await (*sink)(c)) {
+          s.abort();
+          finish_error(Error{ErrorKind::cancelled, "caller went away mid-stream", 0, {}, {}, {}, {}});
+          r.delivered = true;
+          co_return run;
+        }
+      }
+      if (!fed) {
+        Error e = fed.error();
+        if (first_output && e.kind != ErrorKind::stream_interrupted) {
+          e.message = "stream broke after output started: " + e.message;
+          e.kind = ErrorKind::stream_interrupted;
+        }
+        finish_error(std::move(e));
+        r.delivered = first_output;
+        break;
+      }
+      if (piece->empty() || decoder->done()) {
+        r.ok = true;
+        r.response = acc.finish();
+        r.usage = r.response.usage;
+        r.latency = clock->now() - t0;
+        if (!first_output) {
+          // An empty but well-formed stream: deliver what was held.
+          for (auto& h : held) co_await (*sink)(h);
+          r.ttft = r.latency;
+          r.delivered = true;
+        }
+        break;
+      }
+    }
+    if (!r.ok) r.usage = acc.finish().usage;  // partial usage of a broken stream, if any
+    co_return run;
+  }
+
+  net::awaitable<Completion> execute(ChatRequest req, CallContext ctx, AsyncChunkSink sink) {
+    Completion out;
+    const Instant start = clock->now();
+    if (ctx.request_id.empty()) ctx.request_id = new_request_id();
+    if (sink) req.stream = true;
+    auto tab = table.load(std::memory_order_acquire);
+    std::vector<std::string> budget_actions;
+    std::string model = req.model;
+    std::shared_ptr<const Policy> policy;
+    bool downgraded = false;
+
+    auto fill_base = [&](DecisionTrace& t) {
+      t.request_id = ctx.request_id;
+      t.time = clock->wall_now();
+      t.config = model;
+      t.project = ctx.project;
+      t.org = ctx.org;
+      t.end_user = ctx.end_user;
+      t.api_key_id = ctx.api_key_id;
+      t.tags = ctx.tags;
+      t.stream = req.stream;
+    };
+    auto reject = [&](Error e) {
+      fill_base(out.trace);
+      out.trace.ok = false;
+      out.trace.error_kind = std::string(to_string(e.kind));
+      out.trace.error_message = e.message;
+      out.trace.decision = "rejected before routing";
+      out.trace.reason = e.message;
+      out.trace.total = clock->now() - start;
+      out.result = std::unexpected(std::move(e));
+      if (tracer) tracer->submit(DecisionTrace(out.trace));
+    };
+
+    policy = tab->lookup(model);
+    if (!policy) {
+      if (model.starts_with("@"))
+        reject(Error{ErrorKind::not_found, "routing config '" + model + "' does not exist", 404, {}, "$.model", {}, "model_not_found"});
+      else
+        reject(Error{ErrorKind::not_found,
+                     "model '" + model + "' is not available: not in the catalog, or its provider is not configured", 404,
+                     {}, "$.model", {}, "model_not_found"});
+      co_return out;
+    }
+
+    auto ex = co_await net::this_coro::executor;
+    for (;;) {  // runs twice at most: once more after a budget downgrade
+      SessionInputs in;
+      in.request = &req;
+      in.context = &ctx;
+      in.budget = budgets.get();
+      in.seed = seed_base ^ (seed_counter.fetch_add(1, std::memory_order_relaxed) * 0x9e3779b97f4a7c15ULL);
+      in.start = clock->now();
+      in.wall_start = clock->wall_now();
+      RoutingSession session(policy, in);
+
+      struct Flight {
+        AttemptPlan plan;
+        net::cancellation_signal cancel;
+        bool finished = false;
+      };
+      std::vector<std::unique_ptr<Flight>> flights;
+      std::vector<AttemptRun> arrived;
+      net::steady_timer wake(ex);
+      std::size_t in_flight = 0;
+      std::string downgrade_to;
+      bool sink_gone = false;
+      bool delivered_any = false;
+
+      AsyncChunkSink guarded_sink;
+      if (sink) {
+        guarded_sink = [&](const ChatChunk& c) -> net::awaitable<bool> {
+          if (sink_gone) co_return false;
+          bool ok = co_await sink(c);
+          if (!ok) sink_gone = true;
+          co_return ok;
+        };
+      }
+
+      for (;;) {
+        Step step = session.next(clock->now());
+        if (step.kind == Step::Kind::done || step.kind == Step::Kind::failed) break;
+        if (step.kind == Step::Kind::attempt) {
+          for (auto& plan : step.attempts) {
+            auto f = std::make_unique<Flight>();
+            f->plan = plan;
+            Flight* fp = f.get();
+            flights.push_back(std::move(f));
+            ++in_flight;
+            net::co_spawn(
+                ex,
+                [this, fp, &req, &ctx, &guarded_sink, &arrived, &wake, downgraded, rid = ctx.request_id]() -> net::awaitable<void> {
+                  AttemptRun run = co_await run_attempt(fp->plan, req, ctx, guarded_sink ? &guarded_sink : nullptr,
+                                                        !downgraded, rid);
+                  fp->finished = true;
+                  arrived.push_back(std::move(run));
+                  wake.cancel();
+                },
+                net::bind_cancellation_slot(fp->cancel.slot(), net::detached));
+          }
+          continue;
+        }
+        // wait: for a result, or until the session's timer.
+        if (arrived.empty()) {
+          if (in_flight == 0 && step.wake_at == Instant{}) {
+            session.cancel(clock->now(), "routing session stalled (internal error)");
+            break;
+          }
+          Instant until = step.wake_at == Instant{} ? clock->now() + std::chrono::hours(24) : step.wake_at;
+          // Translate session time (clock domain) into real steady time for the timer.
+          auto delay = until - clock->now();
+          wake.expires_after(std::max(Nanos{0}, delay));
+          boost::system::error_code ec;
+          co_await wake.async_wait(redirect_error(use_awaitable, ec));
+        }
+        for (auto& run : arrived) {
+          --in_flight;
+          if (!run.downgrade_to.empty() && downgrade_to.empty()) {
+            downgrade_to = run.downgrade_to;
+            budget_actions.push_back(run.budget_note);
+          }
+          settle(run);
+          if (run.result.delivered) delivered_any = true;
+          if (sink_gone && !run.result.ok) run.result.error = Error{ErrorKind::cancelled, "caller went away", 0, {}, {}, {}, {}};
+          std::uint32_t id = run.result.id;
+          session.report(std::move(run.result), clock->now());
+          fill_attempt_cost(session.trace(), id);
+          if (!downgrade_to.empty() || sink_gone) break;
+        }
+        arrived.clear();
+        if (!downgrade_to.empty()) {
+          session.cancel(clock->now(), "budget downgrade");
+          break;
+        }
+        if (sink_gone) {
+          session.cancel(clock->now(), "caller went away");
+          break;
+        }
+      }
+      // Stop whatever is still running (ensemble losers, abandoned attempts) and wait for
+      // the coroutines to unwind: they reference this frame.
+      for (auto& f : flights)
+        if (!f->finished) f->cancel.emit(net::cancellation_type::terminal);
+      while (in_flight > 0) {
+        if (arrived.empty()) {
+          wake.expires_after(std::chrono::seconds(5));
+          boost::system::error_code ec;
+          co_await wake.async_wait(redirect_error(use_awaitable, ec));
+        }
+        for (auto& run : arrived) {
+          --in_flight;
+          settle(run);
+        }
+        arrived.clear();
+      }
+
+      if (!downgrade_to.empty() && !downgraded) {
+        auto next = tab->lookup(downgrade_to);
+        if (next) {
+          downgraded = true;
+          policy = next;
+          budget_actions.push_back("rerouted to " + downgrade_to);
+          continue;
+        }
+        budget_actions.push_back("downgrade target " + downgrade_to + " unknown; kept " + model);
+        downgraded = true;
+        continue;
+      }
+
+      DecisionTrace& t = session.trace();
+      fill_base(t);
+      t.config = model;
+      t.config_version = policy->version();
+      for (auto& a : budget_actions) t.budget_actions.push_back(a);
+      t.total = clock->now() - start;
+      Cost total;
+      for (const auto& a : t.attempts) {
+        total.input_usd += a.cost.input_usd;
+        total.output_usd += a.cost.output_usd;
+      }
+      t.cost = total;
+      if (session.finished() && t.ok) {
+        out.result = session.response();
+        out.served = session.served();
+        if (sink) {
+          // A winner that was not streamed (ensemble, cascade) is replayed as chunks.
+          if (!delivered_any) {
+            for (auto& c : synthesize_chunks(*out.result)) {
+              c.id = "chatcmpl-" + ctx.request_id.substr(ctx.request_id.find('_') + 1);
+              if (!co_await sink(c)) break;
+            }
+          }
+        }
+      } else {
+        out.result = std::unexpected(session.error());
+      }
+      out.trace = t;
+      if (tracer) tracer->submit(DecisionTrace(t));
+      co_return out;
+    }
+  }
+
+  void settle(AttemptRun& run) {
+    if (!budgets || !run.admission) return;
+    if (run.result.ok || !run.result.usage.empty()) {
+      const ModelInfo* mi = config.catalog.find_model(run.admission->model);
+      double usd = mi && mi->priced ? Catalog::cost(*mi, run.result.usage).total() : 0.0;
+      budgets->settle(*run.admission, usd, run.result.usage, clock->now());
+    } else {
+      budgets->release(*run.admission);
+    }
+  }
+
+  void fill_attempt_cost(DecisionTrace& t, std::uint32_t id) {
+    for (auto& a : t.attempts) {
+      if (a.id != id) continue;
+      if (const ModelInfo* mi = config.catalog.find_model(a.model); mi && mi->priced) a.cost = Catalog::cost(*mi, a.usage);
+    }
+  }
+
+};
+
+Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Router::~Router() = default;
+
+Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = std::move(config);
+  impl->opts = options;
+  impl->clock = options.clock ? options.clock : &SteadyClock::instance();
+  impl->seed_base = options.seed ? options.seed : fnv1a64(new_request_id());
+  impl->key_cursor = std::make_unique<std::atomic<std::uint64_t>[]>(impl->config.providers.size() + 1);
+  auto table = RouteTable::build(impl->config, nullptr);
+  if (!table) return fail(table.error());
+  impl->table.store(std::move(*table));
+  impl->transport = options.transport ? options.transport
+                                      : make_http_transport(impl->ioc.get_executor(), options.transport_options);
+  if (!impl->config.budgets.empty()) {
+    BudgetOptions bo;
+    if (auto p = impl->config.tracing.find("budget_db"); p != impl->config.tracing.end() && p->is_string())
+      bo.sqlite_path = p->get<std::string>();
+    auto bm = BudgetManager::create(impl->config.budgets, impl->config.catalog, *impl->clock, std::move(bo));
+    if (!bm) return fail(bm.error());
+    impl->budgets = std::move(*bm);
+  }
+  if (options.open_tracer) {
+    TracerOptions to;
+    const Json& tc = impl->config.tracing;
+    to.path = tc.value("path", std::string{});
+    if (tc.value("enabled", true)) {
+      to.capture_bodies = tc.value("capture_bodies", false);
+      if (auto r = tc.find("redact_fields"); r != tc.end() && r->is_array())
+        for (const auto& f : *r)
+          if (f.is_string()) to.redact_fields.push_back(f.get<std::string>());
+      if (auto q = tc.find("queue_capacity"); q != tc.end() && q->is_number_unsigned()) to.queue_capacity = q->get<std::size_t>();
+      auto tr = Tracer::open(to, *impl->clock);
+      if (!tr) return fail(tr.error());
+      impl->tracer = std::move(*tr);
+    }
+  }
+  int n = std::max(1, options.io_threads);
+  for (int i = 0; i < n; ++i) impl->threads.emplace_back([p = impl.get()] { p->ioc.run(); });
+  return std::unique_ptr<Router>(new Router(std::move(impl)));
+}
+
+Completion Router::complete(ChatRequest request, CallContext ctx) {
+  auto strand = net::make_strand(impl_->ioc);
+  auto fut = net::co_spawn(strand, impl_->execute(std::move(request), std::move(ctx), nullptr), net::use_future);
+  return fut.get();
+}
+
+Completion Router::stream(ChatRequest request, CallContext ctx, ChunkSink sink) {
+  auto strand = net::make_strand(impl_->ioc);
+  AsyncChunkSink as = [sink = std::move(sink)](const ChatChunk& c) -> net::awaitable<bool> { co_return sink(c); };
+  auto fut = net::co_spawn(strand, impl_->execute(std::move(request), std::move(ctx), std::move(as)), net::use_future);
+  return fut.get();
+}
+
+void Router::complete_async(ChatRequest request, CallContext ctx, std::function<void(Completion)> done) {
+  auto strand = net::make_strand(impl_->ioc);
+  net::co_spawn(strand, impl_->execute(std::move(request), std::move(ctx), nullptr),
+                [done = std::move(done)](std::exception_ptr e, Completion c) {
+                  if (e) {
+                    Completion err;
+                    err.result = fail(ErrorKind::internal, "request failed with an exception");
+                    done(std::move(err));
+                    return;
+                  }
+                  done(std::move(c));
+                });
+}
+
+net::awaitable<Completion> Router::co_complete(ChatRequest request, CallContext ctx, AsyncChunkSink sink) {
+  co_return co_await impl_->execute(std::move(request), std::move(ctx), std::move(sink));
+}
+
+Result<std::int64_t> Router::set_routing_config(std::string slug, const Json& cfg) {
+  if (!slug.empty() && slug.front() == '@') slug.erase(0, 1);
+  std::lock_guard lk(impl_->config_mu);
+  auto cur = impl_->table.load();
+  auto next = cur->with_config(impl_->config, slug, cfg);
+  if (!next) return fail(next.error());
+  std::int64_t v = (*next)->lookup("@" + slug)->version();
+  impl_->table.store(std::move(*next), std::memory_order_release);
+  impl_->config.routing[slug] = cfg;
+  return v;
+}
+
+std::shared_ptr<const Policy> Router::routing_config(std::string_view slug) const {
+  std::string s(slug);
+  if (s.empty() || s.front() != '@') s.insert(0, "@");
+  return impl_->table.load()->lookup(s);
+}
+
+std::vector<std::string> Router::routing_slugs() const { return impl_->table.load()->slugs(); }
+std::vector<std::string> Router::routable_models() const { return impl_->table.load()->models(); }
+const Config& Router::config() const noexcept { return impl_->config; }
+const Catalog& Router::catalog() const noexcept { return impl_->config.catalog; }
+Tracer* Router::tracer() noexcept { return impl_->tracer.get(); }
+BudgetManager* Router::budgets() noexcept { return impl_->budgets.get(); }
+HealthRegistry* Router::health() noexcept { return nullptr; }
+Transport& Router::transport() noexcept { return *impl_->transport; }
+net::any_io_executor Router::executor() noexcept { return impl_->ioc.get_executor(); }
+const Clock& Router::clock() const noexcept { return *impl_->clock; }
+
+}  // namespace modelux

@@ -1,0 +1,386 @@
+// HTTP/1.1 client on Boost.Beast with a keep-alive pool per origin.
+//
+// Why this shape: provider calls are few but long (seconds) and streamed, so the cost that
+// matters is connection setup (TCP + TLS handshakes), which the pool removes; a reused
+// connection the server already closed is detected on first use and the request is retried
+// once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
+// with buffer_body, so a slow consumer slows only its own upstream read.
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include "modelux/transport.hpp"
+
+namespace modelux {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using net::redirect_error;
+using net::use_awaitable;
+
+Result<Url> parse_url(std::string_view url) {
+  Url u;
+  std::string_view rest;
+  if (url.starts_with("https://")) {
+    u.tls = true;
+    rest = url.substr(8);
+  } else if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else {
+    return fail(ErrorKind::invalid_config, "URL must start with http:// or https://: '" + std::string(url) + "'");
+  }
+  auto slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  u.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (!u.target.empty() && u.target.front() == '?') u.target.insert(0, "/");
+  if (authority.empty()) return fail(ErrorKind::invalid_config, "URL has no host: '" + std::string(url) + "'");
+  if (authority.front() == '[') {  // [v6]:port
+    auto close = authority.find(']');
+    if (close == std::string_view::npos) return fail(ErrorKind::invalid_config, "bad IPv6 host in URL");
+    u.host = std::string(authority.substr(1, close - 1));
+    if (close + 1 < authority.size() && authority[close + 1] == ':') u.port = std::string(authority.substr(close + 2));
+  } else {
+    auto colon = authority.rfind(':');
+    if (colon != std::string_view::npos) {
+      u.host = std::string(authority.substr(0, colon));
+      u.port = std::string(authority.substr(colon + 1));
+    } else {
+      u.host = std::string(authority);
+    }
+  }
+  if (u.port.empty()) u.port = u.tls ? "443" : "80";
+  for (char c : u.port)
+    if (c < '0' || c > '9') return fail(ErrorKind::invalid_config, "bad port in URL: '" + std::string(url) + "'");
+  return u;
+}
+
+namespace {
+
+Error net_error(const beast::error_code& ec, std::string_view what, bool timed_out) {
+  Error e;
+  e.kind = timed_out ? ErrorKind::timeout : ErrorKind::connection;
+  e.message = std::string(what) + ": " + (timed_out ? std::string("deadline exceeded") : ec.message());
+  return e;
+}
+
+struct Connection {
+  Connection(net::any_io_executor ex, ssl::context& ctx, bool tls_) : tls(tls_) {
+    if (tls) ssl_stream = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, ctx);
+    else tcp_stream = std::make_unique<beast::tcp_stream>(ex);
+  }
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*ssl_stream) : *tcp_stream; }
+  bool tls;
+  std::unique_ptr<beast::tcp_stream> tcp_stream;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> ssl_stream;
+  beast::flat_buffer buffer;
+  std::string origin;
+  Instant idle_since{};
+  bool reused = false;
+};
+
+class HttpTransport;
+
+class BeastHttpStream final : public HttpStream {
+ public:
+  BeastHttpStream(std::shared_ptr<HttpTransport> owner, std::unique_ptr<Connection> c,
+                  std::unique_ptr<http::response_parser<http::buffer_body>> p);
+  ~BeastHttpStream() override;
+  int status() const noexcept override { return status_; }
+  const Headers& headers() const noexcept override { return headers_; }
+  net::awaitable<Result<std::string>> read_some(Instant deadline) override;
+  net::awaitable<Result<std::string>> read_all(Instant deadline) override;
+  void abort() noexcept override {
+    if (conn_) {
+      beast::error_code ec;
+      conn_->lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+      conn_->lowest().close();
+      conn_.reset();
+    }
+  }
+
+ private:
+  std::shared_ptr<HttpTransport> owner_;
+  std::unique_ptr<Connection> conn_;
+  std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
+  int status_ = 0;
+  Headers headers_;
+  bool done_ = false;
+  std::size_t total_ = 0;
+};
+
+class HttpTransport final : public Transport, public std::enable_shared_from_this<HttpTransport> {
+ public:
+  HttpTransport(net::any_io_executor ex, TransportOptions opts)
+      : ex_(std::move(ex)), opts_(std::move(opts)), ssl_ctx_(ssl::context::tls_client) {
+    ssl_ctx_.set_default_verify_paths();
+    if (!opts_.ca_file.empty()) {
+      beast::error_code ec;
+      ssl_ctx_.load_verify_file(opts_.ca_file, ec);
+    }
+    ssl_ctx_.set_verify_mode(opts_.verify_tls ? ssl::verify_peer : ssl::verify_none);
+  }
+
+  net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
+    auto s = co_await open(req, deadline);
+    if (!s) co_return std::unexpected(s.error());
+    HttpResponse r;
+    r.status = (*s)->status();
+    r.headers = (*s)->headers();
+    auto body = co_await (*s)->read_all(deadline);
+    if (!body) co_return std::unexpected(body.error());
+    r.body = std::move(*body);
+    co_return r;
+  }
+
+  net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant deadline) override {
+    auto url = parse_url(req.url);
+    if (!url) co_return std::unexpected(url.error());
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    // One retry when a reused pooled connection turns out to be dead before any response.
+    for (int tries = 0; tries < 2; ++tries) {
+      auto conn = co_await lease(*url, deadline);
+      if (!conn) co_return std::unexpected(conn.error());
+      bool reused = (*conn)->reused;
+      auto r = co_await exchange(std::move(*conn), *url, req, deadline);
+      if (r || !reused || r.error().kind == ErrorKind::timeout) co_return r;
+    }
+    co_return std::unexpected(Error{ErrorKind::connection, "connection failed", 0, {}, {}, {}, {}});
+  }
+
+  TransportStats stats() const override {
+    std::lock_guard lk(mu_);
+    TransportStats s;
+    s.connections_opened = opened_;
+    s.connections_reused = reused_;
+    s.requests = requests_.load();
+    for (const auto& [k, v] : idle_) s.idle += v.size();
+    s.in_flight = leased_;
+    return s;
+  }
+
+  void close_idle() override {
+    std::lock_guard lk(mu_);
+    idle_.clear();
+  }
+
+  void give_back(std::unique_ptr<Connection> c) {
+    std::lock_guard lk(mu_);
+    --leased_;
+    if (!c) return;
+    auto& v = idle_[c->origin];
+    if (v.size() >= opts_.max_idle_per_origin) return;
+    c->idle_since = std::chrono::steady_clock::now();
+    v.push_back(std::move(c));
+  }
+  void dropped() {
+    std::lock_guard lk(mu_);
+    --leased_;
+  }
+  const TransportOptions& options() const noexcept { return opts_; }
+
+ private:
+  net::awaitable<Result<std::unique_ptr<Connection>>> lease(const Url& url, Instant deadline) {
+    std::string origin = (url.tls ? "https://" : "http://") + url.host + ":" + url.port;
+    {
+      std::lock_guard lk(mu_);
+      auto& v = idle_[origin];
+      auto now = std::chrono::steady_clock::now();
+      while (!v.empty()) {
+        auto c = std::move(v.back());
+        v.pop_back();
+        if (now - c->idle_since > opts_.idle_timeout) continue;
+        c->reused = true;
+        ++reused_;
+        ++leased_;
+        co_return c;
+      }
+      ++leased_;
+    }
+    auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
+    c->origin = origin;
+    auto ep = co_await resolve(url, deadline);
+    if (!ep) {
+      dropped();
+      co_return std::unexpected(ep.error());
+    }
+    beast::error_code ec;
+    c->lowest().expires_at(deadline);
+    co_await c->lowest().async_connect(*ep, redirect_error(use_awaitable, ec));
+    if (ec) {
+      dropped();
+      forget_dns(url);
+      co_return std::unexpected(net_error(ec, "connect to " + url.host + ":" + url.port, ec == beast::error::timeout));
+    }
+    c->lowest().socket().set_option(tcp::no_delay(true), ec);
+    if (url.tls) {
+      if (!SSL_set_tlsext_host_name(c->ssl_stream->native_handle(), url.host.c_str())) {
+        dropped();
+        co_return std::unexpected(Error{ErrorKind::connection, "TLS: cannot set SNI host name", 0, {}, {}, {}, {}});
+      }
+      if (opts_.verify_tls) c->ssl_stream->set_verify_callback(ssl::host_name_verification(url.host));
+      co_await c->ssl_stream->async_handshake(ssl::stream_base::client, redirect_error(use_awaitable, ec));
+      if (ec) {
+        dropped();
+        co_return std::unexpected(net_error(ec, "TLS handshake with " + url.host, ec == beast::error::timeout));
+      }
+    }
+    {
+      std::lock_guard lk(mu_);
+      ++opened_;
+    }
+    co_return c;
+  }
+
+  net::awaitable<Result<tcp::resolver::results_type>> resolve(const Url& url, Instant deadline) {
+    std::string key = url.host + ":" + url.port;
+    auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lk(mu_);
+      auto it = dns_.find(key);
+      if (it != dns_.end() && it->second.second > now) co_return it->second.first;
+    }
+    tcp::resolver resolver(ex_);
+    beast::error_code ec;
+    (void)deadline;  // getaddrinfo cannot be bounded; numeric hosts resolve without a lookup
+    auto results = co_await resolver.async_resolve(url.host, url.port, redirect_error(use_awaitable, ec));
+    if (ec) co_return std::unexpected(net_error(ec, "resolve " + url.host, false));
+    std::lock_guard lk(mu_);
+    dns_[key] = {results, now + opts_.dns_ttl};
+    co_return results;
+  }
+
+  void forget_dns(const Url& url) {
+    std::lock_guard lk(mu_);
+    dns_.erase(url.host + ":" + url.port);
+  }
+
+  template <class Stream>
+  net::awaitable<beast::error_code> write_and_read_head(Stream& s, Connection& c, http::request<http::string_body>& msg,
+                                                        http::response_parser<http::buffer_body>& parser) {
+    beast::error_code ec;
+    co_await http::async_write(s, msg, redirect_error(use_awaitable, ec));
+    if (ec) co_return ec;
+    co_await http::async_read_header(s, c.buffer, parser, redirect_error(use_awaitable, ec));
+    co_return ec;
+  }
+
+  net::awaitable<Result<std::unique_ptr<HttpStream>>> exchange(std::unique_ptr<Connection> c, const Url& url,
+                                                              const HttpRequestSpec& req, Instant deadline) {
+    http::request<http::string_body> msg;
+    msg.method_string(req.method);
+    msg.target(url.target);
+    msg.version(11);
+    bool default_port = (url.tls && url.port == "443") || (!url.tls && url.port == "80");
+    msg.set(http::field::host, default_port ? url.host : url.host + ":" + url.port);
+    msg.set(http::field::user_agent, "modelux/" + std::string(version()));
+    for (const auto& [k, v] : req.headers) msg.set(k, v);
+    msg.body() = req.body;
+    msg.prepare_payload();
+    msg.keep_alive(true);
+
+    auto parser = std::make_unique<http::response_parser<http::buffer_body>>();
+    parser->header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+    parser->body_limit(opts_.max_response_bytes);
+    c->lowest().expires_at(deadline);
+    beast::error_code ec = c->tls ? co_await write_and_read_head(*c->ssl_stream, *c, msg, *parser)
+                                  : co_await write_and_read_head(*c->tcp_stream, *c, msg, *parser);
+    if (ec) {
+      dropped();
+      co_return std::unexpected(net_error(ec, "HTTP exchange with " + url.host, ec == beast::error::timeout));
+    }
+    co_return std::make_unique<BeastHttpStream>(shared_from_this(), std::move(c), std::move(parser));
+  }
+
+  net::any_io_executor ex_;
+  TransportOptions opts_;
+  ssl::context ssl_ctx_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+  std::unordered_map<std::string, std::pair<tcp::resolver::results_type, Instant>> dns_;
+  std::uint64_t opened_ = 0, reused_ = 0;
+  std::size_t leased_ = 0;
+  std::atomic<std::uint64_t> requests_{0};
+};
+
+BeastHttpStream::BeastHttpStream(std::shared_ptr<HttpTransport> owner, std::unique_ptr<Connection> c,
+                                 std::unique_ptr<http::response_parser<http::buffer_body>> p)
+    : owner_(std::move(owner)), conn_(std::move(c)), parser_(std::move(p)) {
+  const auto& h = parser_->get();
+  status_ = static_cast<int>(h.result_int());
+  for (const auto& f : h) headers_.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  done_ = parser_->is_done();
+}
+
+BeastHttpStream::~BeastHttpStream() {
+  if (!conn_) return;
+  // Keep the connection only if the body was read to the end and the server allows it.
+  if (done_ && parser_->get().keep_alive()) owner_->give_back(std::move(conn_));
+  else {
+    beast::error_code ec;
+    conn_->lowest().socket().close(ec);
+    owner_->dropped();
+  }
+}
+
+net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline) {
+  if (done_) co_return std::string{};
+  if (!conn_) co_return std::unexpected(Error{ErrorKind::cancelled, "stream aborted", 0, {}, {}, {}, {}});
+  char buf[16 * 1024];
+  for (;;) {
+    parser_->get().body().data = buf;
+    parser_->get().body().size = sizeof buf;
+    conn_->lowest().expires_at(deadline);
+    beast::error_code ec;
+    if (conn_->tls) co_await http::async_read_some(*conn_->ssl_stream, conn_->buffer, *parser_, redirect_error(use_awaitable, ec));
+    else co_await http::async_read_some(*conn_->tcp_stream, conn_->buffer, *parser_, redirect_error(use_awaitable, ec));
+    if (!conn_) co_return std::unexpected(Error{ErrorKind::cancelled, "stream aborted", 0, {}, {}, {}, {}});
+    if (ec == http::error::need_buffer) ec = {};
+    std::size_t n = sizeof buf - parser_->get().body().size;
+    if (ec) {
+      Error e = net_error(ec, "reading response body", ec == beast::error::timeout);
+      if (ec == http::error::body_limit) {
+        e.kind = ErrorKind::malformed_response;
+        e.message = "response body exceeds the limit of " + std::to_string(owner_->options().max_response_bytes) + " bytes";
+      } else if (ec != beast::error::timeout) {
+        e.kind = ErrorKind::stream_interrupted;
+        e.message = "upstream connection broke mid-body: " + ec.message();
+      }
+      beast::error_code ignore;
+      conn_->lowest().socket().close(ignore);
+      co_return std::unexpected(e);
+    }
+    total_ += n;
+    if (parser_->is_done()) done_ = true;
+    if (n > 0 || done_) co_return std::string(buf, n);
+  }
+}
+
+net::awaitable<Result<std::string>> BeastHttpStream::read_all(Instant deadline) {
+  std::string all;
+  for (;;) {
+    auto piece = co_await read_some(deadline);
+    if (!piece) co_return std::unexpected(piece.error());
+    if (piece->empty() && done_) co_return all;
+    all += *piece;
+    if (done_) co_return all;
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<Transport> make_http_transport(net::any_io_executor ex, TransportOptions opts) {
+  return std::make_shared<HttpTransport>(std::move(ex), std::move(opts));
+}
+
+}  // namespace modelux
