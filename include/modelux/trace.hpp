@@ -1,0 +1,246 @@
+// modelux trace: the non-blocking Tracer (bounded queue, background batch writer), the SQLite
+// trace store with its queries and analytics, and the text reports behind `modelux logs` and
+// `modelux spend`.
+//
+// The hot path only calls Tracer::submit(): a lock-free enqueue of one pointer into a bounded
+// ring. Serialization, redaction, body capping and every SQLite call happen on the writer
+// thread. When the ring is full the newest trace is dropped and counted (spdlog's
+// "discard new" policy); the request itself is never slowed down.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "modelux/decision.hpp"
+
+namespace modelux {
+
+class TraceStore;
+
+// ---- Tracer -----------------------------------------------------------------------------------
+
+struct TracerOptions {
+  std::string path;                        ///< SQLite file; "" or ":memory:" -> in-memory store
+  std::size_t queue_capacity = 65536;      ///< rounded up to a power of two
+  std::size_t batch_size = 512;            ///< traces per SQLite transaction
+  Millis flush_interval{200};              ///< the writer wakes at least this often
+  bool capture_bodies = false;             ///< keep request/response bodies (off by default)
+  std::size_t body_cap_bytes = 16 * 1024;  ///< bodies longer than this are cut (marked)
+  std::vector<std::string> redact_fields;  ///< JSON keys whose values become "[redacted]"
+  int retention_days = 0;                  ///< 0 = keep forever
+  Millis busy_timeout{250};                ///< how long a batch write waits on a locked file
+  int write_retries = 3;                   ///< failed batch retried this often, then dropped
+};
+
+/// Counters since the tracer was opened. Invariant: submitted == written + dropped + queued
+/// (a trace lost to a failing write is counted in `dropped`; `write_errors` counts failed
+/// batch writes).
+struct TracerStats {
+  std::uint64_t submitted = 0;
+  std::uint64_t written = 0;
+  std::uint64_t dropped = 0;
+  std::uint64_t write_errors = 0;
+  std::size_t queued = 0;
+  std::string last_error;
+};
+
+/// Thread-safe. submit() never blocks, never touches disk, and allocates one DecisionTrace
+/// node (the moved-in strings are not copied). Everything else runs on one writer thread.
+class Tracer {
+ public:
+  /// Opens (creating if needed) the store at opts.path, applies retention, starts the writer.
+  /// A corrupt or locked file gives an Error of kind io.
+  static Result<std::unique_ptr<Tracer>> open(TracerOptions opts, const Clock& clock);
+
+  /// Hands a trace to the writer. false = dropped (queue full), counted in stats().dropped.
+  bool submit(DecisionTrace&& t) noexcept;
+  /// Waits until everything submitted before the call is written (or counted as dropped).
+  void flush();
+  TracerStats stats() const noexcept;
+  /// The store the writer writes to; safe to query from any thread (queries are serialized
+  /// with the writer's batches). For an in-memory tracer this is the only way to read it.
+  std::shared_ptr<TraceStore> store() const noexcept;
+
+  /// Flushes everything still queued, then stops the writer.
+  ~Tracer();
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  struct Impl;
+
+ private:
+  explicit Tracer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// What the tracer applies to a body before it is stored: redacts the values of `fields`
+/// (at any depth) when the body is JSON, then cuts it to `cap_bytes` (UTF-8 safe) with a
+/// "…[truncated N bytes]" marker. Non-JSON bodies are only capped.
+std::string prepare_body(std::string_view body, const std::vector<std::string>& fields, std::size_t cap_bytes);
+
+// ---- Store --------------------------------------------------------------------------------------
+
+/// Filters for TraceStore::query. Empty strings / nullopt mean "any". All set filters must match.
+struct TraceQuery {
+  std::optional<WallTime> since;  ///< inclusive
+  std::optional<WallTime> until;  ///< exclusive
+  std::vector<std::pair<std::string, std::string>> tags;  ///< every k=v must be on the trace
+  std::string end_user;
+  std::string project;
+  std::string config;
+  std::string model;     ///< any attempt used this model
+  std::string provider;  ///< any attempt went to this provider
+  std::optional<bool> ok;
+  std::size_t limit = 100;  ///< 0 = no limit
+  bool newest_first = true;
+};
+
+enum class SpendDimension : std::uint8_t { model, provider, project, tag, end_user };
+std::string_view to_string(SpendDimension d) noexcept;
+/// "model" | "provider" | "project" | "tag" | "user" (or "end_user").
+std::optional<SpendDimension> spend_dimension_from_string(std::string_view s) noexcept;
+
+struct SpendRow {
+  std::string key;                ///< "gpt-4o-mini", "openai", "acme", "env=prod", "user-42"; "(none)"
+  std::uint64_t requests = 0;     ///< distinct requests that spent under this key
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  double input_usd = 0;
+  double output_usd = 0;
+  double total_usd() const noexcept { return input_usd + output_usd; }
+};
+
+/// Spend in [since, until). model/provider rows sum each attempt's own cost under the attempt's
+/// target (a failed attempt that billed counts); project/user/tag rows sum whole-request cost.
+/// `total` is the window's spend counted once per request, so for tags (a request may carry
+/// several) the rows may add up to more than the total.
+struct SpendReport {
+  SpendDimension by = SpendDimension::model;
+  WallTime since{}, until{};
+  std::vector<SpendRow> rows;  ///< most expensive first
+  SpendRow total;
+};
+
+enum class LatencyDimension : std::uint8_t { model, provider };
+/// Latency of successful attempts in a window (nearest-rank percentiles).
+struct LatencyRow {
+  std::string key;
+  std::uint64_t count = 0;
+  Nanos p50{0}, p95{0}, p99{0};
+  Nanos ttft_p50{0};  ///< over attempts that streamed (ttft > 0); 0 when none did
+};
+
+/// Failed attempts grouped by outcome class, provider and model.
+struct ErrorGroup {
+  std::string error_class;  ///< "rate_limited", "timeout", ...
+  std::string provider;
+  std::string model;
+  std::uint64_t count = 0;
+  WallTime first{}, last{};
+  std::string sample_message;  ///< the most recent message
+};
+
+/// How often requests needed more than their first target.
+struct FailoverStats {
+  std::uint64_t requests = 0;
+  std::uint64_t failed_over = 0;  ///< a later attempt started after an earlier one failed
+  std::uint64_t rescued = 0;      ///< failed over and still served
+  std::uint64_t failed = 0;       ///< requests that ended in an error
+  double rate() const noexcept { return requests ? static_cast<double>(failed_over) / requests : 0.0; }
+};
+
+/// Month-end forecast: month-to-date spend plus the recent daily rate times the days left.
+struct CostForecast {
+  double month_to_date_usd = 0;
+  double daily_rate_usd = 0;  ///< mean over the lookback window (clipped to the month's start)
+  double forecast_usd = 0;
+  double days_elapsed = 0;    ///< in the current UTC month
+  double days_remaining = 0;
+  WallTime month_start{}, month_end{};
+};
+
+/// Counters the tracer persists with every batch (so `modelux logs` can show drops).
+struct TraceCounters {
+  std::uint64_t written = 0;
+  std::uint64_t dropped = 0;
+  std::uint64_t write_errors = 0;
+  std::optional<WallTime> updated;
+  std::uint64_t stored = 0;  ///< rows currently in the store
+};
+
+/// A SQLite trace store (WAL). Thread-safe: calls are serialized on one connection.
+/// Open errors (missing file in read-only mode, a file that is not a database, a file locked
+/// by another process) are Errors of kind io with a message naming the file and the cause.
+class TraceStore {
+ public:
+  enum class Mode : std::uint8_t { read_only, read_write };
+  /// "" or ":memory:" opens a private in-memory store (read_write only).
+  static Result<std::shared_ptr<TraceStore>> open(const std::string& path, Mode mode = Mode::read_write,
+                                                  Millis busy_timeout = Millis{250});
+  ~TraceStore();
+  TraceStore(const TraceStore&) = delete;
+  TraceStore& operator=(const TraceStore&) = delete;
+
+  /// Writes traces in one transaction (a trace with an existing request id replaces it).
+  Result<void> write(const std::vector<DecisionTrace>& traces);
+  /// Writes a batch and bumps the persisted counters in the same transaction.
+  Result<void> write_batch(const std::vector<DecisionTrace>& traces, std::uint64_t written_delta,
+                           std::uint64_t dropped_delta, std::uint64_t write_errors_delta, WallTime now);
+  /// Bumps the persisted counters alone (drops or write errors with nothing written).
+  Result<void> add_counters(std::uint64_t written_delta, std::uint64_t dropped_delta,
+                            std::uint64_t write_errors_delta, WallTime now);
+
+  Result<std::optional<DecisionTrace>> get(const std::string& request_id);
+  Result<std::vector<DecisionTrace>> query(const TraceQuery& q);
+  Result<std::uint64_t> count(const TraceQuery& q);
+
+  Result<SpendReport> spend(SpendDimension by, WallTime since, WallTime until);
+  Result<std::vector<LatencyRow>> latency(LatencyDimension by, WallTime since, WallTime until);
+  Result<std::vector<ErrorGroup>> error_groups(WallTime since, WallTime until);
+  Result<FailoverStats> failovers(WallTime since, WallTime until);
+  /// Forecast for the UTC calendar month containing `now`; the daily rate is measured over
+  /// the last `lookback_days` (default 7) of this month.
+  Result<CostForecast> forecast(WallTime now, int lookback_days = 7);
+
+  /// Deletes traces older than now - days. Returns how many were deleted. days <= 0: none.
+  Result<std::uint64_t> apply_retention(int days, WallTime now);
+  /// One JSON object per line (DecisionTrace::to_json). Returns the number of traces written.
+  Result<std::uint64_t> export_jsonl(const TraceQuery& q, std::ostream& out);
+  /// One row per trace with a header line (RFC 4180 quoting). Returns the number of rows.
+  Result<std::uint64_t> export_csv(const TraceQuery& q, std::ostream& out);
+
+  Result<TraceCounters> counters();
+  const std::string& path() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit TraceStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- Reports (the text behind `modelux logs` and `modelux spend`) ------------------------------
+
+/// One trace in full: header, decision and reason, each attempt with outcome and timing,
+/// cost split into input and output, latency with TTFT, project and config version.
+std::string format_trace(const DecisionTrace& t);
+/// A one-line-per-trace table (newest first as given), followed by the tracer's counters.
+std::string format_trace_list(const std::vector<DecisionTrace>& traces, const TraceCounters& counters);
+/// An aligned spend table with a totals line.
+std::string format_spend(const SpendReport& report);
+/// "90s", "15m", "1h", "24h", "7d", "2w" -> a duration.
+Result<Nanos> parse_since(std::string_view s);
+
+/// `modelux logs ...` / `modelux spend ...`: args[0] is the subcommand name, the rest its flags.
+/// Output goes to `out`, errors to `err`; returns the process exit code (0 ok, 1 runtime error,
+/// 2 usage error). `now` comes from `clock`.
+int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock);
+int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock);
+
+}  // namespace modelux

@@ -1,0 +1,244 @@
+// `modelux logs` and `modelux spend`: flag parsing over the trace store and the reports.
+// Lives in the library so the binary's entry points stay one-line forwards and tests can run
+// the commands end to end against a real SQLite file.
+#include <charconv>
+#include <map>
+#include <ostream>
+
+#include <fmt/format.h>
+
+#include "modelux/trace.hpp"
+
+namespace modelux {
+
+namespace {
+
+constexpr const char* kLogsUsage =
+    "usage: modelux logs [--db FILE] [--trace REQ_ID]\n"
+    "                    [--since 1h] [--tag k=v]... [--model M] [--provider P] [--project P]\n"
+    "                    [--user U] [--config @slug] [--status ok|error] [--limit N] [--json]\n"
+    "                    [--summary]\n"
+    "  --trace REQ_ID  one trace in full: attempts, decision and reason, cost, latency\n"
+    "  --json          one JSON trace per line (JSONL)\n"
+    "  --summary       latency percentiles, error groups and failover rate for the window\n";
+
+constexpr const char* kSpendUsage =
+    "usage: modelux spend [--db FILE] [--by model|provider|project|tag|user] [--since 24h] [--forecast]\n";
+
+struct Flags {
+  std::map<std::string, std::vector<std::string>> values;
+  std::vector<std::string> switches;
+  bool has(const std::string& s) const { return std::find(switches.begin(), switches.end(), s) != switches.end(); }
+  std::string get(const std::string& k, std::string def = {}) const {
+    auto it = values.find(k);
+    return it == values.end() || it->second.empty() ? def : it->second.back();
+  }
+};
+
+// Parses "--flag value", "--flag=value" and bare switches. Unknown flags are usage errors.
+Result<Flags> parse_flags(const std::vector<std::string>& args, const std::vector<std::string>& with_value,
+                          const std::vector<std::string>& switches) {
+  Flags f;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    std::string a = args[i];
+    std::string value;
+    bool inline_value = false;
+    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      inline_value = true;
+    }
+    if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
+      if (!inline_value) {
+        if (i + 1 >= args.size()) return fail(ErrorKind::bad_request, a + " needs a value");
+        value = args[++i];
+      }
+      f.values[a].push_back(value);
+    } else if (!inline_value && std::find(switches.begin(), switches.end(), a) != switches.end()) {
+      f.switches.push_back(a);
+    } else {
+      return fail(ErrorKind::bad_request, "unknown flag '" + args[i] + "'");
+    }
+  }
+  return f;
+}
+
+std::string fmt_ms(Nanos n) { return fmt::format("{:.1f} ms", static_cast<double>(n.count()) / 1e6); }
+
+std::string summary(TraceStore& store, WallTime since, WallTime until) {
+  std::string o;
+  for (auto dim : {LatencyDimension::model, LatencyDimension::provider}) {
+    auto rows = store.latency(dim, since, until);
+    if (!rows) return "error: " + rows.error().describe() + "\n";
+    o += fmt::format("latency by {} (successful attempts)\n", dim == LatencyDimension::model ? "model" : "provider");
+    if (rows->empty()) o += "  none\n";
+    for (const auto& r : *rows)
+      o += fmt::format("  {:<28} n={:<6} p50 {:>10}  p95 {:>10}  p99 {:>10}  ttft p50 {:>10}\n", r.key, r.count,
+                       fmt_ms(r.p50), fmt_ms(r.p95), fmt_ms(r.p99), r.ttft_p50.count() ? fmt_ms(r.ttft_p50) : "-");
+  }
+  auto errs = store.error_groups(since, until);
+  if (!errs) return "error: " + errs.error().describe() + "\n";
+  o += "errors by class, provider, model\n";
+  if (errs->empty()) o += "  none\n";
+  for (const auto& g : *errs)
+    o += fmt::format("  {:<20} {:<12} {:<28} x{:<6} last: {}\n", g.error_class, g.provider.empty() ? "-" : g.provider,
+                     g.model.empty() ? "-" : g.model, g.count, g.sample_message);
+  auto fo = store.failovers(since, until);
+  if (!fo) return "error: " + fo.error().describe() + "\n";
+  o += fmt::format("failover  {} of {} requests ({:.1f}%), {} rescued; {} requests failed\n", fo->failed_over,
+                   fo->requests, 100.0 * fo->rate(), fo->rescued, fo->failed);
+  return o;
+}
+
+}  // namespace
+
+int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock) {
+  auto flags = parse_flags(args,
+                           {"--db", "--trace", "--tag", "--since", "--model", "--provider", "--project", "--user",
+                            "--config", "--status", "--limit"},
+                           {"--json", "--summary", "--help", "-h"});
+  if (!flags) {
+    err << "modelux logs: " << flags.error().message << "\n" << kLogsUsage;
+    return 2;
+  }
+  if (flags->has("--help") || flags->has("-h")) {
+    out << kLogsUsage;
+    return 0;
+  }
+  const std::string db = flags->get("--db", "modelux-traces.db");
+  TraceQuery q;
+  q.limit = 50;
+  const WallTime now = clock.wall_now();
+  if (auto s = flags->get("--since"); !s.empty()) {
+    auto d = parse_since(s);
+    if (!d) {
+      err << "modelux logs: --since: " << d.error().message << "\n";
+      return 2;
+    }
+    q.since = now - std::chrono::duration_cast<WallTime::duration>(*d);
+  }
+  if (auto it = flags->values.find("--tag"); it != flags->values.end()) {
+    for (const auto& kv : it->second) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        err << "modelux logs: --tag wants key=value, got '" << kv << "'\n";
+        return 2;
+      }
+      q.tags.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+  }
+  q.model = flags->get("--model");
+  q.provider = flags->get("--provider");
+  q.project = flags->get("--project");
+  q.end_user = flags->get("--user");
+  q.config = flags->get("--config");
+  if (auto s = flags->get("--status"); !s.empty()) {
+    if (s == "ok") q.ok = true;
+    else if (s == "error") q.ok = false;
+    else {
+      err << "modelux logs: --status wants ok or error, got '" << s << "'\n";
+      return 2;
+    }
+  }
+  if (auto s = flags->get("--limit"); !s.empty()) {
+    std::size_t n = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc{} || p != s.data() + s.size()) {
+      err << "modelux logs: --limit wants a number, got '" << s << "'\n";
+      return 2;
+    }
+    q.limit = n;
+  }
+
+  auto store = TraceStore::open(db, TraceStore::Mode::read_only);
+  if (!store) {
+    err << "modelux logs: " << store.error().message << "\n";
+    return 1;
+  }
+  if (auto id = flags->get("--trace"); !id.empty()) {
+    auto t = (*store)->get(id);
+    if (!t) {
+      err << "modelux logs: " << t.error().message << "\n";
+      return 1;
+    }
+    if (!*t) {
+      err << "modelux logs: no trace with request id '" << id << "' in " << db << "\n";
+      return 1;
+    }
+    out << (flags->has("--json") ? (*t)->to_json().dump(2) + "\n" : format_trace(**t));
+    return 0;
+  }
+  if (flags->has("--summary")) {
+    WallTime since = q.since.value_or(now - std::chrono::hours{24});
+    out << summary(**store, since, now);
+    return 0;
+  }
+  if (flags->has("--json")) {
+    auto n = (*store)->export_jsonl(q, out);
+    if (!n) {
+      err << "modelux logs: " << n.error().message << "\n";
+      return 1;
+    }
+    return 0;
+  }
+  auto traces = (*store)->query(q);
+  if (!traces) {
+    err << "modelux logs: " << traces.error().message << "\n";
+    return 1;
+  }
+  auto counters = (*store)->counters();
+  if (!counters) {
+    err << "modelux logs: " << counters.error().message << "\n";
+    return 1;
+  }
+  out << format_trace_list(*traces, *counters);
+  return 0;
+}
+
+int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock) {
+  auto flags = parse_flags(args, {"--db", "--by", "--since"}, {"--forecast", "--help", "-h"});
+  if (!flags) {
+    err << "modelux spend: " << flags.error().message << "\n" << kSpendUsage;
+    return 2;
+  }
+  if (flags->has("--help") || flags->has("-h")) {
+    out << kSpendUsage;
+    return 0;
+  }
+  auto by = spend_dimension_from_string(flags->get("--by", "model"));
+  if (!by) {
+    err << "modelux spend: --by wants model, provider, project, tag or user\n";
+    return 2;
+  }
+  auto window = parse_since(flags->get("--since", "24h"));
+  if (!window) {
+    err << "modelux spend: --since: " << window.error().message << "\n";
+    return 2;
+  }
+  const std::string db = flags->get("--db", "modelux-traces.db");
+  auto store = TraceStore::open(db, TraceStore::Mode::read_only);
+  if (!store) {
+    err << "modelux spend: " << store.error().message << "\n";
+    return 1;
+  }
+  const WallTime now = clock.wall_now();
+  auto rep = (*store)->spend(*by, now - std::chrono::duration_cast<WallTime::duration>(*window), now);
+  if (!rep) {
+    err << "modelux spend: " << rep.error().message << "\n";
+    return 1;
+  }
+  out << format_spend(*rep);
+  if (flags->has("--forecast")) {
+    auto f = (*store)->forecast(now);
+    if (!f) {
+      err << "modelux spend: " << f.error().message << "\n";
+      return 1;
+    }
+    out << fmt::format("forecast  month to date ${:.4f}; {:.4f}/day over the last 7 days; month end ~${:.2f} "
+                       "({:.1f} days left)\n",
+                       f->month_to_date_usd, f->daily_rate_usd, f->forecast_usd, f->days_remaining);
+  }
+  return 0;
+}
+
+}  // namespace modelux
