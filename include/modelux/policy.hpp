@@ -53,6 +53,17 @@ class HealthView {
   virtual ~HealthView() = default;
   /// Stats for target key "provider/model". Unknown targets: default TargetStats (healthy).
   virtual TargetStats stats(std::string_view target_key, Instant now) const = 0;
+  /// Claims admission for one attempt on `target_key` starting now (half-open probes,
+  /// progressive ramp, token buckets). Called once per attempt, just before it starts, only
+  /// when stats() said admits. Default: stats().admits. Must not block.
+  virtual bool admit(std::string_view target_key, Instant now) const { return stats(target_key, now).admits; }
+  /// Prompt-cache affinity: the target key ("provider/model") that recently served the prompt
+  /// prefix `fingerprint` while its provider's cache TTL holds; empty when none.
+  virtual std::string preferred_target(std::uint64_t fingerprint, Instant now) const {
+    (void)fingerprint;
+    (void)now;
+    return {};
+  }
 };
 
 /// Budget status for a request's scopes (the tightest one).

@@ -57,6 +57,11 @@ class TargetState final : public StrategyState {
         }
       }
     }
+    if (s.in.health && !s.in.health->admit(spec_.key(), now)) {
+      std::string why = "skipped " + spec_.target().model + ": not admitted (" +
+                        (st.breaker == BreakerState::half_open ? "half-open probe already out" : "ramp or token bucket") + ")";
+      return skip(s, std::move(why));
+    }
     const AttemptPlan& p = s.make_attempt(spec_.target(), spec_.model(), spec_.timeout(), now, args_.node_deadline,
                                           why_, args_.member, args_.needs_full_response);
     id_ = p.id;

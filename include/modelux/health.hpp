@@ -1,0 +1,105 @@
+// modelux health: per-target live stats (latency EWMA and windowed quantiles, error rates by
+// class), circuit breakers (closed / open / half-open with probes, cool-down, progressive ramp
+// back), token buckets fed by 429s and rate-limit headers, API key pools and the prompt-cache
+// affinity table.
+//
+// Threading: every method may be called from any thread. The hot-path readers — stats(),
+// admit(), pick_key(), preferred_target() — never take a lock: targets live in a fixed-size
+// open-addressed table of atomics and their published stats are atomics. Writers (observe*)
+// serialise per target on a small mutex (never held across I/O). state_json() is an operator
+// read and takes the per-target writer locks briefly.
+//
+// Time: nothing runs in the background. Every transition (open → half-open after the
+// cool-down, bucket refill at reset, ramp progress) is evaluated lazily against the `now`
+// passed in, so a ManualClock drives all of it in tests.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "modelux/policy.hpp"
+
+namespace modelux {
+
+/// Tuning for HealthRegistry. The defaults suit interactive LLM traffic.
+struct HealthConfig {
+  double ewma_alpha = 0.2;                       ///< weight of the newest latency sample
+  Nanos window = std::chrono::seconds(60);       ///< error rate and quantile window
+  int window_slices = 6;                         ///< the window rotates in this many slices (1..16)
+  // circuit breaker
+  int consecutive_failures = 5;                  ///< trip after this many failures in a row
+  double failure_rate = 0.5;                     ///< ... or this failure fraction over the window
+  int min_samples = 20;                          ///< ... once the window holds this many attempts
+  Nanos cooldown = std::chrono::seconds(30);     ///< open for this long, doubling on each re-trip
+  Nanos max_cooldown = std::chrono::minutes(5);
+  Nanos probe_interval = std::chrono::seconds(1);  ///< half-open: at most one probe per interval
+  int probe_successes = 2;                       ///< half-open → closed after this many good probes
+  Nanos ramp = std::chrono::seconds(60);         ///< after closing, traffic ramps back over this
+  double ramp_start = 0.1;                       ///< fraction admitted right after closing
+  // rate limits
+  Nanos default_rate_limit_reset = std::chrono::seconds(1);  ///< a 429 without retry-after sits out this long
+  // prompt-cache affinity
+  Nanos cache_ttl = std::chrono::minutes(5);     ///< default provider prompt-cache TTL
+};
+
+/// Which failures count against a target's health (breaker, error rate). The caller's own
+/// faults (bad_request, context_length, content_filter, cancelled, budget_exceeded) do not,
+/// and 429s feed the token bucket instead of the breaker.
+bool counts_against_health(ErrorKind kind) noexcept;
+
+/// Live health of every target "provider/model" (and key pools per provider).
+class HealthRegistry final : public HealthView {
+ public:
+  explicit HealthRegistry(HealthConfig cfg = {});
+  ~HealthRegistry() override;
+  HealthRegistry(const HealthRegistry&) = delete;
+  HealthRegistry& operator=(const HealthRegistry&) = delete;
+
+  // ---- HealthView (lock-free) ----
+  TargetStats stats(std::string_view target_key, Instant now) const override;
+  bool admit(std::string_view target_key, Instant now) const override;
+  std::string preferred_target(std::uint64_t fingerprint, Instant now) const override;
+
+  // ---- writers ----
+  /// The executor calls this after every attempt on `target_key`.
+  void observe(std::string_view target_key, const AttemptResult& r, Instant now);
+  /// Parsed rate-limit headers (x-ratelimit-remaining-requests / -tokens, reset). A known
+  /// remaining count becomes a token bucket that admit() draws from until `reset`.
+  void observe_rate_limits(std::string_view target_key, std::optional<std::int64_t> remaining_requests,
+                           std::optional<std::int64_t> remaining_tokens, Instant reset, Instant now);
+  /// Forces a breaker open (operator action) until now + duration.
+  void force_open(std::string_view target_key, Nanos duration, std::string why, Instant now);
+  /// Records that `target_key` served a prompt whose prefix fingerprint is `fingerprint`;
+  /// the provider's cache is assumed warm for `ttl` (0 = config default).
+  void note_prefix(std::uint64_t fingerprint, std::string_view target_key, Instant now, Nanos ttl = Nanos{0});
+
+  // ---- key pools ----
+  /// Declares that `provider` has `keys` API keys (1..16). Call at configuration time.
+  void set_key_pool(std::string_view provider, int keys);
+  /// Picks a key index for the next call to `provider`: round-robin over keys that are not
+  /// sitting out a 429; nullopt when every key sits out (then see key_retry_at()).
+  std::optional<int> pick_key(std::string_view provider, Instant now) const;
+  /// When the earliest sitting-out key of `provider` comes back.
+  Instant key_retry_at(std::string_view provider, Instant now) const;
+  /// Outcome of a call made with key `index`: a 429 sits the key out until its reset
+  /// (retry_after, or the default reset).
+  void observe_key(std::string_view provider, int index, const AttemptResult& r, Instant now);
+
+  /// Operator-readable state of every target: breaker state, why it opened, until when,
+  /// latency and error stats, bucket state; and key pools.
+  Json state_json(Instant now) const;
+
+  const HealthConfig& config() const noexcept { return cfg_; }
+
+  struct Impl;
+
+ private:
+  HealthConfig cfg_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modelux

@@ -1,0 +1,482 @@
+// HealthRegistry: live stats, circuit breakers, token buckets, key pools, prompt affinity.
+//
+// Layout: targets live in a fixed-size open-addressed table of atomic pointers (inserted under
+// a mutex, never removed), so a reader finds a target with a hash and a few atomic loads.
+// Each target publishes its stats as atomics; writers rebuild them under a per-target mutex
+// from a rotating window of slices (counts by error kind + a log-scale latency histogram).
+// Quantiles come from the merged histogram: 64 buckets growing by 1.25x from 1 ms, so a
+// quantile is exact to about ±12 %; cost is O(slices × buckets) per observation, ~400 adds.
+#include "modelux/health.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "policy/strategy.hpp"
+
+namespace modelux {
+
+namespace {
+
+constexpr std::size_t kSlots = 2048;  // power of two; up to ~1500 targets
+constexpr std::size_t kAffinitySlots = 4096;
+constexpr std::size_t kMaxProviders = 64;
+constexpr int kMaxKeys = 16;
+constexpr int kBuckets = 64;
+constexpr int kMaxSlices = 16;
+constexpr std::size_t kKinds = static_cast<std::size_t>(ErrorKind::internal) + 1;
+
+std::int64_t ns(Instant t) noexcept { return t.time_since_epoch().count(); }
+Instant at(std::int64_t v) noexcept { return Instant{Nanos{v}}; }
+
+int bucket_of(double ms) noexcept {
+  if (ms < 1.0) return 0;
+  int b = 1 + static_cast<int>(std::log(ms) / std::log(1.25));
+  return std::clamp(b, 0, kBuckets - 1);
+}
+double bucket_value(int b) noexcept {
+  if (b == 0) return 0.5;
+  // geometric middle of [1.25^(b-1), 1.25^b)
+  return std::pow(1.25, b - 0.5);
+}
+
+struct Slice {
+  std::int64_t epoch = -1;
+  std::uint32_t total = 0;
+  std::uint32_t failures = 0;
+  std::array<std::uint32_t, kKinds> kinds{};
+  std::array<std::uint32_t, kBuckets> hist{};
+};
+
+}  // namespace
+
+bool counts_against_health(ErrorKind k) noexcept {
+  switch (k) {
+    case ErrorKind::server_error:
+    case ErrorKind::overloaded:
+    case ErrorKind::timeout:
+    case ErrorKind::connection:
+    case ErrorKind::malformed_response:
+    case ErrorKind::stream_interrupted:
+    case ErrorKind::auth:  // a revoked key makes the target unusable just as well
+    case ErrorKind::internal: return true;
+    default: return false;
+  }
+}
+
+struct TargetHealth {
+  explicit TargetHealth(std::string k) : key(std::move(k)) {}
+  const std::string key;
+  // published, read lock-free
+  std::atomic<double> ewma_ms{0}, p50{0}, p95{0}, p99{0}, error_rate{0};
+  std::atomic<std::int64_t> samples{0}, last_sample{0};
+  std::atomic<std::uint8_t> state{static_cast<std::uint8_t>(BreakerState::closed)};
+  std::atomic<std::int64_t> open_until{0};
+  std::atomic<std::int64_t> next_probe_at{0};
+  std::atomic<std::int64_t> ramp_from{0};  // 0 = no ramp in progress
+  std::atomic<std::uint64_t> ramp_counter{0};
+  std::atomic<std::int64_t> bucket_until{0};       // empty until (429 / remaining 0)
+  std::atomic<std::int64_t> bucket_remaining{-1};  // -1: unknown
+  std::atomic<std::int64_t> bucket_reset{0};
+  // writer-only, under mu
+  mutable std::mutex mu;
+  std::array<Slice, kMaxSlices> slices{};
+  int consecutive = 0;
+  int half_open_ok = 0;
+  int trips = 0;
+  Nanos cooldown{0};
+  std::string open_reason;
+  std::int64_t opened_at = 0;
+  std::string last_error;
+};
+
+struct KeyPool {
+  explicit KeyPool(std::string p, int n) : provider(std::move(p)), keys(n) {}
+  const std::string provider;
+  std::atomic<int> keys;
+  std::array<std::atomic<std::int64_t>, kMaxKeys> sit_out_until{};
+  std::array<std::atomic<std::uint64_t>, kMaxKeys> uses{};
+  mutable std::atomic<std::uint64_t> rr{0};
+};
+
+struct AffinitySlot {
+  std::atomic<std::uint64_t> fp{0};
+  std::atomic<TargetHealth*> target{nullptr};
+  std::atomic<std::int64_t> expires{0};
+};
+
+struct HealthRegistry::Impl {
+  std::array<std::atomic<TargetHealth*>, kSlots> slots{};
+  std::mutex insert_mu;
+  std::vector<std::unique_ptr<TargetHealth>> owned;
+  std::array<std::atomic<KeyPool*>, kMaxProviders> pools{};
+  std::vector<std::unique_ptr<KeyPool>> owned_pools;
+  std::unique_ptr<std::array<AffinitySlot, kAffinitySlots>> affinity = std::make_unique<std::array<AffinitySlot, kAffinitySlots>>();
+
+  TargetHealth* find(std::string_view key) const noexcept {
+    std::size_t i = fnv1a64(key) & (kSlots - 1);
+    for (std::size_t n = 0; n < kSlots; ++n, i = (i + 1) & (kSlots - 1)) {
+      TargetHealth* t = slots[i].load(std::memory_order_acquire);
+      if (!t) return nullptr;
+      if (t->key == key) return t;
+    }
+    return nullptr;
+  }
+  TargetHealth* find_or_add(std::string_view key) {
+    if (TargetHealth* t = find(key)) return t;
+    std::lock_guard lk(insert_mu);
+    if (TargetHealth* t = find(key)) return t;
+    if (owned.size() >= kSlots * 3 / 4) return nullptr;  // table full: stop tracking new targets
+    auto th = std::make_unique<TargetHealth>(std::string(key));
+    std::size_t i = fnv1a64(key) & (kSlots - 1);
+    while (slots[i].load(std::memory_order_relaxed)) i = (i + 1) & (kSlots - 1);
+    TargetHealth* raw = th.get();
+    owned.push_back(std::move(th));
+    slots[i].store(raw, std::memory_order_release);
+    return raw;
+  }
+  KeyPool* pool(std::string_view provider) const noexcept {
+    for (const auto& p : pools) {
+      KeyPool* kp = p.load(std::memory_order_acquire);
+      if (!kp) return nullptr;
+      if (kp->provider == provider) return kp;
+    }
+    return nullptr;
+  }
+};
+
+HealthRegistry::HealthRegistry(HealthConfig cfg) : cfg_(cfg), impl_(std::make_unique<Impl>()) {
+  cfg_.window_slices = std::clamp(cfg_.window_slices, 1, kMaxSlices);
+  if (cfg_.window.count() <= 0) cfg_.window = std::chrono::seconds(60);
+}
+HealthRegistry::~HealthRegistry() = default;
+
+namespace {
+
+/// Breaker state as of `now`: an open breaker whose cool-down passed reads as half-open.
+BreakerState effective_state(const TargetHealth& t, Instant now) noexcept {
+  auto s = static_cast<BreakerState>(t.state.load(std::memory_order_acquire));
+  if (s == BreakerState::open && ns(now) >= t.open_until.load(std::memory_order_acquire)) return BreakerState::half_open;
+  return s;
+}
+
+}  // namespace
+
+TargetStats HealthRegistry::stats(std::string_view key, Instant now) const {
+  TargetStats s;
+  const TargetHealth* t = impl_->find(key);
+  if (!t) return s;
+  s.p50_ms = t->p50.load(std::memory_order_relaxed);
+  s.p95_ms = t->p95.load(std::memory_order_relaxed);
+  s.error_rate = t->error_rate.load(std::memory_order_relaxed);
+  s.samples = t->samples.load(std::memory_order_relaxed);
+  s.last_sample = at(t->last_sample.load(std::memory_order_relaxed));
+  s.breaker = effective_state(*t, now);
+  std::int64_t n = ns(now);
+  if (s.breaker == BreakerState::open) {
+    s.admits = false;
+    s.retry_at = at(t->open_until.load(std::memory_order_relaxed));
+    return s;
+  }
+  if (s.breaker == BreakerState::half_open) {
+    std::int64_t probe = t->next_probe_at.load(std::memory_order_relaxed);
+    if (n < probe) {
+      s.admits = false;
+      s.retry_at = at(probe);
+      return s;
+    }
+  }
+  std::int64_t until = t->bucket_until.load(std::memory_order_relaxed);
+  if (n < until) {
+    s.admits = false;
+    s.retry_at = at(until);
+    return s;
+  }
+  std::int64_t reset = t->bucket_reset.load(std::memory_order_relaxed);
+  if (n < reset && t->bucket_remaining.load(std::memory_order_relaxed) == 0) {
+    s.admits = false;
+    s.retry_at = at(reset);
+  }
+  return s;
+}
+
+bool HealthRegistry::admit(std::string_view key, Instant now) const {
+  TargetHealth* t = impl_->find(key);
+  if (!t) return true;
+  TargetStats s = stats(key, now);
+  if (!s.admits) return false;
+  std::int64_t n = ns(now);
+  if (s.breaker == BreakerState::half_open) {
+    // One probe per probe_interval: whoever wins the CAS sends it.
+    std::int64_t cur = t->next_probe_at.load(std::memory_order_acquire);
+    if (n < cur) return false;
+    return t->next_probe_at.compare_exchange_strong(cur, n + cfg_.probe_interval.count(), std::memory_order_acq_rel);
+  }
+  if (n < t->bucket_reset.load(std::memory_order_relaxed)) {
+    std::int64_t rem = t->bucket_remaining.load(std::memory_order_relaxed);
+    while (rem > 0 && !t->bucket_remaining.compare_exchange_weak(rem, rem - 1, std::memory_order_acq_rel)) {
+    }
+    if (rem == 0) return false;
+  }
+  std::int64_t from = t->ramp_from.load(std::memory_order_relaxed);
+  if (from != 0 && n < from + cfg_.ramp.count()) {
+    // Progressive ramp: admit fraction f of calls, spread evenly (floor((k+1)f) > floor(kf)).
+    double f = cfg_.ramp_start + (1.0 - cfg_.ramp_start) * static_cast<double>(n - from) / cfg_.ramp.count();
+    std::uint64_t k = t->ramp_counter.fetch_add(1, std::memory_order_relaxed);
+    return std::floor((k + 1) * f) > std::floor(k * f);
+  }
+  return true;
+}
+
+void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Instant now) {
+  TargetHealth* t = impl_->find_or_add(key);
+  if (!t) return;
+  if (!r.ok && r.error.kind == ErrorKind::cancelled) return;  // says nothing about the target
+  std::lock_guard lk(t->mu);
+  const std::int64_t n = ns(now);
+  const std::int64_t slice_len = std::max<std::int64_t>(1, cfg_.window.count() / cfg_.window_slices);
+  const std::int64_t epoch = n / slice_len;
+  Slice& sl = t->slices[static_cast<std::size_t>(epoch % cfg_.window_slices)];
+  if (sl.epoch != epoch) sl = Slice{epoch};
+  const bool failure = !r.ok && counts_against_health(r.error.kind);
+  ++sl.total;
+  if (!r.ok) ++sl.kinds[static_cast<std::size_t>(r.error.kind)];
+  if (failure) ++sl.failures;
+  if (r.ok) {
+    double ms = std::chrono::duration<double, std::milli>(r.latency).count();
+    ++sl.hist[static_cast<std::size_t>(bucket_of(ms))];
+    double e = t->ewma_ms.load(std::memory_order_relaxed);
+    t->ewma_ms.store(e == 0 ? ms : e + cfg_.ewma_alpha * (ms - e), std::memory_order_relaxed);
+    t->samples.fetch_add(1, std::memory_order_relaxed);
+    t->last_sample.store(n, std::memory_order_relaxed);
+  }
+
+  // Rate limits feed the token bucket, not the breaker.
+  if (!r.ok && (r.error.kind == ErrorKind::rate_limited || r.error.kind == ErrorKind::quota_exceeded)) {
+    Nanos wait = r.error.retry_after ? Nanos{*r.error.retry_after}
+                                     : (r.error.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
+                                                                                  : cfg_.default_rate_limit_reset);
+    std::int64_t until = n + wait.count();
+    if (until > t->bucket_until.load(std::memory_order_relaxed)) t->bucket_until.store(until, std::memory_order_release);
+  }
+
+  // Window aggregates → published stats.
+  std::uint64_t total = 0, failures = 0;
+  std::array<std::uint64_t, kBuckets> hist{};
+  const std::int64_t oldest = epoch - cfg_.window_slices + 1;
+  for (int i = 0; i < cfg_.window_slices; ++i) {
+    const Slice& s = t->slices[static_cast<std::size_t>(i)];
+    if (s.epoch < oldest || s.epoch > epoch) continue;
+    total += s.total;
+    failures += s.failures;
+    for (int b = 0; b < kBuckets; ++b) hist[static_cast<std::size_t>(b)] += s.hist[static_cast<std::size_t>(b)];
+  }
+  std::uint64_t hn = 0;
+  for (auto h : hist) hn += h;
+  auto quantile = [&](double q) {
+    if (hn == 0) return 0.0;
+    std::uint64_t rank = static_cast<std::uint64_t>(std::ceil(q * hn));
+    std::uint64_t acc = 0;
+    for (int b = 0; b < kBuckets; ++b) {
+      acc += hist[static_cast<std::size_t>(b)];
+      if (acc >= rank) return bucket_value(b);
+    }
+    return bucket_value(kBuckets - 1);
+  };
+  if (hn) {
+    t->p50.store(quantile(0.50), std::memory_order_relaxed);
+    t->p95.store(quantile(0.95), std::memory_order_relaxed);
+    t->p99.store(quantile(0.99), std::memory_order_relaxed);
+  }
+  t->error_rate.store(total ? static_cast<double>(failures) / total : 0.0, std::memory_order_relaxed);
+  if (!r.ok) t->last_error = error_label(r.error);
+
+  // Breaker transitions.
+  auto trip = [&](std::string why) {
+    t->trips++;
+    t->cooldown = t->cooldown.count() == 0 ? cfg_.cooldown : std::min(t->cooldown * 2, cfg_.max_cooldown);
+    t->open_reason = std::move(why);
+    t->opened_at = n;
+    t->half_open_ok = 0;
+    t->consecutive = 0;
+    t->ramp_from.store(0, std::memory_order_relaxed);
+    t->open_until.store(n + t->cooldown.count(), std::memory_order_release);
+    t->next_probe_at.store(n + t->cooldown.count(), std::memory_order_release);
+    t->state.store(static_cast<std::uint8_t>(BreakerState::open), std::memory_order_release);
+  };
+  BreakerState st = effective_state(*t, now);
+  if (st == BreakerState::open) return;  // late results from before the trip change nothing
+  if (st == BreakerState::half_open) {
+    if (failure) {
+      trip("probe failed: " + error_label(r.error));
+    } else if (r.ok && ++t->half_open_ok >= cfg_.probe_successes) {
+      t->state.store(static_cast<std::uint8_t>(BreakerState::closed), std::memory_order_release);
+      t->ramp_counter.store(0, std::memory_order_relaxed);
+      t->ramp_from.store(n, std::memory_order_release);
+      t->consecutive = 0;
+      t->cooldown = Nanos{0};
+      t->open_reason.clear();
+    }
+    return;
+  }
+  if (failure) {
+    ++t->consecutive;
+    if (t->consecutive >= cfg_.consecutive_failures) {
+      trip(std::to_string(t->consecutive) + " consecutive failures (last: " + error_label(r.error) + ")");
+    } else if (total >= static_cast<std::uint64_t>(cfg_.min_samples) &&
+               static_cast<double>(failures) / total >= cfg_.failure_rate) {
+      trip("failure rate " + std::to_string(static_cast<int>(100.0 * failures / total)) + "% over " +
+           std::to_string(total) + " attempts (last: " + error_label(r.error) + ")");
+    }
+  } else if (r.ok) {
+    t->consecutive = 0;
+  }
+}
+
+void HealthRegistry::observe_rate_limits(std::string_view key, std::optional<std::int64_t> remaining_requests,
+                                         std::optional<std::int64_t> remaining_tokens, Instant reset, Instant now) {
+  TargetHealth* t = impl_->find_or_add(key);
+  if (!t || reset <= now) return;
+  std::lock_guard lk(t->mu);
+  std::int64_t rem = -1;
+  if (remaining_requests) rem = std::max<std::int64_t>(0, *remaining_requests);
+  if (remaining_tokens && *remaining_tokens <= 0) rem = 0;
+  if (rem < 0) return;
+  t->bucket_remaining.store(rem, std::memory_order_relaxed);
+  t->bucket_reset.store(ns(reset), std::memory_order_release);
+}
+
+void HealthRegistry::force_open(std::string_view key, Nanos duration, std::string why, Instant now) {
+  TargetHealth* t = impl_->find_or_add(key);
+  if (!t) return;
+  std::lock_guard lk(t->mu);
+  t->trips++;
+  t->cooldown = duration;
+  t->open_reason = "forced by operator: " + why;
+  t->opened_at = ns(now);
+  t->half_open_ok = 0;
+  t->open_until.store(ns(now) + duration.count(), std::memory_order_release);
+  t->next_probe_at.store(ns(now) + duration.count(), std::memory_order_release);
+  t->state.store(static_cast<std::uint8_t>(BreakerState::open), std::memory_order_release);
+}
+
+void HealthRegistry::note_prefix(std::uint64_t fp, std::string_view key, Instant now, Nanos ttl) {
+  TargetHealth* t = impl_->find_or_add(key);
+  if (!t) return;
+  AffinitySlot& s = (*impl_->affinity)[fp & (kAffinitySlots - 1)];
+  s.fp.store(0, std::memory_order_release);  // invalidate while rewriting
+  s.target.store(t, std::memory_order_relaxed);
+  s.expires.store(ns(now) + (ttl.count() ? ttl : cfg_.cache_ttl).count(), std::memory_order_relaxed);
+  s.fp.store(fp, std::memory_order_release);
+}
+
+std::string HealthRegistry::preferred_target(std::uint64_t fp, Instant now) const {
+  const AffinitySlot& s = (*impl_->affinity)[fp & (kAffinitySlots - 1)];
+  if (fp == 0 || s.fp.load(std::memory_order_acquire) != fp) return {};
+  TargetHealth* t = s.target.load(std::memory_order_relaxed);
+  if (!t || ns(now) >= s.expires.load(std::memory_order_relaxed)) return {};
+  return t->key;
+}
+
+// ---- key pools ----------------------------------------------------------------------------
+
+void HealthRegistry::set_key_pool(std::string_view provider, int keys) {
+  keys = std::clamp(keys, 1, kMaxKeys);
+  if (KeyPool* p = impl_->pool(provider)) {
+    p->keys.store(keys, std::memory_order_release);
+    return;
+  }
+  std::lock_guard lk(impl_->insert_mu);
+  for (auto& slot : impl_->pools) {
+    if (slot.load(std::memory_order_acquire)) continue;
+    auto kp = std::make_unique<KeyPool>(std::string(provider), keys);
+    slot.store(kp.get(), std::memory_order_release);
+    impl_->owned_pools.push_back(std::move(kp));
+    return;
+  }
+}
+
+std::optional<int> HealthRegistry::pick_key(std::string_view provider, Instant now) const {
+  KeyPool* p = impl_->pool(provider);
+  if (!p) return 0;
+  int n = p->keys.load(std::memory_order_acquire);
+  std::uint64_t start = p->rr.fetch_add(1, std::memory_order_relaxed);
+  for (int k = 0; k < n; ++k) {
+    int i = static_cast<int>((start + k) % n);
+    if (p->sit_out_until[i].load(std::memory_order_acquire) <= ns(now)) {
+      p->uses[i].fetch_add(1, std::memory_order_relaxed);
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
+Instant HealthRegistry::key_retry_at(std::string_view provider, Instant now) const {
+  KeyPool* p = impl_->pool(provider);
+  if (!p) return now;
+  std::int64_t best = INT64_MAX;
+  int n = p->keys.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) best = std::min(best, p->sit_out_until[i].load(std::memory_order_acquire));
+  return at(std::max(best, ns(now)));
+}
+
+void HealthRegistry::observe_key(std::string_view provider, int index, const AttemptResult& r, Instant now) {
+  KeyPool* p = impl_->pool(provider);
+  if (!p || index < 0 || index >= p->keys.load()) return;
+  if (r.ok || (r.error.kind != ErrorKind::rate_limited && r.error.kind != ErrorKind::quota_exceeded)) return;
+  Nanos wait = r.error.retry_after ? Nanos{*r.error.retry_after}
+                                   : (r.error.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
+                                                                                : cfg_.default_rate_limit_reset);
+  p->sit_out_until[index].store(ns(now) + wait.count(), std::memory_order_release);
+}
+
+// ---- operator view --------------------------------------------------------------------------
+
+Json HealthRegistry::state_json(Instant now) const {
+  Json targets = Json::array();
+  for (const auto& slot : impl_->slots) {
+    TargetHealth* t = slot.load(std::memory_order_acquire);
+    if (!t) continue;
+    TargetStats s = stats(t->key, now);
+    std::lock_guard lk(t->mu);
+    Json j = {{"target", t->key},
+              {"breaker", std::string(to_string(s.breaker))},
+              {"admits", s.admits},
+              {"p50_ms", s.p50_ms},
+              {"p95_ms", s.p95_ms},
+              {"p99_ms", t->p99.load()},
+              {"ewma_ms", t->ewma_ms.load()},
+              {"error_rate", s.error_rate},
+              {"samples", s.samples},
+              {"trips", t->trips}};
+    if (s.breaker != BreakerState::closed) {
+      j["why_open"] = t->open_reason;
+      j["open_for_ms"] = to_ms(now - at(t->opened_at));
+      j["until_ms"] = std::max<long long>(0, to_ms(at(t->open_until.load()) - now));
+    }
+    if (!t->last_error.empty()) j["last_error"] = t->last_error;
+    if (s.retry_at > now) j["retry_in_ms"] = to_ms(s.retry_at - now);
+    std::int64_t from = t->ramp_from.load();
+    if (from && ns(now) < from + cfg_.ramp.count())
+      j["ramp"] = cfg_.ramp_start + (1.0 - cfg_.ramp_start) * static_cast<double>(ns(now) - from) / cfg_.ramp.count();
+    targets.push_back(std::move(j));
+  }
+  Json pools = Json::array();
+  for (const auto& slot : impl_->pools) {
+    KeyPool* p = slot.load(std::memory_order_acquire);
+    if (!p) break;
+    Json keys = Json::array();
+    for (int i = 0; i < p->keys.load(); ++i) {
+      std::int64_t until = p->sit_out_until[i].load();
+      Json k = {{"index", i}, {"uses", p->uses[i].load()}};
+      if (until > ns(now)) k["sits_out_ms"] = to_ms(at(until) - now);
+      keys.push_back(std::move(k));
+    }
+    pools.push_back({{"provider", p->provider}, {"keys", std::move(keys)}});
+  }
+  return {{"targets", std::move(targets)}, {"key_pools", std::move(pools)}};
+}
+
+}  // namespace modelux

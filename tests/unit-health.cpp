@@ -1,0 +1,191 @@
+// HealthRegistry: stats, breaker transitions, token buckets, key pools, affinity — on virtual time.
+#include <doctest/doctest.h>
+
+#include "modelux/health.hpp"
+
+using namespace modelux;
+using namespace std::chrono_literals;
+
+namespace {
+AttemptResult ok(Nanos latency) {
+  AttemptResult r;
+  r.ok = true;
+  r.latency = latency;
+  return r;
+}
+AttemptResult err(ErrorKind k, int status = 0, std::optional<Millis> retry_after = std::nullopt) {
+  AttemptResult r;
+  r.ok = false;
+  r.error.kind = k;
+  r.error.status = status;
+  r.error.retry_after = retry_after;
+  return r;
+}
+constexpr std::string_view kT = "openai/gpt-4o";
+}  // namespace
+
+TEST_CASE("HealthRegistry: unknown targets read as healthy") {
+  HealthRegistry h;
+  ManualClock c;
+  TargetStats s = h.stats("x/y", c.now());
+  CHECK(s.admits);
+  CHECK(s.breaker == BreakerState::closed);
+  CHECK(s.samples == 0);
+  CHECK(h.admit("x/y", c.now()));
+}
+
+TEST_CASE("HealthRegistry: latency quantiles and error rate over the window") {
+  HealthRegistry h;
+  ManualClock c;
+  for (int i = 1; i <= 100; ++i) {
+    h.observe(kT, ok(std::chrono::milliseconds(i * 10)), c.now());
+    c.advance(10ms);
+  }
+  TargetStats s = h.stats(kT, c.now());
+  CHECK(s.samples == 100);
+  CHECK(s.p50_ms == doctest::Approx(500).epsilon(0.15));
+  CHECK(s.p95_ms == doctest::Approx(950).epsilon(0.15));
+  CHECK(s.error_rate == 0);
+  for (int i = 0; i < 4; ++i) h.observe(kT, err(ErrorKind::server_error, 500), c.now());
+  CHECK(h.stats(kT, c.now()).error_rate == doctest::Approx(4.0 / 104));
+  SUBCASE("caller faults do not count against the target") {
+    h.observe(kT, err(ErrorKind::bad_request, 400), c.now());
+    CHECK(h.stats(kT, c.now()).error_rate == doctest::Approx(4.0 / 105));
+  }
+  SUBCASE("the window forgets") {
+    c.advance(61s);
+    h.observe(kT, ok(10ms), c.now());
+    CHECK(h.stats(kT, c.now()).error_rate == 0);
+    CHECK(h.stats(kT, c.now()).p50_ms < 15);
+  }
+}
+
+TEST_CASE("HealthRegistry: breaker opens, half-opens with probes, closes and ramps back") {
+  HealthConfig cfg;
+  cfg.consecutive_failures = 3;
+  cfg.cooldown = 10s;
+  cfg.probe_interval = 1s;
+  cfg.probe_successes = 2;
+  cfg.ramp = 10s;
+  cfg.ramp_start = 0.1;
+  HealthRegistry h(cfg);
+  ManualClock c;
+  h.observe(kT, err(ErrorKind::timeout), c.now());
+  h.observe(kT, err(ErrorKind::server_error, 503), c.now());
+  CHECK(h.stats(kT, c.now()).breaker == BreakerState::closed);
+  h.observe(kT, err(ErrorKind::server_error, 500), c.now());
+  TargetStats s = h.stats(kT, c.now());
+  CHECK(s.breaker == BreakerState::open);
+  CHECK_FALSE(s.admits);
+  CHECK(s.retry_at == c.now() + 10s);
+  Json st = h.state_json(c.now());
+  CHECK(st["targets"][0]["why_open"] == "3 consecutive failures (last: server_error (500))");
+  CHECK(st["targets"][0]["until_ms"] == 10000);
+
+  c.advance(10s);
+  s = h.stats(kT, c.now());
+  CHECK(s.breaker == BreakerState::half_open);
+  CHECK(s.admits);
+  CHECK(h.admit(kT, c.now()));        // the probe
+  CHECK_FALSE(h.admit(kT, c.now()));  // only one per probe interval
+  SUBCASE("a failed probe re-opens with a doubled cool-down") {
+    h.observe(kT, err(ErrorKind::timeout), c.now());
+    s = h.stats(kT, c.now());
+    CHECK(s.breaker == BreakerState::open);
+    CHECK(s.retry_at == c.now() + 20s);
+  }
+  SUBCASE("good probes close it; traffic ramps back progressively") {
+    h.observe(kT, ok(100ms), c.now());
+    c.advance(1s);
+    CHECK(h.admit(kT, c.now()));
+    h.observe(kT, ok(100ms), c.now());
+    CHECK(h.stats(kT, c.now()).breaker == BreakerState::closed);
+    int admitted = 0;
+    for (int i = 0; i < 1000; ++i) admitted += h.admit(kT, c.now());
+    CHECK(admitted == doctest::Approx(100).epsilon(0.02));  // 10 % right after closing
+    c.advance(5s);
+    admitted = 0;
+    for (int i = 0; i < 1000; ++i) admitted += h.admit(kT, c.now());
+    CHECK(admitted == doctest::Approx(550).epsilon(0.02));  // halfway: 10 % + 45 %
+    c.advance(5s);
+    admitted = 0;
+    for (int i = 0; i < 100; ++i) admitted += h.admit(kT, c.now());
+    CHECK(admitted == 100);
+  }
+}
+
+TEST_CASE("HealthRegistry: failure rate trips the breaker once the window has enough samples") {
+  HealthConfig cfg;
+  cfg.consecutive_failures = 1000;
+  cfg.min_samples = 20;
+  cfg.failure_rate = 0.5;
+  HealthRegistry h(cfg);
+  ManualClock c;
+  for (int i = 0; i < 9; ++i) {
+    h.observe(kT, ok(50ms), c.now());
+    h.observe(kT, err(ErrorKind::connection), c.now());
+  }
+  CHECK(h.stats(kT, c.now()).breaker == BreakerState::closed);  // 18 samples
+  h.observe(kT, ok(50ms), c.now());
+  h.observe(kT, err(ErrorKind::connection), c.now());
+  CHECK(h.stats(kT, c.now()).breaker == BreakerState::open);
+}
+
+TEST_CASE("HealthRegistry: 429s empty the token bucket until the reset, not the breaker") {
+  HealthRegistry h;
+  ManualClock c;
+  for (int i = 0; i < 10; ++i) h.observe(kT, err(ErrorKind::rate_limited, 429, Millis{2000}), c.now());
+  TargetStats s = h.stats(kT, c.now());
+  CHECK(s.breaker == BreakerState::closed);
+  CHECK_FALSE(s.admits);
+  CHECK(s.retry_at == c.now() + 2s);
+  c.advance(2s);
+  CHECK(h.stats(kT, c.now()).admits);
+}
+
+TEST_CASE("HealthRegistry: rate-limit headers become a bucket admit() draws from") {
+  HealthRegistry h;
+  ManualClock c;
+  h.observe_rate_limits(kT, 3, std::nullopt, c.now() + 5s, c.now());
+  CHECK(h.admit(kT, c.now()));
+  CHECK(h.admit(kT, c.now()));
+  CHECK(h.admit(kT, c.now()));
+  CHECK_FALSE(h.admit(kT, c.now()));
+  TargetStats s = h.stats(kT, c.now());
+  CHECK_FALSE(s.admits);
+  CHECK(s.retry_at == c.now() + 5s);
+  c.advance(5s);
+  CHECK(h.admit(kT, c.now()));
+}
+
+TEST_CASE("HealthRegistry: key pools spread load and sit out a 429ing key") {
+  HealthRegistry h;
+  ManualClock c;
+  h.set_key_pool("openai", 3);
+  int uses[3] = {0, 0, 0};
+  for (int i = 0; i < 300; ++i) ++uses[*h.pick_key("openai", c.now())];
+  CHECK(uses[0] == 100);
+  CHECK(uses[1] == 100);
+  CHECK(uses[2] == 100);
+  h.observe_key("openai", 1, err(ErrorKind::rate_limited, 429, Millis{3000}), c.now());
+  for (int i = 0; i < 50; ++i) CHECK(*h.pick_key("openai", c.now()) != 1);
+  h.observe_key("openai", 0, err(ErrorKind::rate_limited, 429, Millis{1000}), c.now());
+  h.observe_key("openai", 2, err(ErrorKind::rate_limited, 429, Millis{1000}), c.now());
+  CHECK_FALSE(h.pick_key("openai", c.now()).has_value());
+  CHECK(h.key_retry_at("openai", c.now()) == c.now() + 1s);
+  c.advance(3s);
+  CHECK(h.pick_key("openai", c.now()).has_value());
+  CHECK(h.state_json(c.now())["key_pools"][0]["provider"] == "openai");
+}
+
+TEST_CASE("HealthRegistry: prompt-cache affinity holds for the TTL") {
+  HealthRegistry h;
+  ManualClock c;
+  std::uint64_t fp = fnv1a64("You are a helpful assistant.");
+  CHECK(h.preferred_target(fp, c.now()).empty());
+  h.note_prefix(fp, "anthropic/claude-haiku-4-5", c.now(), 300s);
+  CHECK(h.preferred_target(fp, c.now()) == "anthropic/claude-haiku-4-5");
+  CHECK(h.preferred_target(fp + 1, c.now()).empty());
+  c.advance(301s);
+  CHECK(h.preferred_target(fp, c.now()).empty());
+}
