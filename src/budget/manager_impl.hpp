@@ -35,8 +35,8 @@ struct RedisState {
   std::string last_error;
   std::uint64_t syncs = 0;     ///< successful sync cycles
   std::uint64_t failures = 0;
-  Instant last_ok{};
-  Nanos max_gap{0};            ///< longest time between consecutive successful syncs
+  Instant last_ok{};           ///< start of the last successful cycle
+  Nanos max_gap{0};            ///< longest start(k) -> end(k+1) over consecutive successful cycles
   std::string host;
   int port = 6379;
   int db = 0;

@@ -101,6 +101,8 @@ Json BudgetManager::Impl::redis_status() const {
 
 Result<void> BudgetManager::Impl::sync_redis() {
   std::lock_guard io(io_mu);
+  // Real time: this measures a real background loop, not request time.
+  const Instant cycle_start = std::chrono::steady_clock::now();
   auto failed = [&](std::string why) -> Result<void> {
     close_redis();
     ++redis.failures;
@@ -253,10 +255,13 @@ Result<void> BudgetManager::Impl::sync_redis() {
     l.remote_reserved = remotes[i].reserved;
   }
 
-  const Instant t = std::chrono::steady_clock::now();  // real time: this measures a real background loop
+  // The staleness bound uses G = the longest time from the start of one successful cycle
+  // (its snapshot) to the end of the next (its view applied). Gaps across an outage are not
+  // counted: the bound does not hold during an outage (see docs/budgets.md).
+  const Instant t = std::chrono::steady_clock::now();
   if (redis.connected && redis.last_ok != Instant{}) redis.max_gap = std::max(redis.max_gap, Nanos{t - redis.last_ok});
   if (!redis.connected && redis.ever_failed_logged) log("Redis reachable again; fleet view reconciled");
-  redis.last_ok = t;
+  redis.last_ok = cycle_start;
   redis.connected = true;
   ++redis.syncs;
   redis_up.store(true, std::memory_order_release);

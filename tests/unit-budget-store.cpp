@@ -1,0 +1,148 @@
+// Budgets persisted to a real SQLite file survive restarts.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "modelux/budget.hpp"
+
+using namespace modelux;
+using namespace std::chrono;
+
+namespace {
+
+ModelInfo paid() {
+  ModelInfo m;
+  m.id = "paid";
+  m.input_per_m = 1000;  // $0.001 per token
+  m.output_per_m = 1000;
+  m.priced = true;
+  return m;
+}
+const ModelInfo kPaid = paid();
+
+struct TempDb {
+  std::string path;
+  TempDb() {
+    char tmpl[] = "/tmp/modelux-budget-XXXXXX";
+    path = std::string(mkdtemp(tmpl)) + "/budgets.db";
+  }
+  ~TempDb() {
+    std::error_code ec;
+    std::filesystem::remove_all(std::filesystem::path(path).parent_path(), ec);
+  }
+};
+
+CallContext ctx(std::string user = "u1") {
+  CallContext c;
+  c.project = "acme";
+  c.end_user = std::move(user);
+  return c;
+}
+
+const Json kBudgets = Json::parse(R"([
+  {"name":"acme-daily","scope":{"project":"acme"},"window":"daily","limit_usd":1},
+  {"name":"per-user","scope":{"end_user":"*"},"window":"rolling","window_s":3600,"limit_usd":0.5}])");
+
+std::unique_ptr<BudgetManager> open(const std::string& path, const Clock& clock, std::string instance = {}) {
+  static const Catalog catalog;
+  BudgetOptions o;
+  o.sqlite_path = path;
+  o.sync_interval = Millis{0};  // manual flush: deterministic
+  o.instance_id = std::move(instance);
+  auto m = BudgetManager::create(kBudgets, catalog, clock, o);
+  REQUIRE_MESSAGE(m.has_value(), (m ? "" : m.error().describe()));
+  return std::move(*m);
+}
+
+void spend(BudgetManager& m, const Clock& clock, const CallContext& c, int tokens) {
+  auto a = m.admit(c, &kPaid, tokens, 0, clock.now());
+  REQUIRE(a.has_value());
+  Usage u;
+  u.prompt_tokens = tokens;
+  m.settle(*a, tokens * 0.001, u, clock.now());
+}
+
+double spent(const BudgetManager& m, const Clock& clock, const std::string& name, const std::string& scope) {
+  auto s = m.snapshot(clock.now());
+  for (const auto& l : s["budgets"])
+    if (l["name"] == name && l["scope"] == scope) return l["spent_usd"].get<double>();
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("BudgetManager(SQLite): spend survives a restart") {
+  TempDb db;
+  ManualClock clock;
+  {
+    auto m = open(db.path, clock);
+    spend(*m, clock, ctx("alice"), 300);
+    spend(*m, clock, ctx("bob"), 100);
+    REQUIRE(m->flush().has_value());
+    spend(*m, clock, ctx("alice"), 50);  // not flushed explicitly: the destructor flushes
+  }
+  clock.advance(minutes(10));
+  auto m = open(db.path, clock);
+  CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.45));
+  CHECK(spent(*m, clock, "per-user", "end_user:alice") == doctest::Approx(0.35));
+  CHECK(spent(*m, clock, "per-user", "end_user:bob") == doctest::Approx(0.1));
+  // The reloaded spend is enforced.
+  CHECK_FALSE(m->admit(ctx("alice"), &kPaid, 200, 0, clock.now()).has_value());
+  CHECK(m->admit(ctx("alice"), &kPaid, 150, 0, clock.now()).has_value());
+}
+
+TEST_CASE("BudgetManager(SQLite): old windows are not reloaded") {
+  TempDb db;
+  ManualClock clock;
+  {
+    auto m = open(db.path, clock);
+    spend(*m, clock, ctx("alice"), 300);
+  }
+  clock.advance(hours(24));  // next day, and past the 1 h rolling window
+  auto m = open(db.path, clock);
+  CHECK(m->status(ctx("alice"), clock.now()).spent_usd == doctest::Approx(0.0));
+  CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.0));
+}
+
+TEST_CASE("BudgetManager(SQLite): rolling buckets reload where they were") {
+  TempDb db;
+  ManualClock clock;
+  {
+    auto m = open(db.path, clock);
+    spend(*m, clock, ctx("alice"), 100);  // t = 0
+    clock.advance(minutes(30));
+    spend(*m, clock, ctx("alice"), 200);  // t = 30 min
+  }
+  clock.advance(minutes(20));  // t = 50 min: both inside the hour
+  {
+    auto m = open(db.path, clock);
+    CHECK(spent(*m, clock, "per-user", "end_user:alice") == doctest::Approx(0.3));
+    clock.advance(minutes(12));  // t = 62 min: the first 0.1 has left the window
+    CHECK(spent(*m, clock, "per-user", "end_user:alice") == doctest::Approx(0.2));
+  }
+}
+
+TEST_CASE("BudgetManager(SQLite): instances sharing a file keep their own rows") {
+  TempDb db;
+  ManualClock clock;
+  {
+    auto a = open(db.path, clock, "a");
+    auto b = open(db.path, clock, "b");
+    spend(*a, clock, ctx(), 100);
+    spend(*b, clock, ctx(), 200);
+  }
+  auto a = open(db.path, clock, "a");
+  auto b = open(db.path, clock, "b");
+  CHECK(spent(*a, clock, "acme-daily", "project:acme") == doctest::Approx(0.1));
+  CHECK(spent(*b, clock, "acme-daily", "project:acme") == doctest::Approx(0.2));
+}
+
+TEST_CASE("BudgetManager(SQLite): an unusable path is an io error") {
+  ManualClock clock;
+  static const Catalog catalog;
+  BudgetOptions o;
+  o.sqlite_path = "/nonexistent-dir/x/budgets.db";
+  auto m = BudgetManager::create(kBudgets, catalog, clock, o);
+  REQUIRE_FALSE(m.has_value());
+  CHECK(m.error().kind == ErrorKind::io);
+}
