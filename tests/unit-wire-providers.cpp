@@ -576,3 +576,27 @@ TEST_CASE("Azure: deployment URL, api-version and api-key header") {
   CHECK(*find_header(spec->headers, "api-key") == "sk-test");
   CHECK(find_header(spec->headers, "authorization") == nullptr);
 }
+
+TEST_CASE("OpenAI-compatible quirks: Mistral ids, Perplexity tools, DeepSeek cache usage, mid-stream errors") {
+  ProviderEndpoint m = endpoint("openai");
+  m.name = "mistral";
+  m.base_url = "https://api.mistral.ai/v1";
+  auto spec = codec("openai").encode_request(tool_request(), m, "mistral-large-latest");
+  REQUIRE(spec.has_value());
+  auto body = Json::parse(spec->body);
+  std::string id = body["messages"][2]["tool_calls"][0]["id"];
+  CHECK(id.size() == 9);
+  CHECK(body["messages"][3]["tool_call_id"] == id);
+  ProviderEndpoint p = endpoint("openai");
+  p.name = "perplexity";
+  auto pr = codec("openai").encode_request(tool_request(), p, "sonar");
+  REQUIRE_FALSE(pr.has_value());
+  CHECK(pr.error().path == "tools");
+  auto ds = codec("openai").decode_response(
+      R"({"id":"x","object":"chat.completion","created":1,"model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":2,"total_tokens":102,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36}})");
+  REQUIRE(ds.has_value());
+  CHECK(ds->usage.cached_tokens == 64);
+  Decoded e = decode_parts("openai", {"data: {\"error\":{\"message\":\"upstream died\",\"code\":502}}\n\n"});
+  REQUIRE_FALSE(e.ok);
+  CHECK(e.error.kind == ErrorKind::server_error);
+}

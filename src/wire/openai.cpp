@@ -1,5 +1,7 @@
 // OpenAI Chat Completions codec: the unified shape is OpenAI's, so encoding is mostly a
 // model-name swap; decoding validates and normalises.
+#include <cctype>
+
 #include "wire/codecs.hpp"
 
 namespace modelux {
@@ -32,8 +34,23 @@ class OpenAIStreamDecoder final : public StreamDecoder {
       }
       auto j = parse_json(ev.data);
       if (!j) return fail(ErrorKind::malformed_response, "stream event is not valid JSON");
+      // A JSON object with an `error` member in place of a chunk is fatal (OpenAI, OpenRouter...).
+      if (j->is_object() && j->contains("error") && !j->contains("choices")) {
+        const Json& err = (*j)["error"];
+        std::string msg = err.is_object() ? wire::jstr(err, "message", "stream error") : err.is_string() ? err.get<std::string>() : "stream error";
+        int status = err.is_object() ? static_cast<int>(wire::jint(err, "code", 0)) : 0;
+        Error e = classify_http_error(status ? status : 500, {}, "stream error: " + msg);
+        if (status == 0) e.kind = ErrorKind::stream_interrupted;
+        return fail(std::move(e));
+      }
       auto c = chat_chunk_from_json(*j);
       if (!c) return fail(c.error());
+      for (const auto& ch : c->choices)
+        if (ch.finish_reason == "error")  // OpenRouter: the upstream failed mid-stream
+          return fail(ErrorKind::stream_interrupted, "provider reported finish_reason \"error\" mid-stream");
+      if (c->usage && c->usage->cached_tokens == 0) {
+        if (const Json* u = wire::jobj(*j, "usage")) c->usage->cached_tokens = wire::jint(*u, "prompt_cache_hit_tokens");
+      }
       out.push_back(std::move(*c));
     }
     return {};
@@ -60,8 +77,35 @@ class OpenAICodec final : public Codec {
     spec.url = join_url(ep.base_url, "/chat/completions");
     spec.headers.emplace_back("content-type", "application/json");
     if (!ep.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + ep.api_key);
+    auto provider_is = [&](std::string_view name, std::string_view host) {
+      return ep.name == name || ep.base_url.find(host) != std::string::npos;
+    };
+    if (provider_is("perplexity", "api.perplexity.ai") && !req.tools.empty())
+      return wire::unsupported_field(ep.name.empty() ? "perplexity" : ep.name, "tools", "Perplexity has no tool calling");
     Json body = to_json(req);
     body["model"] = std::string(upstream_model);
+    if (provider_is("mistral", "api.mistral.ai")) {
+      // Mistral accepts only tool call ids matching [a-zA-Z0-9]{9}: rewrite others
+      // deterministically so an assistant call and its tool result keep matching.
+      auto fix = [](const std::string& id) {
+        bool ok = id.size() == 9;
+        for (char c : id) ok = ok && std::isalnum(static_cast<unsigned char>(c));
+        if (ok) return id;
+        static constexpr char kAlnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        std::uint64_t h = fnv1a64(id);
+        std::string out;
+        for (int i = 0; i < 9; ++i, h /= 62) out += kAlnum[h % 62];
+        return out;
+      };
+      if (body.contains("messages"))
+        for (auto& m : body["messages"]) {
+          if (m.contains("tool_call_id") && m["tool_call_id"].is_string()) m["tool_call_id"] = fix(m["tool_call_id"].get<std::string>());
+          if (m.contains("tool_calls") && m["tool_calls"].is_array())
+            for (auto& tc : m["tool_calls"])
+              if (tc.contains("id") && tc["id"].is_string()) tc["id"] = fix(tc["id"].get<std::string>());
+        }
+      if (body.contains("seed")) body["random_seed"] = body["seed"], body.erase("seed");
+    }
     // Always ask for usage on streams: cost accounting needs it even when the caller did not.
     if (req.stream) body["stream_options"] = {{"include_usage", true}};
     spec.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -71,7 +115,11 @@ class OpenAICodec final : public Codec {
   Result<ChatResponse> decode_response(std::string_view body) const override {
     auto j = parse_json(body);
     if (!j) return fail(ErrorKind::malformed_response, "provider response is not valid JSON");
-    return chat_response_from_json(*j);
+    auto r = chat_response_from_json(*j);
+    // DeepSeek reports cache hits as usage.prompt_cache_hit_tokens instead of cached_tokens.
+    if (r && r->usage.cached_tokens == 0)
+      if (const Json* u = wire::jobj(*j, "usage")) r->usage.cached_tokens = wire::jint(*u, "prompt_cache_hit_tokens");
+    return r;
   }
 
   Error decode_error(int status, const Headers& headers, std::string_view body) const override {
