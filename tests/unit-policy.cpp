@@ -316,9 +316,18 @@ TEST_CASE("FallbackStrategy: targets with an open breaker are skipped with a rea
   CHECK(run.trace.attempts[0].why_tried == "fallback 1 after skip");
   CHECK(run.trace.reason.find("skipped claude-haiku-4-5: breaker open for another 30000 ms") != std::string::npos);
 
-  SUBCASE("all targets open: no_route without any attempt") {
+  SUBCASE("all targets open: panic mode tries them anyway") {
     h.m["openai/gpt-4o-mini"] = open;
     auto run2 = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+    REQUIRE(run2.ok);
+    CHECK(run2.served.model == "claude-haiku-4-5");
+    CHECK(run2.trace.reason.find("all targets open: panic mode") != std::string::npos);
+  }
+  SUBCASE("all targets open with on_all_open=fail: no_route without any attempt") {
+    h.m["openai/gpt-4o-mini"] = open;
+    Json j = seed_chain();
+    j["on_all_open"] = "fail";
+    auto run2 = drive(compile_ok(j, r), [](const AttemptPlan&) { return Reply{}; }, clock, &h);
     REQUIRE_FALSE(run2.ok);
     CHECK(run2.error.kind == ErrorKind::no_route);
     CHECK(run2.trace.attempts.empty());

@@ -85,6 +85,7 @@ struct StartArgs {
   int member = -1;
   bool needs_full_response = false;
   RateLimitMode rate_limit_mode = RateLimitMode::fallback;
+  bool ignore_health = false;  ///< panic pass: every target was open, try them anyway
 };
 
 class StrategyState {

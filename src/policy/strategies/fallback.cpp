@@ -28,6 +28,7 @@ class FallbackStrategy final : public Strategy {
   Nanos total{0};
   Backoff backoff;
   RateLimitMode mode = RateLimitMode::fallback;
+  bool panic = true;  ///< on_all_open: "try_anyway" (true) or "fail"
 
   std::string_view name() const noexcept override { return "fallback"; }
   std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
@@ -67,6 +68,7 @@ class FallbackState final : public StrategyState {
         Error err = o.error;
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
         child_.reset();
+        if (skipped && o.error.message.find("breaker") == std::string::npos) skipped_only_breakers_ = false;
         if (!skipped) {
           last_error_ = err;
           have_error_ = true;
@@ -103,6 +105,15 @@ class FallbackState final : public StrategyState {
           e.message = "all " + std::to_string(spec_.entries.size()) + " fallback targets failed; last: " +
                       (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
           return end(s, e, "");
+        }
+        if (spec_.panic && !panic_ && skipped_only_breakers_ && now < limit) {
+          // Every target is open: trying them anyway beats failing everything (Envoy's panic
+          // threshold). Their breakers still learn from the outcomes.
+          panic_ = true;
+          args_.ignore_health = true;
+          index_ = 0;
+          s.notes.push_back("all targets open: panic mode, trying anyway");
+          continue;
         }
         Error e;
         e.kind = ErrorKind::no_route;
@@ -163,6 +174,8 @@ class FallbackState final : public StrategyState {
   Instant wake_at_{};
   Error last_error_;
   bool have_error_ = false;
+  bool panic_ = false;
+  bool skipped_only_breakers_ = true;
   std::string why_;
 };
 
@@ -183,7 +196,8 @@ std::uint32_t default_retry_mask() noexcept {
 Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::string& path, const PolicyResolver& r) {
   if (auto o = require_object(cfg, path); !o) return std::unexpected(o.error());
   if (auto k = check_keys(cfg, path,
-                          {"strategy", "attempts", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries"});
+                          {"strategy", "attempts", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries",
+                           "on_all_open"});
       !k)
     return std::unexpected(k.error());
   auto f = std::make_unique<FallbackStrategy>();
@@ -196,6 +210,11 @@ Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::s
   auto mode = read_rate_limit_mode(cfg, path);
   if (!mode) return std::unexpected(mode.error());
   f->mode = *mode;
+  auto all_open = read_string(cfg, "on_all_open", path, "try_anyway");
+  if (!all_open) return std::unexpected(all_open.error());
+  if (*all_open != "try_anyway" && *all_open != "fail")
+    return fail(ErrorKind::invalid_config, "on_all_open must be \"try_anyway\" or \"fail\"", path_key(path, "on_all_open"));
+  f->panic = *all_open == "try_anyway";
   int default_retries = 0;
   if (auto it = cfg.find("retries"); it != cfg.end()) {
     if (!it->is_number_integer() || it->get<long long>() < 0 || it->get<long long>() > 10)

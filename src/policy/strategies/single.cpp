@@ -28,7 +28,7 @@ class TargetState final : public StrategyState {
     }
     Instant limit = std::min(args_.node_deadline, s.deadline);
     if (now >= limit) return fail_now(ErrorKind::timeout, "no time left to try " + spec_.target().model, false);
-    TargetStats st = s.stats(spec_.key(), now);
+    TargetStats st = args_.ignore_health ? TargetStats{} : s.stats(spec_.key(), now);
     if (!st.admits) {
       if (st.breaker != BreakerState::closed) {
         std::string why = "skipped " + spec_.target().model + ": breaker " + std::string(to_string(st.breaker));
@@ -57,9 +57,10 @@ class TargetState final : public StrategyState {
         }
       }
     }
-    if (s.in.health && !s.in.health->admit(spec_.key(), now)) {
-      std::string why = "skipped " + spec_.target().model + ": not admitted (" +
-                        (st.breaker == BreakerState::half_open ? "half-open probe already out" : "ramp or token bucket") + ")";
+    if (!args_.ignore_health && s.in.health && !s.in.health->admit(spec_.key(), now)) {
+      std::string why = "skipped " + spec_.target().model + ": " +
+                        (st.breaker == BreakerState::half_open ? "breaker half_open, probe already out"
+                                                               : "not admitted (breaker ramp or token bucket)");
       return skip(s, std::move(why));
     }
     const AttemptPlan& p = s.make_attempt(spec_.target(), spec_.model(), spec_.timeout(), now, args_.node_deadline,
