@@ -26,13 +26,13 @@ class TraceStore;
 // ---- Tracer -----------------------------------------------------------------------------------
 
 struct TracerOptions {
-  std::string path;                        ///< SQLite file; "" or ":memory:" -> in-memory store
+  std::string path{};                      ///< SQLite file; "" or ":memory:" -> in-memory store
   std::size_t queue_capacity = 65536;      ///< rounded up to a power of two
   std::size_t batch_size = 512;            ///< traces per SQLite transaction
   Millis flush_interval{200};              ///< the writer wakes at least this often
   bool capture_bodies = false;             ///< keep request/response bodies (off by default)
   std::size_t body_cap_bytes = 16 * 1024;  ///< bodies longer than this are cut (marked)
-  std::vector<std::string> redact_fields;  ///< JSON keys whose values become "[redacted]"
+  std::vector<std::string> redact_fields{};  ///< JSON keys whose values become "[redacted]"
   int retention_days = 0;                  ///< 0 = keep forever
   Millis busy_timeout{250};                ///< how long a batch write waits on a locked file
   int write_retries = 3;                   ///< failed batch retried this often, then dropped
@@ -88,15 +88,15 @@ std::string prepare_body(std::string_view body, const std::vector<std::string>& 
 
 /// Filters for TraceStore::query. Empty strings / nullopt mean "any". All set filters must match.
 struct TraceQuery {
-  std::optional<WallTime> since;  ///< inclusive
-  std::optional<WallTime> until;  ///< exclusive
-  std::vector<std::pair<std::string, std::string>> tags;  ///< every k=v must be on the trace
-  std::string end_user;
-  std::string project;
-  std::string config;
-  std::string model;     ///< any attempt used this model
-  std::string provider;  ///< any attempt went to this provider
-  std::optional<bool> ok;
+  std::optional<WallTime> since{};  ///< inclusive
+  std::optional<WallTime> until{};  ///< exclusive
+  std::vector<std::pair<std::string, std::string>> tags{};  ///< every k=v must be on the trace
+  std::string end_user{};
+  std::string project{};
+  std::string config{};
+  std::string model{};   ///< any attempt used this model
+  std::string provider{};  ///< any attempt went to this provider
+  std::optional<bool> ok{};
   std::size_t limit = 100;  ///< 0 = no limit
   bool newest_first = true;
 };

@@ -134,6 +134,7 @@ struct Tracer::Impl {
   std::string last_error;
 
   std::thread writer;
+  Instant last_retention{};  // set at open, when retention was first applied; writer-only after
 
   Impl(TracerOptions o, const Clock& c, std::shared_ptr<TraceStore> s)
       : opts(std::move(o)), clock(c), store(std::move(s)), ring(opts.queue_capacity) {}
@@ -160,7 +161,6 @@ void Tracer::Impl::run() {
   batch.reserve(opts.batch_size);
   int failures = 0;
   std::uint64_t dropped_persisted = 0, errors_persisted = 0;
-  Instant last_retention = clock.now();
   const std::size_t batch_size = std::max<std::size_t>(opts.batch_size, 1);
 
   for (;;) {
@@ -176,6 +176,16 @@ void Tracer::Impl::run() {
       });
       stopping = stop;
       flushing = flush_target > processed.load();
+    }
+
+    // Retention runs before the batch, so traces written this round were judged on the
+    // same clock reading (and flush() callers see it applied).
+    if (opts.retention_days > 0 && clock.now() - last_retention >= std::chrono::hours{1}) {
+      last_retention = clock.now();
+      if (auto r = store->apply_retention(opts.retention_days, clock.wall_now()); !r) {
+        std::lock_guard lk(mu);
+        last_error = r.error().describe();
+      }
     }
 
     // Everything claimed before this point gets handled in this round (a claimed slot is
@@ -261,14 +271,6 @@ void Tracer::Impl::run() {
       }
     }
 
-    if (opts.retention_days > 0 && clock.now() - last_retention >= std::chrono::hours{1}) {
-      last_retention = clock.now();
-      if (auto r = store->apply_retention(opts.retention_days, clock.wall_now()); !r) {
-        std::lock_guard lk(mu);
-        last_error = r.error().describe();
-      }
-    }
-
     {
       std::lock_guard lk(mu);
       done.notify_all();
@@ -289,6 +291,7 @@ Result<std::unique_ptr<Tracer>> Tracer::open(TracerOptions opts, const Clock& cl
   }
   auto impl = std::make_unique<Impl>(std::move(opts), clock, std::move(*store));
   Impl* raw = impl.get();
+  raw->last_retention = clock.now();
   raw->writer = std::thread([raw] { raw->run(); });
   return std::unique_ptr<Tracer>(new Tracer(std::move(impl)));
 }

@@ -1,0 +1,245 @@
+// Tracer: concurrent submitters, the drop policy and its counters, flush and shutdown, body
+// capture/redaction, secret scrubbing, and staying up when the file is locked.
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include <thread>
+
+#include "unit-trace-support.hpp"
+
+using namespace trace_test;
+
+namespace {
+DecisionTrace simple(const std::string& id, WallTime t = base_time()) {
+  return make_trace(id, t, {{"gpt-4o-mini", "openai", true, "ok", 20ms, 0.001, 0.002, 10, 5}}, "acme", "u1",
+                    {{"env", "prod"}});
+}
+}  // namespace
+
+TEST_CASE("Tracer: traces from concurrent threads are all written or counted as dropped") {
+  TempDb db("tracer-concurrent");
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 3000;
+  TracerStats final_stats;
+  {
+    auto tracer = Tracer::open(TracerOptions{.path = db.path, .queue_capacity = 1024, .batch_size = 256,
+                                             .flush_interval = Millis{5}},
+                               SteadyClock::instance());
+    REQUIRE(tracer);
+    std::vector<std::thread> threads;
+    std::atomic<std::uint64_t> accepted{0};
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i)
+          if ((*tracer)->submit(simple("req_" + std::to_string(t) + "_" + std::to_string(i)))) ++accepted;
+      });
+    for (auto& th : threads) th.join();
+    (*tracer)->flush();
+    final_stats = (*tracer)->stats();
+    CHECK(final_stats.submitted == kThreads * kPerThread);
+    CHECK(final_stats.written + final_stats.dropped == final_stats.submitted);
+    CHECK(final_stats.written == accepted.load());
+    CHECK(final_stats.queued == 0);
+    CHECK(final_stats.write_errors == 0);
+    auto n = (*tracer)->store()->count(TraceQuery{});
+    REQUIRE(n);
+    CHECK(*n == final_stats.written);
+  }
+  // After shutdown the file holds every written trace and the persisted counters agree.
+  auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
+  REQUIRE(ro);
+  auto c = (*ro)->counters();
+  REQUIRE(c);
+  CHECK(c->stored == final_stats.written);
+  CHECK(c->written == final_stats.written);
+  CHECK(c->dropped == final_stats.dropped);
+}
+
+TEST_CASE("Tracer: a full queue drops the newest traces and counts them") {
+  TempDb db("tracer-full");
+  // The writer sleeps for a long interval and a batch is never full, so nothing drains while
+  // we submit: exactly the queue's capacity is accepted.
+  auto tracer = Tracer::open(TracerOptions{.path = db.path, .queue_capacity = 8, .batch_size = 1000,
+                                           .flush_interval = Millis{60'000}},
+                             SteadyClock::instance());
+  REQUIRE(tracer);
+  int accepted = 0;
+  for (int i = 0; i < 100; ++i) accepted += (*tracer)->submit(simple("r" + std::to_string(i))) ? 1 : 0;
+  CHECK(accepted == 8);
+  auto s = (*tracer)->stats();
+  CHECK(s.submitted == 100);
+  CHECK(s.dropped == 92);
+  CHECK(s.queued == 8);
+  (*tracer)->flush();
+  s = (*tracer)->stats();
+  CHECK(s.written == 8);
+  CHECK(s.queued == 0);
+  // The first eight were kept (drop newest), and the drop count reached the file.
+  auto kept = (*tracer)->store()->get("r7");
+  REQUIRE(kept);
+  CHECK(kept->has_value());
+  auto lost = (*tracer)->store()->get("r8");
+  REQUIRE(lost);
+  CHECK_FALSE(lost->has_value());
+  auto c = (*tracer)->store()->counters();
+  REQUIRE(c);
+  CHECK(c->dropped == 92);
+  CHECK(c->written == 8);
+}
+
+TEST_CASE("Tracer: destruction flushes everything still queued") {
+  TempDb db("tracer-shutdown");
+  {
+    auto tracer = Tracer::open(TracerOptions{.path = db.path, .batch_size = 64, .flush_interval = Millis{60'000}},
+                               SteadyClock::instance());
+    REQUIRE(tracer);
+    for (int i = 0; i < 500; ++i) REQUIRE((*tracer)->submit(simple("s" + std::to_string(i))));
+  }
+  auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
+  REQUIRE(ro);
+  auto n = (*ro)->count(TraceQuery{});
+  REQUIRE(n);
+  CHECK(*n == 500);
+  // And a new tracer on the same file continues where the last one stopped.
+  {
+    auto tracer = Tracer::open(TracerOptions{.path = db.path}, SteadyClock::instance());
+    REQUIRE(tracer);
+    REQUIRE((*tracer)->submit(simple("after-restart")));
+  }
+  auto again = TraceStore::open(db.path, TraceStore::Mode::read_only);
+  REQUIRE(again);
+  auto c = (*again)->counters();
+  REQUIRE(c);
+  CHECK(c->stored == 501);
+  CHECK(c->written == 501);
+}
+
+TEST_CASE("Tracer: bodies are dropped by default, and capped and redacted when captured") {
+  SUBCASE("off by default") {
+    auto tracer = Tracer::open(TracerOptions{}, SteadyClock::instance());
+    REQUIRE(tracer);
+    DecisionTrace t = simple("b1");
+    t.request_body = R"({"messages":[{"role":"user","content":"secret plans"}]})";
+    t.response_body = "hello";
+    REQUIRE((*tracer)->submit(std::move(t)));
+    (*tracer)->flush();
+    auto got = (*tracer)->store()->get("b1");
+    REQUIRE(got);
+    REQUIRE(got->has_value());
+    CHECK((*got)->request_body.empty());
+    CHECK((*got)->response_body.empty());
+  }
+  SUBCASE("captured with redaction and a cap") {
+    auto tracer = Tracer::open(TracerOptions{.capture_bodies = true, .body_cap_bytes = 80,
+                                             .redact_fields = {"password", "ssn"}},
+                               SteadyClock::instance());
+    REQUIRE(tracer);
+    DecisionTrace t = simple("b2");
+    t.request_body = R"({"user":{"name":"ann","password":"hunter2","nested":[{"ssn":"123-45-6789"}]}})";
+    t.response_body = std::string(500, 'x');
+    REQUIRE((*tracer)->submit(std::move(t)));
+    (*tracer)->flush();
+    auto got = (*tracer)->store()->get("b2");
+    REQUIRE(got);
+    REQUIRE(got->has_value());
+    const std::string& req = (*got)->request_body;
+    CHECK(req.find("hunter2") == std::string::npos);
+    CHECK(req.find("123-45-6789") == std::string::npos);
+    CHECK(req.find(R"("password":"[redacted]")") != std::string::npos);
+    CHECK(req.find(R"("name":"ann")") != std::string::npos);
+    CHECK((*got)->response_body == std::string(80, 'x') + "…[truncated 420 bytes]");
+  }
+}
+
+TEST_CASE("prepare_body: caps without splitting a UTF-8 character and survives hostile input") {
+  std::string body = "ab\xC3\xA9\xC3\xA9";  // "abéé" (6 bytes)
+  CHECK(prepare_body(body, {}, 3) == "ab…[truncated 4 bytes]");
+  CHECK(prepare_body(body, {}, 100) == body);
+  std::string deep(100000, '[');
+  CHECK(prepare_body(deep, {"k"}, 10).size() < 64);  // not JSON-parsed, only capped
+  CHECK(prepare_body("not json", {"k"}, 100) == "not json");
+}
+
+TEST_CASE("Tracer: provider keys echoed in error messages are scrubbed") {
+  auto tracer = Tracer::open(TracerOptions{}, SteadyClock::instance());
+  REQUIRE(tracer);
+  DecisionTrace t = make_trace("k1", base_time(),
+                               {{"gpt-4o", "openai", false, "auth", 5ms, 0, 0, 0, 0, 0ms,
+                                 "Incorrect API key provided: sk-proj-abcdefghijklmnopqrstuvwxyz0123"}});
+  t.error_message = "auth failed with Bearer abcdefghijklmnop1234567890";
+  REQUIRE((*tracer)->submit(std::move(t)));
+  (*tracer)->flush();
+  auto got = (*tracer)->store()->get("k1");
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK((*got)->attempts[0].error == "Incorrect API key provided: [redacted]");
+  CHECK((*got)->error_message == "auth failed with [redacted]");
+}
+
+TEST_CASE("Tracer: keeps accepting while the file is locked, counts the losses, recovers after") {
+  TempDb db("tracer-locked");
+  auto tracer = Tracer::open(TracerOptions{.path = db.path, .flush_interval = Millis{5}, .busy_timeout = Millis{10},
+                                           .write_retries = 1},
+                             SteadyClock::instance());
+  REQUIRE(tracer);
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(db.path.c_str(), &raw) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(raw, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+
+  for (int i = 0; i < 10; ++i) CHECK((*tracer)->submit(simple("l" + std::to_string(i))));
+  (*tracer)->flush();  // returns: the batch cannot be written and is counted
+  auto s = (*tracer)->stats();
+  CHECK(s.submitted == 10);
+  CHECK(s.written == 0);
+  CHECK(s.dropped == 10);
+  CHECK(s.write_errors >= 1);
+  CHECK(s.last_error.find("locked") != std::string::npos);
+
+  sqlite3_exec(raw, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close(raw);
+  for (int i = 0; i < 5; ++i) CHECK((*tracer)->submit(simple("ok" + std::to_string(i))));
+  (*tracer)->flush();
+  s = (*tracer)->stats();
+  CHECK(s.written == 5);
+  CHECK(s.written + s.dropped == s.submitted);
+  auto c = (*tracer)->store()->counters();
+  REQUIRE(c);
+  CHECK(c->written == 5);
+  CHECK(c->dropped == 10);
+  CHECK(c->write_errors == s.write_errors);
+}
+
+TEST_CASE("Tracer: retention removes old traces at open and as the clock moves") {
+  TempDb db("tracer-retention");
+  ManualClock clock(base_time());
+  {
+    auto store = TraceStore::open(db.path);
+    REQUIRE(store);
+    REQUIRE((*store)->write({simple("old", base_time() - 24h * 10), simple("new", base_time() - 1h)}));
+  }
+  auto tracer = Tracer::open(TracerOptions{.path = db.path, .flush_interval = Millis{1}, .retention_days = 3}, clock);
+  REQUIRE(tracer);
+  auto old = (*tracer)->store()->get("old");
+  REQUIRE(old);
+  CHECK_FALSE(old->has_value());
+  CHECK((*tracer)->store()->get("new")->has_value());
+
+  clock.advance(std::chrono::hours{24 * 4});  // "new" is now 4 days old
+  REQUIRE((*tracer)->submit(simple("fresh", clock.wall_now())));
+  (*tracer)->flush();  // the writer re-applies retention (hourly, on the injected clock)
+  (*tracer)->flush();
+  CHECK_FALSE((*tracer)->store()->get("new")->has_value());
+  CHECK((*tracer)->store()->get("fresh")->has_value());
+}
+
+TEST_CASE("Tracer: in-memory store is queryable through store()") {
+  auto tracer = Tracer::open(TracerOptions{.path = ":memory:"}, SteadyClock::instance());
+  REQUIRE(tracer);
+  for (int i = 0; i < 20; ++i) REQUIRE((*tracer)->submit(simple("m" + std::to_string(i))));
+  (*tracer)->flush();
+  auto spend = (*tracer)->store()->spend(SpendDimension::project, base_time() - 1h, base_time() + 1h);
+  REQUIRE(spend);
+  REQUIRE(spend->rows.size() == 1);
+  CHECK(spend->rows[0].requests == 20);
+  CHECK(spend->total.total_usd() == doctest::Approx(0.06));
+}
