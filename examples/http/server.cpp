@@ -1,0 +1,219 @@
+#include "http/server.hpp"
+
+#include <future>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace modelux::http_server {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using net::redirect_error;
+using net::use_awaitable;
+
+namespace {
+
+std::string default_error_body(int status, const std::string& message) {
+  Error e;
+  e.kind = status == 413 ? ErrorKind::bad_request : ErrorKind::bad_request;
+  e.message = message;
+  e.code = status == 413 ? "request_too_large" : "invalid_request";
+  return openai_error_json(e).dump();
+}
+
+class BeastWriter final : public ResponseWriter {
+ public:
+  BeastWriter(beast::tcp_stream& s, bool keep_alive, unsigned version)
+      : stream_(s), keep_alive_(keep_alive), version_(version) {}
+
+  net::awaitable<bool> respond(int status, std::string content_type, std::string body, Headers extra) override {
+    if (started_ || gone_) co_return false;
+    started_ = true;
+    http::response<http::string_body> res{static_cast<http::status>(status), version_};
+    res.set(http::field::server, "modelux");
+    res.set(http::field::content_type, content_type);
+    for (auto& [k, v] : extra) res.set(k, v);
+    res.body() = std::move(body);
+    res.keep_alive(keep_alive_);
+    res.prepare_payload();
+    beast::error_code ec;
+    stream_.expires_after(std::chrono::seconds(30));
+    co_await http::async_write(stream_, res, redirect_error(use_awaitable, ec));
+    done_ = true;
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  net::awaitable<bool> start_stream(int status, std::string content_type, Headers extra) override {
+    if (started_ || gone_) co_return false;
+    started_ = true;
+    streaming_ = true;
+    http::response<http::empty_body> res{static_cast<http::status>(status), version_};
+    res.set(http::field::server, "modelux");
+    res.set(http::field::content_type, content_type);
+    res.set(http::field::cache_control, "no-cache");
+    for (auto& [k, v] : extra) res.set(k, v);
+    res.chunked(true);
+    res.keep_alive(keep_alive_);
+    http::response_serializer<http::empty_body> sr{res};
+    beast::error_code ec;
+    stream_.expires_after(std::chrono::seconds(30));
+    co_await http::async_write_header(stream_, sr, redirect_error(use_awaitable, ec));
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  net::awaitable<bool> write(std::string_view piece) override {
+    if (!streaming_ || gone_) co_return false;
+    if (piece.empty()) co_return true;
+    beast::error_code ec;
+    // A client that does not read for 30 s is treated as gone (backpressure has a limit).
+    stream_.expires_after(std::chrono::seconds(30));
+    co_await net::async_write(stream_, http::make_chunk(net::const_buffer(piece.data(), piece.size())),
+                              redirect_error(use_awaitable, ec));
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  net::awaitable<bool> end_stream() override {
+    if (!streaming_ || gone_) co_return false;
+    beast::error_code ec;
+    stream_.expires_after(std::chrono::seconds(30));
+    co_await net::async_write(stream_, http::make_chunk_last(), redirect_error(use_awaitable, ec));
+    done_ = true;
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  void abort() override {
+    gone_ = true;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+  }
+  bool started() const noexcept override { return started_; }
+  bool done() const noexcept { return done_; }
+  bool gone() const noexcept { return gone_; }
+
+ private:
+  beast::tcp_stream& stream_;
+  bool keep_alive_;
+  unsigned version_;
+  bool started_ = false, streaming_ = false, done_ = false, gone_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handler) {
+  std::unique_ptr<Server> s(new Server());
+  s->opts_ = std::move(opts);
+  if (!s->opts_.error_body) s->opts_.error_body = default_error_body;
+  s->handler_ = std::move(handler);
+  beast::error_code ec;
+  auto addr = net::ip::make_address(s->opts_.host, ec);
+  if (ec) return fail(ErrorKind::invalid_config, "bad listen address '" + s->opts_.host + "'");
+  tcp::endpoint ep{addr, static_cast<unsigned short>(s->opts_.port)};
+  s->ex_ = s->opts_.executor ? *s->opts_.executor : net::any_io_executor(s->ioc_.get_executor());
+  s->acceptor_ = std::make_unique<tcp::acceptor>(net::make_strand(s->ex_));
+  s->acceptor_->open(ep.protocol(), ec);
+  if (!ec) s->acceptor_->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s->acceptor_->bind(ep, ec);
+  if (!ec) s->acceptor_->listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    return fail(ErrorKind::io, "cannot listen on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + ec.message());
+  s->port_ = s->acceptor_->local_endpoint().port();
+  net::co_spawn(s->acceptor_->get_executor(), s->accept_loop(), net::detached);
+  if (!s->opts_.executor)
+    for (int i = 0; i < std::max(1, s->opts_.threads); ++i) s->threads_.emplace_back([p = s.get()] { p->ioc_.run(); });
+  return s;
+}
+
+Server::~Server() { stop(); }
+
+void Server::stop() {
+  if (stopped_.exchange(true)) return;
+  std::promise<void> closed;
+  net::post(acceptor_->get_executor(), [this, &closed] {
+    beast::error_code ec;
+    acceptor_->close(ec);
+    closed.set_value();
+  });
+  // Own io_context: stop it. Shared executor: wait for the acceptor to close; the
+  // executor's owner stops its io_context (and so every session) afterwards.
+  if (opts_.executor) closed.get_future().wait_for(std::chrono::seconds(5));
+  else ioc_.stop();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+}
+
+net::awaitable<void> Server::accept_loop() {
+  for (;;) {
+    beast::error_code ec;
+    tcp::socket sock(net::make_strand(ex_));
+    co_await acceptor_->async_accept(sock, redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (ec == net::error::operation_aborted || !acceptor_->is_open()) co_return;
+      continue;
+    }
+    auto ex = sock.get_executor();
+    net::co_spawn(ex, session(std::move(sock)), net::detached);
+  }
+}
+
+net::awaitable<void> Server::session(tcp::socket sock) {
+  beast::tcp_stream stream(std::move(sock));
+  beast::error_code ec;
+  stream.socket().set_option(tcp::no_delay(true), ec);
+  std::string remote;
+  {
+    auto ep = stream.socket().remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string();
+  }
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(opts_.max_body_bytes);
+    parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+    stream.expires_after(opts_.read_timeout);
+    co_await http::async_read(stream, buffer, parser, redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::bad_target ||
+          ec == http::error::bad_method || ec == http::error::bad_version || ec == http::error::bad_field ||
+          ec == http::error::bad_value || ec == http::error::bad_chunk || ec == http::error::bad_content_length) {
+        int status = (ec == http::error::body_limit) ? 413 : (ec == http::error::header_limit ? 431 : 400);
+        std::string msg = ec == http::error::body_limit
+                              ? "request body exceeds the limit of " + std::to_string(opts_.max_body_bytes) + " bytes"
+                              : "malformed HTTP request: " + ec.message();
+        BeastWriter w(stream, false, 11);
+        co_await w.respond(status, "application/json", opts_.error_body(status, msg), {});
+      }
+      break;
+    }
+    auto msg = parser.release();
+    Request req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    auto q = req.target.find('?');
+    req.path = req.target.substr(0, q);
+    if (q != std::string::npos) req.query = req.target.substr(q + 1);
+    for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    req.body = std::move(msg.body());
+    req.remote = remote;
+    bool keep = msg.keep_alive();
+    BeastWriter w(stream, keep, msg.version());
+    co_await handler_(req, w);
+    if (!w.started()) co_await w.respond(500, "application/json", opts_.error_body(500, "handler wrote no response"), {});
+    if (w.gone() || !keep || !w.done()) break;
+  }
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+}  // namespace modelux::http_server

@@ -1,0 +1,94 @@
+// A small HTTP/1.1 server on Boost.Beast coroutines, shared by the proxy and the mock
+// provider. Keep-alive sessions; per-request body limit; the handler writes either a whole
+// response or a chunked stream (SSE) through a ResponseWriter.
+//
+// Threading: `threads` threads run one io_context; each connection is one coroutine on its
+// own strand, so a handler never runs concurrently with itself for one connection.
+#pragma once
+
+#include <atomic>
+#include <optional>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "modelux/wire.hpp"
+
+namespace modelux::http_server {
+
+namespace net = boost::asio;
+
+struct Request {
+  std::string method;
+  std::string target;  ///< path + query
+  std::string path;    ///< without query
+  std::string query;
+  Headers headers;
+  std::string body;
+  std::string remote;  ///< peer address
+  const std::string* header(std::string_view name) const { return find_header(headers, name); }
+};
+
+/// Writes the response: either respond() once, or start_stream() then write() pieces then
+/// end_stream(). Every call returns false once the client is gone.
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  virtual net::awaitable<bool> respond(int status, std::string content_type, std::string body, Headers extra = {}) = 0;
+  virtual net::awaitable<bool> start_stream(int status, std::string content_type, Headers extra = {}) = 0;
+  virtual net::awaitable<bool> write(std::string_view piece) = 0;
+  virtual net::awaitable<bool> end_stream() = 0;
+  /// Drops the connection without finishing the response (fault injection).
+  virtual void abort() = 0;
+  virtual bool started() const noexcept = 0;
+};
+
+using Handler = std::function<net::awaitable<void>(Request&, ResponseWriter&)>;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  ///< 0 = pick a free port
+  int threads = 1;
+  std::size_t max_body_bytes = 4 * 1024 * 1024;
+  std::size_t max_header_bytes = 64 * 1024;
+  Nanos read_timeout = std::chrono::seconds(60);
+  /// Answer for bodies over the limit / unparsable requests (status, body); JSON in OpenAI's shape by default.
+  std::function<std::string(int status, const std::string& message)> error_body;
+  /// Serve on this executor instead of an own io_context and threads (the proxy shares the
+  /// Router's io_context so a request never hops threads).
+  std::optional<net::any_io_executor> executor;
+};
+
+class Server {
+ public:
+  /// Binds and starts serving on background threads. Error when the address is taken.
+  static Result<std::unique_ptr<Server>> start(ServerOptions opts, Handler handler);
+  ~Server();
+  int port() const noexcept { return port_; }
+  /// Stops accepting, closes connections, joins threads.
+  void stop();
+  net::any_io_executor executor() const noexcept { return ex_; }
+
+ private:
+  Server() = default;
+  net::awaitable<void> accept_loop();
+  net::awaitable<void> session(net::ip::tcp::socket sock);
+  ServerOptions opts_;
+  Handler handler_;
+  net::io_context ioc_;
+  net::any_io_executor ex_;
+  std::unique_ptr<net::ip::tcp::acceptor> acceptor_;
+  std::vector<std::thread> threads_;
+  int port_ = 0;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace modelux::http_server

@@ -1,0 +1,308 @@
+#include "mock/server.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/redirect_error.hpp>
+
+#include "mock/native.hpp"
+
+namespace modelux::mock {
+
+namespace net = boost::asio;
+
+Result<Behavior> behavior_from_json(const Json& j, const Behavior& base, const std::string& path) {
+  if (!j.is_object()) return fail(ErrorKind::invalid_config, "behavior must be an object", path);
+  Behavior b = base;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const Json& v = it.value();
+    std::string p = path + "." + k;
+    auto num = [&](double& dst, double lo, double hi) -> Result<void> {
+      if (!v.is_number() || v.get<double>() < lo || v.get<double>() > hi)
+        return fail(ErrorKind::invalid_config, "'" + k + "' must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", p);
+      dst = v.get<double>();
+      return {};
+    };
+    auto integer = [&](int& dst, int lo, int hi) -> Result<void> {
+      if (!v.is_number_integer() || v.get<int>() < lo || v.get<int>() > hi)
+        return fail(ErrorKind::invalid_config, "'" + k + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", p);
+      dst = v.get<int>();
+      return {};
+    };
+    Result<void> r;
+    if (k == "latency_ms") r = num(b.latency_ms, 0, 600000);
+    else if (k == "latency_jitter_ms") r = num(b.latency_jitter_ms, 0, 600000);
+    else if (k == "ttft_ms") r = num(b.ttft_ms, 0, 600000);
+    else if (k == "chunk_interval_ms") r = num(b.chunk_interval_ms, 0, 600000);
+    else if (k == "chunks") r = integer(b.chunks, 1, 10000);
+    else if (k == "error_status") r = integer(b.error_status, 0, 599);
+    else if (k == "error_rate") r = num(b.error_rate, 0, 1);
+    else if (k == "retry_after_ms") r = num(b.retry_after_ms, -1, 3600000);
+    else if (k == "hang_rate") r = num(b.hang_rate, 0, 1);
+    else if (k == "disconnect_after_chunks") r = integer(b.disconnect_after_chunks, -1, 10000);
+    else if (k == "malformed_rate") r = num(b.malformed_rate, 0, 1);
+    else if (k == "rate_limit_requests") r = integer(b.rate_limit_requests, 0, 100000000);
+    else if (k == "rate_limit_window_ms") r = num(b.rate_limit_window_ms, 1, 3600000);
+    else if (k == "text") {
+      if (!v.is_string()) return fail(ErrorKind::invalid_config, "'text' must be a string", p);
+      b.text = v.get<std::string>();
+    } else return fail(ErrorKind::invalid_config, "unknown behavior key '" + k + "'", p);
+    if (!r) return fail(r.error());
+  }
+  return b;
+}
+
+Json to_json(const Behavior& b) {
+  return {{"latency_ms", b.latency_ms}, {"latency_jitter_ms", b.latency_jitter_ms}, {"ttft_ms", b.ttft_ms},
+          {"chunk_interval_ms", b.chunk_interval_ms}, {"chunks", b.chunks}, {"error_status", b.error_status},
+          {"error_rate", b.error_rate}, {"retry_after_ms", b.retry_after_ms}, {"hang_rate", b.hang_rate},
+          {"disconnect_after_chunks", b.disconnect_after_chunks}, {"malformed_rate", b.malformed_rate},
+          {"rate_limit_requests", b.rate_limit_requests}, {"rate_limit_window_ms", b.rate_limit_window_ms},
+          {"text", b.text}};
+}
+
+struct MockProvider::State {
+  mutable std::mutex mu;
+  Behavior defaults;
+  std::map<std::string, Behavior> models;
+  Random rng{42};
+  struct Counters {
+    std::uint64_t requests = 0, errors = 0, hangs = 0, disconnects = 0, malformed = 0, rate_limited = 0, streams = 0;
+    Instant window_start{};
+    int window_count = 0;
+  };
+  std::map<std::string, Counters> counters;
+  std::uint64_t total = 0;
+
+  Result<void> configure(const Json& doc) {
+    if (!doc.is_object()) return fail(ErrorKind::invalid_config, "mock config must be an object", "$");
+    std::lock_guard lk(mu);
+    Behavior nd = defaults;
+    if (auto d = doc.find("default"); d != doc.end()) {
+      auto b = behavior_from_json(*d, defaults, "$.default");
+      if (!b) return fail(b.error());
+      nd = *b;
+    }
+    std::map<std::string, Behavior> nm = models;
+    if (auto m = doc.find("models"); m != doc.end()) {
+      if (!m->is_object()) return fail(ErrorKind::invalid_config, "'models' must be an object", "$.models");
+      for (auto it = m->begin(); it != m->end(); ++it) {
+        if (it.value().is_null()) {
+          nm.erase(it.key());
+          continue;
+        }
+        auto b = behavior_from_json(it.value(), nd, "$.models." + it.key());
+        if (!b) return fail(b.error());
+        nm[it.key()] = *b;
+      }
+    }
+    if (auto s = doc.find("seed"); s != doc.end() && s->is_number_unsigned()) rng.reseed(s->get<std::uint64_t>());
+    defaults = nd;
+    models = std::move(nm);
+    return {};
+  }
+
+  Json config_json() const {
+    std::lock_guard lk(mu);
+    Json m = Json::object();
+    for (const auto& [k, v] : models) m[k] = to_json(v);
+    return {{"default", to_json(defaults)}, {"models", m}};
+  }
+
+  Json stats_json() const {
+    std::lock_guard lk(mu);
+    Json m = Json::object();
+    for (const auto& [k, c] : counters)
+      m[k] = {{"requests", c.requests}, {"errors", c.errors}, {"hangs", c.hangs}, {"disconnects", c.disconnects},
+              {"malformed", c.malformed}, {"rate_limited", c.rate_limited}, {"streams", c.streams}};
+    return {{"total", total}, {"models", m}};
+  }
+
+  // What to do with one request, decided under the lock so that draws are deterministic in
+  // arrival order.
+  struct Plan {
+    Behavior b;
+    enum class Kind { ok, error, hang, malformed, rate_limited } kind = Kind::ok;
+    double latency_ms = 0;
+    double rate_limit_retry_ms = 0;
+  };
+  Plan decide(const std::string& model, bool stream) {
+    std::lock_guard lk(mu);
+    Plan p;
+    auto it = models.find(model);
+    p.b = it != models.end() ? it->second : defaults;
+    auto& c = counters[model];
+    ++c.requests;
+    ++total;
+    if (stream) ++c.streams;
+    auto now = std::chrono::steady_clock::now();
+    if (p.b.rate_limit_requests > 0) {
+      auto window = std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(p.b.rate_limit_window_ms));
+      if (c.window_start == Instant{} || now - c.window_start >= window) {
+        c.window_start = now;
+        c.window_count = 0;
+      }
+      if (++c.window_count > p.b.rate_limit_requests) {
+        ++c.rate_limited;
+        p.kind = Plan::Kind::rate_limited;
+        p.rate_limit_retry_ms = std::chrono::duration<double, std::milli>(c.window_start + window - now).count();
+        return p;
+      }
+    }
+    double u1 = rng.uniform(), u2 = rng.uniform(), u3 = rng.uniform(), u4 = rng.uniform();
+    p.latency_ms = p.b.latency_ms + p.b.latency_jitter_ms * u4;
+    if (p.b.hang_rate > 0 && u1 < p.b.hang_rate) {
+      ++c.hangs;
+      p.kind = Plan::Kind::hang;
+    } else if (p.b.error_status && u2 < p.b.error_rate) {
+      ++c.errors;
+      p.kind = Plan::Kind::error;
+    } else if (p.b.malformed_rate > 0 && u3 < p.b.malformed_rate) {
+      ++c.malformed;
+      p.kind = Plan::Kind::malformed;
+    }
+    if (stream && p.kind == Plan::Kind::ok && p.b.disconnect_after_chunks >= 0) ++c.disconnects;
+    return p;
+  }
+};
+
+namespace {
+
+net::awaitable<void> sleep_ms(double ms) {
+  if (ms <= 0) co_return;
+  net::steady_timer t(co_await net::this_coro::executor);
+  t.expires_after(std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms)));
+  boost::system::error_code ec;
+  co_await t.async_wait(net::redirect_error(net::use_awaitable, ec));
+}
+
+std::string err_json(const std::string& msg) {
+  return Json{{"error", {{"message", msg}, {"type", "invalid_request_error"}, {"param", nullptr}, {"code", nullptr}}}}.dump();
+}
+
+net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server::Request& req,
+                            http_server::ResponseWriter& w) {
+  if (req.path == "/_mock/config") {
+    if (req.method == "POST") {
+      auto j = parse_json(req.body);
+      if (!j) {
+        { auto arg0_ = std::string("application/json"); auto arg1_ = err_json("config body is not valid JSON"); co_await w.respond(400, std::move(arg0_), std::move(arg1_)); }
+        co_return;
+      }
+      auto r = st->configure(*j);
+      if (!r) {
+        { auto arg0_ = std::string("application/json"); auto arg1_ = err_json(r.error().describe()); co_await w.respond(400, std::move(arg0_), std::move(arg1_)); }
+        co_return;
+      }
+    }
+    { auto arg0_ = std::string("application/json"); auto arg1_ = st->config_json().dump(); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
+    co_return;
+  }
+  if (req.path == "/_mock/stats") {
+    { auto arg0_ = std::string("application/json"); auto arg1_ = st->stats_json().dump(); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
+    co_return;
+  }
+  if (req.path == "/_mock/reset" && req.method == "POST") {
+    {
+      std::lock_guard lk(st->mu);
+      st->counters.clear();
+      st->total = 0;
+    }
+    { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{}"); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
+    co_return;
+  }
+  if (req.path == "/healthz") {
+    { auto arg0_ = std::string("text/plain"); auto arg1_ = std::string("ok\n"); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
+    co_return;
+  }
+
+  auto parsed = parse_request(req.method, req.target, req.headers, req.body);
+  if (!parsed) {
+    int status = parsed.error().kind == ErrorKind::not_found ? 404 : 400;
+    co_await w.respond(status, "application/json", err_json(parsed.error().message));
+    co_return;
+  }
+  const MockRequest& mr = *parsed;
+  auto plan = st->decide(mr.model, mr.stream);
+  using K = MockProvider::State::Plan::Kind;
+  if (plan.kind == K::rate_limited) {
+    auto r = render_error(mr.family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",
+                          Millis{static_cast<std::int64_t>(plan.rate_limit_retry_ms + 1)});
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  if (plan.kind == K::hang) {
+    // No response at all: hold the connection until the client gives up (or 10 minutes).
+    co_await sleep_ms(600000);
+    w.abort();
+    co_return;
+  }
+  co_await sleep_ms(plan.latency_ms);
+  if (plan.kind == K::error) {
+    std::optional<Millis> ra;
+    if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
+    auto r = render_error(mr.family, plan.b.error_status, "mock injected error " + std::to_string(plan.b.error_status), ra);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  ChatResponse resp = canned_response(mr, plan.b.text);
+  if (!mr.stream) {
+    if (plan.kind == K::malformed) {
+      { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{\"id\": \"broken\", \"choices\": [ {\"message\": "); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
+      co_return;
+    }
+    auto r = render_response(mr.family, resp);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  auto frames = render_stream(mr.family, resp, plan.b.chunks, mr.request.include_usage);
+  if (!co_await w.start_stream(200, std::string(stream_content_type(mr.family)))) co_return;
+  co_await sleep_ms(plan.b.ttft_ms);
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    if (plan.b.disconnect_after_chunks >= 0 && static_cast<int>(i) == plan.b.disconnect_after_chunks) {
+      w.abort();
+      co_return;
+    }
+    if (plan.kind == K::malformed && i == frames.size() / 2) {
+      co_await w.write("data: {\"choices\": [{\"delta\": {\"content\": \"tru\n\n");
+      w.abort();
+      co_return;
+    }
+    if (!co_await w.write(frames[i])) co_return;
+    if (i + 1 < frames.size()) co_await sleep_ms(plan.b.chunk_interval_ms);
+  }
+  co_await w.end_stream();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MockProvider>> MockProvider::start(MockOptions opts) {
+  std::unique_ptr<MockProvider> m(new MockProvider());
+  m->state_ = std::make_shared<State>();
+  m->state_->rng.reseed(opts.seed);
+  if (auto r = m->state_->configure(opts.config); !r) return fail(r.error());
+  http_server::ServerOptions so;
+  so.host = opts.host;
+  so.port = opts.port;
+  so.threads = opts.threads;
+  so.max_body_bytes = 32 * 1024 * 1024;
+  auto st = m->state_;
+  auto srv = http_server::Server::start(so, [st](http_server::Request& req, http_server::ResponseWriter& w) {
+    return handle(st, req, w);
+  });
+  if (!srv) return fail(srv.error());
+  m->server_ = std::move(*srv);
+  return m;
+}
+
+MockProvider::~MockProvider() { stop(); }
+int MockProvider::port() const noexcept { return server_ ? server_->port() : 0; }
+std::string MockProvider::base_url() const { return "http://127.0.0.1:" + std::to_string(port()); }
+Result<void> MockProvider::configure(const Json& doc) { return state_->configure(doc); }
+Json MockProvider::stats() const { return state_->stats_json(); }
+void MockProvider::stop() {
+  if (server_) server_->stop();
+}
+
+}  // namespace modelux::mock
