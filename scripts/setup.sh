@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs whatever modelux needs and is missing: Debian packages (apt-get, via sudo when not
+# root) and a Python venv at .venv with the Python packages. Safe and fast to run again.
+#   scripts/setup.sh            everything (build, tests, Python, fuzzers)
+#   scripts/setup.sh --minimal  only what the demo needs
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+MINIMAL=0
+[ "${1:-}" = "--minimal" ] && MINIMAL=1
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
+      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev)
+if [ $MINIMAL = 0 ]; then
+  pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ $MINIMAL = 0 ]; then
+  PY="${PYTHON:-python3}"
+  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    echo "setup: creating $ROOT/.venv"
+    "$PY" -m venv "$ROOT/.venv"
+  fi
+  # Requirements are pinned loosely; re-install only when the list changes.
+  req="$ROOT/scripts/requirements-dev.txt"
+  stamp="$ROOT/.venv/.modelux-req-stamp"
+  if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+    echo "setup: installing Python packages from scripts/requirements-dev.txt"
+    "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip
+    "$ROOT/.venv/bin/python" -m pip install -q -r "$req"
+    cp "$req" "$stamp"
+  fi
+fi
