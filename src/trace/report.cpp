@@ -22,6 +22,7 @@ std::string fmt_time(WallTime t, bool millis = true) {
 
 std::string fmt_ms(Nanos n) {
   double ms = static_cast<double>(n.count()) / 1e6;
+  if (n.count() == 0) return "0 ms";
   if (ms < 10) return fmt::format("{:.1f} ms", ms);
   return fmt::format("{:.0f} ms", ms);
 }
