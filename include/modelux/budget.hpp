@@ -25,10 +25,13 @@
 // Admission's small vectors). Persistence and Redis sync run on one background thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -83,22 +86,62 @@ struct BudgetAlert {
 
 class BudgetLedger;
 
+/// One reservation in one ledger.
+struct BudgetHold {
+  BudgetLedger* ledger = nullptr;
+  std::int64_t nusd = 0;      ///< reserved USD in nano-dollars
+  std::int64_t tokens = 0;    ///< reserved tokens (input + output estimate)
+};
+
+/// A small vector of holds: up to 4 inline (the common case: no allocation and no zeroing on
+/// the hot path).
+class BudgetHolds {
+ public:
+  BudgetHolds() noexcept {}
+  std::size_t size() const noexcept { return n_; }
+  bool empty() const noexcept { return n_ == 0; }
+  BudgetHold* begin() noexcept { return n_ <= kInline ? inline_ptr() : heap_.data(); }
+  BudgetHold* end() noexcept { return begin() + n_; }
+  const BudgetHold* begin() const noexcept { return n_ <= kInline ? inline_ptr() : heap_.data(); }
+  const BudgetHold* end() const noexcept { return begin() + n_; }
+  BudgetHold& operator[](std::size_t i) noexcept { return begin()[i]; }
+  const BudgetHold& operator[](std::size_t i) const noexcept { return begin()[i]; }
+  void push_back(const BudgetHold& h) {
+    if (n_ < kInline) {
+      new (inline_ + n_ * sizeof(BudgetHold)) BudgetHold(h);
+      ++n_;
+      return;
+    }
+    if (n_ == kInline) heap_.assign(inline_ptr(), inline_ptr() + kInline);
+    heap_.push_back(h);
+    ++n_;
+  }
+
+ private:
+  static_assert(std::is_trivially_copyable_v<BudgetHold>);
+  static constexpr std::size_t kInline = 4;
+  BudgetHold* inline_ptr() noexcept { return std::launder(reinterpret_cast<BudgetHold*>(inline_)); }
+  const BudgetHold* inline_ptr() const noexcept {
+    return std::launder(reinterpret_cast<const BudgetHold*>(inline_));
+  }
+  alignas(BudgetHold) unsigned char inline_[kInline * sizeof(BudgetHold)];
+  std::vector<BudgetHold> heap_;
+  std::size_t n_ = 0;
+};
+
 /// The result of a successful admission: a reservation to settle or release exactly once.
 /// Move-only in spirit (copying it would double-settle). Destroying an open Admission does
 /// NOT release it: the caller must say what happened (settle or release; both are cheap).
+/// It refers to the manager's ledgers and to the ModelInfo it was admitted for: both must
+/// outlive it.
 struct Admission {
-  struct Hold {
-    BudgetLedger* ledger = nullptr;
-    std::int64_t nusd = 0;      ///< reserved USD in nano-dollars
-    std::int64_t tokens = 0;    ///< reserved tokens (input + output estimate)
-  };
-  std::vector<Hold> holds;             ///< one per matching ledger
+  BudgetHolds holds;                   ///< one per matching ledger
   double reserved_usd = 0;             ///< estimated cost reserved (0 when unpriced)
   std::string downgrade_to;            ///< non-empty: a soft threshold was crossed; route here instead
   std::string downgrade_budget;        ///< which budget asked for the downgrade
   double downgrade_percent = 0;        ///< committed percent of that budget after this reservation
   bool unpriced = false;               ///< the model has no known price and every USD budget allowed it: flag it
-  std::string model;                   ///< model id as admitted ("" when unknown)
+  std::string_view model;              ///< id of the ModelInfo admitted ("" when unknown); views its id
   std::vector<BudgetAlert> alerts;     ///< alerts this admission fired (usually empty)
   bool open = false;                   ///< true until settled or released
 

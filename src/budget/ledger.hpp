@@ -8,6 +8,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "budget/window.hpp"
 #include "modelux/budget.hpp"
@@ -89,6 +90,8 @@ struct BudgetEntry {
   budget_detail::TimeZone tz;
   std::int64_t limit_nusd = 0;  ///< when spec.limit_usd
   std::int64_t bucket_ms = 0;   ///< rolling only
+  std::int64_t soft_nusd = -1;  ///< committed spend at which to ask for a downgrade (-1: never)
+  std::vector<std::int64_t> alert_nusd;  ///< committed spend per alert threshold (same order as spec.alerts)
 };
 
 }  // namespace modelux

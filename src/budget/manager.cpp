@@ -57,10 +57,10 @@ void BudgetLedger::roll(Instant now, WallTime wall) {
   if (!periods.empty()) next_ms = std::min(next_ms, periods.front().start_ms + w + window);
   period_end = now + nanoseconds{next_ms * 1'000'000 - wall_ns};
   // Rolling windows have no "new window": a threshold re-arms once spend falls back below it.
-  if (alerts_fired && entry.limit_nusd > 0) {
-    const double pct = 100.0 * static_cast<double>(committed().nusd) / static_cast<double>(entry.limit_nusd);
-    for (std::size_t i = 0; i < s.alerts.size(); ++i)
-      if (pct < s.alerts[i]) alerts_fired &= ~(1u << i);
+  if (alerts_fired) {
+    const std::int64_t c = committed().nusd;
+    for (std::size_t i = 0; i < entry.alert_nusd.size(); ++i)
+      if (c < entry.alert_nusd[i]) alerts_fired &= ~(1u << i);
   }
 }
 
@@ -142,49 +142,53 @@ std::string scope_label_of(const BudgetLedger& l) {
   return out;
 }
 
-/// Fires every not-yet-fired threshold at or below `pct` (all <= 100 when `blocked`).
+double percent_of(std::int64_t committed, std::int64_t limit) noexcept {
+  return limit > 0 ? 100.0 * static_cast<double>(committed) / static_cast<double>(limit)
+                   : (committed > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+}
+
+/// Fires every not-yet-fired threshold reached by `committed` nano-dollars (every one <= 100%
+/// when `blocked`). Integer compares only; the percent is computed when something fires.
 /// Caller holds l.mu.
-void check_alerts(BudgetLedger& l, double pct, bool blocked, WallTime at, std::vector<BudgetAlert>& out) {
+template <class WallFn>
+void check_alerts(BudgetLedger& l, std::int64_t committed, bool blocked, WallFn&& at, std::vector<BudgetAlert>& out) {
   const BudgetSpec& s = l.entry.spec;
-  for (std::size_t i = 0; i < s.alerts.size(); ++i) {
+  const auto& th = l.entry.alert_nusd;
+  for (std::size_t i = 0; i < th.size(); ++i) {
     const std::uint32_t bit = 1u << i;
     if (l.alerts_fired & bit) continue;
-    if (pct >= s.alerts[i] || (blocked && s.alerts[i] <= 100)) {
+    if (committed >= th[i] || (blocked && s.alerts[i] <= 100)) {
       l.alerts_fired |= bit;
       BudgetAlert a;
       a.budget = s.name;
       a.scope = scope_label_of(l);
       a.window = l.window_label();
       a.threshold = s.alerts[i];
-      a.percent = pct;
+      a.percent = percent_of(committed, l.entry.limit_nusd);
       a.limit_usd = s.limit_usd.value_or(0);
-      a.spent_usd = from_nusd(l.committed().nusd);
-      a.at = at;
+      a.spent_usd = from_nusd(committed);
+      a.at = at();
       out.push_back(std::move(a));
     }
   }
 }
 
-double percent_of(std::int64_t committed, std::int64_t limit) noexcept {
-  return limit > 0 ? 100.0 * static_cast<double>(committed) / static_cast<double>(limit)
-                   : (committed > 0 ? std::numeric_limits<double>::infinity() : 0.0);
-}
 
 /// Locks a small set of ledgers in address order; unlocks on destruction.
 class LedgerLocks {
  public:
-  explicit LedgerLocks(std::vector<Admission::Hold>& holds) : holds_(holds) {
+  explicit LedgerLocks(BudgetHolds& holds) : holds_(holds) {
     std::sort(holds_.begin(), holds_.end(), [](const auto& a, const auto& b) { return a.ledger < b.ledger; });
     for (auto& h : holds_) h.ledger->mu.lock();
   }
   ~LedgerLocks() {
-    for (auto it = holds_.rbegin(); it != holds_.rend(); ++it) it->ledger->mu.unlock();
+    for (auto* it = holds_.end(); it != holds_.begin();) (--it)->ledger->mu.unlock();
   }
   LedgerLocks(const LedgerLocks&) = delete;
   LedgerLocks& operator=(const LedgerLocks&) = delete;
 
  private:
-  std::vector<Admission::Hold>& holds_;
+  BudgetHolds& holds_;
 };
 
 }  // namespace
@@ -209,7 +213,7 @@ std::vector<std::string> Admission::actions() const {
     out.push_back(fmt::format("reserved {} on {}/{} ({})", money(from_nusd(h.nusd)), scope_label_of(*h.ledger),
                               to_string(h.ledger->entry.spec.window), h.ledger->entry.spec.name));
   }
-  if (unpriced) out.push_back(fmt::format("unpriced model '{}' allowed and flagged", model));
+  if (unpriced) out.push_back(fmt::format("unpriced model '{}' allowed and flagged", model.empty() ? std::string_view("(unknown)") : model));
   if (!downgrade_to.empty())
     out.push_back(fmt::format("downgrade to {} at {:.0f}% ({})", downgrade_to, downgrade_percent, downgrade_budget));
   for (const auto& a : alerts) out.push_back("alert: " + a.message());
@@ -293,7 +297,13 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
     auto tz = budget_detail::TimeZone::parse(slot->entry.spec.timezone);
     if (!tz) return fail(tz.error());
     slot->entry.tz = std::move(*tz);
-    if (slot->entry.spec.limit_usd) slot->entry.limit_nusd = to_nusd(*slot->entry.spec.limit_usd);
+    if (const auto& lim = slot->entry.spec.limit_usd) {
+      BudgetEntry& e = slot->entry;
+      e.limit_nusd = to_nusd(*lim);
+      if (e.spec.soft_percent && !e.spec.downgrade_to.empty()) e.soft_nusd = to_nusd(*lim * *e.spec.soft_percent / 100);
+      if (e.limit_nusd > 0)
+        for (double pct : e.spec.alerts) e.alert_nusd.push_back(to_nusd(*lim * pct / 100));
+    }
     if (slot->entry.spec.window == BudgetWindowKind::rolling)
       slot->entry.bucket_ms = std::max<std::int64_t>(1, slot->entry.spec.window_s * 1000 / kRollingBuckets);
     if (!slot->wildcard()) {
@@ -338,23 +348,30 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
   const bool priced = model && model->priced;
   if (model) a.model = model->id;
   const std::int64_t est_tokens = std::max<std::int64_t>(0, est_input_tokens) + std::max<std::int64_t>(0, est_output_tokens);
+  // Price per token is per_m / 1e6 USD = per_m * 1e3 nano-dollars: no division on the hot path.
   const std::int64_t est_nusd =
-      priced ? to_nusd(estimate_cost_usd(model, est_input_tokens, est_output_tokens).value_or(0)) : 0;
+      priced ? round_i64(static_cast<double>(std::max<std::int64_t>(0, est_input_tokens)) * model->input_per_m * 1e3 +
+                         static_cast<double>(std::max<std::int64_t>(0, est_output_tokens)) * model->output_per_m * 1e3)
+             : 0;
   const bool zero_cost = priced && est_nusd == 0;
 
   for (auto& slot : I.slots) {
     const std::string* v = scope_value_of(slot->entry.spec, ctx);
     if (!v) continue;
-    if (a.holds.empty()) a.holds.reserve(I.slots.size());
-    a.holds.push_back(Admission::Hold{I.ledger_for(*slot, *v), est_nusd, est_tokens});
+    a.holds.push_back(BudgetHold{I.ledger_for(*slot, *v), est_nusd, est_tokens});
   }
   if (a.holds.empty()) {
     a.reserved_usd = from_nusd(est_nusd);
     return a;
   }
 
+  // Why a request was refused: recorded under the lock, formatted after it is released.
+  enum class Why : std::uint8_t { none, unpriced, usd, tokens, requests };
+  Why why = Why::none;
+  const BudgetLedger* why_ledger = nullptr;
+  BudgetTotals why_committed;
+  std::int64_t why_period_ms = 0;
   std::vector<BudgetAlert> fired;
-  std::optional<Error> blocked;
   {
     LedgerLocks locks(a.holds);
     for (auto& h : a.holds) {
@@ -362,58 +379,76 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
       if (now >= l.period_end || !l.rolled_once) l.roll(now, I.wall_of(now));
       const BudgetSpec& s = l.entry.spec;
       const BudgetTotals c = l.committed();
-      auto block = [&](std::string why) {
-        Error e;
-        e.kind = ErrorKind::budget_exceeded;
-        e.code = "budget_exceeded";
-        e.message = fmt::format("budget '{}' ({}, {} window{}) blocks this request: {}", s.name, scope_label_of(l),
-                                to_string(s.window), l.periods.empty() ? "" : ", " + l.window_label(), why);
-        blocked = std::move(e);
-      };
       if (s.limit_usd) {
         if (!priced) {
-          if (s.unknown_price == UnknownPricePolicy::block) {
-            block(fmt::format("model '{}' has no known price and the budget's unknown_price policy is block",
-                              model ? model->id : std::string("(unknown)")));
-            break;
-          }
-          a.unpriced = true;
+          if (s.unknown_price == UnknownPricePolicy::block) why = Why::unpriced;
+          else a.unpriced = true;
         } else if (!zero_cost && c.nusd + est_nusd > l.entry.limit_nusd) {
-          block(fmt::format("{} committed + {} estimated exceeds the {} limit", money(from_nusd(c.nusd)),
-                            money(from_nusd(est_nusd)), money(*s.limit_usd)));
-          check_alerts(l, percent_of(c.nusd, l.entry.limit_nusd), true, I.wall_of(now), fired);
-          break;
+          why = Why::usd;
+          check_alerts(l, c.nusd, true, [&] { return I.wall_of(now); }, fired);
         }
       }
-      if (s.limit_tokens && c.tokens + est_tokens > *s.limit_tokens) {
-        block(fmt::format("{} tokens committed + {} estimated exceeds the {} token limit", c.tokens, est_tokens,
-                          *s.limit_tokens));
-        break;
-      }
-      if (s.limit_requests && c.requests + 1 > *s.limit_requests) {
-        block(fmt::format("{} requests reached the {} request limit", c.requests, *s.limit_requests));
+      if (why == Why::none && s.limit_tokens && c.tokens + est_tokens > *s.limit_tokens) why = Why::tokens;
+      if (why == Why::none && s.limit_requests && c.requests + 1 > *s.limit_requests) why = Why::requests;
+      if (why != Why::none) {
+        why_ledger = &l;
+        why_committed = c;
+        why_period_ms = l.periods.empty() ? 0 : l.periods.back().start_ms;
         break;
       }
     }
-    if (!blocked) {
+    if (why == Why::none) {
       for (auto& h : a.holds) {
         BudgetLedger& l = *h.ledger;
         l.reserved += BudgetTotals{h.nusd, h.tokens, 1};
         if (l.entry.limit_nusd <= 0) continue;
-        const double pct = percent_of(l.committed().nusd, l.entry.limit_nusd);
         const BudgetSpec& s = l.entry.spec;
-        if (s.soft_percent && pct >= *s.soft_percent && !s.downgrade_to.empty() && a.downgrade_to.empty() &&
+        const std::int64_t committed = l.committed().nusd;
+        if (l.entry.soft_nusd >= 0 && committed >= l.entry.soft_nusd && a.downgrade_to.empty() &&
             !(model && model->id == s.downgrade_to)) {
           a.downgrade_to = s.downgrade_to;
           a.downgrade_budget = s.name;
-          a.downgrade_percent = pct;
+          a.downgrade_percent = percent_of(committed, l.entry.limit_nusd);
         }
-        if (!s.alerts.empty()) check_alerts(l, pct, false, I.wall_of(now), fired);
+        if (!l.entry.alert_nusd.empty()) check_alerts(l, committed, false, [&] { return I.wall_of(now); }, fired);
       }
     }
   }
-  I.record_alerts(fired);
-  if (blocked) return fail(std::move(*blocked));
+  if (!fired.empty()) I.record_alerts(fired);
+  if (why != Why::none) {
+    const BudgetLedger& l = *why_ledger;
+    const BudgetSpec& s = l.entry.spec;
+    const BudgetTotals& c = why_committed;
+    std::string reason;
+    switch (why) {
+      case Why::unpriced:
+        reason = fmt::format("model '{}' has no known price and the budget's unknown_price policy is block",
+                             model ? model->id : std::string("(unknown)"));
+        break;
+      case Why::usd:
+        reason = fmt::format("{} committed + {} estimated exceeds the {} limit", money(from_nusd(c.nusd)),
+                             money(from_nusd(est_nusd)), money(*s.limit_usd));
+        break;
+      case Why::tokens:
+        reason = fmt::format("{} tokens committed + {} estimated exceeds the {} token limit", c.tokens, est_tokens,
+                             *s.limit_tokens);
+        break;
+      case Why::requests:
+        reason = fmt::format("{} requests reached the {} request limit", c.requests, *s.limit_requests);
+        break;
+      case Why::none: break;
+    }
+    std::string window(to_string(s.window));
+    if (s.window == BudgetWindowKind::rolling) window += fmt::format(" {}s", s.window_s);
+    else window += " from " + budget_detail::format_utc(budget_detail::SysSeconds{seconds{why_period_ms / 1000}});
+    if (s.timezone != "UTC" && s.window != BudgetWindowKind::rolling) window += " " + s.timezone;
+    Error e;
+    e.kind = ErrorKind::budget_exceeded;
+    e.code = "budget_exceeded";
+    e.message = fmt::format("budget '{}' ({}, {} window: {}) blocks this request: {}", s.name, scope_label_of(l),
+                            to_string(s.window), window, reason);
+    return fail(std::move(e));
+  }
   a.reserved_usd = from_nusd(est_nusd);
   a.alerts = std::move(fired);
   return a;
@@ -430,10 +465,10 @@ std::vector<BudgetAlert> BudgetManager::settle(Admission& a, double actual_usd, 
     l.reserved -= BudgetTotals{h.nusd, h.tokens, 1};
     if (now >= l.period_end) l.roll(now, impl_->wall_of(now));
     l.add_own(BudgetTotals{actual, usage.total(), 1});
-    if (l.entry.limit_nusd > 0 && !l.entry.spec.alerts.empty())
-      check_alerts(l, percent_of(l.committed().nusd, l.entry.limit_nusd), false, impl_->wall_of(now), fired);
+    if (!l.entry.alert_nusd.empty())
+      check_alerts(l, l.committed().nusd, false, [&] { return impl_->wall_of(now); }, fired);
   }
-  impl_->record_alerts(fired);
+  if (!fired.empty()) impl_->record_alerts(fired);
   return fired;
 }
 

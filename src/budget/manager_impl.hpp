@@ -99,7 +99,9 @@ class BudgetManager::Impl {
 };
 
 /// Nano-dollars from dollars.
-inline std::int64_t to_nusd(double usd) noexcept { return static_cast<std::int64_t>(std::llround(usd * 1e9)); }
+/// Round half away from zero, without a libm call.
+inline std::int64_t round_i64(double v) noexcept { return static_cast<std::int64_t>(v >= 0 ? v + 0.5 : v - 0.5); }
+inline std::int64_t to_nusd(double usd) noexcept { return round_i64(usd * 1e9); }
 inline double from_nusd(std::int64_t n) noexcept { return static_cast<double>(n) / 1e9; }
 
 }  // namespace modelux
