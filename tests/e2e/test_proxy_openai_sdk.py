@@ -1,0 +1,197 @@
+"""Issue #2: the official openai SDK against `modelux serve`, over real sockets.
+
+Failover through the `@production` chain (primary answers 429), streaming and not, with the
+decision trace fetched back by the request id the SDK exposes; and the proxy's error answers in
+OpenAI's format, each mapped by the SDK to its exception class.
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from e2e_support import MESSAGES, MOCK_TEXT, API_KEY, collect_stream, http_request, sse_events
+
+
+def expected_usage(messages: list[dict], text: str = MOCK_TEXT) -> tuple[int, int]:
+    """The mock's deterministic usage: ~4 characters a token (see canned_response)."""
+    chars = sum(len(m["content"]) + 4 for m in messages)
+    return max(1, chars // 4), max(1, len(text) // 4)
+
+
+def assert_failover_trace(trace: dict, stream: bool) -> None:
+    attempts = trace["attempts"]
+    assert [a["model"] for a in attempts] == ["claude-haiku-4-5", "gpt-4o-mini"], attempts
+    first, second = attempts
+    assert first["ok"] is False
+    assert first["outcome"] == "rate_limited"
+    assert first["status"] == 429
+    assert second["ok"] is True
+    assert second["outcome"] == "ok"
+    assert trace["ok"] is True
+    assert trace["served_model"] == "gpt-4o-mini"
+    assert trace["config"] == "@production"
+    assert trace["stream"] is stream
+    prompt, completion = expected_usage(MESSAGES)
+    assert trace["usage"]["prompt_tokens"] == prompt
+    assert trace["usage"]["completion_tokens"] == completion
+
+
+def test_nonstream_fails_over_from_429_and_traces_it(proxy, mock, client):
+    mock.configure({"claude-haiku-4-5": {"error_status": 429, "retry_after_ms": 2000}})
+    raw = client.chat.completions.with_raw_response.create(model="@production", messages=MESSAGES)
+    resp = raw.parse()
+    rid = raw.headers["x-request-id"]
+    assert rid and resp._request_id == rid
+    assert raw.headers["x-modelux-served-by"].endswith("gpt-4o-mini")
+
+    assert resp.choices[0].message.content == MOCK_TEXT
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.model == "gpt-4o-mini"
+    prompt, completion = expected_usage(MESSAGES)
+    assert resp.usage.prompt_tokens == prompt
+    assert resp.usage.completion_tokens == completion
+    assert resp.usage.total_tokens == prompt + completion
+
+    assert_failover_trace(proxy.trace(rid), stream=False)
+    # The primary really was asked (once: no retry configured) and really failed.
+    stats = mock.stats()["models"]
+    assert stats["claude-haiku-4-5"]["requests"] == 1
+    assert stats["claude-haiku-4-5"]["errors"] == 1
+    assert stats["gpt-4o-mini"]["requests"] == 1
+
+
+def test_stream_fails_over_from_429_with_usage_and_done(proxy, mock, client):
+    mock.configure({"claude-haiku-4-5": {"error_status": 429, "retry_after_ms": 2000}})
+    stream = client.chat.completions.create(
+        model="@production", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    rid = stream.response.headers["x-request-id"]
+    got = collect_stream(stream)
+    assert got.content == MOCK_TEXT
+    assert got.finish_reason == "stop"
+    assert got.model == "gpt-4o-mini"
+    prompt, completion = expected_usage(MESSAGES)
+    assert got.usage is not None
+    assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (prompt, completion)
+    assert got.usage.total_tokens == prompt + completion
+    assert_failover_trace(proxy.trace(rid), stream=True)
+    assert mock.stats()["models"]["gpt-4o-mini"]["streams"] == 1
+
+
+def test_stream_raw_sse_ends_with_done_and_no_usage_unless_asked(proxy, mock):
+    mock.configure({"claude-haiku-4-5": {"error_status": 429}})
+    r = proxy.chat_raw({"model": "@production", "messages": MESSAGES, "stream": True})
+    assert r.status == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.body)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert all("error" not in c for c in chunks)
+    assert "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"]) == MOCK_TEXT
+    # Without stream_options.include_usage no chunk carries usage (OpenAI's behaviour).
+    assert all(not c.get("usage") for c in chunks)
+
+
+def test_request_id_is_unique_per_request(proxy, client):
+    ids = {client.chat.completions.with_raw_response.create(model="@fast", messages=MESSAGES).headers["x-request-id"]
+           for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_malformed_json_body_is_400_in_openai_error_format(proxy):
+    r = proxy.request("POST", "/v1/chat/completions", b'{"model": "@production", "messages": [')
+    assert r.status == 400
+    body = r.json()
+    err = body["error"]
+    assert isinstance(err["message"], str) and err["message"]
+    assert err["type"] == "invalid_request_error"
+    assert "code" in err and "param" in err
+
+
+def test_schema_invalid_request_raises_bad_request(proxy, client):
+    with pytest.raises(openai.BadRequestError) as ei:
+        # messages must be an array of message objects
+        client.chat.completions.create(model="@production", messages="hello")  # type: ignore[arg-type]
+    assert ei.value.status_code == 400
+    assert ei.value.body and ei.value.body.get("type") == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="@production", messages=[{"role": "user"}])  # no content
+
+
+def test_wrong_api_key_is_401_and_authentication_error(proxy, mock):
+    bad = proxy.client(api_key="mlx-not-a-valid-key")
+    with pytest.raises(openai.AuthenticationError) as ei:
+        bad.chat.completions.create(model="@production", messages=MESSAGES)
+    assert ei.value.status_code == 401
+    r = proxy.request("POST", "/v1/chat/completions", {"model": "@production", "messages": MESSAGES}, auth=False)
+    assert r.status == 401
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    assert API_KEY not in r.text
+    # Nothing reached a provider.
+    assert mock.stats()["total"] == 0
+
+
+def test_unknown_model_and_unknown_slug_are_404_not_found(proxy, client, mock):
+    with pytest.raises(openai.NotFoundError) as ei:
+        client.chat.completions.create(model="gpt-99-imaginary", messages=MESSAGES)
+    assert ei.value.status_code == 404
+    with pytest.raises(openai.NotFoundError) as ei:
+        client.chat.completions.create(model="@no-such-config", messages=MESSAGES)
+    assert ei.value.status_code == 404
+    assert "no-such-config" in str(ei.value)
+    r = proxy.chat_raw({"model": "@no-such-config", "messages": MESSAGES})
+    assert r.status == 404
+    assert r.json()["error"]["code"] == "model_not_found"
+    # Streaming asks get the same clean 404 (nothing was streamed yet).
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="@no-such-config", messages=MESSAGES, stream=True)
+    assert mock.stats()["total"] == 0
+
+
+def test_oversized_body_is_413_in_openai_error_format(start_proxy):
+    px = start_proxy(lambda c: c["server"].update(max_body_bytes=4096))
+    big = {"model": "@production", "messages": [{"role": "user", "content": "x" * 10_000}]}
+    r = px.chat_raw(big)
+    assert r.status == 413
+    err = r.json()["error"]
+    assert err["message"] and err["type"] == "invalid_request_error"
+    # The SDK sees an APIStatusError with that status (there is no dedicated 413 class).
+    with pytest.raises(openai.APIStatusError) as ei:
+        px.client().chat.completions.create(model="@production", messages=big["messages"])
+    assert ei.value.status_code == 413
+    # The server is still healthy after refusing it.
+    assert px.client().chat.completions.create(model="@fast", messages=MESSAGES).choices[0].message.content == MOCK_TEXT
+
+
+def test_models_lists_routing_configs_and_catalog_models(proxy, client):
+    ids = [m.id for m in client.models.list()]
+    assert "@production" in ids and "@fast" in ids
+    assert "gpt-4o-mini" in ids and "claude-haiku-4-5" in ids and "gemini-2.5-flash" in ids
+    # Only models whose provider is configured are listed.
+    assert not any(i.startswith("openrouter/") for i in ids)
+
+
+def test_trace_of_unknown_id_is_404(proxy):
+    r = proxy.request("GET", "/v1/traces/req_doesnotexist")
+    assert r.status == 404
+    assert r.json()["error"]["message"]
+
+
+def test_health_and_metrics_count_requests(proxy, client):
+    assert http_request(proxy.port, "GET", "/healthz").status == 200
+    before = proxy.request("GET", "/metrics").text
+    client.chat.completions.create(model="@fast", messages=MESSAGES)
+
+    def value(text: str, name: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not in metrics")
+
+    after = proxy.request("GET", "/metrics").text
+    assert value(after, "modelux_requests_total") == value(before, "modelux_requests_total") + 1
+    assert value(after, "modelux_requests_ok_total") == value(before, "modelux_requests_ok_total") + 1
