@@ -221,6 +221,11 @@ class Policy {
 /// Default total budget when a config sets none.
 inline constexpr Nanos kDefaultTotalBudget = std::chrono::seconds(60);
 
+/// Fingerprint of a request's prompt prefix (system/developer messages and the first user
+/// message, fnv1a64) for prompt-cache affinity; 0 for an empty prompt. After a successful
+/// attempt the executor may call HealthRegistry::note_prefix(fingerprint, target key).
+std::uint64_t prompt_prefix_fingerprint(const ChatRequest& req) noexcept;
+
 /// Maps a `retry_on` class name ("429", "5xx", "timeout", "connection", "overloaded",
 /// "context_length", "stream", "malformed") to whether an error of `kind` matches it.
 bool retry_class_matches(std::string_view cls, const Error& e) noexcept;

@@ -188,6 +188,26 @@ Result<Target> resolve_target(std::string_view model, const Json* provider_overr
   return t;
 }
 
+std::uint64_t prompt_prefix_fingerprint(const ChatRequest& req) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  bool any = false;
+  int users = 0;
+  for (const auto& m : req.messages) {
+    bool sys = m.role == "system" || m.role == "developer";
+    if (!sys && m.role == "user" && users++ > 0) break;
+    if (!sys && m.role != "user") break;
+    h = fnv1a64(m.role, h);
+    h = fnv1a64("\x1f", h);
+    for (const auto& p : m.content)
+      if (p.type == ContentPart::Type::text) {
+        h = fnv1a64(p.text, h);
+        any = true;
+      }
+    h = fnv1a64("\x1e", h);
+  }
+  return any ? (h ? h : 1) : 0;
+}
+
 std::string response_text(const ChatResponse& r) {
   if (r.choices.empty()) return {};
   std::string out;
@@ -375,6 +395,14 @@ void SessionCore::set_why_ended(std::uint32_t id, std::string why) {
 TargetStats SessionCore::stats(std::string_view key, Instant now) const {
   if (!in.health) return TargetStats{};
   return in.health->stats(key, now);
+}
+
+std::uint64_t SessionCore::fingerprint() {
+  if (!fp_done_) {
+    fp_ = in.request ? prompt_prefix_fingerprint(*in.request) : 0;
+    fp_done_ = true;
+  }
+  return fp_;
 }
 
 std::int64_t SessionCore::estimated_tokens() {

@@ -60,9 +60,13 @@ class SessionCore {
   TargetStats stats(std::string_view key, Instant now) const;
   /// Estimated input tokens of the request (computed once).
   std::int64_t estimated_tokens();
+  /// Prompt prefix fingerprint (computed once).
+  std::uint64_t fingerprint();
 
  private:
   std::int64_t est_tokens_ = -1;
+  std::uint64_t fp_ = 0;
+  bool fp_done_ = false;
 };
 
 /// A node's terminal outcome.

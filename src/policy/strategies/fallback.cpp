@@ -7,32 +7,15 @@ namespace modelux {
 
 namespace {
 
-struct Backoff {
-  Nanos initial = std::chrono::milliseconds(100);
-  Nanos max = std::chrono::milliseconds(2000);
-  double jitter = 0.2;
-};
-
-struct Entry {
-  std::unique_ptr<Strategy> node;
-  Nanos timeout{0};  ///< nested configs: bounds the whole sub-node (0 = none); leaves carry their own
-  int retries = 0;
-  std::string label;       ///< "claude-haiku-4-5" or "@slug"/strategy name
-  std::string why_first;   ///< "primary" / "fallback 1"
-};
-
 class FallbackStrategy final : public Strategy {
  public:
-  std::vector<Entry> entries;
-  std::uint32_t retry_mask = 0;
-  Nanos total{0};
-  Backoff backoff;
-  RateLimitMode mode = RateLimitMode::fallback;
-  bool panic = true;  ///< on_all_open: "try_anyway" (true) or "fail"
+  std::vector<ChainEntry> entries;
+  ChainOptions opts;
+  std::vector<const ChainEntry*> order;
 
   std::string_view name() const noexcept override { return "fallback"; }
   std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
-  Nanos total_budget() const noexcept override { return total; }
+  Nanos total_budget() const noexcept override { return opts.total; }
   void collect_targets(std::vector<Target>& out) const override {
     for (const auto& e : entries) e.node->collect_targets(out);
   }
@@ -45,9 +28,8 @@ class FallbackStrategy final : public Strategy {
 /// advance. Cost: O(1) per call apart from the child.
 class FallbackState final : public StrategyState {
  public:
-  FallbackState(const FallbackStrategy& spec, const StartArgs& a) : spec_(spec), args_(a) {
-    args_.node_deadline = a.node_deadline;
-  }
+  FallbackState(const ChainOptions& spec, std::vector<const ChainEntry*> order, const StartArgs& a)
+      : spec_(spec), entries_(std::move(order)), args_(a) {}
 
   Step::Kind next(SessionCore& s, Instant now, Step& step) override {
     Instant limit = std::min(args_.node_deadline, s.deadline);
@@ -64,7 +46,7 @@ class FallbackState final : public StrategyState {
           child_.reset();
           return Step::Kind::done;
         }
-        const Entry& e = spec_.entries[index_];
+        const ChainEntry& e = *entries_[index_];
         Error err = o.error;
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
         child_.reset();
@@ -99,10 +81,10 @@ class FallbackState final : public StrategyState {
         step.wake_at = wake_at_;
         return Step::Kind::wait;
       }
-      if (index_ >= spec_.entries.size()) {
+      if (index_ >= entries_.size()) {
         if (have_error_) {
           Error e = last_error_;
-          e.message = "all " + std::to_string(spec_.entries.size()) + " fallback targets failed; last: " +
+          e.message = "all " + std::to_string(entries_.size()) + " fallback targets failed; last: " +
                       (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
           return end(s, e, "");
         }
@@ -117,7 +99,7 @@ class FallbackState final : public StrategyState {
         }
         Error e;
         e.kind = ErrorKind::no_route;
-        e.message = "no target admits traffic (all " + std::to_string(spec_.entries.size()) + " skipped)";
+        e.message = "no target admits traffic (all " + std::to_string(entries_.size()) + " skipped)";
         outcome_.skipped = true;
         return end(s, e, "");
       }
@@ -125,10 +107,10 @@ class FallbackState final : public StrategyState {
         Error e;
         e.kind = ErrorKind::timeout;
         e.message = "total budget " + std::to_string(to_ms(spec_.total.count() ? spec_.total : limit - s.in.start)) +
-                    " ms exhausted before " + spec_.entries[index_].label;
+                    " ms exhausted before " + entries_[index_]->label;
         return end(s, e, "");
       }
-      const Entry& e = spec_.entries[index_];
+      const ChainEntry& e = *entries_[index_];
       StartArgs a = args_;
       a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
       a.rate_limit_mode = spec_.mode;
@@ -165,7 +147,8 @@ class FallbackState final : public StrategyState {
     return Step::Kind::failed;
   }
 
-  const FallbackStrategy& spec_;
+  const ChainOptions& spec_;
+  std::vector<const ChainEntry*> entries_;
   StartArgs args_;
   std::unique_ptr<StrategyState> child_;
   std::size_t index_ = 0;
@@ -180,10 +163,15 @@ class FallbackState final : public StrategyState {
 };
 
 std::unique_ptr<StrategyState> FallbackStrategy::start(SessionCore&, Instant, const StartArgs& a) const {
-  return std::make_unique<FallbackState>(*this, a);
+  return std::make_unique<FallbackState>(opts, order, a);
 }
 
 }  // namespace
+
+std::unique_ptr<StrategyState> start_chain(const ChainOptions& opts, std::vector<const ChainEntry*> order,
+                                           const StartArgs& a) {
+  return std::make_unique<FallbackState>(opts, std::move(order), a);
+}
 
 std::uint32_t default_retry_mask() noexcept {
   static const std::uint32_t m = [] {
@@ -191,6 +179,76 @@ std::uint32_t default_retry_mask() noexcept {
     return *read_retry_on(j, "$", 0);
   }();
   return m;
+}
+
+Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path) {
+  ChainOptions f;
+  auto total = read_ms(cfg, "total_budget_ms", path, Nanos{0});
+  if (!total) return std::unexpected(total.error());
+  f.total = *total;
+  auto mask = read_retry_on(cfg, path, default_retry_mask());
+  if (!mask) return std::unexpected(mask.error());
+  f.retry_mask = *mask;
+  auto mode = read_rate_limit_mode(cfg, path);
+  if (!mode) return std::unexpected(mode.error());
+  f.mode = *mode;
+  auto all_open = read_string(cfg, "on_all_open", path, "try_anyway");
+  if (!all_open) return std::unexpected(all_open.error());
+  if (*all_open != "try_anyway" && *all_open != "fail")
+    return fail(ErrorKind::invalid_config, "on_all_open must be \"try_anyway\" or \"fail\"", path_key(path, "on_all_open"));
+  f.panic = *all_open == "try_anyway";
+  if (auto it = cfg.find("retries"); it != cfg.end()) {
+    if (!it->is_number_integer() || it->get<long long>() < 0 || it->get<long long>() > 10)
+      return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(path, "retries"));
+    f.retries = it->get<int>();
+  }
+  if (auto it = cfg.find("backoff"); it != cfg.end()) {
+    std::string bp = path_key(path, "backoff");
+    if (auto o = require_object(*it, bp); !o) return std::unexpected(o.error());
+    if (auto k = check_keys(*it, bp, {"initial_ms", "max_ms", "jitter"}); !k) return std::unexpected(k.error());
+    auto init = read_ms(*it, "initial_ms", bp, f.backoff.initial);
+    if (!init) return std::unexpected(init.error());
+    auto mx = read_ms(*it, "max_ms", bp, std::max(f.backoff.max, *init));
+    if (!mx) return std::unexpected(mx.error());
+    if (*mx < *init) return fail(ErrorKind::invalid_config, "max_ms is below initial_ms", path_key(bp, "max_ms"));
+    auto jit = read_number(*it, "jitter", bp, 0.2, 0.0, 1.0);
+    if (!jit) return std::unexpected(jit.error());
+    f.backoff = Backoff{*init, *mx, *jit};
+  }
+  return f;
+}
+
+Result<ChainEntry> compile_chain_entry(const Json& ej, const std::string& ep, const PolicyResolver& r,
+                                       const ChainOptions& opts) {
+  ChainEntry e;
+  e.retries = opts.retries;
+  if (ej.is_object()) {
+    auto to = read_ms(ej, "timeout_ms", ep, Nanos{0});
+    if (!to) return std::unexpected(to.error());
+    if (opts.total.count() && *to > opts.total)
+      return fail(ErrorKind::invalid_config,
+                  "timeout_ms " + std::to_string(to_ms(*to)) + " is over total_budget_ms " +
+                      std::to_string(to_ms(opts.total)),
+                  path_key(ep, "timeout_ms"));
+    if (auto rt = ej.find("retries"); rt != ej.end()) {
+      if (!rt->is_number_integer() || rt->get<long long>() < 0 || rt->get<long long>() > 10)
+        return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(ep, "retries"));
+      e.retries = rt->get<int>();
+    }
+    if (!ej.contains("model")) e.timeout = *to;  // nested config: bound the whole node
+  }
+  auto node = compile_node(ej, ep, r);
+  if (!node) return std::unexpected(node.error());
+  e.node = std::move(*node);
+  if (const Target* t = e.node->only_target())
+    e.label = t->model;
+  else if (ej.is_string())
+    e.label = ej.get<std::string>();
+  else if (ej.is_object() && ej.contains("config") && ej["config"].is_string())
+    e.label = ej["config"].get<std::string>();
+  else
+    e.label = std::string(e.node->name());
+  return e;
 }
 
 Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::string& path, const PolicyResolver& r) {
@@ -201,39 +259,9 @@ Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::s
       !k)
     return std::unexpected(k.error());
   auto f = std::make_unique<FallbackStrategy>();
-  auto total = read_ms(cfg, "total_budget_ms", path, Nanos{0});
-  if (!total) return std::unexpected(total.error());
-  f->total = *total;
-  auto mask = read_retry_on(cfg, path, default_retry_mask());
-  if (!mask) return std::unexpected(mask.error());
-  f->retry_mask = *mask;
-  auto mode = read_rate_limit_mode(cfg, path);
-  if (!mode) return std::unexpected(mode.error());
-  f->mode = *mode;
-  auto all_open = read_string(cfg, "on_all_open", path, "try_anyway");
-  if (!all_open) return std::unexpected(all_open.error());
-  if (*all_open != "try_anyway" && *all_open != "fail")
-    return fail(ErrorKind::invalid_config, "on_all_open must be \"try_anyway\" or \"fail\"", path_key(path, "on_all_open"));
-  f->panic = *all_open == "try_anyway";
-  int default_retries = 0;
-  if (auto it = cfg.find("retries"); it != cfg.end()) {
-    if (!it->is_number_integer() || it->get<long long>() < 0 || it->get<long long>() > 10)
-      return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(path, "retries"));
-    default_retries = it->get<int>();
-  }
-  if (auto it = cfg.find("backoff"); it != cfg.end()) {
-    std::string bp = path_key(path, "backoff");
-    if (auto o = require_object(*it, bp); !o) return std::unexpected(o.error());
-    if (auto k = check_keys(*it, bp, {"initial_ms", "max_ms", "jitter"}); !k) return std::unexpected(k.error());
-    auto init = read_ms(*it, "initial_ms", bp, f->backoff.initial);
-    if (!init) return std::unexpected(init.error());
-    auto mx = read_ms(*it, "max_ms", bp, std::max(f->backoff.max, *init));
-    if (!mx) return std::unexpected(mx.error());
-    if (*mx < *init) return fail(ErrorKind::invalid_config, "max_ms is below initial_ms", path_key(bp, "max_ms"));
-    auto jit = read_number(*it, "jitter", bp, 0.2, 0.0, 1.0);
-    if (!jit) return std::unexpected(jit.error());
-    f->backoff = Backoff{*init, *mx, *jit};
-  }
+  auto opts = read_chain_options(cfg, path);
+  if (!opts) return std::unexpected(opts.error());
+  f->opts = *opts;
   auto at = cfg.find("attempts");
   std::string ap = path_key(path, "attempts");
   if (at == cfg.end()) return fail(ErrorKind::invalid_config, "fallback needs \"attempts\"", ap);
@@ -241,38 +269,11 @@ Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::s
   if (at->empty()) return fail(ErrorKind::invalid_config, "attempts is empty: a chain needs at least one target", ap);
   if (at->size() > 32) return fail(ErrorKind::invalid_config, "at most 32 attempts", ap);
   for (std::size_t i = 0; i < at->size(); ++i) {
-    const Json& ej = (*at)[i];
-    std::string ep = path_index(ap, i);
-    Entry e;
-    e.retries = default_retries;
-    if (ej.is_object()) {
-      auto to = read_ms(ej, "timeout_ms", ep, Nanos{0});
-      if (!to) return std::unexpected(to.error());
-      if (f->total.count() && *to > f->total)
-        return fail(ErrorKind::invalid_config,
-                    "timeout_ms " + std::to_string(to_ms(*to)) + " is over total_budget_ms " +
-                        std::to_string(to_ms(f->total)),
-                    path_key(ep, "timeout_ms"));
-      if (auto rt = ej.find("retries"); rt != ej.end()) {
-        if (!rt->is_number_integer() || rt->get<long long>() < 0 || rt->get<long long>() > 10)
-          return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(ep, "retries"));
-        e.retries = rt->get<int>();
-      }
-      if (!ej.contains("model")) e.timeout = *to;  // nested config: bound the whole node
-    }
-    auto node = compile_node(ej, ep, r);
-    if (!node) return std::unexpected(node.error());
-    e.node = std::move(*node);
-    if (const Target* t = e.node->only_target())
-      e.label = t->model;
-    else if (ej.is_string())
-      e.label = ej.get<std::string>();
-    else if (ej.is_object() && ej.contains("config") && ej["config"].is_string())
-      e.label = ej["config"].get<std::string>();
-    else
-      e.label = std::string(e.node->name()) + " #" + std::to_string(i);
-    f->entries.push_back(std::move(e));
+    auto e = compile_chain_entry((*at)[i], path_index(ap, i), r, f->opts);
+    if (!e) return std::unexpected(e.error());
+    f->entries.push_back(std::move(*e));
   }
+  for (const auto& e : f->entries) f->order.push_back(&e);
   return std::unique_ptr<Strategy>(std::move(f));
 }
 

@@ -7,6 +7,43 @@
 
 namespace modelux {
 
+/// Backoff between retries of the same entry.
+struct Backoff {
+  Nanos initial = std::chrono::milliseconds(100);
+  Nanos max = std::chrono::milliseconds(2000);
+  double jitter = 0.2;
+};
+
+/// One link of a chain.
+struct ChainEntry {
+  std::unique_ptr<Strategy> node;
+  Nanos timeout{0};  ///< nested configs: bounds the whole sub-node (0 = none); leaves carry their own
+  int retries = 0;
+  std::string label;  ///< "claude-haiku-4-5" or "@slug"/strategy name
+};
+
+/// How a chain fails over: shared by fallback, cost_optimized and latency_optimized.
+struct ChainOptions {
+  std::uint32_t retry_mask = 0;
+  Nanos total{0};
+  Backoff backoff;
+  RateLimitMode mode = RateLimitMode::fallback;
+  bool panic = true;  ///< on_all_open: "try_anyway" (true) or "fail"
+  int retries = 0;    ///< default per-entry retries
+};
+
+/// Reads retry_on, total_budget_ms, backoff, on_rate_limit, on_all_open and retries.
+Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path);
+
+/// Compiles one chain entry (model name, "@slug", {"model":..,"timeout_ms":..,"retries":..},
+/// {"config":..}, inline strategy); checks its timeout against opts.total.
+Result<ChainEntry> compile_chain_entry(const Json& ej, const std::string& ep, const PolicyResolver& r,
+                                       const ChainOptions& opts);
+
+/// Runs `order` (pointers into entries that outlive the state) as a fallback chain.
+std::unique_ptr<StrategyState> start_chain(const ChainOptions& opts, std::vector<const ChainEntry*> order,
+                                           const StartArgs& a);
+
 Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::string& path, const PolicyResolver& r);
 
 /// Default retry_on: 429, 5xx, timeout, connection.
