@@ -533,3 +533,67 @@ TEST_CASE("BudgetManager: snapshot reports every ledger") {
   CHECK(l["tokens"] == 500);
   CHECK(s["redis"]["configured"] == false);
 }
+
+// ---- time zones and calendar bounds (internal header) -------------------------------------
+#include "budget/window.hpp"
+
+namespace {
+budget_detail::SysSeconds at(int y, unsigned mo, unsigned d, int h = 0, int mi = 0) {
+  return budget_detail::SysSeconds{sys_days{year{y} / month{mo} / day{d}}} + hours(h) + minutes(mi);
+}
+}  // namespace
+
+TEST_CASE("TimeZone: fixed offsets and IANA zones") {
+  using budget_detail::TimeZone;
+  auto p = TimeZone::parse("+05:30");
+  REQUIRE(p.has_value());
+  CHECK(p->offset_at(at(2026, 1, 1)) == seconds(5 * 3600 + 1800));
+  CHECK(TimeZone::parse("-0800")->offset_at(at(2026, 1, 1)) == seconds(-8 * 3600));
+  CHECK(TimeZone::parse("UTC+01:00")->offset_at(at(2026, 1, 1)) == seconds(3600));
+  CHECK(TimeZone::parse("UTC")->offset_at(at(2026, 1, 1)) == seconds(0));
+  CHECK_FALSE(TimeZone::parse("+25:00").has_value());
+  CHECK_FALSE(TimeZone::parse("../../etc/passwd").has_value());
+  CHECK_FALSE(TimeZone::parse("Nowhere/City").has_value());
+  auto berlin = TimeZone::parse("Europe/Berlin");
+  REQUIRE(berlin.has_value());
+  CHECK(berlin->offset_at(at(2026, 1, 15)) == seconds(3600));
+  CHECK(berlin->offset_at(at(2026, 7, 1)) == seconds(7200));
+  // DST starts 2026-03-29 at 01:00 UTC.
+  CHECK(berlin->offset_at(at(2026, 3, 29, 0, 59)) == seconds(3600));
+  CHECK(berlin->offset_at(at(2026, 3, 29, 1, 0)) == seconds(7200));
+}
+
+TEST_CASE("calendar_window: days, ISO weeks and months follow the zone, DST included") {
+  using namespace budget_detail;
+  auto berlin = *TimeZone::parse("Europe/Berlin");
+  // The DST day is 23 hours long.
+  auto d = calendar_window(BudgetWindowKind::daily, berlin, at(2026, 3, 29, 12));
+  CHECK(d.start == at(2026, 3, 28, 23));
+  CHECK(d.end == at(2026, 3, 29, 22));
+  auto m = calendar_window(BudgetWindowKind::monthly, berlin, at(2026, 3, 15));
+  CHECK(m.start == at(2026, 2, 28, 23));
+  CHECK(m.end == at(2026, 3, 31, 22));
+  auto w = calendar_window(BudgetWindowKind::weekly, TimeZone::utc(), at(2026, 1, 1, 12));  // a Thursday
+  CHECK(w.start == at(2025, 12, 29));
+  CHECK(w.end == at(2026, 1, 5));
+  // Just before local midnight at -05:00 is still the previous local day.
+  auto ny = *TimeZone::parse("-05:00");
+  auto n = calendar_window(BudgetWindowKind::daily, ny, at(2026, 1, 2, 4, 59));
+  CHECK(n.start == at(2026, 1, 1, 5));
+  CHECK(format_utc(n.start) == "2026-01-01T05:00:00Z");
+}
+
+TEST_CASE("BudgetManager: a daily budget in Europe/Berlin rolls at 22:00 UTC in summer") {
+  ManualClock clock(WallTime{sys_days{year{2026} / 7 / 1}});  // wall = 2026-07-01T00:00:01Z
+  Json b = usd_budget(0.005);
+  b["timezone"] = "Europe/Berlin";
+  auto m = make(one(b), clock);
+  REQUIRE(spend_usd(*m, clock, 0.005));
+  clock.advance(hours(21) + minutes(59) + seconds(58));  // 21:59:59Z = 23:59:59 CEST
+  CHECK_FALSE(spend_usd(*m, clock, 0.001));
+  clock.advance(seconds(1));
+  CHECK(spend_usd(*m, clock, 0.005));
+  auto blocked = m->admit(ctx(), &kPaid, 1, 0, clock.now());
+  REQUIRE_FALSE(blocked.has_value());
+  CHECK(blocked.error().message.find("(project:acme, daily window from 2026-07-01T22:00:00Z Europe/Berlin)") != std::string::npos);
+}

@@ -439,14 +439,16 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
       case Why::none: break;
     }
     std::string window(to_string(s.window));
-    if (s.window == BudgetWindowKind::rolling) window += fmt::format(" {}s", s.window_s);
-    else window += " from " + budget_detail::format_utc(budget_detail::SysSeconds{seconds{why_period_ms / 1000}});
-    if (s.timezone != "UTC" && s.window != BudgetWindowKind::rolling) window += " " + s.timezone;
+    if (s.window == BudgetWindowKind::rolling) {
+      window += fmt::format(" {}s window", s.window_s);
+    } else {
+      window += " window from " + budget_detail::format_utc(budget_detail::SysSeconds{seconds{why_period_ms / 1000}});
+      if (s.timezone != "UTC") window += " " + s.timezone;
+    }
     Error e;
     e.kind = ErrorKind::budget_exceeded;
     e.code = "budget_exceeded";
-    e.message = fmt::format("budget '{}' ({}, {} window: {}) blocks this request: {}", s.name, scope_label_of(l),
-                            to_string(s.window), window, reason);
+    e.message = fmt::format("budget '{}' ({}, {}) blocks this request: {}", s.name, scope_label_of(l), window, reason);
     return fail(std::move(e));
   }
   a.reserved_usd = from_nusd(est_nusd);
