@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import openai
 import pytest
 
-from e2e_support import Mock, Proxy, ServerProcess, _start_proxy, base_config
+from e2e_support import Mock, Proxy, ServerProcess, start_proxy_process, base_config
 
 # ---------------------------------------------------------------------------- fixtures
 
@@ -35,7 +35,7 @@ def _reset_mock(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def proxy(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("proxy")
-    p = _start_proxy(base_config(mock.url, tmp / "traces.db"), tmp, "proxy")
+    p = start_proxy_process(base_config(mock.url, tmp / "traces.db"), tmp, "proxy")
     try:
         yield p
     finally:
@@ -53,7 +53,7 @@ def start_proxy(mock: Mock, tmp_path: Path) -> Iterator[Any]:
         cfg = base_config(mock.url, tmp_path / f"traces{len(started)}.db")
         if edit:
             edit(cfg)
-        p = _start_proxy(cfg, tmp_path, f"proxy{len(started)}")
+        p = start_proxy_process(cfg, tmp_path, f"proxy{len(started)}")
         started.append(p)
         return p
 

@@ -294,7 +294,7 @@ class Proxy:
         return r.json()["version"]
 
 
-def _start_proxy(config: dict, tmp: Path, name: str) -> Proxy:
+def start_proxy_process(config: dict, tmp: Path, name: str) -> Proxy:
     cfg_path = tmp / f"{name}.json"
     cfg_path.write_text(json.dumps(config, indent=2))
     proc = ServerProcess(["serve", "--config", str(cfg_path), "--port", "0"], tmp / f"{name}.log")
