@@ -1,0 +1,447 @@
+"""modelux: embeddable LLM routing — routing configs, spend caps, decision traces, failover.
+
+A thin layer over the C++ library (``modelux._core``)::
+
+    import modelux
+
+    router = modelux.Router("modelux.json")          # or a dict, or None for the defaults
+    r = router.chat("@production", [{"role": "user", "content": "hi"}], project="acme")
+    print(r.text, r.trace["decision"])
+
+    for chunk in router.stream("@production", [{"role": "user", "content": "hi"}]):
+        ...
+
+Values cross into C++ as JSON, so requests, responses, chunks and traces are plain dicts in
+the OpenAI Chat Completions shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import _core
+from ._errors import (
+    KIND_TO_EXCEPTION,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConnectionFailed,
+    InternalError,
+    InvalidConfigError,
+    ModeluxError,
+    ModeluxTimeout,
+    NoRouteError,
+    NotFoundError,
+    ProviderError,
+    RateLimitError,
+    RequestCancelled,
+    StorageError,
+    UnpricedModelError,
+)
+
+
+def _package_version() -> str:
+    # The wheel's metadata and the C++ library read the same source (CMake project VERSION);
+    # fall back to the library when running from a build tree without metadata.
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("modelux")
+        except PackageNotFoundError:
+            return _core.version()
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return _core.version()
+
+
+__version__: str = _package_version()
+
+__all__ = [
+    "__version__",
+    "catalog",
+    "cost",
+    "Router",
+    "ChatCompletion",
+    "ChatStream",
+    "Simulator",
+    "ModeluxError",
+    "InvalidConfigError",
+    "BadRequestError",
+    "NotFoundError",
+    "UnpricedModelError",
+    "AuthenticationError",
+    "RateLimitError",
+    "ProviderError",
+    "ModeluxTimeout",
+    "ConnectionFailed",
+    "BudgetExceededError",
+    "NoRouteError",
+    "RequestCancelled",
+    "StorageError",
+    "InternalError",
+    "KIND_TO_EXCEPTION",
+]
+
+ConfigSource = Union[str, "os.PathLike[str]", Mapping[str, Any], None]
+
+_catalog_cache: Optional[Dict[str, Any]] = None
+
+
+def _builtin_catalog() -> Dict[str, Any]:
+    global _catalog_cache
+    if _catalog_cache is None:
+        _catalog_cache = json.loads(_core.catalog_json())
+    return _catalog_cache
+
+
+def catalog() -> List[Dict[str, Any]]:
+    """The built-in model catalog: one dict per model with ``id``, ``provider``, ``upstream``,
+    ``priced``, prices in USD per 1M tokens (``input_per_m``, ``output_per_m``,
+    ``cached_input_per_m``, ``cache_write_per_m``; None when unpriced), ``context_window``,
+    ``max_output``, ``quality_tier`` (1..5) and ``source``. A fresh copy on every call."""
+    return json.loads(json.dumps(_builtin_catalog()["models"]))
+
+
+def providers() -> List[Dict[str, Any]]:
+    """The built-in catalog's providers (``name``, ``family``, ``base_url``, ``auth_style``, ``key_env``)."""
+    return json.loads(json.dumps(_builtin_catalog()["providers"]))
+
+
+def cost(
+    model: str,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> float:
+    """USD cost of one call at the built-in catalog's list prices. ``prompt_tokens`` counts all
+    input tokens; ``cached_tokens`` of them are billed at the cached rate and
+    ``cache_write_tokens`` at the cache-write rate. Raises :class:`NotFoundError` for an unknown
+    model and :class:`UnpricedModelError` when the catalog has no price for it."""
+    return _core.cost(model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
+
+
+def _context_json(
+    project: Optional[str],
+    end_user: Optional[str],
+    org: Optional[str],
+    tags: Optional[Mapping[str, str]],
+    request_id: Optional[str],
+    api_key_id: Optional[str],
+) -> str:
+    ctx: Dict[str, Any] = {}
+    for key, value in (
+        ("project", project),
+        ("end_user", end_user),
+        ("org", org),
+        ("request_id", request_id),
+        ("api_key_id", api_key_id),
+    ):
+        if value is not None:
+            ctx[key] = value
+    if tags is not None:
+        ctx["tags"] = dict(tags)
+    return json.dumps(ctx)
+
+
+def _request_json(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
+    if "model" in params or "messages" in params:
+        raise TypeError("pass model and messages positionally, not in **params")
+    body: Dict[str, Any] = {"model": model, "messages": list(messages)}
+    body.update(params)
+    return json.dumps(body)
+
+
+class ChatCompletion(Dict[str, Any]):
+    """A chat completion in the OpenAI shape (a dict) plus its decision trace in ``.trace``."""
+
+    trace: Dict[str, Any]
+
+    def __init__(self, body: Mapping[str, Any], trace: Dict[str, Any]) -> None:
+        super().__init__(body)
+        self.trace = trace
+
+    @property
+    def text(self) -> str:
+        """Text of the first choice ("" when there is none)."""
+        choices = self.get("choices") or []
+        if not choices:
+            return ""
+        content = choices[0].get("message", {}).get("content")
+        return content if isinstance(content, str) else ""
+
+    @property
+    def served_model(self) -> str:
+        """The catalog model that answered (from the trace)."""
+        return str(self.trace.get("served_model", ""))
+
+    @property
+    def served_provider(self) -> str:
+        return str(self.trace.get("served_provider", ""))
+
+
+class ChatStream(Iterator[Dict[str, Any]]):
+    """Iterator of ``chat.completion.chunk`` dicts. The request runs on the router's I/O
+    threads; chunks wait in a small bounded queue (a slow consumer slows its own upstream).
+
+    ``close()`` (also on ``with``-exit, ``del`` and Ctrl-C during iteration) cancels: the router
+    stops reading the upstream at its next chunk and traces the cancellation. An error after
+    the last chunk is raised from ``next()``. ``trace`` is available once the request finished
+    (see ``wait()``)."""
+
+    def __init__(self, native: "_core.ChatStream") -> None:
+        self._native = native
+
+    def __iter__(self) -> "ChatStream":
+        return self
+
+    def __next__(self) -> Dict[str, Any]:
+        try:
+            text = self._native.__next__()
+        except KeyboardInterrupt:
+            self._native.close()
+            raise
+        return json.loads(text)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Cancels the request (if still running). Returns at once; see :meth:`wait`."""
+        self._native.close()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Blocks until the request finished (served, failed, or abandoned after close()).
+        Returns False if ``timeout`` seconds passed first."""
+        return self._native.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._native.finished
+
+    @property
+    def cancelled(self) -> bool:
+        """True once close() was called or the iteration was interrupted."""
+        return self._native.cancelled
+
+    @property
+    def trace(self) -> Optional[Dict[str, Any]]:
+        """The DecisionTrace as a dict once the request finished, else None."""
+        t = self._native.trace_json()
+        return None if t is None else json.loads(t)
+
+    def __enter__(self) -> "ChatStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _config_args(config: ConfigSource) -> Dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, (str, os.PathLike)):
+        return {"config_path": os.fspath(config)}
+    if isinstance(config, Mapping):
+        return {"config_json": json.dumps(config)}
+    raise TypeError(f"config must be a path, a dict or None, not {type(config).__name__}")
+
+
+class Router:
+    """The modelux router: resolves ``@slug`` routing configs and catalog models, runs the
+    routing (fallbacks, timeouts, budgets, health) and records a decision trace per request.
+
+    ``config``: a path to a config file, a dict with the same content (JSON-encoded and parsed
+    by ``Config::from_json``), or None for the embedded defaults (every provider pointed at the
+    local mock provider). ``tracing=False`` skips opening the trace store.
+
+    Thread-safe: ``chat`` and ``stream`` may be called from many Python threads at once; the
+    GIL is released while a request runs."""
+
+    def __init__(
+        self,
+        config: ConfigSource = None,
+        *,
+        io_threads: int = 1,
+        seed: int = 0,
+        tracing: bool = True,
+    ) -> None:
+        self._native = _core.Router(io_threads=io_threads, seed=seed, tracing=tracing, **_config_args(config))
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """Blocking chat call. ``model`` is a catalog model or ``"@slug"``; ``params`` are Chat
+        Completions fields (``temperature``, ``max_tokens``, ``tools``...). Returns the response
+        dict with ``.trace``; raises a :class:`ModeluxError` subclass (with ``.trace``)."""
+        body, trace = self._native.chat(
+            _request_json(model, messages, params),
+            _context_json(project, end_user, org, tags, request_id, api_key_id),
+        )
+        return ChatCompletion(json.loads(body), json.loads(trace))
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Streaming chat call: an iterator of chunk dicts (``stream`` is forced on)."""
+        params = dict(params)
+        params.pop("stream", None)
+        return ChatStream(
+            self._native.stream(
+                _request_json(model, messages, params),
+                _context_json(project, end_user, org, tags, request_id, api_key_id),
+            )
+        )
+
+    def routing_configs(self) -> Dict[str, Dict[str, Any]]:
+        """Live routing configs: slug (without '@') → the config as given."""
+        out: Dict[str, Dict[str, Any]] = {}
+        for slug in self._native.routing_slugs():
+            info = self.routing_config(slug)
+            if info is not None:
+                out[slug.lstrip("@")] = info["config"]
+        return out
+
+    def routing_config(self, slug: str) -> Optional[Dict[str, Any]]:
+        """``{"slug", "version", "strategy", "config"}`` of a live routing config, or None."""
+        text = self._native.routing_config(slug)
+        return None if text is None else json.loads(text)  # type: ignore[no-any-return]
+
+    def set_routing_config(self, slug: str, config: Mapping[str, Any]) -> int:
+        """Validates, compiles and atomically swaps in a routing config; returns its new
+        version. A bad config raises :class:`InvalidConfigError` (with ``.path``) and never
+        takes traffic."""
+        return self._native.set_routing_config(slug, json.dumps(config))
+
+    def routable_models(self) -> List[str]:
+        """Catalog models whose provider is configured."""
+        return self._native.routable_models()
+
+    def catalog(self) -> List[Dict[str, Any]]:
+        """This router's catalog (built-in merged with the config's overrides)."""
+        return json.loads(self._native.catalog_json())["models"]  # type: ignore[no-any-return]
+
+    def cost(
+        self,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float:
+        """Like :func:`modelux.cost` but at this router's catalog prices."""
+        return self._native.cost(model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
+
+    def close(self) -> None:
+        """Stops the router's I/O threads (streams still running keep it alive until they end)."""
+        self._native.close()
+
+    def __enter__(self) -> "Router":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Simulator:
+    """The offline test kit: simulated providers on a virtual clock, driven through the same
+    routing session production uses. Thousands of requests run in milliseconds, deterministic
+    for a seed::
+
+        sim = modelux.Simulator()
+        sim.add_target("anthropic/claude-haiku-4-5", errors={"rate_limited": 0.3})
+        report = sim.run("@production", 1000)
+        assert report["success_rate"] > 0.99
+
+    ``config`` (path, dict or None for the embedded defaults) supplies the catalog, providers
+    and the ``@slug`` routing configs a run may refer to."""
+
+    def __init__(self, config: ConfigSource = None) -> None:
+        if isinstance(config, (str, os.PathLike)):
+            with open(os.fspath(config), encoding="utf-8") as f:
+                config = json.load(f)
+        self._native = _core.Simulator(None if config is None else json.dumps(config))
+
+    def add_target(
+        self,
+        key: str,
+        *,
+        latency: Union[float, Mapping[str, float], None] = None,
+        errors: Optional[Mapping[str, float]] = None,
+        hang_probability: float = 0.0,
+        degraded: Optional[Sequence[Mapping[str, Any]]] = None,
+        answers: Optional[Mapping[str, float]] = None,
+        finish_reason: Optional[str] = None,
+        completion_tokens: Optional[int] = None,
+        retry_after_ms: Optional[float] = None,
+    ) -> None:
+        """Adds or replaces the simulated target ``"provider/model"``.
+
+        ``latency``: median ms, or ``{"median_ms", "sigma", "min_ms", "max_ms"}`` (log-normal).
+        ``errors``: ErrorKind name → independent failure probability.
+        ``degraded``: windows ``{"from_ms", "to_ms", "error_rate", "error", "hang_probability",
+        "latency_factor"}`` (offsets from the run's start). ``answers``: text → weight."""
+        t: Dict[str, Any] = {"key": key, "hang_probability": hang_probability}
+        for name, value in (
+            ("latency", latency),
+            ("errors", errors),
+            ("degraded", degraded),
+            ("answers", answers),
+            ("finish_reason", finish_reason),
+            ("completion_tokens", completion_tokens),
+            ("retry_after_ms", retry_after_ms),
+        ):
+            if value is not None:
+                t[name] = [dict(w) for w in value] if name == "degraded" else value
+        self._native.add_target(json.dumps(t))
+
+    def run(
+        self,
+        route: Union[str, Mapping[str, Any]],
+        requests: int,
+        *,
+        seed: int = 1,
+        interarrival_ms: float = 50.0,
+        use_health: bool = True,
+        keep_traces: bool = False,
+        end_users: int = 1000,
+        project: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Runs ``requests`` requests through ``route`` (``"@slug"``, a catalog model, or a
+        routing config dict). Returns the report: ``requests``, ``succeeded``,
+        ``success_rate``, ``p50_ms``/``p95_ms``/``p99_ms``/``max_ms``, ``cost_usd``,
+        ``failovers``, ``attempts``, ``routes`` (served target → count), ``errors`` (final
+        error kind → count), ``summary``, and with ``keep_traces`` a ``results`` list (one dict
+        per request with its ``trace``)."""
+        if requests < 0:
+            raise ValueError("requests must not be negative")
+        options: Dict[str, Any] = {
+            "seed": seed,
+            "interarrival_ms": interarrival_ms,
+            "use_health": use_health,
+            "keep_traces": keep_traces,
+            "end_users": end_users,
+        }
+        if project is not None:
+            options["project"] = project
+        text = self._native.run(json.dumps(route), requests, json.dumps(options))
+        return json.loads(text)  # type: ignore[no-any-return]

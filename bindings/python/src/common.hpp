@@ -1,0 +1,53 @@
+// Shared by the translation units of modelux._core.
+//
+// Values cross the boundary as JSON text: the pure-Python layer json-encodes dicts and decodes
+// results (both sides are C-accelerated), so the binding needs no per-type converters and the
+// Python objects have exactly the shape the C++ JSON functions define (OpenAI shape for chat,
+// DecisionTrace::to_json for traces).
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <pybind11/pybind11.h>
+
+#include "modelux/catalog.hpp"
+#include "modelux/core.hpp"
+
+namespace modelux::python {
+
+namespace py = pybind11;
+
+/// A modelux Error on its way to Python. The exception translator (module.cpp) turns it into
+/// the matching modelux.ModeluxError subclass; `trace_json` becomes the exception's `.trace`.
+class PyError : public std::runtime_error {
+ public:
+  explicit PyError(Error e, std::string trace_json = {})
+      : std::runtime_error(e.describe()), error(std::move(e)), trace_json(std::move(trace_json)) {}
+  Error error;
+  std::string trace_json;
+};
+
+/// Value or PyError.
+template <class T>
+T unwrap(Result<T> r) {
+  if (!r) throw PyError(std::move(r.error()));
+  return std::move(*r);
+}
+
+/// Parses JSON text handed over by the Python layer; a bad_request PyError when it is not JSON.
+Json parse_text(std::string_view text, std::string_view what);
+
+/// The catalog as {"as_of", "providers": [...], "models": [...]}.
+Json catalog_to_json(const Catalog& c);
+
+/// Cost in USD of one call on `model` (raises not_found / unpriced).
+double cost_usd(const Catalog& c, const std::string& model, std::int64_t prompt_tokens, std::int64_t completion_tokens,
+                std::int64_t cached_tokens, std::int64_t cache_write_tokens);
+
+void bind_router(py::module_& m);
+void bind_simulate(py::module_& m);
+
+}  // namespace modelux::python

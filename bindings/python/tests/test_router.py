@@ -1,0 +1,236 @@
+"""Router: config errors, chat and stream through `@production` against the real mock provider."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import modelux
+
+from conftest import MOCK_TEXT, MockProvider, router_config
+
+HI = [{"role": "user", "content": "Say hello"}]
+
+
+# ---- configs ------------------------------------------------------------------------------------
+
+
+def test_embedded_defaults_load_without_a_file() -> None:
+    router = modelux.Router(tracing=False)
+    configs = router.routing_configs()
+    assert configs["production"]["strategy"] == "fallback"
+    assert [a["model"] for a in configs["production"]["attempts"]] == [
+        "claude-haiku-4-5",
+        "gpt-4o-mini",
+        "gemini-2.5-flash",
+    ]
+    assert "gpt-4o-mini" in router.routable_models()
+    router.close()
+
+
+def test_unknown_model_in_routing_config_names_the_json_path() -> None:
+    cfg = router_config(None)
+    cfg["routing"]["production"]["attempts"][1]["model"] = "no-such-model"
+    with pytest.raises(modelux.InvalidConfigError) as e:
+        modelux.Router(cfg, tracing=False)
+    assert e.value.kind == "invalid_config"
+    assert e.value.path.startswith("$.routing.production.attempts[1]")
+    assert isinstance(e.value, ValueError)
+
+
+def test_config_file_type_error_names_the_json_path(tmp_path: Path) -> None:
+    cfg = router_config(None)
+    cfg["providers"]["openai"]["base_url"] = "ftp://nope"
+    with pytest.raises(modelux.InvalidConfigError) as e:
+        modelux.Router(cfg, tracing=False)
+    assert e.value.path == "$.providers.openai.base_url"
+    # The same document from a file fails the same way.
+    p = tmp_path / "modelux.json"
+    p.write_text(json.dumps(cfg), encoding="utf-8")
+    with pytest.raises(modelux.InvalidConfigError) as e2:
+        modelux.Router(str(p), tracing=False)
+    assert e2.value.path == "$.providers.openai.base_url"
+
+
+def test_config_argument_type_is_checked() -> None:
+    with pytest.raises(TypeError):
+        modelux.Router(42, tracing=False)  # type: ignore[arg-type]
+
+
+def test_set_routing_config_swaps_and_rejects_bad_configs() -> None:
+    router = modelux.Router(router_config(None), tracing=False)
+    v1 = router.set_routing_config("cheap", {"strategy": "single", "model": "gpt-4o-mini"})
+    assert router.routing_configs()["cheap"] == {"strategy": "single", "model": "gpt-4o-mini"}
+    v2 = router.set_routing_config("@cheap", {"strategy": "single", "model": "gemini-2.5-flash"})
+    assert v2 > v1
+    info = router.routing_config("cheap")
+    assert info is not None and info["version"] == v2 and info["strategy"] == "single"
+    with pytest.raises(modelux.InvalidConfigError) as e:
+        router.set_routing_config("cheap", {"strategy": "fallback", "attempts": [{"model": "gpt-4o-mini", "timeout_ms": -5}]})
+    assert e.value.path.startswith("$.attempts[0]")
+    # The bad config never took traffic: the last good version is still live.
+    info = router.routing_config("cheap")
+    assert info is not None and info["version"] == v2 and info["config"]["model"] == "gemini-2.5-flash"
+    assert router.routing_config("nope") is None
+    router.close()
+
+
+# ---- chat ---------------------------------------------------------------------------------------
+
+
+def test_chat_fails_over_on_429_and_the_trace_says_so(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"claude-haiku-4-5": {"error_status": 429}})
+    router = modelux.Router(config, tracing=False)
+    r = router.chat("@production", HI, project="acme", end_user="u-1", tags={"feature": "greet"}, max_tokens=20)
+    assert r["object"] == "chat.completion"
+    assert r.text == MOCK_TEXT
+    assert r["choices"][0]["message"]["content"] == MOCK_TEXT
+    t = r.trace
+    assert t["ok"] is True
+    assert t["config"] == "@production"
+    assert t["served_model"] == r.served_model == "gpt-4o-mini"
+    assert [a["model"] for a in t["attempts"]] == ["claude-haiku-4-5", "gpt-4o-mini"]
+    first, second = t["attempts"]
+    assert first["ok"] is False and first["outcome"] == "rate_limited" and first["status"] == 429
+    assert second["ok"] is True
+    assert t["project"] == "acme" and t["end_user"] == "u-1" and t["tags"] == {"feature": "greet"}
+    router.close()
+
+
+def test_chat_when_every_target_fails_raises_with_the_trace(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({m: {"error_status": 429, "retry_after_ms": 1500} for m in ("claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash")})
+    config["routing"]["production"]["retry_on"] = ["429", "5xx", "timeout"]
+    router = modelux.Router(config, tracing=False)
+    with pytest.raises(modelux.ModeluxError) as e:
+        router.chat("@production", HI)
+    err = e.value
+    assert isinstance(err, (modelux.RateLimitError, modelux.NoRouteError)), repr(err)
+    assert err.trace is not None
+    assert err.trace["ok"] is False
+    assert [a["status"] for a in err.trace["attempts"]] == [429, 429, 429]
+    router.close()
+
+
+def test_chat_direct_model_rate_limit_carries_status_and_retry_after(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"error_status": 429, "retry_after_ms": 2000}})
+    router = modelux.Router(config, tracing=False)
+    with pytest.raises(modelux.RateLimitError) as e:
+        router.chat("@fast", HI)
+    assert e.value.kind == "rate_limited"
+    assert e.value.status == 429
+    assert e.value.retry_after == pytest.approx(2.0)
+    router.close()
+
+
+def test_chat_bad_request_names_the_field(config: Dict[str, Any]) -> None:
+    router = modelux.Router(config, tracing=False)
+    with pytest.raises(modelux.BadRequestError) as e:
+        router.chat("@production", [{"role": "user", "content": "x"}], temperature="hot")
+    assert "temperature" in e.value.path
+    router.close()
+
+
+def test_chat_releases_the_gil(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # Two requests that each wait 300 ms upstream, from two threads, overlap.
+    mock.configure({"gpt-4o-mini": {"latency_ms": 300}})
+    router = modelux.Router(config, tracing=False, io_threads=2)
+    texts: List[str] = []
+    ticks = 0
+    done = threading.Event()
+
+    def call() -> None:
+        texts.append(router.chat("gpt-4o-mini", HI).text)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for th in threads:
+        th.start()
+    # While the calls run, this thread keeps getting the GIL.
+    while any(th.is_alive() for th in threads):
+        ticks += 1
+        time.sleep(0.005)
+    for th in threads:
+        th.join()
+    done.set()
+    assert texts == [MOCK_TEXT, MOCK_TEXT]
+    assert ticks > 10
+    router.close()
+
+
+# ---- stream -------------------------------------------------------------------------------------
+
+
+def test_stream_fails_over_before_output_and_yields_chunks(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"claude-haiku-4-5": {"error_status": 500}, "gpt-4o-mini": {"chunks": 5}})
+    router = modelux.Router(config, tracing=False)
+    stream = router.stream("@production", HI, project="acme")
+    chunks = list(stream)
+    assert len(chunks) >= 5
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"])
+    assert text == MOCK_TEXT
+    assert stream.wait(timeout=5)
+    t = stream.trace
+    assert t is not None and t["ok"] is True and t["stream"] is True
+    assert t["served_model"] == "gpt-4o-mini"
+    assert t["attempts"][0]["model"] == "claude-haiku-4-5" and t["attempts"][0]["status"] == 500
+    assert t["project"] == "acme"
+    router.close()
+
+
+def test_closing_a_stream_early_cancels_the_upstream(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # 200 chunks 50 ms apart: 10 s if read to the end.
+    mock.configure({"gpt-4o-mini": {"chunks": 200, "chunk_interval_ms": 50}})
+    router = modelux.Router(config, tracing=False)
+    started = time.monotonic()
+    with router.stream("gpt-4o-mini", HI) as stream:
+        first = next(stream)
+        assert first["object"] == "chat.completion.chunk"
+    assert stream.cancelled
+    assert stream.wait(timeout=5), "the upstream was not abandoned after close()"
+    assert time.monotonic() - started < 5
+    with pytest.raises(StopIteration):
+        next(stream)
+    t = stream.trace
+    assert t is not None and t["ok"] is False and t["error_kind"] == "cancelled"
+    router.close()
+
+
+def test_ctrl_c_while_waiting_for_a_chunk_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # The first chunk would take 10 s; Ctrl-C after 200 ms must interrupt next() promptly.
+    mock.configure({"gpt-4o-mini": {"ttft_ms": 10000}})
+    router = modelux.Router(config, tracing=False)
+    stream = router.stream("gpt-4o-mini", HI)
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 3
+    assert stream.cancelled
+    assert not stream.finished
+    router.close()
+
+
+def test_a_stream_broken_after_output_raises_instead_of_ending_cleanly(
+    mock: MockProvider, config: Dict[str, Any]
+) -> None:
+    mock.configure({"gpt-4o-mini": {"chunks": 6, "disconnect_after_chunks": 2}})
+    router = modelux.Router(config, tracing=False)
+    stream = router.stream("gpt-4o-mini", HI)
+    got: List[Dict[str, Any]] = []
+    with pytest.raises(modelux.ProviderError) as e:
+        for c in stream:
+            got.append(c)
+    assert e.value.kind == "stream_interrupted"
+    assert len(got) >= 1
+    assert e.value.trace is not None and e.value.trace["ok"] is False
+    router.close()
