@@ -249,6 +249,7 @@ struct Router::Impl {
           e.message = first_output ? "stream stalled: no data for " + ms_text(stall)
                                    : "no first token within " + ms_text(clock->now() - t0);
         if (first_output) e.kind = ErrorKind::stream_interrupted;
+        else if (e.kind == ErrorKind::stream_interrupted) e.kind = ErrorKind::connection;  // nothing reached the caller
         finish_error(std::move(e));
         r.delivered = first_output;
         break;
@@ -287,6 +288,8 @@ struct Router::Impl {
         if (first_output && e.kind != ErrorKind::stream_interrupted) {
           e.message = "stream broke after output started: " + e.message;
           e.kind = ErrorKind::stream_interrupted;
+        } else if (!first_output && e.kind == ErrorKind::stream_interrupted && e.status == 0) {
+          e.kind = ErrorKind::connection;  // the stream died before the caller saw anything: fail over
         }
         finish_error(std::move(e));
         r.delivered = first_output;
@@ -416,6 +419,7 @@ struct Router::Impl {
         if (arrived.empty()) {
           if (in_flight == 0 && step.wake_at == Instant{}) {
             session.cancel(clock->now(), "routing session stalled (internal error)");
+            session.next(clock->now());
             break;
           }
           Instant until = step.wake_at == Instant{} ? clock->now() + std::chrono::hours(24) : step.wake_at;
@@ -440,12 +444,9 @@ struct Router::Impl {
           if (!downgrade_to.empty() || sink_gone) break;
         }
         arrived.clear();
-        if (!downgrade_to.empty()) {
-          session.cancel(clock->now(), "budget downgrade");
-          break;
-        }
-        if (sink_gone) {
-          session.cancel(clock->now(), "caller went away");
+        if (!downgrade_to.empty() || sink_gone) {
+          session.cancel(clock->now(), sink_gone ? "caller went away" : "budget downgrade");
+          session.next(clock->now());  // lets the session finish as cancelled
           break;
         }
       }

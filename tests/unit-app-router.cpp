@@ -1,0 +1,172 @@
+// The executor over real sockets against the in-process mock provider.
+#include <doctest/doctest.h>
+
+#include <atomic>
+
+#include "mock/server.hpp"
+#include "modelux/router.hpp"
+
+using namespace modelux;
+
+namespace {
+
+struct Fixture {
+  std::unique_ptr<mock::MockProvider> mock;
+  std::unique_ptr<Router> router;
+
+  explicit Fixture(Json mock_config, Json routing, Json tracing = Json::object()) {
+    mock::MockOptions mo;
+    mo.config = std::move(mock_config);
+    auto m = mock::MockProvider::start(mo);
+    REQUIRE(m);
+    mock = std::move(*m);
+    std::string base = mock->base_url();
+    Json doc = {{"providers",
+                 {{"anthropic", {{"base_url", base}, {"api_key", "k-a"}}},
+                  {"openai", {{"base_url", base + "/v1"}, {"api_keys", {"k-o1", "k-o2"}}}},
+                  {"google", {{"base_url", base}, {"api_key", "k-g"}}}}},
+                {"routing", std::move(routing)},
+                {"tracing", std::move(tracing)}};
+    auto cfg = Config::from_json(doc);
+    REQUIRE(cfg);
+    RouterOptions ro;
+    ro.open_tracer = !doc["tracing"].empty();
+    auto r = Router::create(std::move(*cfg), ro);
+    REQUIRE(r);
+    router = std::move(*r);
+  }
+};
+
+Json chain(int total_budget_ms = 4000, int attempt_ms = 1500) {
+  return {{"strategy", "fallback"},
+          {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", attempt_ms}},
+                        {{"model", "gpt-4o-mini"}, {"timeout_ms", attempt_ms}},
+                        {{"model", "gemini-2.5-flash"}, {"timeout_ms", attempt_ms}}}},
+          {"retry_on", {"429", "5xx", "timeout", "connection", "malformed"}},
+          {"total_budget_ms", total_budget_ms}};
+}
+
+ChatRequest ask(std::string model, bool stream = false) {
+  ChatRequest r;
+  r.model = std::move(model);
+  r.messages.push_back(Message::user("hello"));
+  r.stream = stream;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("Executor: the fallback chain fails over on 429 across provider families") {
+  Fixture f({{"models", {{"claude-haiku-4-5", {{"error_status", 429}, {"retry_after_ms", 1000}}}}}}, {{"prod", chain()}});
+  auto c = f.router->complete(ask("@prod"), CallContext{.request_id = "", .project = "p1", .org = "", .end_user = "u1", .api_key_id = "", .tags = {}});
+  REQUIRE(c.result);
+  CHECK(c.result->text() == "Hello from the modelux mock provider.");
+  CHECK(c.served.model == "gpt-4o-mini");
+  CHECK(c.result->usage.completion_tokens > 0);
+  REQUIRE(c.trace.attempts.size() == 2);
+  CHECK(c.trace.attempts[0].outcome == "rate_limited");
+  CHECK(c.trace.attempts[0].status == 429);
+  CHECK(c.trace.attempts[1].ok);
+  CHECK(c.trace.attempts[1].cost.total() > 0);
+  CHECK(c.trace.cost.total() == doctest::Approx(c.trace.attempts[1].cost.total()));
+  CHECK(c.trace.project == "p1");
+  CHECK(c.trace.config == "@prod");
+}
+
+TEST_CASE("Executor: streams are delivered chunk by chunk, failover before the first byte is invisible") {
+  Fixture f({{"default", {{"chunks", 5}}}, {"models", {{"claude-haiku-4-5", {{"error_status", 529}}}}}}, {{"prod", chain()}});
+  std::string text;
+  int chunks = 0;
+  auto c = f.router->stream(ask("@prod", true), {}, [&](const ChatChunk& ch) {
+    ++chunks;
+    for (const auto& choice : ch.choices)
+      if (choice.content) text += *choice.content;
+    return true;
+  });
+  REQUIRE(c.result);
+  CHECK(text == "Hello from the modelux mock provider.");
+  CHECK(chunks >= 5);
+  CHECK(c.trace.attempts.at(0).outcome == "overloaded");
+  CHECK(c.trace.attempts.at(1).ok);
+  CHECK(c.trace.attempts.at(1).ttft.count() > 0);
+}
+
+TEST_CASE("Executor: a stream cut after output started ends with stream_interrupted, not success") {
+  Fixture f({{"default", {{"chunks", 6}, {"disconnect_after_chunks", 5}}}}, {{"prod", chain()}});
+  std::string text;
+  auto c = f.router->stream(ask("@prod", true), {}, [&](const ChatChunk& ch) {
+    for (const auto& choice : ch.choices)
+      if (choice.content) text += *choice.content;
+    return true;
+  });
+  REQUIRE_FALSE(c.result);
+  CHECK(c.result.error().kind == ErrorKind::stream_interrupted);
+  CHECK_FALSE(text.empty());
+  CHECK(c.trace.attempts.size() == 1);  // no failover once the caller saw output
+}
+
+TEST_CASE("Executor: malformed provider bodies are failures that fail over") {
+  Fixture f({{"models", {{"claude-haiku-4-5", {{"malformed_rate", 1.0}}}}}}, {{"prod", chain()}});
+  auto c = f.router->complete(ask("@prod"));
+  REQUIRE(c.result);
+  CHECK(c.trace.attempts.at(0).outcome == "malformed_response");
+  CHECK(c.served.model == "gpt-4o-mini");
+}
+
+TEST_CASE("Executor: when every attempt hangs the request ends within total_budget_ms") {
+  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"prod", chain(600, 250)}});
+  auto t0 = std::chrono::steady_clock::now();
+  auto c = f.router->complete(ask("@prod"));
+  auto took = std::chrono::steady_clock::now() - t0;
+  REQUIRE_FALSE(c.result);
+  CHECK(c.result.error().kind == ErrorKind::timeout);
+  // Bound, not a timing claim: the budget plus generous scheduling slack on a loaded machine.
+  CHECK(took < std::chrono::milliseconds(600 + 400));
+  CHECK(c.trace.attempts.size() >= 2);
+}
+
+TEST_CASE("Executor: a 400 from the provider is not retried elsewhere") {
+  Fixture f({{"models", {{"claude-haiku-4-5", {{"error_status", 400}}}}}}, {{"prod", chain()}});
+  auto c = f.router->complete(ask("@prod"));
+  REQUIRE_FALSE(c.result);
+  CHECK(c.result.error().kind == ErrorKind::bad_request);
+  CHECK(c.trace.attempts.size() == 1);
+}
+
+TEST_CASE("Executor: unknown models and slugs are not_found; plain catalog models route directly") {
+  Fixture f(Json::object(), {{"prod", chain()}});
+  auto u = f.router->complete(ask("gpt-99"));
+  REQUIRE_FALSE(u.result);
+  CHECK(u.result.error().kind == ErrorKind::not_found);
+  auto s = f.router->complete(ask("@nope"));
+  REQUIRE_FALSE(s.result);
+  CHECK(s.result.error().kind == ErrorKind::not_found);
+  auto d = f.router->complete(ask("gemini-2.5-flash"));
+  REQUIRE(d.result);
+  CHECK(d.served.provider == "google");
+}
+
+TEST_CASE("Executor: the caller going away mid-stream stops the request as cancelled") {
+  Fixture f({{"default", {{"chunks", 20}, {"chunk_interval_ms", 20}}}}, {{"prod", chain()}});
+  int seen = 0;
+  auto c = f.router->stream(ask("@prod", true), {}, [&](const ChatChunk&) { return ++seen < 3; });
+  REQUIRE_FALSE(c.result);
+  CHECK(c.result.error().kind == ErrorKind::cancelled);
+  CHECK(seen == 3);
+}
+
+TEST_CASE("Executor: many concurrent requests reuse pooled connections and all succeed") {
+  Fixture f(Json::object(), {{"fast", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}});
+  std::atomic<int> ok{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 25; ++i)
+        if (f.router->complete(ask("@fast")).result) ++ok;
+    });
+  for (auto& t : ts) t.join();
+  CHECK(ok == 100);
+  auto st = f.router->transport().stats();
+  CHECK(st.connections_opened <= 8);
+  CHECK(st.connections_reused >= 90);
+}

@@ -1,0 +1,97 @@
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+
+#include "modelux/config.hpp"
+#include "modelux/router.hpp"
+
+using namespace modelux;
+
+TEST_CASE("Config: ${ENV} expansion with defaults; unset variables are errors with a path") {
+  ::setenv("MLX_TEST_KEY", "sk-from-env", 1);
+  ::unsetenv("MLX_TEST_MISSING");
+  auto ok = expand_env(Json{{"a", "${MLX_TEST_KEY}"}, {"b", {"x-${MLX_TEST_MISSING:-dflt}-y"}}});
+  REQUIRE(ok);
+  CHECK((*ok)["a"] == "sk-from-env");
+  CHECK((*ok)["b"][0] == "x-dflt-y");
+  auto bad = expand_env(Json{{"providers", {{"openai", {{"api_key", "${MLX_TEST_MISSING}"}}}}}});
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().path == "$.providers.openai.api_key");
+  CHECK(bad.error().message.find("MLX_TEST_MISSING") != std::string::npos);
+  CHECK_FALSE(expand_env(Json("${unterminated")));
+}
+
+TEST_CASE("Config: embedded defaults parse and route @production over three providers") {
+  auto c = Config::embedded_defaults();
+  REQUIRE(c);
+  CHECK(c->providers.size() == 3);
+  CHECK(c->routing.count("production") == 1);
+  CHECK(c->server.api_keys.size() == 1);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(*c, ro);
+  REQUIRE(r);
+  auto p = (*r)->routing_config("@production");
+  REQUIRE(p);
+  CHECK(p->strategy() == "fallback");
+  auto models = (*r)->routable_models();
+  CHECK(std::find(models.begin(), models.end(), "gpt-4o-mini") != models.end());
+  // A model whose provider is not configured is not routable.
+  CHECK(std::find(models.begin(), models.end(), "command-a-03-2025") == models.end());
+}
+
+TEST_CASE("Config: hostile or wrong configs are rejected with the JSON path of the fault") {
+  struct Case { Json doc; std::string path; };
+  std::vector<Case> cases = {
+      {Json{{"surprise", 1}}, "$.surprise"},
+      {Json{{"server", {{"port", 70000}}}}, "$.server.port"},
+      {Json{{"server", {{"api_keys", {"short"}}}}}, "$.server.api_keys[0]"},
+      {Json{{"providers", {{"acme", {{"base_url", "http://x"}}}}}}, "$.providers.acme.family"},
+      {Json{{"providers", {{"acme", {{"family", "klingon"}, {"base_url", "http://x"}}}}}}, "$.providers.acme.family"},
+      {Json{{"providers", {{"openai", {{"base_url", "ftp://x"}}}}}}, "$.providers.openai.base_url"},
+      {Json{{"providers", {{"openai", {{"api_keys", {1}}}}}}}, "$.providers.openai.api_keys[0]"},
+      {Json{{"budgets", {{"limit", 5}}}}, "$.budgets"},
+      {Json{{"catalog", {{"models", {{{"id", "x"}}}}}}}, "$.catalog.models[0].provider"},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.doc.dump());
+    auto r = Config::from_json(c.doc);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == ErrorKind::invalid_config);
+    CHECK(r.error().path == c.path);
+  }
+  CHECK(Config::load_file("/nonexistent/modelux.json").error().kind == ErrorKind::io);
+}
+
+TEST_CASE("Router: a routing config naming an unknown model never loads; the error names its path") {
+  auto c = Config::from_json(Json{
+      {"providers", {{"openai", {{"api_key", "k"}}}}},
+      {"routing", {{"prod", {{"strategy", "fallback"}, {"attempts", {{{"model", "gpt-4o-mini"}}, {{"model", "gpt-17"}}}}}}}}});
+  REQUIRE(c);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(*c, ro);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().path.starts_with("$.routing.prod.attempts[1]"));
+}
+
+TEST_CASE("Router: set_routing_config validates before swapping and bumps the version") {
+  auto c = Config::embedded_defaults();
+  REQUIRE(c);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(*c, ro);
+  REQUIRE(r);
+  auto before = (*r)->routing_config("production");
+  REQUIRE(before);
+  auto bad = (*r)->set_routing_config("production", Json{{"strategy", "fallback"}, {"attempts", Json::array()}});
+  REQUIRE_FALSE(bad);
+  CHECK((*r)->routing_config("production") == before);  // still live, untouched
+  auto v = (*r)->set_routing_config("production", Json{{"strategy", "single"}, {"model", "gpt-4o"}});
+  REQUIRE(v);
+  CHECK(*v == before->version() + 1);
+  CHECK((*r)->routing_config("production")->strategy() == "single");
+  auto added = (*r)->set_routing_config("@new", Json{{"strategy", "single"}, {"model", "gpt-4o-mini"}});
+  REQUIRE(added);
+  CHECK(*added == 1);
+}

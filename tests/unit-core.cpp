@@ -1,0 +1,86 @@
+#include <doctest/doctest.h>
+
+#include <set>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "modelux/core.hpp"
+
+using namespace modelux;
+
+TEST_CASE("ErrorKind: names round-trip and map to OpenAI-style HTTP statuses") {
+  for (int i = 0; i <= static_cast<int>(ErrorKind::internal); ++i) {
+    auto k = static_cast<ErrorKind>(i);
+    auto back = error_kind_from_string(to_string(k));
+    REQUIRE(back.has_value());
+    CHECK(*back == k);
+  }
+  CHECK_FALSE(error_kind_from_string("nope").has_value());
+  CHECK(http_status_for(ErrorKind::rate_limited) == 429);
+  CHECK(http_status_for(ErrorKind::auth) == 401);
+  CHECK(http_status_for(ErrorKind::not_found) == 404);
+  CHECK(http_status_for(ErrorKind::bad_request) == 400);
+  CHECK(http_status_for(ErrorKind::timeout) == 504);
+}
+
+TEST_CASE("Error: describe names kind, message and JSON path") {
+  auto r = [] () -> Result<int> { return fail(ErrorKind::invalid_config, "timeout over budget", "$.attempts[1].timeout_ms"); }();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().describe() == "invalid_config: timeout over budget (at $.attempts[1].timeout_ms)");
+}
+
+TEST_CASE("ManualClock: moves only when told, wall time follows") {
+  ManualClock c;
+  Instant t0 = c.now();
+  WallTime w0 = c.wall_now();
+  CHECK(t0 != Instant{});
+  c.advance(std::chrono::milliseconds(1500));
+  CHECK(c.now() - t0 == std::chrono::milliseconds(1500));
+  CHECK(c.wall_now() - w0 == std::chrono::milliseconds(1500));
+}
+
+TEST_CASE("Random: deterministic per seed, uniform in [0,1), below(n) in range") {
+  Random a(7), b(7), c(8);
+  bool differs = false;
+  for (int i = 0; i < 100; ++i) {
+    auto x = a.next_u64();
+    CHECK(x == b.next_u64());
+    differs |= (x != c.next_u64());
+  }
+  CHECK(differs);
+  Random r(1);
+  double sum = 0;
+  for (int i = 0; i < 10000; ++i) {
+    double u = r.uniform();
+    CHECK(u >= 0.0);
+    CHECK(u < 1.0);
+    sum += u;
+    CHECK(r.below(10) < 10);
+  }
+  CHECK(sum / 10000 == doctest::Approx(0.5).epsilon(0.05));
+}
+
+TEST_CASE("new_request_id: unique across threads, fixed shape") {
+  std::set<std::string> ids;
+  std::mutex mu;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) {
+        auto id = new_request_id();
+        std::lock_guard lk(mu);
+        ids.insert(id);
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(ids.size() == 8000);
+  auto id = *ids.begin();
+  CHECK(id.starts_with("req_"));
+  CHECK(id.size() == 28);
+}
+
+TEST_CASE("fnv1a64: stable known values") {
+  CHECK(fnv1a64("") == 0xcbf29ce484222325ULL);
+  CHECK(fnv1a64("a") == 0xaf63dc4c8601ec8cULL);
+}

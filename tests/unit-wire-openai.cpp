@@ -1,0 +1,214 @@
+#include <doctest/doctest.h>
+
+#include "modelux/wire.hpp"
+
+using namespace modelux;
+
+namespace {
+std::string sample_request() {
+  return R"({"model":"gpt-4o","messages":[
+    {"role":"system","content":"You are terse."},
+    {"role":"user","content":[{"type":"text","text":"What is in this image?"},
+                              {"type":"image_url","image_url":{"url":"data:image/png;base64,AAA","detail":"low"}}]},
+    {"role":"assistant","content":null,"tool_calls":[{"id":"call_a1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+    {"role":"tool","tool_call_id":"call_a1","content":"{\"temp_c\":18}"}],
+    "temperature":0.2,"max_completion_tokens":100,"stop":["\n\n"],"stream":true,"stream_options":{"include_usage":true},
+    "tools":[{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object"}}}],
+    "tool_choice":"auto","response_format":{"type":"json_object"},"user":"u-1","logit_bias":{"50256":-100}})";
+}
+}  // namespace
+
+TEST_CASE("parse_chat_request: a full request round-trips through the unified types") {
+  auto r = parse_chat_request(sample_request());
+  REQUIRE(r);
+  CHECK(r->model == "gpt-4o");
+  REQUIRE(r->messages.size() == 4);
+  CHECK(r->messages[1].content.size() == 2);
+  CHECK(r->messages[1].content[1].type == ContentPart::Type::image_url);
+  CHECK(r->messages[1].content[1].detail == "low");
+  CHECK(r->messages[2].tool_calls.at(0).arguments == R"({"city":"Paris"})");
+  CHECK(r->messages[3].tool_call_id == "call_a1");
+  CHECK(*r->max_tokens == 100);
+  CHECK(r->max_tokens_is_completion);
+  CHECK(r->stream);
+  CHECK(r->include_usage);
+  CHECK(r->tools.at(0).name == "get_weather");
+  CHECK(r->extra.contains("logit_bias"));  // unknown fields pass through
+  Json back = to_json(*r);
+  auto again = chat_request_from_json(back);
+  REQUIRE(again);
+  CHECK(to_json(*again) == back);
+  CHECK(back["max_completion_tokens"] == 100);
+  CHECK(back["logit_bias"]["50256"] == -100);
+}
+
+TEST_CASE("parse_chat_request: malformed input gets an error naming the JSON path") {
+  struct Case { const char* body; const char* path; };
+  Case cases[] = {
+      {R"({"messages":[{"role":"user","content":"x"}]})", "$.model"},
+      {R"({"model":"m"})", "$.messages"},
+      {R"({"model":"m","messages":[]})", "$.messages"},
+      {R"({"model":"m","messages":[{"role":"wizard","content":"x"}]})", "$.messages[0].role"},
+      {R"({"model":"m","messages":[{"role":"user","content":5}]})", "$.messages[0].content"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"})", "$.temperature"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1})", "$.max_tokens"},
+      {R"({"model":"m","messages":[{"role":"tool","content":"x"}]})", "$.messages[0].tool_call_id"},
+      {R"({"model":"m","messages":[{"role":"user","content":[{"type":"video"}]}]})", "$.messages[0].content[0].type"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.body);
+    auto r = parse_chat_request(c.body);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == ErrorKind::bad_request);
+    CHECK(r.error().path == c.path);
+  }
+  CHECK_FALSE(parse_chat_request("{not json"));
+  CHECK_FALSE(parse_chat_request("[1,2]"));
+  CHECK_FALSE(parse_chat_request(""));
+  std::string deep(10000, '[');
+  auto d = parse_chat_request(deep);
+  REQUIRE_FALSE(d);
+  CHECK(d.error().message.find("nesting") != std::string::npos);
+  auto big = parse_chat_request(std::string(100, ' '), ParseLimits{.max_bytes = 10, .max_depth = 64});
+  REQUIRE_FALSE(big);
+  CHECK(big.error().message.find("exceeds") != std::string::npos);
+}
+
+TEST_CASE("SseParser: every split of the input yields the same events") {
+  std::string stream =
+      ": keep-alive\n\ndata: {\"a\":1}\n\ndata: line1\ndata: line2\r\n\r\nevent: error\ndata: {\"e\":true}\r\rdata: [DONE]\n\n";
+  std::vector<SseEvent> whole;
+  SseParser p0;
+  REQUIRE(p0.feed(stream, whole));
+  REQUIRE(whole.size() == 4);
+  CHECK(whole[0].data == R"({"a":1})");
+  CHECK(whole[1].data == "line1\nline2");
+  CHECK(whole[2].event == "error");
+  CHECK(whole[3].data == "[DONE]");
+  for (std::size_t split = 0; split <= stream.size(); ++split) {
+    SseParser p;
+    std::vector<SseEvent> ev;
+    REQUIRE(p.feed(stream.substr(0, split), ev));
+    REQUIRE(p.feed(stream.substr(split), ev));
+    REQUIRE(ev.size() == whole.size());
+    for (std::size_t i = 0; i < ev.size(); ++i) {
+      CHECK(ev[i].data == whole[i].data);
+      CHECK(ev[i].event == whole[i].event);
+    }
+  }
+  SseParser small(16);
+  std::vector<SseEvent> ev;
+  CHECK_FALSE(small.feed("data: " + std::string(100, 'x'), ev));
+}
+
+TEST_CASE("OpenAI codec: encodes URL, auth and upstream model; decodes responses and streams") {
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  auto req = parse_chat_request(R"({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true})");
+  REQUIRE(req);
+  ProviderEndpoint ep{"openai", "openai", "https://api.openai.com/v1/", "sk-test", {}};
+  auto spec = c->encode_request(*req, ep, "gpt-4o-mini-2024-07-18");
+  REQUIRE(spec);
+  CHECK(spec->url == "https://api.openai.com/v1/chat/completions");
+  CHECK(*find_header(spec->headers, "Authorization") == "Bearer sk-test");
+  auto body = Json::parse(spec->body);
+  CHECK(body["model"] == "gpt-4o-mini-2024-07-18");
+  CHECK(body["stream_options"]["include_usage"] == true);
+
+  auto resp = c->decode_response(R"({"id":"x","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,
+     "message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+     "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1200,"completion_tokens":20,"total_tokens":1220,
+     "prompt_tokens_details":{"cached_tokens":1024},"completion_tokens_details":{"reasoning_tokens":5}}})");
+  REQUIRE(resp);
+  CHECK(resp->choices.at(0).finish_reason == "tool_calls");
+  CHECK(resp->choices[0].message.tool_calls.at(0).name == "f");
+  CHECK(resp->usage.cached_tokens == 1024);
+  CHECK(resp->usage.reasoning_tokens == 5);
+
+  CHECK_FALSE(c->decode_response("{\"choices\": [ {\"message\": "));
+  CHECK_FALSE(c->decode_response(R"({"id":"x"})"));
+  CHECK(c->decode_response("").error().kind == ErrorKind::malformed_response);
+
+  std::string sse =
+      "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
+      "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n"
+      "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n"
+      "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n"
+      "data: [DONE]\n\n";
+  for (std::size_t split = 0; split <= sse.size(); split += 7) {
+    auto d = c->stream_decoder();
+    std::vector<ChatChunk> out;
+    REQUIRE(d->feed(sse.substr(0, split), out));
+    REQUIRE(d->feed(sse.substr(split), out));
+    REQUIRE(d->finish(out));
+    CHECK(d->done());
+    ChunkAccumulator acc;
+    for (auto& ch : out) acc.add(ch);
+    auto r = acc.finish();
+    CHECK(r.text() == "Hello");
+    CHECK(r.usage.total() == 11);
+    CHECK(acc.saw_finish());
+  }
+  // Cut before [DONE]: the decoder must not report a clean end.
+  auto d = c->stream_decoder();
+  std::vector<ChatChunk> out;
+  REQUIRE(d->feed(sse.substr(0, sse.find("data: [DONE]")), out));
+  auto fin = d->finish(out);
+  REQUIRE_FALSE(fin);
+  CHECK(fin.error().kind == ErrorKind::stream_interrupted);
+  // A mid-stream error object is an error, not content.
+  auto d2 = c->stream_decoder();
+  auto e = d2->feed("data: {\"error\":{\"message\":\"overloaded\"}}\n\n", out);
+  REQUIRE_FALSE(e);
+  CHECK(e.error().message.find("overloaded") != std::string::npos);
+}
+
+TEST_CASE("OpenAI codec: errors map to kinds with retry-after from any header") {
+  const Codec* c = find_codec("openai");
+  auto e = c->decode_error(429, {{"retry-after-ms", "1500"}},
+                           R"({"error":{"message":"Rate limit reached","type":"tokens","code":"rate_limit_exceeded"}})");
+  CHECK(e.kind == ErrorKind::rate_limited);
+  CHECK(e.retry_after == Millis{1500});
+  CHECK(e.message == "Rate limit reached");
+  auto q = c->decode_error(429, {}, R"({"error":{"message":"quota","type":"insufficient_quota","code":"insufficient_quota"}})");
+  CHECK(q.kind == ErrorKind::quota_exceeded);
+  auto ctx = c->decode_error(400, {}, R"({"error":{"message":"too long","code":"context_length_exceeded"}})");
+  CHECK(ctx.kind == ErrorKind::context_length);
+  auto reset = c->decode_error(429, {{"x-ratelimit-reset-requests", "2m59.56s"}}, "");
+  CHECK(reset.retry_after == Millis{179560});
+  auto s = c->decode_error(503, {{"Retry-After", "3"}}, "<html>busy</html>");
+  CHECK(s.kind == ErrorKind::overloaded);
+  CHECK(s.retry_after == Millis{3000});
+  CHECK(c->decode_error(500, {}, "").kind == ErrorKind::server_error);
+  CHECK(c->decode_error(401, {}, "").kind == ErrorKind::auth);
+}
+
+TEST_CASE("parse_duration: Go-style durations and plain seconds") {
+  CHECK(parse_duration("1s") == Millis{1000});
+  CHECK(parse_duration("6m0s") == Millis{360000});
+  CHECK(parse_duration("12ms") == Millis{12});
+  CHECK(parse_duration("0.5") == Millis{500});
+  CHECK_FALSE(parse_duration(""));
+  CHECK_FALSE(parse_duration("soon"));
+  CHECK_FALSE(parse_duration("5 parsecs"));
+}
+
+TEST_CASE("encode_sse_chunk and openai_error_json have OpenAI's shapes") {
+  ChatChunk c;
+  c.id = "chatcmpl-1";
+  c.model = "m";
+  c.choices.push_back(ChunkChoice{.index = 0, .role = "", .content = std::string("hi"), .tool_calls = {}, .finish_reason = ""});
+  std::string s = encode_sse_chunk(c);
+  CHECK(s.starts_with("data: {"));
+  CHECK(s.ends_with("}\n\n"));
+  auto j = Json::parse(s.substr(6));
+  CHECK(j["object"] == "chat.completion.chunk");
+  CHECK(j["choices"][0]["delta"]["content"] == "hi");
+  CHECK(j["usage"].is_null());
+  Error e;
+  e.kind = ErrorKind::not_found;
+  e.message = "no such model";
+  auto ej = openai_error_json(e);
+  CHECK(ej["error"]["message"] == "no such model");
+  CHECK(ej["error"]["type"] == "not_found_error");
+}
