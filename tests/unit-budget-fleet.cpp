@@ -286,3 +286,52 @@ TEST_CASE("BudgetManager(Redis): a fleet config needs an instance id") {
   REQUIRE_FALSE(m.has_value());
   CHECK(m.error().kind == ErrorKind::invalid_config);
 }
+
+TEST_CASE("BudgetManager(Redis): outage policies — local view vs fair share of the remaining budget") {
+  constexpr double kLimit = 0.3;
+  for (auto policy : {RedisOutagePolicy::local_view, RedisOutagePolicy::fair_share}) {
+    CAPTURE(static_cast<int>(policy));
+    test::RedisServer redis;
+    ManualClock clock;
+    static const Catalog catalog;
+    std::vector<std::unique_ptr<Instance>> fleet;
+    for (int i = 0; i < 3; ++i) {
+      auto inst = std::make_unique<Instance>();
+      BudgetOptions o;
+      o.redis_url = redis.url();
+      o.instance_id = std::string("o").append(std::to_string(i));
+      o.sync_interval = Millis{0};  // driven by the test
+      o.outage_policy = policy;
+      o.log = [](const std::string&) {};
+      auto m = BudgetManager::create(budget(kLimit), catalog, clock, o);
+      REQUIRE(m.has_value());
+      inst->m = std::move(*m);
+      fleet.push_back(std::move(inst));
+    }
+    for (auto& f : fleet)
+      for (int k = 0; k < 60; ++k) REQUIRE(spend_one(*f, clock));  // $0.18 in all
+    for (int pass = 0; pass < 2; ++pass)
+      for (auto& f : fleet) REQUIRE(f->m->sync_now().has_value());
+    redis.stop();
+    for (auto& f : fleet) CHECK_FALSE(f->m->sync_now().has_value());
+    std::int64_t during = 0;
+    for (auto& f : fleet)
+      while (spend_one(*f, clock)) ++during;
+    const double total = (180 + static_cast<double>(during)) * kCost;
+    if (policy == RedisOutagePolicy::fair_share) {
+      CHECK(during == 120);  // 40 each: a third of the $0.12 left
+      CHECK(total <= kLimit + 1e-9);
+      CHECK(fleet[0]->m->snapshot(clock.now())["budgets"][0]["outage_cap_usd"].get<double>() == doctest::Approx(0.22));
+    } else {
+      CHECK(during == 360);  // each spends all $0.12 it believes is left
+      CHECK(total == doctest::Approx(kLimit + 2 * 0.12));
+    }
+    redis.start();
+    for (int pass = 0; pass < 2; ++pass)
+      for (auto& f : fleet) REQUIRE(f->m->sync_now().has_value());
+    for (auto& f : fleet) {
+      CHECK(view(*f, clock) == doctest::Approx(total));
+      CHECK(f->m->snapshot(clock.now())["budgets"][0]["outage_cap_usd"].is_null());
+    }
+  }
+}

@@ -151,6 +151,17 @@ struct Admission {
   std::vector<std::string> actions() const;
 };
 
+/// What an instance does with USD caps while Redis is unreachable.
+enum class RedisOutagePolicy : std::uint8_t {
+  /// Keep admitting against the local view (own spend + the last fleet view). The fleet bound
+  /// does not hold during the outage (worst case N x the remaining budget).
+  local_view,
+  /// Also keep admitting on the local view, but cap this instance's new spend to its 1/N share
+  /// of what remained at the outage (N = instances seen in the last sync): the fleet then stays
+  /// within the bound even while Redis is down, at the price of refusing some requests early.
+  fair_share,
+};
+
 /// Tunables for BudgetManager::create.
 struct BudgetOptions {
   std::string sqlite_path;        ///< empty: no persistence
@@ -159,6 +170,7 @@ struct BudgetOptions {
   std::string redis_prefix = "modelux:budget";
   Millis sync_interval{250};      ///< background SQLite flush + Redis sync period; 0 = manual only
   Millis redis_timeout{200};      ///< connect / command timeout
+  RedisOutagePolicy outage_policy = RedisOutagePolicy::local_view;
   std::function<void(const BudgetAlert&)> on_alert;  ///< called on the admitting/settling thread; keep it cheap
   std::function<void(const std::string&)> log;       ///< warnings (Redis down/up); default stderr
   std::size_t max_alerts_kept = 1000;                ///< alerts() keeps the most recent ones

@@ -64,6 +64,8 @@ class BudgetLedger {
   BudgetTotals reserved;          ///< this instance's in-flight reservations (requests = count)
   BudgetTotals remote_reserved;   ///< other instances' in-flight reservations (last sync)
   std::uint32_t alerts_fired = 0; ///< bit i: entry.spec.alerts[i] fired in this window
+  std::int64_t outage_cap_nusd = -1;  ///< fair_share outage policy: committed USD cap while Redis is down
+  std::uint32_t fleet_instances = 1;  ///< distinct instances seen in the last sync (self included)
   std::uint64_t version = 0;      ///< bumps on every settle (for flush / sync dirtiness)
   std::uint64_t flushed_version = 0;
 

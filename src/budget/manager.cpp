@@ -371,6 +371,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
   const BudgetLedger* why_ledger = nullptr;
   BudgetTotals why_committed;
   std::int64_t why_period_ms = 0;
+  std::int64_t why_outage_cap = -1;
   std::vector<BudgetAlert> fired;
   {
     LedgerLocks locks(a.holds);
@@ -383,7 +384,8 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
         if (!priced) {
           if (s.unknown_price == UnknownPricePolicy::block) why = Why::unpriced;
           else a.unpriced = true;
-        } else if (!zero_cost && c.nusd + est_nusd > l.entry.limit_nusd) {
+        } else if (!zero_cost && c.nusd + est_nusd > (l.outage_cap_nusd < 0 ? l.entry.limit_nusd
+                                                                              : std::min(l.entry.limit_nusd, l.outage_cap_nusd))) {
           why = Why::usd;
           check_alerts(l, c.nusd, true, [&] { return I.wall_of(now); }, fired);
         }
@@ -394,6 +396,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
         why_ledger = &l;
         why_committed = c;
         why_period_ms = l.periods.empty() ? 0 : l.periods.back().start_ms;
+        why_outage_cap = l.outage_cap_nusd;
         break;
       }
     }
@@ -428,6 +431,8 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
       case Why::usd:
         reason = fmt::format("{} committed + {} estimated exceeds the {} limit", money(from_nusd(c.nusd)),
                              money(from_nusd(est_nusd)), money(*s.limit_usd));
+        if (why_outage_cap >= 0 && why_outage_cap < l.entry.limit_nusd)
+          reason += fmt::format(" (this instance's share while Redis is unreachable: {})", money(from_nusd(why_outage_cap)));
         break;
       case Why::tokens:
         reason = fmt::format("{} tokens committed + {} estimated exceeds the {} token limit", c.tokens, est_tokens,
@@ -546,6 +551,8 @@ Json BudgetManager::snapshot(Instant now) const {
     j["tokens"] = l->own_sum.tokens + l->remote_sum.tokens;
     j["requests"] = l->own_sum.requests + l->remote_sum.requests;
     j["in_flight"] = l->reserved.requests;
+    j["fleet_instances"] = l->fleet_instances;
+    j["outage_cap_usd"] = l->outage_cap_nusd >= 0 ? Json(from_nusd(l->outage_cap_nusd)) : Json(nullptr);
     Json fired = Json::array();
     for (std::size_t i = 0; i < s.alerts.size(); ++i)
       if (l->alerts_fired & (1u << i)) fired.push_back(s.alerts[i]);

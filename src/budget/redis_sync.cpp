@@ -114,6 +114,16 @@ Result<void> BudgetManager::Impl::sync_redis() {
     }
     redis.connected = false;
     redis_up.store(false, std::memory_order_release);
+    if (options.outage_policy == RedisOutagePolicy::fair_share) {
+      // Freeze this instance's share of what is left, once per outage.
+      for (BudgetLedger* l : ledgers()) {
+        std::lock_guard lk(l->mu);
+        if (l->entry.limit_nusd <= 0 || l->outage_cap_nusd >= 0) continue;
+        const std::int64_t c = l->committed().nusd;
+        const std::int64_t left = std::max<std::int64_t>(0, l->entry.limit_nusd - c);
+        l->outage_cap_nusd = c + left / std::max<std::uint32_t>(1, l->fleet_instances);
+      }
+    }
     return fail(ErrorKind::connection, "budget Redis sync failed: " + why);
   };
 
@@ -179,6 +189,7 @@ Result<void> BudgetManager::Impl::sync_redis() {
     std::map<std::int64_t, BudgetTotals> periods;
     BudgetTotals reserved;
     std::vector<std::string> stale_own;  // own fields of periods that left the window
+    std::vector<std::string> instances;  // distinct other instances seen on this ledger
   };
   std::vector<Remote> remotes(snaps.size());
   const std::string own_prefix = inst + "|";
@@ -196,6 +207,11 @@ Result<void> BudgetManager::Impl::sync_redis() {
         auto bar = field.find('|');
         if (bar == std::string_view::npos) continue;
         const bool own = field.substr(0, bar) == inst;
+        if (!own) {
+          auto& seen = remotes[i].instances;
+          if (std::find(seen.begin(), seen.end(), field.substr(0, bar)) == seen.end())
+            seen.emplace_back(field.substr(0, bar));
+        }
         std::string_view rest = field.substr(bar + 1);
         std::int64_t f[4] = {0, 0, 0, 0};
         const int n = parse_fields(value, f);
@@ -253,6 +269,8 @@ Result<void> BudgetManager::Impl::sync_redis() {
     }
     l.remote_sum = sum;
     l.remote_reserved = remotes[i].reserved;
+    l.fleet_instances = 1 + static_cast<std::uint32_t>(remotes[i].instances.size());
+    l.outage_cap_nusd = -1;
   }
 
   // The staleness bound uses G = the longest time from the start of one successful cycle
