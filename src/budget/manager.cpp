@@ -222,18 +222,11 @@ std::vector<std::string> Admission::actions() const {
 
 // ---- Impl -----------------------------------------------------------------------------------
 
-namespace {
-struct SvHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-}  // namespace
-
 BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view value) {
   if (!slot.wildcard()) return slot.single.get();
   {
     std::shared_lock lk(slot.per_value_mu);
-    auto it = slot.per_value.find(std::string(value));
+    auto it = slot.per_value.find(value);
     if (it != slot.per_value.end()) return it->second.get();
   }
   std::unique_lock lk(slot.per_value_mu);

@@ -19,12 +19,19 @@ struct redisContext;
 
 namespace modelux {
 
+/// Transparent hash so wildcard ledgers are found by string_view without building a string.
+struct BudgetKeyHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
 /// One configured budget and its ledgers (one, or one per distinct scope value for "*").
 struct BudgetSlot {
   BudgetEntry entry;
   std::unique_ptr<BudgetLedger> single;  ///< fixed scope value (or "all")
   mutable std::shared_mutex per_value_mu;
-  std::unordered_map<std::string, std::unique_ptr<BudgetLedger>> per_value;  ///< scope value "*"
+  std::unordered_map<std::string, std::unique_ptr<BudgetLedger>, BudgetKeyHash, std::equal_to<>>
+      per_value;  ///< scope value "*"
   bool wildcard() const noexcept { return entry.spec.scope_value == "*"; }
 };
 
@@ -65,7 +72,8 @@ class BudgetManager::Impl {
   // Backends. sqlite and redis are touched only by flush()/sync_now() under io_mu.
   std::mutex io_mu;
   sqlite3* db = nullptr;
-  RedisState redis;
+  RedisState redis;            ///< written by sync_redis under io_mu; status fields also under status_mu
+  mutable std::mutex status_mu;  ///< lets snapshot() read Redis status without waiting for a sync
   std::atomic<bool> redis_up{false};
 
   // Background thread.

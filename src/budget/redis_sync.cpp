@@ -88,7 +88,7 @@ void BudgetManager::Impl::close_redis() noexcept {
 
 Json BudgetManager::Impl::redis_status() const {
   if (options.redis_url.empty()) return Json{{"configured", false}};
-  std::lock_guard io(const_cast<std::mutex&>(io_mu));
+  std::lock_guard st(status_mu);
   return Json{{"configured", true},
               {"connected", redis.connected},
               {"instance", options.instance_id},
@@ -105,15 +105,19 @@ Result<void> BudgetManager::Impl::sync_redis() {
   const Instant cycle_start = std::chrono::steady_clock::now();
   auto failed = [&](std::string why) -> Result<void> {
     close_redis();
-    ++redis.failures;
-    redis.last_error = why;
-    if (redis.connected || !redis.ever_failed_logged) {
+    bool first = false;
+    {
+      std::lock_guard st(status_mu);
+      ++redis.failures;
+      redis.last_error = why;
+      first = redis.connected || !redis.ever_failed_logged;  // log once per outage
+      redis.ever_failed_logged = true;
+      redis.connected = false;
+    }
+    redis_up.store(false, std::memory_order_release);
+    if (first)
       log("Redis at " + redis.host + ":" + std::to_string(redis.port) + " unreachable (" + why +
           "); serving on the local view until it returns");
-      redis.ever_failed_logged = true;
-    }
-    redis.connected = false;
-    redis_up.store(false, std::memory_order_release);
     if (options.outage_policy == RedisOutagePolicy::fair_share) {
       // Freeze this instance's share of what is left, once per outage.
       for (BudgetLedger* l : ledgers()) {
@@ -277,12 +281,17 @@ Result<void> BudgetManager::Impl::sync_redis() {
   // (its snapshot) to the end of the next (its view applied). Gaps across an outage are not
   // counted: the bound does not hold during an outage (see docs/budgets.md).
   const Instant t = std::chrono::steady_clock::now();
-  if (redis.connected && redis.last_ok != Instant{}) redis.max_gap = std::max(redis.max_gap, Nanos{t - redis.last_ok});
-  if (!redis.connected && redis.ever_failed_logged) log("Redis reachable again; fleet view reconciled");
-  redis.last_ok = cycle_start;
-  redis.connected = true;
-  ++redis.syncs;
+  bool back = false;
+  {
+    std::lock_guard st(status_mu);
+    if (redis.connected && redis.last_ok != Instant{}) redis.max_gap = std::max(redis.max_gap, Nanos{t - redis.last_ok});
+    back = !redis.connected && redis.ever_failed_logged;
+    redis.last_ok = cycle_start;
+    redis.connected = true;
+    ++redis.syncs;
+  }
   redis_up.store(true, std::memory_order_release);
+  if (back) log("Redis reachable again; fleet view reconciled");
   return {};
 }
 
