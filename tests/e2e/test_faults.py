@@ -1,0 +1,343 @@
+"""Issue #5: every fault the mock can inject, through the proxy, streaming and not.
+
+The rule under test: a failure before the first byte of output reaches the caller is absorbed
+(the caller gets a clean answer from the next target); a failure after output started ends the
+stream with an explicit `data: {"error": ...}` event and no `data: [DONE]`; and the total budget
+holds whatever the targets do.
+
+Timeouts here are short (a few hundred ms) so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+import pytest
+
+from e2e_support import MESSAGES, MOCK_TEXT, collect_stream, sse_events
+
+PRIMARY = "gpt-4o-mini"        # OpenAI family; the fault is injected here unless said otherwise
+SECONDARY = "claude-haiku-4-5"  # Anthropic family; always healthy
+SECONDARY_TEXT = "Answer from the healthy fallback."
+
+# Per-family (catalog model, upstream id the mock sees).
+FAMILY_TARGETS = {
+    "openai": ("gpt-4o-mini", "gpt-4o-mini"),
+    "anthropic": ("claude-haiku-4-5", "claude-haiku-4-5"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash"),
+    "cohere": ("command-r-08-2024", "command-r-08-2024"),
+    "bedrock": ("bedrock/nova-lite", "amazon.nova-lite-v1:0"),
+}
+
+
+def chain(primary: str = PRIMARY, secondary: str = SECONDARY, retry_on=None, **primary_opts) -> dict:
+    return {
+        "strategy": "fallback",
+        "attempts": [
+            {"model": primary, "timeout_ms": 400, "ttft_timeout_ms": 250, "stall_timeout_ms": 250, **primary_opts},
+            {"model": secondary, "timeout_ms": 1500},
+        ],
+        "retry_on": retry_on or ["429", "5xx", "timeout", "connection", "stream", "malformed"],
+        "total_budget_ms": 3000,
+    }
+
+
+def call(proxy, model: str, stream: bool):
+    """Raw call; returns (status, parsed result, request id). Streams: (content, events)."""
+    body = {"model": model, "messages": MESSAGES, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    r = proxy.chat_raw(body)
+    return r
+
+
+def assert_clean_answer(r, stream: bool, text: str) -> None:
+    """A complete, well-terminated answer with `text`."""
+    assert r.status == 200, r.text
+    if not stream:
+        body = r.json()
+        assert body["choices"][0]["message"]["content"] == text
+        assert body["usage"]["completion_tokens"] > 0
+        return
+    events = sse_events(r.body)
+    assert events[-1] == "[DONE]", events[-3:]
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert not any("error" in c for c in chunks), chunks
+    assert "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"]) == text
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+def assert_error_ended_stream(r) -> tuple[str, dict]:
+    """A stream that started (200 + some output) and then ended with an error event, no [DONE].
+    Returns (the content delivered before the error, the error object)."""
+    assert r.status == 200
+    events = sse_events(r.body)
+    assert "[DONE]" not in events, events[-3:]
+    last = json.loads(events[-1])
+    assert "error" in last, events[-3:]
+    err = last["error"]
+    assert isinstance(err["message"], str) and err["message"]
+    content = "".join(
+        ch["delta"].get("content") or "" for e in events[:-1] for ch in json.loads(e)["choices"]
+    )
+    return content, err
+
+
+def attempts_of(proxy, r) -> list[dict]:
+    return proxy.trace(r.headers["x-request-id"])["attempts"]
+
+
+@pytest.fixture(autouse=True)
+def healthy_secondary(mock):
+    mock.configure({SECONDARY: {"text": SECONDARY_TEXT}})
+
+
+# ------------------------------------------------------------------------ 429 / retry-after
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_429_with_long_retry_after_fails_over_without_waiting(proxy, mock, route, stream):
+    mock.configure({PRIMARY: {"error_status": 429, "retry_after_ms": 60_000}})
+    slug = route(chain(retries=1))  # a retry is allowed, but waiting 60 s does not fit the budget
+    t0 = time.monotonic()
+    r = call(proxy, slug, stream)
+    elapsed = time.monotonic() - t0
+    assert_clean_answer(r, stream, SECONDARY_TEXT)
+    a = attempts_of(proxy, r)
+    assert [x["model"] for x in a] == [PRIMARY, SECONDARY]
+    assert a[0]["outcome"] == "rate_limited" and a[0]["status"] == 429
+    assert elapsed < 3.0  # never slept on the 60 s retry-after
+    assert mock.requests_for(PRIMARY) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_429_retry_after_is_honoured_on_the_same_target(proxy, mock, route, client, stream):
+    """429 absorption: the primary allows 1 request per 500 ms window; it is used up, so the
+    proxy's first attempt gets 429 + retry-after (rest of the window) and, with one retry
+    allowed, waits that long and then succeeds on the same target."""
+    mock.configure({PRIMARY: {"rate_limit_requests": 1, "rate_limit_window_ms": 500}})
+    slug = route(chain(retries=1))
+    warm = client.chat.completions.create(model=PRIMARY, messages=MESSAGES)  # uses up the window
+    assert warm.choices[0].message.content == MOCK_TEXT
+    r = call(proxy, slug, stream)
+    assert_clean_answer(r, stream, MOCK_TEXT)
+    a = attempts_of(proxy, r)
+    assert [x["model"] for x in a] == [PRIMARY, PRIMARY], a
+    assert a[0]["outcome"] == "rate_limited" and a[0]["status"] == 429
+    assert a[1]["ok"] is True
+    # The retry started no earlier than the window allowed (retry-after honoured, not a blind retry).
+    assert a[1]["start_offset_ms"] >= 250, a
+    assert mock.stats()["models"][PRIMARY]["rate_limited"] == 1
+
+
+# ------------------------------------------------------------------------ 5xx / 529
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("status", [500, 502, 503, 529])
+@pytest.mark.parametrize("primary", ["gpt-4o-mini", "gemini-2.5-flash"])
+def test_5xx_and_529_fail_over_cleanly(proxy, mock, route, status, stream, primary):
+    mock.configure({primary: {"error_status": status}})
+    r = call(proxy, route(chain(primary=primary)), stream)
+    assert_clean_answer(r, stream, SECONDARY_TEXT)
+    a = attempts_of(proxy, r)
+    assert [x["model"] for x in a] == [primary, SECONDARY]
+    assert a[0]["ok"] is False and a[0]["status"] == status
+    assert a[0]["outcome"] in ("server_error", "overloaded"), a[0]
+
+
+def test_529_from_anthropic_is_overloaded_and_fails_over(proxy, mock, route):
+    mock.configure({"claude-haiku-4-5": {"error_status": 529}, PRIMARY: {"text": SECONDARY_TEXT}})
+    r = call(proxy, route(chain(primary="claude-haiku-4-5", secondary=PRIMARY)), False)
+    assert_clean_answer(r, False, SECONDARY_TEXT)
+    a = attempts_of(proxy, r)
+    assert a[0]["outcome"] == "overloaded" and a[0]["status"] == 529
+
+
+def test_5xx_not_in_retry_on_reaches_the_caller_as_openai_error(proxy, mock, route, client):
+    mock.configure({PRIMARY: {"error_status": 503}})
+    slug = route(chain(retry_on=["429"]))
+    with pytest.raises(openai.APIStatusError) as ei:
+        client.chat.completions.create(model=slug, messages=MESSAGES)
+    assert ei.value.status_code >= 500
+    assert mock.requests_for(SECONDARY) == 0
+
+
+# ------------------------------------------------------------------------ hang / slow first token
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_hang_times_out_and_fails_over(proxy, mock, route, stream):
+    mock.configure({PRIMARY: {"hang_rate": 1.0}})
+    r = call(proxy, route(chain()), stream)
+    assert_clean_answer(r, stream, SECONDARY_TEXT)
+    a = attempts_of(proxy, r)
+    assert [x["model"] for x in a] == [PRIMARY, SECONDARY]
+    assert a[0]["outcome"] == "timeout"
+    assert mock.stats()["models"][PRIMARY]["hangs"] == 1
+
+
+def test_slow_response_over_attempt_timeout_fails_over(proxy, mock, route):
+    mock.configure({PRIMARY: {"latency_ms": 2000}})
+    r = call(proxy, route(chain()), False)
+    assert_clean_answer(r, False, SECONDARY_TEXT)
+    assert attempts_of(proxy, r)[0]["outcome"] == "timeout"
+
+
+def test_slow_first_token_fails_over_before_output(proxy, mock, route):
+    # Headers arrive at once, the first chunk only after 2 s: the ttft timeout (250 ms) fires
+    # before the caller saw anything, so the fallback answers and the stream is clean.
+    mock.configure({PRIMARY: {"ttft_ms": 2000}})
+    r = call(proxy, route(chain()), True)
+    assert_clean_answer(r, True, SECONDARY_TEXT)
+    a = attempts_of(proxy, r)
+    assert a[0]["outcome"] == "timeout"
+    assert a[1]["ok"] is True
+
+
+def test_slow_first_token_within_timeout_is_served(proxy, mock, route):
+    mock.configure({PRIMARY: {"ttft_ms": 50, "chunk_interval_ms": 20}})
+    r = call(proxy, route(chain()), True)
+    assert_clean_answer(r, True, MOCK_TEXT)
+    assert len(attempts_of(proxy, r)) == 1
+
+
+# ------------------------------------------------------------------------ mid-stream faults
+
+
+# Chunks every 300 ms. Frame 0 is OpenAI's role-only chunk (no output yet), so the first
+# content arrives at ~300 ms, inside the 600 ms ttft timeout; the next gap (300 ms) is over the
+# 100 ms stall timeout, after output started.
+STALL_CHAIN = dict(timeout_ms=1000, ttft_timeout_ms=600, stall_timeout_ms=100)
+
+
+def test_stall_before_output_is_a_ttft_timeout_and_fails_over(proxy, mock, route):
+    # A gap right after the role chunk is still "before output": absorbed.
+    mock.configure({PRIMARY: {"chunk_interval_ms": 2000}})
+    r = call(proxy, route(chain()), True)
+    assert_clean_answer(r, True, SECONDARY_TEXT)
+    assert attempts_of(proxy, r)[0]["outcome"] == "timeout"
+
+
+def test_stall_mid_stream_ends_with_error_event_and_no_done(proxy, mock, route):
+    mock.configure({PRIMARY: {"chunk_interval_ms": 300}})
+    t0 = time.monotonic()
+    r = call(proxy, route(chain(**STALL_CHAIN)), True)
+    elapsed = time.monotonic() - t0
+    content, err = assert_error_ended_stream(r)
+    assert content and MOCK_TEXT.startswith(content) and content != MOCK_TEXT
+    a = attempts_of(proxy, r)
+    assert len(a) == 1, "no failover once output reached the caller"
+    assert a[0]["outcome"] == "stream_interrupted"
+    assert mock.requests_for(SECONDARY) == 0
+    assert elapsed < 1.5  # cut by the stall timeout, not by the end of the stream (~1.8 s)
+
+
+def test_stall_mid_stream_raises_in_the_sdk(proxy, mock, route, client):
+    mock.configure({PRIMARY: {"chunk_interval_ms": 300}})
+    stream = client.chat.completions.create(model=route(chain(**STALL_CHAIN)), messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError) as ei:
+        collect_stream(stream)
+    assert "stall" in str(ei.value).lower() or "stream" in str(ei.value).lower()
+
+
+@pytest.mark.parametrize("family", list(FAMILY_TARGETS))
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 4, 5])
+def test_disconnect_mid_stream_is_clean_fallback_or_explicit_error(proxy, mock, route, family, cut):
+    """The mock drops the connection after `cut` native frames. Whatever the family and the
+    point of the cut, the caller sees either a clean answer (from the fallback when the cut
+    came before any output; from the primary when its stream was already complete, e.g.
+    Gemini, which has no end marker after the finishReason) or a prefix of the primary's answer
+    followed by an error event and no [DONE]."""
+    model, upstream = FAMILY_TARGETS[family]
+    secondary = "gpt-4o" if family != "openai" else "claude-sonnet-4-5"
+    sec_upstream = secondary
+    mock.configure({upstream: {"disconnect_after_chunks": cut, "chunks": 4}, sec_upstream: {"text": SECONDARY_TEXT}})
+    r = call(proxy, route(chain(primary=model, secondary=secondary)), True)
+    assert r.status == 200
+    events = sse_events(r.body)
+    a = attempts_of(proxy, r)
+    if events and events[-1] == "[DONE]":
+        if a[0]["ok"]:
+            assert_clean_answer(r, True, MOCK_TEXT)
+            assert len(a) == 1
+        else:
+            assert_clean_answer(r, True, SECONDARY_TEXT)
+            assert [x["model"] for x in a] == [model, secondary]
+    else:
+        content, _ = assert_error_ended_stream(r)
+        assert content and MOCK_TEXT.startswith(content), content
+        assert len(a) == 1 and a[0]["outcome"] == "stream_interrupted", a
+    assert mock.stats()["models"][upstream]["disconnects"] == 1
+
+
+def test_disconnect_before_output_fails_over_and_after_output_errors(proxy, mock, route):
+    """The two branches above, pinned for the OpenAI family: frame 0 is the role-only chunk."""
+    mock.configure({PRIMARY: {"disconnect_after_chunks": 1}})
+    r = call(proxy, route(chain()), True)
+    assert_clean_answer(r, True, SECONDARY_TEXT)
+    mock.configure({PRIMARY: {"disconnect_after_chunks": 3}})
+    r = call(proxy, route(chain()), True)
+    content, _ = assert_error_ended_stream(r)
+    assert content == MOCK_TEXT[: len(content)] and 0 < len(content) < len(MOCK_TEXT)
+
+
+# ------------------------------------------------------------------------ malformed bodies
+
+
+def test_malformed_json_body_fails_over_when_malformed_is_retried(proxy, mock, route):
+    mock.configure({PRIMARY: {"malformed_rate": 1.0}})
+    r = call(proxy, route(chain()), False)
+    assert_clean_answer(r, False, SECONDARY_TEXT)
+    a = attempts_of(proxy, r)
+    assert a[0]["outcome"] == "malformed_response"
+
+
+def test_malformed_json_body_not_retried_is_a_clean_502(proxy, mock, route):
+    mock.configure({PRIMARY: {"malformed_rate": 1.0}})
+    r = call(proxy, route(chain(retry_on=["429", "5xx", "timeout"])), False)
+    assert r.status == 502
+    err = r.json()["error"]
+    assert err["message"] and err["code"]
+    assert mock.requests_for(SECONDARY) == 0
+
+
+def test_malformed_event_mid_stream_ends_with_error_event(proxy, mock, route):
+    mock.configure({PRIMARY: {"malformed_rate": 1.0}})
+    r = call(proxy, route(chain()), True)
+    content, err = assert_error_ended_stream(r)
+    assert MOCK_TEXT.startswith(content) and content
+    assert attempts_of(proxy, r)[0]["outcome"] == "stream_interrupted"
+
+
+# ------------------------------------------------------------------------ the total budget
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_total_budget_holds_when_every_attempt_hangs(proxy, mock, route, stream, capsys):
+    budget_ms = 600
+    models = ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"]
+    mock.configure({m: {"hang_rate": 1.0} for m in models})
+    slug = route({
+        "strategy": "fallback",
+        "attempts": [{"model": m, "timeout_ms": 400} for m in models],
+        "retry_on": ["429", "5xx", "timeout"],
+        "total_budget_ms": budget_ms,
+    })
+    t0 = time.monotonic()
+    r = call(proxy, slug, stream)
+    elapsed_ms = (time.monotonic() - t0) * 1000
+    slack_ms = elapsed_ms - budget_ms
+    with capsys.disabled():
+        print(f"\n[total budget] stream={stream} budget={budget_ms} ms elapsed={elapsed_ms:.0f} ms "
+              f"slack={slack_ms:+.0f} ms")
+    # Nothing reached the caller, so the answer is a plain OpenAI error, not an SSE stream.
+    assert r.status == 504, r.text
+    assert r.json()["error"]["message"]
+    assert elapsed_ms >= budget_ms * 0.9  # it did try for the budget...
+    assert slack_ms < 400  # ...and not (much) longer, even on a loaded 2-core machine
+    a = attempts_of(proxy, r)
+    assert [x["model"] for x in a] == models[: len(a)] and len(a) == 2
+    assert all(x["outcome"] == "timeout" for x in a)
