@@ -4,24 +4,28 @@
 #include <utility>
 
 #include "policy/strategies/ab_test.hpp"
+#include "policy/strategies/cascade.hpp"
 
 #include "policy/strategies/cost_optimized.hpp"
 #include "policy/strategies/ensemble.hpp"
 #include "policy/strategies/fallback.hpp"
 #include "policy/strategies/latency_optimized.hpp"
+#include "policy/strategies/rules.hpp"
 #include "policy/strategies/single.hpp"
 #include "policy/strategy.hpp"
 
 namespace modelux {
 
 namespace {
-constexpr std::array<std::pair<std::string_view, StrategyCompiler>, 6> kStrategies = {{
+constexpr std::array<std::pair<std::string_view, StrategyCompiler>, 8> kStrategies = {{
     {"single", &compile_single},
     {"fallback", &compile_fallback},
     {"cost_optimized", &compile_cost_optimized},
     {"latency_optimized", &compile_latency_optimized},
     {"ensemble", &compile_ensemble},
     {"ab_test", &compile_ab_test},
+    {"cascade", &compile_cascade},
+    {"rules", &compile_rules},
 }};
 }  // namespace
 
