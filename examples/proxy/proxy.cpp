@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "modelux/budget.hpp"
+#include "modelux/health.hpp"
 #include "modelux/trace.hpp"
 
 namespace modelux::proxy {
@@ -257,6 +258,12 @@ net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, Res
     if (rows)
       for (const auto& r : *rows) arr.push_back(r.to_json());
     { auto arg0_ = std::string(kJson); auto arg1_ = Json{{"object", "list"}, {"data", arr}}.dump(); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
+    co_return;
+  }
+  if (req.path == "/v1/health" && req.method == "GET") {
+    // Operators read why a target's breaker is open and until when.
+    std::string body = st.router->health() ? st.router->health()->state_json(st.router->clock().now()).dump() : std::string("{}");
+    co_await w.respond(200, std::string(kJson), std::move(body));
     co_return;
   }
   if (req.path == "/v1/budgets" && req.method == "GET") {

@@ -26,6 +26,8 @@
 #include <boost/asio/use_future.hpp>
 
 #include "modelux/budget.hpp"
+#include "modelux/health.hpp"
+#include "modelux/ratelimits.hpp"
 #include "modelux/trace.hpp"
 #include "router/resolver.hpp"
 
@@ -101,6 +103,7 @@ struct Router::Impl {
   std::shared_ptr<Transport> transport;
   std::unique_ptr<Tracer> tracer;
   std::unique_ptr<BudgetManager> budgets;
+  std::unique_ptr<HealthRegistry> health;
   std::atomic<std::shared_ptr<const RouteTable>> table;
   std::mutex config_mu;  // serialises config swaps (readers never take it)
   std::unique_ptr<std::atomic<std::uint64_t>[]> key_cursor;
@@ -119,11 +122,17 @@ struct Router::Impl {
     return config.providers.size();
   }
 
-  // Round-robin over the provider's key pool.
-  std::string pick_key(std::size_t pi) {
+  // A key from the provider's pool: spread across keys, skipping keys that sit out a 429
+  // until their reset (health key pool). -1 when every key is cooling down.
+  int pick_key(std::size_t pi, Instant now) {
     const auto& keys = config.providers[pi].api_keys;
-    if (keys.empty()) return {};
-    return keys[key_cursor[pi].fetch_add(1, std::memory_order_relaxed) % keys.size()];
+    if (keys.empty()) return 0;
+    if (keys.size() == 1) return 0;
+    if (health) {
+      auto k = health->pick_key(config.providers[pi].name, now);
+      return k ? *k : -1;
+    }
+    return static_cast<int>(key_cursor[pi].fetch_add(1, std::memory_order_relaxed) % keys.size());
   }
 
   struct AttemptRun {
@@ -131,6 +140,8 @@ struct Router::Impl {
     std::optional<Admission> admission;
     std::string downgrade_to;   // set when a soft budget threshold asks to reroute
     std::string budget_note;
+    int key_index = -1;         // which key of the provider's pool was used
+    std::string provider;
   };
 
   net::awaitable<AttemptRun> run_attempt(const AttemptPlan& plan, const ChatRequest& req, const CallContext& ctx,
@@ -178,7 +189,19 @@ struct Router::Impl {
       run.admission = std::move(*adm);
     }
 
-    ProviderEndpoint ep{pc.name, pc.family, pc.base_url, pick_key(pi), pc.options};
+    int key_index = pick_key(pi, clock->now());
+    if (key_index < 0) {
+      if (run.admission) budgets->release(*run.admission), run.admission.reset();
+      Error e{ErrorKind::rate_limited, "every API key of provider '" + pc.name + "' is cooling down after 429s", 429, {}, {}, {}, {}};
+      if (health) {
+        auto wait = health->key_retry_at(pc.name, clock->now()) - clock->now();
+        if (wait.count() > 0) e.retry_after = std::chrono::duration_cast<Millis>(wait);
+      }
+      finish_error(std::move(e));
+      co_return run;
+    }
+    run.key_index = key_index;
+    ProviderEndpoint ep{pc.name, pc.family, pc.base_url, pc.api_keys.empty() ? std::string{} : pc.api_keys[static_cast<std::size_t>(key_index)], pc.options};
     const bool stream_mode = req.stream && sink && *sink && !plan.needs_full_response;
     Result<HttpRequestSpec> spec;
     if (req.stream && !stream_mode) {
@@ -202,6 +225,15 @@ struct Router::Impl {
       co_return run;
     }
     auto& s = **opened;
+    run.provider = pc.name;
+    if (health) {
+      auto rl = parse_rate_limits(pc.family, s.headers());
+      if (rl.remaining_requests || rl.remaining_tokens) {
+        auto reset = std::max(rl.reset_requests.value_or(Millis{0}), rl.reset_tokens.value_or(Millis{0}));
+        health->observe_rate_limits(plan.target.key(), rl.remaining_requests, rl.remaining_tokens, clock->now() + reset,
+                                    clock->now());
+      }
+    }
     if (s.status() < 200 || s.status() >= 300) {
       auto body = co_await s.read_all(plan.deadline);
       finish_error(codec->decode_error(s.status(), s.headers(), body ? *body : std::string{}));
@@ -255,7 +287,12 @@ struct Router::Impl {
         break;
       }
       chunks.clear();
-      Result<void> fed = piece->empty() ? decoder->finish(chunks) : decoder->feed(*piece, chunks);
+      bool ended = piece->empty();
+      Result<void> fed = ended ? decoder->finish(chunks) : decoder->feed(*piece, chunks);
+      if (fed && !ended && decoder->done()) {
+        fed = decoder->finish(chunks);  // flush what the decoder holds back until the end (usage)
+        ended = true;
+      }
       for (auto& c : chunks) {
         c.id = chunk_id;
         c.model = plan.target.model;
@@ -295,7 +332,7 @@ struct Router::Impl {
         r.delivered = first_output;
         break;
       }
-      if (piece->empty() || decoder->done()) {
+      if (ended) {
         r.ok = true;
         r.response = acc.finish();
         r.usage = r.response.usage;
@@ -359,11 +396,13 @@ struct Router::Impl {
     }
 
     auto ex = co_await net::this_coro::executor;
+    const std::uint64_t fingerprint = health ? prompt_prefix_fingerprint(req) : 0;
     for (;;) {  // runs twice at most: once more after a budget downgrade
       SessionInputs in;
       in.request = &req;
       in.context = &ctx;
       in.budget = budgets.get();
+      in.health = health.get();
       in.seed = seed_base ^ (seed_counter.fetch_add(1, std::memory_order_relaxed) * 0x9e3779b97f4a7c15ULL);
       in.start = clock->now();
       in.wall_start = clock->wall_now();
@@ -431,6 +470,7 @@ struct Router::Impl {
         }
         for (auto& run : arrived) {
           --in_flight;
+          observe(run, flights, fingerprint);
           if (!run.downgrade_to.empty() && downgrade_to.empty()) {
             downgrade_to = run.downgrade_to;
             budget_actions.push_back(run.budget_note);
@@ -513,6 +553,22 @@ struct Router::Impl {
     }
   }
 
+  // Feeds health, the key pool and prompt-cache affinity with one attempt's outcome.
+  // Budget downgrades and cancellations say nothing about the target's health.
+  template <class Flights>
+  void observe(const AttemptRun& run, const Flights& flights, std::uint64_t fingerprint) {
+    if (!health || !run.downgrade_to.empty()) return;
+    const AttemptResult& r = run.result;
+    if (!r.ok && r.error.kind == ErrorKind::cancelled) return;
+    for (const auto& f : flights) {
+      if (f->plan.id != r.id) continue;
+      Instant now = clock->now();
+      health->observe(f->plan.target.key(), r, now);
+      if (run.key_index >= 0 && !run.provider.empty()) health->observe_key(run.provider, run.key_index, r, now);
+      if (r.ok && fingerprint) health->note_prefix(fingerprint, f->plan.target.key(), now);
+    }
+  }
+
   void settle(AttemptRun& run) {
     if (!budgets || !run.admission) return;
     if (run.result.ok || !run.result.usage.empty()) {
@@ -543,6 +599,9 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
   impl->clock = options.clock ? options.clock : &SteadyClock::instance();
   impl->seed_base = options.seed ? options.seed : fnv1a64(new_request_id());
   impl->key_cursor = std::make_unique<std::atomic<std::uint64_t>[]>(impl->config.providers.size() + 1);
+  impl->health = std::make_unique<HealthRegistry>();
+  for (const auto& p : impl->config.providers)
+    if (p.api_keys.size() > 1) impl->health->set_key_pool(p.name, static_cast<int>(std::min<std::size_t>(p.api_keys.size(), 16)));
   auto table = RouteTable::build(impl->config, nullptr);
   if (!table) return fail(table.error());
   impl->table.store(std::move(*table));
@@ -631,7 +690,7 @@ const Config& Router::config() const noexcept { return impl_->config; }
 const Catalog& Router::catalog() const noexcept { return impl_->config.catalog; }
 Tracer* Router::tracer() noexcept { return impl_->tracer.get(); }
 BudgetManager* Router::budgets() noexcept { return impl_->budgets.get(); }
-HealthRegistry* Router::health() noexcept { return nullptr; }
+HealthRegistry* Router::health() noexcept { return impl_->health.get(); }
 Transport& Router::transport() noexcept { return *impl_->transport; }
 net::any_io_executor Router::executor() noexcept { return impl_->ioc.get_executor(); }
 const Clock& Router::clock() const noexcept { return *impl_->clock; }
