@@ -149,3 +149,30 @@ TEST_CASE("DecisionTrace: from_json reports the path of a bad field and never th
     CHECK(r->time == WallTime{std::chrono::milliseconds{1'767'225'600'123LL}});
   }
 }
+
+#include "trace/trace_json_util.hpp"
+
+TEST_CASE("DecisionTrace: the writer's direct serializer matches to_json()") {
+  DecisionTrace t = sample_trace();
+  t.error_message = "quote \" backslash \\ newline \n tab \t ctrl \x01 del \x7f";
+  t.attempts[0].error = "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80";  // valid 2-, 3- and 4-byte UTF-8
+  t.reason = "bad \xC3 utf8 \xFF\xFE and overlong \xC0\xAF and surrogate \xED\xA0\x80";
+  t.cost = {1.0, 3.0};  // integral doubles stay numbers
+  t.budget_actions = {"a", "b"};
+  SUBCASE("unique tag keys") {}
+  SUBCASE("repeated tag keys") { t.tags = {{"k", "1"}, {"k", "2"}}; }
+  SUBCASE("no tags, attempts or bodies") {
+    t.tags.clear();
+    t.attempts.clear();
+    t.request_body.clear();
+  }
+  std::string fast;
+  trace_detail::append_trace_json(fast, t);
+  Json parsed = Json::parse(fast);  // throws (fails the test) if not valid JSON/UTF-8
+  Json reference = Json::parse(t.to_json().dump(-1, ' ', false, Json::error_handler_t::replace));
+  CHECK(parsed == reference);
+  auto back = DecisionTrace::from_json(parsed);
+  REQUIRE(back);
+  CHECK(back->error_message == t.error_message);
+  CHECK(back->attempts.size() == t.attempts.size());
+}

@@ -161,7 +161,9 @@ bool failed_over(const DecisionTrace& t) {
 
 Result<void> TraceStore::Impl::insert(const DecisionTrace& t) {
   const std::int64_t time_us = to_us(t.time);
-  const std::string body = t.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string& body = body_buf;
+  body.clear();
+  trace_detail::append_trace_json(body, t);
   AttemptCosts ac = attempt_costs(t);
   std::int64_t in_tok = 0, out_tok = 0;
   for (auto& [i, o] : ac.tokens) {

@@ -25,6 +25,7 @@ struct TraceStore::Impl {
   bool read_only = false;
   std::mutex mu;  // one connection, every call serialized
 
+  std::string body_buf;  // reused by insert(): one growing buffer, no per-trace allocation
   trace_detail::Stmt ins_trace, ins_attempt, ins_tag, del_trace, del_attempts, del_tags, bump_meta;
 
   ~Impl();

@@ -15,3 +15,16 @@ std::string format_iso_time(WallTime t);
 std::optional<WallTime> parse_iso_time(std::string_view s);
 
 }  // namespace modelux::trace_detail
+
+namespace modelux {
+struct DecisionTrace;
+}
+
+namespace modelux::trace_detail {
+
+/// Appends the same JSON document as DecisionTrace::to_json().dump() (keys in declaration order
+/// instead of sorted), written directly without building a Json tree: the writer thread's
+/// serializer. Invalid UTF-8 is replaced by U+FFFD, as nlohmann's `replace` handler does.
+void append_trace_json(std::string& out, const DecisionTrace& t);
+
+}  // namespace modelux::trace_detail
