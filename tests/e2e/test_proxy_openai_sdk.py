@@ -195,3 +195,76 @@ def test_health_and_metrics_count_requests(proxy, client):
     after = proxy.request("GET", "/metrics").text
     assert value(after, "modelux_requests_total") == value(before, "modelux_requests_total") + 1
     assert value(after, "modelux_requests_ok_total") == value(before, "modelux_requests_ok_total") + 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_every_target_rate_limited_is_429_rate_limit_error_with_trace(proxy, mock, client, stream):
+    mock.configure({m: {"error_status": 429, "retry_after_ms": 30_000}
+                    for m in ("claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash")})
+    with pytest.raises(openai.RateLimitError) as ei:
+        r = client.chat.completions.create(model="@production", messages=MESSAGES, stream=stream)
+        if stream:
+            list(r)
+    assert ei.value.status_code == 429
+    rid = ei.value.response.headers.get("x-request-id")
+    assert rid, "error answers carry the request id too"
+    trace = proxy.trace(rid)
+    assert trace["ok"] is False
+    assert [a["outcome"] for a in trace["attempts"]] == ["rate_limited"] * 3
+    assert trace["error_kind"] == "rate_limited"
+
+
+def test_rejected_request_is_traced(proxy, client):
+    with pytest.raises(openai.NotFoundError) as ei:
+        client.chat.completions.create(model="@missing-slug", messages=MESSAGES)
+    rid = ei.value.response.headers.get("x-request-id")
+    assert rid
+    trace = proxy.trace(rid)
+    assert trace["ok"] is False and trace["error_kind"] == "not_found"
+    assert trace["attempts"] == []
+
+
+def test_config_put_swaps_live_and_bad_config_is_refused_with_path(proxy, mock, client):
+    v1 = proxy.put_config("swap", {"strategy": "single", "model": "gpt-4o-mini"})
+    assert client.chat.completions.create(model="@swap", messages=MESSAGES).model == "gpt-4o-mini"
+    v2 = proxy.put_config("swap", {"strategy": "single", "model": "gemini-2.5-flash"})
+    assert v2 > v1
+    assert client.chat.completions.create(model="@swap", messages=MESSAGES).model == "gemini-2.5-flash"
+    bad = proxy.request("PUT", "/v1/configs/swap",
+                        {"strategy": "fallback", "attempts": [{"model": "gpt-4o-mini", "timeout_ms": "soon"}]})
+    assert bad.status == 400
+    err = bad.json()["error"]
+    assert err["param"].endswith(".attempts[0].timeout_ms"), err
+    unknown = proxy.request("PUT", "/v1/configs/swap", {"strategy": "single", "model": "gpt-99-imaginary"})
+    assert unknown.status == 400
+    # The refused versions never went live.
+    assert client.chat.completions.create(model="@swap", messages=MESSAGES).model == "gemini-2.5-flash"
+    got = proxy.request("GET", "/v1/configs/swap").json()
+    assert got["version"] == v2 and got["config"]["model"] == "gemini-2.5-flash"
+
+
+def test_concurrent_requests_each_get_their_own_answer_and_trace(proxy, mock):
+    """16 SDK calls at once, half streaming, through a chain whose primary 429s: every caller
+    gets a full answer, every request id is distinct and has its own two-attempt trace."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mock.configure({"claude-haiku-4-5": {"error_status": 429}, "gpt-4o-mini": {"latency_ms": 30}})
+
+    def one(i: int) -> tuple[str, str]:
+        c = proxy.client()
+        if i % 2:
+            s = c.chat.completions.create(model="@production", messages=MESSAGES, stream=True)
+            rid = s.response.headers["x-request-id"]
+            return rid, collect_stream(s).content
+        raw = c.chat.completions.with_raw_response.create(model="@production", messages=MESSAGES)
+        return raw.headers["x-request-id"], raw.parse().choices[0].message.content
+
+    with ThreadPoolExecutor(max_workers=16) as ex:
+        results = list(ex.map(one, range(16)))
+    assert all(content == MOCK_TEXT for _, content in results)
+    rids = [rid for rid, _ in results]
+    assert len(set(rids)) == 16
+    for rid in rids:
+        t = proxy.trace(rid)
+        assert [a["outcome"] for a in t["attempts"]] == ["rate_limited", "ok"]
+    assert mock.stats()["models"]["gpt-4o-mini"]["requests"] == 16
