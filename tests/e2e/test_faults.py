@@ -341,3 +341,48 @@ def test_total_budget_holds_when_every_attempt_hangs(proxy, mock, route, stream,
     a = attempts_of(proxy, r)
     assert [x["model"] for x in a] == models[: len(a)] and len(a) == 2
     assert all(x["outcome"] == "timeout" for x in a)
+
+
+def test_stream_still_running_at_the_budget_is_cut_with_an_error_event(proxy, mock, route):
+    # 10 chunks 150 ms apart (~1.5 s) under a 600 ms budget: output has started, so the cut
+    # must be explicit (error event, no [DONE]) and on time.
+    mock.configure({PRIMARY: {"chunks": 10, "chunk_interval_ms": 150}})
+    slug = route({"strategy": "fallback", "attempts": [{"model": PRIMARY, "timeout_ms": 600}],
+                  "total_budget_ms": 600})
+    t0 = time.monotonic()
+    r = call(proxy, slug, True)
+    elapsed = time.monotonic() - t0
+    content, err = assert_error_ended_stream(r)
+    assert content and MOCK_TEXT.startswith(content) and content != MOCK_TEXT
+    assert err["code"] == "timeout"
+    assert elapsed < 1.2
+
+
+def test_client_going_away_mid_stream_releases_the_request(proxy, mock):
+    """The caller closes its socket after the first bytes of a ~4 s stream; the proxy must stop
+    the request (in-flight gauge back to 0) long before the upstream stream would have ended."""
+    import socket
+
+    mock.configure({PRIMARY: {"chunks": 40, "chunk_interval_ms": 100}})
+    body = json.dumps({"model": PRIMARY, "messages": MESSAGES, "stream": True}).encode()
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+              + f"authorization: Bearer {proxy.auth['authorization'][7:]}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+              + body)
+    got = b""
+    while b'"content":"H' not in got and b'"content":"He' not in got and b"Hello" not in got:
+        piece = s.recv(4096)
+        assert piece, "stream ended early"
+        got += piece
+    s.close()
+    t_closed = time.monotonic()
+
+    def in_flight() -> float:
+        for line in proxy.request("GET", "/metrics").text.splitlines():
+            if line.startswith("modelux_requests_in_flight "):
+                return float(line.split()[1])
+        raise AssertionError("no in-flight gauge")
+
+    while in_flight() > 0:
+        assert time.monotonic() - t_closed < 2.0, "request still in flight 2 s after the client left"
+        time.sleep(0.02)
