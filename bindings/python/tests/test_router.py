@@ -137,12 +137,11 @@ def test_chat_bad_request_names_the_field(config: Dict[str, Any]) -> None:
 
 
 def test_chat_releases_the_gil(mock: MockProvider, config: Dict[str, Any]) -> None:
-    # Two requests that each wait 300 ms upstream, from two threads, overlap.
-    mock.configure({"gpt-4o-mini": {"latency_ms": 300}})
+    # Two requests that each wait 1 s upstream, from two threads. If chat() held the GIL, this
+    # thread could not run for a whole second; it must keep running in small slices.
+    mock.configure({"gpt-4o-mini": {"latency_ms": 1000}})
     router = modelux.Router(config, tracing=False, io_threads=2)
     texts: List[str] = []
-    ticks = 0
-    done = threading.Event()
 
     def call() -> None:
         texts.append(router.chat("gpt-4o-mini", HI).text)
@@ -150,15 +149,16 @@ def test_chat_releases_the_gil(mock: MockProvider, config: Dict[str, Any]) -> No
     threads = [threading.Thread(target=call) for _ in range(2)]
     for th in threads:
         th.start()
-    # While the calls run, this thread keeps getting the GIL.
+    last = time.monotonic()
+    max_gap = 0.0
     while any(th.is_alive() for th in threads):
-        ticks += 1
-        time.sleep(0.005)
+        now = time.monotonic()
+        max_gap = max(max_gap, now - last)
+        last = now
     for th in threads:
         th.join()
-    done.set()
     assert texts == [MOCK_TEXT, MOCK_TEXT]
-    assert ticks > 10
+    assert max_gap < 0.5, f"this thread was starved for {max_gap:.3f} s while chat() ran"
     router.close()
 
 

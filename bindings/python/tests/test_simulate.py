@@ -53,7 +53,7 @@ def test_inline_config_and_traces() -> None:
         "retry_on": ["timeout"],
         "total_budget_ms": 5000,
     }
-    report = sim.run(cfg, 20, keep_traces=True, project="sim-test")
+    report = sim.run(cfg, 20, keep_traces=True, project="sim-test", use_health=False)
     assert report["success_rate"] == 1.0
     assert len(report["results"]) == 20
     for r in report["results"]:
