@@ -146,7 +146,7 @@ struct Tracer::Impl {
   std::atomic<std::uint64_t> write_errors{0};
   std::atomic<std::uint64_t> processed{0};     // ring tickets written or dropped
 
-  std::mutex mu;  // guards the fields below and the condition variables
+  mutable std::mutex mu;  // guards the fields below and the condition variables
   std::condition_variable wake;
   std::condition_variable done;
   bool stop = false;
@@ -357,7 +357,7 @@ TracerStats Tracer::stats() const noexcept {
   s.submitted = claimed + full;
   s.queued = claimed > s.written + late ? claimed - s.written - late : 0;
   try {
-    std::lock_guard lk(const_cast<Impl&>(im).mu);
+    std::lock_guard lk(im.mu);
     s.last_error = im.last_error;
   } catch (...) {
   }
