@@ -129,6 +129,18 @@ void check_same_answer(const ChatResponse& got, const ChatResponse& want, bool c
   CHECK(got.usage.completion_tokens == want.usage.completion_tokens);
 }
 
+// The canned answer, with real tool arguments and a second, parallel call when it calls tools,
+// so that argument fragments and call indexes are exercised too.
+ChatResponse rich_answer(const MockRequest& m) {
+  ChatResponse r = mock::canned_response(m, "The weather in Oslo is mild, 12 degrees. Øl og smørbrød 🍺");
+  auto& calls = r.choices[0].message.tool_calls;
+  if (!calls.empty()) {
+    calls[0].arguments = R"({"city":"Oslo","days":[1,2,3],"units":{"temp":"C"},"note":"\u00f8 \"quoted\""})";
+    calls.push_back(ToolCall{"call_mock0002", "get_time", R"({"city":"Bergen"})"});
+  }
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("mock native: parse_request reads what every family's client codec sends") {
@@ -269,7 +281,7 @@ TEST_CASE("mock native: render_response decodes to the same answer with each fam
       CAPTURE(fam_name);
       CAPTURE(tools);
       MockRequest m = round_trip_request(fc, sample_request(false, tools));
-      ChatResponse want = mock::canned_response(m, "The weather in Oslo is mild, 12 degrees.");
+      ChatResponse want = rich_answer(m);
       auto rendered = mock::render_response(m.family, want);
       CHECK(rendered.status == 200);
       CHECK(rendered.content_type == "application/json");
@@ -289,7 +301,7 @@ TEST_CASE("mock native: render_stream decodes to the same answer at every byte s
         CAPTURE(tools);
         CAPTURE(pieces);
         MockRequest m = round_trip_request(fc, sample_request(true, tools));
-        ChatResponse want = mock::canned_response(m, "The weather in Oslo is mild, 12 degrees.");
+        ChatResponse want = rich_answer(m);
         auto frames = mock::render_stream(m.family, want, pieces, /*include_usage=*/true);
         REQUIRE_FALSE(frames.empty());
         CHECK(mock::stream_content_type(m.family) ==
