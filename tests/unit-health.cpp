@@ -186,6 +186,8 @@ TEST_CASE("HealthRegistry: prompt-cache affinity holds for the TTL") {
   h.note_prefix(fp, "anthropic/claude-haiku-4-5", c.now(), 300s);
   CHECK(h.preferred_target(fp, c.now()) == "anthropic/claude-haiku-4-5");
   CHECK(h.preferred_target(fp + 1, c.now()).empty());
+  h.note_prefix(fp, "openai/gpt-4o", c.now(), 300s);  // a live entry is not stolen
+  CHECK(h.preferred_target(fp, c.now()) == "anthropic/claude-haiku-4-5");
   c.advance(301s);
   CHECK(h.preferred_target(fp, c.now()).empty());
 }

@@ -219,3 +219,58 @@ TEST_CASE("AbTestStrategy: sticky per end user, split accuracy, arm in the trace
   CHECK(compile_error_path(R"({"strategy":"ab_test","arms":[{"weight":90,"model":"gpt-4o"},{"weight":10,"modle":"gpt-4o-mini"}]})") ==
         "$.arms[1].modle");
 }
+
+TEST_CASE("LatencyOptimizedStrategy: prompt-cache affinity keeps a warm target that is not much slower") {
+  auto p = compile(R"({"strategy":"latency_optimized","explore":0,"min_samples":1,
+     "candidates":["claude-haiku-4-5","gpt-4o-mini"]})");
+  Simulator sim;
+  sim.add_target(fixed("anthropic/claude-haiku-4-5", 380));
+  sim.add_target(fixed("openai/gpt-4o-mini", 300));
+  SimOptions o;
+  // every request shares one system prompt and first user message: one prefix fingerprint
+  o.request = [](std::size_t) {
+    ChatRequest r;
+    Message m;
+    m.role = "user";
+    ContentPart cp;
+    cp.text = "Summarise this 40-page contract.";
+    m.content.push_back(cp);
+    r.messages.push_back(m);
+    return r;
+  };
+  auto rep = sim.run(p, 400, o);
+  CHECK(rep.success_rate == 1.0);
+  // Once both are measured, whichever target holds the prefix keeps it (haiku is within 1.5x
+  // of the best p50), so one target takes nearly all the traffic.
+  std::size_t top = std::max(rep.routes["anthropic/claude-haiku-4-5"], rep.routes["openai/gpt-4o-mini"]);
+  CHECK(top >= 370);
+
+  SUBCASE("without affinity the faster target takes the traffic") {
+    auto q = compile(R"({"strategy":"latency_optimized","explore":0,"min_samples":1,"cache_affinity":false,
+       "candidates":["claude-haiku-4-5","gpt-4o-mini"]})");
+    auto rep2 = sim.run(q, 400, o);
+    CHECK(rep2.routes["openai/gpt-4o-mini"] >= 370);  // the rest: cold-start measurements
+  }
+}
+
+TEST_CASE("prompt_prefix_fingerprint: system + first user message, stable, 0 when empty") {
+  ChatRequest a;
+  CHECK(prompt_prefix_fingerprint(a) == 0);
+  Message sys;
+  sys.role = "system";
+  ContentPart p;
+  p.text = "You are terse.";
+  sys.content.push_back(p);
+  Message u = sys;
+  u.role = "user";
+  u.content[0].text = "Question one";
+  a.messages = {sys, u};
+  ChatRequest b = a;
+  Message later = u;
+  later.content[0].text = "a later turn";
+  b.messages.push_back(later);
+  CHECK(prompt_prefix_fingerprint(a) != 0);
+  CHECK(prompt_prefix_fingerprint(a) == prompt_prefix_fingerprint(b));  // later turns do not matter
+  b.messages[0].content[0].text = "You are verbose.";
+  CHECK(prompt_prefix_fingerprint(a) != prompt_prefix_fingerprint(b));
+}

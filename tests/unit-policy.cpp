@@ -463,3 +463,33 @@ TEST_CASE("retry_class_matches: classes map onto error kinds") {
   e.kind = ErrorKind::connection;
   CHECK(retry_class_matches("connection", e));
 }
+
+TEST_CASE("LatencyOptimizedStrategy: prefers the target holding the prompt prefix unless it is much slower") {
+  TestResolver r;
+  ManualClock clock;
+  struct Warm final : HealthView {
+    double haiku_p50 = 330;
+    Instant now;
+    TargetStats stats(std::string_view k, Instant) const override {
+      TargetStats s;
+      s.samples = 50;
+      s.last_sample = now;
+      s.p50_ms = k == "anthropic/claude-haiku-4-5" ? haiku_p50 : 300;
+      return s;
+    }
+    std::string preferred_target(std::uint64_t fp, Instant) const override {
+      return fp ? "anthropic/claude-haiku-4-5" : "";
+    }
+  } h;
+  h.now = clock.now();
+  auto p = compile_ok(Json::parse(R"({"strategy":"latency_optimized","explore":0,
+     "candidates":["gpt-4o-mini","claude-haiku-4-5"]})"), r);
+  auto run = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+  REQUIRE(run.ok);
+  CHECK(run.served.model == "claude-haiku-4-5");
+  CHECK(run.trace.reason.find("lowest p50: gpt-4o-mini (p50 300 ms), prompt-cache affinity: claude-haiku-4-5 (p50 330 ms)") == 0);
+  h.haiku_p50 = 900;  // over 1.5x the best: latency wins
+  auto run2 = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+  CHECK(run2.served.model == "gpt-4o-mini");
+  CHECK(run2.trace.reason.find("lowest p50: gpt-4o-mini (p50 300 ms)") != std::string::npos);
+}

@@ -354,10 +354,12 @@ const AttemptResult* SessionCore::result(std::uint32_t id) const noexcept {
   return r.id == 0 ? nullptr : &r;
 }
 
-bool SessionCore::record_result(const AttemptResult& r, Instant now) {
-  if (r.id == 0 || r.id > results.size() || results[r.id - 1].id != 0) return false;
-  AttemptResult& slot = results[r.id - 1];
-  slot = r;
+bool SessionCore::record_result(AttemptResult in_result, Instant now) {
+  const std::uint32_t id = in_result.id;
+  if (id == 0 || id > results.size() || results[id - 1].id != 0) return false;
+  AttemptResult& slot = results[id - 1];
+  slot = std::move(in_result);
+  const AttemptResult& r = slot;
   AttemptRecord& rec = record(r.id);
   rec.duration = r.latency.count() > 0 ? r.latency : now - (in.start + rec.start_offset);
   rec.ttft = r.ttft;
@@ -535,8 +537,10 @@ Step RoutingSession::next(Instant now) {
 void RoutingSession::report(AttemptResult result, Instant now) {
   SessionCore& c = *core_;
   if (finished()) return;
-  if (!c.record_result(result, now)) return;
-  root_->on_result(c, c.results[result.id - 1], now);
+  const std::uint32_t id = result.id;
+  if (!c.record_result(std::move(result), now)) return;
+  result.id = id;
+  root_->on_result(c, c.results[id - 1], now);
 }
 
 void RoutingSession::cancel(Instant now, std::string why) {
@@ -556,7 +560,7 @@ void RoutingSession::cancel(Instant now, std::string why) {
 }
 
 bool RoutingSession::finished() const noexcept { return core_->trace.total.count() != 0; }
-const ChatResponse& RoutingSession::response() const { return root_->outcome().response; }
+const ChatResponse& RoutingSession::response() const { return response_of(*core_, root_->outcome()); }
 const Target& RoutingSession::served() const { return root_->outcome().served; }
 const Error& RoutingSession::error() const { return root_->outcome().error; }
 DecisionTrace& RoutingSession::trace() noexcept { return core_->trace; }

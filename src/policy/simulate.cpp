@@ -208,6 +208,9 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           if (out.ok) {
             out.served = l.s->served();
             out.text = response_text(l.s->response());
+            // Like the executor: the served target now holds this prompt prefix in its cache.
+            if (o.use_health)
+              if (std::uint64_t fp = prompt_prefix_fingerprint(l.req)) health.note_prefix(fp, out.served.key(), now);
             ++rep.succeeded;
             ++rep.routes[out.served.key()];
           } else {

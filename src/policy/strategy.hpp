@@ -50,7 +50,7 @@ class SessionCore {
   /// The plan for an id.
   const AttemptPlan& plan(std::uint32_t id) const { return plans.at(id - 1); }
   /// Stores a reported result and fills the trace record. Returns false for late/unknown ids.
-  bool record_result(const AttemptResult& r, Instant now);
+  bool record_result(AttemptResult r, Instant now);
   /// The driver never reported `id` before its deadline: records a timeout for it.
   void expire(std::uint32_t id, Instant now, std::string why);
   /// Sets why_ended on an attempt's trace record.
@@ -91,6 +91,12 @@ struct StartArgs {
   RateLimitMode rate_limit_mode = RateLimitMode::fallback;
   bool ignore_health = false;  ///< panic pass: every target was open, try them anyway
 };
+
+/// The answer of an outcome: the winning attempt's stored response (never copied), or the
+/// outcome's own response for aggregates (attempt == 0).
+inline const ChatResponse& response_of(const SessionCore& s, const NodeOutcome& o) {
+  return o.attempt && o.attempt <= s.results.size() ? s.results[o.attempt - 1].response : o.response;
+}
 
 class StrategyState {
  public:

@@ -165,7 +165,7 @@ class CascadeState final : public StrategyState {
       c.now = now;
       c.wall = s.in.wall_start + std::chrono::duration_cast<WallTime::duration>(now - s.in.start);
       c.estimated_tokens = s.estimated_tokens();
-      std::string why_not = cs.accept.check(o.response, c);
+      std::string why_not = cs.accept.check(response_of(s, o), c);
       if (why_not.empty()) {
         if (index_ > 0 || spec_.steps.size() > 1)
           s.notes.push_back("cascade step " + std::to_string(index_) + " (" + cs.label + ") accepted");

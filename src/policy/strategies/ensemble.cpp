@@ -90,10 +90,10 @@ class EnsembleState final : public StrategyState {
         order_.push_back(i);
         const NodeOutcome& o = children_[i]->outcome();
         if (o.attempt) {
-          std::string vote = o.ok ? normalize_answer(response_text(o.response)) : "";
+          std::string vote = o.ok ? normalize_answer(response_text(response_of(s, o))) : "";
           s.record(o.attempt).vote = o.ok ? vote : "(failed: " + std::string(modelux::to_string(o.error.kind)) + ")";
         }
-        if (spec_.agg == Aggregation::first_valid && o.ok && !response_text(o.response).empty()) {
+        if (spec_.agg == Aggregation::first_valid && o.ok && !response_text(response_of(s, o)).empty()) {
           abandon(s, now, "abandoned: first_valid satisfied by member " + std::to_string(i));
           outcome_ = o;
           s.trace.aggregation = "first_valid: member " + std::to_string(i) + " (" + spec_.members[i].label + ")";
@@ -159,7 +159,7 @@ class EnsembleState final : public StrategyState {
       std::size_t i = order_[rank];
       const NodeOutcome& o = children_[i]->outcome();
       if (!o.ok) continue;
-      std::string text = response_text(o.response);
+      std::string text = response_text(response_of(s, o));
       if (text.empty()) continue;
       ++ok;
       std::string norm = normalize_answer(text);
@@ -197,7 +197,7 @@ class EnsembleState final : public StrategyState {
     }
     const NodeOutcome& win = children_[best->member]->outcome();
     outcome_.ok = true;
-    outcome_.response = win.response;
+    outcome_.response = response_of(s, win);
     outcome_.served = win.served;
     outcome_.attempt = 0;
     char buf[64];

@@ -9,6 +9,10 @@ namespace modelux {
 
 namespace {
 
+/// Candidates with fewer than min_samples are explored at least this often even when
+/// `explore` is 0, so a new candidate is measured at all; bounded like any exploration.
+constexpr double kColdExplore = 0.1;
+
 class LatencyOptimizedStrategy final : public Strategy {
  public:
   std::vector<ChainEntry> candidates;
@@ -36,6 +40,7 @@ class LatencyOptimizedStrategy final : public Strategy {
       bool fresh;
     };
     std::vector<Ranked> fresh, stale;
+    bool any_cold = false;  // never measured enough: explored at least kColdExplore of the time
     fresh.reserve(candidates.size());
     std::string preferred;
     if (cache_affinity && s.in.health)
@@ -43,6 +48,7 @@ class LatencyOptimizedStrategy final : public Strategy {
     for (std::size_t i = 0; i < candidates.size(); ++i) {
       TargetStats st = keys[i].empty() ? TargetStats{} : s.stats(keys[i], now);
       bool is_fresh = st.samples >= min_samples && st.p50_ms > 0 && now - st.last_sample < stale_after;
+      if (st.samples < min_samples) any_cold = true;
       if (is_fresh)
         fresh.push_back({i, st.p50_ms, true});
       else
@@ -52,7 +58,8 @@ class LatencyOptimizedStrategy final : public Strategy {
     std::vector<const ChainEntry*> order;
     order.reserve(candidates.size());
     bool explored = false;
-    if (!stale.empty() && (fresh.empty() || s.rng.uniform() < explore)) {
+    const double p_explore = any_cold ? std::max(explore, kColdExplore) : explore;
+    if (!stale.empty() && (fresh.empty() || s.rng.uniform() < p_explore)) {
       std::size_t pick = s.rng.below(stale.size());
       order.push_back(&candidates[stale[pick].i]);
       stale.erase(stale.begin() + static_cast<std::ptrdiff_t>(pick));
@@ -60,22 +67,24 @@ class LatencyOptimizedStrategy final : public Strategy {
       s.notes.push_back((fresh.empty() ? "no live latency yet, measuring " : "exploring stale ") +
                         candidates[order.back() - &candidates[0]].label);
     }
-    if (!explored && !fresh.empty() && !preferred.empty()) {
-      // Prompt-cache affinity: keep the warm target if it is not much slower than the best.
-      for (std::size_t k = 0; k < fresh.size(); ++k)
-        if (keys[fresh[k].i] == preferred && fresh[k].p50 <= fresh[0].p50 * 1.5) {
-          std::rotate(fresh.begin(), fresh.begin() + static_cast<std::ptrdiff_t>(k), fresh.begin() + static_cast<std::ptrdiff_t>(k) + 1);
-          s.notes.push_back("prompt-cache affinity: " + candidates[fresh[0].i].label);
-          break;
-        }
-    }
-    for (const auto& f : fresh) order.push_back(&candidates[f.i]);
-    for (const auto& f : stale) order.push_back(&candidates[f.i]);
     if (!fresh.empty() && !explored) {
       char buf[48];
       std::snprintf(buf, sizeof buf, " (p50 %.0f ms)", fresh[0].p50);
       s.notes.push_back("lowest p50: " + candidates[fresh[0].i].label + buf);
     }
+    if (!explored && !fresh.empty() && !preferred.empty()) {
+      // Prompt-cache affinity: keep the warm target if it is not much slower than the best.
+      for (std::size_t k = 1; k < fresh.size(); ++k)
+        if (keys[fresh[k].i] == preferred && fresh[k].p50 <= fresh[0].p50 * 1.5) {
+          std::rotate(fresh.begin(), fresh.begin() + static_cast<std::ptrdiff_t>(k), fresh.begin() + static_cast<std::ptrdiff_t>(k) + 1);
+          char buf[48];
+          std::snprintf(buf, sizeof buf, " (p50 %.0f ms)", fresh[0].p50);
+          s.notes.push_back("prompt-cache affinity: " + candidates[fresh[0].i].label + buf);
+          break;
+        }
+    }
+    for (const auto& f : fresh) order.push_back(&candidates[f.i]);
+    for (const auto& f : stale) order.push_back(&candidates[f.i]);
     if (order.size() > max_attempts) order.resize(max_attempts);
     return start_chain(opts, std::move(order), a);
   }

@@ -86,7 +86,6 @@ class TargetState final : public StrategyState {
     outcome_.served = spec_.target();
     if (r.ok) {
       outcome_.ok = true;
-      outcome_.response = r.response;
       return Step::Kind::done;
     }
     outcome_.ok = false;
