@@ -161,3 +161,22 @@ def test_chain_anthropic_openai_gemini(proxy, mock, client, cross_family_chain, 
     st = mock.stats()["models"]
     for i, f in enumerate(CHAIN):
         assert st.get(f.upstream, {}).get("requests", 0) == (1 if i <= serving else 0), st
+
+
+LONG_TEXT = "Grüße aus Köln — 日本語のテキスト 🚀✨ " * 40
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
+def test_long_multibyte_answer_in_many_chunks_arrives_intact(proxy, mock, client, fam: Family, stream: bool):
+    """~1,200 characters of 1-4 byte UTF-8 split into 97 native chunks: every family's decoder
+    and the proxy's re-encoding must deliver it byte for byte, in order."""
+    mock.configure({fam.upstream: {"text": LONG_TEXT, "chunks": 97}})
+    if stream:
+        got = collect_stream(client.chat.completions.create(model=fam.model, messages=MESSAGES, stream=True))
+        assert got.content == LONG_TEXT
+        assert got.chunks >= 50  # passed through piece by piece, not buffered into one
+        assert got.finish_reason == "stop"
+    else:
+        r = client.chat.completions.create(model=fam.model, messages=MESSAGES)
+        assert r.choices[0].message.content == LONG_TEXT
