@@ -268,3 +268,21 @@ def test_concurrent_requests_each_get_their_own_answer_and_trace(proxy, mock):
         t = proxy.trace(rid)
         assert [a["outcome"] for a in t["attempts"]] == ["rate_limited", "ok"]
     assert mock.stats()["models"]["gpt-4o-mini"]["requests"] == 16
+
+
+def test_429_to_the_caller_carries_retry_after(proxy, mock):
+    """When every target is rate limited and each said when to come back, the proxy's 429 tells
+    the caller too (retry-after / retry-after-ms, which the openai SDK's own retries honour)
+    instead of letting SDK clients hammer it on their default backoff."""
+    mock.configure({m: {"error_status": 429, "retry_after_ms": 7000}
+                    for m in ("claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash")})
+    r = proxy.chat_raw({"model": "@production", "messages": MESSAGES})
+    assert r.status == 429
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    ra_ms = r.headers.get("retry-after-ms")
+    ra_s = r.headers.get("retry-after")
+    assert ra_ms is not None or ra_s is not None, f"no retry-after in {r.headers}"
+    if ra_ms is not None:
+        assert 1000 <= float(ra_ms) <= 7000
+    if ra_s is not None:
+        assert 1 <= float(ra_s) <= 7
