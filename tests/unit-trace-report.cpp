@@ -190,6 +190,15 @@ TEST_CASE("modelux logs lists traces with filters and shows the drop counts") {
     CHECK(Json::parse(ls[0])["request_id"] == "req_ok_dev");
     CHECK(Json::parse(ls[1])["request_id"] == "req_old");
   }
+  SUBCASE("--csv writes a header and one row per trace") {
+    auto [rc, out, err] = cli.run({"logs", "--db", cli.db.path, "--csv", "--status", "ok"});
+    CHECK(rc == 0);
+    auto ls = lines_of(out);
+    REQUIRE(ls.size() == 4);
+    CHECK(ls[0].rfind("request_id,time,", 0) == 0);
+    CHECK(ls[1].rfind("req_failover01,", 0) == 0);
+    CHECK(has(ls[1], "\"primary timeout, secondary healthy\""));
+  }
   SUBCASE("--summary: latency, errors, failovers") {
     auto [rc, out, err] = cli.run({"logs", "--db", cli.db.path, "--summary", "--since", "24h"});
     CHECK(rc == 0);

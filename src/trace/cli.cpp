@@ -17,9 +17,10 @@ constexpr const char* kLogsUsage =
     "usage: modelux logs [--db FILE] [--trace REQ_ID]\n"
     "                    [--since 1h] [--tag k=v]... [--model M] [--provider P] [--project P]\n"
     "                    [--user U] [--config @slug] [--status ok|error] [--limit N] [--json]\n"
-    "                    [--summary]\n"
+    "                    [--csv] [--summary]\n"
     "  --trace REQ_ID  one trace in full: attempts, decision and reason, cost, latency\n"
     "  --json          one JSON trace per line (JSONL)\n"
+    "  --csv           one CSV row per trace, with a header\n"
     "  --summary       latency percentiles, error groups and failover rate for the window\n";
 
 constexpr const char* kSpendUsage =
@@ -96,7 +97,7 @@ int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostre
   auto flags = parse_flags(args,
                            {"--db", "--trace", "--tag", "--since", "--model", "--provider", "--project", "--user",
                             "--config", "--status", "--limit"},
-                           {"--json", "--summary", "--help", "-h"});
+                           {"--json", "--csv", "--summary", "--help", "-h"});
   if (!flags) {
     err << "modelux logs: " << flags.error().message << "\n" << kLogsUsage;
     return 2;
@@ -173,8 +174,8 @@ int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostre
     out << summary(**store, since, now);
     return 0;
   }
-  if (flags->has("--json")) {
-    auto n = (*store)->export_jsonl(q, out);
+  if (flags->has("--json") || flags->has("--csv")) {
+    auto n = flags->has("--csv") ? (*store)->export_csv(q, out) : (*store)->export_jsonl(q, out);
     if (!n) {
       err << "modelux logs: " << n.error().message << "\n";
       return 1;
