@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   std::string base = (*m)->base_url();
   auto cfg = Config::from_json(Json{{"providers", {{"openai", {{"base_url", base + "/v1"}, {"api_key", "k"}}}}},
                                     {"routing", {{"fast", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}}},
-                                    {"tracing", {{"path", ":memory:"}}}});
+                                    {"tracing", {{"path", ":memory:"}, {"enabled", std::getenv("BENCH_NO_TRACE") == nullptr}}}});
   if (!cfg) return 1;
   RouterOptions ro;
   ro.io_threads = 1;
@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
     co_return resp && resp->status == 200 && find_codec("openai")->decode_response(resp->body).has_value();
   };
   auto router_one = [&]() -> net::awaitable<bool> {
-    Completion c = co_await r.co_complete(req, CallContext{});
+    CallContext ctx;  // a named local: see the note on co_complete() about temporaries
+    Completion c = co_await r.co_complete(req, std::move(ctx));
     co_return c.result.has_value();
   };
   // Warm the pool and the caches.

@@ -170,3 +170,38 @@ TEST_CASE("Executor: many concurrent requests reuse pooled connections and all s
   CHECK(st.connections_opened <= 8);
   CHECK(st.connections_reused >= 90);
 }
+
+TEST_CASE("ClientSession: the app makes the calls, modelux routes, fails over and traces") {
+  Fixture f(Json::object(), {{"prod", chain()}});
+  auto s = f.router->begin(ask("@prod"), {});
+  REQUIRE(s);
+  Step st = (*s)->next();
+  REQUIRE(st.kind == Step::Kind::attempt);
+  REQUIRE(st.attempts.size() == 1);
+  CHECK(st.attempts[0].target.model == "claude-haiku-4-5");
+  auto native = (*s)->native_request(st.attempts[0]);
+  REQUIRE(native);
+  CHECK(native->url.ends_with("/v1/messages"));
+  CHECK(find_header(native->headers, "x-api-key") != nullptr);
+  // The app's own SDK got a 429.
+  (*s)->report_http(st.attempts[0].id, 429, {{"retry-after", "2"}},
+                    R"({"type":"error","error":{"type":"rate_limit_error","message":"slow down"}})", std::chrono::milliseconds(12));
+  st = (*s)->next();
+  REQUIRE(st.kind == Step::Kind::attempt);
+  CHECK(st.attempts.at(0).target.model == "gpt-4o-mini");
+  ChatResponse ok;
+  ok.choices.push_back(Choice{0, Message::assistant("from my own client"), "stop"});
+  ok.usage.prompt_tokens = 10;
+  ok.usage.completion_tokens = 5;
+  (*s)->report(st.attempts[0].id, ok, std::chrono::milliseconds(30));
+  st = (*s)->next();
+  CHECK(st.kind == Step::Kind::done);
+  Completion c = (*s)->finish();
+  REQUIRE(c.result);
+  CHECK(c.result->text() == "from my own client");
+  CHECK(c.served.model == "gpt-4o-mini");
+  REQUIRE(c.trace.attempts.size() == 2);
+  CHECK(c.trace.attempts[0].outcome == "rate_limited");
+  CHECK(c.trace.attempts[1].cost.total() > 0);
+  CHECK_FALSE(f.router->begin(ask("@missing"), {}));
+}

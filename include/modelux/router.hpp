@@ -51,6 +51,8 @@ using ChunkSink = std::function<bool(const ChatChunk&)>;
 /// Awaitable sink for Asio apps and the proxy: awaiting it applies backpressure upstream.
 using AsyncChunkSink = std::function<net::awaitable<bool>(const ChatChunk&)>;
 
+class ClientSession;
+
 class Router {
  public:
   static Result<std::unique_ptr<Router>> create(Config config, RouterOptions options = {});
@@ -66,7 +68,14 @@ class Router {
   /// Callback form; `done` runs on a router io thread.
   void complete_async(ChatRequest request, CallContext ctx, std::function<void(Completion)> done);
   /// Awaitable form. With a sink the request streams (request.stream is forced on).
+  /// With GCC 12, pass named objects, not temporaries (`co_complete(req, CallContext{})`):
+  /// GCC 12 may relocate class temporaries of a co_await expression bitwise, which corrupts
+  /// std::string members (seen under valgrind). Clang and newer GCC are not affected.
   net::awaitable<Completion> co_complete(ChatRequest request, CallContext ctx, AsyncChunkSink sink = nullptr);
+
+  /// Bring your own client: starts a session the app drives itself (see ClientSession).
+  /// not_found for an unknown model or "@slug".
+  Result<std::unique_ptr<ClientSession>> begin(ChatRequest request, CallContext ctx = {});
 
   /// Validates and compiles a routing config, then swaps it in atomically. A bad config
   /// never takes traffic: the error names the JSON path.
@@ -91,6 +100,44 @@ class Router {
  private:
   explicit Router(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+/// "Bring your own client": the app makes every provider call itself, with whatever SDK it
+/// already uses, and reports the outcome; modelux still decides the route, reserves and
+/// settles budgets, feeds health and breakers, and records the trace. The loop:
+///
+///   auto s = router.begin(req, ctx);
+///   for (Step st = (*s)->next(); st.kind == Step::Kind::attempt || st.kind == Step::Kind::wait; st = (*s)->next()) {
+///     for (const AttemptPlan& p : st.attempts) {           // p.target.model / .provider, p.deadline
+///       auto r = my_sdk_call(p.target, req);               // or (*s)->native_request(p) + own HTTP
+///       (*s)->report(p.id, r, latency);                    // or report_http(p.id, status, headers, body, latency)
+///     }
+///     if (st.kind == Step::Kind::wait) sleep_until(st.wake_at);
+///   }
+///   Completion c = (*s)->finish();
+///
+/// Not thread-safe: one thread drives one session. The Router must outlive it.
+class ClientSession {
+ public:
+  ~ClientSession();
+  /// What to do now (attempts are budget-checked first; a refused one is reported for you).
+  Step next();
+  /// The native HTTP request modelux would send for `plan` (URL, headers incl. the provider
+  /// key, body), for apps that want modelux's encoding over their own HTTP stack.
+  Result<HttpRequestSpec> native_request(const AttemptPlan& plan) const;
+  /// Reports one attempt: the unified response, or the error (its kind drives failover).
+  void report(std::uint32_t attempt_id, Result<ChatResponse> outcome, Nanos latency);
+  /// Reports a raw HTTP answer; modelux decodes it with the provider's codec.
+  void report_http(std::uint32_t attempt_id, int status, const Headers& headers, std::string_view body, Nanos latency);
+  /// Ends the session: the answer or error and the trace (also handed to the Tracer).
+  Completion finish();
+  const RoutingSession& session() const noexcept;
+
+  struct State;
+  explicit ClientSession(std::unique_ptr<State> s);
+
+ private:
+  std::unique_ptr<State> s_;
 };
 
 }  // namespace modelux

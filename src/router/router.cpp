@@ -145,7 +145,7 @@ struct Router::Impl {
   };
 
   net::awaitable<AttemptRun> run_attempt(const AttemptPlan& plan, const ChatRequest& req, const CallContext& ctx,
-                                         const AsyncChunkSink* sink, bool allow_downgrade, std::string request_id) {
+                                         const AsyncChunkSink* sink, bool allow_downgrade, const std::string& request_id) {
     AttemptRun run;
     AttemptResult& r = run.result;
     r.id = plan.id;
@@ -361,17 +361,7 @@ struct Router::Impl {
     std::shared_ptr<const Policy> policy;
     bool downgraded = false;
 
-    auto fill_base = [&](DecisionTrace& t) {
-      t.request_id = ctx.request_id;
-      t.time = clock->wall_now();
-      t.config = model;
-      t.project = ctx.project;
-      t.org = ctx.org;
-      t.end_user = ctx.end_user;
-      t.api_key_id = ctx.api_key_id;
-      t.tags = ctx.tags;
-      t.stream = req.stream;
-    };
+    auto fill_base = [&](DecisionTrace& t) { fill_context(t, ctx, model, req.stream); };
     auto reject = [&](Error e) {
       fill_base(out.trace);
       out.trace.ok = false;
@@ -526,12 +516,7 @@ struct Router::Impl {
       t.config_version = policy->version();
       for (auto& a : budget_actions) t.budget_actions.push_back(a);
       t.total = clock->now() - start;
-      Cost total;
-      for (const auto& a : t.attempts) {
-        total.input_usd += a.cost.input_usd;
-        total.output_usd += a.cost.output_usd;
-      }
-      t.cost = total;
+      sum_cost(t);
       if (session.finished() && t.ok) {
         out.result = session.response();
         out.served = session.served();
@@ -569,6 +554,28 @@ struct Router::Impl {
     }
   }
 
+  void fill_context(DecisionTrace& t, const CallContext& ctx, const std::string& model, bool stream) const {
+    t.request_id = ctx.request_id;
+    t.time = clock->wall_now();
+    t.config = model;
+    t.project = ctx.project;
+    t.org = ctx.org;
+    t.end_user = ctx.end_user;
+    t.api_key_id = ctx.api_key_id;
+    t.tags = ctx.tags;
+    t.stream = stream;
+  }
+
+  // Everything the request spent, over all attempts.
+  static void sum_cost(DecisionTrace& t) {
+    Cost total;
+    for (const auto& a : t.attempts) {
+      total.input_usd += a.cost.input_usd;
+      total.output_usd += a.cost.output_usd;
+    }
+    t.cost = total;
+  }
+
   void settle(AttemptRun& run) {
     if (!budgets || !run.admission) return;
     if (run.result.ok || !run.result.usage.empty()) {
@@ -588,6 +595,166 @@ struct Router::Impl {
   }
 
 };
+
+// ---- bring your own client -----------------------------------------------------------------
+
+struct ClientSession::State {
+  Router::Impl* impl = nullptr;
+  std::shared_ptr<const RouteTable> table;
+  std::shared_ptr<const Policy> policy;
+  ChatRequest req;
+  CallContext ctx;
+  Instant start{};
+  std::unique_ptr<RoutingSession> session;
+  std::unordered_map<std::uint32_t, std::pair<AttemptPlan, std::optional<Admission>>> open;
+  std::optional<Error> rejected;
+  bool finished = false;
+};
+
+ClientSession::ClientSession(std::unique_ptr<State> s) : s_(std::move(s)) {}
+ClientSession::~ClientSession() {
+  // Attempts the app never reported hold no budget.
+  if (s_ && s_->impl->budgets)
+    for (auto& [id, p] : s_->open)
+      if (p.second) s_->impl->budgets->release(*p.second);
+}
+
+Step ClientSession::next() {
+  auto& s = *s_;
+  Instant now = s.impl->clock->now();
+  Step step = s.session->next(now);
+  if (step.kind != Step::Kind::attempt || !s.impl->budgets) {
+    for (auto& p : step.attempts) s.open[p.id] = {p, std::nullopt};
+    return step;
+  }
+  // Reserve each attempt's estimated cost; a refused attempt is reported at once and the
+  // session asked again (it may fall back to a cheaper target or fail with budget_exceeded).
+  Step out;
+  out.kind = Step::Kind::attempt;
+  for (auto& p : step.attempts) {
+    const ModelInfo* mi = s.impl->config.catalog.find_model(p.target.model);
+    auto adm = s.impl->budgets->admit(s.ctx, mi, estimate_input_tokens(s.req), s.req.max_tokens.value_or(1024), now);
+    if (!adm) {
+      AttemptResult r;
+      r.id = p.id;
+      r.error = adm.error();
+      s.session->report(std::move(r), now);
+      continue;
+    }
+    s.open[p.id] = {p, std::move(*adm)};
+    out.attempts.push_back(p);
+  }
+  if (out.attempts.empty()) return next();
+  return out;
+}
+
+Result<HttpRequestSpec> ClientSession::native_request(const AttemptPlan& plan) const {
+  const auto& cfg = s_->impl->config;
+  const ProviderConfig* pc = cfg.find_provider(plan.target.provider);
+  if (!pc) return fail(ErrorKind::no_route, "provider '" + plan.target.provider + "' is not configured");
+  const Codec* codec = find_codec(pc->family);
+  if (!codec) return fail(ErrorKind::no_route, "no codec for family '" + pc->family + "'");
+  const ModelInfo* mi = cfg.catalog.find_model(plan.target.model);
+  ProviderEndpoint ep{pc->name, pc->family, pc->base_url, pc->api_keys.empty() ? std::string{} : pc->api_keys.front(), pc->options};
+  return codec->encode_request(s_->req, ep, mi ? mi->upstream : plan.target.model);
+}
+
+void ClientSession::report(std::uint32_t attempt_id, Result<ChatResponse> outcome, Nanos latency) {
+  auto& s = *s_;
+  auto it = s.open.find(attempt_id);
+  if (it == s.open.end()) return;  // unknown or already reported
+  Router::Impl::AttemptRun run;
+  run.result.id = attempt_id;
+  run.result.latency = latency;
+  run.result.ttft = latency;
+  if (outcome) {
+    run.result.ok = true;
+    run.result.usage = outcome->usage;
+    run.result.response = std::move(*outcome);
+  } else {
+    run.result.error = outcome.error();
+  }
+  run.admission = std::move(it->second.second);
+  run.provider = it->second.first.target.provider;
+  s.impl->settle(run);
+  struct Flight {
+    AttemptPlan plan;
+  };
+  std::vector<std::unique_ptr<Flight>> flights;
+  flights.push_back(std::make_unique<Flight>(Flight{it->second.first}));
+  s.impl->observe(run, flights, s.impl->health ? prompt_prefix_fingerprint(s.req) : 0);
+  s.open.erase(it);
+  Instant now = s.impl->clock->now();
+  s.session->report(std::move(run.result), now);
+  s.impl->fill_attempt_cost(s.session->trace(), attempt_id);
+}
+
+void ClientSession::report_http(std::uint32_t attempt_id, int status, const Headers& headers, std::string_view body,
+                                Nanos latency) {
+  auto it = s_->open.find(attempt_id);
+  if (it == s_->open.end()) return;
+  const ProviderConfig* pc = s_->impl->config.find_provider(it->second.first.target.provider);
+  const Codec* codec = pc ? find_codec(pc->family) : nullptr;
+  if (!codec) {
+    report(attempt_id, fail(ErrorKind::no_route, "provider not configured"), latency);
+    return;
+  }
+  if (status < 200 || status >= 300) {
+    report(attempt_id, std::unexpected(codec->decode_error(status, headers, body)), latency);
+    return;
+  }
+  report(attempt_id, codec->decode_response(body), latency);
+}
+
+Completion ClientSession::finish() {
+  auto& s = *s_;
+  Completion out;
+  if (!s.session->finished()) {
+    s.session->cancel(s.impl->clock->now(), "finished by the app before the session ended");
+    s.session->next(s.impl->clock->now());
+  }
+  DecisionTrace& t = s.session->trace();
+  s.impl->fill_context(t, s.ctx, s.req.model, s.req.stream);
+  t.config_version = s.policy->version();
+  t.total = s.impl->clock->now() - s.start;
+  Router::Impl::sum_cost(t);
+  if (t.ok) {
+    out.result = s.session->response();
+    out.served = s.session->served();
+  } else {
+    out.result = std::unexpected(s.session->error());
+  }
+  out.trace = t;
+  if (!s.finished && s.impl->tracer) s.impl->tracer->submit(DecisionTrace(t));
+  s.finished = true;
+  return out;
+}
+
+const RoutingSession& ClientSession::session() const noexcept { return *s_->session; }
+
+Result<std::unique_ptr<ClientSession>> Router::begin(ChatRequest request, CallContext ctx) {
+  auto st = std::make_unique<ClientSession::State>();
+  st->impl = impl_.get();
+  st->table = impl_->table.load(std::memory_order_acquire);
+  st->policy = st->table->lookup(request.model);
+  if (!st->policy)
+    return fail(Error{ErrorKind::not_found, "model or routing config '" + request.model + "' does not exist", 404, {},
+                      "$.model", {}, "model_not_found"});
+  if (ctx.request_id.empty()) ctx.request_id = new_request_id();
+  st->req = std::move(request);
+  st->ctx = std::move(ctx);
+  st->start = impl_->clock->now();
+  SessionInputs in;
+  in.request = &st->req;
+  in.context = &st->ctx;
+  in.budget = impl_->budgets.get();
+  in.health = impl_->health.get();
+  in.seed = impl_->seed_base ^ (impl_->seed_counter.fetch_add(1) * 0x9e3779b97f4a7c15ULL);
+  in.start = st->start;
+  in.wall_start = impl_->clock->wall_now();
+  st->session = std::make_unique<RoutingSession>(st->policy, in);
+  return std::unique_ptr<ClientSession>(new ClientSession(std::move(st)));
+}
 
 Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Router::~Router() = default;
@@ -662,8 +829,9 @@ void Router::complete_async(ChatRequest request, CallContext ctx, std::function<
                 });
 }
 
+// Not a coroutine itself: one coroutine frame per request is enough.
 net::awaitable<Completion> Router::co_complete(ChatRequest request, CallContext ctx, AsyncChunkSink sink) {
-  co_return co_await impl_->execute(std::move(request), std::move(ctx), std::move(sink));
+  return impl_->execute(std::move(request), std::move(ctx), std::move(sink));
 }
 
 Result<std::int64_t> Router::set_routing_config(std::string slug, const Json& cfg) {

@@ -5,7 +5,11 @@
 // connection the server already closed is detected on first use and the request is retried
 // once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
 // with buffer_body, so a slow consumer slows only its own upstream read.
+#include <cstdlib>
 #include <mutex>
+#include <optional>
+
+#include <openssl/evp.h>
 #include <unordered_map>
 #include <vector>
 
@@ -129,6 +133,39 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       ssl_ctx_.load_verify_file(opts_.ca_file, ec);
     }
     ssl_ctx_.set_verify_mode(opts_.verify_tls ? ssl::verify_peer : ssl::verify_none);
+    std::string proxy = opts_.https_proxy;
+    for (const char* var : {"HTTPS_PROXY", "https_proxy"})
+      if (proxy.empty())
+        if (const char* v = std::getenv(var)) proxy = v;
+    if (!proxy.empty()) {
+      if (proxy.find("://") == std::string::npos) proxy = "http://" + proxy;
+      // user:pass@host:port → Proxy-Authorization: Basic
+      auto scheme_end = proxy.find("://") + 3;
+      auto at = proxy.find('@', scheme_end);
+      if (at != std::string::npos) {
+        std::string cred = proxy.substr(scheme_end, at - scheme_end);
+        proxy.erase(scheme_end, at - scheme_end + 1);
+        std::string b64(4 * ((cred.size() + 2) / 3) + 1, '\0');  // EVP_EncodeBlock adds a NUL
+        int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()),
+                                reinterpret_cast<const unsigned char*>(cred.data()), static_cast<int>(cred.size()));
+        b64.resize(static_cast<std::size_t>(std::max(0, n)));
+        proxy_auth_ = "Basic " + b64;
+      }
+      if (auto u = parse_url(proxy); u && !u->tls) proxy_ = *u;  // TLS to the proxy itself is not supported
+    }
+    std::string np;
+    for (const char* var : {"NO_PROXY", "no_proxy"})
+      if (np.empty())
+        if (const char* v = std::getenv(var)) np = v;
+    for (std::size_t i = 0; i <= np.size();) {
+      auto comma = np.find(',', i);
+      std::string item = np.substr(i, comma == std::string::npos ? std::string::npos : comma - i);
+      while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+      while (!item.empty() && item.back() == ' ') item.pop_back();
+      if (!item.empty()) no_proxy_.push_back(item);
+      if (comma == std::string::npos) break;
+      i = comma + 1;
+    }
   }
 
   net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
@@ -209,7 +246,11 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     }
     auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
     c->origin = origin;
-    auto ep = co_await resolve(url, deadline);
+    // HTTPS through a proxy: TCP to the proxy, then an HTTP CONNECT tunnel to the origin,
+    // then TLS end to end with the origin (the proxy sees only ciphertext).
+    const bool tunnel = url.tls && proxy_ && !no_proxy(url.host);
+    const Url& hop = tunnel ? *proxy_ : url;
+    auto ep = co_await resolve(hop, deadline);
     if (!ep) {
       dropped();
       co_return std::unexpected(ep.error());
@@ -219,10 +260,17 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     co_await c->lowest().async_connect(*ep, redirect_error(use_awaitable, ec));
     if (ec) {
       dropped();
-      forget_dns(url);
-      co_return std::unexpected(net_error(ec, "connect to " + url.host + ":" + url.port, ec == beast::error::timeout));
+      forget_dns(hop);
+      co_return std::unexpected(net_error(ec, "connect to " + hop.host + ":" + hop.port + (tunnel ? " (HTTPS proxy)" : ""),
+                                          ec == beast::error::timeout));
     }
     c->lowest().socket().set_option(tcp::no_delay(true), ec);
+    if (tunnel) {
+      if (auto t = co_await connect_tunnel(c->lowest(), url); !t) {
+        dropped();
+        co_return std::unexpected(t.error());
+      }
+    }
     if (url.tls) {
       if (!SSL_set_tlsext_host_name(c->ssl_stream->native_handle(), url.host.c_str())) {
         dropped();
@@ -258,6 +306,38 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     std::lock_guard lk(mu_);
     dns_[key] = {results, now + opts_.dns_ttl};
     co_return results;
+  }
+
+  // CONNECT host:port through the proxy; anything but a 2xx is an error naming the status.
+  net::awaitable<Result<void>> connect_tunnel(beast::tcp_stream& s, const Url& url) {
+    http::request<http::empty_body> req{http::verb::connect, url.host + ":" + url.port, 11};
+    req.set(http::field::host, url.host + ":" + url.port);
+    if (!proxy_auth_.empty()) req.set(http::field::proxy_authorization, proxy_auth_);
+    beast::error_code ec;
+    co_await http::async_write(s, req, redirect_error(use_awaitable, ec));
+    if (ec) co_return std::unexpected(net_error(ec, "HTTPS proxy CONNECT", ec == beast::error::timeout));
+    beast::flat_buffer buf;
+    http::response_parser<http::empty_body> p;
+    p.skip(true);  // a CONNECT response has no body
+    co_await http::async_read_header(s, buf, p, redirect_error(use_awaitable, ec));
+    if (ec) co_return std::unexpected(net_error(ec, "HTTPS proxy CONNECT response", ec == beast::error::timeout));
+    int status = static_cast<int>(p.get().result_int());
+    if (status < 200 || status >= 300)
+      co_return std::unexpected(Error{ErrorKind::connection,
+                                      "HTTPS proxy refused CONNECT to " + url.host + ":" + url.port + " with status " +
+                                          std::to_string(status),
+                                      0, {}, {}, {}, {}});
+    co_return Result<void>{};
+  }
+
+  bool no_proxy(const std::string& host) const {
+    for (const auto& suffix : no_proxy_) {
+      if (suffix == "*") return true;
+      if (host == suffix || (host.size() > suffix.size() && host.ends_with(suffix) &&
+                             (suffix.front() == '.' || host[host.size() - suffix.size() - 1] == '.')))
+        return true;
+    }
+    return false;
   }
 
   void forget_dns(const Url& url) {
@@ -305,6 +385,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   net::any_io_executor ex_;
   TransportOptions opts_;
   ssl::context ssl_ctx_;
+  std::optional<Url> proxy_;          // HTTPS_PROXY (http:// only)
+  std::string proxy_auth_;            // Proxy-Authorization from user:pass@ in the proxy URL
+  std::vector<std::string> no_proxy_; // NO_PROXY host suffixes
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
   std::unordered_map<std::string, std::pair<tcp::resolver::results_type, Instant>> dns_;
