@@ -291,6 +291,10 @@ TEST_CASE("BudgetManager: scopes match org, project, tag, end user, api key; * k
   auto st = m->status(ctx("acme", "alice"), clock.now());
   CHECK(st.limit_usd == doctest::Approx(0.002));
   CHECK(st.percent == doctest::Approx(100.0));
+  // A user never seen yet starts at 0% of her own cap, so the org budget (0.003%) is tighter.
+  auto carol = m->status(ctx("acme", "carol"), clock.now());
+  CHECK(carol.limit_usd == doctest::Approx(100));
+  CHECK(carol.spent_usd == doctest::Approx(0.003));
   // A request without the tag or user is outside those scopes.
   CallContext bare;
   bare.org = "org1";
@@ -317,7 +321,16 @@ TEST_CASE("BudgetManager: alerts fire once per window, through the sink and the 
   };
   REQUIRE(spend(4));
   CHECK(sunk.empty());
-  REQUIRE(spend(1));  // 50%
+  {
+    // The alert also comes back to the caller, for the trace.
+    auto a = m->admit(ctx(), &kPaid, 1, 0, clock.now());  // committed reaches 50% here
+    REQUIRE(a.has_value());
+    REQUIRE(a->alerts.size() == 1);
+    CHECK(a->alerts[0].threshold == 50);
+    auto acts = a->actions();
+    CHECK(acts.back().rfind("alert: budget acme-daily", 0) == 0);
+    CHECK(m->settle(*a, 0.001, usage(1, 0), clock.now()).empty());  // already fired: not again
+  }
   CHECK(sunk == std::vector<std::string>{"acme-daily@50"});
   REQUIRE(spend(3));  // 80%
   REQUIRE(spend(2));  // 100%
