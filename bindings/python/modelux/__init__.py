@@ -61,6 +61,7 @@ __version__: str = _package_version()
 __all__ = [
     "__version__",
     "catalog",
+    "providers",
     "cost",
     "Router",
     "ChatCompletion",

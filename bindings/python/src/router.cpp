@@ -184,11 +184,11 @@ class PyRouter {
     ChatRequest req = request_from_text(request_json);
     req.stream = false;
     CallContext ctx = context_from_json(parse_text(context_json, "context"));
-    Router& router = r();
+    std::shared_ptr<Router> router = hold();  // owned for the call: close() may run meanwhile
     Completion c;
     {
       py::gil_scoped_release nogil;
-      c = router.complete(std::move(req), std::move(ctx));
+      c = router->complete(std::move(req), std::move(ctx));
     }
     std::string trace = c.trace.to_json().dump();
     if (!c.result) throw PyError(c.result.error(), std::move(trace));
@@ -199,7 +199,7 @@ class PyRouter {
     ChatRequest req = request_from_text(request_json);
     req.stream = true;
     CallContext ctx = context_from_json(parse_text(context_json, "context"));
-    r();  // raises when closed
+    std::shared_ptr<Router> router = hold();
     auto st = std::make_shared<StreamState>();
     AsyncChunkSink sink = [st](const ChatChunk& c) -> net::awaitable<bool> {
       std::string text = to_json(c).dump();
@@ -220,8 +220,8 @@ class PyRouter {
       st->cv.notify_all();
       co_return !st->cancel.load();
     };
-    net::co_spawn(net::make_strand(router_->executor()),
-                  router_->co_complete(std::move(req), std::move(ctx), std::move(sink)),
+    net::co_spawn(net::make_strand(router->executor()),
+                  router->co_complete(std::move(req), std::move(ctx), std::move(sink)),
                   [st](std::exception_ptr e, Completion c) {
                     {
                       std::lock_guard lk(st->mu);
@@ -235,7 +235,7 @@ class PyRouter {
                     }
                     st->cv.notify_all();
                   });
-    return std::make_unique<PyChatStream>(router_, std::move(st));
+    return std::make_unique<PyChatStream>(std::move(router), std::move(st));
   }
 
   std::vector<std::string> routing_slugs() const { return r().routing_slugs(); }
@@ -262,16 +262,19 @@ class PyRouter {
     return cost_usd(r().catalog(), model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens);
   }
 
+  /// Drops this handle's ownership (with the GIL held, so it cannot race a call taking its own
+  /// reference); the Router stops once running calls and streams let go of it.
   void close() {
-    if (!router_) return;
+    std::shared_ptr<Router> last = std::move(router_);
     py::gil_scoped_release nogil;
-    router_.reset();
+    last.reset();  // may join the io threads: without the GIL
   }
 
  private:
-  Router& r() const {
+  Router& r() const { return *hold(); }
+  std::shared_ptr<Router> hold() const {
     if (!router_) throw py::value_error("this Router is closed");
-    return *router_;
+    return router_;
   }
   std::shared_ptr<Router> router_;
 };

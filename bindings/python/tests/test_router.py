@@ -234,3 +234,14 @@ def test_a_stream_broken_after_output_raises_instead_of_ending_cleanly(
     assert len(got) >= 1
     assert e.value.trace is not None and e.value.trace["ok"] is False
     router.close()
+
+
+def test_a_closed_router_refuses_calls_but_running_streams_finish(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"chunks": 5, "chunk_interval_ms": 20}})
+    router = modelux.Router(config, tracing=False)
+    stream = router.stream("gpt-4o-mini", HI)
+    router.close()
+    with pytest.raises(ValueError):
+        router.chat("gpt-4o-mini", HI)
+    text = "".join(ch["delta"].get("content") or "" for c in stream for ch in c["choices"])
+    assert text == MOCK_TEXT
