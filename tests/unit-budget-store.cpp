@@ -1,6 +1,8 @@
 // Budgets persisted to a real SQLite file survive restarts.
 #include <doctest/doctest.h>
 
+#include <sqlite3.h>
+
 #include <filesystem>
 
 #include "modelux/budget.hpp"
@@ -145,4 +147,28 @@ TEST_CASE("BudgetManager(SQLite): an unusable path is an io error") {
   auto m = BudgetManager::create(kBudgets, catalog, clock, o);
   REQUIRE_FALSE(m.has_value());
   CHECK(m.error().kind == ErrorKind::io);
+}
+
+TEST_CASE("BudgetManager(SQLite): rows of periods no window can reach are pruned") {
+  TempDb db;
+  ManualClock clock;
+  {
+    auto m = open(db.path, clock);
+    spend(*m, clock, ctx("alice"), 10);
+  }
+  clock.advance(hours(24 * 402));
+  {
+    auto m = open(db.path, clock);
+    spend(*m, clock, ctx("alice"), 20);
+    REQUIRE(m->flush().has_value());
+  }
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.path.c_str(), &h) == SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, "SELECT COUNT(*), SUM(nusd) FROM budget_spend", -1, &q, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+  CHECK(sqlite3_column_int64(q, 0) == 2);  // today's acme-daily and per-user rows only
+  CHECK(sqlite3_column_int64(q, 1) == 2 * 20'000'000);
+  sqlite3_finalize(q);
+  sqlite3_close(h);
 }

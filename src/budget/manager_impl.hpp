@@ -72,6 +72,7 @@ class BudgetManager::Impl {
   // Backends. sqlite and redis are touched only by flush()/sync_now() under io_mu.
   std::mutex io_mu;
   sqlite3* db = nullptr;
+  std::int64_t last_prune_ms = 0;  ///< wall ms of the last prune of dead rows (under io_mu)
   RedisState redis;            ///< written by sync_redis under io_mu; status fields also under status_mu
   mutable std::mutex status_mu;  ///< lets snapshot() read Redis status without waiting for a sync
   std::atomic<bool> redis_up{false};

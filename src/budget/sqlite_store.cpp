@@ -166,6 +166,17 @@ Result<void> BudgetManager::Impl::flush_store() {
     std::lock_guard lk(r.ledger->mu);
     r.ledger->flushed_version = std::max(r.ledger->flushed_version, r.version);
   }
+  // Prune periods no window can reach any more (the longest window is 400 days), hourly.
+  if (now_ms - last_prune_ms >= 3'600'000) {
+    last_prune_ms = now_ms;
+    Stmt del;
+    if (sqlite3_prepare_v2(db, "DELETE FROM budget_spend WHERE instance = ?1 AND period_start_ms < ?2", -1, &del.s,
+                           nullptr) == SQLITE_OK) {
+      sqlite3_bind_text(del.s, 1, inst.c_str(), static_cast<int>(inst.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(del.s, 2, now_ms - 401LL * 86'400'000);
+      if (sqlite3_step(del.s) != SQLITE_DONE) return fail(sql_error(db, "prune"));
+    }
+  }
   return {};
 }
 
