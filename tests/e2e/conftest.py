@@ -32,16 +32,28 @@ def _reset_mock(request: pytest.FixtureRequest) -> None:
         m.reset()
 
 
-@pytest.fixture(scope="module")
-def proxy(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    tmp = tmp_path_factory.mktemp("proxy")
+def _run_proxy(mock: Mock, tmp: Path) -> Iterator[Proxy]:
     p = start_proxy_process(base_config(mock.url, tmp / "traces.db"), tmp, "proxy")
     try:
         yield p
     finally:
         alive = p.proc.alive()
         p.proc.stop()
-        assert alive, f"the proxy died during the module; log: {p.proc.log_path.read_text(errors='replace')[-2000:]}"
+        assert alive, f"the proxy died; log: {p.proc.log_path.read_text(errors='replace')[-2000:]}"
+
+
+@pytest.fixture
+def proxy(mock: Mock, tmp_path: Path) -> Iterator[Proxy]:
+    """A fresh proxy per test. The proxy keeps live health per target (breakers trip after
+    consecutive failures, a 429's retry-after makes a target sit out), so a test that injects
+    faults must not share it with the next test."""
+    yield from _run_proxy(mock, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_proxy(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """One proxy for a whole module: only for tests that inject no faults."""
+    yield from _run_proxy(mock, tmp_path_factory.mktemp("proxy"))
 
 
 @pytest.fixture
@@ -67,12 +79,17 @@ def client(proxy: Proxy) -> openai.OpenAI:
     return proxy.client()
 
 
+@pytest.fixture
+def shared_client(shared_proxy: Proxy) -> openai.OpenAI:
+    return shared_proxy.client()
+
+
 _slug_counter = 0
 
 
 @pytest.fixture
 def route(proxy: Proxy) -> Any:
-    """route(cfg) installs `cfg` under a fresh slug on the module's proxy and returns "@slug"."""
+    """route(cfg) installs `cfg` under a fresh slug on the test's proxy and returns "@slug"."""
 
     def install(cfg: dict) -> str:
         global _slug_counter

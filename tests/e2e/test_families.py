@@ -110,7 +110,8 @@ def check_answer(result, fam: Family, tools: bool) -> None:
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
-def test_family_through_proxy(proxy, mock, client, fam: Family, stream: bool, tools: bool):
+def test_family_through_proxy(shared_proxy, mock, shared_client, fam: Family, stream: bool, tools: bool):
+    proxy, client = shared_proxy, shared_client  # no faults injected: one proxy serves them all
     rid, result = ask(client, fam.model, stream, tools)
     check_answer(result, fam, tools)
     # The trace (and so cost and budgets) records the same usage the client saw.
@@ -168,7 +169,9 @@ LONG_TEXT = "Grüße aus Köln — 日本語のテキスト 🚀✨ " * 40
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
-def test_long_multibyte_answer_in_many_chunks_arrives_intact(proxy, mock, client, fam: Family, stream: bool):
+def test_long_multibyte_answer_in_many_chunks_arrives_intact(shared_proxy, mock, shared_client, fam: Family,
+                                                             stream: bool):
+    client = shared_client  # no faults injected: one proxy serves them all
     """~1,200 characters of 1-4 byte UTF-8 split into 97 native chunks: every family's decoder
     and the proxy's re-encoding must deliver it byte for byte, in order."""
     mock.configure({fam.upstream: {"text": LONG_TEXT, "chunks": 97}})

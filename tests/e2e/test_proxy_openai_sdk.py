@@ -245,7 +245,8 @@ def test_config_put_swaps_live_and_bad_config_is_refused_with_path(proxy, mock, 
 
 def test_concurrent_requests_each_get_their_own_answer_and_trace(proxy, mock):
     """16 SDK calls at once, half streaming, through a chain whose primary 429s: every caller
-    gets a full answer, every request id is distinct and has its own two-attempt trace."""
+    gets a full answer from the fallback, every request id is distinct and has its own trace.
+    (After the first 429 the primary sits out, so later requests may skip it altogether.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     mock.configure({"claude-haiku-4-5": {"error_status": 429}, "gpt-4o-mini": {"latency_ms": 30}})
@@ -264,10 +265,52 @@ def test_concurrent_requests_each_get_their_own_answer_and_trace(proxy, mock):
     assert all(content == MOCK_TEXT for _, content in results)
     rids = [rid for rid, _ in results]
     assert len(set(rids)) == 16
+    tried_primary = 0
     for rid in rids:
         t = proxy.trace(rid)
-        assert [a["outcome"] for a in t["attempts"]] == ["rate_limited", "ok"]
-    assert mock.stats()["models"]["gpt-4o-mini"]["requests"] == 16
+        assert t["request_id"] == rid and t["served_model"] == "gpt-4o-mini"
+        outcomes = [a["outcome"] for a in t["attempts"]]
+        assert outcomes in (["rate_limited", "ok"], ["ok"]), outcomes
+        tried_primary += outcomes[0] == "rate_limited"
+    assert mock.requests_for("claude-haiku-4-5") == tried_primary >= 1
+    assert mock.requests_for("gpt-4o-mini") == 16
+
+
+def test_a_429_makes_the_target_sit_out_for_its_retry_after(proxy, mock, client):
+    """429 absorption: once a target said "come back in 2 s", the next requests go straight
+    to the fallback instead of hitting it again."""
+    mock.configure({"claude-haiku-4-5": {"error_status": 429, "retry_after_ms": 2000}})
+    first = client.chat.completions.with_raw_response.create(model="@production", messages=MESSAGES)
+    t1 = proxy.trace(first.headers["x-request-id"])
+    assert [a["outcome"] for a in t1["attempts"]] == ["rate_limited", "ok"]
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(model="@production", messages=MESSAGES)
+        assert raw.parse().choices[0].message.content == MOCK_TEXT
+        t = proxy.trace(raw.headers["x-request-id"])
+        assert [(a["model"], a["outcome"]) for a in t["attempts"]] == [("gpt-4o-mini", "ok")]
+        assert "claude-haiku-4-5" in t["reason"]  # the skip is explained
+    assert mock.requests_for("claude-haiku-4-5") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_breaker_opens_after_consecutive_failures_and_is_visible(proxy, mock, client, stream):
+    mock.configure({"claude-haiku-4-5": {"error_status": 500}})
+    outcomes = []
+    for _ in range(7):
+        raw = client.chat.completions.with_raw_response.create(model="@production", messages=MESSAGES, stream=stream)
+        content = collect_stream(raw.parse()).content if stream else raw.parse().choices[0].message.content
+        assert content == MOCK_TEXT
+        t = proxy.trace(raw.headers["x-request-id"])
+        outcomes.append([a["outcome"] for a in t["attempts"]])
+    # Some failures in a row trip the breaker; from then on the primary is skipped.
+    tripped_at = next(i for i, o in enumerate(outcomes) if o == ["ok"])
+    assert tripped_at >= 1
+    assert all(o == ["server_error", "ok"] for o in outcomes[:tripped_at])
+    assert all(o == ["ok"] for o in outcomes[tripped_at:])
+    assert mock.requests_for("claude-haiku-4-5") == tripped_at
+    health = proxy.request("GET", "/v1/health").json()
+    primary = next(x for x in health["targets"] if x["target"] == "anthropic/claude-haiku-4-5")
+    assert primary["breaker"] == "open" and primary["admits"] is False
 
 
 def test_429_to_the_caller_carries_retry_after(proxy, mock):
