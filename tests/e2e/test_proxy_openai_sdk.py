@@ -329,3 +329,15 @@ def test_429_to_the_caller_carries_retry_after(proxy, mock):
         assert 1000 <= float(ra_ms) <= 7000
     if ra_s is not None:
         assert 1 <= float(ra_s) <= 7
+
+
+def test_caller_identity_tags_and_metadata_land_in_the_trace(proxy, client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="@fast", messages=MESSAGES, user="end-user-42", metadata={"feature": "chat"},
+        extra_headers={"x-modelux-tags": "team=search,env=test"},
+    )
+    t = proxy.trace(raw.headers["x-request-id"])
+    assert t["end_user"] == "end-user-42"
+    assert t["project"] == "e2e" and t["api_key_id"] == "e2e"  # from the API key, never the key itself
+    assert t["tags"] == {"team": "search", "env": "test", "feature": "chat"}
+    assert "mlx-e2e" not in json.dumps(t)
