@@ -147,6 +147,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=3000, help="max requests per scenario")
     ap.add_argument("--duration", type=float, default=8.0, help="max seconds per scenario")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    ap.add_argument("--no-tracing", action="store_true", help="run the proxy with tracing disabled (to attribute cost)")
     a = ap.parse_args()
     conc = [int(c) for c in a.concurrency.split(",")]
 
@@ -161,7 +162,7 @@ def main() -> int:
             "providers": {"openai": {"base_url": f"{mock_url}/v1", "api_key": "mock-openai-key"}},
             "routing": {"bench": {"strategy": "single", "model": "gpt-4o-mini", "timeout_ms": 10000}},
             "budgets": [],
-            "tracing": {"path": str(tmp / "traces.db")},
+            "tracing": {"path": str(tmp / "traces.db")} if not a.no_tracing else {"enabled": False},
         }
         (tmp / "config.json").write_text(json.dumps(cfg))
         proxy, proxy_port = start(a.bin, ["serve", "--config", str(tmp / "config.json"), "--port", "0"],
@@ -180,7 +181,7 @@ def main() -> int:
             results[("proxy", c)] = asyncio.run(run(proxy_port, proxy_req, c, a.requests, a.duration))
 
         print(f"modelux proxy vs direct (mock provider, non-streaming, 127.0.0.1, {os.cpu_count()} CPUs, "
-              f"Python asyncio client)")
+              f"Python asyncio client, tracing {'off' if a.no_tracing else 'on'})")
         print(f"{'target':<8} {'conc':>5} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         for (name, c), r in results.items():
             print(f"{name:<8} {c:>5} {r['n']:>9} {r['errors']:>7} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f}")
@@ -192,6 +193,17 @@ def main() -> int:
                   f"{p['p99'] / d['p99']:>7.2f} {(p['p50'] - d['p50']) * 1e3:>13.0f}")
         print(f"\nmock's own throughput (direct): "
               + ", ".join(f"{results[('direct', c)]['rps']:.0f} req/s at concurrency {c}" for c in conc))
+        # Upstream pooling: the proxy should reuse its connections to the mock.
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=10)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        conn.close()
+        pool = {ln.split()[0]: float(ln.split()[1]) for ln in metrics.splitlines()
+                if ln.startswith("modelux_upstream_connections_")}
+        print("proxy upstream connections: opened {:.0f}, reused {:.0f}".format(
+            pool.get("modelux_upstream_connections_opened_total", float("nan")),
+            pool.get("modelux_upstream_connections_reused_total", float("nan"))))
         if a.json:
             print(json.dumps({f"{n}@{c}": r for (n, c), r in results.items()}, indent=2))
         bad = sum(r["errors"] for r in results.values())
