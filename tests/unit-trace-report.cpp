@@ -227,7 +227,8 @@ TEST_CASE("modelux spend --by ... --since ... prints an aligned table with total
   CHECK(rc2 == 0);
   CHECK(has(out2, "USER"));
   CHECK(has(out2, "(none)"));
-  CHECK(has(out2, "forecast  month to date $1.0304"));
+  CHECK(has(out2, "forecast  month to date $1.0304; "));
+  CHECK(has(out2, "month end ~$"));
 
   for (const char* by : {"model", "provider", "tag"}) {
     auto [r, o, e] = cli.run({"spend", "--db", cli.db.path, "--by", by});
@@ -258,4 +259,16 @@ TEST_CASE("modelux logs/spend: usage errors and unreadable files") {
   auto [rc3, out3, err3] = cli.run({"spend", "--db", corrupt.path});
   CHECK(rc3 == 1);
   CHECK(has(err3, "not a SQLite database or is corrupt"));
+}
+
+TEST_CASE("format_forecast: month to date, daily rate and month-end estimate") {
+  CostForecast f;
+  f.month_to_date_usd = 3.04;
+  f.daily_rate_usd = 1.04 / 7;
+  f.forecast_usd = 3.04 + 1.04 / 7 * 16.5;
+  f.days_remaining = 16.5;
+  CHECK(format_forecast(f) == "forecast  month to date $3.0400; $0.1486/day recently; month end ~$5.4914 (16.5 days left)\n");
+  f = {};
+  f.month_to_date_usd = 0.000047;
+  CHECK(has(format_forecast(f), "month to date $0.000047;"));
 }

@@ -234,6 +234,8 @@ std::string format_trace(const DecisionTrace& t);
 std::string format_trace_list(const std::vector<DecisionTrace>& traces, const TraceCounters& counters);
 /// An aligned spend table with a totals line.
 std::string format_spend(const SpendReport& report);
+/// "forecast  month to date $X; $Y/day recently; month end ~$Z (N days left)".
+std::string format_forecast(const CostForecast& f);
 /// "90s", "15m", "1h", "24h", "7d", "2w" -> a duration.
 Result<Nanos> parse_since(std::string_view s);
 

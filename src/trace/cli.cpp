@@ -235,9 +235,7 @@ int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostr
       err << "modelux spend: " << f.error().message << "\n";
       return 1;
     }
-    out << fmt::format("forecast  month to date ${:.4f}; {:.4f}/day over the last 7 days; month end ~${:.2f} "
-                       "({:.1f} days left)\n",
-                       f->month_to_date_usd, f->daily_rate_usd, f->forecast_usd, f->days_remaining);
+    out << format_forecast(*f);
   }
   return 0;
 }

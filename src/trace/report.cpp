@@ -204,6 +204,12 @@ std::string format_spend(const SpendReport& r) {
   return o;
 }
 
+std::string format_forecast(const CostForecast& f) {
+  return fmt::format("forecast  month to date {}; {}/day recently; month end ~{} ({:.1f} days left)\n",
+                     fmt_usd(f.month_to_date_usd), fmt_usd(f.daily_rate_usd), fmt_usd(f.forecast_usd),
+                     f.days_remaining);
+}
+
 Result<Nanos> parse_since(std::string_view s) {
   if (s.empty()) return fail(ErrorKind::bad_request, "empty duration (use e.g. 90s, 15m, 1h, 7d)");
   std::size_t i = 0;
