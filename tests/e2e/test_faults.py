@@ -386,3 +386,36 @@ def test_client_going_away_mid_stream_releases_the_request(proxy, mock):
     while in_flight() > 0:
         assert time.monotonic() - t_closed < 2.0, "request still in flight 2 s after the client left"
         time.sleep(0.02)
+
+
+def test_a_caller_that_does_not_read_holds_back_only_its_own_stream(proxy, mock, client):
+    """Backpressure: one caller opens an ~8 MB stream and reads nothing. The proxy must not
+    buffer it (its memory stays far below the stream's size) and other callers are served
+    meanwhile."""
+    import socket
+
+    def rss_kb() -> int:
+        status = open(f"/proc/{proxy.proc.proc.pid}/status").read()
+        return int(status.split("VmRSS:")[1].split()[0])
+
+    mock.configure({"gpt-4o": {"text": ("x" * 200 + " ") * 40_000, "chunks": 4000}})
+    body = json.dumps({"model": "azure/gpt-4o", "messages": MESSAGES, "stream": True}).encode()
+    before = rss_kb()
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+              + f"authorization: Bearer {proxy.auth['authorization'][7:]}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+              + body)
+    try:
+        peak = 0
+        t_end = time.monotonic() + 1.0
+        served = 0
+        while time.monotonic() < t_end:
+            r = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, timeout=2.0)
+            assert r.choices[0].message.content == MOCK_TEXT
+            served += 1
+            peak = max(peak, rss_kb() - before)
+        assert served >= 5
+        assert peak < 6_000, f"proxy grew {peak} kB while an 8 MB stream sat unread"
+    finally:
+        s.close()
