@@ -19,6 +19,7 @@ import re
 import select
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,12 +76,27 @@ class ServerProcess:
             buf += chunk
             m = _LISTEN_RE.search(buf.decode(errors="replace"))
             if m:
+                self._drain_stdout(fd)
                 return int(m.group(2))
         self.stop()
         raise RuntimeError(
             f"`modelux {' '.join(self.args)}` did not report a port within {START_TIMEOUT_S}s; "
             f"stdout={buf!r} stderr={self.log_path.read_text(errors='replace')[-2000:]!r}"
         )
+
+    def _drain_stdout(self, fd: int) -> None:
+        """Keeps reading stdout after the port line (into the log), so a chatty server can
+        never block on a full pipe."""
+
+        def drain() -> None:
+            try:
+                while chunk := os.read(fd, 65536):
+                    if not self._log.closed:
+                        self._log.write(chunk)
+            except (OSError, ValueError):
+                pass
+
+        threading.Thread(target=drain, name=f"drain-{self.proc.pid}", daemon=True).start()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -93,8 +109,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        # The drain thread sees EOF once the process is gone; the pipe is closed with the Popen.
         self._log.close()
         if self in _live:
             _live.remove(self)
