@@ -136,7 +136,7 @@ TEST_CASE("Rules DSL: parse and type errors carry line and column") {
   CHECK(compile_error((deep + " == 1").c_str()).find("too deeply nested") != std::string::npos);
 }
 
-TEST_CASE("RulesStrategy: first matching rule routes; default otherwise") {
+TEST_CASE("RulesStrategy: first matching rule routes, default otherwise") {
   CatalogResolver r;
   r.configs["cheap"] = *Policy::compile(Json::parse(R"({"strategy":"single","model":"gpt-4o-mini"})"), r, "@cheap");
   auto p = Policy::compile(Json::parse(R"({"strategy":"rules","rules":[

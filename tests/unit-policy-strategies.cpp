@@ -78,7 +78,7 @@ TEST_CASE("CostOptimizedStrategy: config faults") {
 
 // ---- latency_optimized --------------------------------------------------------------------
 
-TEST_CASE("LatencyOptimizedStrategy: lowest live p50 wins; exploration stays bounded") {
+TEST_CASE("LatencyOptimizedStrategy: lowest live p50 wins, exploration stays bounded") {
   auto p = compile(R"({"strategy":"latency_optimized","explore":0.05,"stale_after_ms":20000,"min_samples":3,
      "candidates":["claude-haiku-4-5","gpt-4o-mini","gemini-2.5-flash"]})");
   Simulator sim;
