@@ -28,8 +28,12 @@ class FallbackStrategy final : public Strategy {
 /// advance. Cost: O(1) per call apart from the child.
 class FallbackState final : public StrategyState {
  public:
+  /// Owns a per-request ordering (cost/latency strategies).
   FallbackState(const ChainOptions& spec, std::vector<const ChainEntry*> order, const StartArgs& a)
-      : spec_(spec), entries_(std::move(order)), args_(a) {}
+      : spec_(spec), owned_(std::move(order)), entries_(owned_), args_(a) {}
+  /// Borrows the compiled ordering (fallback): no per-request copy.
+  FallbackState(const ChainOptions& spec, const std::vector<const ChainEntry*>* order, const StartArgs& a)
+      : spec_(spec), entries_(*order), args_(a) {}
 
   Step::Kind next(SessionCore& s, Instant now, Step& step) override {
     Instant limit = std::min(args_.node_deadline, s.deadline);
@@ -148,7 +152,8 @@ class FallbackState final : public StrategyState {
   }
 
   const ChainOptions& spec_;
-  std::vector<const ChainEntry*> entries_;
+  std::vector<const ChainEntry*> owned_;
+  const std::vector<const ChainEntry*>& entries_;
   StartArgs args_;
   std::unique_ptr<StrategyState> child_;
   std::size_t index_ = 0;
@@ -163,7 +168,7 @@ class FallbackState final : public StrategyState {
 };
 
 std::unique_ptr<StrategyState> FallbackStrategy::start(SessionCore&, Instant, const StartArgs& a) const {
-  return std::make_unique<FallbackState>(opts, order, a);
+  return std::make_unique<FallbackState>(opts, &order, a);
 }
 
 }  // namespace
