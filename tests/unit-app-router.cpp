@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "mock/server.hpp"
+#include "modelux/budget.hpp"
 #include "modelux/router.hpp"
 
 using namespace modelux;
@@ -133,7 +134,7 @@ TEST_CASE("Executor: a 400 from the provider is not retried elsewhere") {
   CHECK(c.trace.attempts.size() == 1);
 }
 
-TEST_CASE("Executor: unknown models and slugs are not_found; plain catalog models route directly") {
+TEST_CASE("Executor: unknown models and slugs are not_found, plain catalog models route directly") {
   Fixture f(Json::object(), {{"prod", chain()}});
   auto u = f.router->complete(ask("gpt-99"));
   REQUIRE_FALSE(u.result);
@@ -204,4 +205,51 @@ TEST_CASE("ClientSession: the app makes the calls, modelux routes, fails over an
   CHECK(c.trace.attempts[0].outcome == "rate_limited");
   CHECK(c.trace.attempts[1].cost.total() > 0);
   CHECK_FALSE(f.router->begin(ask("@missing"), {}));
+}
+
+TEST_CASE("Executor: budgets downgrade at the soft threshold and block at the cap, through the router") {
+  mock::MockOptions mo;
+  auto m = mock::MockProvider::start(mo);
+  REQUIRE(m);
+  std::string base = (*m)->base_url();
+  // gpt-4o costs far more per request than gpt-4o-mini; the cap is sized so that a few
+  // gpt-4o answers cross 50% (downgrade to @cheap) and then the cap blocks.
+  Json doc = {{"providers", {{"openai", {{"base_url", base + "/v1"}, {"api_key", "k"}}}}},
+              {"routing", {{"main", {{"strategy", "single"}, {"model", "gpt-4o"}}},
+                           {"cheap", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}}},
+              {"budgets", {{{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.0006},
+                            {"soft", {{"percent", 50}, {"downgrade_to", "@cheap"}}}}}}};
+  auto cfg = Config::from_json(doc);
+  REQUIRE(cfg);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(std::move(*cfg), ro);
+  REQUIRE(r);
+  CallContext ctx;
+  ctx.project = "acme";
+  bool saw_downgrade = false, saw_block = false;
+  for (int i = 0; i < 200 && !saw_block; ++i) {
+    ChatRequest q = ask("@main");
+    q.max_tokens = 16;
+    auto c = (*r)->complete(q, ctx);
+    if (c.result && c.served.model == "gpt-4o-mini") {
+      saw_downgrade = true;
+      bool noted = false;
+      for (const auto& a : c.trace.budget_actions) noted |= a.find("@cheap") != std::string::npos;
+      CHECK(noted);
+    }
+    if (!c.result) {
+      CHECK(c.result.error().kind == ErrorKind::budget_exceeded);
+      CHECK(c.result.error().message.find("acme") != std::string::npos);
+      saw_block = true;
+    }
+  }
+  CHECK(saw_downgrade);
+  CHECK(saw_block);
+  auto st = (*r)->budgets()->status(ctx, (*r)->clock().now());
+  CHECK(st.spent_usd <= 0.0006 + 1e-12);  // never past the cap
+  // Another project is not affected.
+  CallContext other;
+  other.project = "other";
+  CHECK((*r)->complete(ask("@main"), other).result);
 }

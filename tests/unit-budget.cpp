@@ -264,7 +264,7 @@ TEST_CASE("BudgetManager: token and request limits") {
   CHECK(m->admit(ctx(), &kPaid, 1, 1, clock.now()).has_value());
 }
 
-TEST_CASE("BudgetManager: scopes match org, project, tag, end user, api key; * keeps one ledger per value") {
+TEST_CASE("BudgetManager: scopes match org, project, tag, end user, api key, * keeps one ledger per value") {
   ManualClock clock;
   Json b = Json::array({
       Json{{"name", "org"}, {"scope", {{"org", "org1"}}}, {"window", "daily"}, {"limit_usd", 100}},

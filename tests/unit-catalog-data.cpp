@@ -119,7 +119,7 @@ TEST_CASE("Catalog data: providers carry a known codec family, auth style, https
   }
 }
 
-TEST_CASE("Catalog data: priced models have positive prices and a source; unpriced ones say why") {
+TEST_CASE("Catalog data: priced models have positive prices and a source, unpriced ones say why") {
   for (const auto& rm : raw_catalog().at("models")) {
     auto id = rm.at("id").get<std::string>();
     if (is_mock(rm.at("provider").get<std::string>())) continue;

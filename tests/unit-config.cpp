@@ -7,7 +7,7 @@
 
 using namespace modelux;
 
-TEST_CASE("Config: ${ENV} expansion with defaults; unset variables are errors with a path") {
+TEST_CASE("Config: ${ENV} expansion with defaults, unset variables are errors with a path") {
   ::setenv("MLX_TEST_KEY", "sk-from-env", 1);
   ::unsetenv("MLX_TEST_MISSING");
   auto ok = expand_env(Json{{"a", "${MLX_TEST_KEY}"}, {"b", {"x-${MLX_TEST_MISSING:-dflt}-y"}}});
@@ -63,7 +63,7 @@ TEST_CASE("Config: hostile or wrong configs are rejected with the JSON path of t
   CHECK(Config::load_file("/nonexistent/modelux.json").error().kind == ErrorKind::io);
 }
 
-TEST_CASE("Router: a routing config naming an unknown model never loads; the error names its path") {
+TEST_CASE("Router: a routing config naming an unknown model never loads, the error names its path") {
   auto c = Config::from_json(Json{
       {"providers", {{"openai", {{"api_key", "k"}}}}},
       {"routing", {{"prod", {{"strategy", "fallback"}, {"attempts", {{{"model", "gpt-4o-mini"}}, {{"model", "gpt-17"}}}}}}}}});

@@ -40,7 +40,7 @@ TEST_CASE("ManualClock: moves only when told, wall time follows") {
   CHECK(c.wall_now() - w0 == std::chrono::milliseconds(1500));
 }
 
-TEST_CASE("Random: deterministic per seed, uniform in [0,1), below(n) in range") {
+TEST_CASE("Random: deterministic per seed, uniform in 0..1, below(n) in range") {
   Random a(7), b(7), c(8);
   bool differs = false;
   for (int i = 0; i < 100; ++i) {

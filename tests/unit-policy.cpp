@@ -461,7 +461,14 @@ TEST_CASE("retry_class_matches: classes map onto error kinds") {
   e.status = 400;
   for (auto c : retry_class_names()) CHECK_FALSE(retry_class_matches(c, e));
   e.kind = ErrorKind::connection;
+  e.status = 0;
   CHECK(retry_class_matches("connection", e));
+  CHECK(retry_class_matches("5xx", e));  // a refused upstream is a 502 to a gateway
+  CHECK_FALSE(retry_class_matches("429", e));
+  e.kind = ErrorKind::malformed_response;
+  CHECK(retry_class_matches("malformed", e));
+  CHECK(retry_class_matches("5xx", e));
+  CHECK_FALSE(retry_class_matches("timeout", e));
 }
 
 TEST_CASE("LatencyOptimizedStrategy: prefers the target holding the prompt prefix unless it is much slower") {

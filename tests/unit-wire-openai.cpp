@@ -101,7 +101,7 @@ TEST_CASE("SseParser: every split of the input yields the same events") {
   CHECK_FALSE(small.feed("data: " + std::string(100, 'x'), ev));
 }
 
-TEST_CASE("OpenAI codec: encodes URL, auth and upstream model; decodes responses and streams") {
+TEST_CASE("OpenAI codec: encodes URL, auth and upstream model, decodes responses and streams") {
   const Codec* c = find_codec("openai");
   REQUIRE(c);
   auto req = parse_chat_request(R"({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true})");

@@ -260,7 +260,7 @@ TEST_CASE("Anthropic: JSON mode is a forced tool whose input comes back as conte
   CHECK(r->choices[0].message.tool_calls.empty());
 }
 
-TEST_CASE("Gemini: stream fixture for every split; function call ids generated; usage from the last chunk") {
+TEST_CASE("Gemini: stream fixture for every split, function call ids generated, usage from the last chunk") {
   std::string bytes = fixture("gemini_stream.sse");
   check_every_split("gemini", bytes);
   Decoded d = decode_parts("gemini", {bytes});

@@ -34,6 +34,16 @@ Error make_error(ErrorKind k, std::string msg, std::string code = {}) {
   return e;
 }
 
+// The caller's SDK honours these when it retries (OpenAI's SDKs read retry-after-ms first).
+Headers with_retry_after(Headers h, const Error& e) {
+  if (e.retry_after && e.retry_after->count() >= 0) {
+    auto ms = e.retry_after->count();
+    h.emplace_back("retry-after", std::to_string((ms + 999) / 1000));
+    h.emplace_back("retry-after-ms", std::to_string(ms));
+  }
+  return h;
+}
+
 int status_for(const Error& e) {
   return http_status_for(e.kind);
 }
@@ -137,7 +147,7 @@ net::awaitable<void> chat(Proxy::State& st, Request& req, ResponseWriter& w, con
     if (!c.result) {
       const Error& e = c.result.error();
       (status_for(e) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
-      co_await w.respond(status_for(e), std::string(kJson), error_body(e), extra);
+      co_await w.respond(status_for(e), std::string(kJson), error_body(e), with_retry_after(extra, e));
       co_return;
     }
     st.ok.fetch_add(1, std::memory_order_relaxed);
@@ -181,7 +191,7 @@ net::awaitable<void> chat(Proxy::State& st, Request& req, ResponseWriter& w, con
   const Error& e = c.result.error();
   (status_for(e) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
   if (!started) {
-    co_await w.respond(status_for(e), std::string(kJson), error_body(e), extra);
+    co_await w.respond(status_for(e), std::string(kJson), error_body(e), with_retry_after(extra, e));
     co_return;
   }
   // The stream already started: end it with an explicit error event and no [DONE], so a

@@ -42,6 +42,9 @@ struct Config {
   std::map<std::string, Json> routing;  ///< slug (without '@') → routing config
   Catalog catalog;                      ///< built-in catalog merged with the file's "catalog" overrides
   Json budgets = Json::array();         ///< the "budgets" section (budget module parses it)
+  /// Where budget spend lives: {"sqlite_path", "redis_url", "instance_id", "sync_interval_ms",
+  /// "outage_policy": "local_view"|"fair_share"}. Empty = in memory only.
+  Json budget_backend = Json::object();
   Json tracing = Json::object();        ///< the "tracing" section
   std::string source_path;              ///< file it came from ("" for embedded / in-memory)
 

@@ -42,10 +42,13 @@ bool retry_class_matches(std::string_view cls, const Error& e) noexcept {
     case ErrorKind::server_error: return cls == "5xx";
     case ErrorKind::overloaded: return cls == "5xx" || cls == "overloaded" || (cls == "429" && e.status == 429);
     case ErrorKind::timeout: return cls == "timeout";
-    case ErrorKind::connection: return cls == "connection";
+    // A gateway answers 502 for a refused or reset upstream connection and for a garbled
+    // upstream body, so "5xx" covers both: a provider outage must fail over under the seeds'
+    // retry_on ["429","5xx","timeout"].
+    case ErrorKind::connection: return cls == "connection" || cls == "5xx";
     case ErrorKind::context_length: return cls == "context_length";
     case ErrorKind::stream_interrupted: return cls == "stream";
-    case ErrorKind::malformed_response: return cls == "malformed" || (cls == "5xx" && e.status >= 500);
+    case ErrorKind::malformed_response: return cls == "malformed" || cls == "5xx";
     default: return cls == "5xx" && e.status >= 500 && e.status < 600;
   }
 }

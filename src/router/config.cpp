@@ -83,7 +83,7 @@ Result<Config> Config::from_json(const Json& raw) {
   auto expanded = expand_env(raw);
   if (!expanded) return fail(expanded.error());
   const Json& doc = *expanded;
-  static constexpr std::string_view kTop[] = {"server", "providers", "routing", "catalog", "budgets", "tracing", "$schema", "comment"};
+  static constexpr std::string_view kTop[] = {"server", "providers", "routing", "catalog", "budgets", "budget_backend", "tracing", "$schema", "comment"};
   for (auto it = doc.begin(); it != doc.end(); ++it)
     if (std::find(std::begin(kTop), std::end(kTop), it.key()) == std::end(kTop))
       return fail(ErrorKind::invalid_config, "unknown top-level key '" + it.key() + "'", "$." + it.key());
@@ -204,6 +204,17 @@ Result<Config> Config::from_json(const Json& raw) {
   if (auto b = doc.find("budgets"); b != doc.end()) {
     if (!b->is_array()) return fail(ErrorKind::invalid_config, "'budgets' must be an array", "$.budgets");
     c.budgets = *b;
+  }
+  if (auto bb = doc.find("budget_backend"); bb != doc.end()) {
+    if (!bb->is_object()) return fail(ErrorKind::invalid_config, "'budget_backend' must be an object", "$.budget_backend");
+    for (auto it = bb->begin(); it != bb->end(); ++it) {
+      static constexpr std::string_view kKeys[] = {"sqlite_path", "redis_url", "instance_id", "sync_interval_ms", "outage_policy"};
+      if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
+        return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "'", "$.budget_backend." + it.key());
+    }
+    if (bb->contains("redis_url") && !bb->contains("instance_id"))
+      return fail(ErrorKind::invalid_config, "'instance_id' is required with 'redis_url'", "$.budget_backend.instance_id");
+    c.budget_backend = *bb;
   }
   if (auto t = doc.find("tracing"); t != doc.end()) {
     if (!t->is_object()) return fail(ErrorKind::invalid_config, "'tracing' must be an object", "$.tracing");

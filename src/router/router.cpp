@@ -40,11 +40,6 @@ namespace {
 
 std::string ms_text(Nanos d) { return std::to_string(std::chrono::duration_cast<Millis>(d).count()) + " ms"; }
 
-Instant min_instant(Instant a, Instant b) {
-  if (a == Instant{}) return b;
-  if (b == Instant{}) return a;
-  return std::min(a, b);
-}
 
 // A chunk "carries output" once the caller would see something of the answer.
 bool carries_output(const ChatChunk& c) {
@@ -465,7 +460,7 @@ struct Router::Impl {
             downgrade_to = run.downgrade_to;
             budget_actions.push_back(run.budget_note);
           }
-          settle(run);
+          for (auto& a : settle(run)) budget_actions.push_back(std::move(a));
           if (run.result.delivered) delivered_any = true;
           if (sink_gone && !run.result.ok) run.result.error = Error{ErrorKind::cancelled, "caller went away", 0, {}, {}, {}, {}};
           std::uint32_t id = run.result.id;
@@ -576,15 +571,21 @@ struct Router::Impl {
     t.cost = total;
   }
 
-  void settle(AttemptRun& run) {
-    if (!budgets || !run.admission) return;
+  // Settles (or releases) an attempt's reservation; returns the trace's budget actions
+  // (reservations, downgrades, unpriced flags, alerts fired).
+  std::vector<std::string> settle(AttemptRun& run) {
+    if (!budgets || !run.admission) return {};
+    std::vector<std::string> actions = run.admission->actions();
     if (run.result.ok || !run.result.usage.empty()) {
       const ModelInfo* mi = config.catalog.find_model(run.admission->model);
       double usd = mi && mi->priced ? Catalog::cost(*mi, run.result.usage).total() : 0.0;
-      budgets->settle(*run.admission, usd, run.result.usage, clock->now());
+      for (const auto& a : budgets->settle(*run.admission, usd, run.result.usage, clock->now()))
+        actions.push_back("alert: " + a.message());
     } else {
       budgets->release(*run.admission);
+      actions.push_back("released reservation (attempt failed)");
     }
+    return actions;
   }
 
   void fill_attempt_cost(DecisionTrace& t, std::uint32_t id) {
@@ -676,7 +677,7 @@ void ClientSession::report(std::uint32_t attempt_id, Result<ChatResponse> outcom
   }
   run.admission = std::move(it->second.second);
   run.provider = it->second.first.target.provider;
-  s.impl->settle(run);
+  for (auto& a : s.impl->settle(run)) s.session->trace().budget_actions.push_back(std::move(a));
   struct Flight {
     AttemptPlan plan;
   };
@@ -776,8 +777,12 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
                                       : make_http_transport(impl->ioc.get_executor(), options.transport_options);
   if (!impl->config.budgets.empty()) {
     BudgetOptions bo;
-    if (auto p = impl->config.tracing.find("budget_db"); p != impl->config.tracing.end() && p->is_string())
-      bo.sqlite_path = p->get<std::string>();
+    const Json& bb = impl->config.budget_backend;
+    bo.sqlite_path = bb.value("sqlite_path", std::string{});
+    bo.redis_url = bb.value("redis_url", std::string{});
+    bo.instance_id = bb.value("instance_id", std::string{});
+    if (auto i = bb.find("sync_interval_ms"); i != bb.end() && i->is_number_integer()) bo.sync_interval = Millis{i->get<std::int64_t>()};
+    if (bb.value("outage_policy", std::string{}) == "fair_share") bo.outage_policy = RedisOutagePolicy::fair_share;
     auto bm = BudgetManager::create(impl->config.budgets, impl->config.catalog, *impl->clock, std::move(bo));
     if (!bm) return fail(bm.error());
     impl->budgets = std::move(*bm);
@@ -792,6 +797,10 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
         for (const auto& f : *r)
           if (f.is_string()) to.redact_fields.push_back(f.get<std::string>());
       if (auto q = tc.find("queue_capacity"); q != tc.end() && q->is_number_unsigned()) to.queue_capacity = q->get<std::size_t>();
+      if (auto q = tc.find("batch_size"); q != tc.end() && q->is_number_unsigned()) to.batch_size = q->get<std::size_t>();
+      if (auto q = tc.find("body_cap_bytes"); q != tc.end() && q->is_number_unsigned()) to.body_cap_bytes = q->get<std::size_t>();
+      if (auto q = tc.find("retention_days"); q != tc.end() && q->is_number_integer()) to.retention_days = q->get<int>();
+      if (auto q = tc.find("flush_interval_ms"); q != tc.end() && q->is_number_unsigned()) to.flush_interval = Millis{q->get<std::int64_t>()};
       auto tr = Tracer::open(to, *impl->clock);
       if (!tr) return fail(tr.error());
       impl->tracer = std::move(*tr);
