@@ -46,17 +46,16 @@ fi
 
 step "Python tests + end-to-end tests (pytest, official OpenAI SDK)"
 export MODELUX_BIN="$BUILD/examples/modelux"
-pytest_dirs=()
-for d in bindings/python/tests tests/e2e; do [ -d "$d" ] && pytest_dirs+=("$d"); done
-if [ ${#pytest_dirs[@]} -gt 0 ]; then
-  (cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider "${pytest_dirs[@]}") 2>&1 | tee "$LOGS/pytest.log" | tail -25
-  sum=$(grep -E "^(=+ )?[0-9]+ (passed|failed)" "$LOGS/pytest.log" | tail -1)
-  py_pass=$(grep -oE "[0-9]+ passed" <<<"$sum" | grep -oE "[0-9]+" || echo 0)
-  py_fail=0
+# Each suite runs in its own pytest process: both have a conftest.py of their own.
+for d in bindings/python/tests tests/e2e; do
+  [ -d "$ROOT/$d" ] || continue
+  log="$LOGS/pytest-$(echo "$d" | tr '/' '-').log"
+  (cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider "$d") 2>&1 | tee "$log" | tail -15
+  sum=$(grep -E "^(=+ )?[0-9]+ (passed|failed|errors?)" "$log" | tail -1)
+  if [ -z "$sum" ]; then py_fail=$((py_fail + 1)); continue; fi
+  n=$(grep -oE "[0-9]+ passed" <<<"$sum" | grep -oE "[0-9]+" || true); py_pass=$((py_pass + ${n:-0}))
   for n in $(grep -oE "[0-9]+ (failed|errors?)" <<<"$sum" | grep -oE "[0-9]+"); do py_fail=$((py_fail + n)); done
-  [ -z "$sum" ] && py_fail=$((py_fail + 1))
-  py_pass=${py_pass:-0}; py_fail=${py_fail:-0}
-fi
+done
 
 if [ "${MODELUX_SKIP_FUZZ:-0}" != 1 ] && [ -x "$ROOT/scripts/run-fuzzers.sh" ]; then
   step "fuzzers (libFuzzer, clang-19, ${FUZZ_SECONDS:-10}s each)"

@@ -63,6 +63,7 @@ Result<Url> parse_url(std::string_view url) {
       u.host = std::string(authority);
     }
   }
+  if (u.host.empty()) return fail(ErrorKind::invalid_config, "URL has no host: '" + std::string(url) + "'");
   if (u.port.empty()) u.port = u.tls ? "443" : "80";
   for (char c : u.port)
     if (c < '0' || c > '9') return fail(ErrorKind::invalid_config, "bad port in URL: '" + std::string(url) + "'");

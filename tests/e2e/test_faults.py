@@ -295,9 +295,17 @@ def test_malformed_json_body_fails_over_when_malformed_is_retried(proxy, mock, r
     assert a[0]["outcome"] == "malformed_response"
 
 
-def test_malformed_json_body_not_retried_is_a_clean_502(proxy, mock, route):
+def test_malformed_json_body_fails_over_under_the_seed_retry_on(proxy, mock, route):
+    # A garbled 200 is a 502 to a gateway: "5xx" covers it, so the seeds' retry_on fails over.
     mock.configure({PRIMARY: {"malformed_rate": 1.0}})
     r = call(proxy, route(chain(retry_on=["429", "5xx", "timeout"])), False)
+    assert_clean_answer(r, False, SECONDARY_TEXT)
+    assert attempts_of(proxy, r)[0]["outcome"] == "malformed_response"
+
+
+def test_malformed_json_body_not_retried_is_a_clean_502(proxy, mock, route):
+    mock.configure({PRIMARY: {"malformed_rate": 1.0}})
+    r = call(proxy, route(chain(retry_on=["429", "timeout"])), False)
     assert r.status == 502
     err = r.json()["error"]
     assert err["message"] and err["code"]

@@ -53,8 +53,9 @@ class FallbackState final : public StrategyState {
         const ChainEntry& e = *entries_[index_];
         Error err = o.error;
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
+        // Read everything needed from the child's outcome before the child goes away.
+        if (skipped && err.message.find("breaker") == std::string::npos) skipped_only_breakers_ = false;
         child_.reset();
-        if (skipped && o.error.message.find("breaker") == std::string::npos) skipped_only_breakers_ = false;
         if (!skipped) {
           last_error_ = err;
           have_error_ = true;
