@@ -294,3 +294,28 @@ TEST_CASE("Executor: a soak of mixed faults leaves no leased connection behind")
   CHECK(st.in_flight == 0);
   CHECK(st.idle <= 3 * 64);
 }
+
+TEST_CASE("Executor: a CancellationToken stops a request waiting on a hung upstream at once") {
+  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"slow", chain(20000, 8000)}});
+  for (bool stream : {false, true}) {
+    CAPTURE(stream);
+    CallContext ctx;
+    ctx.cancel = std::make_shared<CancellationToken>();
+    auto token = ctx.cancel;
+    std::thread canceller([token] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the request is blocked upstream by then
+      token->cancel();
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    Completion c = stream ? f.router->stream(ask("@slow", true), ctx, [](const ChatChunk&) { return true; })
+                          : f.router->complete(ask("@slow"), ctx);
+    auto took = std::chrono::steady_clock::now() - t0;
+    canceller.join();
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::cancelled);
+    CHECK(took < std::chrono::seconds(4));  // far below the 8 s attempt timeout
+    REQUIRE_FALSE(c.trace.attempts.empty());
+    CHECK(c.trace.attempts[0].outcome == "cancelled");
+  }
+  CHECK(f.router->transport().stats().in_flight == 0);
+}

@@ -1,6 +1,9 @@
 #include "http/server.hpp"
 
+#include <cerrno>
 #include <future>
+
+#include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -33,6 +36,7 @@ class BeastWriter final : public ResponseWriter {
  public:
   BeastWriter(beast::tcp_stream& s, bool keep_alive, unsigned version)
       : stream_(s), keep_alive_(keep_alive), version_(version) {}
+  ~BeastWriter() override { stop_watching(); }
 
   net::awaitable<bool> respond(int status, std::string content_type, std::string body, Headers extra) override {
     if (started_ || gone_) co_return false;
@@ -99,6 +103,32 @@ class BeastWriter final : public ResponseWriter {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.socket().close(ec);
   }
+  void watch_client(std::shared_ptr<CancellationToken> token) override {
+    stop_watching();
+    auto alive = std::make_shared<bool>(true);
+    watching_ = alive;
+    auto& sock = stream_.socket();
+    net::co_spawn(
+        stream_.get_executor(),
+        [&sock, alive, token]() -> net::awaitable<void> {
+          boost::system::error_code ec;
+          co_await sock.async_wait(tcp::socket::wait_read, redirect_error(use_awaitable, ec));
+          if (ec || !*alive) co_return;  // stopped: the socket may be gone, do not touch it
+          // Readable: either the peer closed (recv peeks 0 bytes) or it pipelined the next
+          // request (bytes stay in the socket for the session to read).
+          char c;
+          ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) token->cancel();
+        },
+        net::detached);
+  }
+  void stop_watching() override {
+    if (!watching_) return;
+    *watching_ = false;
+    watching_.reset();
+    beast::error_code ec;
+    stream_.socket().cancel(ec);  // only the watcher's wait is pending here
+  }
   bool started() const noexcept override { return started_; }
   bool done() const noexcept { return done_; }
   bool gone() const noexcept { return gone_; }
@@ -108,6 +138,7 @@ class BeastWriter final : public ResponseWriter {
   bool keep_alive_;
   unsigned version_;
   bool started_ = false, streaming_ = false, done_ = false, gone_ = false;
+  std::shared_ptr<bool> watching_;
 };
 
 }  // namespace

@@ -48,6 +48,10 @@ class ResponseWriter {
   virtual net::awaitable<bool> end_stream() = 0;
   /// Drops the connection without finishing the response (fault injection).
   virtual void abort() = 0;
+  /// Cancels `token` if the client closes its connection before stop_watching() (detected
+  /// without consuming any request bytes, so keep-alive and pipelining are unaffected).
+  virtual void watch_client(std::shared_ptr<CancellationToken> token) = 0;
+  virtual void stop_watching() = 0;
   virtual bool started() const noexcept = 0;
 };
 

@@ -131,6 +131,10 @@ net::awaitable<void> chat(Proxy::State& st, Request& req, ResponseWriter& w, con
     for (auto it = creq.metadata.begin(); it != creq.metadata.end(); ++it)
       if (it.value().is_string()) ctx.tags.emplace_back(it.key(), it.value().get<std::string>());
   ctx.request_id = new_request_id();
+  // A client that hangs up stops the request's upstream calls at once (not at the next
+  // chunk or the attempt timeout).
+  ctx.cancel = std::make_shared<CancellationToken>();
+  w.watch_client(ctx.cancel);
   const std::string rid = ctx.request_id;
   const bool want_stream = creq.stream;
   const bool include_usage = creq.include_usage;
@@ -144,6 +148,7 @@ net::awaitable<void> chat(Proxy::State& st, Request& req, ResponseWriter& w, con
 
   if (!want_stream) {
     Completion c = co_await st.router->co_complete(std::move(creq), std::move(ctx));
+    w.stop_watching();
     if (!c.result) {
       const Error& e = c.result.error();
       (status_for(e) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
@@ -178,6 +183,7 @@ net::awaitable<void> chat(Proxy::State& st, Request& req, ResponseWriter& w, con
     co_return co_await w.write(encode_sse_chunk(c));
   };
   Completion c = co_await st.router->co_complete(std::move(creq), std::move(ctx), sink);
+  w.stop_watching();
   if (c.result) {
     st.ok.fetch_add(1, std::memory_order_relaxed);
     if (!started) {

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -140,6 +142,26 @@ constexpr std::uint64_t fnv1a64(std::string_view s, std::uint64_t h = 0xcbf29ce4
   }
   return h;
 }
+
+/// Cancels one request from any thread (the caller went away: a closed client connection, a
+/// closed Python stream, Ctrl-C). The executor arms a hook that stops the request's upstream
+/// I/O at once; the request ends with ErrorKind::cancelled and the trace says so.
+/// Thread-safe.
+class CancellationToken {
+ public:
+  /// Idempotent. Runs the armed hook once (it must not block).
+  void cancel() noexcept;
+  bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+  /// For executors: `hook` runs on cancel(), or at once when already cancelled.
+  void arm(std::function<void()> hook);
+  /// After disarm() returns the hook is neither running nor going to run.
+  void disarm() noexcept;
+
+ private:
+  std::mutex mu_;
+  std::function<void()> hook_;
+  std::atomic<bool> cancelled_{false};
+};
 
 /// A new request id ("req_" + 24 hex chars). Thread-safe.
 std::string new_request_id();

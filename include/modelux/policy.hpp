@@ -27,6 +27,8 @@ struct CallContext {
   std::string end_user;
   std::string api_key_id;
   std::vector<std::pair<std::string, std::string>> tags;
+  /// Optional: cancel() it from any thread to stop the request (see CancellationToken).
+  std::shared_ptr<CancellationToken> cancel;
   std::string tag(std::string_view key) const;
 };
 

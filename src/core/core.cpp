@@ -113,6 +113,23 @@ std::string new_request_id() {
   return buf;
 }
 
+void CancellationToken::cancel() noexcept {
+  std::lock_guard lk(mu_);
+  if (cancelled_.exchange(true, std::memory_order_acq_rel)) return;
+  if (hook_) hook_();  // under the lock, so disarm() can promise the hook is not running
+}
+
+void CancellationToken::arm(std::function<void()> hook) {
+  std::lock_guard lk(mu_);
+  hook_ = std::move(hook);
+  if (cancelled_.load(std::memory_order_acquire) && hook_) hook_();
+}
+
+void CancellationToken::disarm() noexcept {
+  std::lock_guard lk(mu_);
+  hook_ = nullptr;
+}
+
 std::string_view version() noexcept { return MODELUX_VERSION; }
 
 }  // namespace modelux

@@ -405,6 +405,22 @@ struct Router::Impl {
       std::string downgrade_to;
       bool sink_gone = false;
       bool delivered_any = false;
+      // The caller's CancellationToken wakes this loop on the request's strand. The state is
+      // shared so a late post after the request ended finds `wake == nullptr` and does nothing.
+      struct CancelState {
+        bool requested = false;
+        net::steady_timer* wake = nullptr;
+      };
+      auto cancel_state = std::make_shared<CancelState>();
+      cancel_state->wake = &wake;
+      if (ctx.cancel)
+        ctx.cancel->arm([ex, cancel_state] {
+          net::post(ex, [cancel_state] {
+            cancel_state->requested = true;
+            if (cancel_state->wake) cancel_state->wake->cancel();
+          });
+        });
+      auto caller_gone = [&] { return sink_gone || cancel_state->requested; };
 
       AsyncChunkSink guarded_sink;
       if (sink) {
@@ -429,8 +445,17 @@ struct Router::Impl {
             net::co_spawn(
                 ex,
                 [this, fp, &req, &ctx, &guarded_sink, &arrived, &wake, downgraded, rid = ctx.request_id]() -> net::awaitable<void> {
-                  AttemptRun run = co_await run_attempt(fp->plan, req, ctx, guarded_sink ? &guarded_sink : nullptr,
-                                                        !downgraded, rid);
+                  // A cancelled attempt must still report back (the request waits for it), so
+                  // cancellation surfaces as error codes, never as exceptions.
+                  co_await net::this_coro::throw_if_cancelled(false);
+                  AttemptRun run;
+                  try {
+                    run = co_await run_attempt(fp->plan, req, ctx, guarded_sink ? &guarded_sink : nullptr, !downgraded, rid);
+                  } catch (...) {
+                    run = AttemptRun{};
+                    run.result.id = fp->plan.id;
+                    run.result.error = Error{ErrorKind::cancelled, "attempt abandoned", 0, {}, {}, {}, {}};
+                  }
                   fp->finished = true;
                   arrived.push_back(std::move(run));
                   wake.cancel();
@@ -462,19 +487,21 @@ struct Router::Impl {
           }
           for (auto& a : settle(run)) budget_actions.push_back(std::move(a));
           if (run.result.delivered) delivered_any = true;
-          if (sink_gone && !run.result.ok) run.result.error = Error{ErrorKind::cancelled, "caller went away", 0, {}, {}, {}, {}};
+          if (caller_gone() && !run.result.ok) run.result.error = Error{ErrorKind::cancelled, "caller went away", 0, {}, {}, {}, {}};
           std::uint32_t id = run.result.id;
           session.report(std::move(run.result), clock->now());
           fill_attempt_cost(session.trace(), id);
-          if (!downgrade_to.empty() || sink_gone) break;
+          if (!downgrade_to.empty() || caller_gone()) break;
         }
         arrived.clear();
-        if (!downgrade_to.empty() || sink_gone) {
-          session.cancel(clock->now(), sink_gone ? "caller went away" : "budget downgrade");
+        if (!downgrade_to.empty() || caller_gone()) {
+          session.cancel(clock->now(), caller_gone() ? "caller went away" : "budget downgrade");
           session.next(clock->now());  // lets the session finish as cancelled
           break;
         }
       }
+      if (ctx.cancel) ctx.cancel->disarm();
+      cancel_state->wake = nullptr;
       // Stop whatever is still running (ensemble losers, abandoned attempts) and wait for
       // the coroutines to unwind: they reference this frame.
       for (auto& f : flights)
