@@ -70,6 +70,13 @@ struct StreamState {
   std::optional<Error> error;
   std::string trace_json;
   std::atomic<bool> cancel{false};
+  /// Wakes the request at once, even while it waits on an upstream that sends nothing.
+  std::shared_ptr<CancellationToken> token = std::make_shared<CancellationToken>();
+  void cancel_now() {
+    cancel.store(true);
+    token->cancel();
+    cv.notify_all();
+  }
   static constexpr std::size_t kMaxQueued = 64;
 };
 
@@ -77,7 +84,7 @@ class PyChatStream {
  public:
   PyChatStream(std::shared_ptr<Router> router, std::shared_ptr<StreamState> st)
       : router_(std::move(router)), st_(std::move(st)) {}
-  ~PyChatStream() { st_->cancel.store(true); }
+  ~PyChatStream() { st_->cancel_now(); }
   PyChatStream(const PyChatStream&) = delete;
   PyChatStream& operator=(const PyChatStream&) = delete;
 
@@ -110,17 +117,13 @@ class PyChatStream {
         throw py::stop_iteration();
       }
       if (PyErr_CheckSignals() != 0) {
-        st_->cancel.store(true);
-        st_->cv.notify_all();
+        st_->cancel_now();
         throw py::error_already_set();
       }
     }
   }
 
-  void close() {
-    st_->cancel.store(true);
-    st_->cv.notify_all();
-  }
+  void close() { st_->cancel_now(); }
 
   /// Waits until the request has finished (served, failed or abandoned after cancel).
   bool wait(std::optional<double> timeout_s) {
@@ -201,6 +204,7 @@ class PyRouter {
     CallContext ctx = context_from_json(parse_text(context_json, "context"));
     std::shared_ptr<Router> router = hold();
     auto st = std::make_shared<StreamState>();
+    ctx.cancel = st->token;
     AsyncChunkSink sink = [st](const ChatChunk& c) -> net::awaitable<bool> {
       std::string text = to_json(c).dump();
       for (;;) {

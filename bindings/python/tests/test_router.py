@@ -201,6 +201,21 @@ def test_closing_a_stream_early_cancels_the_upstream(mock: MockProvider, config:
     router.close()
 
 
+def test_closing_a_stream_whose_upstream_hangs_stops_the_request_at_once(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # The upstream never answers; only close() can end the request before the attempt timeout.
+    mock.configure({"gpt-4o-mini": {"hang_rate": 1.0}})
+    router = modelux.Router(config, tracing=False)
+    stream = router.stream("gpt-4o-mini", HI)
+    time.sleep(0.2)  # the request is now blocked upstream
+    started = time.monotonic()
+    stream.close()
+    assert stream.wait(timeout=3), "the hung upstream was not abandoned after close()"
+    assert time.monotonic() - started < 3
+    t = stream.trace
+    assert t is not None and t["error_kind"] == "cancelled"
+    router.close()
+
+
 def test_ctrl_c_while_waiting_for_a_chunk_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any]) -> None:
     # The first chunk would take 10 s; Ctrl-C after 200 ms must interrupt next() promptly.
     mock.configure({"gpt-4o-mini": {"ttft_ms": 10000}})
