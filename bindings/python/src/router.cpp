@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <mutex>
 
 #include <boost/asio/co_spawn.hpp>
@@ -188,11 +189,31 @@ class PyRouter {
     req.stream = false;
     CallContext ctx = context_from_json(parse_text(context_json, "context"));
     std::shared_ptr<Router> router = hold();  // owned for the call: close() may run meanwhile
-    Completion c;
-    {
-      py::gil_scoped_release nogil;
-      c = router->complete(std::move(req), std::move(ctx));
+    // Runs asynchronously so that Ctrl-C can cancel it: the GIL is released while waiting, and
+    // signals are checked every 50 ms; a KeyboardInterrupt cancels the request (upstream calls
+    // stop at once) before it propagates.
+    auto token = std::make_shared<CancellationToken>();
+    ctx.cancel = token;
+    auto done = std::make_shared<std::promise<Completion>>();
+    std::future<Completion> fut = done->get_future();
+    router->complete_async(std::move(req), std::move(ctx), [done](Completion c) { done->set_value(std::move(c)); });
+    for (;;) {
+      std::future_status ready;
+      {
+        py::gil_scoped_release nogil;
+        ready = fut.wait_for(std::chrono::milliseconds(50));
+      }
+      if (ready == std::future_status::ready) break;
+      if (PyErr_CheckSignals() != 0) {
+        token->cancel();
+        {
+          py::gil_scoped_release nogil;
+          fut.wait();
+        }
+        throw py::error_already_set();
+      }
     }
+    Completion c = fut.get();
     std::string trace = c.trace.to_json().dump();
     if (!c.result) throw PyError(c.result.error(), std::move(trace));
     return py::make_tuple(to_json(*c.result).dump(), std::move(trace));

@@ -260,3 +260,19 @@ def test_a_closed_router_refuses_calls_but_running_streams_finish(mock: MockProv
         router.chat("gpt-4o-mini", HI)
     text = "".join(ch["delta"].get("content") or "" for c in stream for ch in c["choices"])
     assert text == MOCK_TEXT
+
+
+def test_ctrl_c_during_chat_cancels_the_request(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # chat() on a hung upstream: Ctrl-C after 200 ms must interrupt promptly, not at the timeout.
+    mock.configure({"gpt-4o-mini": {"hang_rate": 1.0}})
+    router = modelux.Router(config, tracing=False)
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            router.chat("gpt-4o-mini", HI)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 3
+    router.close()
