@@ -465,7 +465,9 @@ struct Router::Impl {
           continue;
         }
         // wait: for a result, or until the session's timer.
-        if (arrived.empty()) {
+        // A cancellation that landed before this point found no pending wait to cancel: check
+        // the flag before sleeping, never only after.
+        if (arrived.empty() && !caller_gone()) {
           if (in_flight == 0 && step.wake_at == Instant{}) {
             session.cancel(clock->now(), "routing session stalled (internal error)");
             session.next(clock->now());
