@@ -3,11 +3,13 @@
 #include <cerrno>
 #include <future>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -111,14 +113,30 @@ class BeastWriter final : public ResponseWriter {
     net::co_spawn(
         stream_.get_executor(),
         [&sock, alive, token]() -> net::awaitable<void> {
-          boost::system::error_code ec;
-          co_await sock.async_wait(tcp::socket::wait_read, redirect_error(use_awaitable, ec));
-          if (ec || !*alive) co_return;  // stopped: the socket may be gone, do not touch it
-          // Readable: either the peer closed (recv peeks 0 bytes) or it pipelined the next
-          // request (bytes stay in the socket for the session to read).
-          char c;
-          ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) token->cancel();
+          net::steady_timer pause(co_await net::this_coro::executor);
+          for (;;) {
+            if (!*alive) co_return;  // stopped: the socket may be gone, do not touch it
+            // Check first: the reactor is edge-triggered, so a hang-up that arrived before
+            // the wait below was armed would never wake it.
+            pollfd p{};
+            p.fd = sock.native_handle();
+            p.events = POLLIN | POLLRDHUP;
+            int n = ::poll(&p, 1, 0);
+            if (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+              token->cancel();
+              co_return;
+            }
+            boost::system::error_code ec;
+            if (n > 0 && (p.revents & POLLIN)) {
+              // Bytes of a next request are queued (left for the session): keep checking for
+              // a hang-up every 50 ms without consuming anything.
+              pause.expires_after(std::chrono::milliseconds(50));
+              co_await pause.async_wait(redirect_error(use_awaitable, ec));
+            } else {
+              co_await sock.async_wait(tcp::socket::wait_read, redirect_error(use_awaitable, ec));
+              if (ec) co_return;
+            }
+          }
         },
         net::detached);
   }
