@@ -397,6 +397,7 @@ struct Router::Impl {
         AttemptPlan plan;
         net::cancellation_signal cancel;
         bool finished = false;
+        bool cancelled = false;  // set with cancel.emit(): an attempt not started yet has no slot to hear it
       };
       std::vector<std::unique_ptr<Flight>> flights;
       std::vector<AttemptRun> arrived;
@@ -449,7 +450,10 @@ struct Router::Impl {
                   // cancellation surfaces as error codes, never as exceptions.
                   co_await net::this_coro::throw_if_cancelled(false);
                   AttemptRun run;
-                  try {
+                  if (fp->cancelled) {  // cancelled before it ever ran
+                    run.result.id = fp->plan.id;
+                    run.result.error = Error{ErrorKind::cancelled, "attempt abandoned before it started", 0, {}, {}, {}, {}};
+                  } else try {
                     run = co_await run_attempt(fp->plan, req, ctx, guarded_sink ? &guarded_sink : nullptr, !downgraded, rid);
                   } catch (...) {
                     run = AttemptRun{};
@@ -507,7 +511,10 @@ struct Router::Impl {
       // Stop whatever is still running (ensemble losers, abandoned attempts) and wait for
       // the coroutines to unwind: they reference this frame.
       for (auto& f : flights)
-        if (!f->finished) f->cancel.emit(net::cancellation_type::terminal);
+        if (!f->finished) {
+          f->cancelled = true;
+          f->cancel.emit(net::cancellation_type::terminal);
+        }
       while (in_flight > 0) {
         if (arrived.empty()) {
           wake.expires_after(std::chrono::seconds(5));
