@@ -61,7 +61,10 @@ ChatRequest ask(std::string model, bool stream = false) {
 
 TEST_CASE("Executor: the fallback chain fails over on 429 across provider families") {
   Fixture f({{"models", {{"claude-haiku-4-5", {{"error_status", 429}, {"retry_after_ms", 1000}}}}}}, {{"prod", chain()}});
-  auto c = f.router->complete(ask("@prod"), CallContext{.request_id = "", .project = "p1", .org = "", .end_user = "u1", .api_key_id = "", .tags = {}});
+  CallContext ctx;
+  ctx.project = "p1";
+  ctx.end_user = "u1";
+  auto c = f.router->complete(ask("@prod"), ctx);
   REQUIRE(c.result);
   CHECK(c.result->text() == "Hello from the modelux mock provider.");
   CHECK(c.served.model == "gpt-4o-mini");
