@@ -5,24 +5,13 @@
 
 #include "modelux/simulate.hpp"
 
+#include "support/catalog_resolver.hpp"
+
 using namespace modelux;
+using modelux::testing::CatalogResolver;
 using namespace std::chrono_literals;
 
 namespace {
-
-class CatalogResolver final : public PolicyResolver {
- public:
-  const Catalog& catalog() const override { return Catalog::builtin(); }
-  std::string provider_for(std::string_view model) const override {
-    const ModelInfo* m = catalog().find_model(model);
-    return m ? m->provider : std::string{};
-  }
-  std::shared_ptr<const Policy> config(std::string_view slug) const override {
-    auto it = configs.find(std::string(slug));
-    return it == configs.end() ? nullptr : it->second;
-  }
-  std::map<std::string, std::shared_ptr<const Policy>> configs;
-};
 
 std::shared_ptr<const Policy> compile(const std::string& text, const CatalogResolver& r = CatalogResolver{}) {
   auto p = Policy::compile(Json::parse(text), r, "@t");

@@ -6,24 +6,13 @@
 
 #include "modelux/policy.hpp"
 
+#include "support/catalog_resolver.hpp"
+
 using namespace modelux;
+using modelux::testing::CatalogResolver;
 using namespace std::chrono_literals;
 
 namespace {
-
-class TestResolver final : public PolicyResolver {
- public:
-  const Catalog& catalog() const override { return Catalog::builtin(); }
-  std::string provider_for(std::string_view model) const override {
-    const ModelInfo* m = catalog().find_model(model);
-    return m ? m->provider : std::string{};
-  }
-  std::shared_ptr<const Policy> config(std::string_view slug) const override {
-    auto it = configs.find(std::string(slug));
-    return it == configs.end() ? nullptr : it->second;
-  }
-  std::map<std::string, std::shared_ptr<const Policy>> configs;
-};
 
 class FakeHealth final : public HealthView {
  public:
@@ -158,7 +147,7 @@ Json seed_chain() {
 }  // namespace
 
 TEST_CASE("SingleStrategy: serves from its one model and traces it") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(Json::parse(R"({"strategy":"single","model":"gpt-4o","timeout_ms":30000})"), r);
   CHECK(p->strategy() == "single");
@@ -177,7 +166,7 @@ TEST_CASE("SingleStrategy: serves from its one model and traces it") {
 }
 
 TEST_CASE("Policy::single_model: plain model requests") {
-  TestResolver r;
+  CatalogResolver r;
   auto p = Policy::single_model("gpt-4o-mini", r);
   REQUIRE(p);
   CHECK((*p)->strategy() == "single");
@@ -188,7 +177,7 @@ TEST_CASE("Policy::single_model: plain model requests") {
 }
 
 TEST_CASE("FallbackStrategy: advances on 429 within the total budget") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(seed_chain(), r);
   CHECK(p->total_budget() == 8s);
@@ -210,7 +199,7 @@ TEST_CASE("FallbackStrategy: advances on 429 within the total budget") {
 }
 
 TEST_CASE("FallbackStrategy: an error outside retry_on ends the request") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(seed_chain(), r);
   auto run = drive(p, [](const AttemptPlan&) { return Reply{false, ErrorKind::bad_request, 400, 20ms}; }, clock);
@@ -221,7 +210,7 @@ TEST_CASE("FallbackStrategy: an error outside retry_on ends the request") {
 }
 
 TEST_CASE("FallbackStrategy: a delivered stream never fails over") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(seed_chain(), r);
   auto run = drive(p, [](const AttemptPlan&) {
@@ -236,7 +225,7 @@ TEST_CASE("FallbackStrategy: a delivered stream never fails over") {
 }
 
 TEST_CASE("FallbackStrategy: a hung attempt times out at its own deadline and fails over") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(seed_chain(), r);
   auto run = drive(p, [](const AttemptPlan& a) {
@@ -252,7 +241,7 @@ TEST_CASE("FallbackStrategy: a hung attempt times out at its own deadline and fa
 }
 
 TEST_CASE("FallbackStrategy: attempt deadline is min(now + timeout, total budget deadline)") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":3000,
      "attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},{"model":"gpt-4o-mini","timeout_ms":3000}]})"), r);
@@ -271,7 +260,7 @@ TEST_CASE("FallbackStrategy: attempt deadline is min(now + timeout, total budget
 }
 
 TEST_CASE("FallbackStrategy: retries wait a jittered backoff and never pass the budget") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(seed_chain(), r);
   auto run = drive(p, [](const AttemptPlan& a) {
@@ -300,7 +289,7 @@ TEST_CASE("FallbackStrategy: retries wait a jittered backoff and never pass the 
 }
 
 TEST_CASE("FallbackStrategy: targets with an open breaker are skipped with a reason") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   FakeHealth h;
   TargetStats open;
@@ -335,7 +324,7 @@ TEST_CASE("FallbackStrategy: targets with an open breaker are skipped with a rea
 }
 
 TEST_CASE("FallbackStrategy: 429 absorption modes for an empty token bucket") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   FakeHealth h;
   TargetStats empty;
@@ -379,7 +368,7 @@ TEST_CASE("FallbackStrategy: 429 absorption modes for an empty token bucket") {
 }
 
 TEST_CASE("FallbackStrategy: budget exhausted mid-chain fails with timeout inside the budget") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":2500,"retry_on":["5xx","timeout"],
      "attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},{"model":"gpt-4o-mini","timeout_ms":2000},
@@ -392,7 +381,7 @@ TEST_CASE("FallbackStrategy: budget exhausted mid-chain fails with timeout insid
 }
 
 TEST_CASE("FallbackStrategy: nested configs and @slug references") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   r.configs["cheap"] = compile_ok(Json::parse(R"({"strategy":"single","model":"gpt-4o-mini"})"), r);
   auto p = compile_ok(Json::parse(R"({"strategy":"fallback","total_budget_ms":5000,
@@ -407,7 +396,7 @@ TEST_CASE("FallbackStrategy: nested configs and @slug references") {
 }
 
 TEST_CASE("RoutingSession: cancel abandons running attempts") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   auto p = compile_ok(seed_chain(), r);
   ChatRequest req = make_request();
@@ -425,7 +414,7 @@ TEST_CASE("RoutingSession: cancel abandons running attempts") {
 }
 
 TEST_CASE("Policy::compile: rejects bad configs with the JSON path") {
-  TestResolver r;
+  CatalogResolver r;
   auto err = [&](const char* text) {
     auto p = Policy::compile(Json::parse(text), r);
     REQUIRE_FALSE(p);
@@ -472,7 +461,7 @@ TEST_CASE("retry_class_matches: classes map onto error kinds") {
 }
 
 TEST_CASE("LatencyOptimizedStrategy: prefers the target holding the prompt prefix unless it is much slower") {
-  TestResolver r;
+  CatalogResolver r;
   ManualClock clock;
   struct Warm final : HealthView {
     double haiku_p50 = 330;
