@@ -2,9 +2,11 @@
 // with a null baseline. Heap allocations per iteration are counted with a replaced global
 // operator new and reported as the "allocs" counter.
 //
-// One "decision" = create a RoutingSession, next() (the plan), report a success, next()
-// (done, trace finalised) — everything the routing core does for a request that succeeds on
-// its first attempt. Ensembles report one success per member.
+// One "decision" = start a request in a RoutingSession, next() (the plan), report a success,
+// next() (done, trace finalised) — everything the routing core does for a request that
+// succeeds on its first attempt. Ensembles report one success per member.
+// BM_Decision reuses one session (RoutingSession::reset, how a driver keeps a session per
+// worker: the steady state); BM_DecisionFresh constructs a new session per decision.
 #include <benchmark/benchmark.h>
 
 #include <atomic>
@@ -89,7 +91,7 @@ void BM_Null(benchmark::State& state) {
 }
 BENCHMARK(BM_Null);
 
-void BM_Decision(benchmark::State& state) {
+void decision_bench(benchmark::State& state, bool reuse) {
   CatalogResolver r;
   auto p = Policy::compile(Json::parse(config_for(static_cast<int>(state.range(0)))), r, "@bench");
   if (!p) {
@@ -127,11 +129,8 @@ void BM_Decision(benchmark::State& state) {
   in.context = &ctx;
   in.health = &health;
   std::uint64_t seed = 1;
-  std::uint64_t allocs_before = g_allocs.load();
-  for (auto _ : state) {
-    in.seed = seed++;
-    in.start = clock.now();
-    RoutingSession s(*p, in);
+  RoutingSession reused;
+  auto run = [&](RoutingSession& s) {
     Step st = s.next(in.start);
     while (st.kind == Step::Kind::attempt) {
       for (const auto& a : st.attempts) {
@@ -142,11 +141,30 @@ void BM_Decision(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(st.kind);
     benchmark::DoNotOptimize(s.trace().total);
+  };
+  // Warm-up: a reused session reaches its steady state (buffers sized) after one request.
+  in.start = clock.now();
+  reused.reset(*p, in);
+  run(reused);
+  std::uint64_t allocs_before = g_allocs.load();
+  for (auto _ : state) {
+    in.seed = seed++;
+    in.start = clock.now();
+    if (reuse) {
+      reused.reset(*p, in);
+      run(reused);
+    } else {
+      RoutingSession s(*p, in);
+      run(s);
+    }
   }
   state.counters["allocs"] = benchmark::Counter(static_cast<double>(g_allocs.load() - allocs_before),
                                                 benchmark::Counter::kAvgIterations);
 }
+void BM_Decision(benchmark::State& state) { decision_bench(state, true); }
+void BM_DecisionFresh(benchmark::State& state) { decision_bench(state, false); }
 BENCHMARK(BM_Decision)->DenseRange(0, 7);
+BENCHMARK(BM_DecisionFresh)->DenseRange(0, 7);
 
 void BM_RuleEval(benchmark::State& state) {
   auto e = dsl::Expression::compile(

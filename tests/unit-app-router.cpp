@@ -194,7 +194,7 @@ TEST_CASE("ClientSession: the app makes the calls, modelux routes, fails over an
                     R"({"type":"error","error":{"type":"rate_limit_error","message":"slow down"}})", std::chrono::milliseconds(12));
   st = (*s)->next();
   REQUIRE(st.kind == Step::Kind::attempt);
-  CHECK(st.attempts.at(0).target.model == "gpt-4o-mini");
+  CHECK(st.attempts[0].target.model == "gpt-4o-mini");
   ChatResponse ok;
   ok.choices.push_back(Choice{0, Message::assistant("from my own client"), "stop"});
   ok.usage.prompt_tokens = 10;

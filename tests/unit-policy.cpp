@@ -58,16 +58,19 @@ ChatRequest make_request() {
 
 /// A minimal driver: attempts finish after their scripted latency on the manual clock.
 Run drive(std::shared_ptr<const Policy> p, const std::function<Reply(const AttemptPlan&)>& script, ManualClock& clock,
-          const HealthView* health = nullptr, const CallContext* ctx = nullptr, std::uint64_t seed = 1) {
+          const HealthView* health = nullptr, const CallContext* ctx = nullptr, std::uint64_t seed = 1,
+          RoutingSession* reuse = nullptr) {
   static const ChatRequest req = make_request();
-  static const CallContext default_ctx{"req_1", "acme", "org", "user-1", "key", {}};
+  static const CallContext default_ctx{"req_1", "acme", "org", "user-1", "key", {}, nullptr};
   SessionInputs in;
   in.request = &req;
   in.context = ctx ? ctx : &default_ctx;
   in.health = health;
   in.seed = seed;
   in.start = clock.now();
-  RoutingSession s(p, in);
+  RoutingSession fresh;
+  RoutingSession& s = reuse ? *reuse : fresh;
+  s.reset(p, in);
   std::vector<std::pair<Instant, AttemptResult>> pending;
   Run run;
   for (int guard = 0; guard < 10000; ++guard) {
@@ -488,4 +491,129 @@ TEST_CASE("LatencyOptimizedStrategy: prefers the target holding the prompt prefi
   auto run2 = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
   CHECK(run2.served.model == "gpt-4o-mini");
   CHECK(run2.trace.reason.find("lowest p50: gpt-4o-mini (p50 300 ms)") != std::string::npos);
+}
+
+TEST_CASE("RoutingSession: a reused session gives exactly the trace a fresh one gives") {
+  // reset() recycles plans, trace records, strings and strategy states; nothing of an earlier
+  // request may leak into the next one. Each scenario runs in a fresh session and in one
+  // session reused across every scenario (in an order that shrinks and grows the attempt
+  // count), and the traces must match field for field.
+  CatalogResolver r;
+  struct Scenario {
+    std::string config;
+    std::function<Reply(const AttemptPlan&)> script;
+  };
+  auto fail_first = [](ErrorKind k, int status) {
+    return [k, status](const AttemptPlan& p) {
+      Reply rep;
+      if (p.id == 1) {
+        rep.ok = false;
+        rep.kind = k;
+        rep.status = status;
+      }
+      return rep;
+    };
+  };
+  auto all_ok = [](const AttemptPlan&) { return Reply{}; };
+  auto all_fail = [](const AttemptPlan&) {
+    Reply rep;
+    rep.ok = false;
+    rep.status = 503;
+    return rep;
+  };
+  auto hang_first = [](const AttemptPlan& p) {
+    Reply rep;
+    rep.hang = p.id == 1;
+    return rep;
+  };
+  auto votes = [](const AttemptPlan& p) {
+    Reply rep;
+    rep.text = p.id == 2 ? "Lyon" : "Paris";
+    rep.latency = std::chrono::milliseconds(50 * p.id);
+    return rep;
+  };
+  const char* chain = R"({"strategy":"fallback","attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},
+      {"model":"gpt-4o-mini","retries":1},"gemini-2.5-flash"],"retry_on":["429","5xx","timeout"],"total_budget_ms":8000})";
+  std::vector<Scenario> scenarios = {
+      {chain, fail_first(ErrorKind::rate_limited, 429)},
+      {R"({"strategy":"single","model":"gpt-4o"})", all_ok},
+      {chain, all_fail},
+      {chain, hang_first},
+      {R"({"strategy":"ensemble","members":["claude-haiku-4-5","gpt-4o-mini","gemini-2.5-flash"]})", votes},
+      {R"({"strategy":"cascade","steps":["gpt-4o-mini","gpt-4o"]})", fail_first(ErrorKind::server_error, 500)},
+      {R"({"strategy":"ab_test","arms":[{"weight":50,"model":"gpt-4o"},{"weight":50,"config":)" +
+           std::string(chain) + "}]}",
+       fail_first(ErrorKind::overloaded, 529)},
+      {R"({"strategy":"single","model":"gpt-4o"})", all_fail},
+      {chain, all_ok},
+  };
+  RoutingSession reused;
+  for (int round = 0; round < 2; ++round)
+    for (std::size_t i = 0; i < scenarios.size(); ++i) {
+      CAPTURE(i);
+      auto p = Policy::compile(Json::parse(scenarios[i].config), r, "@prod");
+      REQUIRE(p);
+      ManualClock c1, c2;
+      Run a = drive(*p, scenarios[i].script, c1, nullptr, nullptr, 7 + i);
+      Run b = drive(*p, scenarios[i].script, c2, nullptr, nullptr, 7 + i, &reused);
+      CHECK(a.ok == b.ok);
+      CHECK(a.served.key() == b.served.key());
+      CHECK(a.text == b.text);
+      CHECK(a.trace.to_json().dump() == b.trace.to_json().dump());
+      CHECK(a.plans.size() == b.plans.size());
+    }
+}
+
+TEST_CASE("DecisionTrace::clear resets every field") {
+  DecisionTrace t;
+  t.request_id = "req_1";
+  t.time = WallTime{std::chrono::seconds(1700000000)};
+  t.config = "@prod";
+  t.config_version = 3;
+  t.strategy = "fallback";
+  t.project = "p";
+  t.org = "o";
+  t.end_user = "u";
+  t.api_key_id = "k";
+  t.tags = {{"a", "b"}};
+  t.stream = true;
+  AttemptRecord a;
+  a.id = 1;
+  a.model = "gpt-4o";
+  a.provider = "openai";
+  a.start_offset = a.duration = a.ttft = std::chrono::milliseconds(5);
+  a.ok = true;
+  a.outcome = "ok";
+  a.status = 200;
+  a.error = "e";
+  a.usage.prompt_tokens = 3;
+  a.cost.input_usd = 1;
+  a.why_tried = "primary";
+  a.why_ended = "served";
+  a.member = 2;
+  a.vote = "x";
+  t.attempts.push_back(a);
+  t.ok = true;
+  t.served_model = "gpt-4o";
+  t.served_provider = "openai";
+  t.error_kind = "timeout";
+  t.error_message = "m";
+  t.decision = "d";
+  t.reason = "r";
+  t.total = t.ttft = std::chrono::milliseconds(9);
+  t.usage.completion_tokens = 4;
+  t.cost.output_usd = 2;
+  t.budget_actions = {"x"};
+  t.ab_arm = "arm";
+  t.aggregation = "agg";
+  t.request_body = "{}";
+  t.response_body = "{}";
+  CHECK(t.to_json() != DecisionTrace{}.to_json());
+  t.clear();
+  CHECK(t.to_json() == DecisionTrace{}.to_json());
+  a.clear();
+  DecisionTrace one, other;
+  one.attempts.push_back(a);
+  other.attempts.push_back(AttemptRecord{});
+  CHECK(one.to_json() == other.to_json());
 }

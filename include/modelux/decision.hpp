@@ -29,6 +29,9 @@ struct AttemptRecord {
   std::string why_ended;   ///< "served", "429 from provider", "attempt timeout 2000 ms"...
   int member = -1;         ///< ensemble member index, -1 otherwise
   std::string vote;        ///< ensemble: the member's normalized answer / vote
+
+  /// Resets every field to its default, keeping the strings' capacity (for reuse).
+  void clear() noexcept;
 };
 
 /// The whole decision for one request.
@@ -61,6 +64,10 @@ struct DecisionTrace {
   std::string aggregation;    ///< ensemble aggregation summary
   std::string request_body;   ///< only when body capture is on (size-capped, redacted)
   std::string response_body;
+
+  /// Resets every field to its default, keeping the capacity of strings and vectors (a
+  /// reused RoutingSession fills the same trace again without allocating).
+  void clear() noexcept;
 
   /// JSON form (the shape traces are exported and returned in).
   Json to_json() const;

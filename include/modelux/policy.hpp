@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -124,7 +125,9 @@ struct Step {
     failed,   ///< finished with an error: see RoutingSession::error()
   };
   Kind kind = Kind::wait;
-  std::vector<AttemptPlan> attempts;
+  /// The attempts to start (kind == attempt). A view into the session's storage: valid until
+  /// the next call to next() or reset() on that session; copy what you keep.
+  std::span<const AttemptPlan> attempts;
   Instant wake_at{};
 };
 
@@ -143,14 +146,29 @@ struct SessionInputs {
 
 class SessionCore;
 class StrategyState;
+/// Internal: destroys a strategy state living in its session's arena.
+struct StateDeleter {
+  void operator()(StrategyState* p) const noexcept;
+};
 
 /// One request's routing state machine. Not thread-safe: one driver at a time.
+///
+/// Reusable: reset() starts the next request in the same object and keeps every buffer
+/// (attempt plans, trace records and strings, strategy states), so a driver that keeps one
+/// session per thread or per worker does no heap allocation per decision in steady state for
+/// single and fallback configs. A trace moved out with `std::move(trace())` takes its
+/// buffers with it.
 class RoutingSession {
  public:
   RoutingSession(std::shared_ptr<const Policy> policy, const SessionInputs& in);
+  /// An idle session: call reset() before anything else.
+  RoutingSession();
   ~RoutingSession();
   RoutingSession(const RoutingSession&) = delete;
   RoutingSession& operator=(const RoutingSession&) = delete;
+
+  /// Starts a new request in this session, dropping the previous one (its trace included).
+  void reset(std::shared_ptr<const Policy> policy, const SessionInputs& in);
 
   /// What to do now. Attempts returned are recorded as started at `now`.
   Step next(Instant now);
@@ -162,7 +180,7 @@ class RoutingSession {
   bool finished() const noexcept;
   /// The answer (after Step::done). For ensembles, the aggregate.
   const ChatResponse& response() const;
-  /// The served attempt's target (after Step::done).
+  /// The served attempt's target (after Step::done); owned by the policy, valid until reset().
   const Target& served() const;
   /// The failure (after Step::failed).
   const Error& error() const;
@@ -174,7 +192,7 @@ class RoutingSession {
 
  private:
   std::unique_ptr<SessionCore> core_;
-  std::unique_ptr<StrategyState> root_;
+  std::unique_ptr<StrategyState, StateDeleter> root_;
 };
 
 /// Resolves names a config refers to: catalog models and other configs ("@slug").

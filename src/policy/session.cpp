@@ -5,6 +5,7 @@
 // attempt, enforces the total budget and finalises the DecisionTrace.
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -234,7 +235,7 @@ class ConfigRefStrategy final : public Strategy {
  public:
   ConfigRefStrategy(std::string slug, std::shared_ptr<const Policy> p) : slug_(std::move(slug)), p_(std::move(p)) {}
   std::string_view name() const noexcept override { return p_->root().name(); }
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override {
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override {
     StartArgs b = a;
     if (p_->root().total_budget().count() > 0) b.node_deadline = std::min(a.node_deadline, now + p_->total_budget());
     return p_->root().start(s, now, b);
@@ -319,47 +320,98 @@ Result<std::shared_ptr<const Policy>> Policy::single_model(std::string_view mode
 
 // ---- SessionCore --------------------------------------------------------------------------
 
-SessionCore::SessionCore(std::shared_ptr<const Policy> p, const SessionInputs& i)
-    : in(i), policy(std::move(p)), rng(i.seed) {
+void* StateArena::allocate(std::size_t n, std::size_t align) {
+  for (;;) {
+    if (block_ < blocks_.size()) {
+      Block& b = blocks_[block_];
+      std::size_t at = (used_ + align - 1) & ~(align - 1);
+      if (at + n <= b.size) {
+        used_ = at + n;
+        return b.mem.get() + at;
+      }
+      ++block_;
+      used_ = 0;
+      continue;
+    }
+    std::size_t size = std::max<std::size_t>(blocks_.empty() ? 2048 : blocks_.back().size * 2, n + align);
+    blocks_.push_back(Block{std::unique_ptr<std::byte[]>(new (std::align_val_t{alignof(std::max_align_t)}) std::byte[size]), size});
+    block_ = blocks_.size() - 1;
+    used_ = 0;
+  }
+}
+
+void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i) {
+  in = i;
+  policy = std::move(p);
+  rng.reseed(i.seed);
   deadline = in.start + policy->total_budget();
-  plans.reserve(4);
-  results.reserve(4);
-  models.reserve(4);
-  trace.attempts.reserve(4);
+  // Keep the previous request's trace records (and their strings' buffers) for this one.
+  if (spare_records_.capacity() < spare_records_.size() + trace.attempts.size())
+    spare_records_.reserve(std::max<std::size_t>(4, 2 * (spare_records_.size() + trace.attempts.size())));
+  for (auto& r : trace.attempts) spare_records_.push_back(std::move(r));
+  trace.clear();
+  n_plans_ = 0;
+  results.clear();
+  models.clear();
+  notes.clear();
+  cancelled = false;
+  cancel_reason.clear();
+  arena_.reset();
+  est_tokens_ = -1;
+  fp_ = 0;
+  fp_done_ = false;
+  if (plans.capacity() < 4) {
+    plans.reserve(4);
+    results.reserve(4);
+    models.reserve(4);
+    trace.attempts.reserve(4);
+    spare_records_.reserve(4);
+  }
 }
 
 const AttemptPlan& SessionCore::make_attempt(const Target& t, const ModelInfo* model, Nanos timeout, Instant now,
                                              Instant node_deadline, std::string_view why, int member,
                                              bool needs_full_response) {
-  AttemptPlan& p = plans.emplace_back();
-  p.id = static_cast<std::uint32_t>(plans.size());
-  p.target = t;
+  if (n_plans_ == plans.size()) plans.emplace_back();
+  AttemptPlan& p = plans[n_plans_++];
+  p.id = n_plans_;
+  p.target.model = t.model;  // assignments: a reused plan keeps its strings' buffers
+  p.target.provider = t.provider;
   p.timeout = timeout;
   p.deadline = std::min({now + timeout, node_deadline, deadline});
-  p.why = why;
+  p.ttft_timeout = Nanos{0};
+  p.stall_timeout = Nanos{0};
+  p.why.assign(why);
   p.member = member;
   p.needs_full_response = needs_full_response;
   results.emplace_back();
   models.push_back(model);
-  AttemptRecord& rec = trace.attempts.emplace_back();
+  if (!spare_records_.empty()) {
+    trace.attempts.push_back(std::move(spare_records_.back()));
+    spare_records_.pop_back();
+    trace.attempts.back().clear();
+  } else {
+    trace.attempts.emplace_back();
+  }
+  AttemptRecord& rec = trace.attempts.back();
   rec.id = p.id;
   rec.model = t.model;
   rec.provider = t.provider;
   rec.start_offset = now - in.start;
-  rec.why_tried = why;
+  rec.why_tried.assign(why);
   rec.member = member;
   return p;
 }
 
 const AttemptResult* SessionCore::result(std::uint32_t id) const noexcept {
-  if (id == 0 || id > results.size()) return nullptr;
+  if (id == 0 || id > n_plans_) return nullptr;
   const AttemptResult& r = results[id - 1];
   return r.id == 0 ? nullptr : &r;
 }
 
 bool SessionCore::record_result(AttemptResult in_result, Instant now) {
   const std::uint32_t id = in_result.id;
-  if (id == 0 || id > results.size() || results[id - 1].id != 0) return false;
+  if (id == 0 || id > n_plans_ || results[id - 1].id != 0) return false;
   AttemptResult& slot = results[id - 1];
   slot = std::move(in_result);
   const AttemptResult& r = slot;
@@ -370,8 +422,8 @@ bool SessionCore::record_result(AttemptResult in_result, Instant now) {
   rec.usage = r.usage.empty() ? r.response.usage : r.usage;
   if (const ModelInfo* mi = models[r.id - 1]) rec.cost = Catalog::cost(*mi, rec.usage);
   if (r.ok) {
-    rec.outcome = "ok";
-    rec.why_ended = "ok";
+    rec.outcome.assign("ok");
+    rec.why_ended.assign("ok");
   } else {
     rec.outcome = std::string(to_string(r.error.kind));
     rec.status = r.error.status;
@@ -382,7 +434,7 @@ bool SessionCore::record_result(AttemptResult in_result, Instant now) {
 }
 
 void SessionCore::expire(std::uint32_t id, Instant now, std::string why) {
-  if (id == 0 || id > results.size() || results[id - 1].id != 0) return;
+  if (id == 0 || id > n_plans_ || results[id - 1].id != 0) return;
   AttemptResult r;
   r.id = id;
   r.ok = false;
@@ -424,7 +476,7 @@ void fill_trace_header(SessionCore& c) {
   t.time = c.in.wall_start;
   t.config = p.name();
   t.config_version = p.version();
-  t.strategy = std::string(p.strategy());
+  t.strategy = p.strategy();
   if (const CallContext* ctx = c.in.context) {
     t.request_id = ctx->request_id;
     t.project = ctx->project;
@@ -436,18 +488,32 @@ void fill_trace_header(SessionCore& c) {
   if (c.in.request) t.stream = c.in.request->stream;
 }
 
-std::string join_notes(const std::vector<std::string>& notes) {
-  std::string s;
-  for (const auto& n : notes) {
-    if (!s.empty()) s += ", ";
-    s += n;
+/// Appends the notes joined by ", " (appending keeps `out`'s buffer).
+void append_notes(std::string& out, const std::vector<std::string>& notes) {
+  for (std::size_t i = 0; i < notes.size(); ++i) {
+    if (i) out += ", ";
+    out += notes[i];
   }
-  return s;
+}
+
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  out.append(buf, end);
 }
 }  // namespace
 
-RoutingSession::RoutingSession(std::shared_ptr<const Policy> policy, const SessionInputs& in)
-    : core_(std::make_unique<SessionCore>(std::move(policy), in)) {
+
+RoutingSession::RoutingSession() : core_(std::make_unique<SessionCore>()) {}
+
+RoutingSession::RoutingSession(std::shared_ptr<const Policy> policy, const SessionInputs& in) : RoutingSession() {
+  reset(std::move(policy), in);
+}
+
+void RoutingSession::reset(std::shared_ptr<const Policy> policy, const SessionInputs& in) {
+  root_.reset();  // states first: they live in the arena begin() recycles
+  core_->begin(std::move(policy), in);
   fill_trace_header(*core_);
   StartArgs a;
   a.node_deadline = core_->deadline;
@@ -455,11 +521,7 @@ RoutingSession::RoutingSession(std::shared_ptr<const Policy> policy, const Sessi
   root_ = core_->policy->root().start(*core_, in.start, a);
 }
 
-RoutingSession::~RoutingSession() = default;
-
-namespace {
-enum : std::uint8_t { kRunning = 0, kDone = 1, kFailed = 2 };
-}
+RoutingSession::~RoutingSession() { root_.reset(); }
 
 Step RoutingSession::next(Instant now) {
   Step step;
@@ -471,6 +533,7 @@ Step RoutingSession::next(Instant now) {
   auto finish = [&](bool ok) {
     DecisionTrace& t = c.trace;
     const NodeOutcome& o = root_->outcome();
+    const Target& served = served_of(o);
     t.ok = ok;
     t.total = std::max(now - c.in.start, Nanos{1});
     t.cost = Cost{};
@@ -479,31 +542,52 @@ Step RoutingSession::next(Instant now) {
       t.cost.input_usd += a.cost.input_usd;
       t.cost.output_usd += a.cost.output_usd;
     }
-    std::string notes = join_notes(c.notes);
+    // Built by appending into the (reused) strings: no temporaries on the success path.
+    t.decision.clear();
+    t.reason.clear();
     if (ok) {
-      t.served_model = o.served.model;
-      t.served_provider = o.served.provider;
+      t.served_model = served.model;
+      t.served_provider = served.provider;
+      t.decision += "served by ";
       if (o.attempt) {
         const AttemptRecord& rec = c.record(o.attempt);
         t.usage = rec.usage;
         t.ttft = rec.ttft;
-        c.set_why_ended(o.attempt, "served");
-        t.decision = "served by " + o.served.model + " (attempt " + std::to_string(o.attempt) + ")";
+        c.record(o.attempt).why_ended.assign("served");
+        t.decision += served.model;
+        t.decision += " (attempt ";
+        append_number(t.decision, o.attempt);
+        t.decision += ')';
       } else {
         for (const auto& a : t.attempts)
           if (a.ok) {
             t.usage.prompt_tokens += a.usage.prompt_tokens;
             t.usage.completion_tokens += a.usage.completion_tokens;
           }
-        t.decision = "served by " + (o.served.model.empty() ? std::string("aggregate") : o.served.model) +
-                     " (aggregate of " + std::to_string(t.attempts.size()) + " attempts)";
+        t.decision += served.model.empty() ? std::string_view("aggregate") : std::string_view(served.model);
+        t.decision += " (aggregate of ";
+        append_number(t.decision, t.attempts.size());
+        t.decision += " attempts)";
       }
-      t.reason = notes.empty() ? t.decision : notes + ", served by " + o.served.model;
+      if (c.notes.empty()) {
+        t.reason = t.decision;
+      } else {
+        append_notes(t.reason, c.notes);
+        t.reason += ", served by ";
+        t.reason += served.model;
+      }
     } else {
-      t.error_kind = std::string(to_string(o.error.kind));
+      t.error_kind = to_string(o.error.kind);
       t.error_message = o.error.message;
-      t.decision = "failed: " + t.error_kind;
-      t.reason = notes.empty() ? o.error.message : notes + "; " + o.error.message;
+      t.decision += "failed: ";
+      t.decision += t.error_kind;
+      if (c.notes.empty()) {
+        t.reason = o.error.message;
+      } else {
+        append_notes(t.reason, c.notes);
+        t.reason += "; ";
+        t.reason += o.error.message;
+      }
     }
     step.kind = ok ? Step::Kind::done : Step::Kind::failed;
   };
@@ -515,15 +599,17 @@ Step RoutingSession::next(Instant now) {
     finish(false);
     return step;
   }
+  const std::uint32_t first = c.plan_count();
   Step::Kind k = root_->next(c, now, step);
   if (k == Step::Kind::done || k == Step::Kind::failed) {
-    step.attempts.clear();
     finish(k == Step::Kind::done);
     return step;
   }
+  // The attempts are the ones created during this call (strategies make them in order).
+  if (k == Step::Kind::attempt) step.attempts = std::span<const AttemptPlan>(c.plans.data() + first, c.plan_count() - first);
   if (now >= c.deadline && step.attempts.empty()) {
     // The root should have ended on its own; this is the session-level guarantee.
-    for (std::uint32_t id = 1; id <= c.plans.size(); ++id)
+    for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
       if (!c.result(id)) c.expire(id, now, "total budget " + std::to_string(to_ms(c.policy->total_budget())) + " ms exhausted");
     root_->outcome() = NodeOutcome{};
     root_->outcome().error.kind = ErrorKind::timeout;
@@ -549,7 +635,7 @@ void RoutingSession::report(AttemptResult result, Instant now) {
 void RoutingSession::cancel(Instant now, std::string why) {
   SessionCore& c = *core_;
   if (finished()) return;
-  for (std::uint32_t id = 1; id <= c.plans.size(); ++id)
+  for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
     if (!c.result(id)) {
       AttemptResult r;
       r.id = id;
@@ -564,7 +650,7 @@ void RoutingSession::cancel(Instant now, std::string why) {
 
 bool RoutingSession::finished() const noexcept { return core_->trace.total.count() != 0; }
 const ChatResponse& RoutingSession::response() const { return response_of(*core_, root_->outcome()); }
-const Target& RoutingSession::served() const { return root_->outcome().served; }
+const Target& RoutingSession::served() const { return served_of(root_->outcome()); }
 const Error& RoutingSession::error() const { return root_->outcome().error; }
 DecisionTrace& RoutingSession::trace() noexcept { return core_->trace; }
 Instant RoutingSession::deadline() const noexcept { return core_->deadline; }

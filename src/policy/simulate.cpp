@@ -84,6 +84,9 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     bool finished = false;
   };
   std::vector<Live> live(n);
+  // Finished sessions are reused for later arrivals (RoutingSession::reset), as a driver that
+  // keeps a session per worker would: the simulator exercises the same reuse path.
+  std::vector<std::unique_ptr<RoutingSession>> idle;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q;
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < n; ++i)
@@ -222,7 +225,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           if (tr.attempts.size() > 1) ++rep.failovers;
           lat.push_back(std::chrono::duration<double, std::milli>(out.latency).count());
           if (o.keep_traces) out.trace = tr;
-          l.s.reset();
+          idle.push_back(std::move(l.s));
           return;
         }
       }
@@ -252,7 +255,13 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         in.seed = o.seed * 0x9e3779b97f4a7c15ULL + e.session;
         in.start = e.at;
         in.wall_start = clock.wall_now();
-        l.s = std::make_unique<RoutingSession>(policy, in);
+        if (idle.empty()) {
+          l.s = std::make_unique<RoutingSession>(policy, in);
+        } else {
+          l.s = std::move(idle.back());
+          idle.pop_back();
+          l.s->reset(policy, in);
+        }
         pump(e.session, e.at);
         break;
       }

@@ -6,7 +6,9 @@
 // Results are routed to the state that started the attempt (owns()).
 #pragma once
 
+#include <cstddef>
 #include <initializer_list>
+#include <new>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,18 +25,49 @@ enum class RateLimitMode : std::uint8_t {
   fail_fast,  ///< end the request with rate_limited
 };
 
-/// Per-request state shared by all strategy states of one session.
+/// A strategy state, allocated in its session's arena.
+using StatePtr = std::unique_ptr<StrategyState, StateDeleter>;
+
+/// Bump allocator for one session's strategy states. reset() keeps its blocks, so a reused
+/// session allocates nothing once it has seen its config's shape.
+class StateArena {
+ public:
+  StateArena() = default;
+  StateArena(const StateArena&) = delete;
+  StateArena& operator=(const StateArena&) = delete;
+  void* allocate(std::size_t n, std::size_t align);
+  /// Forgets every allocation (their objects must be destroyed already); keeps the blocks.
+  void reset() noexcept {
+    block_ = 0;
+    used_ = 0;
+  }
+
+ private:
+  struct Block {
+    std::unique_ptr<std::byte[]> mem;
+    std::size_t size = 0;
+  };
+  std::vector<Block> blocks_;
+  std::size_t block_ = 0;  ///< current block
+  std::size_t used_ = 0;   ///< bytes used in the current block
+};
+
+/// Per-request state shared by all strategy states of one session. Reusable: begin() starts
+/// a new request and keeps the capacity of every container and string, so a session that is
+/// reused (RoutingSession::reset) does no heap allocation in steady state.
 class SessionCore {
  public:
-  SessionCore(std::shared_ptr<const Policy> p, const SessionInputs& in);
+  SessionCore() = default;
+  /// Starts a request: clears the previous one's state, keeping storage.
+  void begin(std::shared_ptr<const Policy> p, const SessionInputs& in);
 
   SessionInputs in;
   std::shared_ptr<const Policy> policy;
   Random rng;
   DecisionTrace trace;
   Instant deadline{};
-  std::vector<AttemptPlan> plans;        ///< index = id - 1
-  std::vector<AttemptResult> results;    ///< index = id - 1 (id == 0 until reported)
+  std::vector<AttemptPlan> plans;        ///< index = id - 1; only the first plan_count() are live
+  std::vector<AttemptResult> results;    ///< index = id - 1 (id == 0 until reported); size == plan_count()
   std::vector<const ModelInfo*> models;  ///< index = id - 1: prices for cost (may be null)
   std::vector<std::string> notes;        ///< reason fragments ("primary rate_limited (429)")
   bool cancelled = false;
@@ -49,6 +82,15 @@ class SessionCore {
   const AttemptResult* result(std::uint32_t id) const noexcept;
   /// The plan for an id.
   const AttemptPlan& plan(std::uint32_t id) const { return plans.at(id - 1); }
+  AttemptPlan& plan(std::uint32_t id) { return plans.at(id - 1); }
+  /// Attempts created so far in this request.
+  std::uint32_t plan_count() const noexcept { return n_plans_; }
+  /// Makes a state in this session's arena.
+  template <class T, class... A>
+  StatePtr make_state(A&&... args) {
+    void* mem = arena_.allocate(sizeof(T), alignof(T));
+    return StatePtr(new (mem) T(std::forward<A>(args)...));
+  }
   /// Stores a reported result and fills the trace record. Returns false for late/unknown ids.
   bool record_result(AttemptResult r, Instant now);
   /// The driver never reported `id` before its deadline: records a timeout for it.
@@ -64,6 +106,10 @@ class SessionCore {
   std::uint64_t fingerprint();
 
  private:
+  friend class RoutingSession;
+  StateArena arena_;
+  std::uint32_t n_plans_ = 0;
+  std::vector<AttemptRecord> spare_records_;  ///< recycled trace records (string capacity kept)
   std::int64_t est_tokens_ = -1;
   std::uint64_t fp_ = 0;
   bool fp_done_ = false;
@@ -74,13 +120,19 @@ struct NodeOutcome {
   bool ok = false;
   std::uint32_t attempt = 0;   ///< the winning attempt (0 for aggregates)
   ChatResponse response;       ///< the answer (copied from the attempt, or aggregated)
-  Target served;
+  const Target* served = nullptr;  ///< who answered; owned by the compiled Policy (never copied)
   Error error;
   std::string reason;          ///< why this node ended the way it did
   bool skipped = false;        ///< never tried: breaker open / bucket empty (always fail over)
   bool delivered = false;      ///< output already reached the caller: never fail over
   bool fatal = false;          ///< the request must end now (fail_fast): never fail over
 };
+
+/// The served target of an outcome, or an empty Target.
+inline const Target& served_of(const NodeOutcome& o) noexcept {
+  static const Target none;
+  return o.served ? *o.served : none;
+}
 
 /// How a parent starts a child.
 struct StartArgs {
@@ -102,7 +154,8 @@ class StrategyState {
  public:
   virtual ~StrategyState() = default;
   /// Next action. Kind done/failed: this node is finished and outcome() is valid.
-  /// Attempts are appended to `step.attempts` by the callee (step starts cleared).
+  /// Kind attempt: the attempts are the ones this call created with SessionCore::make_attempt
+  /// (the session hands them to the driver); `step.wake_at` is the node's wake-up for wait.
   virtual Step::Kind next(SessionCore& s, Instant now, Step& step) = 0;
   /// A result for an attempt this node (or one of its children) started.
   virtual void on_result(SessionCore& s, const AttemptResult& r, Instant now) = 0;
@@ -115,12 +168,14 @@ class StrategyState {
   NodeOutcome outcome_;
 };
 
+inline void StateDeleter::operator()(StrategyState* p) const noexcept { p->~StrategyState(); }
+
 class Strategy {
  public:
   virtual ~Strategy() = default;
   virtual std::string_view name() const noexcept = 0;
   /// Starts a state for one request. `a.node_deadline` bounds everything this node does.
-  virtual std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const = 0;
+  virtual StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const = 0;
   /// Total budget this node declares (0 = none); the session uses the root's.
   virtual Nanos total_budget() const noexcept { return Nanos{0}; }
   /// The single target this node always sends to, if it is a plain model leaf.

@@ -105,6 +105,38 @@ struct Router::Impl {
   std::atomic<std::uint64_t> seed_counter{0};
   std::uint64_t seed_base = 0;
 
+  // Idle routing sessions, reused across requests (RoutingSession::reset keeps their buffers,
+  // so the routing decision itself allocates nothing in steady state). Bounded.
+  std::mutex pool_mu;
+  std::vector<std::unique_ptr<RoutingSession>> session_pool;
+  static constexpr std::size_t kMaxPooledSessions = 256;
+
+  /// A pooled session for one request; goes back to the pool when the lease ends.
+  class SessionLease {
+   public:
+    explicit SessionLease(Impl& impl) : impl_(impl) {
+      {
+        std::lock_guard lk(impl_.pool_mu);
+        if (!impl_.session_pool.empty()) {
+          s_ = std::move(impl_.session_pool.back());
+          impl_.session_pool.pop_back();
+        }
+      }
+      if (!s_) s_ = std::make_unique<RoutingSession>();
+    }
+    ~SessionLease() {
+      std::lock_guard lk(impl_.pool_mu);
+      if (impl_.session_pool.size() < kMaxPooledSessions) impl_.session_pool.push_back(std::move(s_));
+    }
+    SessionLease(const SessionLease&) = delete;
+    SessionLease& operator=(const SessionLease&) = delete;
+    RoutingSession& get() noexcept { return *s_; }
+
+   private:
+    Impl& impl_;
+    std::unique_ptr<RoutingSession> s_;
+  };
+
   ~Impl() {
     work.reset();
     ioc.stop();
@@ -391,7 +423,9 @@ struct Router::Impl {
       in.seed = seed_base ^ (seed_counter.fetch_add(1, std::memory_order_relaxed) * 0x9e3779b97f4a7c15ULL);
       in.start = clock->now();
       in.wall_start = clock->wall_now();
-      RoutingSession session(policy, in);
+      SessionLease lease(*this);
+      RoutingSession& session = lease.get();
+      session.reset(policy, in);
 
       struct Flight {
         AttemptPlan plan;
@@ -646,6 +680,7 @@ struct ClientSession::State {
   std::unordered_map<std::uint32_t, std::pair<AttemptPlan, std::optional<Admission>>> open;
   std::optional<Error> rejected;
   bool finished = false;
+  std::vector<AttemptPlan> admitted;  ///< what next() last handed out (Step::attempts views it)
 };
 
 ClientSession::ClientSession(std::unique_ptr<State> s) : s_(std::move(s)) {}
@@ -668,6 +703,7 @@ Step ClientSession::next() {
   // session asked again (it may fall back to a cheaper target or fail with budget_exceeded).
   Step out;
   out.kind = Step::Kind::attempt;
+  s.admitted.clear();
   for (auto& p : step.attempts) {
     const ModelInfo* mi = s.impl->config.catalog.find_model(p.target.model);
     auto adm = s.impl->budgets->admit(s.ctx, mi, estimate_input_tokens(s.req), s.req.max_tokens.value_or(1024), now);
@@ -679,9 +715,10 @@ Step ClientSession::next() {
       continue;
     }
     s.open[p.id] = {p, std::move(*adm)};
-    out.attempts.push_back(p);
+    s.admitted.push_back(p);
   }
-  if (out.attempts.empty()) return next();
+  if (s.admitted.empty()) return next();
+  out.attempts = s.admitted;
   return out;
 }
 

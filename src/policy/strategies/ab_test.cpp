@@ -29,7 +29,7 @@ class AbTestStrategy final : public Strategy {
   /// Bucket in [0, 10000): fnv1a64(salt ":" end_user) when sticky and the caller names an end
   /// user, otherwise the session's seeded RNG. The arm is the first whose cumulative upper
   /// bound exceeds the bucket. Cost: one hash + a scan of the arms.
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override {
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override {
     std::uint32_t bucket;
     const CallContext* ctx = s.in.context;
     bool by_user = sticky_user && ctx && !ctx->end_user.empty();

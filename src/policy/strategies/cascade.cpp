@@ -117,7 +117,7 @@ class CascadeStrategy final : public Strategy {
   void collect_targets(std::vector<Target>& out) const override {
     for (const auto& s : steps) s.node->collect_targets(out);
   }
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override;
 };
 
 class CascadeState final : public StrategyState {
@@ -205,7 +205,7 @@ class CascadeState final : public StrategyState {
 
   const CascadeStrategy& spec_;
   StartArgs args_;
-  std::unique_ptr<StrategyState> child_;
+  StatePtr child_;
   std::size_t index_ = 0;
   NodeOutcome last_;
   bool have_last_ = false;
@@ -213,8 +213,8 @@ class CascadeState final : public StrategyState {
   std::string why_, last_why_;
 };
 
-std::unique_ptr<StrategyState> CascadeStrategy::start(SessionCore&, Instant, const StartArgs& a) const {
-  return std::make_unique<CascadeState>(*this, a);
+StatePtr CascadeStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
+  return s.make_state<CascadeState>(*this, a);
 }
 
 Result<Acceptance> read_accept(const Json& j, const std::string& p, const PolicyResolver& r, const Acceptance* base) {

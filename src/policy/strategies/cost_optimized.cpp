@@ -33,7 +33,7 @@ class CostOptimizedStrategy final : public Strategy {
 
   /// Sorts candidates by estimated cost for this request (n is small: insertion sort).
   /// Cost: O(n^2) with n = candidates, no allocation beyond the order vector.
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override {
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override {
     const double in_tok = static_cast<double>(s.estimated_tokens());
     std::int64_t out = expected_output;
     if (s.in.request && s.in.request->max_tokens) out = std::min<std::int64_t>(out, *s.in.request->max_tokens);
@@ -72,7 +72,7 @@ class CostOptimizedStrategy final : public Strategy {
                         (ranked[0].cached ? " with prompt-cache affinity" : ""));
     }
     if (too_long) s.notes.push_back(std::to_string(too_long) + " candidates skipped: prompt over context window");
-    return start_chain(opts, std::move(order), a);
+    return start_chain(s, opts, std::move(order), a);
   }
 };
 

@@ -54,7 +54,7 @@ class EnsembleStrategy final : public Strategy {
   void collect_targets(std::vector<Target>& out) const override {
     for (const auto& m : members) m.node->collect_targets(out);
   }
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override;
 };
 
 /// Starts every member at once; each runs to its own terminal outcome. first_valid ends at
@@ -64,6 +64,7 @@ class EnsembleStrategy final : public Strategy {
 class EnsembleState final : public StrategyState {
  public:
   EnsembleState(const EnsembleStrategy& spec, SessionCore& s, Instant now, const StartArgs& a) : spec_(spec), args_(a) {
+    whys_.reserve(spec.members.size());  // children keep views of these strings
     for (std::size_t i = 0; i < spec.members.size(); ++i) {
       const Member& m = spec.members[i];
       StartArgs b = a;
@@ -104,8 +105,7 @@ class EnsembleState final : public StrategyState {
       }
       any_running = true;
       if (k == Step::Kind::attempt) {
-        any_attempt = true;
-        for (auto& p : sub.attempts) step.attempts.push_back(std::move(p));
+        any_attempt = true;  // the session hands every attempt made in this call to the driver
       } else if (sub.wake_at != Instant{} && (wake == Instant{} || sub.wake_at < wake)) {
         wake = sub.wake_at;
       }
@@ -132,7 +132,7 @@ class EnsembleState final : public StrategyState {
   void abandon(SessionCore& s, Instant now, const std::string& why) {
     for (std::size_t i = 0; i < children_.size(); ++i) {
       if (finished_[i]) continue;
-      for (std::uint32_t id = 1; id <= s.plans.size(); ++id)
+      for (std::uint32_t id = 1; id <= s.plan_count(); ++id)
         if (children_[i]->owns(id) && !s.result(id)) {
           AttemptResult r;
           r.id = id;
@@ -219,14 +219,14 @@ class EnsembleState final : public StrategyState {
   const EnsembleStrategy& spec_;
   StartArgs args_;
   std::vector<std::string> whys_;
-  std::vector<std::unique_ptr<StrategyState>> children_;
+  std::vector<StatePtr> children_;
   std::vector<bool> finished_;
   std::vector<std::size_t> order_;
   bool ended_ = false;
 };
 
-std::unique_ptr<StrategyState> EnsembleStrategy::start(SessionCore& s, Instant now, const StartArgs& a) const {
-  return std::make_unique<EnsembleState>(*this, s, now, a);
+StatePtr EnsembleStrategy::start(SessionCore& s, Instant now, const StartArgs& a) const {
+  return s.make_state<EnsembleState>(*this, s, now, a);
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ class FallbackStrategy final : public Strategy {
   std::vector<const ChainEntry*> order;
 
   std::string_view name() const noexcept override { return "fallback"; }
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override;
   Nanos total_budget() const noexcept override { return opts.total; }
   void collect_targets(std::vector<Target>& out) const override {
     for (const auto& e : entries) e.node->collect_targets(out);
@@ -156,7 +156,7 @@ class FallbackState final : public StrategyState {
   std::vector<const ChainEntry*> owned_;
   const std::vector<const ChainEntry*>& entries_;
   StartArgs args_;
-  std::unique_ptr<StrategyState> child_;
+  StatePtr child_;
   std::size_t index_ = 0;
   int tries_ = 0;
   bool retrying_ = false;
@@ -168,15 +168,15 @@ class FallbackState final : public StrategyState {
   std::string why_;
 };
 
-std::unique_ptr<StrategyState> FallbackStrategy::start(SessionCore&, Instant, const StartArgs& a) const {
-  return std::make_unique<FallbackState>(opts, &order, a);
+StatePtr FallbackStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
+  return s.make_state<FallbackState>(opts, &order, a);
 }
 
 }  // namespace
 
-std::unique_ptr<StrategyState> start_chain(const ChainOptions& opts, std::vector<const ChainEntry*> order,
+StatePtr start_chain(SessionCore& s, const ChainOptions& opts, std::vector<const ChainEntry*> order,
                                            const StartArgs& a) {
-  return std::make_unique<FallbackState>(opts, std::move(order), a);
+  return s.make_state<FallbackState>(opts, std::move(order), a);
 }
 
 std::uint32_t default_retry_mask() noexcept {

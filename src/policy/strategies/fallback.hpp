@@ -41,7 +41,7 @@ Result<ChainEntry> compile_chain_entry(const Json& ej, const std::string& ep, co
                                        const ChainOptions& opts);
 
 /// Runs `order` (pointers into entries that outlive the state) as a fallback chain.
-std::unique_ptr<StrategyState> start_chain(const ChainOptions& opts, std::vector<const ChainEntry*> order,
+StatePtr start_chain(SessionCore& s, const ChainOptions& opts, std::vector<const ChainEntry*> order,
                                            const StartArgs& a);
 
 Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::string& path, const PolicyResolver& r);

@@ -33,7 +33,7 @@ class LatencyOptimizedStrategy final : public Strategy {
   /// Ranks admitted candidates by p50; unmeasured or stale ones go last, except that with
   /// probability `explore` (capped at 0.2 by the compiler) one of them is moved to the front
   /// so it gets re-measured. Exploration is therefore bounded by `explore` of traffic.
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override {
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override {
     struct Ranked {
       std::size_t i;
       double p50;
@@ -86,7 +86,7 @@ class LatencyOptimizedStrategy final : public Strategy {
     for (const auto& f : fresh) order.push_back(&candidates[f.i]);
     for (const auto& f : stale) order.push_back(&candidates[f.i]);
     if (order.size() > max_attempts) order.resize(max_attempts);
-    return start_chain(opts, std::move(order), a);
+    return start_chain(s, opts, std::move(order), a);
   }
 };
 

@@ -25,7 +25,7 @@ class RulesStrategy final : public Strategy {
     for (const auto& r : rules) r.node->collect_targets(out);
     fallback->collect_targets(out);
   }
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override {
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override {
     dsl::EvalContext c;
     c.request = s.in.request;
     c.context = s.in.context;

@@ -66,11 +66,10 @@ class TargetState final : public StrategyState {
     const AttemptPlan& p = s.make_attempt(spec_.target(), spec_.model(), spec_.timeout(), now, args_.node_deadline,
                                           why_, args_.member, args_.needs_full_response);
     id_ = p.id;
-    AttemptPlan& mp = s.plans[id_ - 1];
+    AttemptPlan& mp = s.plan(id_);
     mp.ttft_timeout = spec_.ttft_timeout();
     mp.stall_timeout = spec_.stall_timeout();
     phase_ = Phase::running;
-    step.attempts.push_back(mp);
     return Step::Kind::attempt;
   }
 
@@ -83,7 +82,7 @@ class TargetState final : public StrategyState {
   Step::Kind finish(SessionCore& s, const AttemptResult& r) {
     phase_ = Phase::finished;
     outcome_.attempt = id_;
-    outcome_.served = spec_.target();
+    outcome_.served = &spec_.target();
     if (r.ok) {
       outcome_.ok = true;
       return Step::Kind::done;
@@ -100,7 +99,7 @@ class TargetState final : public StrategyState {
     phase_ = Phase::finished;
     outcome_.ok = false;
     outcome_.skipped = true;
-    outcome_.served = spec_.target();
+    outcome_.served = &spec_.target();
     outcome_.error.kind = ErrorKind::no_route;
     outcome_.error.message = std::move(why);
     outcome_.error.provider = spec_.target().provider;
@@ -110,7 +109,7 @@ class TargetState final : public StrategyState {
     phase_ = Phase::finished;
     outcome_.ok = false;
     outcome_.fatal = fatal;
-    outcome_.served = spec_.target();
+    outcome_.served = &spec_.target();
     outcome_.error.kind = k;
     outcome_.error.message = std::move(msg);
     return Step::Kind::failed;
@@ -130,8 +129,8 @@ TargetStrategy::TargetStrategy(Target t, std::optional<ModelInfo> model, Nanos t
     : target_(std::move(t)), key_(target_.key()), model_(std::move(model)), timeout_(timeout), ttft_(ttft),
       stall_(stall), total_(total) {}
 
-std::unique_ptr<StrategyState> TargetStrategy::start(SessionCore&, Instant, const StartArgs& a) const {
-  return std::make_unique<TargetState>(*this, a);
+StatePtr TargetStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
+  return s.make_state<TargetState>(*this, a);
 }
 
 Result<std::unique_ptr<Strategy>> make_target_strategy(Target t, const PolicyResolver& r, Nanos timeout, Nanos ttft,

@@ -13,7 +13,7 @@ class TargetStrategy final : public Strategy {
  public:
   TargetStrategy(Target t, std::optional<ModelInfo> model, Nanos timeout, Nanos ttft, Nanos stall, Nanos total);
   std::string_view name() const noexcept override { return "single"; }
-  std::unique_ptr<StrategyState> start(SessionCore& s, Instant now, const StartArgs& a) const override;
+  StatePtr start(SessionCore& s, Instant now, const StartArgs& a) const override;
   Nanos total_budget() const noexcept override { return total_; }
   const Target* only_target() const noexcept override { return &target_; }
   void collect_targets(std::vector<Target>& out) const override { out.push_back(target_); }
