@@ -315,6 +315,28 @@ TEST_CASE("FallbackStrategy: targets with an open breaker are skipped with a rea
     CHECK(run2.served.model == "claude-haiku-4-5");
     CHECK(run2.trace.reason.find("all targets open: panic mode") != std::string::npos);
   }
+  SUBCASE("one target open, the other rate-limited: panic tries the open one, never the empty bucket") {
+    TargetStats limited;
+    limited.admits = false;  // breaker closed, token bucket empty
+    limited.retry_at = clock.now() + 20s;
+    h.m["openai/gpt-4o-mini"] = limited;
+    std::vector<std::string> tried;
+    auto run2 = drive(p, [&](const AttemptPlan& plan) { tried.push_back(plan.target.model); return Reply{}; }, clock, &h);
+    REQUIRE(run2.ok);
+    CHECK(tried == std::vector<std::string>{"claude-haiku-4-5"});
+    CHECK(run2.trace.reason.find("rate limit bucket empty") != std::string::npos);
+    CHECK(run2.trace.reason.find("all targets open: panic mode") != std::string::npos);
+  }
+  SUBCASE("every target rate-limited (no breaker open): no panic, no_route") {
+    TargetStats limited;
+    limited.admits = false;
+    h.m["anthropic/claude-haiku-4-5"] = limited;
+    h.m["openai/gpt-4o-mini"] = limited;
+    auto run2 = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, &h);
+    REQUIRE_FALSE(run2.ok);
+    CHECK(run2.error.kind == ErrorKind::no_route);
+    CHECK(run2.trace.attempts.empty());
+  }
   SUBCASE("all targets open with on_all_open=fail: no_route without any attempt") {
     h.m["openai/gpt-4o-mini"] = open;
     Json j = seed_chain();

@@ -141,7 +141,7 @@ struct StartArgs {
   int member = -1;
   bool needs_full_response = false;
   RateLimitMode rate_limit_mode = RateLimitMode::fallback;
-  bool ignore_health = false;  ///< panic pass: every target was open, try them anyway
+  bool ignore_breakers = false;  ///< panic pass: try targets whose breaker is open (rate limits still hold)
 };
 
 /// The answer of an outcome: the winning attempt's stored response (never copied), or the

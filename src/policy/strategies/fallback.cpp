@@ -54,7 +54,7 @@ class FallbackState final : public StrategyState {
         Error err = o.error;
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
         // Read everything needed from the child's outcome before the child goes away.
-        if (skipped && err.message.find("breaker") == std::string::npos) skipped_only_breakers_ = false;
+        if (skipped && err.message.find("breaker") != std::string::npos) any_breaker_skip_ = true;
         child_.reset();
         if (!skipped) {
           last_error_ = err;
@@ -93,11 +93,12 @@ class FallbackState final : public StrategyState {
                       (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
           return end(s, e, "");
         }
-        if (spec_.panic && !panic_ && skipped_only_breakers_ && now < limit) {
-          // Every target is open: trying them anyway beats failing everything (Envoy's panic
-          // threshold). Their breakers still learn from the outcomes.
+        if (spec_.panic && !panic_ && any_breaker_skip_ && now < limit) {
+          // Nothing admitted traffic and breakers are part of why: trying the open targets
+          // anyway beats failing everything (Envoy's panic threshold). Their breakers still
+          // learn from the outcomes; targets whose rate-limit bucket is empty stay skipped.
           panic_ = true;
-          args_.ignore_health = true;
+          args_.ignore_breakers = true;
           index_ = 0;
           s.notes.push_back("all targets open: panic mode, trying anyway");
           continue;
@@ -164,7 +165,7 @@ class FallbackState final : public StrategyState {
   Error last_error_;
   bool have_error_ = false;
   bool panic_ = false;
-  bool skipped_only_breakers_ = true;
+  bool any_breaker_skip_ = false;
   std::string why_;
 };
 

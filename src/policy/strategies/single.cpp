@@ -28,40 +28,45 @@ class TargetState final : public StrategyState {
     }
     Instant limit = std::min(args_.node_deadline, s.deadline);
     if (now >= limit) return fail_now(ErrorKind::timeout, "no time left to try " + spec_.target().model, false);
-    TargetStats st = args_.ignore_health ? TargetStats{} : s.stats(spec_.key(), now);
-    if (!st.admits) {
-      if (st.breaker != BreakerState::closed) {
-        std::string why = "skipped " + spec_.target().model + ": breaker " + std::string(to_string(st.breaker));
-        if (st.retry_at > now) why += " for another " + std::to_string(to_ms(st.retry_at - now)) + " ms";
-        return skip(s, std::move(why));
-      }
-      switch (args_.rate_limit_mode) {
-        case RateLimitMode::fallback:
-          return skip(s, "skipped " + spec_.target().model + ": rate limit bucket empty");
-        case RateLimitMode::queue:
-          if (st.retry_at > now && st.retry_at < limit) {
-            if (phase_ != Phase::queued)
-              s.notes.push_back("queued " + std::to_string(to_ms(st.retry_at - now)) + " ms for " +
-                                spec_.target().model + " rate limit");
-            phase_ = Phase::queued;
-            step.wake_at = st.retry_at;
-            return Step::Kind::wait;
+    TargetStats st = s.stats(spec_.key(), now);
+    // Panic pass (every target of the chain was skipped and some for their breaker): a target
+    // whose breaker is open is tried anyway; an empty token bucket still holds.
+    const bool panic_try = args_.ignore_breakers && st.breaker != BreakerState::closed;
+    if (!panic_try) {
+      if (!st.admits) {
+        if (st.breaker != BreakerState::closed) {
+          std::string why = "skipped " + spec_.target().model + ": breaker " + std::string(to_string(st.breaker));
+          if (st.retry_at > now) why += " for another " + std::to_string(to_ms(st.retry_at - now)) + " ms";
+          return skip(s, std::move(why));
+        }
+        switch (args_.rate_limit_mode) {
+          case RateLimitMode::fallback:
+            return skip(s, "skipped " + spec_.target().model + ": rate limit bucket empty");
+          case RateLimitMode::queue:
+            if (st.retry_at > now && st.retry_at < limit) {
+              if (phase_ != Phase::queued)
+                s.notes.push_back("queued " + std::to_string(to_ms(st.retry_at - now)) + " ms for " +
+                                  spec_.target().model + " rate limit");
+              phase_ = Phase::queued;
+              step.wake_at = st.retry_at;
+              return Step::Kind::wait;
+            }
+            return skip(s, "skipped " + spec_.target().model + ": rate limit resets after the budget");
+          case RateLimitMode::fail_fast: {
+            s.notes.push_back(spec_.target().model + " rate limit bucket empty (fail_fast)");
+            Step::Kind k = fail_now(ErrorKind::rate_limited, "rate limit reached for " + spec_.key(), true);
+            outcome_.error.status = 429;
+            if (st.retry_at > now) outcome_.error.retry_after = std::chrono::duration_cast<Millis>(st.retry_at - now);
+            return k;
           }
-          return skip(s, "skipped " + spec_.target().model + ": rate limit resets after the budget");
-        case RateLimitMode::fail_fast: {
-          s.notes.push_back(spec_.target().model + " rate limit bucket empty (fail_fast)");
-          Step::Kind k = fail_now(ErrorKind::rate_limited, "rate limit reached for " + spec_.key(), true);
-          outcome_.error.status = 429;
-          if (st.retry_at > now) outcome_.error.retry_after = std::chrono::duration_cast<Millis>(st.retry_at - now);
-          return k;
         }
       }
-    }
-    if (!args_.ignore_health && s.in.health && !s.in.health->admit(spec_.key(), now)) {
-      std::string why = "skipped " + spec_.target().model + ": " +
-                        (st.breaker == BreakerState::half_open ? "breaker half_open, probe already out"
-                                                               : "not admitted (breaker ramp or token bucket)");
-      return skip(s, std::move(why));
+      if (s.in.health && !s.in.health->admit(spec_.key(), now)) {
+        std::string why = "skipped " + spec_.target().model + ": " +
+                          (st.breaker == BreakerState::half_open ? "breaker half_open, probe already out"
+                                                                 : "not admitted (breaker ramp or token bucket)");
+        return skip(s, std::move(why));
+      }
     }
     const AttemptPlan& p = s.make_attempt(spec_.target(), spec_.model(), spec_.timeout(), now, args_.node_deadline,
                                           why_, args_.member, args_.needs_full_response);
