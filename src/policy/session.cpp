@@ -321,6 +321,8 @@ Result<std::shared_ptr<const Policy>> Policy::single_model(std::string_view mode
 // ---- SessionCore --------------------------------------------------------------------------
 
 void* StateArena::allocate(std::size_t n, std::size_t align) {
+  // Blocks come from new[], aligned for any fundamental type; states need no more than that.
+  if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) throw std::bad_alloc();
   for (;;) {
     if (block_ < blocks_.size()) {
       Block& b = blocks_[block_];
@@ -334,7 +336,7 @@ void* StateArena::allocate(std::size_t n, std::size_t align) {
       continue;
     }
     std::size_t size = std::max<std::size_t>(blocks_.empty() ? 2048 : blocks_.back().size * 2, n + align);
-    blocks_.push_back(Block{std::unique_ptr<std::byte[]>(new (std::align_val_t{alignof(std::max_align_t)}) std::byte[size]), size});
+    blocks_.push_back(Block{std::unique_ptr<std::byte[]>(new std::byte[size]), size});
     block_ = blocks_.size() - 1;
     used_ = 0;
   }
