@@ -348,9 +348,13 @@ void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i)
   rng.reseed(i.seed);
   deadline = in.start + policy->total_budget();
   // Keep the previous request's trace records (and their strings' buffers) for this one.
-  if (spare_records_.capacity() < spare_records_.size() + trace.attempts.size())
-    spare_records_.reserve(std::max<std::size_t>(4, 2 * (spare_records_.size() + trace.attempts.size())));
-  for (auto& r : trace.attempts) spare_records_.push_back(std::move(r));
+  if (spare_records_.empty()) {
+    spare_records_.swap(trace.attempts);  // O(1): the records are not moved one by one
+  } else {
+    if (spare_records_.capacity() < spare_records_.size() + trace.attempts.size())
+      spare_records_.reserve(std::max<std::size_t>(4, 2 * (spare_records_.size() + trace.attempts.size())));
+    for (auto& r : trace.attempts) spare_records_.push_back(std::move(r));
+  }
   trace.clear();
   n_plans_ = 0;
   results.clear();

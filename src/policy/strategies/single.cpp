@@ -11,7 +11,8 @@ namespace {
 /// finished.
 class TargetState final : public StrategyState {
  public:
-  TargetState(const TargetStrategy& spec, const StartArgs& a) : spec_(spec), args_(a), why_(a.why) {}
+  /// `a.why` views a string of the parent state, which outlives this child.
+  TargetState(const TargetStrategy& spec, const StartArgs& a) : spec_(spec), args_(a) {}
 
   Step::Kind next(SessionCore& s, Instant now, Step& step) override {
     if (phase_ == Phase::finished) return outcome_.ok ? Step::Kind::done : Step::Kind::failed;
@@ -69,7 +70,7 @@ class TargetState final : public StrategyState {
       }
     }
     const AttemptPlan& p = s.make_attempt(spec_.target(), spec_.model(), spec_.timeout(), now, args_.node_deadline,
-                                          why_, args_.member, args_.needs_full_response);
+                                          args_.why, args_.member, args_.needs_full_response);
     id_ = p.id;
     AttemptPlan& mp = s.plan(id_);
     mp.ttft_timeout = spec_.ttft_timeout();
@@ -122,7 +123,6 @@ class TargetState final : public StrategyState {
 
   const TargetStrategy& spec_;
   StartArgs args_;
-  std::string why_;
   std::uint32_t id_ = 0;
   Phase phase_ = Phase::init;
 };
