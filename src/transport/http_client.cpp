@@ -13,7 +13,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
@@ -77,6 +79,18 @@ Error net_error(const beast::error_code& ec, std::string_view what, bool timed_o
   e.kind = timed_out ? ErrorKind::timeout : ErrorKind::connection;
   e.message = std::string(what) + ": " + (timed_out ? std::string("deadline exceeded") : ec.message());
   return e;
+}
+
+// Asio's per-operation cancellation reaches only the operation pending when the signal is
+// emitted. A cancel that lands during a DNS lookup (the resolver does not hear per-operation
+// cancellation) or while a completion is already queued is not seen by the next operation, which
+// would then run to its deadline (on a hung upstream, the whole attempt timeout). So the
+// coroutine's cancellation state is checked between steps: callers that switched off
+// throw_if_cancelled (the router's attempts) depend on it.
+bool cancel_requested(const net::cancellation_state& cs) { return cs.cancelled() != net::cancellation_type::none; }
+
+Error cancelled_error(std::string_view where) {
+  return Error{ErrorKind::cancelled, "cancelled " + std::string(where), 0, {}, {}, {}, {}};
 }
 
 struct Connection {
@@ -185,13 +199,15 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     auto url = parse_url(req.url);
     if (!url) co_return std::unexpected(url.error());
     requests_.fetch_add(1, std::memory_order_relaxed);
-    // One retry when a reused pooled connection turns out to be dead before any response.
+    // One retry when a reused pooled connection turns out to be dead before any response. A
+    // cancelled exchange is not a dead connection: retrying it would start a fresh exchange
+    // that no longer hears the cancel (it was already delivered) and runs to the deadline.
     for (int tries = 0; tries < 2; ++tries) {
       auto conn = co_await lease(*url, deadline);
       if (!conn) co_return std::unexpected(conn.error());
       bool reused = (*conn)->reused;
       auto r = co_await exchange(std::move(*conn), *url, req, deadline);
-      if (r || !reused || r.error().kind == ErrorKind::timeout) co_return r;
+      if (r || !reused || r.error().kind == ErrorKind::timeout || r.error().kind == ErrorKind::cancelled) co_return r;
     }
     co_return std::unexpected(Error{ErrorKind::connection, "connection failed", 0, {}, {}, {}, {}});
   }
@@ -256,6 +272,11 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       dropped();
       co_return std::unexpected(ep.error());
     }
+    const auto cs = co_await net::this_coro::cancellation_state;
+    if (cancel_requested(cs)) {
+      dropped();
+      co_return std::unexpected(cancelled_error("before connecting to " + hop.host));
+    }
     beast::error_code ec;
     c->lowest().expires_at(deadline);
     co_await c->lowest().async_connect(*ep, redirect_error(use_awaitable, ec));
@@ -302,7 +323,19 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     tcp::resolver resolver(ex_);
     beast::error_code ec;
     (void)deadline;  // getaddrinfo cannot be bounded; numeric hosts resolve without a lookup
+    // Forward a cancel to the resolver by hand: a lookup still queued is dropped; one already in
+    // getaddrinfo finishes, and lease() checks the cancellation state afterwards.
+    const auto cs = co_await net::this_coro::cancellation_state;
+    struct SlotGuard {
+      net::cancellation_slot slot;
+      ~SlotGuard() {
+        if (slot.is_connected()) slot.clear();
+      }
+    } guard{cs.slot()};
+    if (guard.slot.is_connected()) guard.slot.assign([&resolver](net::cancellation_type) { resolver.cancel(); });
     auto results = co_await resolver.async_resolve(url.host, url.port, redirect_error(use_awaitable, ec));
+    if (ec == net::error::operation_aborted && cancel_requested(cs))
+      co_return std::unexpected(cancelled_error("while resolving " + url.host));
     if (ec) co_return std::unexpected(net_error(ec, "resolve " + url.host, false));
     std::lock_guard lk(mu_);
     dns_[key] = {results, now + opts_.dns_ttl};
@@ -350,8 +383,11 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   net::awaitable<beast::error_code> write_and_read_head(Stream& s, Connection& c, http::request<http::string_body>& msg,
                                                         http::response_parser<http::buffer_body>& parser) {
     beast::error_code ec;
+    const auto cs = co_await net::this_coro::cancellation_state;
+    if (cancel_requested(cs)) co_return net::error::operation_aborted;
     co_await http::async_write(s, msg, redirect_error(use_awaitable, ec));
     if (ec) co_return ec;
+    if (cancel_requested(cs)) co_return net::error::operation_aborted;
     co_await http::async_read_header(s, c.buffer, parser, redirect_error(use_awaitable, ec));
     co_return ec;
   }
@@ -378,6 +414,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
                                   : co_await write_and_read_head(*c->tcp_stream, *c, msg, *parser);
     if (ec) {
       dropped();
+      const auto cs = co_await net::this_coro::cancellation_state;
+      if (cancel_requested(cs))
+        co_return std::unexpected(cancelled_error("during the HTTP exchange with " + url.host));
       co_return std::unexpected(net_error(ec, "HTTP exchange with " + url.host, ec == beast::error::timeout));
     }
     co_return std::make_unique<BeastHttpStream>(shared_from_this(), std::move(c), std::move(parser));
@@ -421,7 +460,13 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline)
   if (done_) co_return std::string{};
   if (!conn_) co_return std::unexpected(Error{ErrorKind::cancelled, "stream aborted", 0, {}, {}, {}, {}});
   char buf[16 * 1024];
+  const auto cs = co_await net::this_coro::cancellation_state;
   for (;;) {
+    if (cancel_requested(cs)) {
+      beast::error_code ignore;
+      conn_->lowest().socket().close(ignore);
+      co_return std::unexpected(cancelled_error("while reading the response body"));
+    }
     parser_->get().body().data = buf;
     parser_->get().body().size = sizeof buf;
     conn_->lowest().expires_at(deadline);
