@@ -1,10 +1,8 @@
 #include "http/server.hpp"
 
-#include <cerrno>
 #include <future>
 
 #include <poll.h>
-#include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -33,6 +31,83 @@ std::string default_error_body(int status, const std::string& message) {
   e.code = status == 413 ? "request_too_large" : "invalid_request";
   return openai_error_json(e).dump();
 }
+
+// Watches a client socket for a hang-up while its request runs, without consuming bytes (a
+// pipelined next request stays queued for the session). Everything runs on the connection's
+// strand. Two triggers, each followed by a poll(0) for POLLRDHUP/POLLHUP/POLLERR:
+//  - an async_wait for readability, which hears a FIN at once;
+//  - a periodic timer. Asio's epoll reactor is edge-triggered and its wait operations are never
+//    tried speculatively, so with several io threads a FIN whose edge another thread consumed
+//    between our poll(0) and arming the wait would never wake it. The timer bounds any such
+//    miss to one period instead of the request's timeout. While pipelined bytes are queued the
+//    socket stays readable, so only the (faster) timer runs then.
+class ClientWatch : public std::enable_shared_from_this<ClientWatch> {
+ public:
+  static constexpr auto kBackstop = std::chrono::milliseconds(200);
+  static constexpr auto kWhileQueued = std::chrono::milliseconds(50);
+
+  ClientWatch(tcp::socket& sock, std::shared_ptr<CancellationToken> token)
+      : sock_(sock), token_(std::move(token)), timer_(sock.get_executor()) {}
+
+  void start() {
+    if (check()) arm_wait();
+    tick();
+  }
+  /// After stop() nothing touches the socket again (it may be gone); the caller cancels the
+  /// pending wait.
+  void stop() {
+    alive_ = false;
+    timer_.cancel();
+  }
+
+ private:
+  enum class State { idle, queued, gone };
+
+  State probe() const {
+    pollfd p{};
+    p.fd = sock_.native_handle();
+    p.events = POLLIN | POLLRDHUP;
+    if (::poll(&p, 1, 0) <= 0) return State::idle;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) return State::gone;
+    return (p.revents & POLLIN) ? State::queued : State::idle;
+  }
+  // Probes the socket; cancels the token on a hang-up. True while watching should go on.
+  bool check() {
+    if (!alive_) return false;
+    State s = probe();
+    if (s == State::gone) {
+      alive_ = false;
+      timer_.cancel();
+      token_->cancel();
+      return false;
+    }
+    queued_ = s == State::queued;
+    return true;
+  }
+  void arm_wait() {
+    if (waiting_ || queued_) return;
+    waiting_ = true;
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+      self->waiting_ = false;
+      if (ec || !self->alive_) return;  // stopped (the socket may be gone): do not touch it
+      if (self->check()) self->arm_wait();
+    });
+  }
+  void tick() {
+    timer_.expires_after(queued_ ? kWhileQueued : kBackstop);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || !self->alive_) return;
+      if (!self->check()) return;
+      self->arm_wait();  // re-arms a wait that ended while bytes were queued
+      self->tick();
+    });
+  }
+
+  tcp::socket& sock_;
+  std::shared_ptr<CancellationToken> token_;
+  net::steady_timer timer_;
+  bool alive_ = true, waiting_ = false, queued_ = false;
+};
 
 class BeastWriter final : public ResponseWriter {
  public:
@@ -107,43 +182,13 @@ class BeastWriter final : public ResponseWriter {
   }
   void watch_client(std::shared_ptr<CancellationToken> token) override {
     stop_watching();
-    auto alive = std::make_shared<bool>(true);
-    watching_ = alive;
-    auto& sock = stream_.socket();
-    net::co_spawn(
-        stream_.get_executor(),
-        [&sock, alive, token]() -> net::awaitable<void> {
-          net::steady_timer pause(co_await net::this_coro::executor);
-          for (;;) {
-            if (!*alive) co_return;  // stopped: the socket may be gone, do not touch it
-            // Check first: the reactor is edge-triggered, so a hang-up that arrived before
-            // the wait below was armed would never wake it.
-            pollfd p{};
-            p.fd = sock.native_handle();
-            p.events = POLLIN | POLLRDHUP;
-            int n = ::poll(&p, 1, 0);
-            if (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-              token->cancel();
-              co_return;
-            }
-            boost::system::error_code ec;
-            if (n > 0 && (p.revents & POLLIN)) {
-              // Bytes of a next request are queued (left for the session): keep checking for
-              // a hang-up every 50 ms without consuming anything.
-              pause.expires_after(std::chrono::milliseconds(50));
-              co_await pause.async_wait(redirect_error(use_awaitable, ec));
-            } else {
-              co_await sock.async_wait(tcp::socket::wait_read, redirect_error(use_awaitable, ec));
-              if (ec) co_return;
-            }
-          }
-        },
-        net::detached);
+    watch_ = std::make_shared<ClientWatch>(stream_.socket(), std::move(token));
+    watch_->start();
   }
   void stop_watching() override {
-    if (!watching_) return;
-    *watching_ = false;
-    watching_.reset();
+    if (!watch_) return;
+    watch_->stop();
+    watch_.reset();
     beast::error_code ec;
     stream_.socket().cancel(ec);  // only the watcher's wait is pending here
   }
@@ -156,7 +201,7 @@ class BeastWriter final : public ResponseWriter {
   bool keep_alive_;
   unsigned version_;
   bool started_ = false, streaming_ = false, done_ = false, gone_ = false;
-  std::shared_ptr<bool> watching_;
+  std::shared_ptr<ClientWatch> watch_;
 };
 
 }  // namespace
