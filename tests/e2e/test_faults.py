@@ -11,7 +11,10 @@ Timeouts here are short (a few hundred ms) so the whole file runs in seconds.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
+import uuid
 
 import openai
 import pytest
@@ -366,11 +369,52 @@ def test_stream_still_running_at_the_budget_is_cut_with_an_error_event(proxy, mo
     assert elapsed < 1.2
 
 
+def in_flight(proxy) -> float:
+    for line in proxy.request("GET", "/metrics").text.splitlines():
+        if line.startswith("modelux_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
+def raw_chat(proxy, body: dict, headers: dict | None = None) -> socket.socket:
+    """Sends a chat request on a raw socket (so the test can hang up) and returns the socket."""
+    data = json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+              + f"authorization: Bearer {proxy.auth['authorization'][7:]}\r\n{extra}content-length: {len(data)}\r\n\r\n".encode()
+              + data)
+    return s
+
+
+def upstream_sockets(proxy, mock) -> int:
+    """How many TCP connections the proxy process holds open to the mock (from /proc)."""
+    inodes = set()
+    fd_dir = f"/proc/{proxy.proc.proc.pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if int(f[2].rsplit(":", 1)[1], 16) == mock.port and f[3] == "01" and f[9] in inodes:  # 01 = ESTABLISHED
+                n += 1
+    return n
+
+
 def test_client_going_away_mid_stream_releases_the_request(proxy, mock):
     """The caller closes its socket after the first bytes of a ~4 s stream; the proxy must stop
     the request (in-flight gauge back to 0) long before the upstream stream would have ended."""
-    import socket
-
     mock.configure({PRIMARY: {"chunks": 40, "chunk_interval_ms": 100}})
     body = json.dumps({"model": PRIMARY, "messages": MESSAGES, "stream": True}).encode()
     s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
@@ -384,16 +428,72 @@ def test_client_going_away_mid_stream_releases_the_request(proxy, mock):
         got += piece
     s.close()
     t_closed = time.monotonic()
-
-    def in_flight() -> float:
-        for line in proxy.request("GET", "/metrics").text.splitlines():
-            if line.startswith("modelux_requests_in_flight "):
-                return float(line.split()[1])
-        raise AssertionError("no in-flight gauge")
-
-    while in_flight() > 0:
+    while in_flight(proxy) > 0:
         assert time.monotonic() - t_closed < 2.0, "request still in flight 2 s after the client left"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("moment", ["request_started", "upstream_waiting", "pooled_upstream"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_client_hanging_up_while_upstream_hangs_cancels_at_once(proxy, mock, route, stream, moment, capsys):
+    """The caller gives up while the only upstream hangs and no byte has come back: the proxy
+    must notice the closed socket itself (no write fails yet) and end the request as cancelled
+    at once, not at the 8 s attempt timeout. The test follows its own request (a unique end user
+    in its trace, its own upstream socket), not a global counter.
+
+    moment: when the caller hangs up, and how the upstream was reached.
+    - request_started: as soon as the proxy counts the request. On a fresh proxy the attempt may
+      still be in its first DNS lookup, which does not hear Asio's per-operation cancellation
+      (such a cancel used to be lost, and the attempt ran to its timeout).
+    - upstream_waiting: once the mock holds the request on a new connection (the attempt is
+      blocked reading the response head).
+    - pooled_upstream: the same, on a pooled keep-alive connection. The cancelled read used to
+      look like a dead pooled connection and was retried on a fresh one that no longer heard
+      the cancel: this case was held to the timeout every time."""
+    timeout_s = 8.0
+    slug = route({"strategy": "single", "model": PRIMARY, "timeout_ms": int(timeout_s * 1000)})
+    if moment == "pooled_upstream":
+        assert proxy.chat_raw({"model": slug, "messages": MESSAGES}).status == 200
+        assert upstream_sockets(proxy, mock) == 1  # kept for reuse
+    mock.configure({PRIMARY: {"hang_rate": 1.0}})
+    assert in_flight(proxy) == 0
+    user = f"hangup-{uuid.uuid4().hex[:12]}"
+    t_sent = time.monotonic()
+    s = raw_chat(proxy, {"model": slug, "messages": MESSAGES, "stream": stream}, {"x-modelux-end-user": user})
+    deadline = t_sent + 2.0
+    if moment == "request_started":
+        while in_flight(proxy) < 1:
+            assert time.monotonic() < deadline, "request never started"
+            time.sleep(0.001)
+    else:
+        while mock.stats()["models"].get(PRIMARY, {}).get("hangs", 0) < 1 or upstream_sockets(proxy, mock) < 1:
+            assert time.monotonic() < deadline, "the upstream never received the request"
+            time.sleep(0.005)
+    s.close()
+    t_closed = time.monotonic()
+
+    # Its own trace: written when the request ends, so its arrival is the release.
+    trace = None
+    while trace is None:
+        assert time.monotonic() - t_closed < 2.0, "no trace 2 s after the client hung up: request still running"
+        traces = proxy.request("GET", "/v1/traces").json()["data"]
+        trace = next((t for t in traces if t["end_user"] == user), None)
+        if trace is None:
+            time.sleep(0.01)
+    released_ms = trace["total_ms"] - (t_closed - t_sent) * 1000  # hang-up to release, roughly
+    with capsys.disabled():
+        print(f"\n[hang-up] stream={stream} moment={moment} trace total={trace['total_ms']:.1f} ms "
+              f"hang-up after {(t_closed - t_sent) * 1000:.1f} ms, released ~{max(released_ms, 0):.1f} ms later")
+    assert trace["ok"] is False
+    assert trace["error_kind"] == "cancelled", trace
+    assert trace["total_ms"] < 2000, trace
+    attempts = trace["attempts"]
+    assert attempts and all(a["outcome"] == "cancelled" for a in attempts), attempts
+    # Upstream side: the hung connection was closed (not pooled, not left to time out).
+    while upstream_sockets(proxy, mock) > 0:
+        assert time.monotonic() - t_closed < 2.0, "the upstream connection is still open"
+        time.sleep(0.01)
+    assert in_flight(proxy) == 0
 
 
 def test_a_caller_that_does_not_read_holds_back_only_its_own_stream(proxy, mock, client):
