@@ -551,9 +551,14 @@ struct Router::Impl {
         }
       while (in_flight > 0) {
         if (arrived.empty()) {
-          wake.expires_after(std::chrono::seconds(5));
+          // Per-operation cancellation reaches only the operation pending when the signal
+          // fires; a step that missed it hears the next one (a lost cancel is bounded to
+          // ~100 ms, never the attempt timeout).
+          wake.expires_after(std::chrono::milliseconds(100));
           boost::system::error_code ec;
           co_await wake.async_wait(redirect_error(use_awaitable, ec));
+          for (auto& f : flights)
+            if (!f->finished) f->cancel.emit(net::cancellation_type::terminal);
         }
         for (auto& run : arrived) {
           --in_flight;
