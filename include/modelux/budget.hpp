@@ -22,7 +22,10 @@
 //
 // Threading: BudgetManager is thread-safe. admit/settle/release/status take one short
 // critical section per matching ledger (no I/O, no allocation in the steady state except the
-// Admission's small vectors). Persistence and Redis sync run on one background thread.
+// Admission's small vectors). Persistence, Redis sync and the eviction of idle wildcard
+// ledgers run on one background thread. The first request of a wildcard value not in memory
+// (new, or evicted) reads that value's rows from SQLite (one indexed point query) when a store
+// is configured.
 #pragma once
 
 #include <array>
@@ -165,7 +168,11 @@ enum class RedisOutagePolicy : std::uint8_t {
 /// Tunables for BudgetManager::create.
 struct BudgetOptions {
   std::string sqlite_path;        ///< empty: no persistence
-  std::string redis_url;          ///< "redis://127.0.0.1:6379[/db]"; empty: no fleet sharing
+  /// "redis://[[user]:password@]host[:port][/db]"; empty: no fleet sharing. User and password
+  /// may be percent-encoded; AUTH (and SELECT) are sent on every (re)connect. The password
+  /// never appears in logs, errors or snapshot(). "rediss://" (TLS) is refused: the hiredis
+  /// this is built against (0.14) has no SSL support.
+  std::string redis_url;
   std::string instance_id;        ///< unique per instance in a fleet (required with redis_url)
   std::string redis_prefix = "modelux:budget";
   Millis sync_interval{250};      ///< background SQLite flush + Redis sync period; 0 = manual only
@@ -174,6 +181,27 @@ struct BudgetOptions {
   std::function<void(const BudgetAlert&)> on_alert;  ///< called on the admitting/settling thread; keep it cheap
   std::function<void(const std::string&)> log;       ///< warnings (Redis down/up); default stderr
   std::size_t max_alerts_kept = 1000;                ///< alerts() keeps the most recent ones
+  /// Wildcard ("*") budgets keep one ledger per distinct value. A ledger that holds nothing
+  /// (its window rolled over, or a rolling window saw no spend for a full window; no
+  /// reservation in flight; nothing unflushed) is dropped from memory by the background
+  /// thread every `evict_interval`, or by evict(). Above `max_wildcard_ledgers` live wildcard
+  /// ledgers, the least recently used ones that still hold spend are also dropped, but only
+  /// when that spend is safely in SQLite (it is read back on the value's next request) and no
+  /// fleet (Redis) spend would have to be restored. Otherwise they are kept above the bound
+  /// (logged once): a user's spend inside a live window is never reset.
+  std::size_t max_wildcard_ledgers = 100'000;
+  Millis evict_interval{10'000};  ///< idle-ledger sweep period on the background thread
+};
+
+/// Live ledgers and evictions (also in snapshot()["ledgers"]).
+struct BudgetLedgerStats {
+  std::size_t live = 0;                  ///< every ledger in memory (fixed + wildcard)
+  std::size_t wildcard_live = 0;         ///< ledgers of "*" budgets in memory
+  std::size_t max_wildcard = 0;          ///< BudgetOptions::max_wildcard_ledgers
+  std::uint64_t evicted = 0;             ///< wildcard ledgers dropped so far (idle + with spend)
+  std::uint64_t evicted_with_spend = 0;  ///< of which held spend (persisted) when dropped
+  std::uint64_t reloaded = 0;            ///< ledgers recreated with spend read back from SQLite
+  bool over_bound = false;               ///< the last sweep could not get under max_wildcard
 };
 
 /// Per-request budgets: reservations, settlement, thresholds, alerts, persistence, fleet sync.
@@ -217,6 +245,12 @@ class BudgetManager final : public BudgetView {
   Result<void> sync_now();
   /// True when Redis is configured and the last sync succeeded.
   bool redis_connected() const noexcept;
+  /// One eviction sweep of the wildcard ledgers now (the background thread runs one every
+  /// evict_interval, and every sync cycle while above max_wildcard_ledgers). Returns how many
+  /// ledgers were dropped. Never drops a ledger with a reservation in flight.
+  std::size_t evict(Instant now);
+  /// Live ledger count and eviction counters. Cheap (atomics).
+  BudgetLedgerStats ledger_stats() const noexcept;
 
   const std::vector<BudgetSpec>& specs() const noexcept;
 

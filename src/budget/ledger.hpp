@@ -4,6 +4,7 @@
 // reservations. Every field below `mu` is guarded by it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -48,11 +49,16 @@ struct BudgetEntry;
 
 class BudgetLedger {
  public:
-  BudgetLedger(const BudgetEntry& entry, std::string scope_value);
+  BudgetLedger(const BudgetEntry& entry, std::string scope_value, bool wildcard = false);
 
   const BudgetEntry& entry;
   const std::string scope_value;  ///< the concrete value ("acme", or the end user for "*")
   const std::string key;          ///< "name|value", stable across restarts and instances
+  const bool wildcard;            ///< one of a "*" budget's ledgers: may be evicted
+  /// Wildcard ledgers: admissions between the lookup that found this ledger and the end of
+  /// their reservation (incremented under the slot's lock, so eviction, which holds it
+  /// exclusively, sees every one). A pinned ledger is never evicted.
+  std::atomic<std::uint32_t> pins{0};
 
   std::mutex mu;
   // --- guarded by mu ---
@@ -68,6 +74,8 @@ class BudgetLedger {
   std::uint32_t fleet_instances = 1;  ///< distinct instances seen in the last sync (self included)
   std::uint64_t version = 0;      ///< bumps on every settle (for flush / sync dirtiness)
   std::uint64_t flushed_version = 0;
+  Instant last_use{};             ///< last admission (eviction above the bound drops the oldest)
+  bool evicted = false;           ///< dropped from its slot; about to be freed
 
   /// Committed = settled (own + fleet) + in flight (own + fleet).
   BudgetTotals committed() const noexcept {

@@ -22,8 +22,8 @@ using namespace std::chrono;
 
 // ---- ledger -------------------------------------------------------------------------------
 
-BudgetLedger::BudgetLedger(const BudgetEntry& e, std::string value)
-    : entry(e), scope_value(std::move(value)), key(e.spec.name + "|" + scope_value) {}
+BudgetLedger::BudgetLedger(const BudgetEntry& e, std::string value, bool wc)
+    : entry(e), scope_value(std::move(value)), key(e.spec.name + "|" + scope_value), wildcard(wc) {}
 
 void BudgetLedger::roll(Instant now, WallTime wall) {
   const std::int64_t wall_ns = duration_cast<nanoseconds>(wall.time_since_epoch()).count();
@@ -222,21 +222,170 @@ std::vector<std::string> Admission::actions() const {
 
 // ---- Impl -----------------------------------------------------------------------------------
 
-BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view value) {
+BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view value, Instant now) {
   if (!slot.wildcard()) return slot.single.get();
   {
     std::shared_lock lk(slot.per_value_mu);
     auto it = slot.per_value.find(value);
-    if (it != slot.per_value.end()) return it->second.get();
+    if (it != slot.per_value.end()) {
+      it->second->pins.fetch_add(1, std::memory_order_relaxed);  // eviction reads it under the exclusive lock
+      return it->second.get();
+    }
   }
-  std::unique_lock lk(slot.per_value_mu);
-  auto& p = slot.per_value[std::string(value)];
-  if (!p) {
-    p = std::make_unique<BudgetLedger>(slot.entry, std::string(value));
+  // First request of this value (new, or its ledger was evicted): read its persisted rows
+  // outside the slot's lock, then insert. If an eviction batch of this slot ran in between,
+  // the evicted ledger may just have been flushed with newer rows: read again (after two
+  // tries, read under the exclusive lock, which no eviction can interleave with).
+  std::vector<StoredRow> rows;
+  for (int attempt = 0;; ++attempt) {
+    rows.clear();
+    const bool under_lock = attempt >= 2;
+    const std::uint64_t gen = slot.evictions.load(std::memory_order_acquire);
+    bool loaded = !under_lock && load_rows(slot, value, now, rows);
+    std::unique_lock lk(slot.per_value_mu);
+    auto it = slot.per_value.find(value);
+    if (it != slot.per_value.end()) {
+      it->second->pins.fetch_add(1, std::memory_order_relaxed);
+      return it->second.get();
+    }
+    if (loaded && slot.evictions.load(std::memory_order_acquire) != gen) continue;
+    if (under_lock) loaded = load_rows(slot, value, now, rows);
+    auto p = std::make_unique<BudgetLedger>(slot.entry, std::string(value), true);
+    BudgetLedger* l = p.get();
+    if (!rows.empty()) {
+      const WallTime wall = wall_of(now);
+      std::lock_guard g(l->mu);
+      for (const StoredRow& r : rows) apply_stored(*l, r, now, wall);
+      if (l->own_sum != BudgetTotals{}) {
+        reloaded.fetch_add(1, std::memory_order_relaxed);
+        // Thresholds this spend already passed fired before (settle checks every one).
+        const std::int64_t c = l->own_sum.nusd;
+        for (std::size_t i = 0; i < l->entry.alert_nusd.size(); ++i)
+          if (c >= l->entry.alert_nusd[i]) l->alerts_fired |= 1u << i;
+      }
+      l->flushed_version = l->version;  // what was read is what the store holds
+    }
+    l->pins.fetch_add(1, std::memory_order_relaxed);
+    slot.per_value.emplace(std::string(value), std::move(p));
+    wildcard_live.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard g(all_mu);
-    all_ledgers.push_back(p.get());
+    all_ledgers.push_back(l);
+    return l;
   }
-  return p.get();
+}
+
+std::size_t BudgetManager::Impl::evict_locked(Instant now) {
+  if (!has_wildcard) return 0;
+  const WallTime wall = wall_of(now);
+  last_sweep = std::chrono::steady_clock::now();
+  enum class Kind : std::uint8_t { keep, idle, spend };
+  // Whether `l` may be dropped, and how. Caller holds l.mu.
+  auto classify = [&](const BudgetLedger& l) {
+    if (l.pins.load(std::memory_order_acquire) != 0 || l.reserved != BudgetTotals{}) return Kind::keep;
+    if (l.outage_cap_nusd >= 0) return Kind::keep;  // fair_share cap frozen during a Redis outage
+    if (db && l.version != l.flushed_version) return Kind::keep;  // not yet in the store
+    if (l.remote_sum != BudgetTotals{} || l.remote_reserved != BudgetTotals{}) return Kind::keep;  // fleet view
+    if (l.own_sum == BudgetTotals{}) return Kind::idle;
+    return db ? Kind::spend : Kind::keep;  // own spend can only be dropped when it can be read back
+  };
+  struct Cand {
+    BudgetSlot* slot;
+    BudgetLedger* ledger;
+    Instant last_use;
+  };
+  std::vector<Cand> idle, spend;
+  // Scan a bucket range at a time under the shared lock, so new values are never held up for
+  // long (a rehash between chunks may skip a few entries until the next sweep).
+  constexpr std::size_t kChunk = 512;
+  for (auto& sp : slots) {
+    if (!sp->wildcard()) continue;
+    for (std::size_t b = 0;;) {
+      std::shared_lock lk(sp->per_value_mu);
+      const std::size_t nb = sp->per_value.bucket_count();
+      if (b >= nb) break;
+      const std::size_t e = std::min(nb, b + kChunk);
+      for (; b < e; ++b)
+        for (auto it = sp->per_value.begin(b); it != sp->per_value.end(b); ++it) {
+          BudgetLedger& l = *it->second;
+          std::lock_guard g(l.mu);
+          if (now >= l.period_end || !l.rolled_once) l.roll(now, wall);
+          switch (classify(l)) {
+            case Kind::idle: idle.push_back(Cand{sp.get(), &l, l.last_use}); break;
+            case Kind::spend: spend.push_back(Cand{sp.get(), &l, l.last_use}); break;
+            case Kind::keep: break;
+          }
+        }
+    }
+  }
+  const std::size_t max = options.max_wildcard_ledgers;
+  const std::size_t live = wildcard_live.load(std::memory_order_relaxed);
+  const std::size_t over = live > max ? live - max : 0;
+  std::vector<Cand> victims = std::move(idle);
+  if (over > victims.size() && !spend.empty()) {
+    // Above the bound even without the idle ones: the least recently used ledgers whose spend
+    // is safely in SQLite go too (read back on their next request).
+    const std::size_t n = std::min(spend.size(), over - victims.size());
+    std::nth_element(spend.begin(), spend.begin() + static_cast<std::ptrdiff_t>(n - 1), spend.end(),
+                     [](const Cand& a, const Cand& b) { return a.last_use < b.last_use; });
+    victims.insert(victims.end(), spend.begin(), spend.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  std::stable_sort(victims.begin(), victims.end(), [](const Cand& a, const Cand& b) { return a.slot < b.slot; });
+
+  // Unlink in batches under the slot's exclusive lock, re-checking each one there (an
+  // admission may have pinned or reserved it since the scan).
+  std::vector<std::unique_ptr<BudgetLedger>> dead;
+  std::uint64_t with_spend = 0;
+  for (std::size_t i = 0; i < victims.size();) {
+    BudgetSlot& slot = *victims[i].slot;
+    std::unique_lock lk(slot.per_value_mu);
+    for (std::size_t n = 0; i < victims.size() && victims[i].slot == &slot && n < kChunk; ++i, ++n) {
+      BudgetLedger& l = *victims[i].ledger;
+      std::lock_guard g(l.mu);
+      const Kind k = classify(l);
+      if (k == Kind::keep) continue;
+      auto it = slot.per_value.find(std::string_view(l.scope_value));
+      if (it == slot.per_value.end() || it->second.get() != &l) continue;
+      l.evicted = true;
+      if (k == Kind::spend) ++with_spend;
+      dead.push_back(std::move(it->second));
+      slot.per_value.erase(it);
+    }
+    slot.evictions.fetch_add(1, std::memory_order_release);
+  }
+  if (!dead.empty()) {
+    std::vector<BudgetLedger*> gone;
+    gone.reserve(dead.size());
+    for (auto& d : dead) gone.push_back(d.get());
+    std::sort(gone.begin(), gone.end());
+    {
+      std::unique_lock lm(list_mu);  // no snapshot() is iterating
+      std::lock_guard g(all_mu);
+      std::erase_if(all_ledgers, [&](BudgetLedger* l) { return std::binary_search(gone.begin(), gone.end(), l); });
+    }
+    wildcard_live.fetch_sub(dead.size(), std::memory_order_relaxed);
+    evicted_total.fetch_add(dead.size(), std::memory_order_relaxed);
+    evicted_spend.fetch_add(with_spend, std::memory_order_relaxed);
+  }
+  const std::size_t after = wildcard_live.load(std::memory_order_relaxed);
+  over_bound.store(after > max, std::memory_order_relaxed);
+  if (after > max && !over_bound_logged) {
+    over_bound_logged = true;
+    log(std::to_string(after) + " wildcard budget ledgers are live, above max_wildcard_ledgers (" + std::to_string(max) +
+        "): the others hold reservations, unflushed or fleet spend" + (db ? "" : ", or spend that no SQLite store could restore") +
+        "; they are kept (a user's spend is never reset inside a live window)");
+  } else if (after <= max) {
+    over_bound_logged = false;
+  }
+  const std::size_t n = dead.size();
+  dead.clear();  // freed outside every lock
+  return n;
+}
+
+void BudgetManager::Impl::maintain() {
+  if (!has_wildcard) return;
+  std::lock_guard io(io_mu);
+  const bool due = std::chrono::steady_clock::now() - last_sweep >= options.evict_interval;
+  if (due || wildcard_live.load(std::memory_order_relaxed) > options.max_wildcard_ledgers) (void)evict_locked(clock.now());
 }
 
 void BudgetManager::Impl::record_alerts(const std::vector<BudgetAlert>& alerts) {
@@ -299,6 +448,7 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
     }
     if (slot->entry.spec.window == BudgetWindowKind::rolling)
       slot->entry.bucket_ms = std::max<std::int64_t>(1, slot->entry.spec.window_s * 1000 / kRollingBuckets);
+    if (slot->wildcard()) impl->has_wildcard = true;
     if (!slot->wildcard()) {
       slot->single = std::make_unique<BudgetLedger>(
           slot->entry, slot->entry.spec.scope == BudgetScopeKind::all ? std::string("*") : slot->entry.spec.scope_value);
@@ -316,7 +466,7 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
     (void)impl->sync_redis();  // best effort: an unreachable Redis must not stop the instance
   }
   const bool backend = !impl->options.sqlite_path.empty() || !impl->options.redis_url.empty();
-  if (backend && impl->options.sync_interval.count() > 0) {
+  if ((backend || impl->has_wildcard) && impl->options.sync_interval.count() > 0) {
     Impl* p = impl.get();
     impl->bg = std::thread([p] {
       std::unique_lock lk(p->bg_mu);
@@ -326,6 +476,7 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
         lk.unlock();
         if (p->db) (void)p->flush_store();
         if (!p->options.redis_url.empty()) (void)p->sync_redis();
+        p->maintain();
         lk.lock();
       }
     });
@@ -348,10 +499,16 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
              : 0;
   const bool zero_cost = priced && est_nusd == 0;
 
+  // Wildcard ledgers come back pinned (not evictable) until their reservation is in place
+  // (which then keeps them) or refused and reported.
+  auto unpin = [&a] {
+    for (auto& h : a.holds)
+      if (h.ledger->wildcard) h.ledger->pins.fetch_sub(1, std::memory_order_release);
+  };
   for (auto& slot : I.slots) {
     const std::string* v = scope_value_of(slot->entry.spec, ctx);
     if (!v) continue;
-    a.holds.push_back(BudgetHold{I.ledger_for(*slot, *v), est_nusd, est_tokens});
+    a.holds.push_back(BudgetHold{I.ledger_for(*slot, *v, now), est_nusd, est_tokens});
   }
   if (a.holds.empty()) {
     a.reserved_usd = from_nusd(est_nusd);
@@ -371,6 +528,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
     for (auto& h : a.holds) {
       BudgetLedger& l = *h.ledger;
       if (now >= l.period_end || !l.rolled_once) l.roll(now, I.wall_of(now));
+      l.last_use = now;
       const BudgetSpec& s = l.entry.spec;
       const BudgetTotals c = l.committed();
       if (s.limit_usd) {
@@ -410,6 +568,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
       }
     }
   }
+  if (why == Why::none) unpin();
   if (!fired.empty()) I.record_alerts(fired);
   if (why != Why::none) {
     const BudgetLedger& l = *why_ledger;
@@ -447,6 +606,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
     e.kind = ErrorKind::budget_exceeded;
     e.code = "budget_exceeded";
     e.message = fmt::format("budget '{}' ({}, {}) blocks this request: {}", s.name, scope_label_of(l), window, reason);
+    unpin();
     return fail(std::move(e));
   }
   a.reserved_usd = from_nusd(est_nusd);
@@ -492,14 +652,29 @@ BudgetStatus BudgetManager::status(const CallContext& ctx, Instant now) const {
     const std::string* v = scope_value_of(e.spec, ctx);
     if (!v) continue;
     BudgetLedger* l = nullptr;
+    std::int64_t committed = 0;
     if (!slot->wildcard()) {
       l = slot->single.get();
+    } else if (I.db) {
+      // An evicted value may have spend in the store: read it back (pinned while read).
+      l = I.ledger_for(*slot, *v, now);
+      {
+        std::lock_guard lk(l->mu);
+        if (now >= l->period_end || !l->rolled_once) l->roll(now, I.wall_of(now));
+        committed = l->committed().nusd;
+      }
+      l->pins.fetch_sub(1, std::memory_order_release);
+      l = nullptr;
     } else {
-      std::shared_lock lk(slot->per_value_mu);
+      // No store: a value without a ledger has no spend (only idle ledgers are evicted).
+      std::shared_lock lk(slot->per_value_mu);  // held so the ledger cannot be evicted meanwhile
       auto it = slot->per_value.find(*v);
-      if (it != slot->per_value.end()) l = it->second.get();
+      if (it != slot->per_value.end()) {
+        std::lock_guard g(it->second->mu);
+        if (now >= it->second->period_end || !it->second->rolled_once) it->second->roll(now, I.wall_of(now));
+        committed = it->second->committed().nusd;
+      }
     }
-    std::int64_t committed = 0;
     if (l) {
       std::lock_guard lk(l->mu);
       if (now >= l->period_end || !l->rolled_once) l->roll(now, I.wall_of(now));
@@ -521,8 +696,10 @@ Json BudgetManager::snapshot(Instant now) const {
   Impl& I = *impl_;
   Json out = Json::object();
   Json list = Json::array();
+  std::shared_lock lm(I.list_mu);  // no ledger is freed while this iterates
   for (BudgetLedger* l : I.ledgers()) {
     std::lock_guard lk(l->mu);
+    if (l->evicted) continue;
     if (now >= l->period_end || !l->rolled_once) l->roll(now, I.wall_of(now));
     const BudgetSpec& s = l->entry.spec;
     const BudgetTotals c = l->committed();
@@ -553,6 +730,15 @@ Json BudgetManager::snapshot(Instant now) const {
     list.push_back(std::move(j));
   }
   out["budgets"] = std::move(list);
+  lm.unlock();
+  const BudgetLedgerStats st = ledger_stats();
+  out["ledgers"] = Json{{"live", st.live},
+                        {"wildcard_live", st.wildcard_live},
+                        {"max_wildcard", st.max_wildcard},
+                        {"evicted", st.evicted},
+                        {"evicted_with_spend", st.evicted_with_spend},
+                        {"reloaded", st.reloaded},
+                        {"over_bound", st.over_bound}};
   out["redis"] = I.redis_status();
   out["sqlite"] = Json{{"configured", !I.options.sqlite_path.empty()}};
   return out;
@@ -574,6 +760,27 @@ Result<void> BudgetManager::sync_now() {
 }
 
 bool BudgetManager::redis_connected() const noexcept { return impl_->redis_up.load(std::memory_order_acquire); }
+
+std::size_t BudgetManager::evict(Instant now) {
+  std::lock_guard io(impl_->io_mu);
+  return impl_->evict_locked(now);
+}
+
+BudgetLedgerStats BudgetManager::ledger_stats() const noexcept {
+  const Impl& I = *impl_;
+  BudgetLedgerStats s;
+  s.wildcard_live = I.wildcard_live.load(std::memory_order_relaxed);
+  std::size_t fixed = 0;
+  for (const auto& slot : I.slots)
+    if (!slot->wildcard()) ++fixed;
+  s.live = fixed + s.wildcard_live;
+  s.max_wildcard = I.options.max_wildcard_ledgers;
+  s.evicted = I.evicted_total.load(std::memory_order_relaxed);
+  s.evicted_with_spend = I.evicted_spend.load(std::memory_order_relaxed);
+  s.reloaded = I.reloaded.load(std::memory_order_relaxed);
+  s.over_bound = I.over_bound.load(std::memory_order_relaxed);
+  return s;
+}
 
 const std::vector<BudgetSpec>& BudgetManager::specs() const noexcept { return impl_->specs; }
 

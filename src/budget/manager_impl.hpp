@@ -15,6 +15,7 @@
 #include "budget/ledger.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 struct redisContext;
 
 namespace modelux {
@@ -32,6 +33,10 @@ struct BudgetSlot {
   mutable std::shared_mutex per_value_mu;
   std::unordered_map<std::string, std::unique_ptr<BudgetLedger>, BudgetKeyHash, std::equal_to<>>
       per_value;  ///< scope value "*"
+  /// Bumped (under per_value_mu, exclusive) by every eviction batch of this slot: a ledger
+  /// creation that read the store before it re-reads (the evicted ledger may just have been
+  /// flushed).
+  std::atomic<std::uint64_t> evictions{0};
   bool wildcard() const noexcept { return entry.spec.scope_value == "*"; }
 };
 
@@ -47,6 +52,14 @@ struct RedisState {
   std::string host;
   int port = 6379;
   int db = 0;
+  std::string user;      ///< ACL user ("" = AUTH password only)
+  std::string password;  ///< never logged, never in an error or in snapshot()
+};
+
+/// One persisted row of a ledger (own settled spend in one period).
+struct StoredRow {
+  std::int64_t start_ms = 0;
+  BudgetTotals totals;
 };
 
 class BudgetManager::Impl {
@@ -61,9 +74,23 @@ class BudgetManager::Impl {
   std::vector<std::unique_ptr<BudgetSlot>> slots;
   std::vector<BudgetSpec> specs;
 
-  // Every ledger ever created (for flush / sync / snapshot). Guarded by all_mu.
+  // Every ledger in memory (for flush / sync / snapshot). Guarded by all_mu. Ledgers are
+  // freed only by evict_locked(), which holds io_mu (so flush / sync never see a freed one)
+  // and list_mu exclusively while it unlinks them (snapshot() holds list_mu shared).
+  // Lock order: list_mu -> slot.per_value_mu -> ledger.mu -> all_mu.
   mutable std::mutex all_mu;
   std::vector<BudgetLedger*> all_ledgers;
+  mutable std::shared_mutex list_mu;
+
+  // Wildcard ledger accounting (see BudgetLedgerStats).
+  std::atomic<std::size_t> wildcard_live{0};
+  std::atomic<std::uint64_t> evicted_total{0};
+  std::atomic<std::uint64_t> evicted_spend{0};
+  std::atomic<std::uint64_t> reloaded{0};
+  std::atomic<bool> over_bound{false};
+  bool over_bound_logged = false;  ///< under io_mu
+  Instant last_sweep{};            ///< real steady time of the last idle sweep (under io_mu)
+  bool has_wildcard = false;
 
   // Alerts kept for alerts().
   mutable std::mutex alerts_mu;
@@ -73,6 +100,11 @@ class BudgetManager::Impl {
   std::mutex io_mu;
   sqlite3* db = nullptr;
   std::int64_t last_prune_ms = 0;  ///< wall ms of the last prune of dead rows (under io_mu)
+  // A second, read-only connection for loading one wildcard value's rows on first use
+  // (ledger_for), so a request never waits behind a flush or a Redis sync holding io_mu.
+  std::mutex load_mu;
+  sqlite3* rdb = nullptr;
+  sqlite3_stmt* load_stmt = nullptr;
   RedisState redis;            ///< written by sync_redis under io_mu; status fields also under status_mu
   mutable std::mutex status_mu;  ///< lets snapshot() read Redis status without waiting for a sync
   std::atomic<bool> redis_up{false};
@@ -86,8 +118,17 @@ class BudgetManager::Impl {
   WallTime wall_of(Instant now) const noexcept {
     return clock.wall_now() + std::chrono::duration_cast<WallTime::duration>(now - clock.now());
   }
-  /// The ledger of `slot` for a scope value; created on first use for "*" budgets.
-  BudgetLedger* ledger_for(BudgetSlot& slot, std::string_view value);
+  /// The ledger of `slot` for a scope value; created on first use for "*" budgets (with the
+  /// value's persisted rows read back from SQLite). A wildcard ledger comes back pinned
+  /// (pins + 1): the caller unpins it once its reservation is in place or refused.
+  BudgetLedger* ledger_for(BudgetSlot& slot, std::string_view value, Instant now);
+  /// Adds one persisted row to a ledger if its period is live. Caller holds l.mu.
+  void apply_stored(BudgetLedger& l, const StoredRow& row, Instant now, WallTime wall);
+  /// One eviction sweep (caller holds io_mu). `full`: also scan for idle ledgers when not
+  /// above the bound.
+  std::size_t evict_locked(Instant now);
+  /// Background-thread hook: sweep when due or above the bound.
+  void maintain();
   std::vector<BudgetLedger*> ledgers() const {
     std::lock_guard lk(all_mu);
     return all_ledgers;
@@ -100,6 +141,8 @@ class BudgetManager::Impl {
   Result<void> load_store(Instant now);
   Result<void> flush_store();
   void close_store() noexcept;
+  /// The persisted rows of one wildcard value that may still be live. False without a store.
+  bool load_rows(const BudgetSlot& slot, std::string_view value, Instant now, std::vector<StoredRow>& out);
   // redis_sync.cpp
   Result<void> parse_redis_url();
   Result<void> sync_redis();
