@@ -54,27 +54,75 @@ struct ReplyFree {
 };
 using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
+
+/// Percent-decodes a URL component. False on a malformed escape.
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    unsigned v = 0;
+    auto r = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+    if (r.ec != std::errc{} || r.ptr != in.data() + i + 3) return false;
+    out += static_cast<char>(v);
+    i += 2;
+  }
+  return true;
+}
+
 }  // namespace
 
+// redis://[[user]:password@]host[:port][/db]. Error messages never quote the URL: it may
+// carry the password.
 Result<void> BudgetManager::Impl::parse_redis_url() {
   std::string_view u = options.redis_url;
+  auto bad = [](std::string what) {
+    return fail(ErrorKind::invalid_config, "budget_backend.redis_url: " + what, "redis_url");
+  };
+  if (u.starts_with("rediss://"))
+    return bad("rediss:// (TLS) is not supported by this build: the hiredis it links (0.14) has no SSL support. "
+               "Use redis:// (over a private network or a TLS tunnel such as stunnel)");
   if (u.starts_with("redis://")) u.remove_prefix(8);
   else if (u.find("://") != std::string_view::npos)
-    return fail(ErrorKind::invalid_config, "redis url must look like redis://host:port[/db]", "redis_url");
-  if (auto at = u.rfind('@'); at != std::string_view::npos) u.remove_prefix(at + 1);  // no auth support: ignored
+    return bad("must look like redis://[[user]:password@]host[:port][/db]");
+  // The credentials end at the last '@' (so an unescaped '@' or '/' in the password works).
+  if (auto at = u.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = u.substr(0, at);
+    u.remove_prefix(at + 1);
+    const auto colon = userinfo.find(':');
+    if (colon == std::string_view::npos)
+      return bad("credentials must be written ':password@' or 'user:password@'");
+    if (!percent_decode(userinfo.substr(0, colon), redis.user) ||
+        !percent_decode(userinfo.substr(colon + 1), redis.password))
+      return bad("malformed percent-escape in the credentials");
+    if (redis.password.empty()) return bad("empty password in the credentials");
+  }
   std::string_view hostport = u.substr(0, u.find('/'));
   if (auto slash = u.find('/'); slash != std::string_view::npos && slash + 1 < u.size()) {
     std::int64_t db_i = 0;
-    if (!parse_i64(u.substr(slash + 1), db_i) || db_i < 0 || db_i > 1000)
-      return fail(ErrorKind::invalid_config, "redis url database must be a number", "redis_url");
+    if (!parse_i64(u.substr(slash + 1), db_i) || db_i < 0 || db_i > 1000) return bad("database must be a number");
     redis.db = static_cast<int>(db_i);
   }
-  auto colon = hostport.rfind(':');
-  redis.host = std::string(hostport.substr(0, colon));
-  if (colon != std::string_view::npos) {
+  std::string_view portpart;
+  if (hostport.starts_with('[')) {  // [::1]:6379
+    const auto close = hostport.find(']');
+    if (close == std::string_view::npos) return bad("unterminated IPv6 address");
+    redis.host = std::string(hostport.substr(1, close - 1));
+    if (close + 1 < hostport.size()) {
+      if (hostport[close + 1] != ':') return bad("expected ':port' after the IPv6 address");
+      portpart = hostport.substr(close + 2);
+    }
+  } else {
+    auto colon = hostport.rfind(':');
+    redis.host = std::string(hostport.substr(0, colon));
+    if (colon != std::string_view::npos) portpart = hostport.substr(colon + 1);
+  }
+  if (!portpart.empty() || hostport.ends_with(':')) {
     std::int64_t p = 0;
-    if (!parse_i64(hostport.substr(colon + 1), p) || p <= 0 || p > 65535)
-      return fail(ErrorKind::invalid_config, "redis url port must be in 1..65535", "redis_url");
+    if (!parse_i64(portpart, p) || p <= 0 || p > 65535) return bad("port must be in 1..65535");
     redis.port = static_cast<int>(p);
   }
   if (redis.host.empty()) redis.host = "127.0.0.1";
@@ -105,6 +153,10 @@ Result<void> BudgetManager::Impl::sync_redis() {
   const Instant cycle_start = std::chrono::steady_clock::now();
   auto failed = [&](std::string why) -> Result<void> {
     close_redis();
+    // Defence in depth: no server or library message may carry the password out.
+    if (!redis.password.empty())
+      for (auto p = why.find(redis.password); p != std::string::npos; p = why.find(redis.password, p))
+        why.replace(p, redis.password.size(), "***");
     bool first = false;
     {
       std::lock_guard st(status_mu);
@@ -138,9 +190,27 @@ Result<void> BudgetManager::Impl::sync_redis() {
     if (!redis.ctx) return failed("out of memory");
     if (redis.ctx->err) return failed(redis.ctx->errstr);
     redisSetTimeout(redis.ctx, tv);
+    // On every (re)connect: AUTH first, then SELECT.
+    if (!redis.password.empty()) {
+      std::vector<const char*> argv{"AUTH"};
+      std::vector<std::size_t> lens{4};
+      if (!redis.user.empty()) {
+        argv.push_back(redis.user.data());
+        lens.push_back(redis.user.size());
+      }
+      argv.push_back(redis.password.data());
+      lens.push_back(redis.password.size());
+      ReplyPtr r(static_cast<redisReply*>(
+          redisCommandArgv(redis.ctx, static_cast<int>(argv.size()), argv.data(), lens.data())));
+      if (!r) return failed(std::string("AUTH failed: ") + redis.ctx->errstr);
+      if (r->type == REDIS_REPLY_ERROR)
+        return failed("authentication failed" + (redis.user.empty() ? std::string() : " for user '" + redis.user + "'") +
+                      " (check the password in budget_backend.redis_url): " + std::string(r->str, r->len));
+    }
     if (redis.db != 0) {
       ReplyPtr r(static_cast<redisReply*>(redisCommand(redis.ctx, "SELECT %d", redis.db)));
-      if (!r || r->type == REDIS_REPLY_ERROR) return failed(r ? r->str : redis.ctx->errstr);
+      if (!r) return failed(std::string("SELECT failed: ") + redis.ctx->errstr);
+      if (r->type == REDIS_REPLY_ERROR) return failed("SELECT " + std::to_string(redis.db) + " failed: " + std::string(r->str, r->len));
     }
   }
 
