@@ -190,7 +190,8 @@ struct BudgetOptions {
   /// fleet (Redis) spend would have to be restored. Otherwise they are kept above the bound
   /// (logged once): a user's spend inside a live window is never reset.
   std::size_t max_wildcard_ledgers = 100'000;
-  Millis evict_interval{10'000};  ///< idle-ledger sweep period on the background thread
+  Millis evict_interval{10'000};  ///< idle-ledger sweep period on the background thread (which
+                                  ///< also runs for wildcard budgets without a backend)
 };
 
 /// Live ledgers and evictions (also in snapshot()["ledgers"]).
