@@ -639,3 +639,27 @@ TEST_CASE("DecisionTrace::clear resets every field") {
   other.attempts.push_back(AttemptRecord{});
   CHECK(one.to_json() == other.to_json());
 }
+
+TEST_CASE("RoutingSession: an idle or cleared session is inert, and reset() brings it back") {
+  CatalogResolver r;
+  auto p = compile_ok(seed_chain(), r);
+  RoutingSession idle;
+  CHECK(idle.finished());
+  CHECK(idle.next(Instant{}).kind == Step::Kind::failed);
+  CHECK(idle.error().kind == ErrorKind::internal);
+  CHECK(idle.served().model.empty());
+  AttemptResult stray;
+  stray.id = 1;
+  idle.report(stray, Instant{});  // ignored, no crash
+  idle.cancel(Instant{});
+
+  ManualClock clock;
+  Run first = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, nullptr, nullptr, 1, &idle);
+  REQUIRE(first.ok);
+  idle.clear();
+  CHECK(idle.finished());
+  CHECK(idle.next(clock.now()).kind == Step::Kind::failed);
+  Run again = drive(p, [](const AttemptPlan&) { return Reply{}; }, clock, nullptr, nullptr, 1, &idle);
+  REQUIRE(again.ok);
+  CHECK(again.trace.decision == first.trace.decision);
+}

@@ -169,6 +169,9 @@ class RoutingSession {
 
   /// Starts a new request in this session, dropping the previous one (its trace included).
   void reset(std::shared_ptr<const Policy> policy, const SessionInputs& in);
+  /// Drops the current request (the policy reference, attempt results and their response
+  /// bodies) but keeps the reusable buffers: for a session parked in a pool. reset() next.
+  void clear() noexcept;
 
   /// What to do now. Attempts returned are recorded as started at `now`.
   Step next(Instant now);

@@ -527,11 +527,24 @@ void RoutingSession::reset(std::shared_ptr<const Policy> policy, const SessionIn
   root_ = core_->policy->root().start(*core_, in.start, a);
 }
 
+void RoutingSession::clear() noexcept {
+  root_.reset();
+  SessionCore& c = *core_;
+  c.results.clear();  // response bodies came from the transport: nothing to reuse there
+  c.policy.reset();
+  c.in = SessionInputs{};
+  c.arena_.reset();
+}
+
 RoutingSession::~RoutingSession() { root_.reset(); }
 
 Step RoutingSession::next(Instant now) {
   Step step;
   SessionCore& c = *core_;
+  if (!root_) {  // idle: never reset, or cleared
+    step.kind = Step::Kind::failed;
+    return step;
+  }
   if (c.trace.total.count() != 0 || finished()) {
     step.kind = c.trace.ok ? Step::Kind::done : Step::Kind::failed;
     return step;
@@ -654,10 +667,26 @@ void RoutingSession::cancel(Instant now, std::string why) {
   c.cancel_reason = std::move(why);
 }
 
-bool RoutingSession::finished() const noexcept { return core_->trace.total.count() != 0; }
-const ChatResponse& RoutingSession::response() const { return response_of(*core_, root_->outcome()); }
-const Target& RoutingSession::served() const { return served_of(root_->outcome()); }
-const Error& RoutingSession::error() const { return root_->outcome().error; }
+namespace {
+/// What an idle session (never reset, or cleared) reports: failed, nothing served.
+const NodeOutcome& idle_outcome() {
+  static const NodeOutcome o = [] {
+    NodeOutcome n;
+    n.error.kind = ErrorKind::internal;
+    n.error.message = "routing session has no request (call reset() first)";
+    return n;
+  }();
+  return o;
+}
+}  // namespace
+
+// An idle session counts as finished, so next() says failed and report()/cancel() do nothing.
+bool RoutingSession::finished() const noexcept { return !root_ || core_->trace.total.count() != 0; }
+const ChatResponse& RoutingSession::response() const {
+  return response_of(*core_, root_ ? root_->outcome() : idle_outcome());
+}
+const Target& RoutingSession::served() const { return served_of(root_ ? root_->outcome() : idle_outcome()); }
+const Error& RoutingSession::error() const { return (root_ ? root_->outcome() : idle_outcome()).error; }
 DecisionTrace& RoutingSession::trace() noexcept { return core_->trace; }
 Instant RoutingSession::deadline() const noexcept { return core_->deadline; }
 const SessionInputs& RoutingSession::inputs() const noexcept { return core_->in; }

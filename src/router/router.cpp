@@ -125,6 +125,7 @@ struct Router::Impl {
       if (!s_) s_ = std::make_unique<RoutingSession>();
     }
     ~SessionLease() {
+      s_->clear();  // a parked session holds no policy or response body
       std::lock_guard lk(impl_.pool_mu);
       if (impl_.session_pool.size() < kMaxPooledSessions) impl_.session_pool.push_back(std::move(s_));
     }
