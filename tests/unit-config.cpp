@@ -95,3 +95,16 @@ TEST_CASE("Router: set_routing_config validates before swapping and bumps the ve
   REQUIRE(added);
   CHECK(*added == 1);
 }
+
+TEST_CASE("Config: budget_backend eviction knobs are positive integers") {
+  auto load = [](const char* bb) {
+    return Config::from_json(Json::parse(std::string(R"({"budget_backend":)") + bb + "}"));
+  };
+  CHECK(load(R"({"max_wildcard_ledgers":5000,"evict_interval_ms":2000})"));
+  auto bad = load(R"({"max_wildcard_ledgers":0})");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().path == "$.budget_backend.max_wildcard_ledgers");
+  auto bad2 = load(R"({"evict_interval_ms":"10s"})");
+  REQUIRE_FALSE(bad2);
+  CHECK(bad2.error().path == "$.budget_backend.evict_interval_ms");
+}

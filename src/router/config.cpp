@@ -208,10 +208,16 @@ Result<Config> Config::from_json(const Json& raw) {
   if (auto bb = doc.find("budget_backend"); bb != doc.end()) {
     if (!bb->is_object()) return fail(ErrorKind::invalid_config, "'budget_backend' must be an object", "$.budget_backend");
     for (auto it = bb->begin(); it != bb->end(); ++it) {
-      static constexpr std::string_view kKeys[] = {"sqlite_path", "redis_url", "instance_id", "sync_interval_ms", "outage_policy"};
+      static constexpr std::string_view kKeys[] = {"sqlite_path",   "redis_url",        "instance_id",
+                                                   "sync_interval_ms", "outage_policy", "max_wildcard_ledgers",
+                                                   "evict_interval_ms"};
       if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
         return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "'", "$.budget_backend." + it.key());
     }
+    for (const char* k : {"sync_interval_ms", "max_wildcard_ledgers", "evict_interval_ms"})
+      if (auto v = bb->find(k); v != bb->end() && (!v->is_number_integer() || v->get<std::int64_t>() <= 0))
+        return fail(ErrorKind::invalid_config, std::string(k) + " must be a positive integer",
+                    std::string("$.budget_backend.") + k);
     if (bb->contains("redis_url") && !bb->contains("instance_id"))
       return fail(ErrorKind::invalid_config, "'instance_id' is required with 'redis_url'", "$.budget_backend.instance_id");
     c.budget_backend = *bb;

@@ -861,6 +861,9 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
     bo.redis_url = bb.value("redis_url", std::string{});
     bo.instance_id = bb.value("instance_id", std::string{});
     if (auto i = bb.find("sync_interval_ms"); i != bb.end() && i->is_number_integer()) bo.sync_interval = Millis{i->get<std::int64_t>()};
+    if (auto i = bb.find("max_wildcard_ledgers"); i != bb.end() && i->is_number_integer())
+      bo.max_wildcard_ledgers = i->get<std::size_t>();
+    if (auto i = bb.find("evict_interval_ms"); i != bb.end() && i->is_number_integer()) bo.evict_interval = Millis{i->get<std::int64_t>()};
     if (bb.value("outage_policy", std::string{}) == "fair_share") bo.outage_policy = RedisOutagePolicy::fair_share;
     auto bm = BudgetManager::create(impl->config.budgets, impl->config.catalog, *impl->clock, std::move(bo));
     if (!bm) return fail(bm.error());
