@@ -9,63 +9,16 @@
 // worker: the steady state); BM_DecisionFresh constructs a new session per decision.
 #include <benchmark/benchmark.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
-
 #include "modelux/health.hpp"
 #include "modelux/policy.hpp"
 #include "policy/dsl.hpp"
-
-namespace {
-std::atomic<std::uint64_t> g_allocs{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "support/catalog_resolver.hpp"
+#include "support/counting_new.hpp"
 
 using namespace modelux;
+using modelux::testing::CatalogResolver;
 
 namespace {
-
-class CatalogResolver final : public PolicyResolver {
- public:
-  const Catalog& catalog() const override { return Catalog::builtin(); }
-  std::string provider_for(std::string_view model) const override {
-    const ModelInfo* m = catalog().find_model(model);
-    return m ? m->provider : std::string{};
-  }
-  std::shared_ptr<const Policy> config(std::string_view) const override { return nullptr; }
-};
-
-ChatRequest make_request() {
-  ChatRequest r;
-  r.model = "@production";
-  Message sys;
-  sys.role = "system";
-  ContentPart p;
-  p.text = "You are a concise assistant.";
-  sys.content.push_back(p);
-  Message u;
-  u.role = "user";
-  ContentPart q;
-  q.text = "What is the capital of France? Answer in one word.";
-  u.content.push_back(q);
-  r.messages = {sys, u};
-  return r;
-}
 
 const char* config_for(int which) {
   switch (which) {
@@ -99,7 +52,7 @@ void decision_bench(benchmark::State& state, bool reuse) {
     return;
   }
   state.SetLabel(std::string((*p)->strategy()));
-  const ChatRequest req = make_request();
+  const ChatRequest req = modelux::testing::decision_request();
   CallContext ctx;
   ctx.project = "acme";
   ctx.end_user = "user-17";
@@ -146,7 +99,7 @@ void decision_bench(benchmark::State& state, bool reuse) {
   in.start = clock.now();
   reused.reset(*p, in);
   run(reused);
-  std::uint64_t allocs_before = g_allocs.load();
+  std::uint64_t allocs_before = modelux::testing::heap_allocations.load();
   for (auto _ : state) {
     in.seed = seed++;
     in.start = clock.now();
@@ -158,7 +111,7 @@ void decision_bench(benchmark::State& state, bool reuse) {
       run(s);
     }
   }
-  state.counters["allocs"] = benchmark::Counter(static_cast<double>(g_allocs.load() - allocs_before),
+  state.counters["allocs"] = benchmark::Counter(static_cast<double>(modelux::testing::heap_allocations.load() - allocs_before),
                                                 benchmark::Counter::kAvgIterations);
 }
 void BM_Decision(benchmark::State& state) { decision_bench(state, true); }
@@ -175,7 +128,7 @@ void BM_RuleEval(benchmark::State& state) {
     state.SkipWithError(e.error().describe().c_str());
     return;
   }
-  const ChatRequest req = make_request();
+  const ChatRequest req = modelux::testing::decision_request();
   CallContext ctx;
   ctx.tags = {{"tier", "pro"}};
   HealthRegistry health;
@@ -184,10 +137,10 @@ void BM_RuleEval(benchmark::State& state) {
   c.context = &ctx;
   c.health = &health;
   c.estimated_tokens = 40;
-  std::uint64_t allocs_before = g_allocs.load();
+  std::uint64_t allocs_before = modelux::testing::heap_allocations.load();
   for (auto _ : state) benchmark::DoNotOptimize(e->eval_bool(c));
   state.counters["allocs"] =
-      benchmark::Counter(static_cast<double>(g_allocs.load() - allocs_before), benchmark::Counter::kAvgIterations);
+      benchmark::Counter(static_cast<double>(modelux::testing::heap_allocations.load() - allocs_before), benchmark::Counter::kAvgIterations);
   state.counters["instructions"] = static_cast<double>(e->size());
 }
 BENCHMARK(BM_RuleEval);

@@ -9,33 +9,16 @@
 #include <thread>
 
 #include "modelux/budget.hpp"
+#include "support/budget_support.hpp"
 
 using namespace modelux;
 using namespace std::chrono;
 
+using modelux::testing::TempDb;
+
 namespace {
 
-ModelInfo paid() {
-  ModelInfo m;
-  m.id = "paid";
-  m.input_per_m = 1000;  // $0.001 per token
-  m.output_per_m = 1000;
-  m.priced = true;
-  return m;
-}
-const ModelInfo kPaid = paid();
-
-struct TempDb {
-  std::string path;
-  TempDb() {
-    char tmpl[] = "/tmp/modelux-budget-evict-XXXXXX";
-    path = std::string(mkdtemp(tmpl)) + "/budgets.db";
-  }
-  ~TempDb() {
-    std::error_code ec;
-    std::filesystem::remove_all(std::filesystem::path(path).parent_path(), ec);
-  }
-};
+const ModelInfo kPaid = modelux::testing::paid_model();
 
 CallContext user(const std::string& u) {
   CallContext c;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "modelux/budget.hpp"
+#include "support/budget_support.hpp"
 #include "support/redis_server.hpp"
 
 using namespace modelux;
@@ -15,15 +16,7 @@ using namespace std::chrono;
 
 namespace {
 
-ModelInfo paid() {
-  ModelInfo m;
-  m.id = "paid";
-  m.input_per_m = 1000;  // $0.001 per token
-  m.output_per_m = 1000;
-  m.priced = true;
-  return m;
-}
-const ModelInfo kPaid = paid();
+const ModelInfo kPaid = modelux::testing::paid_model();
 constexpr double kCost = 0.001;  // one request = 1 input token = $0.001
 
 CallContext ctx() {

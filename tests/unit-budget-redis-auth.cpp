@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "modelux/budget.hpp"
+#include "support/budget_support.hpp"
 #include "support/redis_server.hpp"
 
 using namespace modelux;
@@ -16,15 +17,7 @@ using namespace std::chrono;
 
 namespace {
 
-ModelInfo paid() {
-  ModelInfo m;
-  m.id = "paid";
-  m.input_per_m = 1000;  // $0.001 per token
-  m.output_per_m = 1000;
-  m.priced = true;
-  return m;
-}
-const ModelInfo kPaid = paid();
+const ModelInfo kPaid = modelux::testing::paid_model();
 
 // Characters that must be percent-encoded in a URL, to exercise the decoding too.
 const std::string kPassword = "Zq9:s3cr@t/pw%";

@@ -6,60 +6,21 @@
 // decision that fails over once. A count is not a timing: it is exact and machine-independent.
 #include <doctest/doctest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
-
 #include "modelux/policy.hpp"
 
 #include "support/catalog_resolver.hpp"
-
-namespace {
-std::atomic<long> g_allocs{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "support/counting_new.hpp"
 
 using namespace modelux;
 using modelux::testing::CatalogResolver;
 
 namespace {
 
-ChatRequest make_request() {
-  ChatRequest r;
-  r.model = "@production";
-  Message sys;
-  sys.role = "system";
-  ContentPart p;
-  p.text = "You are a concise assistant.";
-  sys.content.push_back(p);
-  Message u;
-  u.role = "user";
-  ContentPart q;
-  q.text = "What is the capital of France? Answer in one word.";
-  u.content.push_back(q);
-  r.messages = {sys, u};
-  return r;
-}
-
 /// Runs one request through `s`: every attempt fails with `first_error` until `fail_first`
 /// attempts have failed, then succeeds. Returns the heap allocations it made.
 long decide(RoutingSession& s, const std::shared_ptr<const Policy>& p, SessionInputs& in, ManualClock& clock,
             int fail_first, AttemptResult& ok, AttemptResult& bad) {
-  long before = g_allocs.load();
+  long before = modelux::testing::heap_allocations.load();
   in.start = clock.now();
   s.reset(p, in);
   int failures = 0;
@@ -73,7 +34,7 @@ long decide(RoutingSession& s, const std::shared_ptr<const Policy>& p, SessionIn
     }
     st = s.next(in.start);
   }
-  long n = g_allocs.load() - before;
+  long n = modelux::testing::heap_allocations.load() - before;
   REQUIRE(st.kind == Step::Kind::done);  // outside the count: doctest's assertions allocate
   return n;
 }
@@ -82,7 +43,7 @@ long decide(RoutingSession& s, const std::shared_ptr<const Policy>& p, SessionIn
 
 TEST_CASE("A reused session decides single and fallback configs without heap allocation") {
   CatalogResolver r;
-  const ChatRequest req = make_request();
+  const ChatRequest req = modelux::testing::decision_request();
   CallContext ctx;
   ctx.project = "acme";
   ctx.end_user = "user-17";
@@ -122,8 +83,8 @@ TEST_CASE("A reused session decides single and fallback configs without heap all
       REQUIRE(n == 0);
     }
     // The same decision in a fresh session does allocate: the counter is live.
-    long before = g_allocs.load();
+    long before = modelux::testing::heap_allocations.load();
     RoutingSession fresh(*p, in);
-    CHECK(g_allocs.load() > before);
+    CHECK(modelux::testing::heap_allocations.load() > before);
   }
 }

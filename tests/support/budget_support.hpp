@@ -1,0 +1,38 @@
+// Shared fixtures of the budget tests: a priced model and a temporary SQLite file.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <system_error>
+
+#include "modelux/catalog.hpp"
+
+namespace modelux::testing {
+
+/// A model priced at $0.001 per input and per output token.
+inline ModelInfo paid_model() {
+  ModelInfo m;
+  m.id = "paid";
+  m.input_per_m = 1000;  // $0.001 per token
+  m.output_per_m = 1000;
+  m.priced = true;
+  return m;
+}
+
+/// A fresh directory under /tmp with a `budgets.db` path in it, removed afterwards.
+struct TempDb {
+  std::string path;
+  TempDb() {
+    char tmpl[] = "/tmp/modelux-budget-XXXXXX";
+    path = std::string(mkdtemp(tmpl)) + "/budgets.db";
+  }
+  ~TempDb() {
+    std::error_code ec;
+    std::filesystem::remove_all(std::filesystem::path(path).parent_path(), ec);
+  }
+  TempDb(const TempDb&) = delete;
+  TempDb& operator=(const TempDb&) = delete;
+};
+
+}  // namespace modelux::testing
