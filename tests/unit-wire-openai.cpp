@@ -211,4 +211,37 @@ TEST_CASE("encode_sse_chunk and openai_error_json have OpenAI's shapes") {
   auto ej = openai_error_json(e);
   CHECK(ej["error"]["message"] == "no such model");
   CHECK(ej["error"]["type"] == "not_found_error");
+  CHECK(ej["error"]["code"] == "not_found");
+  CHECK_FALSE(ej["error"].contains("provider"));
+  e.code = "model_not_found";  // modelux's own code is kept
+  CHECK(openai_error_json(e)["error"]["code"] == "model_not_found");
+}
+
+TEST_CASE("openai_error_json: provider errors get one code per kind, the native code rides along") {
+  Error g;
+  g.kind = ErrorKind::rate_limited;
+  g.status = 429;
+  g.provider = "google";
+  g.code = "RESOURCE_EXHAUSTED";
+  auto j = openai_error_json(g)["error"];
+  CHECK(j["code"] == "rate_limit_exceeded");
+  CHECK(j["type"] == "rate_limit_error");
+  CHECK(j["provider"] == "google");
+  CHECK(j["provider_code"] == "RESOURCE_EXHAUSTED");
+  Error a;
+  a.kind = ErrorKind::overloaded;
+  a.provider = "anthropic";
+  a.code = "overloaded_error";
+  CHECK(openai_error_json(a)["error"]["code"] == "overloaded");
+  CHECK(openai_error_json(a)["error"]["provider_code"] == "overloaded_error");
+  Error k;
+  k.kind = ErrorKind::auth;
+  k.provider = "openai";
+  k.code = "invalid_api_key";  // the provider refused modelux's key: not the caller's fault
+  CHECK(openai_error_json(k)["error"]["code"] == "provider_auth_failed");
+  Error q;
+  q.kind = ErrorKind::quota_exceeded;
+  q.provider = "openai";
+  CHECK(openai_error_json(q)["error"]["code"] == "insufficient_quota");
+  CHECK_FALSE(openai_error_json(q)["error"].contains("provider_code"));
 }

@@ -532,10 +532,34 @@ std::string_view openai_error_type(ErrorKind kind) noexcept {
   }
 }
 
+namespace {
+/// One code per error kind, whichever provider produced it (OpenAI's spelling where OpenAI
+/// has one), so a caller's error handling does not depend on the provider that answered.
+std::string_view provider_error_code(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::rate_limited: return "rate_limit_exceeded";
+    case ErrorKind::quota_exceeded: return "insufficient_quota";
+    case ErrorKind::context_length: return "context_length_exceeded";
+    case ErrorKind::auth: return "provider_auth_failed";  // the provider refused our key, not the caller's
+    default: return to_string(kind);
+  }
+}
+}  // namespace
+
 Json openai_error_json(const Error& e) {
+  // An error from a provider gets the normalized code; its native code ("RESOURCE_EXHAUSTED",
+  // "overloaded_error"...) and the provider's name ride along for debugging. modelux's own
+  // errors keep their code ("model_not_found", "invalid_api_key"...).
+  const bool from_provider = !e.provider.empty();
+  std::string code = from_provider || e.code.empty()
+                         ? std::string(from_provider ? provider_error_code(e.kind) : to_string(e.kind))
+                         : e.code;
   Json err = {{"message", e.message}, {"type", openai_error_type(e.kind)},
-              {"param", e.path.empty() ? Json(nullptr) : Json(e.path)},
-              {"code", e.code.empty() ? Json(std::string(to_string(e.kind))) : Json(e.code)}};
+              {"param", e.path.empty() ? Json(nullptr) : Json(e.path)}, {"code", std::move(code)}};
+  if (from_provider) {
+    err["provider"] = e.provider;
+    if (!e.code.empty()) err["provider_code"] = e.code;
+  }
   return {{"error", std::move(err)}};
 }
 

@@ -168,6 +168,21 @@ def test_5xx_not_in_retry_on_reaches_the_caller_as_openai_error(proxy, mock, rou
     assert mock.requests_for(SECONDARY) == 0
 
 
+def test_a_provider_429_reaches_the_caller_with_the_normalized_code_and_the_native_one(proxy, mock, route):
+    """Whichever provider answered, the caller sees one code per kind (OpenAI's spelling); the
+    provider and its own code ride along for debugging."""
+    model = "gemini-2.5-flash"
+    mock.configure({model: {"error_status": 429, "retry_after_ms": 60_000}})
+    slug = route({"strategy": "single", "model": model, "timeout_ms": 2000})
+    r = proxy.chat_raw({"model": slug, "messages": MESSAGES})
+    assert r.status == 429, r.text
+    err = r.json()["error"]
+    assert err["type"] == "rate_limit_error"
+    assert err["code"] == "rate_limit_exceeded"
+    assert err["provider"] == "gemini"  # the provider's name in the e2e config
+    assert err["provider_code"] == "RESOURCE_EXHAUSTED"
+
+
 # ------------------------------------------------------------------------ hang / slow first token
 
 
