@@ -336,6 +336,15 @@ TEST_CASE("mock native: a stream cut short is an error for every family's decode
   }
 }
 
+TEST_CASE("mock native: a 401 asked of Bedrock is what AWS sends, 403 UnrecognizedClientException") {
+  auto r = mock::render_error("bedrock", 401, "The security token included in the request is invalid.", std::nullopt);
+  CHECK(r.status == 403);
+  REQUIRE(find_header(r.headers, "x-amzn-ErrorType") != nullptr);
+  CHECK(*find_header(r.headers, "x-amzn-ErrorType") == "UnrecognizedClientException");
+  Error e = find_codec("bedrock")->decode_error(r.status, r.headers, r.body);
+  CHECK(e.kind == ErrorKind::auth);
+}
+
 TEST_CASE("mock native: render_error is classified by each family's codec, with retry-after") {
   struct Want {
     int status;

@@ -245,3 +245,38 @@ TEST_CASE("openai_error_json: provider errors get one code per kind, the native 
   CHECK(openai_error_json(q)["error"]["code"] == "insufficient_quota");
   CHECK_FALSE(openai_error_json(q)["error"].contains("provider_code"));
 }
+
+TEST_CASE("Odd JSON types from a provider or a caller never throw: lenient where harmless, else a clear error") {
+  // Found by fuzz_stream: a chunk whose "model" is not a string threw out of the decoder.
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  auto d = c->stream_decoder();
+  std::vector<ChatChunk> out;
+  std::string sse =
+      "data: {\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":5,"
+      "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n"
+      "event: error\ndata: [1,2]\n\n";
+  std::optional<Result<void>> r;
+  CHECK_NOTHROW(r = d->feed(sse, out));
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].model.empty());
+  CHECK(out[0].choices.at(0).content == std::optional<std::string>("hi"));
+  REQUIRE(r);
+  CHECK_FALSE(*r);  // the error event
+  CHECK(r->error().kind == ErrorKind::stream_interrupted);
+
+  Result<ChatResponse> resp = fail(ErrorKind::internal, "unset");
+  CHECK_NOTHROW(resp = c->decode_response(
+                    R"({"id":7,"model":["x"],"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]})"));
+  REQUIRE(resp);
+  CHECK(resp->text() == "ok");
+
+  auto bad_usage = parse_chat_request(
+      R"({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":"yes"}})");
+  REQUIRE_FALSE(bad_usage);
+  CHECK(bad_usage.error().path == "$.stream_options.include_usage");
+  auto bad_tool = parse_chat_request(
+      R"({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":3,"function":{"name":"f"}}]})");
+  REQUIRE_FALSE(bad_tool);
+  CHECK(bad_tool.error().kind == ErrorKind::bad_request);
+}

@@ -237,6 +237,8 @@ Rendered render_error(std::string_view family, int status, std::string_view mess
   } else if (family == "cohere") {
     body = wire::cohere_error_body(status, message);
   } else if (family == "bedrock") {
+    // Bedrock never answers 401: a bad or unknown credential is 403 UnrecognizedClientException.
+    if (status == 401) out.status = 403;
     body = wire::bedrock_error_body(message);
     out.headers.emplace_back("x-amzn-ErrorType", std::string(wire::bedrock_error_type(status)));
   } else {

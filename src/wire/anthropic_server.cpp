@@ -45,7 +45,7 @@ Result<ChatRequest> anthropic_request_from_native(const Json& j) {
   if (const Json* s = jarr(j, "stop_sequences"))
     for (const auto& x : *s)
       if (x.is_string()) r.stop.push_back(x.get<std::string>());
-  r.stream = j.value("stream", false) == true;
+  r.stream = jbool(j, "stream");
   if (const Json* md = jobj(j, "metadata")) r.user = jstr(*md, "user_id");
   if (j.contains("top_k")) r.extra["top_k"] = j["top_k"];
 

@@ -543,6 +543,7 @@ std::vector<std::string> bedrock_stream_frames(const ChatResponse& r, int chunks
 std::string_view bedrock_error_type(int status) {
   switch (status) {
     case 400: return "ValidationException";
+    case 401: return "UnrecognizedClientException";  // sent with status 403 by AWS
     case 403: return "AccessDeniedException";
     case 404: return "ResourceNotFoundException";
     case 408: return "ModelTimeoutException";

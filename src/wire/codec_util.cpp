@@ -108,6 +108,13 @@ std::string jstr(const Json& j, std::string_view key, std::string_view fallback)
   return it->get<std::string>();
 }
 
+bool jbool(const Json& j, std::string_view key, bool fallback) {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_boolean()) return fallback;
+  return it->get<bool>();
+}
+
 std::int64_t jint(const Json& j, std::string_view key, std::int64_t fallback) {
   if (!j.is_object()) return fallback;
   auto it = j.find(key);

@@ -57,6 +57,8 @@ Result<Json> arguments_object(const std::string& arguments, const std::string& p
 
 /// Reads JSON values leniently (absent, null or wrong type -> the fallback).
 std::string jstr(const Json& j, std::string_view key, std::string_view fallback = {});
+/// j[key] when j is an object and it is a boolean, else `fallback` (never throws).
+bool jbool(const Json& j, std::string_view key, bool fallback = false);
 std::int64_t jint(const Json& j, std::string_view key, std::int64_t fallback = 0);
 const Json* jobj(const Json& j, std::string_view key);   // object member or nullptr
 const Json* jarr(const Json& j, std::string_view key);   // array member or nullptr

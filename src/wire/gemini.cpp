@@ -144,7 +144,7 @@ class GeminiStreamDecoder final : public StreamDecoder {
         if (const Json* content = jobj(cand, "content")) {
           if (const Json* parts = jarr(*content, "parts")) {
             for (const auto& p : *parts) {
-              if (p.value("thought", false) == true) continue;
+              if (jbool(p, "thought")) continue;
               if (p.contains("text") && p["text"].is_string()) {
                 ChunkChoice cc;
                 cc.index = idx;
@@ -268,7 +268,7 @@ class GeminiCodec final : public Codec {
       if (const Json* content = jobj(cand, "content"))
         if (const Json* parts = jarr(*content, "parts"))
           for (const auto& p : *parts) {
-            if (p.value("thought", false) == true) continue;
+            if (jbool(p, "thought")) continue;
             if (p.contains("text") && p["text"].is_string()) {
               text += p["text"].get<std::string>();
               any_text = true;

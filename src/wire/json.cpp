@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "modelux/wire.hpp"
+#include "wire/codecs.hpp"
 
 namespace modelux {
 
@@ -274,14 +275,17 @@ Result<ChatRequest> chat_request_from_json(const Json& j) {
     } else if (k == "stream_options") {
       if (v.is_null()) continue;
       if (!v.is_object()) return bad("must be an object");
-      r.include_usage = v.value("include_usage", false);
+      if (auto iu = v.find("include_usage"); iu != v.end() && !iu->is_null() && !iu->is_boolean())
+        return fail(ErrorKind::bad_request, "'include_usage' must be a boolean", path + ".include_usage");
+      r.include_usage = wire::jbool(v, "include_usage");
     } else if (k == "tools") {
       if (v.is_null()) continue;
       if (!v.is_array()) return bad("must be an array");
       for (std::size_t i = 0; i < v.size(); ++i) {
         const Json& t = v[i];
         std::string tp = idx(path, i);
-        if (!t.is_object() || t.value("type", std::string("function")) != "function")
+        auto ty = t.is_object() ? t.find("type") : t.end();
+        if (!t.is_object() || (ty != t.end() && !(ty->is_string() && ty->get_ref<const std::string&>() == "function")))
           return fail(ErrorKind::bad_request, "only function tools are supported", tp);
         auto fn = t.find("function");
         if (fn == t.end() || !fn->is_object()) return fail(ErrorKind::bad_request, "'function' is required", tp + ".function");
@@ -411,8 +415,8 @@ Result<ChatResponse> chat_response_from_json(const Json& j) {
   if (!j.is_object()) return fail(ErrorKind::malformed_response, "response is not a JSON object");
   if (j.contains("error")) return fail(ErrorKind::malformed_response, "response carries an error object");
   ChatResponse r;
-  r.id = j.value("id", std::string{});
-  r.model = j.value("model", std::string{});
+  r.id = wire::jstr(j, "id");  // a provider's odd types must not throw
+  r.model = wire::jstr(j, "model");
   r.created = get_i64(j, "created").value_or(0);
   r.system_fingerprint = j.contains("system_fingerprint") && j["system_fingerprint"].is_string()
                              ? j["system_fingerprint"].get<std::string>() : std::string{};
@@ -475,8 +479,8 @@ Result<ChatChunk> chat_chunk_from_json(const Json& j) {
     return fail(ErrorKind::stream_interrupted, msg);
   }
   ChatChunk c;
-  c.id = j.value("id", std::string{});
-  c.model = j.value("model", std::string{});
+  c.id = wire::jstr(j, "id");
+  c.model = wire::jstr(j, "model");
   c.created = get_i64(j, "created").value_or(0);
   if (auto ch = j.find("choices"); ch != j.end() && ch->is_array()) {
     for (const auto& cj : *ch) {

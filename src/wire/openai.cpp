@@ -29,7 +29,7 @@ class OpenAIStreamDecoder final : public StreamDecoder {
       }
       if (ev.event == "error") {
         auto j = parse_json(ev.data);
-        std::string msg = j && j->contains("error") ? (*j)["error"].value("message", ev.data) : ev.data;
+        std::string msg = j && j->is_object() && j->contains("error") ? wire::jstr((*j)["error"], "message", ev.data) : ev.data;
         return fail(ErrorKind::stream_interrupted, msg);
       }
       auto j = parse_json(ev.data);
