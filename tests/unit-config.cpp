@@ -108,3 +108,21 @@ TEST_CASE("Config: budget_backend eviction knobs are positive integers") {
   REQUIRE_FALSE(bad2);
   CHECK(bad2.error().path == "$.budget_backend.evict_interval_ms");
 }
+
+TEST_CASE("Config: mistyped budget_backend and tracing fields are errors with their path, never a crash later") {
+  auto err = [](const char* doc) {
+    auto c = Config::from_json(Json::parse(doc));
+    return c ? std::string("ok") : c.error().path;
+  };
+  CHECK(err(R"({"budget_backend":{"sqlite_path":5}})") == "$.budget_backend.sqlite_path");
+  CHECK(err(R"({"budget_backend":{"outage_policy":"panic"}})") == "$.budget_backend.outage_policy");
+  CHECK(err(R"({"tracing":{"path":7}})") == "$.tracing.path");
+  CHECK(err(R"({"tracing":{"enabled":"yes"}})") == "$.tracing.enabled");
+  CHECK(err(R"({"tracing":{"redact_fields":["a",1]}})") == "$.tracing.redact_fields[1]");
+  CHECK(err(R"({"tracing":{"queue_capacity":-1}})") == "$.tracing.queue_capacity");
+  CHECK(err(R"({"tracing":{"pathh":"x.db"}})") == "$.tracing.pathh");
+  CHECK(err(R"({"tracing":{"path":"x.db","enabled":false,"capture_bodies":true,"redact_fields":["pw"],
+                "queue_capacity":1024,"batch_size":64,"body_cap_bytes":4096,"retention_days":0,
+                "flush_interval_ms":100},
+                "budget_backend":{"sqlite_path":"b.db","outage_policy":"fair_share"}})") == "ok");
+}

@@ -63,7 +63,7 @@ int usage() {
                "  demo                                                       mock + proxy + requests, with traces\n"
                "  logs  [--db FILE] [--trace ID] [--since 1h] [--tag k=v] [--model M] [--status ok|error]\n"
                "  spend [--db FILE] --by model|provider|project|tag|user [--since 24h]\n"
-               "  check-config --config FILE                                 validate a config file\n"
+               "  check-config [FILE | --config FILE]                        validate a config file\n"
                "  version\n");
   return 2;
 }
@@ -155,7 +155,18 @@ int mock_cmd(const std::vector<std::string>& args) {
 }
 
 int check_config(const std::vector<std::string>& args) {
-  auto cfg = load_config(args);
+  // `check-config FILE` and `check-config --config FILE` both check FILE; checking the
+  // embedded defaults needs no argument at all (a stray word must not pass as "ok").
+  Result<Config> cfg = fail(ErrorKind::internal, "unset");
+  if (!args.empty() && !args.front().starts_with("-")) {
+    if (args.size() > 1) {
+      std::fprintf(stderr, "usage: modelux check-config [FILE | --config FILE]\n");
+      return 2;
+    }
+    cfg = Config::load_file(args.front());
+  } else {
+    cfg = load_config(args);
+  }
   if (!cfg) {
     std::fprintf(stderr, "invalid: %s\n", cfg.error().describe().c_str());
     return 1;

@@ -218,12 +218,44 @@ Result<Config> Config::from_json(const Json& raw) {
       if (auto v = bb->find(k); v != bb->end() && (!v->is_number_integer() || v->get<std::int64_t>() <= 0))
         return fail(ErrorKind::invalid_config, std::string(k) + " must be a positive integer",
                     std::string("$.budget_backend.") + k);
+    for (const char* k : {"sqlite_path", "redis_url", "instance_id", "outage_policy"})
+      if (auto v = bb->find(k); v != bb->end() && !v->is_string())
+        return fail(ErrorKind::invalid_config, std::string(k) + " must be a string", std::string("$.budget_backend.") + k);
+    if (auto v = bb->find("outage_policy");
+        v != bb->end() && *v != "local_view" && *v != "fair_share")
+      return fail(ErrorKind::invalid_config, "outage_policy must be \"local_view\" or \"fair_share\"",
+                  "$.budget_backend.outage_policy");
     if (bb->contains("redis_url") && !bb->contains("instance_id"))
       return fail(ErrorKind::invalid_config, "'instance_id' is required with 'redis_url'", "$.budget_backend.instance_id");
     c.budget_backend = *bb;
   }
   if (auto t = doc.find("tracing"); t != doc.end()) {
     if (!t->is_object()) return fail(ErrorKind::invalid_config, "'tracing' must be an object", "$.tracing");
+    // Typed here so a hostile or mistyped config is an error with its path, never a crash later.
+    for (auto it = t->begin(); it != t->end(); ++it) {
+      const std::string& k = it.key();
+      const Json& v = it.value();
+      const std::string path = "$.tracing." + k;
+      if (k == "path") {
+        if (!v.is_string()) return fail(ErrorKind::invalid_config, "path must be a string", path);
+      } else if (k == "enabled" || k == "capture_bodies") {
+        if (!v.is_boolean()) return fail(ErrorKind::invalid_config, k + " must be true or false", path);
+      } else if (k == "redact_fields") {
+        if (!v.is_array()) return fail(ErrorKind::invalid_config, "redact_fields must be an array of strings", path);
+        for (std::size_t i = 0; i < v.size(); ++i)
+          if (!v[i].is_string())
+            return fail(ErrorKind::invalid_config, "redact_fields must be an array of strings",
+                        path + "[" + std::to_string(i) + "]");
+      } else if (k == "queue_capacity" || k == "batch_size" || k == "body_cap_bytes" || k == "flush_interval_ms") {
+        if (!v.is_number_integer() || v.get<std::int64_t>() <= 0)
+          return fail(ErrorKind::invalid_config, k + " must be a positive integer", path);
+      } else if (k == "retention_days") {
+        if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
+          return fail(ErrorKind::invalid_config, "retention_days must be an integer >= 0 (0 = keep forever)", path);
+      } else {
+        return fail(ErrorKind::invalid_config, "unknown key '" + k + "'", path);
+      }
+    }
     c.tracing = *t;
   }
   return c;
