@@ -322,3 +322,18 @@ TEST_CASE("Executor: a CancellationToken stops a request waiting on a hung upstr
   }
   CHECK(f.router->transport().stats().in_flight == 0);
 }
+
+TEST_CASE("Executor: destroying the Router while requests wait on a hung upstream is clean") {
+  // The pending request frames die with the Router's io_context; nothing they release
+  // (pooled routing sessions, cancellation state) may outlive what it points into. Meant for
+  // the sanitizer build, where a use-after-free here is a failure.
+  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"slow", chain(20000, 8000)}});
+  std::atomic<int> callbacks{0};
+  for (int i = 0; i < 4; ++i)
+    f.router->complete_async(ask("@slow", i % 2 == 1), CallContext{}, [&callbacks](Completion) { ++callbacks; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // every request is blocked upstream
+  auto t0 = std::chrono::steady_clock::now();
+  f.router.reset();
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));  // not held by the 8 s attempts
+  CHECK(callbacks.load() <= 4);
+}

@@ -92,6 +92,13 @@ struct Router::Impl {
   Config config;
   RouterOptions opts;
   const Clock* clock = nullptr;
+  // Idle routing sessions, reused across requests (RoutingSession::reset keeps their buffers,
+  // so the routing decision itself allocates nothing in steady state). Bounded. Declared
+  // before `ioc` so it outlives it: request frames still pending when the Router goes away
+  // are destroyed with the io_context, and their leases give sessions back here.
+  std::mutex pool_mu;
+  std::vector<std::unique_ptr<RoutingSession>> session_pool;
+  static constexpr std::size_t kMaxPooledSessions = 256;
   net::io_context ioc;
   net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
   std::vector<std::thread> threads;
@@ -105,11 +112,6 @@ struct Router::Impl {
   std::atomic<std::uint64_t> seed_counter{0};
   std::uint64_t seed_base = 0;
 
-  // Idle routing sessions, reused across requests (RoutingSession::reset keeps their buffers,
-  // so the routing decision itself allocates nothing in steady state). Bounded.
-  std::mutex pool_mu;
-  std::vector<std::unique_ptr<RoutingSession>> session_pool;
-  static constexpr std::size_t kMaxPooledSessions = 256;
 
   /// A pooled session for one request; goes back to the pool when the lease ends.
   class SessionLease {
