@@ -536,7 +536,7 @@ void RoutingSession::clear() noexcept {
   c.arena_.reset();
 }
 
-RoutingSession::~RoutingSession() { root_.reset(); }
+RoutingSession::~RoutingSession() = default;  // root_ (arena states) goes before core_ (the arena)
 
 Step RoutingSession::next(Instant now) {
   Step step;
@@ -572,7 +572,7 @@ Step RoutingSession::next(Instant now) {
         const AttemptRecord& rec = c.record(o.attempt);
         t.usage = rec.usage;
         t.ttft = rec.ttft;
-        c.record(o.attempt).why_ended.assign("served");
+        c.set_why_ended(o.attempt, "served");
         t.decision += served.model;
         t.decision += " (attempt ";
         append_number(t.decision, o.attempt);

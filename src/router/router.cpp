@@ -112,7 +112,6 @@ struct Router::Impl {
   std::atomic<std::uint64_t> seed_counter{0};
   std::uint64_t seed_base = 0;
 
-
   /// A pooled session for one request; goes back to the pool when the lease ends.
   class SessionLease {
    public:
@@ -546,22 +545,24 @@ struct Router::Impl {
       if (ctx.cancel) ctx.cancel->disarm();
       cancel_state->wake = nullptr;
       // Stop whatever is still running (ensemble losers, abandoned attempts) and wait for
-      // the coroutines to unwind: they reference this frame.
-      for (auto& f : flights)
-        if (!f->finished) {
-          f->cancelled = true;
-          f->cancel.emit(net::cancellation_type::terminal);
-        }
+      // the coroutines to unwind: they reference this frame. Per-operation cancellation
+      // reaches only the operation pending when the signal fires, so the signal is repeated
+      // every 100 ms: a step that missed it hears the next one (a lost cancel costs ~100 ms,
+      // never the attempt timeout).
+      auto stop_unfinished = [&] {
+        for (auto& f : flights)
+          if (!f->finished) {
+            f->cancelled = true;
+            f->cancel.emit(net::cancellation_type::terminal);
+          }
+      };
+      stop_unfinished();
       while (in_flight > 0) {
         if (arrived.empty()) {
-          // Per-operation cancellation reaches only the operation pending when the signal
-          // fires; a step that missed it hears the next one (a lost cancel is bounded to
-          // ~100 ms, never the attempt timeout).
           wake.expires_after(std::chrono::milliseconds(100));
           boost::system::error_code ec;
           co_await wake.async_wait(redirect_error(use_awaitable, ec));
-          for (auto& f : flights)
-            if (!f->finished) f->cancel.emit(net::cancellation_type::terminal);
+          stop_unfinished();
         }
         for (auto& run : arrived) {
           --in_flight;
