@@ -19,15 +19,8 @@ namespace {
 const ModelInfo kPaid = modelux::testing::paid_model();
 constexpr double kCost = 0.001;  // one request = 1 input token = $0.001
 
-CallContext ctx() {
-  CallContext c;
-  c.project = "acme";
-  return c;
-}
-
-Json budget(double limit) {
-  return Json::array({Json{{"name", "fleet"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", limit}}});
-}
+CallContext ctx() { return modelux::testing::acme_context(); }
+Json budget(double limit) { return modelux::testing::fleet_budget(limit); }
 
 struct Instance {
   std::unique_ptr<BudgetManager> m;

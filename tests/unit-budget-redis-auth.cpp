@@ -24,15 +24,8 @@ const std::string kPassword = "Zq9:s3cr@t/pw%";
 const std::string kEncoded = "Zq9%3As3cr%40t%2Fpw%25";
 const std::string kWrong = "WrongPw-7731";
 
-CallContext ctx() {
-  CallContext c;
-  c.project = "acme";
-  return c;
-}
-
-Json budget(double limit) {
-  return Json::array({Json{{"name", "fleet"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", limit}}});
-}
+CallContext ctx() { return modelux::testing::acme_context(); }
+Json budget(double limit) { return modelux::testing::fleet_budget(limit); }
 
 /// A plain admin connection to the test server.
 struct Admin {

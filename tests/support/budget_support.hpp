@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "modelux/catalog.hpp"
+#include "modelux/policy.hpp"
 
 namespace modelux::testing {
 
@@ -18,6 +19,18 @@ inline ModelInfo paid_model() {
   m.output_per_m = 1000;
   m.priced = true;
   return m;
+}
+
+/// A caller of project "acme".
+inline CallContext acme_context() {
+  CallContext c;
+  c.project = "acme";
+  return c;
+}
+
+/// One daily USD budget named "fleet" on project "acme".
+inline Json fleet_budget(double limit) {
+  return Json::array({Json{{"name", "fleet"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", limit}}});
 }
 
 /// A fresh directory under /tmp with a `budgets.db` path in it, removed afterwards.
