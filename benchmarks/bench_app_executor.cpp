@@ -15,7 +15,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_future.hpp>
 
-#include "mock/server.hpp"
+#include "modelux/testing.hpp"
 #include "modelux/router.hpp"
 
 using namespace modelux;

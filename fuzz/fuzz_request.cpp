@@ -1,7 +1,7 @@
 // Request bodies: the unified (OpenAI) parser and each family's server-side native parser, then
 // re-encoding the parsed request for every family.
 #include "common.hpp"
-#include "wire/codecs.hpp"
+#include "testing/server_codecs.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;

@@ -1,4 +1,4 @@
-// The mock provider's wire layer (examples/mock/native.hpp) against the library's real client
+// The mock provider's wire layer (src/testing/native.hpp) against the library's real client
 // codecs: what a codec encodes, the mock parses; what the mock renders, the codec decodes to the
 // same answer (whole bodies, streams at every byte split, errors with retry-after). Plus the
 // mock's behaviour (fault knob) parsing and live reconfiguration.
@@ -7,8 +7,8 @@
 #include <map>
 #include <string>
 
-#include "mock/native.hpp"
-#include "mock/server.hpp"
+#include "testing/native.hpp"
+#include "modelux/testing.hpp"
 #include "modelux/wire.hpp"
 
 using namespace modelux;

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <thread>
 
-#include "mock/server.hpp"
+#include "modelux/testing.hpp"
 #include "modelux/budget.hpp"
 #include "modelux/router.hpp"
 

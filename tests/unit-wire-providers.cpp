@@ -7,7 +7,7 @@
 
 #include "modelux/ratelimits.hpp"
 #include "modelux/wire.hpp"
-#include "wire/codecs.hpp"
+#include "testing/server_codecs.hpp"
 
 using namespace modelux;
 

@@ -1,15 +1,10 @@
+// The modelux binary's commands that live in their own files.
 #pragma once
-#include <optional>
-#include <string>
-#include <vector>
 
 namespace modelux::cli {
-/// Value of `--name value` or `--name=value`; nullopt when absent.
-std::optional<std::string> flag(const std::vector<std::string>& args, const std::string& name);
-/// Every value of a repeated flag.
-std::vector<std::string> flags(const std::vector<std::string>& args, const std::string& name);
-bool has(const std::vector<std::string>& args, const std::string& name);
-int run_demo(const std::vector<std::string>& args);
-/// Blocks until SIGINT or SIGTERM.
+/// `modelux demo`: the mock provider and the proxy on 127.0.0.1 with the embedded defaults,
+/// real requests through `@production`, and each decision trace printed.
+int run_demo();
+/// Blocks until SIGINT or SIGTERM (signals must be blocked in every thread first).
 void wait_for_signal();
 }  // namespace modelux::cli

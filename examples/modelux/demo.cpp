@@ -10,10 +10,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include "mock/server.hpp"
-#include "modelux/cli.hpp"
+#include "modelux/testing.hpp"
+#include "cli.hpp"
 #include "modelux/trace.hpp"
-#include "proxy/proxy.hpp"
+#include "modelux/server.hpp"
 
 namespace modelux::cli {
 
@@ -110,8 +110,7 @@ std::string chat_body(const std::string& model, const std::string& prompt, bool 
 
 }  // namespace
 
-int run_demo(const std::vector<std::string>& args) {
-  (void)args;
+int run_demo() {
   // 1. The mock provider: every model answers after a little latency; the primary of
   //    @production (claude-haiku-4-5) is rate limited.
   mock::MockOptions mo;
@@ -132,7 +131,12 @@ int run_demo(const std::vector<std::string>& args) {
     std::fprintf(stderr, "demo: embedded defaults invalid: %s\n", cfg.error().describe().c_str());
     return 1;
   }
-  const std::string key = cfg->server.api_keys.empty() ? "" : cfg->server.api_keys.front().key;
+  auto server = ServerConfig::from_json(cfg->server);
+  if (!server) {
+    std::fprintf(stderr, "demo: embedded defaults invalid: %s\n", server.error().describe().c_str());
+    return 1;
+  }
+  const std::string key = server->api_keys.empty() ? "" : server->api_keys.front().key;
   auto px = proxy::Proxy::start(std::move(*cfg), proxy::ProxyOptions{.host = "127.0.0.1", .port = 0, .threads = 1});
   if (!px) {
     std::fprintf(stderr, "demo: cannot start the proxy: %s\n", px.error().describe().c_str());

@@ -1,44 +1,22 @@
-// modelux: the proxy, the mock provider, the demo and the trace CLI in one binary.
+// modelux: the proxy, the mock provider, the demo and the trace CLI in one binary. One
+// command-line parser (CLI11) for every command; a bad number or an unknown flag is a usage
+// error (exit 2), never a silent default.
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
-#include "modelux/cli.hpp"
-#include "mock/server.hpp"
+#include <CLI/CLI.hpp>
+
+#include "cli.hpp"
 #include "modelux/config.hpp"
 #include "modelux/router.hpp"
-#include "proxy/proxy.hpp"
-#if __has_include("cli/trace_commands.hpp")
-#include "cli/trace_commands.hpp"
-#define MODELUX_HAVE_TRACE_CLI 1
-#endif
+#include "modelux/server.hpp"
+#include "modelux/testing.hpp"
+#include "trace_commands.hpp"
 
 namespace modelux::cli {
-
-std::optional<std::string> flag(const std::vector<std::string>& args, const std::string& name) {
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == name && i + 1 < args.size()) return args[i + 1];
-    if (args[i].starts_with(name + "=")) return args[i].substr(name.size() + 1);
-  }
-  return std::nullopt;
-}
-
-std::vector<std::string> flags(const std::vector<std::string>& args, const std::string& name) {
-  std::vector<std::string> out;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == name && i + 1 < args.size()) out.push_back(args[i + 1]);
-    else if (args[i].starts_with(name + "=")) out.push_back(args[i].substr(name.size() + 1));
-  }
-  return out;
-}
-
-bool has(const std::vector<std::string>& args, const std::string& name) {
-  for (const auto& a : args)
-    if (a == name) return true;
-  return false;
-}
 
 void wait_for_signal() {
   sigset_t set;
@@ -55,21 +33,8 @@ namespace {
 
 using namespace modelux;
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: modelux <command> [flags]\n"
-               "  serve [--config FILE] [--host H] [--port N] [--threads N]   OpenAI-compatible proxy\n"
-               "  mock  [--port N] [--host H] [--config FILE] [--seed S] [--fail MODEL=STATUS]... [--latency-ms MS]\n"
-               "  demo                                                       mock + proxy + requests, with traces\n"
-               "  logs  [--db FILE] [--trace ID] [--since 1h] [--tag k=v] [--model M] [--status ok|error]\n"
-               "  spend [--db FILE] --by model|provider|project|tag|user [--since 24h]\n"
-               "  check-config [FILE | --config FILE]                        validate a config file\n"
-               "  version\n");
-  return 2;
-}
-
-Result<Config> load_config(const std::vector<std::string>& args) {
-  if (auto path = cli::flag(args, "--config")) return Config::load_file(*path);
+Result<Config> load_config(const std::string& path) {
+  if (!path.empty()) return Config::load_file(path);
   return Config::embedded_defaults();
 }
 
@@ -91,24 +56,30 @@ void block_signals() {
   std::signal(SIGPIPE, SIG_IGN);
 }
 
-int serve(const std::vector<std::string>& args) {
-  auto cfg = load_config(args);
+struct ServeArgs {
+  std::string config, host;
+  int port = -1, threads = 0;
+};
+
+int serve(const ServeArgs& args) {
+  auto cfg = load_config(args.config);
   if (!cfg) {
     std::fprintf(stderr, "modelux serve: %s\n", cfg.error().describe().c_str());
     return 1;
   }
   proxy::ProxyOptions po;
-  if (auto h = cli::flag(args, "--host")) po.host = *h;
-  if (auto p = cli::flag(args, "--port")) po.port = std::atoi(p->c_str());
-  if (auto t = cli::flag(args, "--threads")) po.threads = std::atoi(t->c_str());
+  po.host = args.host;
+  po.port = args.port;
+  po.threads = args.threads;
   block_signals();
   auto px = proxy::Proxy::start(std::move(*cfg), po);
   if (!px) {
     std::fprintf(stderr, "modelux serve: %s\n", px.error().describe().c_str());
     return 1;
   }
-  std::printf("modelux proxy listening on http://%s:%d (configs: ", po.host.empty() ? (*px)->router().config().server.host.c_str() : po.host.c_str(),
-              (*px)->port());
+  auto sc = ServerConfig::from_json((*px)->router().config().server);
+  std::string host = !po.host.empty() ? po.host : sc ? sc->host : std::string("127.0.0.1");
+  std::printf("modelux proxy listening on http://%s:%d (configs: ", host.c_str(), (*px)->port());
   for (const auto& s : (*px)->router().routing_slugs()) std::printf("@%s ", s.c_str());
   std::printf(")\n");
   std::fflush(stdout);
@@ -117,14 +88,22 @@ int serve(const std::vector<std::string>& args) {
   return 0;
 }
 
-int mock_cmd(const std::vector<std::string>& args) {
+struct MockArgs {
+  std::string host = "127.0.0.1", config;
+  int port = 8089, threads = 1;
+  std::uint64_t seed = 42;
+  std::vector<std::string> fail;
+  std::optional<double> latency_ms;
+};
+
+int mock_cmd(const MockArgs& args) {
   mock::MockOptions mo;
-  if (auto h = cli::flag(args, "--host")) mo.host = *h;
-  mo.port = std::atoi(cli::flag(args, "--port").value_or("8089").c_str());
-  if (auto s = cli::flag(args, "--seed")) mo.seed = std::strtoull(s->c_str(), nullptr, 10);
-  if (auto t = cli::flag(args, "--threads")) mo.threads = std::atoi(t->c_str());
-  if (auto c = cli::flag(args, "--config")) {
-    auto j = read_json_file(*c);
+  mo.host = args.host;
+  mo.port = args.port;
+  mo.seed = args.seed;
+  mo.threads = args.threads;
+  if (!args.config.empty()) {
+    auto j = read_json_file(args.config);
     if (!j) {
       std::fprintf(stderr, "modelux mock: %s\n", j.error().describe().c_str());
       return 1;
@@ -132,15 +111,23 @@ int mock_cmd(const std::vector<std::string>& args) {
     mo.config = *j;
   }
   if (!mo.config.contains("models")) mo.config["models"] = Json::object();
-  for (const auto& f : cli::flags(args, "--fail")) {
+  for (const auto& f : args.fail) {
     auto eq = f.find('=');
-    if (eq == std::string::npos) {
-      std::fprintf(stderr, "modelux mock: --fail takes MODEL=STATUS\n");
+    int status = 0;
+    if (eq != std::string::npos) {
+      try {
+        status = std::stoi(f.substr(eq + 1));
+      } catch (...) {
+        status = 0;
+      }
+    }
+    if (eq == std::string::npos || eq == 0 || status < 100 || status > 599) {
+      std::fprintf(stderr, "modelux mock: --fail takes MODEL=STATUS (a status 100..599), got '%s'\n", f.c_str());
       return 2;
     }
-    mo.config["models"][f.substr(0, eq)] = {{"error_status", std::atoi(f.c_str() + eq + 1)}, {"retry_after_ms", 1000}};
+    mo.config["models"][f.substr(0, eq)] = {{"error_status", status}, {"retry_after_ms", 1000}};
   }
-  if (auto l = cli::flag(args, "--latency-ms")) mo.config["default"] = {{"latency_ms", std::atof(l->c_str())}};
+  if (args.latency_ms) mo.config["default"] = {{"latency_ms", *args.latency_ms}};
   block_signals();
   auto m = mock::MockProvider::start(mo);
   if (!m) {
@@ -154,25 +141,20 @@ int mock_cmd(const std::vector<std::string>& args) {
   return 0;
 }
 
-int check_config(const std::vector<std::string>& args) {
-  // `check-config FILE` and `check-config --config FILE` both check FILE; checking the
-  // embedded defaults needs no argument at all (a stray word must not pass as "ok").
-  Result<Config> cfg = fail(ErrorKind::internal, "unset");
-  if (!args.empty() && !args.front().starts_with("-")) {
-    if (args.size() > 1) {
-      std::fprintf(stderr, "usage: modelux check-config [FILE | --config FILE]\n");
-      return 2;
-    }
-    cfg = Config::load_file(args.front());
-  } else {
-    cfg = load_config(args);
-  }
+int check_config(const std::string& file) {
+  // `check-config FILE` (or --config FILE) checks FILE; with neither, the embedded defaults.
+  Result<Config> cfg = load_config(file);
   if (!cfg) {
     std::fprintf(stderr, "invalid: %s\n", cfg.error().describe().c_str());
     return 1;
   }
   RouterOptions ro;
   ro.open_tracer = false;
+  auto server = ServerConfig::from_json(cfg->server);
+  if (!server) {
+    std::fprintf(stderr, "invalid: %s\n", server.error().describe().c_str());
+    return 1;
+  }
   auto r = Router::create(std::move(*cfg), ro);
   if (!r) {
     std::fprintf(stderr, "invalid: %s\n", r.error().describe().c_str());
@@ -185,20 +167,64 @@ int check_config(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
-  std::string cmd = argv[1];
-  std::vector<std::string> args(argv + 2, argv + argc);
-  if (cmd == "serve") return serve(args);
-  if (cmd == "mock") return mock_cmd(args);
-  if (cmd == "demo") return cli::run_demo(args);
-  if (cmd == "check-config") return check_config(args);
-  if (cmd == "version" || cmd == "--version") {
-    std::printf("modelux %s\n", std::string(version()).c_str());
-    return 0;
+  CLI::App app{"modelux: route every LLM call (proxy, mock provider, demo, trace CLI)", "modelux"};
+  app.require_subcommand(1);
+
+  ServeArgs serve_args;
+  auto* serve_cmd = app.add_subcommand("serve", "OpenAI-compatible proxy (embedded defaults without --config)");
+  serve_cmd->add_option("--config", serve_args.config, "config file")->check(CLI::ExistingFile);
+  serve_cmd->add_option("--host", serve_args.host, "listen address (overrides server.host)");
+  serve_cmd->add_option("--port", serve_args.port, "listen port, 0 picks a free one (overrides server.port)")
+      ->check(CLI::Range(0, 65535));
+  serve_cmd->add_option("--threads", serve_args.threads, "io threads (overrides server.threads)")->check(CLI::Range(1, 256));
+
+  MockArgs mock_args;
+  auto* mock = app.add_subcommand("mock", "provider mock speaking every family's wire format, with fault knobs");
+  mock->add_option("--host", mock_args.host, "listen address");
+  mock->add_option("--port", mock_args.port, "listen port, 0 picks a free one")->check(CLI::Range(0, 65535));
+  mock->add_option("--config", mock_args.config, "mock config JSON file")->check(CLI::ExistingFile);
+  mock->add_option("--seed", mock_args.seed, "random seed");
+  mock->add_option("--threads", mock_args.threads, "threads")->check(CLI::Range(1, 256));
+  mock->add_option("--fail", mock_args.fail, "MODEL=STATUS: that model answers STATUS (repeatable)");
+  mock->add_option("--latency-ms", mock_args.latency_ms, "default latency")->check(CLI::NonNegativeNumber);
+
+  app.add_subcommand("demo", "mock + proxy + real requests through @production, with their traces");
+
+  std::string check_file, check_flag;
+  auto* check = app.add_subcommand("check-config", "validate a config file (embedded defaults without one)");
+  check->add_option("file", check_file, "config file")->check(CLI::ExistingFile);
+  check->add_option("--config", check_flag, "config file")->check(CLI::ExistingFile);
+  check->callback([&] {
+    if (!check_file.empty() && !check_flag.empty()) throw CLI::ValidationError("check-config", "give FILE or --config FILE, not both");
+  });
+
+  // logs and spend parse their own flags (with CLI11 too, see trace_cli.cpp) so that tests can
+  // run them in-process; here they take the rest of the line as is.
+  auto* logs = app.add_subcommand("logs", "decision traces from the trace store");
+  logs->prefix_command();
+  auto* spend = app.add_subcommand("spend", "spend by model, provider, project, tag or user");
+  spend->prefix_command();
+  app.add_subcommand("version", "print the version");
+  app.set_version_flag("--version", std::string("modelux ") + std::string(version()));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help / --version exit 0; every usage error exits 2
   }
-#ifdef MODELUX_HAVE_TRACE_CLI
-  if (cmd == "logs") return run_logs_command(argc - 1, argv + 1);
-  if (cmd == "spend") return run_spend_command(argc - 1, argv + 1);
-#endif
-  return usage();
+  if (*serve_cmd) return serve(serve_args);
+  if (*mock) return mock_cmd(mock_args);
+  if (app.got_subcommand("demo")) return cli::run_demo();
+  if (*check) return check_config(!check_file.empty() ? check_file : check_flag);
+  auto forward = [](const char* name, CLI::App* sub, int (*run)(int, char**)) {
+    std::vector<std::string> rest = sub->remaining();
+    rest.insert(rest.begin(), name);
+    std::vector<char*> ptrs;
+    for (auto& r : rest) ptrs.push_back(r.data());
+    return run(static_cast<int>(ptrs.size()), ptrs.data());
+  };
+  if (*logs) return forward("logs", logs, run_logs_command);
+  if (*spend) return forward("spend", spend, run_spend_command);
+  std::printf("modelux %s\n", std::string(version()).c_str());
+  return 0;
 }

@@ -11,14 +11,6 @@
 
 namespace modelux {
 
-/// A modelux API key the proxy accepts, and who it stands for.
-struct ApiKeyConfig {
-  std::string key;      ///< the secret ("mlx-...")
-  std::string name;     ///< id for traces and budgets (never the key itself)
-  std::string project;
-  std::string org;
-};
-
 /// One upstream provider as configured: where to send, with which keys.
 struct ProviderConfig {
   std::string name;                     ///< catalog provider name or a custom one
@@ -28,16 +20,10 @@ struct ProviderConfig {
   std::map<std::string, std::string> options;  ///< family-specific (api_version, region, secret_key...)
 };
 
-struct ServerConfig {
-  std::string host = "127.0.0.1";
-  int port = 8080;
-  std::vector<ApiKeyConfig> api_keys;   ///< empty = no auth (only allowed on loopback)
-  std::size_t max_body_bytes = 4 * 1024 * 1024;
-  int threads = 1;
-};
-
 struct Config {
-  ServerConfig server;
+  /// The "server" section as written (env-expanded). The optional server component
+  /// (modelux/server.hpp, ServerConfig::from_json) parses and checks it.
+  Json server = Json::object();
   std::vector<ProviderConfig> providers;
   std::map<std::string, Json> routing;  ///< slug (without '@') → routing config
   Catalog catalog;                      ///< built-in catalog merged with the file's "catalog" overrides

@@ -100,50 +100,11 @@ Result<Config> Config::from_json(const Json& raw) {
     c.catalog = c.catalog.merged_with(*over);
   }
 
+  // The "server" section belongs to the optional server component (modelux::server), which
+  // parses and checks it (ServerConfig::from_json); the core only keeps it.
   if (auto s = doc.find("server"); s != doc.end()) {
     if (!s->is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
-    auto host = opt_str(*s, "host", "$.server", c.server.host);
-    if (!host) return fail(host.error());
-    c.server.host = *host;
-    if (auto p = s->find("port"); p != s->end()) {
-      if (!p->is_number_integer() || p->get<int>() < 0 || p->get<int>() > 65535)
-        return fail(ErrorKind::invalid_config, "'port' must be an integer 0..65535", "$.server.port");
-      c.server.port = p->get<int>();
-    }
-    if (auto t = s->find("threads"); t != s->end()) {
-      if (!t->is_number_integer() || t->get<int>() < 1 || t->get<int>() > 256)
-        return fail(ErrorKind::invalid_config, "'threads' must be an integer 1..256", "$.server.threads");
-      c.server.threads = t->get<int>();
-    }
-    if (auto m = s->find("max_body_bytes"); m != s->end()) {
-      if (!m->is_number_integer() || m->get<std::int64_t>() < 1024)
-        return fail(ErrorKind::invalid_config, "'max_body_bytes' must be an integer >= 1024", "$.server.max_body_bytes");
-      c.server.max_body_bytes = m->get<std::size_t>();
-    }
-    if (auto keys = s->find("api_keys"); keys != s->end()) {
-      if (!keys->is_array()) return fail(ErrorKind::invalid_config, "'api_keys' must be an array", "$.server.api_keys");
-      for (std::size_t i = 0; i < keys->size(); ++i) {
-        const Json& k = (*keys)[i];
-        std::string path = "$.server.api_keys[" + std::to_string(i) + "]";
-        ApiKeyConfig ak;
-        if (k.is_string()) {
-          ak.key = k.get<std::string>();
-        } else if (k.is_object()) {
-          auto key = opt_str(k, "key", path);
-          auto name = opt_str(k, "name", path);
-          auto project = opt_str(k, "project", path);
-          auto org = opt_str(k, "org", path);
-          for (auto* r : {&key, &name, &project, &org})
-            if (!*r) return fail(r->error());
-          ak = ApiKeyConfig{*key, *name, *project, *org};
-        } else {
-          return fail(ErrorKind::invalid_config, "an API key must be a string or an object", path);
-        }
-        if (ak.key.size() < 8) return fail(ErrorKind::invalid_config, "API key too short (min 8 characters)", path);
-        if (ak.name.empty()) ak.name = "key" + std::to_string(i);
-        c.server.api_keys.push_back(std::move(ak));
-      }
-    }
+    c.server = *s;
   }
 
   if (auto ps = doc.find("providers"); ps != doc.end()) {

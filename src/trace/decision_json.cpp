@@ -68,9 +68,10 @@ std::optional<WallTime> parse_iso_time(std::string_view s) {
 
 }  // namespace trace_detail
 
+std::string format_iso_time(WallTime t) { return trace_detail::format_iso_time(t); }
+
 namespace {
 
-using trace_detail::format_iso_time;
 
 double ms_of(Nanos n) { return static_cast<double>(n.count()) / 1e6; }
 

@@ -7,7 +7,7 @@
 #include <ctime>
 
 #include "modelux/trace.hpp"
-#include "trace/trace_json_util.hpp"
+#include "trace_cli.hpp"
 
 namespace modelux {
 
@@ -15,7 +15,7 @@ namespace {
 
 std::string fmt_time(WallTime t, bool millis = true) {
   // "2026-01-01 00:00:00.123" (UTC)
-  std::string iso = trace_detail::format_iso_time(t);  // 2026-01-01T00:00:00.123456Z
+  std::string iso = format_iso_time(t);  // 2026-01-01T00:00:00.123456Z
   iso[10] = ' ';
   return iso.substr(0, millis ? 23 : 19);
 }

@@ -1,4 +1,5 @@
-#include "proxy/proxy.hpp"
+#include "modelux/server.hpp"
+#include "server/http_server.hpp"
 
 #include <atomic>
 #include <unordered_map>
@@ -329,15 +330,18 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   std::unique_ptr<Proxy> p(new Proxy());
   p->state_ = std::make_shared<State>();
   auto& st = *p->state_;
+  auto server_cfg = ServerConfig::from_json(config.server);
+  if (!server_cfg) return fail(server_cfg.error());
+  const ServerConfig& sc = *server_cfg;
   http_server::ServerOptions so;
-  so.host = opts.host.empty() ? config.server.host : opts.host;
-  so.port = opts.port >= 0 ? opts.port : config.server.port;
-  so.threads = opts.threads > 0 ? opts.threads : config.server.threads;
-  so.max_body_bytes = config.server.max_body_bytes;
-  st.max_body = config.server.max_body_bytes;
-  if (config.server.api_keys.empty() && so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1")
+  so.host = opts.host.empty() ? sc.host : opts.host;
+  so.port = opts.port >= 0 ? opts.port : sc.port;
+  so.threads = opts.threads > 0 ? opts.threads : sc.threads;
+  so.max_body_bytes = sc.max_body_bytes;
+  st.max_body = sc.max_body_bytes;
+  if (sc.api_keys.empty() && so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1")
     return fail(ErrorKind::invalid_config, "refusing to serve without API keys on a non-loopback address", "$.server.api_keys");
-  for (const auto& k : config.server.api_keys) st.keys.emplace(k.key, k);
+  for (const auto& k : sc.api_keys) st.keys.emplace(k.key, k);
   RouterOptions ro;
   ro.io_threads = so.threads;
   auto router = Router::create(std::move(config), ro);

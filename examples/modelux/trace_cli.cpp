@@ -1,13 +1,15 @@
 // `modelux logs` and `modelux spend`: flag parsing over the trace store and the reports.
 // Lives in the library so the binary's entry points stay one-line forwards and tests can run
 // the commands end to end against a real SQLite file.
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <ostream>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include "modelux/trace.hpp"
+#include "trace_cli.hpp"
 
 namespace modelux {
 
@@ -36,31 +38,29 @@ struct Flags {
   }
 };
 
-// Parses "--flag value", "--flag=value" and bare switches. Unknown flags are usage errors.
+// Parses "--flag value", "--flag=value" and bare switches with CLI11, the binary's one
+// command-line parser. Unknown flags and stray words are usage errors.
 Result<Flags> parse_flags(const std::vector<std::string>& args, const std::vector<std::string>& with_value,
                           const std::vector<std::string>& switches) {
   Flags f;
-  for (std::size_t i = 1; i < args.size(); ++i) {
-    std::string a = args[i];
-    std::string value;
-    bool inline_value = false;
-    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      inline_value = true;
-    }
-    if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
-      if (!inline_value) {
-        if (i + 1 >= args.size()) return fail(ErrorKind::bad_request, a + " needs a value");
-        value = args[++i];
-      }
-      f.values[a].push_back(value);
-    } else if (!inline_value && std::find(switches.begin(), switches.end(), a) != switches.end()) {
-      f.switches.push_back(a);
-    } else {
-      return fail(ErrorKind::bad_request, "unknown flag '" + args[i] + "'");
-    }
+  CLI::App app;
+  app.set_help_flag();  // --help / -h are ordinary switches here (the caller prints its usage)
+  app.allow_windows_style_options(false);
+  std::map<std::string, std::vector<std::string>> got;
+  std::map<std::string, bool> on;
+  for (const auto& name : with_value) app.add_option(name, got[name])->allow_extra_args(false)->take_all();
+  for (const auto& name : switches) app.add_flag(name, on[name]);
+  std::vector<std::string> rest(args.size() > 1 ? args.begin() + 1 : args.end(), args.end());
+  std::reverse(rest.begin(), rest.end());  // CLI11 consumes a reversed vector
+  try {
+    app.parse(rest);
+  } catch (const CLI::ParseError& e) {
+    return fail(ErrorKind::bad_request, e.what());
   }
+  for (auto& [name, values] : got)
+    if (!values.empty()) f.values[name] = std::move(values);
+  for (const auto& [name, set] : on)
+    if (set) f.switches.push_back(name);
   return f;
 }
 

@@ -1,5 +1,5 @@
 // Gemini generateContent, server side (what the mock provider speaks).
-#include "wire/codecs.hpp"
+#include "testing/server_codecs.hpp"
 
 namespace modelux::wire {
 namespace {

@@ -1,11 +1,12 @@
-#include "mock/server.hpp"
+#include "modelux/testing.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/redirect_error.hpp>
 
-#include "mock/native.hpp"
+#include "server/http_server.hpp"
+#include "testing/native.hpp"
 
 namespace modelux::mock {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "modelux/trace.hpp"
+#include "trace_cli.hpp"
 
 namespace {
 std::vector<std::string> to_args(int argc, char** argv) { return std::vector<std::string>(argv, argv + argc); }

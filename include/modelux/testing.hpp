@@ -1,3 +1,5 @@
+// modelux testing (optional component, CMake target modelux::testing).
+//
 // `modelux mock`: a provider mock that speaks every family's wire format at its real paths
 // and injects faults per model — latency, time to first token, chunk pacing, error statuses
 // with retry-after, hangs, mid-stream disconnects, malformed bodies, request-rate limits.
@@ -11,7 +13,11 @@
 #include <mutex>
 #include <string>
 
-#include "http/server.hpp"
+#include "modelux/wire.hpp"
+
+namespace modelux::http_server {
+class Server;
+}
 
 namespace modelux::mock {
 

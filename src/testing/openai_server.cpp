@@ -1,7 +1,7 @@
 // Server side of the OpenAI format (also Azure and every compatible provider): a unified
 // response rendered as the chunks a provider would stream. Used by the mock provider and by
 // round-trip tests of the stream decoders.
-#include "wire/codecs.hpp"
+#include "testing/server_codecs.hpp"
 
 namespace modelux::wire {
 

@@ -1,4 +1,4 @@
-#include "http/server.hpp"
+#include "server/http_server.hpp"
 
 #include <future>
 

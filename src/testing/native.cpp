@@ -1,12 +1,12 @@
 // The mock provider's wire layer: path routing and per-family rendering. The translation
 // itself lives in the library's server-side codecs (src/wire/*_server.cpp), so the mock speaks
 // exactly the formats the client codecs are tested against.
-#include "native.hpp"
+#include "testing/native.hpp"
 
 #include <algorithm>
 #include <cmath>
 
-#include "../../src/wire/codecs.hpp"
+#include "testing/server_codecs.hpp"
 
 namespace modelux::mock {
 namespace {

@@ -1,6 +1,6 @@
 // Anthropic Messages, server side: what api.anthropic.com accepts and answers. The mock
 // provider serves this; the round-trip tests run the client codec against it.
-#include "wire/codecs.hpp"
+#include "testing/server_codecs.hpp"
 
 namespace modelux::wire {
 namespace {

@@ -1,0 +1,67 @@
+// modelux server (optional component, CMake target modelux::server): the OpenAI-compatible
+// HTTP proxy in front of a Router, with modelux API keys and the admin API. C++ and Python
+// apps can start it in-process; `modelux serve` is a thin wrapper around Proxy::start.
+//   POST /v1/chat/completions   (JSON or SSE; model = catalog model or "@slug")
+//   GET  /v1/models
+//   GET  /v1/traces/{request_id}   GET /v1/traces?limit=N
+//   GET  /v1/configs   GET|PUT /v1/configs/{slug}
+//   GET  /v1/budgets   GET /healthz   GET /readyz   GET /metrics
+#pragma once
+
+#include <memory>
+
+#include "modelux/router.hpp"
+
+namespace modelux {
+
+namespace http_server {
+class Server;
+}
+
+/// A modelux API key the proxy accepts, and who it stands for.
+struct ApiKeyConfig {
+  std::string key;      ///< the secret ("mlx-...")
+  std::string name;     ///< id for traces and budgets (never the key itself)
+  std::string project;
+  std::string org;
+};
+
+/// The config file's "server" section.
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::vector<ApiKeyConfig> api_keys;   ///< empty = no auth (only allowed on loopback)
+  std::size_t max_body_bytes = 4 * 1024 * 1024;
+  int threads = 1;
+
+  /// Parses `Config::server`; every fault names its JSON path ("$.server.port").
+  static Result<ServerConfig> from_json(const Json& section);
+};
+
+}  // namespace modelux
+
+namespace modelux::proxy {
+
+struct ProxyOptions {
+  std::string host;   ///< overrides config.server.host when set
+  int port = -1;      ///< overrides config.server.port when >= 0 (0 = pick a free port)
+  int threads = 0;    ///< overrides config.server.threads when > 0
+};
+
+class Proxy {
+ public:
+  static Result<std::unique_ptr<Proxy>> start(Config config, ProxyOptions opts = {});
+  ~Proxy();
+  int port() const noexcept;
+  Router& router() noexcept;
+  void stop();
+
+  struct State;
+
+ private:
+  Proxy() = default;
+  std::shared_ptr<State> state_;
+  std::unique_ptr<http_server::Server> server_;
+};
+
+}  // namespace modelux::proxy
