@@ -1,4 +1,4 @@
-// HealthRegistry hot paths: lock-free stats()/admit()/pick_key() reads (also contended) and
+// HealthRegistry hot paths: lock-free stats()/pick_key() reads, claim() (also contended) and
 // observe() writes, with a null baseline.
 #include <benchmark/benchmark.h>
 
@@ -37,12 +37,12 @@ void BM_Stats(benchmark::State& state) {
 }
 BENCHMARK(BM_Stats)->Threads(1)->Threads(2)->UseRealTime();
 
-void BM_Admit(benchmark::State& state) {
+void BM_Claim(benchmark::State& state) {
   HealthRegistry& h = shared_registry();
   ManualClock c;
-  for (auto _ : state) benchmark::DoNotOptimize(h.admit("p17/m", c.now()));
+  for (auto _ : state) benchmark::DoNotOptimize(h.claim("p17/m", c.now()));
 }
-BENCHMARK(BM_Admit)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_Claim)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_PickKey(benchmark::State& state) {
   HealthRegistry& h = shared_registry();

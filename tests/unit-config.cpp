@@ -125,3 +125,20 @@ TEST_CASE("Config: mistyped budget_backend and tracing fields are errors with th
                 "flush_interval_ms":100},
                 "budget_backend":{"sqlite_path":"b.db","outage_policy":"fair_share"}})") == "ok");
 }
+
+TEST_CASE("Config: health.enabled switches health off, is typed at load, unknown health keys are errors") {
+  auto load = [](const char* doc) { return Config::from_json(Json::parse(doc)); };
+  auto def = load("{}");
+  REQUIRE(def);
+  CHECK(def->health.enabled);
+  auto off = load(R"({"health":{"enabled":false}})");
+  REQUIRE(off);
+  CHECK_FALSE(off->health.enabled);
+  auto path = [&](const char* doc) {
+    auto c = load(doc);
+    return c ? std::string("ok") : c.error().path;
+  };
+  CHECK(path(R"({"health":{"enabled":"no"}})") == "$.health.enabled");
+  CHECK(path(R"({"health":{"enabld":false}})") == "$.health.enabld");
+  CHECK(path(R"({"health":false})") == "$.health");
+}

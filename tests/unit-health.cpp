@@ -31,7 +31,7 @@ TEST_CASE("HealthRegistry: unknown targets read as healthy") {
   CHECK(s.admits);
   CHECK(s.breaker == BreakerState::closed);
   CHECK(s.samples == 0);
-  CHECK(h.admit("x/y", c.now()));
+  CHECK(h.claim("x/y", c.now()));
 }
 
 TEST_CASE("HealthRegistry: latency quantiles and error rate over the window") {
@@ -86,8 +86,8 @@ TEST_CASE("HealthRegistry: breaker opens, half-opens with probes, closes and ram
   s = h.stats(kT, c.now());
   CHECK(s.breaker == BreakerState::half_open);
   CHECK(s.admits);
-  CHECK(h.admit(kT, c.now()));        // the probe
-  CHECK_FALSE(h.admit(kT, c.now()));  // only one per probe interval
+  CHECK(h.claim(kT, c.now()));        // the probe
+  CHECK_FALSE(h.claim(kT, c.now()));  // only one per probe interval
   SUBCASE("a failed probe re-opens with a doubled cool-down") {
     h.observe(kT, err(ErrorKind::timeout), c.now());
     s = h.stats(kT, c.now());
@@ -97,19 +97,19 @@ TEST_CASE("HealthRegistry: breaker opens, half-opens with probes, closes and ram
   SUBCASE("good probes close it; traffic ramps back progressively") {
     h.observe(kT, ok(100ms), c.now());
     c.advance(1s);
-    CHECK(h.admit(kT, c.now()));
+    CHECK(h.claim(kT, c.now()));
     h.observe(kT, ok(100ms), c.now());
     CHECK(h.stats(kT, c.now()).breaker == BreakerState::closed);
     int admitted = 0;
-    for (int i = 0; i < 1000; ++i) admitted += h.admit(kT, c.now());
+    for (int i = 0; i < 1000; ++i) admitted += h.claim(kT, c.now());
     CHECK(admitted == doctest::Approx(100).epsilon(0.02));  // 10 % right after closing
     c.advance(5s);
     admitted = 0;
-    for (int i = 0; i < 1000; ++i) admitted += h.admit(kT, c.now());
+    for (int i = 0; i < 1000; ++i) admitted += h.claim(kT, c.now());
     CHECK(admitted == doctest::Approx(550).epsilon(0.02));  // halfway: 10 % + 45 %
     c.advance(5s);
     admitted = 0;
-    for (int i = 0; i < 100; ++i) admitted += h.admit(kT, c.now());
+    for (int i = 0; i < 100; ++i) admitted += h.claim(kT, c.now());
     CHECK(admitted == 100);
   }
 }
@@ -143,19 +143,19 @@ TEST_CASE("HealthRegistry: 429s empty the token bucket until the reset, not the 
   CHECK(h.stats(kT, c.now()).admits);
 }
 
-TEST_CASE("HealthRegistry: rate-limit headers become a bucket admit() draws from") {
+TEST_CASE("HealthRegistry: rate-limit headers become a bucket claim() draws from") {
   HealthRegistry h;
   ManualClock c;
   h.observe_rate_limits(kT, 3, std::nullopt, c.now() + 5s, c.now());
-  CHECK(h.admit(kT, c.now()));
-  CHECK(h.admit(kT, c.now()));
-  CHECK(h.admit(kT, c.now()));
-  CHECK_FALSE(h.admit(kT, c.now()));
+  CHECK(h.claim(kT, c.now()));
+  CHECK(h.claim(kT, c.now()));
+  CHECK(h.claim(kT, c.now()));
+  CHECK_FALSE(h.claim(kT, c.now()));
   TargetStats s = h.stats(kT, c.now());
   CHECK_FALSE(s.admits);
   CHECK(s.retry_at == c.now() + 5s);
   c.advance(5s);
-  CHECK(h.admit(kT, c.now()));
+  CHECK(h.claim(kT, c.now()));
 }
 
 TEST_CASE("HealthRegistry: key pools spread load and sit out a 429ing key") {
@@ -190,4 +190,78 @@ TEST_CASE("HealthRegistry: prompt-cache affinity holds for the TTL") {
   CHECK(h.preferred_target(fp, c.now()) == "anthropic/claude-haiku-4-5");
   c.advance(301s);
   CHECK(h.preferred_target(fp, c.now()).empty());
+}
+
+namespace {
+AttemptResult local_failure(ErrorKind k) {
+  AttemptResult r = err(k);
+  r.error.local = true;
+  r.error.message = "connect: Too many open files (local)";
+  return r;
+}
+}  // namespace
+
+TEST_CASE("HealthRegistry: 100 local failures do not open a breaker, 100 provider failures do") {
+  HealthConfig cfg;
+  cfg.consecutive_failures = 5;
+  HealthRegistry h(cfg);
+  ManualClock c;
+  SUBCASE("local failures leave no trace") {
+    for (int i = 0; i < 100; ++i) {
+      h.observe(kT, local_failure(i % 2 ? ErrorKind::connection : ErrorKind::timeout), c.now());
+      h.observe(kT, err(ErrorKind::local_resource_exhausted, 0), c.now());  // the kind alone is local too
+      c.advance(10ms);
+    }
+    TargetStats s = h.stats(kT, c.now());
+    CHECK(s.breaker == BreakerState::closed);
+    CHECK(s.admits);
+    CHECK(s.error_rate == 0);
+    CHECK(h.claim(kT, c.now()));
+    CHECK(h.state_json(c.now())["targets"].empty());  // not even tracked
+  }
+  SUBCASE("a local 429 (a limit we enforce) does not empty the provider's bucket") {
+    for (int i = 0; i < 100; ++i) h.observe(kT, local_failure(ErrorKind::rate_limited), c.now());
+    CHECK(h.stats(kT, c.now()).admits);
+  }
+  SUBCASE("cancelled and never-started attempts leave no trace either") {
+    AttemptResult refused;
+    refused.not_admitted = true;
+    for (int i = 0; i < 100; ++i) {
+      h.observe(kT, err(ErrorKind::cancelled), c.now());
+      h.observe(kT, refused, c.now());
+    }
+    CHECK(h.stats(kT, c.now()).breaker == BreakerState::closed);
+    CHECK(h.state_json(c.now())["targets"].empty());
+  }
+  SUBCASE("the same failures from the provider open it") {
+    for (int i = 0; i < 100; ++i) {
+      h.observe(kT, err(i % 2 ? ErrorKind::connection : ErrorKind::timeout), c.now());
+      c.advance(10ms);
+    }
+    TargetStats s = h.stats(kT, c.now());
+    CHECK(s.breaker == BreakerState::open);
+    CHECK_FALSE(s.admits);
+  }
+}
+
+TEST_CASE("HealthRegistry: disabled health reports every target healthy, claims always, observes nothing") {
+  HealthConfig cfg;
+  cfg.enabled = false;
+  cfg.consecutive_failures = 2;
+  HealthRegistry h(cfg);
+  ManualClock c;
+  for (int i = 0; i < 50; ++i) h.observe(kT, err(ErrorKind::server_error, 500), c.now());
+  h.observe(kT, err(ErrorKind::rate_limited, 429, Millis{60'000}), c.now());
+  h.observe_rate_limits(kT, 0, std::nullopt, c.now() + 60s, c.now());
+  h.force_open(kT, 60s, "drill", c.now());
+  h.note_prefix(42, kT, c.now());
+  TargetStats s = h.stats(kT, c.now());
+  CHECK(s.breaker == BreakerState::closed);
+  CHECK(s.admits);
+  CHECK(s.error_rate == 0);
+  for (int i = 0; i < 10; ++i) CHECK(h.claim(kT, c.now()));
+  CHECK(h.preferred_target(42, c.now()).empty());
+  Json st = h.state_json(c.now());
+  CHECK(st["enabled"] == false);
+  CHECK(st["targets"].empty());
 }

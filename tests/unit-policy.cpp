@@ -663,3 +663,97 @@ TEST_CASE("RoutingSession: an idle or cleared session is inert, and reset() brin
   REQUIRE(again.ok);
   CHECK(again.trace.decision == first.trace.decision);
 }
+
+TEST_CASE("RoutingSession: a refused health claim is a skip with today's text, not a try") {
+  CatalogResolver r;
+  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","attempts":["claude-haiku-4-5","gpt-4o-mini"]})"), r);
+  ManualClock clock;
+  FakeHealth h;
+  TargetStats probing;
+  probing.breaker = BreakerState::half_open;  // admits: a probe may go (if nobody took it)
+  h.m["anthropic/claude-haiku-4-5"] = probing;
+  static const ChatRequest req = make_request();
+  SessionInputs in;
+  in.request = &req;
+  in.health = &h;
+  in.start = clock.now();
+  RoutingSession s(p, in);
+  Step st = s.next(clock.now());
+  REQUIRE(st.kind == Step::Kind::attempt);
+  REQUIRE(st.attempts.size() == 1);
+  CHECK(st.attempts[0].target.model == "claude-haiku-4-5");
+  CHECK(st.attempts[0].must_claim);
+  // The executor's claim is refused: another request holds the probe.
+  AttemptResult refused;
+  refused.id = st.attempts[0].id;
+  refused.not_admitted = true;
+  s.report(refused, clock.now());
+  st = s.next(clock.now());
+  REQUIRE(st.kind == Step::Kind::attempt);
+  CHECK(st.attempts[0].target.model == "gpt-4o-mini");
+  CHECK(st.cancel.empty());  // it never ran: nothing to stop
+  AttemptResult good;
+  good.id = st.attempts[0].id;
+  good.ok = true;
+  s.report(good, clock.now());
+  st = s.next(clock.now());
+  REQUIRE(st.kind == Step::Kind::done);
+  const DecisionTrace& t = s.trace();
+  REQUIRE(t.attempts.size() == 1);  // the refused claim is not an attempt
+  CHECK(t.attempts[0].model == "gpt-4o-mini");
+  CHECK(t.attempts[0].id == 2);
+  CHECK(t.attempts[0].why_ended == "served");
+  CHECK(t.reason.find("skipped claude-haiku-4-5: breaker half_open, probe already out") != std::string::npos);
+  SUBCASE("a reused session starts clean after a dropped record") {
+    s.reset(p, in);
+    st = s.next(clock.now());
+    REQUIRE(st.kind == Step::Kind::attempt);
+    CHECK(st.attempts[0].id == 1);
+    CHECK(s.trace().attempts.size() == 1);
+  }
+}
+
+TEST_CASE("RoutingSession: panic-mode tries past an open breaker claim nothing") {
+  CatalogResolver r;
+  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","attempts":["claude-haiku-4-5"]})"), r);
+  ManualClock clock;
+  FakeHealth h;
+  TargetStats open;
+  open.breaker = BreakerState::open;
+  open.admits = false;
+  h.m["anthropic/claude-haiku-4-5"] = open;
+  Run run = drive(p, [](const AttemptPlan& plan) {
+    CHECK_FALSE(plan.must_claim);
+    return Reply{};
+  }, clock, &h);
+  CHECK(run.ok);
+  REQUIRE(run.plans.size() == 1);
+}
+
+TEST_CASE("FallbackStrategy: a local failure fails over whatever retry_on says") {
+  CatalogResolver r;
+  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","retry_on":["429"],"attempts":["claude-haiku-4-5","gpt-4o-mini"]})"), r);
+  ManualClock clock;
+  static const ChatRequest req = make_request();
+  SessionInputs in;
+  in.request = &req;
+  in.start = clock.now();
+  for (bool local : {true, false}) {
+    CAPTURE(local);
+    RoutingSession s(p, in);
+    Step st = s.next(clock.now());
+    AttemptResult r1;
+    r1.id = st.attempts[0].id;
+    r1.error.kind = local ? ErrorKind::local_resource_exhausted : ErrorKind::server_error;
+    r1.error.local = local;
+    r1.error.message = local ? "connect: Too many open files" : "boom";
+    s.report(r1, clock.now());
+    st = s.next(clock.now());
+    if (!local) {  // a provider 500 outside retry_on ends the request
+      CHECK(st.kind == Step::Kind::failed);
+      continue;
+    }
+    REQUIRE(st.kind == Step::Kind::attempt);
+    CHECK(st.attempts[0].target.model == "gpt-4o-mini");
+  }
+}

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "modelux/catalog.hpp"
+#include "modelux/health.hpp"
 
 namespace modelux {
 
@@ -32,6 +33,9 @@ struct Config {
   /// "outage_policy": "local_view"|"fair_share"}. Empty = in memory only.
   Json budget_backend = Json::object();
   Json tracing = Json::object();        ///< the "tracing" section
+  /// The "health" section: {"enabled": false} turns breakers, buckets and health-aware
+  /// routing off (every target healthy), e.g. for an A/B comparison.
+  HealthConfig health;
   std::string source_path;              ///< file it came from ("" for embedded / in-memory)
 
   /// Parses a config document. Every fault names its JSON path ("$.providers.openai.base_url").

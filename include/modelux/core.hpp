@@ -39,7 +39,8 @@ enum class ErrorKind : std::uint8_t {
   stream_interrupted,  ///< a stream broke after it started
   unsupported,         ///< a request feature the target cannot honour
   io,                  ///< disk / database
-  internal,            ///< a bug
+  local_resource_exhausted,  ///< our own process ran out (fds, memory, queue slots): 503, retry later; never the provider's fault
+  internal,            ///< a bug (keep last: tables are sized by it)
 };
 
 /// Stable snake_case name of a kind ("rate_limited").
@@ -56,6 +57,11 @@ struct Error {
   std::string path;                               ///< JSON path of a bad field ("$.attempts[1].timeout_ms")
   std::string provider;                           ///< provider that produced it, if any
   std::string code;                               ///< provider error code/type when known
+  /// The failure happened inside our process, not at the provider: fd or memory
+  /// exhaustion, our own queueing, our own cancellation, a limit we enforce. Health never
+  /// counts it against the target (no sample, no breaker trip, no bucket change); a
+  /// fallback chain still fails over (another target may work), whatever retry_on says.
+  bool local = false;
 
   /// "kind: message (at path)" for logs and exceptions.
   std::string describe() const;

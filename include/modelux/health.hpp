@@ -3,8 +3,19 @@
 // back), token buckets fed by 429s and rate-limit headers, API key pools and the prompt-cache
 // affinity table.
 //
-// Threading: every method may be called from any thread. The hot-path readers — stats(),
-// admit(), pick_key(), preferred_target() — never take a lock: targets live in a fixed-size
+// Reads and claims are apart (Envoy's wouldRetry / shouldRetry): stats() and
+// preferred_target() are the HealthView a routing decision reads and change nothing; the
+// executor claims a half-open probe slot, a ramp share or a token with claim() just before it
+// starts an attempt. A registry built with `enabled = false` (config `health.enabled: false`,
+// for A/B comparisons) reports every target healthy, claims always succeed and observations
+// are dropped.
+//
+// Local failures (Error::local: fd or memory exhaustion, our own queueing, our own
+// cancellation, a limit we enforce) and cancelled or never-started attempts say nothing about
+// the provider: observe() ignores them entirely.
+//
+// Threading: every method may be called from any thread. The hot-path calls — stats(),
+// claim(), pick_key(), preferred_target() — never take a lock: targets live in a fixed-size
 // open-addressed table of atomics and their published stats are atomics. Writers (observe*)
 // serialise per target on a small mutex (never held across I/O). state_json() is an operator
 // read and takes the per-target writer locks briefly.
@@ -21,12 +32,14 @@
 #include <string>
 #include <string_view>
 
-#include "modelux/policy.hpp"
+#include "modelux/views.hpp"
 
 namespace modelux {
 
 /// Tuning for HealthRegistry. The defaults suit interactive LLM traffic.
 struct HealthConfig {
+  /// false: health is off (every target healthy, claim() always true, observe*() no-ops).
+  bool enabled = true;
   double ewma_alpha = 0.2;                       ///< weight of the newest latency sample
   Nanos window = std::chrono::seconds(60);       ///< error rate and quantile window
   int window_slices = 6;                         ///< the window rotates in this many slices (1..16)
@@ -47,9 +60,14 @@ struct HealthConfig {
 };
 
 /// Which failures count against a target's health (breaker, error rate). The caller's own
-/// faults (bad_request, context_length, content_filter, cancelled, budget_exceeded) do not,
-/// and 429s feed the token bucket instead of the breaker.
+/// faults (bad_request, context_length, content_filter, cancelled, budget_exceeded) and our
+/// own (local_resource_exhausted) do not, and 429s feed the token bucket instead of the
+/// breaker.
 bool counts_against_health(ErrorKind kind) noexcept;
+/// Whether an attempt's outcome is observed at all: false for local failures (Error::local
+/// or local_resource_exhausted), cancellations and attempts that never started
+/// (not_admitted). Those leave no sample, trip nothing and touch no bucket.
+bool observable(const AttemptResult& r) noexcept;
 
 /// Live health of every target "provider/model" (and key pools per provider).
 class HealthRegistry final : public HealthView {
@@ -59,16 +77,24 @@ class HealthRegistry final : public HealthView {
   HealthRegistry(const HealthRegistry&) = delete;
   HealthRegistry& operator=(const HealthRegistry&) = delete;
 
-  // ---- HealthView (lock-free) ----
+  // ---- HealthView (lock-free, read-only) ----
   TargetStats stats(std::string_view target_key, Instant now) const override;
-  bool admit(std::string_view target_key, Instant now) const override;
   std::string preferred_target(std::uint64_t fingerprint, Instant now) const override;
 
+  // ---- claim (lock-free) ----
+  /// Claims admission for one attempt on `target_key` starting now: the half-open probe slot
+  /// (one per probe_interval), a share of the progressive ramp, a token of a known rate-limit
+  /// bucket. The executor calls it just before starting an attempt whose plan says
+  /// must_claim; false means "do not start it" (report it as not_admitted). True for unknown
+  /// targets and when health is disabled.
+  bool claim(std::string_view target_key, Instant now);
+
   // ---- writers ----
-  /// The executor calls this after every attempt on `target_key`.
+  /// The executor calls this after every attempt on `target_key`. Ignores what is not
+  /// observable(): local failures, cancellations, never-started attempts.
   void observe(std::string_view target_key, const AttemptResult& r, Instant now);
   /// Parsed rate-limit headers (x-ratelimit-remaining-requests / -tokens, reset). A known
-  /// remaining count becomes a token bucket that admit() draws from until `reset`.
+  /// remaining count becomes a token bucket that claim() draws from until `reset`.
   void observe_rate_limits(std::string_view target_key, std::optional<std::int64_t> remaining_requests,
                            std::optional<std::int64_t> remaining_tokens, Instant reset, Instant now);
   /// Forces a breaker open (operator action) until now + duration.

@@ -17,79 +17,9 @@
 
 #include "modelux/catalog.hpp"
 #include "modelux/decision.hpp"
+#include "modelux/views.hpp"
 
 namespace modelux {
-
-/// Who is calling: used for budgets, A/B stickiness, rules and traces.
-struct CallContext {
-  std::string request_id;
-  std::string project;
-  std::string org;
-  std::string end_user;
-  std::string api_key_id;
-  std::vector<std::pair<std::string, std::string>> tags;
-  /// Optional: cancel() it from any thread to stop the request (see CancellationToken).
-  std::shared_ptr<CancellationToken> cancel;
-  std::string tag(std::string_view key) const;
-};
-
-/// Circuit-breaker state of a target.
-enum class BreakerState : std::uint8_t { closed, open, half_open };
-std::string_view to_string(BreakerState s) noexcept;
-
-/// Live stats of one target, as the policy sees them.
-struct TargetStats {
-  double p50_ms = 0;        ///< 0 when never measured
-  double p95_ms = 0;
-  double error_rate = 0;    ///< recent fraction of failed attempts, 0..1
-  std::int64_t samples = 0;
-  BreakerState breaker = BreakerState::closed;
-  bool admits = true;       ///< the breaker / token bucket would let a request through now
-  Instant last_sample{};
-  Instant retry_at{};       ///< when an open breaker or exhausted bucket reopens
-};
-
-/// Read-only view of live health. Implemented by the health module and the simulator.
-/// Must be safe to call from many threads; must not block.
-class HealthView {
- public:
-  virtual ~HealthView() = default;
-  /// Stats for target key "provider/model". Unknown targets: default TargetStats (healthy).
-  virtual TargetStats stats(std::string_view target_key, Instant now) const = 0;
-  /// Claims admission for one attempt on `target_key` starting now (half-open probes,
-  /// progressive ramp, token buckets). Called once per attempt, just before it starts, only
-  /// when stats() said admits. Default: stats().admits. Must not block.
-  virtual bool admit(std::string_view target_key, Instant now) const { return stats(target_key, now).admits; }
-  /// Prompt-cache affinity: the target key ("provider/model") that recently served the prompt
-  /// prefix `fingerprint` while its provider's cache TTL holds; empty when none.
-  virtual std::string preferred_target(std::uint64_t fingerprint, Instant now) const {
-    (void)fingerprint;
-    (void)now;
-    return {};
-  }
-};
-
-/// Budget status for a request's scopes (the tightest one).
-struct BudgetStatus {
-  double spent_usd = 0;
-  double limit_usd = 0;      ///< 0 = no limit
-  double remaining_usd = 0;  ///< +inf-like when no limit
-  double percent = 0;        ///< spent / limit * 100
-};
-
-/// Read-only view of budgets for the rules DSL. Implemented by the budget module.
-class BudgetView {
- public:
-  virtual ~BudgetView() = default;
-  virtual BudgetStatus status(const CallContext& ctx, Instant now) const = 0;
-};
-
-/// A concrete thing to call.
-struct Target {
-  std::string model;      ///< catalog id ("gpt-4o-mini")
-  std::string provider;   ///< provider name ("openai"); from the catalog unless overridden
-  std::string key() const { return provider + "/" + model; }
-};
 
 /// One attempt the driver must make.
 struct AttemptPlan {
@@ -99,21 +29,17 @@ struct AttemptPlan {
   Instant deadline{};     ///< min(start + timeout, total budget deadline)
   Nanos ttft_timeout{0};  ///< streams: first-token timeout (0 = none)
   Nanos stall_timeout{0}; ///< streams: max gap between chunks (0 = none)
+  /// Once committed (RoutingSession::commit), the longest this attempt may keep streaming,
+  /// from the commit (0 = no bound but stall_timeout). The session enforces it.
+  Nanos max_stream{0};
   bool needs_full_response = false;  ///< ensemble / cascade: the driver must buffer
+  /// The driver must HealthRegistry::claim() the target just before starting this attempt
+  /// and, when the claim is refused, report AttemptResult{.id = id, .not_admitted = true}
+  /// instead of starting it. False for a panic-mode attempt past an open breaker (tried on
+  /// purpose, nothing to claim).
+  bool must_claim = true;
   std::string why;        ///< "primary", "fallback after timeout"...
   int member = -1;        ///< ensemble member index
-};
-
-/// What came back from one attempt.
-struct AttemptResult {
-  std::uint32_t id = 0;
-  bool ok = false;
-  Error error;                 ///< when !ok
-  ChatResponse response;       ///< when ok (possibly accumulated from a stream)
-  Usage usage;
-  Nanos latency{0};
-  Nanos ttft{0};
-  bool delivered = false;      ///< output already reached the caller (a stream started): no failover
 };
 
 /// What to do next.
@@ -128,6 +54,14 @@ struct Step {
   /// The attempts to start (kind == attempt). A view into the session's storage: valid until
   /// the next call to next() or reset() on that session; copy what you keep.
   std::span<const AttemptPlan> attempts;
+  /// Attempts the driver must stop now, whatever the kind: the session has already ended
+  /// them (attempt or routing timeout, an ensemble's losers, the attempts another attempt's
+  /// commit displaced, the caller's cancel). Their output must be dropped and their upstream
+  /// closed; reporting them afterwards is allowed and changes no decision. Each id is listed
+  /// once, by the first next() after the session ended it. Same lifetime as `attempts`.
+  std::span<const std::uint32_t> cancel;
+  /// kind == wait: when to call next() again if nothing arrives first; Instant{} = only when
+  /// a result arrives (a committed stream without max_stream_ms).
   Instant wake_at{};
 };
 
@@ -175,8 +109,29 @@ class RoutingSession {
 
   /// What to do now. Attempts returned are recorded as started at `now`.
   Step next(Instant now);
-  /// Reports an attempt's outcome.
+  /// Reports an attempt's outcome. A result with not_admitted (the driver's health claim was
+  /// refused) is a skip, not a try: the session moves on as if health had refused the plan.
+  /// A result for an attempt the session already ended (expired, abandoned) changes no
+  /// decision; its usage and ttft still reach that attempt's trace record.
   void report(AttemptResult result, Instant now);
+  /// Output of `attempt_id` is about to reach the caller: from now on that attempt owns the
+  /// response. Call it once per request, just before the first output byte is written (a
+  /// repeated call for the same attempt is a no-op that returns true).
+  ///
+  /// After it: routing timeouts (the attempt's timeout_ms and TTFT, node deadlines and
+  /// total_budget_ms, which bounds the routing phase only) no longer end this attempt; no new
+  /// attempt starts; every other running attempt is abandoned and listed in the next Step's
+  /// `cancel`; next() waits for this attempt's report (wake_at = now + max_stream when the
+  /// plan has one, then the attempt ends with "max_stream_ms N ms reached"). Its success
+  /// serves the request; its failure fails the request with its error (no failover: output
+  /// was delivered). A stalled stream is the driver's to detect (stall_timeout).
+  ///
+  /// Returns false, and changes nothing, when the attempt may not write: it already ended
+  /// (expired, lost, abandoned), another attempt committed, or the session finished. The
+  /// driver must then drop that attempt's output and write nothing.
+  bool commit(std::uint32_t attempt_id, Instant now);
+  /// The attempt that owns the response (0 = none yet).
+  std::uint32_t committed() const noexcept;
   /// The caller went away: every running attempt is abandoned; next() says failed(cancelled).
   void cancel(Instant now, std::string why = "caller cancelled");
 
@@ -194,6 +149,8 @@ class RoutingSession {
   const SessionInputs& inputs() const noexcept;
 
  private:
+  Step decide(Instant now);
+
   std::unique_ptr<SessionCore> core_;
   std::unique_ptr<StrategyState, StateDeleter> root_;
 };

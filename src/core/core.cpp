@@ -8,11 +8,12 @@
 namespace modelux {
 
 namespace {
-constexpr std::array<std::string_view, 20> kKindNames = {
+constexpr std::array<std::string_view, 21> kKindNames = {
     "bad_request",   "auth",          "not_found",        "rate_limited",       "quota_exceeded",
     "server_error",  "overloaded",    "timeout",          "connection",         "context_length",
     "content_filter", "budget_exceeded", "no_route",      "cancelled",          "invalid_config",
-    "malformed_response", "stream_interrupted", "unsupported", "io",            "internal",
+    "malformed_response", "stream_interrupted", "unsupported", "io",            "local_resource_exhausted",
+    "internal",
 };
 }  // namespace
 
@@ -53,6 +54,7 @@ int http_status_for(ErrorKind kind) noexcept {
     case ErrorKind::budget_exceeded: return 429;
     case ErrorKind::timeout: return 504;
     case ErrorKind::overloaded:
+    case ErrorKind::local_resource_exhausted:
     case ErrorKind::no_route: return 503;
     case ErrorKind::cancelled: return 499;
     case ErrorKind::server_error:

@@ -14,11 +14,18 @@
 #include <mutex>
 #include <vector>
 
-#include "policy/strategy.hpp"
-
 namespace modelux {
 
 namespace {
+
+/// Short label for an error: "server_error (500)".
+std::string error_label(const Error& e) {
+  std::string s(to_string(e.kind));
+  if (e.status) s += " (" + std::to_string(e.status) + ")";
+  return s;
+}
+
+long long to_ms(Nanos d) noexcept { return std::chrono::duration_cast<Millis>(d).count(); }
 
 constexpr std::size_t kSlots = 2048;  // power of two; up to ~1500 targets
 constexpr std::size_t kAffinitySlots = 4096;
@@ -64,6 +71,12 @@ bool counts_against_health(ErrorKind k) noexcept {
     case ErrorKind::internal: return true;
     default: return false;
   }
+}
+
+bool observable(const AttemptResult& r) noexcept {
+  if (r.not_admitted) return false;
+  if (r.ok) return true;
+  return !r.error.local && r.error.kind != ErrorKind::cancelled && r.error.kind != ErrorKind::local_resource_exhausted;
 }
 
 struct TargetHealth {
@@ -166,6 +179,7 @@ BreakerState effective_state(const TargetHealth& t, Instant now) noexcept {
 
 TargetStats HealthRegistry::stats(std::string_view key, Instant now) const {
   TargetStats s;
+  if (!cfg_.enabled) return s;
   const TargetHealth* t = impl_->find(key);
   if (!t) return s;
   s.p50_ms = t->p50.load(std::memory_order_relaxed);
@@ -202,7 +216,8 @@ TargetStats HealthRegistry::stats(std::string_view key, Instant now) const {
   return s;
 }
 
-bool HealthRegistry::admit(std::string_view key, Instant now) const {
+bool HealthRegistry::claim(std::string_view key, Instant now) {
+  if (!cfg_.enabled) return true;
   TargetHealth* t = impl_->find(key);
   if (!t) return true;
   TargetStats s = stats(key, now);
@@ -231,9 +246,10 @@ bool HealthRegistry::admit(std::string_view key, Instant now) const {
 }
 
 void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Instant now) {
+  // Checked before the target is even added: a local failure leaves no trace at all.
+  if (!cfg_.enabled || !observable(r)) return;
   TargetHealth* t = impl_->find_or_add(key);
   if (!t) return;
-  if (!r.ok && r.error.kind == ErrorKind::cancelled) return;  // says nothing about the target
   std::lock_guard lk(t->mu);
   const std::int64_t n = ns(now);
   const std::int64_t slice_len = std::max<std::int64_t>(1, cfg_.window.count() / cfg_.window_slices);
@@ -337,6 +353,7 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
 
 void HealthRegistry::observe_rate_limits(std::string_view key, std::optional<std::int64_t> remaining_requests,
                                          std::optional<std::int64_t> remaining_tokens, Instant reset, Instant now) {
+  if (!cfg_.enabled) return;
   TargetHealth* t = impl_->find_or_add(key);
   if (!t || reset <= now) return;
   std::lock_guard lk(t->mu);
@@ -349,6 +366,7 @@ void HealthRegistry::observe_rate_limits(std::string_view key, std::optional<std
 }
 
 void HealthRegistry::force_open(std::string_view key, Nanos duration, std::string why, Instant now) {
+  if (!cfg_.enabled) return;  // nothing reads breakers while health is off
   TargetHealth* t = impl_->find_or_add(key);
   if (!t) return;
   std::lock_guard lk(t->mu);
@@ -363,6 +381,7 @@ void HealthRegistry::force_open(std::string_view key, Nanos duration, std::strin
 }
 
 void HealthRegistry::note_prefix(std::uint64_t fp, std::string_view key, Instant now, Nanos ttl) {
+  if (!cfg_.enabled) return;
   TargetHealth* t = impl_->find_or_add(key);
   if (!t) return;
   AffinitySlot& s = (*impl_->affinity)[fp & (kAffinitySlots - 1)];
@@ -378,6 +397,7 @@ void HealthRegistry::note_prefix(std::uint64_t fp, std::string_view key, Instant
 }
 
 std::string HealthRegistry::preferred_target(std::uint64_t fp, Instant now) const {
+  if (!cfg_.enabled) return {};
   const AffinitySlot& s = (*impl_->affinity)[fp & (kAffinitySlots - 1)];
   if (fp == 0 || s.fp.load(std::memory_order_acquire) != fp) return {};
   TargetHealth* t = s.target.load(std::memory_order_relaxed);
@@ -428,6 +448,7 @@ Instant HealthRegistry::key_retry_at(std::string_view provider, Instant now) con
 }
 
 void HealthRegistry::observe_key(std::string_view provider, int index, const AttemptResult& r, Instant now) {
+  if (!cfg_.enabled || !observable(r)) return;
   KeyPool* p = impl_->pool(provider);
   if (!p || index < 0 || index >= p->keys.load()) return;
   if (r.ok || (r.error.kind != ErrorKind::rate_limited && r.error.kind != ErrorKind::quota_exceeded)) return;
@@ -481,7 +502,7 @@ Json HealthRegistry::state_json(Instant now) const {
     }
     pools.push_back({{"provider", p->provider}, {"keys", std::move(keys)}});
   }
-  return {{"targets", std::move(targets)}, {"key_pools", std::move(pools)}};
+  return {{"enabled", cfg_.enabled}, {"targets", std::move(targets)}, {"key_pools", std::move(pools)}};
 }
 
 }  // namespace modelux

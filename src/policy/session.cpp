@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 
 #include "policy/strategies/single.hpp"
 #include "policy/strategy.hpp"
@@ -15,21 +16,6 @@
 namespace modelux {
 
 // ---- small public helpers declared in policy.hpp ------------------------------------------
-
-std::string CallContext::tag(std::string_view key) const {
-  for (const auto& [k, v] : tags)
-    if (k == key) return v;
-  return {};
-}
-
-std::string_view to_string(BreakerState s) noexcept {
-  switch (s) {
-    case BreakerState::closed: return "closed";
-    case BreakerState::open: return "open";
-    case BreakerState::half_open: return "half_open";
-  }
-  return "closed";
-}
 
 namespace {
 constexpr std::array<std::string_view, 8> kRetryClasses = {"429",        "5xx",           "timeout", "connection",
@@ -156,6 +142,10 @@ Result<std::uint32_t> read_retry_on(const Json& cfg, const std::string& path, st
 }
 
 bool retry_mask_matches(std::uint32_t mask, const Error& e) noexcept {
+  // A failure inside our own process says nothing about the next target, which may well
+  // work (memory or descriptors freed meanwhile): always fail over, whatever retry_on says.
+  // retry_on classifies what providers answer. Our own cancellations end the request.
+  if (e.kind == ErrorKind::local_resource_exhausted || (e.local && e.kind != ErrorKind::cancelled)) return true;
   if (mask & bit(e.kind)) return true;
   // 5xx by status for kinds that do not map on their own (e.g. an unexpected 5xx body).
   return (mask & bit(ErrorKind::server_error)) && e.status >= 500 && e.status < 600 &&
@@ -359,6 +349,13 @@ void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i)
   n_plans_ = 0;
   results.clear();
   models.clear();
+  targets.clear();
+  ended_by_session.clear();
+  to_cancel.clear();
+  cancel_handed = 0;
+  committed = 0;
+  commit_at = Instant{};
+  not_admitted = 0;
   notes.clear();
   cancelled = false;
   cancel_reason.clear();
@@ -370,6 +367,9 @@ void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i)
     plans.reserve(4);
     results.reserve(4);
     models.reserve(4);
+    targets.reserve(4);
+    ended_by_session.reserve(4);
+    to_cancel.reserve(4);
     trace.attempts.reserve(4);
     spare_records_.reserve(4);
   }
@@ -387,11 +387,15 @@ const AttemptPlan& SessionCore::make_attempt(const Target& t, const ModelInfo* m
   p.deadline = std::min({now + timeout, node_deadline, deadline});
   p.ttft_timeout = Nanos{0};
   p.stall_timeout = Nanos{0};
+  p.max_stream = Nanos{0};
+  p.must_claim = true;
   p.why.assign(why);
   p.member = member;
   p.needs_full_response = needs_full_response;
   results.emplace_back();
   models.push_back(model);
+  targets.push_back(&t);
+  ended_by_session.push_back(0);
   if (!spare_records_.empty()) {
     trace.attempts.push_back(std::move(spare_records_.back()));
     spare_records_.pop_back();
@@ -423,7 +427,18 @@ bool SessionCore::record_result(AttemptResult in_result, Instant now) {
   const AttemptResult& r = slot;
   AttemptRecord& rec = record(r.id);
   rec.duration = r.latency.count() > 0 ? r.latency : now - (in.start + rec.start_offset);
-  rec.ttft = r.ttft;
+  if (r.not_admitted) {
+    // Never started: no duration, usage or cost. The record is dropped when the trace is
+    // finished (a refused claim is a skip, not a try); until then it says why.
+    ++not_admitted;
+    rec.duration = Nanos{0};
+    rec.ok = false;
+    rec.outcome.assign("not_admitted");
+    rec.why_ended.assign("not admitted by health (claim refused)");
+    return true;
+  }
+  if (id == committed) slot.delivered = true;  // its output reached the caller: no failover
+  if (r.ttft.count() > 0) rec.ttft = r.ttft;   // else keep what commit() measured
   rec.ok = r.ok;
   rec.usage = r.usage.empty() ? r.response.usage : r.usage;
   if (const ModelInfo* mi = models[r.id - 1]) rec.cost = Catalog::cost(*mi, rec.usage);
@@ -447,12 +462,39 @@ void SessionCore::expire(std::uint32_t id, Instant now, std::string why) {
   r.error.kind = ErrorKind::timeout;
   r.error.message = why;
   r.latency = now - (in.start + record(id).start_offset);
-  record_result(r, now);
+  record_result(std::move(r), now);
   record(id).why_ended = std::move(why);
+  ended_by_session[id - 1] = 1;
+  to_cancel.push_back(id);
+}
+
+void SessionCore::abandon(std::uint32_t id, Instant now, std::string_view why, std::string_view message) {
+  if (id == 0 || id > n_plans_ || results[id - 1].id != 0) return;
+  AttemptResult r;
+  r.id = id;
+  r.error.kind = ErrorKind::cancelled;
+  r.error.message.assign(message.empty() ? why : message);
+  r.latency = now - (in.start + record(id).start_offset);
+  record_result(std::move(r), now);
+  record(id).why_ended.assign(why);
+  ended_by_session[id - 1] = 1;
+  to_cancel.push_back(id);
+}
+
+AttemptRecord& SessionCore::record(std::uint32_t id) {
+  for (std::size_t i = std::min<std::size_t>(id, trace.attempts.size()); i > 0; --i)  // see set_why_ended
+    if (trace.attempts[i - 1].id == id) return trace.attempts[i - 1];
+  throw std::out_of_range("no trace record for attempt " + std::to_string(id));  // a driver bug
 }
 
 void SessionCore::set_why_ended(std::uint32_t id, std::string why) {
-  if (id >= 1 && id <= trace.attempts.size()) trace.attempts[id - 1].why_ended = std::move(why);
+  // Ids ascend and records are only ever dropped, so attempt `id` sits at index id - 1 or
+  // before it.
+  for (std::size_t i = std::min<std::size_t>(id, trace.attempts.size()); i > 0; --i)
+    if (trace.attempts[i - 1].id == id) {
+      trace.attempts[i - 1].why_ended = std::move(why);
+      return;
+    }
 }
 
 TargetStats SessionCore::stats(std::string_view key, Instant now) const {
@@ -539,6 +581,19 @@ void RoutingSession::clear() noexcept {
 RoutingSession::~RoutingSession() = default;  // root_ (arena states) goes before core_ (the arena)
 
 Step RoutingSession::next(Instant now) {
+  SessionCore& c = *core_;
+  // Ids handed out by the previous call were the driver's to stop; drop them.
+  if (c.cancel_handed) {
+    c.to_cancel.erase(c.to_cancel.begin(), c.to_cancel.begin() + static_cast<std::ptrdiff_t>(c.cancel_handed));
+    c.cancel_handed = 0;
+  }
+  Step step = decide(now);
+  c.cancel_handed = c.to_cancel.size();
+  step.cancel = std::span<const std::uint32_t>(c.to_cancel.data(), c.cancel_handed);
+  return step;
+}
+
+Step RoutingSession::decide(Instant now) {
   Step step;
   SessionCore& c = *core_;
   if (!root_) {  // idle: never reset, or cleared
@@ -550,7 +605,18 @@ Step RoutingSession::next(Instant now) {
     return step;
   }
   auto finish = [&](bool ok) {
+    // Whatever still runs is no longer wanted: the driver hears it through Step::cancel.
+    for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
+      if (!c.result(id)) c.abandon(id, now, "abandoned: request finished");
     DecisionTrace& t = c.trace;
+    if (c.not_admitted) {
+      // Attempts whose claim was refused never ran: they are skips (in the notes), not tries.
+      auto keep = std::stable_partition(t.attempts.begin(), t.attempts.end(), [&](const AttemptRecord& a) {
+        return !(a.id >= 1 && a.id <= c.results.size() && c.results[a.id - 1].not_admitted);
+      });
+      for (auto it = keep; it != t.attempts.end(); ++it) c.spare_records_.push_back(std::move(*it));
+      t.attempts.erase(keep, t.attempts.end());
+    }
     const NodeOutcome& o = root_->outcome();
     const Target& served = served_of(o);
     t.ok = ok;
@@ -618,6 +684,35 @@ Step RoutingSession::next(Instant now) {
     finish(false);
     return step;
   }
+  if (c.committed) {
+    // The committed attempt owns the response: the tree is not consulted any more (see
+    // StrategyState), routing deadlines no longer apply, only max_stream does.
+    const std::uint32_t id = c.committed;
+    const AttemptPlan& p = c.plan(id);
+    if (!c.result(id)) {
+      if (p.max_stream.count() > 0 && now >= c.commit_at + p.max_stream) {
+        c.expire(id, now, "max_stream_ms " + std::to_string(to_ms(p.max_stream)) + " ms reached");
+      } else {
+        step.kind = Step::Kind::wait;
+        step.wake_at = p.max_stream.count() > 0 ? c.commit_at + p.max_stream : Instant{};
+        return step;
+      }
+    }
+    const AttemptResult& r = *c.result(id);
+    NodeOutcome& o = root_->outcome();
+    o = NodeOutcome{};
+    o.ok = r.ok;
+    o.attempt = id;
+    o.served = c.targets[id - 1];
+    o.delivered = true;
+    if (!r.ok) {
+      o.error = r.error;
+      if (o.error.provider.empty()) o.error.provider = p.target.provider;
+      c.notes.push_back("stream already delivered to the caller; no failover");
+    }
+    finish(r.ok);
+    return step;
+  }
   const std::uint32_t first = c.plan_count();
   Step::Kind k = root_->next(c, now, step);
   if (k == Step::Kind::done || k == Step::Kind::failed) {
@@ -644,25 +739,61 @@ Step RoutingSession::next(Instant now) {
 
 void RoutingSession::report(AttemptResult result, Instant now) {
   SessionCore& c = *core_;
-  if (finished()) return;
+  if (!root_) return;
   const std::uint32_t id = result.id;
+  if (id == 0 || id > c.plan_count()) return;
+  if (c.results[id - 1].id != 0) {
+    // Late: the session already ended this attempt. Its decision stands, but the tokens it
+    // spent are real: they reach its trace record (once).
+    if (!c.ended_by_session[id - 1] || result.not_admitted) return;
+    c.ended_by_session[id - 1] = 0;
+    AttemptRecord& rec = c.record(id);
+    const Usage& u = result.usage.empty() ? result.response.usage : result.usage;
+    if (rec.ttft.count() == 0 && result.ttft.count() > 0 && (result.ok || result.delivered)) rec.ttft = result.ttft;
+    if (!u.empty()) {
+      const Cost before = rec.cost;
+      rec.usage = u;
+      if (const ModelInfo* mi = c.models[id - 1]) rec.cost = Catalog::cost(*mi, u);
+      if (c.trace.total.count() != 0) {  // finished: keep the request's total in step
+        c.trace.cost.input_usd += rec.cost.input_usd - before.input_usd;
+        c.trace.cost.output_usd += rec.cost.output_usd - before.output_usd;
+      }
+    }
+    return;
+  }
+  if (finished()) return;
+  // Output that reached the caller without a commit() (an older driver) commits now.
+  if (result.delivered && !result.not_admitted && !c.committed) commit(id, now);
   if (!c.record_result(std::move(result), now)) return;
-  result.id = id;
+  if (c.committed) return;  // the tree is no longer consulted
   root_->on_result(c, c.results[id - 1], now);
 }
+
+bool RoutingSession::commit(std::uint32_t id, Instant now) {
+  SessionCore& c = *core_;
+  if (!root_ || finished() || c.cancelled) return false;
+  if (c.committed) return c.committed == id;
+  if (id == 0 || id > c.plan_count() || c.result(id)) return false;
+  c.committed = id;
+  c.commit_at = now;
+  AttemptRecord& rec = c.record(id);
+  rec.ttft = now - (c.in.start + rec.start_offset);  // the driver's own report refines it
+  std::string why = "abandoned: attempt ";
+  append_number(why, id);
+  why += " owns the response";
+  for (std::uint32_t other = 1; other <= c.plan_count(); ++other)
+    if (other != id && !c.result(other)) c.abandon(other, now, why);
+  return true;
+}
+
+std::uint32_t RoutingSession::committed() const noexcept { return core_->committed; }
 
 void RoutingSession::cancel(Instant now, std::string why) {
   SessionCore& c = *core_;
   if (finished()) return;
+  const std::string ended = "abandoned: " + why;
   for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
-    if (!c.result(id)) {
-      AttemptResult r;
-      r.id = id;
-      r.error.kind = ErrorKind::cancelled;
-      r.error.message = why;
-      c.record_result(r, now);
-      c.set_why_ended(id, "abandoned: " + why);
-    }
+    if (!c.result(id)) c.abandon(id, now, ended, why);
   c.cancelled = true;
   c.cancel_reason = std::move(why);
 }

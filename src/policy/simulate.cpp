@@ -2,7 +2,8 @@
 //
 // Events (arrivals, attempt completions, session wake-ups) sit in a min-heap by virtual time.
 // The driver behaves like the real executor: it starts every attempt a step asks for, reports
-// a timeout itself at the attempt's deadline when the simulated call is slower or hangs, feeds
+// a timeout itself at the attempt's deadline when the simulated call is slower or hangs, claims
+// health admission before each start (a refused claim is reported as not_admitted), feeds
 // every outcome to the HealthRegistry, and re-asks the session what to do next.
 // Cost: O(log E) per event; a few microseconds per request in practice.
 #include "modelux/simulate.hpp"
@@ -187,6 +188,14 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       switch (st.kind) {
         case Step::Kind::attempt:
           for (const auto& plan : st.attempts) {
+            if (o.use_health && plan.must_claim && !health.claim(plan.target.key(), now)) {
+              // Like the executor: a refused claim is reported at once and never runs.
+              AttemptResult refused;
+              refused.id = plan.id;
+              refused.not_admitted = true;
+              q.push(Event{now, seq++, Event::Kind::complete, i, std::move(refused)});
+              continue;
+            }
             auto [at, r] = outcome_for(plan, now);
             if (r.ok) r.usage.prompt_tokens = estimate_input_tokens(l.req);
             q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r)});

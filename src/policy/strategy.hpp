@@ -69,6 +69,17 @@ class SessionCore {
   std::vector<AttemptPlan> plans;        ///< index = id - 1; only the first plan_count() are live
   std::vector<AttemptResult> results;    ///< index = id - 1 (id == 0 until reported); size == plan_count()
   std::vector<const ModelInfo*> models;  ///< index = id - 1: prices for cost (may be null)
+  std::vector<const Target*> targets;    ///< index = id - 1: the compiled Policy's target (never copied)
+  /// index = id - 1: the session ended this attempt itself (expired, abandoned) and the
+  /// driver's own report has not arrived yet (it may still bring usage for the trace).
+  std::vector<std::uint8_t> ended_by_session;
+  /// Attempts the session ended while the driver may still run them, for Step::cancel.
+  /// The first `cancel_handed` were handed out by the last next().
+  std::vector<std::uint32_t> to_cancel;
+  std::size_t cancel_handed = 0;
+  std::uint32_t committed = 0;           ///< the attempt that owns the response (0 = none)
+  Instant commit_at{};
+  std::uint32_t not_admitted = 0;        ///< attempts the driver's health claim refused
   std::vector<std::string> notes;        ///< reason fragments ("primary rate_limited (429)")
   bool cancelled = false;
   std::string cancel_reason;
@@ -93,11 +104,19 @@ class SessionCore {
   }
   /// Stores a reported result and fills the trace record. Returns false for late/unknown ids.
   bool record_result(AttemptResult r, Instant now);
-  /// The driver never reported `id` before its deadline: records a timeout for it.
+  /// The driver never reported `id` before its deadline: records a timeout for it and lists
+  /// it for the driver to cancel.
   void expire(std::uint32_t id, Instant now, std::string why);
+  /// The session gives up on running attempt `id` (an ensemble's loser, displaced by a
+  /// commit, the caller went away): records it as cancelled with `why` as why_ended and lists
+  /// it for the driver to cancel. No-op when `id` already has a result. The error message
+  /// is `message`, or `why` when empty.
+  void abandon(std::uint32_t id, Instant now, std::string_view why, std::string_view message = {});
   /// Sets why_ended on an attempt's trace record.
   void set_why_ended(std::uint32_t id, std::string why);
-  AttemptRecord& record(std::uint32_t id) { return trace.attempts.at(id - 1); }
+  /// The trace record of attempt `id` (records of attempts the driver could not start are
+  /// dropped from the finished trace, so after finish the index may differ from id - 1).
+  AttemptRecord& record(std::uint32_t id);
   /// Health of a target key (default stats when there is no health view).
   TargetStats stats(std::string_view key, Instant now) const;
   /// Estimated input tokens of the request (computed once).
@@ -142,7 +161,17 @@ struct StartArgs {
   bool needs_full_response = false;
   RateLimitMode rate_limit_mode = RateLimitMode::fallback;
   bool ignore_breakers = false;  ///< panic pass: try targets whose breaker is open (rate limits still hold)
+  /// Bound on a committed stream set by an enclosing node's max_stream_ms (0 = none); a
+  /// leaf uses the tighter of this and its own.
+  Nanos max_stream{0};
 };
+
+/// The tighter of two optional bounds (0 = none).
+inline Nanos tighter(Nanos a, Nanos b) noexcept {
+  if (a.count() <= 0) return b;
+  if (b.count() <= 0) return a;
+  return a < b ? a : b;
+}
 
 /// The answer of an outcome: the winning attempt's stored response (never copied), or the
 /// outcome's own response for aggregates (attempt == 0).
@@ -150,6 +179,10 @@ inline const ChatResponse& response_of(const SessionCore& s, const NodeOutcome& 
   return o.attempt && o.attempt <= s.results.size() ? s.results[o.attempt - 1].response : o.response;
 }
 
+/// After RoutingSession::commit() the session stops consulting the tree: the committed
+/// attempt owns the response, so no node can expire it, start another attempt, fail over or
+/// reject its answer (cascade checks, ensemble votes). Nodes still guard against a committed
+/// attempt of their own (TargetState never expires it) in case a driver asks anyway.
 class StrategyState {
  public:
   virtual ~StrategyState() = default;

@@ -83,7 +83,7 @@ Result<Config> Config::from_json(const Json& raw) {
   auto expanded = expand_env(raw);
   if (!expanded) return fail(expanded.error());
   const Json& doc = *expanded;
-  static constexpr std::string_view kTop[] = {"server", "providers", "routing", "catalog", "budgets", "budget_backend", "tracing", "$schema", "comment"};
+  static constexpr std::string_view kTop[] = {"server", "providers", "routing", "catalog", "budgets", "budget_backend", "tracing", "health", "$schema", "comment"};
   for (auto it = doc.begin(); it != doc.end(); ++it)
     if (std::find(std::begin(kTop), std::end(kTop), it.key()) == std::end(kTop))
       return fail(ErrorKind::invalid_config, "unknown top-level key '" + it.key() + "'", "$." + it.key());
@@ -218,6 +218,18 @@ Result<Config> Config::from_json(const Json& raw) {
       }
     }
     c.tracing = *t;
+  }
+  if (auto h = doc.find("health"); h != doc.end()) {
+    if (!h->is_object()) return fail(ErrorKind::invalid_config, "'health' must be an object", "$.health");
+    for (auto it = h->begin(); it != h->end(); ++it) {
+      const std::string path = "$.health." + it.key();
+      if (it.key() == "enabled") {
+        if (!it.value().is_boolean()) return fail(ErrorKind::invalid_config, "enabled must be true or false", path);
+        c.health.enabled = it.value().get<bool>();
+      } else {
+        return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "'", path);
+      }
+    }
   }
   return c;
 }

@@ -474,6 +474,15 @@ struct Router::Impl {
         if (step.kind == Step::Kind::done || step.kind == Step::Kind::failed) break;
         if (step.kind == Step::Kind::attempt) {
           for (auto& plan : step.attempts) {
+            // Health admission is claimed here, just before the start (the plan only read it).
+            if (health && plan.must_claim && !health->claim(plan.target.key(), clock->now())) {
+              AttemptRun refused;
+              refused.result.id = plan.id;
+              refused.result.not_admitted = true;
+              arrived.push_back(std::move(refused));
+              ++in_flight;
+              continue;
+            }
             auto f = std::make_unique<Flight>();
             f->plan = plan;
             Flight* fp = f.get();
@@ -690,6 +699,7 @@ struct ClientSession::State {
   std::optional<Error> rejected;
   bool finished = false;
   std::vector<AttemptPlan> admitted;  ///< what next() last handed out (Step::attempts views it)
+  std::vector<std::uint32_t> cancels;  ///< what next() last said to stop (Step::cancel views it)
 };
 
 ClientSession::ClientSession(std::unique_ptr<State> s) : s_(std::move(s)) {}
@@ -702,33 +712,51 @@ ClientSession::~ClientSession() {
 
 Step ClientSession::next() {
   auto& s = *s_;
-  Instant now = s.impl->clock->now();
-  Step step = s.session->next(now);
-  if (step.kind != Step::Kind::attempt || !s.impl->budgets) {
-    for (auto& p : step.attempts) s.open[p.id] = {p, std::nullopt};
-    return step;
-  }
-  // Reserve each attempt's estimated cost; a refused attempt is reported at once and the
-  // session asked again (it may fall back to a cheaper target or fail with budget_exceeded).
-  Step out;
-  out.kind = Step::Kind::attempt;
-  s.admitted.clear();
-  for (auto& p : step.attempts) {
-    const ModelInfo* mi = s.impl->config.catalog.find_model(p.target.model);
-    auto adm = s.impl->budgets->admit(s.ctx, mi, estimate_input_tokens(s.req), s.req.max_tokens.value_or(1024), now);
-    if (!adm) {
-      AttemptResult r;
-      r.id = p.id;
-      r.error = adm.error();
-      s.session->report(std::move(r), now);
-      continue;
+  s.cancels.clear();
+  for (;;) {
+    Instant now = s.impl->clock->now();
+    Step step = s.session->next(now);
+    s.cancels.insert(s.cancels.end(), step.cancel.begin(), step.cancel.end());
+    if (step.kind != Step::Kind::attempt) {
+      step.cancel = s.cancels;
+      return step;
     }
-    s.open[p.id] = {p, std::move(*adm)};
-    s.admitted.push_back(p);
+    // Claim health admission and reserve each attempt's estimated cost; a refused attempt is
+    // reported at once and the session asked again (it may fall back to another target or
+    // fail with budget_exceeded).
+    s.admitted.clear();
+    for (auto& p : step.attempts) {
+      if (s.impl->health && p.must_claim && !s.impl->health->claim(p.target.key(), now)) {
+        AttemptResult r;
+        r.id = p.id;
+        r.not_admitted = true;
+        s.session->report(std::move(r), now);
+        continue;
+      }
+      if (!s.impl->budgets) {
+        s.open[p.id] = {p, std::nullopt};
+        s.admitted.push_back(p);
+        continue;
+      }
+      const ModelInfo* mi = s.impl->config.catalog.find_model(p.target.model);
+      auto adm = s.impl->budgets->admit(s.ctx, mi, estimate_input_tokens(s.req), s.req.max_tokens.value_or(1024), now);
+      if (!adm) {
+        AttemptResult r;
+        r.id = p.id;
+        r.error = adm.error();
+        s.session->report(std::move(r), now);
+        continue;
+      }
+      s.open[p.id] = {p, std::move(*adm)};
+      s.admitted.push_back(p);
+    }
+    if (s.admitted.empty()) continue;
+    Step out;
+    out.kind = Step::Kind::attempt;
+    out.attempts = s.admitted;
+    out.cancel = s.cancels;
+    return out;
   }
-  if (s.admitted.empty()) return next();
-  out.attempts = s.admitted;
-  return out;
 }
 
 Result<HttpRequestSpec> ClientSession::native_request(const AttemptPlan& plan) const {
@@ -849,7 +877,7 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
   impl->clock = options.clock ? options.clock : &SteadyClock::instance();
   impl->seed_base = options.seed ? options.seed : fnv1a64(new_request_id());
   impl->key_cursor = std::make_unique<std::atomic<std::uint64_t>[]>(impl->config.providers.size() + 1);
-  impl->health = std::make_unique<HealthRegistry>();
+  impl->health = std::make_unique<HealthRegistry>(impl->config.health);
   for (const auto& p : impl->config.providers)
     if (p.api_keys.size() > 1) impl->health->set_key_pool(p.name, static_cast<int>(std::min<std::size_t>(p.api_keys.size(), 16)));
   auto table = RouteTable::build(impl->config, nullptr);

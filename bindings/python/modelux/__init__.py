@@ -29,6 +29,7 @@ from ._errors import (
     BudgetExceededError,
     ConnectionFailed,
     InternalError,
+    LocalResourceExhausted,
     InvalidConfigError,
     ModeluxError,
     ModeluxTimeout,
@@ -82,6 +83,7 @@ __all__ = [
     "RequestCancelled",
     "StorageError",
     "InternalError",
+    "LocalResourceExhausted",
     "KIND_TO_EXCEPTION",
 ]
 

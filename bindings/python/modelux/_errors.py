@@ -26,6 +26,7 @@ __all__ = [
     "NoRouteError",
     "RequestCancelled",
     "StorageError",
+    "LocalResourceExhausted",
     "InternalError",
     "KIND_TO_EXCEPTION",
 ]
@@ -127,6 +128,12 @@ class StorageError(ModeluxError, OSError):
     """Disk or database failure (io)."""
 
 
+class LocalResourceExhausted(ModeluxError):
+    """modelux itself ran out of file descriptors, memory or queue slots (local_resource_exhausted).
+
+    Never the provider's fault: it does not count against the provider's health. Retry later."""
+
+
 class InternalError(ModeluxError):
     """A bug in modelux (internal)."""
 
@@ -151,6 +158,7 @@ KIND_TO_EXCEPTION: Dict[str, Type[ModeluxError]] = {
     "stream_interrupted": ProviderError,
     "unsupported": BadRequestError,
     "io": StorageError,
+    "local_resource_exhausted": LocalResourceExhausted,
     "internal": InternalError,
 }
 

@@ -129,18 +129,12 @@ class EnsembleState final : public StrategyState {
   }
 
  private:
+  /// Ends every member still running; the session lists them in Step::cancel.
   void abandon(SessionCore& s, Instant now, const std::string& why) {
     for (std::size_t i = 0; i < children_.size(); ++i) {
       if (finished_[i]) continue;
       for (std::uint32_t id = 1; id <= s.plan_count(); ++id)
-        if (children_[i]->owns(id) && !s.result(id)) {
-          AttemptResult r;
-          r.id = id;
-          r.error.kind = ErrorKind::cancelled;
-          r.error.message = why;
-          s.record_result(r, now);
-          s.set_why_ended(id, why);
-        }
+        if (children_[i]->owns(id)) s.abandon(id, now, why);
     }
   }
 

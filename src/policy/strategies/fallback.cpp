@@ -120,6 +120,7 @@ class FallbackState final : public StrategyState {
       StartArgs a = args_;
       a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
       a.rate_limit_mode = spec_.mode;
+      a.max_stream = tighter(args_.max_stream, spec_.max_stream);
       if (retrying_) {
         why_ = "retry " + std::to_string(tries_) + " of " + e.label;
         a.why = why_;
@@ -196,6 +197,9 @@ Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path
   auto mask = read_retry_on(cfg, path, default_retry_mask());
   if (!mask) return std::unexpected(mask.error());
   f.retry_mask = *mask;
+  auto max_stream = read_ms(cfg, "max_stream_ms", path, Nanos{0});
+  if (!max_stream) return std::unexpected(max_stream.error());
+  f.max_stream = *max_stream;
   auto mode = read_rate_limit_mode(cfg, path);
   if (!mode) return std::unexpected(mode.error());
   f.mode = *mode;
@@ -262,7 +266,7 @@ Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::s
   if (auto o = require_object(cfg, path); !o) return std::unexpected(o.error());
   if (auto k = check_keys(cfg, path,
                           {"strategy", "attempts", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries",
-                           "on_all_open"});
+                           "on_all_open", "max_stream_ms"});
       !k)
     return std::unexpected(k.error());
   auto f = std::make_unique<FallbackStrategy>();

@@ -30,9 +30,11 @@ struct ChainOptions {
   RateLimitMode mode = RateLimitMode::fallback;
   bool panic = true;  ///< on_all_open: "try_anyway" (true) or "fail"
   int retries = 0;    ///< default per-entry retries
+  Nanos max_stream{0};  ///< bound on any committed stream of the chain (0 = none); entries may set a tighter one
 };
 
-/// Reads retry_on, total_budget_ms, backoff, on_rate_limit, on_all_open and retries.
+/// Reads retry_on, total_budget_ms, backoff, on_rate_limit, on_all_open, retries and
+/// max_stream_ms.
 Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path);
 
 /// Compiles one chain entry (model name, "@slug", {"model":..,"timeout_ms":..,"retries":..},

@@ -18,6 +18,9 @@ class TargetState final : public StrategyState {
     if (phase_ == Phase::finished) return outcome_.ok ? Step::Kind::done : Step::Kind::failed;
     if (phase_ == Phase::running) {
       if (s.result(id_)) return finish(s, *s.result(id_));
+      // Committed: its output reaches the caller, routing timeouts no longer apply (the
+      // session bounds it with max_stream and does not normally ask this node any more).
+      if (s.committed == id_) return Step::Kind::wait;
       const AttemptPlan& p = s.plan(id_);
       if (now >= p.deadline) {
         std::string why = now >= s.deadline ? "total budget exhausted" : "attempt timeout " + std::to_string(to_ms(p.deadline - (s.in.start + s.record(id_).start_offset))) + " ms";
@@ -62,12 +65,6 @@ class TargetState final : public StrategyState {
           }
         }
       }
-      if (s.in.health && !s.in.health->admit(spec_.key(), now)) {
-        std::string why = "skipped " + spec_.target().model + ": " +
-                          (st.breaker == BreakerState::half_open ? "breaker half_open, probe already out"
-                                                                 : "not admitted (breaker ramp or token bucket)");
-        return skip(s, std::move(why));
-      }
     }
     const AttemptPlan& p = s.make_attempt(spec_.target(), spec_.model(), spec_.timeout(), now, args_.node_deadline,
                                           args_.why, args_.member, args_.needs_full_response);
@@ -75,6 +72,11 @@ class TargetState final : public StrategyState {
     AttemptPlan& mp = s.plan(id_);
     mp.ttft_timeout = spec_.ttft_timeout();
     mp.stall_timeout = spec_.stall_timeout();
+    mp.max_stream = tighter(spec_.max_stream(), args_.max_stream);
+    // Planned from stats() alone; the executor claims the probe slot / ramp share / token
+    // just before it starts the attempt. A panic-mode try past an open breaker claims nothing.
+    mp.must_claim = !panic_try;
+    planned_breaker_ = st.breaker;
     phase_ = Phase::running;
     return Step::Kind::attempt;
   }
@@ -86,6 +88,14 @@ class TargetState final : public StrategyState {
   enum class Phase : std::uint8_t { init, queued, running, finished };
 
   Step::Kind finish(SessionCore& s, const AttemptResult& r) {
+    if (r.not_admitted) {
+      // The executor's claim was refused: a skip, exactly as if health had said no up front.
+      std::string why = "skipped " + spec_.target().model + ": " +
+                        (planned_breaker_ == BreakerState::half_open ? "breaker half_open, probe already out"
+                                                                     : "not admitted (breaker ramp or token bucket)");
+      s.set_why_ended(id_, why);
+      return skip(s, std::move(why));
+    }
     phase_ = Phase::finished;
     outcome_.attempt = id_;
     outcome_.served = &spec_.target();
@@ -125,25 +135,26 @@ class TargetState final : public StrategyState {
   StartArgs args_;
   std::uint32_t id_ = 0;
   Phase phase_ = Phase::init;
+  BreakerState planned_breaker_ = BreakerState::closed;
 };
 
 }  // namespace
 
 TargetStrategy::TargetStrategy(Target t, std::optional<ModelInfo> model, Nanos timeout, Nanos ttft, Nanos stall,
-                               Nanos total)
+                               Nanos total, Nanos max_stream)
     : target_(std::move(t)), key_(target_.key()), model_(std::move(model)), timeout_(timeout), ttft_(ttft),
-      stall_(stall), total_(total) {}
+      stall_(stall), total_(total), max_stream_(max_stream) {}
 
 StatePtr TargetStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
   return s.make_state<TargetState>(*this, a);
 }
 
 Result<std::unique_ptr<Strategy>> make_target_strategy(Target t, const PolicyResolver& r, Nanos timeout, Nanos ttft,
-                                                       Nanos stall, Nanos total) {
+                                                       Nanos stall, Nanos total, Nanos max_stream) {
   std::optional<ModelInfo> mi;
   if (const ModelInfo* m = r.catalog().find_model(t.model)) mi = *m;
   return std::unique_ptr<Strategy>(
-      std::make_unique<TargetStrategy>(std::move(t), std::move(mi), timeout, ttft, stall, total));
+      std::make_unique<TargetStrategy>(std::move(t), std::move(mi), timeout, ttft, stall, total, max_stream));
 }
 
 Result<std::unique_ptr<Strategy>> compile_single(const Json& cfg, const std::string& path, const PolicyResolver& r) {
@@ -151,10 +162,10 @@ Result<std::unique_ptr<Strategy>> compile_single(const Json& cfg, const std::str
   bool entry = !cfg.contains("strategy");  // {"model":...} inside a chain may carry "retries"
   auto keys = entry ? check_keys(cfg, path,
                                  {"model", "provider", "timeout_ms", "ttft_timeout_ms", "stall_timeout_ms",
-                                  "total_budget_ms", "retries"})
+                                  "max_stream_ms", "total_budget_ms", "retries"})
                     : check_keys(cfg, path,
                                  {"strategy", "model", "provider", "timeout_ms", "ttft_timeout_ms", "stall_timeout_ms",
-                                  "total_budget_ms"});
+                                  "max_stream_ms", "total_budget_ms"});
   if (!keys) return std::unexpected(keys.error());
   auto m = cfg.find("model");
   if (m == cfg.end() || !m->is_string())
@@ -172,10 +183,13 @@ Result<std::unique_ptr<Strategy>> compile_single(const Json& cfg, const std::str
   if (!ttft) return std::unexpected(ttft.error());
   auto stall = read_ms(cfg, "stall_timeout_ms", path, Nanos{0});
   if (!stall) return std::unexpected(stall.error());
+  // Bounds a committed stream, which routing budgets no longer do: it may exceed them.
+  auto max_stream = read_ms(cfg, "max_stream_ms", path, Nanos{0});
+  if (!max_stream) return std::unexpected(max_stream.error());
   if (auto rt = cfg.find("retries"); rt != cfg.end() && (!rt->is_number_integer() || rt->get<long long>() < 0 ||
                                                          rt->get<long long>() > 10))
     return fail(ErrorKind::invalid_config, "retries must be an integer 0..10", path_key(path, "retries"));
-  return make_target_strategy(std::move(*t), r, *timeout, *ttft, *stall, *total);
+  return make_target_strategy(std::move(*t), r, *timeout, *ttft, *stall, *total, *max_stream);
 }
 
 }  // namespace modelux
