@@ -1,5 +1,6 @@
 #include "server/http_server.hpp"
 
+#include <array>
 #include <future>
 
 #include <poll.h>
@@ -262,6 +263,52 @@ net::awaitable<void> Server::accept_loop() {
   }
 }
 
+namespace {
+
+bool is_protocol_error(const beast::error_code& ec) {
+  return ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::bad_target ||
+         ec == http::error::bad_method || ec == http::error::bad_version || ec == http::error::bad_field ||
+         ec == http::error::bad_value || ec == http::error::bad_chunk || ec == http::error::bad_content_length ||
+         ec == http::error::bad_line_ending || ec == http::error::bad_transfer_encoding ||
+         ec == http::error::bad_chunk_extension || ec == http::error::bad_obs_fold;
+}
+
+// After an early answer the client may still be sending its body. Closing with unread bytes
+// makes the kernel send a RST, which can destroy our answer before the client reads it; so
+// (as nginx's lingering close) stop sending, then read and discard for a bounded time and
+// amount through a small fixed buffer. Nothing is buffered.
+net::awaitable<void> lingering_close(beast::tcp_stream& stream, std::size_t max_bytes) {
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) co_return;
+  std::array<char, 4096> sink;
+  std::size_t total = 0;
+  stream.expires_after(std::chrono::seconds(2));
+  while (total < max_bytes) {
+    std::size_t n = co_await stream.async_read_some(net::buffer(sink), redirect_error(use_awaitable, ec));
+    if (ec) break;
+    total += n;
+  }
+  stream.socket().close(ec);
+}
+
+RequestHead make_head(const http::request_parser<http::string_body>& parser, const std::string& remote) {
+  const auto& msg = parser.get();
+  RequestHead h;
+  h.method = std::string(msg.method_string());
+  h.target = std::string(msg.target());
+  auto q = h.target.find('?');
+  h.path = h.target.substr(0, q);
+  if (q != std::string::npos) h.query = h.target.substr(q + 1);
+  for (const auto& f : msg) h.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  h.remote = remote;
+  if (auto cl = parser.content_length()) h.content_length = *cl;
+  else if (!parser.chunked()) h.content_length = 0;  // no body framing: no body
+  return h;
+}
+
+}  // namespace
+
 net::awaitable<void> Server::session(tcp::socket sock) {
   beast::tcp_stream stream(std::move(sock));
   beast::error_code ec;
@@ -272,35 +319,64 @@ net::awaitable<void> Server::session(tcp::socket sock) {
     if (!ec) remote = ep.address().to_string();
   }
   beast::flat_buffer buffer;
+  auto protocol_error = [&](const beast::error_code& e) -> std::pair<int, std::string> {
+    int status = (e == http::error::body_limit) ? 413 : (e == http::error::header_limit ? 431 : 400);
+    std::string msg = e == http::error::body_limit
+                          ? "request body exceeds the limit of " + std::to_string(opts_.max_body_bytes) + " bytes"
+                          : "malformed HTTP request: " + e.message();
+    return {status, std::move(msg)};
+  };
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(opts_.max_body_bytes);
     parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
     stream.expires_after(opts_.read_timeout);
-    co_await http::async_read(stream, buffer, parser, redirect_error(use_awaitable, ec));
+    // Phase 1: the header only.
+    co_await http::async_read_header(stream, buffer, parser, redirect_error(use_awaitable, ec));
     if (ec) {
-      if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::bad_target ||
-          ec == http::error::bad_method || ec == http::error::bad_version || ec == http::error::bad_field ||
-          ec == http::error::bad_value || ec == http::error::bad_chunk || ec == http::error::bad_content_length) {
-        int status = (ec == http::error::body_limit) ? 413 : (ec == http::error::header_limit ? 431 : 400);
-        std::string msg = ec == http::error::body_limit
-                              ? "request body exceeds the limit of " + std::to_string(opts_.max_body_bytes) + " bytes"
-                              : "malformed HTTP request: " + ec.message();
+      if (is_protocol_error(ec)) {
+        auto [status, msg] = protocol_error(ec);
         BeastWriter w(stream, false, 11);
         co_await w.respond(status, "application/json", opts_.error_body(status, msg), {});
+        co_await lingering_close(stream, opts_.max_body_bytes);
+      }
+      break;
+    }
+    RequestHead head = make_head(parser, remote);
+    std::optional<Rejection> rejection;
+    if (opts_.on_head) rejection = opts_.on_head(head);
+    if (rejection) {
+      BeastWriter w(stream, false, parser.get().version());
+      co_await w.respond(rejection->status, std::move(rejection->content_type), std::move(rejection->body),
+                         std::move(rejection->headers));
+      co_await lingering_close(stream, opts_.max_body_bytes);
+      co_return;
+    }
+    // Phase 2: the body. A client that waits for "100 Continue" (curl does for large
+    // bodies) gets it only now that the header was accepted.
+    if (const auto* expect = head.header("expect"); expect && beast::iequals(*expect, "100-continue") &&
+                                                    !parser.is_done()) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      co_await net::async_write(stream, net::buffer(kContinue), redirect_error(use_awaitable, ec));
+      if (ec) break;
+    }
+    while (!parser.is_done()) {
+      co_await http::async_read_some(stream, buffer, parser, redirect_error(use_awaitable, ec));
+      if (ec) break;
+    }
+    if (ec) {
+      if (is_protocol_error(ec)) {
+        auto [status, msg] = protocol_error(ec);
+        BeastWriter w(stream, false, 11);
+        co_await w.respond(status, "application/json", opts_.error_body(status, msg), {});
+        co_await lingering_close(stream, opts_.max_body_bytes);
       }
       break;
     }
     auto msg = parser.release();
     Request req;
-    req.method = std::string(msg.method_string());
-    req.target = std::string(msg.target());
-    auto q = req.target.find('?');
-    req.path = req.target.substr(0, q);
-    if (q != std::string::npos) req.query = req.target.substr(q + 1);
-    for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    static_cast<RequestHead&>(req) = std::move(head);
     req.body = std::move(msg.body());
-    req.remote = remote;
     bool keep = msg.keep_alive();
     BeastWriter w(stream, keep, msg.version());
     co_await handler_(req, w);

@@ -2,8 +2,13 @@
 // provider. Keep-alive sessions; per-request body limit; the handler writes either a whole
 // response or a chunked stream (SSE) through a ResponseWriter.
 //
+// A request is read in two phases: the header, then (only if `on_head` accepts it) the body.
+// A rejection is answered at once and the connection closed without buffering the body, so
+// an unauthenticated upload costs no more than its header.
+//
 // Threading: `threads` threads run one io_context; each connection is one coroutine on its
-// own strand, so a handler never runs concurrently with itself for one connection.
+// own strand, so a handler never runs concurrently with itself for one connection. `on_head`
+// and the handler run on that strand, concurrently for different connections.
 #pragma once
 
 #include <atomic>
@@ -26,15 +31,33 @@ namespace modelux::http_server {
 
 namespace net = boost::asio;
 
-struct Request {
+/// What is known of a request once its header is parsed (before any body byte is read).
+struct RequestHead {
   std::string method;
   std::string target;  ///< path + query
   std::string path;    ///< without query
   std::string query;
   Headers headers;
-  std::string body;
   std::string remote;  ///< peer address
+  std::optional<std::uint64_t> content_length;  ///< absent for chunked bodies
+  /// Set by `on_head` (e.g. the authenticated key) and handed to the handler in
+  /// `Request::context`, so the header-phase work is done once. Mutable because the hook
+  /// sees the head as const.
+  mutable std::shared_ptr<void> context;
   const std::string* header(std::string_view name) const { return find_header(headers, name); }
+};
+
+struct Request : RequestHead {
+  std::string body;
+};
+
+/// An answer given from the header alone. The connection is closed after it (Connection:
+/// close), the body never buffered.
+struct Rejection {
+  int status = 400;
+  std::string content_type = "application/json";
+  std::string body;
+  Headers headers;  ///< extra headers (e.g. retry-after)
 };
 
 /// Writes the response: either respond() once, or start_stream() then write() pieces then
@@ -66,6 +89,9 @@ struct ServerOptions {
   Nanos read_timeout = std::chrono::seconds(60);
   /// Answer for bodies over the limit / unparsable requests (status, body); JSON in OpenAI's shape by default.
   std::function<std::string(int status, const std::string& message)> error_body;
+  /// Called once the header is parsed, before the body is read; a Rejection is sent as the
+  /// answer. May set `head.context`. Runs on the connection's strand: must be thread-safe.
+  std::function<std::optional<Rejection>(const RequestHead&)> on_head;
   /// Serve on this executor instead of an own io_context and threads (the proxy shares the
   /// Router's io_context so a request never hops threads).
   std::optional<net::any_io_executor> executor;
