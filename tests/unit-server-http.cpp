@@ -61,7 +61,12 @@ struct HookedServer {
     auto s = Server::start(so, [this](Request& req, ResponseWriter& w) -> net::awaitable<void> {
       handled.fetch_add(1);
       auto* who = static_cast<std::string*>(req.context.get());
-      co_await w.respond(200, "text/plain", (who ? *who : std::string("nobody")) + " " + std::to_string(req.body.size()));
+      // Named arguments, not temporaries: GCC 12 may relocate class temporaries of a co_await
+      // expression bitwise (see router.hpp), which frees an invalid pointer.
+      std::string type = "text/plain";
+      std::string body = (who ? *who : std::string("nobody")) + " " + std::to_string(req.body.size());
+      Headers extra;
+      co_await w.respond(200, std::move(type), std::move(body), std::move(extra));
     });
     REQUIRE(s);
     server = std::move(*s);
