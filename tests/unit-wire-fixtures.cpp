@@ -1,0 +1,240 @@
+// Real-format fixtures (tests/fixtures/wire, provenance in its README.md) through the client
+// codecs: each one must decode to the content, tool calls, finish reason and usage the provider
+// meant, and each stream must decode the same for every split of its bytes. These bodies were
+// not produced by our server-side codecs, so they catch a misreading that the mock would share.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "modelux/wire.hpp"
+#include "wire/codecs.hpp"
+
+using namespace modelux;
+
+namespace {
+
+std::string fixture(const std::string& name) {
+  std::ifstream f(std::string(MODELUX_SOURCE_DIR) + "/tests/fixtures/wire/" + name, std::ios::binary);
+  REQUIRE_MESSAGE(f.good(), "missing fixture " << name);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+const Codec& codec(std::string_view family) {
+  const Codec* c = find_codec(family);
+  REQUIRE_MESSAGE(c != nullptr, "no codec for " << family);
+  return *c;
+}
+
+struct Decoded {
+  ChatResponse response;
+  bool ok = true;
+  Error error;
+  int usage_chunks = 0;
+};
+
+Decoded decode_parts(std::string_view family, const std::vector<std::string_view>& parts) {
+  auto dec = codec(family).stream_decoder();
+  std::vector<ChatChunk> out;
+  Decoded d;
+  for (auto p : parts) {
+    if (auto r = dec->feed(p, out); !r) {
+      d.ok = false;
+      d.error = r.error();
+      return d;
+    }
+  }
+  if (auto r = dec->finish(out); !r) {
+    d.ok = false;
+    d.error = r.error();
+  }
+  ChunkAccumulator acc;
+  for (const auto& c : out) {
+    acc.add(c);
+    if (c.usage) ++d.usage_chunks;
+  }
+  d.response = acc.finish();
+  return d;
+}
+
+std::string summary(const ChatResponse& r) {
+  std::string s;
+  for (const auto& c : r.choices) {
+    s += "[" + std::to_string(c.index) + "] text=" + c.message.text() + " finish=" + c.finish_reason;
+    for (const auto& t : c.message.tool_calls) s += " call(" + t.id + "," + t.name + "," + t.arguments + ")";
+  }
+  s += " usage=" + std::to_string(r.usage.prompt_tokens) + "/" + std::to_string(r.usage.completion_tokens) + "/" +
+       std::to_string(r.usage.cached_tokens) + "/" + std::to_string(r.usage.cache_write_tokens) + "/" +
+       std::to_string(r.usage.reasoning_tokens);
+  return s;
+}
+
+// Decodes the whole stream, then checks every two-way split and a byte-by-byte feed agree.
+Decoded decode_stream(std::string_view family, const std::string& bytes) {
+  Decoded whole = decode_parts(family, {bytes});
+  REQUIRE_MESSAGE(whole.ok, whole.error.describe());
+  std::string expect = summary(whole.response);
+  for (std::size_t i = 0; i <= bytes.size(); ++i) {
+    std::string_view b = bytes;
+    Decoded d = decode_parts(family, {b.substr(0, i), b.substr(i)});
+    REQUIRE_MESSAGE(d.ok, "split at " << i << ": " << d.error.describe());
+    REQUIRE_MESSAGE(summary(d.response) == expect, "split at " << i);
+  }
+  std::vector<std::string_view> bytewise;
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytewise.push_back(std::string_view(bytes).substr(i, 1));
+  Decoded d = decode_parts(family, bytewise);
+  REQUIRE(d.ok);
+  CHECK(summary(d.response) == expect);
+  return whole;
+}
+
+ChatResponse decode_json(std::string_view family, const std::string& body) {
+  auto r = codec(family).decode_response(body);
+  REQUIRE_MESSAGE(r.has_value(), r.error().describe());
+  REQUIRE(r->choices.size() == 1);
+  return *r;
+}
+
+void check_usage(const Usage& u, std::int64_t prompt, std::int64_t completion, std::int64_t cached = 0,
+                 std::int64_t cache_write = 0) {
+  CHECK(u.prompt_tokens == prompt);
+  CHECK(u.completion_tokens == completion);
+  CHECK(u.cached_tokens == cached);
+  CHECK(u.cache_write_tokens == cache_write);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------ OpenAI family
+
+TEST_CASE("Fixture openai_response.json: text, stop, usage") {
+  auto r = decode_json("openai", fixture("openai_response.json"));
+  CHECK(r.id == "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT");
+  CHECK(r.model == "gpt-4.1-2025-04-14");
+  CHECK(r.choices[0].message.text() == "Hello! How can I assist you today?");
+  CHECK(r.choices[0].finish_reason == "stop");
+  check_usage(r.usage, 19, 10);
+}
+
+TEST_CASE("Fixture openai_stream_text.sse: text pieces, finish chunk, then the usage chunk") {
+  Decoded d = decode_stream("openai", fixture("openai_stream_text.sse"));
+  CHECK(d.response.choices.at(0).message.text() == "Hello!");
+  CHECK(d.response.choices.at(0).finish_reason == "stop");
+  CHECK(d.usage_chunks == 1);
+  check_usage(d.response.usage, 9, 2);
+}
+
+TEST_CASE("Fixture azure_response.json: content filter results around an OpenAI body") {
+  auto r = decode_json("azure", fixture("azure_response.json"));
+  CHECK(r.choices[0].message.text() == "Yes, many other Azure AI services support customer managed keys.");
+  CHECK(r.choices[0].finish_reason == "stop");
+  CHECK(r.model == "gpt-4o-2024-11-20");
+  check_usage(r.usage, 58, 12);
+}
+
+TEST_CASE("Fixture azure_stream.sse: the leading prompt-filter chunk with no choices and no id") {
+  Decoded d = decode_stream("azure", fixture("azure_stream.sse"));
+  REQUIRE(d.response.choices.size() == 1);
+  CHECK(d.response.choices[0].message.text() == "Azure says hello.");
+  CHECK(d.response.choices[0].finish_reason == "stop");
+  CHECK(d.response.id == "chatcmpl-AzRr1");  // the empty id of the filter chunk does not win
+  CHECK(d.response.model == "gpt-4o-2024-11-20");
+  check_usage(d.response.usage, 25, 4);
+}
+
+TEST_CASE("Fixture groq_response.json: timing fields in usage are ignored, tokens kept") {
+  auto r = decode_json("openai", fixture("groq_response.json"));
+  CHECK(r.choices[0].message.text() == "Fast language models have gained significant attention in recent years.");
+  CHECK(r.choices[0].finish_reason == "stop");
+  check_usage(r.usage, 18, 556);
+}
+
+TEST_CASE("Fixture groq_stream.sse: usage arrives in x_groq.usage on the finish chunk") {
+  Decoded d = decode_stream("openai", fixture("groq_stream.sse"));
+  CHECK(d.response.choices.at(0).message.text() == "Fast models.");
+  CHECK(d.response.choices.at(0).finish_reason == "stop");
+  check_usage(d.response.usage, 18, 3);
+}
+
+TEST_CASE("Fixture mistral_response.json: null tool_calls and the prefix flag") {
+  auto r = decode_json("openai", fixture("mistral_response.json"));
+  CHECK(r.choices[0].message.text() == "The best French cheese depends on personal preference.");
+  CHECK(r.choices[0].message.tool_calls.empty());
+  CHECK(r.choices[0].finish_reason == "stop");
+  check_usage(r.usage, 16, 34);
+}
+
+TEST_CASE("Fixture mistral_stream_tool.sse: a whole tool call, finish and usage in one chunk") {
+  Decoded d = decode_stream("openai", fixture("mistral_stream_tool.sse"));
+  const auto& c = d.response.choices.at(0);
+  REQUIRE(c.message.tool_calls.size() == 1);
+  CHECK(c.message.tool_calls[0].id == "D681PevKs");
+  CHECK(c.message.tool_calls[0].name == "retrieve_payment_status");
+  CHECK(c.message.tool_calls[0].arguments == R"({"transaction_id": "T1001"})");
+  CHECK(c.finish_reason == "tool_calls");
+  check_usage(d.response.usage, 167, 27);
+}
+
+// ------------------------------------------------------------------------------ Cohere
+
+TEST_CASE("Fixture cohere_response.json: text block, COMPLETE, tokens (not billed units)") {
+  auto r = decode_json("cohere", fixture("cohere_response.json"));
+  CHECK(r.id == "c14c80c3-18eb-4519-9460-6c92edd8cfb4");
+  CHECK(r.choices[0].message.text() == "LLMs stand for Large Language Models, which are a type of neural network model.");
+  CHECK(r.choices[0].finish_reason == "stop");
+  check_usage(r.usage, 215, 16);
+}
+
+TEST_CASE("Fixture cohere_response_tool.json: tool plan is not content, the call is kept") {
+  auto r = decode_json("cohere", fixture("cohere_response_tool.json"));
+  const auto& c = r.choices[0];
+  CHECK(c.message.text().empty());
+  CHECK(c.message.content_null);
+  REQUIRE(c.message.tool_calls.size() == 1);
+  CHECK(c.message.tool_calls[0].id == "query_daily_sales_report_1rkbx0h9qfjm");
+  CHECK(c.message.tool_calls[0].name == "query_daily_sales_report");
+  CHECK(c.message.tool_calls[0].arguments == R"({"day":"2023-09-29"})");
+  CHECK(c.finish_reason == "tool_calls");
+  check_usage(r.usage, 1040, 63);
+}
+
+TEST_CASE("Fixture cohere_stream_tool.sse: tool-plan deltas, call start and argument deltas") {
+  Decoded d = decode_stream("cohere", fixture("cohere_stream_tool.sse"));
+  const auto& c = d.response.choices.at(0);
+  CHECK(c.message.text().empty());
+  REQUIRE(c.message.tool_calls.size() == 1);
+  CHECK(c.message.tool_calls[0].id == "query_daily_sales_report_1rkbx0h9qfjm");
+  CHECK(c.message.tool_calls[0].arguments == R"({"day":"2023-09-29"})");
+  CHECK(c.finish_reason == "tool_calls");
+  check_usage(d.response.usage, 1040, 63);
+}
+
+// ------------------------------------------------------------------------------ Gemini
+
+TEST_CASE("Fixture gemini_response_tool.json: a function call with a thought signature, thoughts in usage") {
+  auto r = decode_json("gemini", fixture("gemini_response_tool.json"));
+  const auto& c = r.choices[0];
+  REQUIRE(c.message.tool_calls.size() == 1);
+  CHECK(c.message.tool_calls[0].name == "get_current_temperature");
+  CHECK(c.message.tool_calls[0].arguments == R"({"location":"London"})");
+  CHECK(c.finish_reason == "tool_calls");
+  CHECK(r.usage.prompt_tokens == 64);
+  CHECK(r.usage.completion_tokens == 17 + 58);
+  CHECK(r.usage.reasoning_tokens == 58);
+}
+
+// ------------------------------------------------------------------------------ Bedrock
+
+TEST_CASE("Fixture bedrock_converse_stream_tool.eventstream: text then a tool call, padding, cache usage") {
+  Decoded d = decode_stream("bedrock", fixture("bedrock_converse_stream_tool.eventstream"));
+  const auto& c = d.response.choices.at(0);
+  CHECK(c.message.text() == "Let me check the charts.");
+  REQUIRE(c.message.tool_calls.size() == 1);
+  CHECK(c.message.tool_calls[0].id == "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q");
+  CHECK(c.message.tool_calls[0].name == "top_song");
+  CHECK(c.message.tool_calls[0].arguments == R"({"sign": "WZPZ"})");
+  CHECK(c.finish_reason == "tool_calls");
+  check_usage(d.response.usage, 375 + 800 + 200, 57, 800, 200);
+}
