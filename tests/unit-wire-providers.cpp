@@ -243,6 +243,27 @@ TEST_CASE("Codecs: features a target cannot honour are unsupported errors naming
   CHECK(br.error().path == "response_format");
 }
 
+TEST_CASE("Anthropic: temperature and top_p are never sent together") {
+  // Current Claude models answer 400 to both; the anthropic SDK (>= 1.0) no longer has them.
+  auto req = tool_request();  // temperature 0.5
+  req.top_p = 0.9;
+  auto both = codec("anthropic").encode_request(req, endpoint("anthropic"), "m");
+  REQUIRE_FALSE(both.has_value());
+  CHECK(both.error().kind == ErrorKind::unsupported);
+  CHECK(both.error().path == "top_p");
+  req.top_p = 1.0;  // no restriction at all: dropped, temperature kept
+  auto neutral = codec("anthropic").encode_request(req, endpoint("anthropic"), "m");
+  REQUIRE(neutral.has_value());
+  auto body = Json::parse(neutral->body);
+  CHECK(body["temperature"] == 0.5);
+  CHECK_FALSE(body.contains("top_p"));
+  req.temperature.reset();
+  req.top_p = 0.9;  // alone it goes through
+  auto alone = codec("anthropic").encode_request(req, endpoint("anthropic"), "m");
+  REQUIRE(alone.has_value());
+  CHECK(Json::parse(alone->body)["top_p"] == 0.9);
+}
+
 TEST_CASE("Anthropic: JSON mode is a forced tool whose input comes back as content") {
   auto req = parse_chat_request(R"({"model":"x","messages":[{"role":"user","content":"json please"}],
     "response_format":{"type":"json_schema","json_schema":{"name":"w","schema":{"type":"object","properties":{"a":{"type":"integer"}}}}}})");

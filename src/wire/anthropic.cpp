@@ -278,7 +278,13 @@ class AnthropicCodec final : public Codec {
       if (*req.temperature > 1.0) return unsupported_field(kFamily, "temperature", "the range is 0..1");
       body["temperature"] = *req.temperature;
     }
-    if (req.top_p) body["top_p"] = *req.top_p;
+    if (req.top_p) {
+      // Current Claude models refuse temperature and top_p together ("temperature and top_p
+      // cannot both be specified"); top_p = 1 samples from everything, so it can be left out.
+      if (req.temperature && *req.top_p < 1.0)
+        return unsupported_field(kFamily, "top_p", "Anthropic takes temperature or top_p, not both");
+      if (!req.temperature) body["top_p"] = *req.top_p;
+    }
     std::int64_t max_tokens = 4096;
     if (auto d = ep.options.find("default_max_tokens"); d != ep.options.end()) {
       try {

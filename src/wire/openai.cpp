@@ -48,6 +48,16 @@ class OpenAIStreamDecoder final : public StreamDecoder {
       for (const auto& ch : c->choices)
         if (ch.finish_reason == "error")  // OpenRouter: the upstream failed mid-stream
           return fail(ErrorKind::stream_interrupted, "provider reported finish_reason \"error\" mid-stream");
+      if (!c->usage) {
+        // Groq reports a stream's usage in x_groq.usage on its finish chunk, not in `usage`.
+        const Json* xg = wire::jobj(*j, "x_groq");
+        if (const Json* u = xg ? wire::jobj(*xg, "usage") : nullptr) {
+          Usage g;
+          g.prompt_tokens = wire::jint(*u, "prompt_tokens");
+          g.completion_tokens = wire::jint(*u, "completion_tokens");
+          c->usage = g;
+        }
+      }
       if (c->usage && c->usage->cached_tokens == 0) {
         if (const Json* u = wire::jobj(*j, "usage")) c->usage->cached_tokens = wire::jint(*u, "prompt_cache_hit_tokens");
       }
