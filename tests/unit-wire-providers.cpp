@@ -318,6 +318,10 @@ TEST_CASE("Gemini: response, request and errors") {
   CHECK(body["contents"][2]["parts"][0]["functionResponse"]["response"]["temp_c"] == 18);
   CHECK(body["toolConfig"]["functionCallingConfig"]["mode"] == "ANY");
   CHECK(body["generationConfig"]["maxOutputTokens"] == 256);
+  // Tool parameters are JSON Schema, which only parametersJsonSchema takes whole.
+  auto& decl = body["tools"][0]["functionDeclarations"][0];
+  CHECK(decl["parametersJsonSchema"] == req.tools[0].parameters);
+  CHECK_FALSE(decl.contains("parameters"));
   Error e = codec("gemini").decode_error(429, {}, fixture("gemini_error_429.json"));
   CHECK(e.kind == ErrorKind::rate_limited);
   REQUIRE(e.retry_after.has_value());

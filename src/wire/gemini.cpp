@@ -411,7 +411,9 @@ class GeminiCodec final : public Codec {
       for (const auto& t : req.tools) {
         Json d = {{"name", t.name}};
         if (!t.description.empty()) d["description"] = t.description;
-        if (t.parameters.is_object() && !t.parameters.empty()) d["parameters"] = t.parameters;
+        // Tool parameters are JSON Schema: `parametersJsonSchema` takes it as is, while
+        // `parameters` is an OpenAPI subset that refuses $schema, $ref/$defs and type arrays.
+        if (t.parameters.is_object() && !t.parameters.empty()) d["parametersJsonSchema"] = t.parameters;
         decls.push_back(std::move(d));
       }
       body["tools"] = Json::array({{{"functionDeclarations", std::move(decls)}}});

@@ -666,7 +666,16 @@ RICH = {
         {"role": "tool", "tool_call_id": "call_a1", "content": "{\"temp_c\": 18}"},
         {"role": "user", "content": "And in Rome?"},
     ],
-    "tools": OPENAI_TOOLS,
+    # A schema as OpenAI strict mode wants it: JSON Schema with a nullable type array, closed
+    # objects and $defs. Gemini's `parameters` (an OpenAPI subset) cannot hold it.
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather.", "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": ["string", "null"]},
+                       "when": {"$ref": "#/$defs/day"}},
+        "required": ["city", "unit", "when"],
+        "additionalProperties": False,
+        "$defs": {"day": {"type": "string", "enum": ["today", "tomorrow"]}},
+    }}}],
     "tool_choice": "auto",
     "temperature": 0.5,
     "top_p": 0.9,
@@ -802,6 +811,8 @@ def check_gemini_request(req: dict, body: dict, stream: bool) -> None:
     strict(gtypes.Content, body["systemInstruction"])
     for t in body["tools"]:
         strict(gtypes.Tool, t)
+    (decl,) = body["tools"][0]["functionDeclarations"]
+    assert decl["parametersJsonSchema"] == RICH["tools"][0]["function"]["parameters"]
     strict(gtypes.ToolConfig, body["toolConfig"])
     gen = strict(gtypes.GenerationConfig, body["generationConfig"])
     assert (gen.temperature, gen.top_p, gen.max_output_tokens, gen.stop_sequences) == (0.5, 0.9, 64, ["END"])
