@@ -177,6 +177,23 @@ TEST_CASE("Fixture mistral_stream_tool.sse: a whole tool call, finish and usage 
   check_usage(d.response.usage, 167, 27);
 }
 
+TEST_CASE("Fixtures mistral_error_*.json: errors without an error envelope keep their message") {
+  Error refused = codec("openai").decode_error(422, {}, fixture("mistral_error_422.json"));
+  CHECK(refused.kind == ErrorKind::bad_request);
+  CHECK(refused.message.find("extra_forbidden") != std::string::npos);
+  CHECK(refused.message.find("stream_options") != std::string::npos);
+  CHECK(refused.code == "invalid_request_error");
+  Error limited = codec("openai").decode_error(429, {{"retry-after", "2"}}, fixture("mistral_error_429.json"));
+  CHECK(limited.kind == ErrorKind::rate_limited);
+  CHECK(limited.message == "Rate limit exceeded");
+  CHECK(limited.code == "1300");
+  REQUIRE(limited.retry_after.has_value());
+  CHECK(limited.retry_after->count() == 2000);
+  Error plain = codec("openai").decode_error(429, {}, fixture("mistral_error_429_plain.json"));
+  CHECK(plain.kind == ErrorKind::rate_limited);
+  CHECK(plain.message == "Requests rate limit exceeded");
+}
+
 // ------------------------------------------------------------------------------ Cohere
 
 TEST_CASE("Fixture cohere_response.json: text block, COMPLETE, tokens (not billed units)") {

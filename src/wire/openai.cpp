@@ -144,6 +144,13 @@ class OpenAICodec final : public Codec {
         if (err->contains("type") && (*err)["type"].is_string()) type = (*err)["type"].get<std::string>();
       } else if (err && err->is_string()) {
         message = err->get<std::string>();
+      } else if (!err && j->contains("message")) {
+        // Mistral: no "error" envelope; `message` is a string, or for validation errors (422) an
+        // object with pydantic's `detail` list; `type` and `code` sit beside it.
+        const Json& m = (*j)["message"];
+        message = m.is_string() ? m.get<std::string>() : m.dump(-1, ' ', false, Json::error_handler_t::replace);
+        code = wire::jstr(*j, "code");
+        type = wire::jstr(*j, "type");
       }
     } else if (!body.empty()) {
       message += ": " + std::string(body.substr(0, 200));
