@@ -102,7 +102,13 @@ Result<ChatRequest> gemini_request_from_native(const Json& j, std::string_view m
           Tool tool;
           tool.name = jstr(d, "name");
           tool.description = jstr(d, "description");
-          tool.parameters = d.contains("parameters") ? d["parameters"] : Json::object();
+          // JSON Schema in parametersJsonSchema, or the OpenAPI subset in parameters: one of them.
+          if (d.contains("parameters") && d.contains("parametersJsonSchema"))
+            return fail(ErrorKind::bad_request, "parameters and parametersJsonSchema are mutually exclusive",
+                        "tools.functionDeclarations.parametersJsonSchema");
+          tool.parameters = d.contains("parametersJsonSchema") ? d["parametersJsonSchema"]
+                            : d.contains("parameters")         ? d["parameters"]
+                                                               : Json::object();
           r.tools.push_back(std::move(tool));
         }
   if (const Json* tc = jobj(j, "toolConfig"))
