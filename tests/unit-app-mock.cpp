@@ -321,6 +321,47 @@ TEST_CASE("mock native: render_stream decodes to the same answer at every byte s
   }
 }
 
+TEST_CASE("mock native: Mistral models get Mistral's dialect - unknown fields refused, usage on the finish chunk") {
+  ChatRequest req = sample_request(/*stream=*/true, /*tools=*/false);
+  const Codec& openai = *find_codec("openai");
+  auto encode = [&](const char* provider_name, const char* model) {
+    ProviderEndpoint ep{provider_name, "openai", "http://127.0.0.1:9/v1", "test-key", {}};
+    auto spec = openai.encode_request(req, ep, model);
+    REQUIRE(spec.has_value());
+    auto parsed = mock::parse_request(spec->method, target_of(spec->url), spec->headers, spec->body);
+    REQUIRE(parsed.has_value());
+    return *parsed;
+  };
+  // Our codec, configured for Mistral, sends nothing Mistral refuses.
+  MockRequest ok = encode("mistral", "mistral-small-latest");
+  CHECK(ok.family == "mistral");
+  CHECK_FALSE(ok.refusal.has_value());
+  // A generic OpenAI-compatible endpoint asks for stream_options: Mistral's 422 extra_forbidden.
+  MockRequest refused = encode("p", "mistral-small-latest");
+  REQUIRE(refused.refusal.has_value());
+  CHECK(refused.refusal->status == 422);
+  auto body = parse_json(refused.refusal->body);
+  REQUIRE(body.has_value());
+  CHECK((*body)["message"]["detail"][0]["loc"] == Json::array({"body", "stream_options"}));
+  CHECK(openai.decode_error(422, {}, refused.refusal->body).message.find("stream_options") != std::string::npos);
+  // OpenAI's own models on the same path are OpenAI.
+  MockRequest gpt = encode("p", "gpt-4o-mini");
+  CHECK(gpt.family == "openai");
+  CHECK_FALSE(gpt.refusal.has_value());
+  // Mistral streams report usage unasked, on the chunk that carries the finish reason.
+  ChatResponse want = mock::canned_response(ok, "Bonjour.");
+  auto frames = mock::render_stream("mistral", want, 3, /*include_usage=*/false);
+  REQUIRE(frames.size() >= 3);
+  CHECK(frames.back() == kSseDone);
+  auto last = parse_json(frames[frames.size() - 2].substr(6));
+  REQUIRE(last.has_value());
+  CHECK((*last)["choices"][0]["finish_reason"] == "stop");
+  CHECK((*last)["usage"]["prompt_tokens"] == want.usage.prompt_tokens);
+  auto got = decode_stream(openai, all_bytes(frames), 0);
+  REQUIRE(got.has_value());
+  check_same_answer(*got, want, true);
+}
+
 TEST_CASE("mock native: a stream cut short is an error for every family's decoder") {
   for (const auto& fc : families()) {
     const std::string fam_name = fc.family;

@@ -415,6 +415,7 @@ TEST_CASE("Round trip: encoded requests parse back on each family's server side"
     REQUIRE_MESSAGE(back.has_value(), back.error().describe());
     REQUIRE(back->tools.size() == 1);
     CHECK(back->tools[0].name == "get_weather");
+    CHECK(back->tools[0].parameters == req.tools[0].parameters);
     CHECK(back->tool_choice == "required");
     CHECK(back->max_tokens == 256);
     // system, user(text+image), assistant(tool call), tool, user
@@ -612,6 +613,26 @@ TEST_CASE("OpenAI-compatible quirks: Mistral ids, Perplexity tools, DeepSeek cac
   std::string id = body["messages"][2]["tool_calls"][0]["id"];
   CHECK(id.size() == 9);
   CHECK(body["messages"][3]["tool_call_id"] == id);
+  // Streams ask for usage with stream_options, except on Mistral, which refuses the field (422).
+  auto streaming = tool_request();
+  streaming.stream = true;
+  streaming.include_usage = true;
+  auto ms = codec("openai").encode_request(streaming, m, "mistral-large-latest");
+  REQUIRE(ms.has_value());
+  CHECK_FALSE(Json::parse(ms->body).contains("stream_options"));
+  // Fields Mistral knows under another name are renamed, hints it would refuse are left out.
+  auto hinted = parse_chat_request(
+      R"({"model":"x","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":50,"seed":7,"user":"u-1","store":false})");
+  REQUIRE(hinted.has_value());
+  auto mh = codec("openai").encode_request(*hinted, m, "mistral-small-latest");
+  REQUIRE(mh.has_value());
+  auto hb = Json::parse(mh->body);
+  CHECK(hb["max_tokens"] == 50);
+  CHECK(hb["random_seed"] == 7);
+  for (const char* k : {"max_completion_tokens", "seed", "user", "store"}) CHECK_FALSE(hb.contains(k));
+  auto os = codec("openai").encode_request(streaming, endpoint("openai"), "gpt-4o");
+  REQUIRE(os.has_value());
+  CHECK(Json::parse(os->body)["stream_options"]["include_usage"] == true);
   ProviderEndpoint p = endpoint("openai");
   p.name = "perplexity";
   auto pr = codec("openai").encode_request(tool_request(), p, "sonar");

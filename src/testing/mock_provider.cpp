@@ -226,6 +226,10 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
   }
   const MockRequest& mr = *parsed;
   auto plan = st->decide(mr.model, mr.stream);
+  if (mr.refusal) {  // the provider itself refuses this request (counted: it reached the provider)
+    co_await w.respond(mr.refusal->status, mr.refusal->content_type, mr.refusal->body, mr.refusal->headers);
+    co_return;
+  }
   using K = MockProvider::State::Plan::Kind;
   if (plan.kind == K::rate_limited) {
     auto r = render_error(mr.family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",

@@ -65,6 +65,39 @@ constexpr std::string_view kOpenAiPaths[] = {
     "/api/v1/chat/completions",       "/inference/v1/chat/completions", "/v1beta/openai/chat/completions",
 };
 
+bool is_mistral_model(std::string_view model) {
+  for (std::string_view p : {"mistral-", "open-mistral", "codestral", "devstral", "magistral", "ministral", "pixtral"})
+    if (model.starts_with(p)) return true;
+  return false;
+}
+
+// The top-level fields of Mistral's chat completion request (its SDK's ChatCompletionRequest and
+// ChatCompletionStreamRequest). The API refuses any other field (pydantic extra="forbid").
+constexpr std::string_view kMistralFields[] = {
+    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
+    "metadata", "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty",
+    "n", "prediction", "parallel_tool_calls", "prompt_mode", "safe_prompt", "reasoning_effort",
+    "guardrails", "prompt_cache_key", "service_tier", "min_tokens", "repetition_penalty", "top_k",
+    "logprobs", "top_logprobs",
+};
+
+// Mistral's 422 for unknown fields, in the shape its API sends it.
+std::optional<Rendered> mistral_refusal(std::string_view body) {
+  auto j = parse_json(body);
+  if (!j || !j->is_object()) return std::nullopt;
+  Json detail = Json::array();
+  for (auto it = j->begin(); it != j->end(); ++it)
+    if (std::ranges::find(kMistralFields, it.key()) == std::end(kMistralFields))
+      detail.push_back({{"type", "extra_forbidden"},
+                        {"loc", {"body", it.key()}},
+                        {"msg", "Extra inputs are not permitted"},
+                        {"input", it.value()}});
+  if (detail.empty()) return std::nullopt;
+  Json err = {{"object", "error"}, {"message", {{"detail", detail}}}, {"type", "invalid_request_error"},
+              {"param", nullptr}, {"code", nullptr}};
+  return Rendered{422, "application/json", {}, err.dump()};
+}
+
 Headers retry_headers(std::optional<Millis> retry_after) {
   Headers h;
   if (!retry_after) return h;
@@ -102,8 +135,15 @@ Result<MockRequest> parse_request(std::string_view method, std::string_view targ
   auto [path, query] = split_target(target);
   if (method != "POST") return not_found(path);
 
-  for (auto p : kOpenAiPaths)
-    if (path == p) return openai_like("openai", body, {});
+  for (auto p : kOpenAiPaths) {
+    if (path != p) continue;
+    auto m = openai_like("openai", body, {});
+    if (m && is_mistral_model(m->model)) {
+      m->family = "mistral";
+      m->refusal = mistral_refusal(body);
+    }
+    return m;
+  }
 
   // Azure: /openai/deployments/{deployment}/chat/completions?api-version=...
   constexpr std::string_view kAzure = "/openai/deployments/";
@@ -216,6 +256,15 @@ std::vector<std::string> render_stream(std::string_view family, const ChatRespon
   if (family == "gemini") return wire::gemini_stream_events(r, chunks);
   if (family == "cohere") return wire::cohere_stream_events(r, chunks);
   if (family == "bedrock") return wire::bedrock_stream_frames(r, chunks);
+  if (family == "mistral") {
+    // Mistral has no stream_options: usage always rides on the chunk with the finish reason.
+    auto cs = wire::response_to_chunks(r, chunks, false);
+    if (!cs.empty()) cs.back().usage = r.usage;
+    std::vector<std::string> out;
+    for (const auto& c : cs) out.push_back(encode_sse_chunk(c));
+    out.emplace_back(kSseDone);
+    return out;
+  }
   return wire::openai_stream_events(r, chunks, include_usage);
 }
 

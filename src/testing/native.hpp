@@ -15,19 +15,6 @@
 
 namespace modelux::mock {
 
-struct MockRequest {
-  std::string family;  ///< openai | azure | anthropic | gemini | cohere | bedrock
-  std::string model;   ///< from the body, or the path (Gemini, Bedrock, Azure deployment)
-  bool stream = false;
-  ChatRequest request;
-};
-
-/// Recognises a provider API path (+query, e.g. Gemini's ?alt=sse, Azure's ?api-version=) and
-/// decodes the native body well enough to answer (model, stream flag, messages, tools).
-/// Unknown path -> ErrorKind::not_found; bad body -> bad_request.
-Result<MockRequest> parse_request(std::string_view method, std::string_view target, const Headers& headers,
-                                  std::string_view body);
-
 struct Rendered {
   int status = 200;
   std::string content_type;
@@ -35,11 +22,31 @@ struct Rendered {
   std::string body;
 };
 
+struct MockRequest {
+  std::string family;  ///< openai | mistral | azure | anthropic | gemini | cohere | bedrock
+  std::string model;   ///< from the body, or the path (Gemini, Bedrock, Azure deployment)
+  bool stream = false;
+  ChatRequest request;
+  /// Set when the provider itself would refuse this request (Mistral: 422 for a field it does not
+  /// know); the mock answers with it instead of an answer.
+  std::optional<Rendered> refusal;
+};
+
+/// Recognises a provider API path (+query, e.g. Gemini's ?alt=sse, Azure's ?api-version=) and
+/// decodes the native body well enough to answer (model, stream flag, messages, tools).
+/// Unknown path -> ErrorKind::not_found; bad body -> bad_request.
+/// Mistral shares OpenAI's path, so a request on an OpenAI path whose model is one of Mistral's
+/// (mistral-*, open-mistral*, codestral*, devstral*, magistral*, ministral*, pixtral*) is served
+/// as Mistral: fields Mistral's API does not know are refused with its 422, and streams report
+/// usage on the finish chunk whether or not it was asked for.
+Result<MockRequest> parse_request(std::string_view method, std::string_view target, const Headers& headers,
+                                  std::string_view body);
+
 /// Native success body.
 Rendered render_response(std::string_view family, const ChatResponse& r);
 /// Each element one complete native event/frame, in order. `chunks` is how many pieces the
 /// text (or tool arguments) is split in; `include_usage` matters only where the client asks for
-/// it (OpenAI family); the other families always report usage in their stream.
+/// it (OpenAI family); the other families (Mistral too) always report usage in their stream.
 std::vector<std::string> render_stream(std::string_view family, const ChatResponse& r, int chunks,
                                        bool include_usage);
 /// text/event-stream, or application/vnd.amazon.eventstream for Bedrock.

@@ -94,7 +94,8 @@ class OpenAICodec final : public Codec {
       return wire::unsupported_field(ep.name.empty() ? "perplexity" : ep.name, "tools", "Perplexity has no tool calling");
     Json body = to_json(req);
     body["model"] = std::string(upstream_model);
-    if (provider_is("mistral", "api.mistral.ai")) {
+    const bool mistral = provider_is("mistral", "api.mistral.ai");
+    if (mistral) {
       // Mistral accepts only tool call ids matching [a-zA-Z0-9]{9}: rewrite others
       // deterministically so an assistant call and its tool result keep matching.
       auto fix = [](const std::string& id) {
@@ -115,9 +116,16 @@ class OpenAICodec final : public Codec {
               if (tc.contains("id") && tc["id"].is_string()) tc["id"] = fix(tc["id"].get<std::string>());
         }
       if (body.contains("seed")) body["random_seed"] = body["seed"], body.erase("seed");
+      // Mistral refuses fields it does not know (422 extra_forbidden): rename the one it has
+      // under another name, leave out the hints that do not change the answer.
+      if (body.contains("max_completion_tokens"))
+        body["max_tokens"] = body["max_completion_tokens"], body.erase("max_completion_tokens");
+      for (const char* hint : {"user", "store", "safety_identifier", "prompt_cache_retention"}) body.erase(hint);
     }
     // Always ask for usage on streams: cost accounting needs it even when the caller did not.
-    if (req.stream) body["stream_options"] = {{"include_usage", true}};
+    // Mistral refuses stream_options (422 extra_forbidden) and reports usage on its last chunk.
+    if (req.stream && !mistral) body["stream_options"] = {{"include_usage", true}};
+    else if (mistral) body.erase("stream_options");
     spec.body = body.dump(-1, ' ', false, Json::error_handler_t::replace);
     return spec;
   }

@@ -11,8 +11,13 @@ everything else. Here the other side is each provider's official SDK:
   response model, so a wrong type or a misspelt enum cannot hide behind a lenient parser;
 * the requests our client codecs send upstream (captured by a recording relay between the proxy
   and the mock) are validated against the SDKs' request types: openai's and anthropic's create
-  params TypedDicts, google-genai's pydantic models (which forbid unknown fields), cohere's v2
-  message and tool types, and botocore's ParamValidator on the Converse input shape.
+  params TypedDicts (and the openai SDK must build the same body from the same conversation),
+  mistralai's request models (Mistral refuses unknown fields), google-genai's pydantic models
+  (which forbid unknown fields), cohere's v2 message and tool types, and botocore's
+  ParamValidator on the Converse input shape, with the SigV4 signature recomputed by botocore.
+
+Mistral shares OpenAI's path; the mock speaks Mistral's dialect for Mistral's model names
+(422 for unknown fields, usage on the finish chunk), which the mistralai SDK reads here too.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import threading
 import typing
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import anthropic
@@ -164,22 +168,28 @@ def test_openai_sdk_reads_mock_json(mock, sdk, fl: OpenAIFlavour, tools: bool):
         PROMPT_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS + COMPLETION_TOKENS)
 
 
+def finish_of(tools: bool) -> str:
+    return "tool_calls" if tools else "stop"
+
+
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
 @pytest.mark.parametrize("fl", OPENAI_FLAVOURS, ids=[f.name for f in OPENAI_FLAVOURS])
 def test_openai_sdk_reads_mock_stream(mock, sdk, fl: OpenAIFlavour, tools: bool):
     from openai.types.chat import ChatCompletionChunk
 
-    kw = {"tools": OPENAI_TOOLS} if tools else {}
+    kw: dict[str, Any] = {"tools": OPENAI_TOOLS} if tools else {}
+    if fl.name != "mistral":  # Mistral refuses stream_options and always sends usage
+        kw["stream_options"] = {"include_usage": True}
     raw = sdk[fl.name].chat.completions.with_raw_response.create(
-        model=fl.model, messages=[{"role": "user", "content": PROMPT}], stream=True,
-        stream_options={"include_usage": True}, **kw)
+        model=fl.model, messages=[{"role": "user", "content": PROMPT}], stream=True, **kw)
     text, calls, finish, usage, n = "", {}, None, None, 0
     for chunk in raw.parse():
         assert isinstance(chunk, ChatCompletionChunk)
         n += 1
         assert chunk.object == "chat.completion.chunk" and chunk.model == fl.model
         if chunk.usage is not None:
-            assert chunk.choices == []  # the usage chunk carries no choice
+            # OpenAI: a usage chunk with no choice. Mistral: usage on the finish chunk.
+            assert [c.finish_reason for c in chunk.choices] == ([finish_of(tools)] if fl.name == "mistral" else [])
             usage = chunk.usage
         for ch in chunk.choices:
             text += ch.delta.content or ""
@@ -192,8 +202,7 @@ def test_openai_sdk_reads_mock_stream(mock, sdk, fl: OpenAIFlavour, tools: bool)
     assert n >= 3
     # The SDK builds chunks without validation: validate the raw events (the same request).
     path = raw.http_request.url.raw_path.decode()
-    body = {"model": fl.model, "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": PROMPT}], **kw}
+    body = {"model": fl.model, "stream": True, "messages": [{"role": "user", "content": PROMPT}], **kw}
     events = sse_events(http_request(mock.port, "POST", path, body, {"authorization": f"Bearer {FAKE_KEY}",
                                                                       "api-key": FAKE_KEY}).body)
     assert events[-1] == "[DONE]"
@@ -204,7 +213,7 @@ def test_openai_sdk_reads_mock_stream(mock, sdk, fl: OpenAIFlavour, tools: bool)
         assert calls == {0: {"id": TOOL_ID, "name": "get_weather", "args": "{}"}}
     else:
         assert text == MOCK_TEXT and finish == "stop" and calls == {}
-    assert usage is not None, "include_usage was asked for"
+    assert usage is not None, "include_usage was asked for (Mistral: always sent)"
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
         PROMPT_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS + COMPLETION_TOKENS)
 
@@ -223,6 +232,51 @@ def test_openai_sdk_raises_its_errors(mock, sdk, fl: OpenAIFlavour, status: int,
     assert isinstance(e.body, dict) and "mock injected error" in e.body["message"]  # the SDK unwraps "error"
     assert e.type == {429: "rate_limit_error", 401: "authentication_error", 500: "server_error"}[status]
     assert e.response.headers["retry-after"] == "2"
+
+
+# =============================================================================== Mistral
+# Mistral shares OpenAI's path; the mock serves Mistral's dialect for Mistral's model names.
+
+MISTRAL_MODEL = "mistral-small-latest"
+
+
+def mistral_sdk(mock: Mock) -> Any:
+    try:
+        from mistralai import Mistral
+    except ImportError:  # mistralai >= 2 keeps it in mistralai.client
+        from mistralai.client import Mistral
+    return Mistral(api_key=FAKE_KEY, server_url=mock.url, timeout_ms=10_000)
+
+
+def test_mistral_sdk_reads_mock_json_and_stream(mock):
+    mock.configure({MISTRAL_MODEL: {"chunks": 4}})
+    with mistral_sdk(mock) as client:
+        r = client.chat.complete(model=MISTRAL_MODEL, messages=[{"role": "user", "content": PROMPT}])
+        assert r.choices[0].message.content == MOCK_TEXT and r.choices[0].finish_reason == "stop"
+        assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (PROMPT_TOKENS, COMPLETION_TOKENS)
+        text, finish, usage_on = "", None, []
+        for ev in client.chat.stream(model=MISTRAL_MODEL, messages=[{"role": "user", "content": PROMPT}]):
+            ch = ev.data.choices[0] if ev.data.choices else None
+            if ch is not None:
+                text += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+            if ev.data.usage is not None:
+                usage_on.append(ch.finish_reason if ch is not None else None)
+                usage = ev.data.usage
+    assert text == MOCK_TEXT and finish == "stop"
+    # Usage unasked (Mistral has no stream_options), on the chunk that finishes.
+    assert usage_on == ["stop"]
+    assert (usage.prompt_tokens, usage.completion_tokens) == (PROMPT_TOKENS, COMPLETION_TOKENS)
+
+
+def test_mock_refuses_what_mistral_refuses(mock, sdk):
+    """The openai SDK's stream_options, sent to Mistral, get Mistral's 422 extra_forbidden."""
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        sdk["mistral"].chat.completions.create(model=MISTRAL_MODEL, messages=[{"role": "user", "content": PROMPT}],
+                                               stream=True, stream_options={"include_usage": True})
+    assert info.value.body["object"] == "error"  # Mistral's errors have no "error" envelope
+    (detail,) = info.value.body["message"]["detail"]
+    assert detail["type"] == "extra_forbidden" and detail["loc"] == ["body", "stream_options"]
 
 
 # =============================================================================== Anthropic
@@ -722,13 +776,46 @@ def unknown_keys(typed_dict: Any, value: dict, path: str = "$") -> list[str]:
     return [f"{path}.{k}" for k in value if k not in hints]
 
 
+def dropped_keys(data: Any, dumped: Any, path: str = "$") -> list[str]:
+    """Keys of `data` that a model's validate-then-dump round trip dropped: fields the SDK's
+    model does not know (for models that ignore extra input instead of refusing it)."""
+    out: list[str] = []
+    if isinstance(data, dict) and isinstance(dumped, dict):
+        for k, v in data.items():
+            if k not in dumped:
+                out.append(f"{path}.{k}")
+            else:
+                out += dropped_keys(v, dumped[k], f"{path}.{k}")
+    elif isinstance(data, list) and isinstance(dumped, list):
+        for i, (a, b) in enumerate(zip(data, dumped)):
+            out += dropped_keys(a, b, f"{path}[{i}]")
+    return out
+
+
+def check_mistral_request(body: dict, stream: bool) -> None:
+    """Mistral's API refuses unknown fields (422 extra_forbidden): every field we send must be
+    one its SDK's request model knows."""
+    try:
+        from mistralai.client.models import ChatCompletionRequest, ChatCompletionStreamRequest
+    except ImportError:  # mistralai 1.x
+        from mistralai.models import ChatCompletionRequest, ChatCompletionStreamRequest
+    model = ChatCompletionStreamRequest if stream else ChatCompletionRequest
+    dumped = strict(model, body).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    assert dropped_keys(body, dumped) == []
+
+
 def check_openai_request(s: Sent, req: dict, body: dict, stream: bool) -> None:
     from openai.types.chat import completion_create_params as ccp
+
+    if s.family == "mistral":
+        check_mistral_request(body, stream)
 
     td = ccp.CompletionCreateParamsStreaming if stream else ccp.CompletionCreateParamsNonStreaming
     strict(td, body)
     assert unknown_keys(td, body) == []
-    if stream:
+    if stream and s.family == "mistral":
+        assert "stream_options" not in body  # refused by Mistral, whose streams report usage anyway
+    elif stream:
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     headers = req["headers"]
     if s.family == "azure":
@@ -884,3 +971,56 @@ def test_request_we_send_is_valid_for_the_sdk(recorded, s: Sent, stream: bool):
         check_cohere_request(req, body, stream)
     else:
         check_bedrock_request(req, body, stream)
+
+
+JSON_MODE = {
+    "messages": [{"role": "user", "content": "A city and its country, as JSON."}],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"], "additionalProperties": False}}},
+}
+
+
+@pytest.mark.parametrize("s", [x for x in SENT if x.family != "bedrock"], ids=lambda x: x.family)
+def test_json_mode_request_is_valid_for_the_sdk(recorded, s: Sent):
+    """response_format json_schema as each family expresses it (Bedrock refuses JSON mode)."""
+    proxy, rec = recorded
+    r = proxy.chat_raw({"model": s.model, **JSON_MODE})
+    assert r.status == 200, r.text
+    body = json.loads(rec.requests[-1]["body"])
+    schema = JSON_MODE["response_format"]["json_schema"]["schema"]
+    if s.family in ("openai", "azure", "groq", "mistral"):
+        strict(openai.types.chat.completion_create_params.CompletionCreateParamsNonStreaming, body)
+        assert body["response_format"] == JSON_MODE["response_format"]
+        if s.family == "mistral":
+            check_mistral_request(body, False)
+    elif s.family == "anthropic":
+        from anthropic.types import message_create_params as mcp
+
+        strict(mcp.MessageCreateParamsNonStreaming, body)
+        assert unknown_keys(mcp.MessageCreateParamsNonStreaming, body) == []
+        # JSON mode is a forced tool whose input schema is the schema.
+        (tool,) = body["tools"]
+        assert unknown_keys(anthropic.types.ToolParam, tool) == []
+        assert tool["input_schema"] == schema
+        assert body["tool_choice"] == {"type": "tool", "name": tool["name"]}
+    elif s.family == "gemini":
+        assert set(body) <= GEMINI_REST_KEYS
+        gen = strict(gtypes.GenerationConfig, body["generationConfig"])
+        assert gen.response_mime_type == "application/json" and gen.response_json_schema == schema
+    else:  # cohere
+        strict(cohere.ResponseFormatV2, body["response_format"])
+        assert body["response_format"] == {"type": "json_object", "json_schema": schema}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_mistral_gets_only_fields_it_knows(recorded, stream: bool):
+    """OpenAI fields Mistral refuses (422) are renamed (seed, max_completion_tokens) or left out
+    (user, store, stream_options); the mock refuses anything else, so a 200 is the proof."""
+    proxy, rec = recorded
+    r = proxy.chat_raw({"model": "mistral-small-latest", "stream": stream, "messages": [{"role": "user", "content": PROMPT}],
+                        "seed": 7, "max_completion_tokens": 50, "user": "u-1", "store": False})
+    assert r.status == 200, r.text
+    body = json.loads(rec.requests[-1]["body"])
+    check_mistral_request(body, stream)
+    assert (body["random_seed"], body["max_tokens"]) == (7, 50)
