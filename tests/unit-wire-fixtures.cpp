@@ -194,6 +194,27 @@ TEST_CASE("Fixtures mistral_error_*.json: errors without an error envelope keep 
   CHECK(plain.message == "Requests rate limit exceeded");
 }
 
+TEST_CASE("Fixture deepseek_stream_reasoning.sse: reasoning_content is not content, usage with cache hits") {
+  Decoded d = decode_stream("openai", fixture("deepseek_stream_reasoning.sse"));
+  const auto& c = d.response.choices.at(0);
+  CHECK(c.message.text() == "9.8 is greater.");
+  CHECK(c.finish_reason == "stop");
+  check_usage(d.response.usage, 84, 190, 64);
+  CHECK(d.response.usage.reasoning_tokens == 180);
+}
+
+// ------------------------------------------------------------------------------ Anthropic
+
+TEST_CASE("Fixture anthropic_stream_thinking.sse: thinking and signature deltas are skipped, text kept") {
+  Decoded d = decode_stream("anthropic", fixture("anthropic_stream_thinking.sse"));
+  const auto& c = d.response.choices.at(0);
+  CHECK(c.message.text() == "The greatest common divisor of 1071 and 462 is **21**.");
+  CHECK(c.message.tool_calls.empty());
+  CHECK(c.finish_reason == "stop");
+  CHECK(d.response.id == "msg_01BZ8HcZfk4r9GpqEJqEWFR3");
+  check_usage(d.response.usage, 49, 115);
+}
+
 // ------------------------------------------------------------------------------ Cohere
 
 TEST_CASE("Fixture cohere_response.json: text block, COMPLETE, tokens (not billed units)") {
