@@ -235,6 +235,28 @@ TEST_CASE("mock native: unknown paths are not_found and bad bodies bad_request, 
   }
 }
 
+TEST_CASE("mock native: refused requests are answered in the family's own error shape") {
+  Headers h;
+  // Current Claude models refuse temperature with top_p.
+  auto both = mock::parse_request("POST", "/v1/messages", h,
+                                  R"({"model":"claude-haiku-4-5","max_tokens":8,"temperature":0.5,"top_p":0.9,)"
+                                  R"("messages":[{"role":"user","content":"hi"}]})");
+  REQUIRE_FALSE(both.has_value());
+  CHECK(both.error().kind == ErrorKind::bad_request);
+  CHECK(both.error().path == "top_p");
+  CHECK(mock::family_of_target("/v1/messages") == "anthropic");
+  CHECK(mock::family_of_target("/v2/chat") == "cohere");
+  CHECK(mock::family_of_target("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse") == "gemini");
+  CHECK(mock::family_of_target("/model/amazon.nova-lite-v1%3A0/converse") == "bedrock");
+  CHECK(mock::family_of_target("/openai/deployments/gpt-4o/chat/completions?api-version=1") == "azure");
+  CHECK(mock::family_of_target("/v1/chat/completions") == "openai");
+  auto r = mock::render_error(mock::family_of_target("/v1/messages"), 400, both.error().message, std::nullopt);
+  auto body = parse_json(r.body);
+  REQUIRE(body.has_value());
+  CHECK((*body)["type"] == "error");
+  CHECK((*body)["error"]["type"] == "invalid_request_error");
+}
+
 TEST_CASE("mock native: canned_response calls the first tool unless tools are off") {
   MockRequest m;
   m.family = "openai";

@@ -42,6 +42,10 @@ Result<ChatRequest> anthropic_request_from_native(const Json& j) {
   r.max_tokens = jint(j, "max_tokens");
   if (j.contains("temperature") && j["temperature"].is_number()) r.temperature = j["temperature"].get<double>();
   if (j.contains("top_p") && j["top_p"].is_number()) r.top_p = j["top_p"].get<double>();
+  // What current Claude models answer to both (the older ones took both).
+  if (r.temperature && r.top_p)
+    return fail(ErrorKind::bad_request,
+                "`temperature` and `top_p` cannot both be specified for this model. Please use only one.", "top_p");
   if (const Json* s = jarr(j, "stop_sequences"))
     for (const auto& x : *s)
       if (x.is_string()) r.stop.push_back(x.get<std::string>());

@@ -220,8 +220,10 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
 
   auto parsed = parse_request(req.method, req.target, req.headers, req.body);
   if (!parsed) {
+    // In the provider's own error shape, as its SDK expects it.
     int status = parsed.error().kind == ErrorKind::not_found ? 404 : 400;
-    co_await w.respond(status, "application/json", err_json(parsed.error().message));
+    auto r = render_error(family_of_target(req.target), status, parsed.error().message, std::nullopt);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
     co_return;
   }
   const MockRequest& mr = *parsed;

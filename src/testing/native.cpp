@@ -237,6 +237,16 @@ Result<MockRequest> parse_request(std::string_view method, std::string_view targ
   return not_found(path);
 }
 
+std::string_view family_of_target(std::string_view target) {
+  std::string_view path = split_target(target).path;
+  if (path == "/v1/messages") return "anthropic";
+  if (path == "/v2/chat") return "cohere";
+  if (path.starts_with("/v1beta/models/") || path.starts_with("/v1/models/")) return "gemini";
+  if (path.starts_with("/model/")) return "bedrock";
+  if (path.starts_with("/openai/deployments/")) return "azure";
+  return "openai";
+}
+
 Rendered render_response(std::string_view family, const ChatResponse& r) {
   Rendered out;
   out.content_type = "application/json";

@@ -42,6 +42,10 @@ struct MockRequest {
 Result<MockRequest> parse_request(std::string_view method, std::string_view target, const Headers& headers,
                                   std::string_view body);
 
+/// The family whose error shape a request to `target` gets when parse_request refuses it
+/// ("openai" for paths no provider has).
+std::string_view family_of_target(std::string_view target);
+
 /// Native success body.
 Rendered render_response(std::string_view family, const ChatResponse& r);
 /// Each element one complete native event/frame, in order. `chunks` is how many pieces the

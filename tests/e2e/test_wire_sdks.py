@@ -365,6 +365,17 @@ def test_anthropic_sdk_raises_its_errors(mock, sdk, status: int, exc: type, etyp
     assert body.error.type == etype and "mock injected error" in body.error.message
 
 
+def test_anthropic_sdk_gets_a_refused_request_as_bad_request(mock, sdk):
+    """temperature with top_p, refused as current Claude models do, in Anthropic's error shape."""
+    from anthropic.types import ErrorResponse
+
+    with pytest.raises(anthropic.BadRequestError) as info:
+        sdk["anthropic"].messages.create(model=ANTHROPIC_MODEL, max_tokens=64, messages=[{"role": "user", "content": PROMPT}],
+                                         extra_body={"temperature": 0.5, "top_p": 0.9})
+    body = strict(ErrorResponse, info.value.body)
+    assert body.error.type == "invalid_request_error" and "top_p" in body.error.message
+
+
 # =============================================================================== Gemini
 
 GEMINI_MODEL = "gemini-2.5-flash"
@@ -542,6 +553,20 @@ def test_cohere_sdk_raises_its_errors(mock, sdk, status: int, exc: type):
     assert "mock injected error" in info.value.body["message"]
 
 
+def test_cohere_sdk_gets_a_refused_request_as_bad_request(mock, sdk):
+    with pytest.raises(cohere.errors.BadRequestError) as info:
+        sdk["cohere"].chat(model=COHERE_MODEL, messages=[], request_options=NO_RETRY)
+    assert info.value.status_code == 400 and info.value.body["message"]
+
+
+def test_gemini_refused_request_has_gemini_error_shape(mock):
+    r = http_request(mock.port, "POST", f"/v1beta/models/{GEMINI_MODEL}:generateContent", {"contents": []},
+                     {"x-goog-api-key": FAKE_KEY})
+    assert r.status == 400
+    err = r.json()["error"]
+    assert (err["code"], err["status"]) == (400, "INVALID_ARGUMENT") and err["message"]
+
+
 # =============================================================================== Bedrock
 
 BEDROCK_MODEL = "amazon.nova-lite-v1:0"
@@ -649,6 +674,13 @@ def test_bedrock_sdk_raises_its_errors(mock, sdk, status: int, wire_status: int,
     modeled = getattr(client.exceptions, code, None)
     if code != "UnrecognizedClientException":  # a generic AWS auth error, not in the Bedrock model
         assert modeled is not None and isinstance(e, modeled)
+
+
+def test_bedrock_sdk_gets_a_refused_request_as_validation_exception(mock, sdk):
+    client = sdk["bedrock"]
+    with pytest.raises(client.exceptions.ValidationException) as info:
+        client.converse(modelId=BEDROCK_MODEL, messages=[])
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
 # =============================================================================== requests we send
