@@ -11,6 +11,7 @@
 
 #include "cli.hpp"
 #include "modelux/config.hpp"
+#include "modelux/keys.hpp"
 #include "modelux/router.hpp"
 #include "modelux/server.hpp"
 #include "modelux/testing.hpp"
@@ -164,6 +165,132 @@ int check_config(const std::string& file) {
   return 0;
 }
 
+struct KeysArgs {
+  std::string db, config;
+  // create
+  std::string project, org, name, role = "project", expires;
+  std::vector<std::string> models, configs;
+  int rpm = 0, max_concurrency = 0;
+  bool json = false;
+  // revoke
+  std::string id;
+};
+
+// `modelux keys` works on the key store file directly (like `modelux logs` on the trace
+// store): --db FILE, or --config FILE to use that config's server.keys_db. A running proxy
+// sees every change on its next request.
+Result<std::shared_ptr<KeyStore>> open_key_store(const KeysArgs& a) {
+  std::string path = a.db;
+  if (path.empty() && !a.config.empty()) {
+    auto cfg = Config::load_file(a.config);
+    if (!cfg) return fail(cfg.error());
+    auto sc = ServerConfig::from_json(cfg->server);
+    if (!sc) return fail(sc.error());
+    path = ServerConfig::keys_db_path(*cfg, *sc);
+    if (path.empty())
+      return fail(ErrorKind::invalid_config, "this config keeps managed keys in memory (set server.keys_db or tracing.path)",
+                  "$.server.keys_db");
+  }
+  if (path.empty()) return fail(ErrorKind::invalid_config, "give --db FILE or --config FILE");
+  return KeyStore::open(path);
+}
+
+int keys_create(const KeysArgs& a) {
+  auto store = open_key_store(a);
+  if (!store) {
+    std::fprintf(stderr, "modelux keys create: %s\n", store.error().describe().c_str());
+    return 1;
+  }
+  ManagedKey k;
+  k.name = a.name;
+  k.project = a.project;
+  k.org = a.org;
+  k.role = *key_role_from_string(a.role);  // CLI11 checked the choice
+  if (k.role != KeyRole::admin && k.project.empty()) {
+    std::fprintf(stderr, "modelux keys create: a %s key needs --project\n", a.role.c_str());
+    return 2;
+  }
+  k.limits.models = a.models;
+  for (auto c : a.configs) k.limits.configs.push_back(!c.empty() && c.front() == '@' ? c.substr(1) : c);
+  k.limits.rpm = a.rpm;
+  k.limits.max_concurrency = a.max_concurrency;
+  auto now = std::chrono::system_clock::now();
+  if (!a.expires.empty()) {
+    auto t = parse_key_expiry(a.expires, now);
+    if (!t) {
+      std::fprintf(stderr, "modelux keys create: %s\n", t.error().message.c_str());
+      return 2;
+    }
+    k.expires = *t;
+  }
+  auto created = (*store)->create(std::move(k), now);
+  if (!created) {
+    std::fprintf(stderr, "modelux keys create: %s\n", created.error().describe().c_str());
+    return 1;
+  }
+  if (a.json) {
+    Json j = created->key.to_json();
+    j["key"] = created->secret;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("created %s (role %s, project %s)\n", created->key.id.c_str(), std::string(to_string(created->key.role)).c_str(),
+                created->key.project.empty() ? "-" : created->key.project.c_str());
+    std::printf("secret (shown once, only its hash is stored): %s\n", created->secret.c_str());
+  }
+  return 0;
+}
+
+int keys_list(const KeysArgs& a) {
+  auto store = open_key_store(a);
+  if (!store) {
+    std::fprintf(stderr, "modelux keys list: %s\n", store.error().describe().c_str());
+    return 1;
+  }
+  auto rows = (*store)->list();
+  if (!rows) {
+    std::fprintf(stderr, "modelux keys list: %s\n", rows.error().describe().c_str());
+    return 1;
+  }
+  if (a.json) {
+    Json arr = Json::array();
+    for (const auto& k : *rows) arr.push_back(k.to_json());
+    std::printf("%s\n", arr.dump().c_str());
+    return 0;
+  }
+  std::printf("%-22s %-9s %-8s %-16s %-10s %s\n", "ID", "HINT", "ROLE", "PROJECT", "STATE", "LIMITS");
+  auto now = std::chrono::system_clock::now();
+  for (const auto& k : *rows) {
+    std::string limits;
+    if (k.limits.rpm) limits += "rpm=" + std::to_string(k.limits.rpm) + " ";
+    if (k.limits.max_concurrency) limits += "concurrency=" + std::to_string(k.limits.max_concurrency) + " ";
+    if (!k.limits.models.empty()) limits += "models=" + std::to_string(k.limits.models.size()) + " ";
+    if (!k.limits.configs.empty()) limits += "configs=" + std::to_string(k.limits.configs.size()) + " ";
+    const char* state = k.revoked ? "revoked" : k.active(now) ? "active" : "expired";
+    std::printf("%-22s %-9s %-8s %-16s %-10s %s\n", k.id.c_str(), k.hint.c_str(), std::string(to_string(k.role)).c_str(),
+                k.project.empty() ? "-" : k.project.c_str(), state, limits.c_str());
+  }
+  return 0;
+}
+
+int keys_revoke(const KeysArgs& a) {
+  auto store = open_key_store(a);
+  if (!store) {
+    std::fprintf(stderr, "modelux keys revoke: %s\n", store.error().describe().c_str());
+    return 1;
+  }
+  auto r = (*store)->revoke(a.id, std::chrono::system_clock::now());
+  if (!r) {
+    std::fprintf(stderr, "modelux keys revoke: %s\n", r.error().describe().c_str());
+    return 1;
+  }
+  if (!*r) {
+    std::fprintf(stderr, "modelux keys revoke: no active key '%s'\n", a.id.c_str());
+    return 1;
+  }
+  std::printf("revoked %s\n", a.id.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -204,6 +331,31 @@ int main(int argc, char** argv) {
   logs->prefix_command();
   auto* spend = app.add_subcommand("spend", "spend by model, provider, project, tag or user");
   spend->prefix_command();
+  KeysArgs keys_args;
+  auto* keys = app.add_subcommand("keys", "managed modelux API keys (create, list, revoke) in the key store");
+  keys->require_subcommand(1);
+  auto key_store_opts = [&](CLI::App* sub) {
+    sub->add_option("--db", keys_args.db, "key store file (SQLite)");
+    sub->add_option("--config", keys_args.config, "config file: use its server.keys_db")->check(CLI::ExistingFile);
+    sub->add_flag("--json", keys_args.json, "JSON output");
+  };
+  auto* keys_create_cmd = keys->add_subcommand("create", "create a key; prints its secret once");
+  key_store_opts(keys_create_cmd);
+  keys_create_cmd->add_option("--project", keys_args.project, "project the key acts for");
+  keys_create_cmd->add_option("--org", keys_args.org, "org");
+  keys_create_cmd->add_option("--name", keys_args.name, "name (default: the key id)");
+  keys_create_cmd->add_option("--role", keys_args.role, "admin | project | viewer")->check(CLI::IsMember({"admin", "project", "viewer"}));
+  keys_create_cmd->add_option("--models", keys_args.models, "allowed models (repeatable; default any)");
+  keys_create_cmd->add_option("--configs", keys_args.configs, "allowed @configs (repeatable; default any)");
+  keys_create_cmd->add_option("--rpm", keys_args.rpm, "requests per minute (0 = unlimited)")->check(CLI::Range(0, 1000000));
+  keys_create_cmd->add_option("--max-concurrency", keys_args.max_concurrency, "requests in flight (0 = unlimited)")->check(CLI::Range(0, 1000000));
+  keys_create_cmd->add_option("--expires", keys_args.expires, "2026-01-31, 2026-01-31T12:00:00Z, or 30d / 12h / 90m");
+  auto* keys_list_cmd = keys->add_subcommand("list", "list keys (never their secrets)");
+  key_store_opts(keys_list_cmd);
+  auto* keys_revoke_cmd = keys->add_subcommand("revoke", "revoke a key (effective on the proxy's next request)");
+  key_store_opts(keys_revoke_cmd);
+  keys_revoke_cmd->add_option("id", keys_args.id, "key id (key_...)")->required();
+
   app.add_subcommand("version", "print the version");
   app.set_version_flag("--version", std::string("modelux ") + std::string(version()));
 
@@ -215,6 +367,9 @@ int main(int argc, char** argv) {
   if (*serve_cmd) return serve(serve_args);
   if (*mock) return mock_cmd(mock_args);
   if (app.got_subcommand("demo")) return cli::run_demo();
+  if (*keys_create_cmd) return keys_create(keys_args);
+  if (*keys_list_cmd) return keys_list(keys_args);
+  if (*keys_revoke_cmd) return keys_revoke(keys_args);
   if (*check) return check_config(!check_file.empty() ? check_file : check_flag);
   auto forward = [](const char* name, CLI::App* sub, int (*run)(int, char**)) {
     std::vector<std::string> rest = sub->remaining();

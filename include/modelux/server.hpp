@@ -1,15 +1,19 @@
 // modelux server (optional component, CMake target modelux::server): the OpenAI-compatible
 // HTTP proxy in front of a Router, with modelux API keys and the admin API. C++ and Python
 // apps can start it in-process; `modelux serve` is a thin wrapper around Proxy::start.
-//   POST /v1/chat/completions   (JSON or SSE; model = catalog model or "@slug")
-//   GET  /v1/models
-//   GET  /v1/traces/{request_id}   GET /v1/traces?limit=N
-//   GET  /v1/configs   GET|PUT /v1/configs/{slug}
-//   GET  /v1/budgets   GET /healthz   GET /readyz   GET /metrics
+//   POST /v1/chat/completions   (JSON or SSE; model = catalog model or "@slug")   project, admin
+//   GET  /v1/models   GET /v1/configs   GET /v1/configs/{slug}   GET /v1/health     any key
+//   GET  /v1/traces?limit=N   GET /v1/traces/{request_id}   GET /v1/budgets  any key, own project
+//   PUT  /v1/configs/{slug}   POST|GET /v1/keys   GET|DELETE /v1/keys/{id}            admin
+//   GET  /healthz   GET /readyz   GET /metrics                                         no key
+// Roles are checked by the route table from the request head, before the body is read.
 #pragma once
 
 #include <memory>
 
+#include <optional>
+
+#include "modelux/keys.hpp"
 #include "modelux/router.hpp"
 
 namespace modelux {
@@ -18,24 +22,41 @@ namespace http_server {
 class Server;
 }
 
-/// A modelux API key the proxy accepts, and who it stands for.
+/// A modelux API key from the config file, and who it stands for.
 struct ApiKeyConfig {
-  std::string key;      ///< the secret ("mlx-...")
+  std::string key;      ///< the secret ("mlx-..."); any string of 8+ characters
   std::string name;     ///< id for traces and budgets (never the key itself)
   std::string project;
   std::string org;
+  KeyRole role = KeyRole::project;  ///< "admin" | "project" (default) | "viewer"
+  KeyLimits limits;                 ///< models, configs, rpm, max_concurrency
+  std::optional<WallTime> expires;
+};
+
+/// Limits on what a request may carry, checked at the edge (400 beyond them).
+struct EdgeLimits {
+  std::size_t max_tags = 64;          ///< x-modelux-tags entries + string metadata keys
+  std::size_t max_tag_key_bytes = 64;
+  std::size_t max_tag_value_bytes = 256;
 };
 
 /// The config file's "server" section.
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
-  std::vector<ApiKeyConfig> api_keys;   ///< empty = no auth (only allowed on loopback)
+  std::vector<ApiKeyConfig> api_keys;   ///< empty (and no managed keys) = no auth, loopback only
+  /// SQLite file of managed keys (POST /v1/keys, `modelux keys`). Unset: "keys.db" next to
+  /// tracing.path when that is a file, else in memory (managed keys then last until exit).
+  std::string keys_db;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
   int threads = 1;
+  int worker_threads = 2;               ///< pool for trace reads, config compiles, snapshots
+  EdgeLimits limits;
 
   /// Parses `Config::server`; every fault names its JSON path ("$.server.port").
   static Result<ServerConfig> from_json(const Json& section);
+  /// Where managed keys live for `config` (see keys_db); "" = in memory.
+  static std::string keys_db_path(const Config& config, const ServerConfig& server);
 };
 
 }  // namespace modelux

@@ -37,6 +37,9 @@ struct Behavior {
   int rate_limit_requests = 0;    ///< > 0: at most this many requests per window, then 429
   double rate_limit_window_ms = 1000;
   std::string text = "Hello from the modelux mock provider.";
+  /// Errors quote the credential the request carried ("Incorrect API key provided: <key>"), as
+  /// OpenAI's 401 does: the canary for the scrubber.
+  bool echo_key = false;
 };
 
 /// Parses a behavior object on top of `base`; errors name the JSON path.

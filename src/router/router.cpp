@@ -4,6 +4,7 @@
 // strand (several at once for ensembles), each bound to a cancellation signal so losers and
 // abandoned attempts stop their upstream I/O at once. The session decides; this file only
 // executes: encode → send → decode, budget reserve/settle, health observe, trace fill-in.
+#include "modelux/scrub.hpp"
 #include "modelux/router.hpp"
 
 #include <atomic>
@@ -867,6 +868,19 @@ Result<std::unique_ptr<ClientSession>> Router::begin(ChatRequest request, CallCo
   return std::unique_ptr<ClientSession>(new ClientSession(std::move(st)));
 }
 
+namespace {
+// Every provider credential is removed by value from whatever leaves the process (modelux/scrub.hpp):
+// upstream 401s echo keys, and a key without a known prefix would pass a shape-only check.
+void register_provider_secrets(const Config& c) {
+  for (const auto& p : c.providers) {
+    for (const auto& k : p.api_keys) add_secret(k);
+    for (const auto& [name, value] : p.options)
+      if (name.find("key") != std::string::npos || name.find("secret") != std::string::npos || name.find("token") != std::string::npos)
+        add_secret(value);
+  }
+}
+}  // namespace
+
 Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Router::~Router() = default;
 
@@ -878,6 +892,7 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
   impl->seed_base = options.seed ? options.seed : fnv1a64(new_request_id());
   impl->key_cursor = std::make_unique<std::atomic<std::uint64_t>[]>(impl->config.providers.size() + 1);
   impl->health = std::make_unique<HealthRegistry>(impl->config.health);
+  register_provider_secrets(impl->config);
   for (const auto& p : impl->config.providers)
     if (p.api_keys.size() > 1) impl->health->set_key_pool(p.name, static_cast<int>(std::min<std::size_t>(p.api_keys.size(), 16)));
   auto table = RouteTable::build(impl->config, nullptr);

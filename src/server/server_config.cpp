@@ -14,13 +14,81 @@ Result<std::string> opt_str(const Json& o, const char* key, const std::string& p
   return it->get<std::string>();
 }
 
+Result<std::vector<std::string>> opt_str_array(const Json& o, const char* key, const std::string& path) {
+  std::vector<std::string> out;
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return out;
+  if (!it->is_array()) return fail(ErrorKind::invalid_config, std::string("'") + key + "' must be an array of strings", path + "." + key);
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const Json& v = (*it)[i];
+    if (!v.is_string() || v.get<std::string>().empty())
+      return fail(ErrorKind::invalid_config, std::string("'") + key + "' must hold non-empty strings",
+                  path + "." + key + "[" + std::to_string(i) + "]");
+    std::string s = v.get<std::string>();
+    if (std::string_view(key) == "configs" && s.front() == '@') s.erase(0, 1);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<int> opt_count(const Json& o, const char* key, const std::string& path) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return 0;
+  if (!it->is_number_integer() || it->get<std::int64_t>() < 0 || it->get<std::int64_t>() > 1000000)
+    return fail(ErrorKind::invalid_config, std::string("'") + key + "' must be an integer 0..1000000 (0 = unlimited)", path + "." + key);
+  return it->get<int>();
+}
+
+// One key object. Unknown fields are errors (a typo in "role" must not leave a key with more
+// rights than meant).
+Result<ApiKeyConfig> parse_key_object(const Json& k, const std::string& path) {
+  static constexpr std::string_view kFields[] = {"key", "name", "project", "org", "role", "models", "configs",
+                                                 "rpm", "max_concurrency", "expires"};
+  for (auto it = k.begin(); it != k.end(); ++it)
+    if (std::find(std::begin(kFields), std::end(kFields), it.key()) == std::end(kFields))
+      return fail(ErrorKind::invalid_config, "unknown field '" + it.key() + "' in an API key", path + "." + it.key());
+  ApiKeyConfig ak;
+  auto key = opt_str(k, "key", path);
+  auto name = opt_str(k, "name", path);
+  auto project = opt_str(k, "project", path);
+  auto org = opt_str(k, "org", path);
+  auto role = opt_str(k, "role", path, "project");
+  for (auto* r : {&key, &name, &project, &org, &role})
+    if (!*r) return fail(r->error());
+  ak.key = *key;
+  ak.name = *name;
+  ak.project = *project;
+  ak.org = *org;
+  auto kr = key_role_from_string(*role);
+  if (!kr) return fail(ErrorKind::invalid_config, "'role' must be \"admin\", \"project\" or \"viewer\"", path + ".role");
+  ak.role = *kr;
+  auto models = opt_str_array(k, "models", path);
+  if (!models) return fail(models.error());
+  auto configs = opt_str_array(k, "configs", path);
+  if (!configs) return fail(configs.error());
+  auto rpm = opt_count(k, "rpm", path);
+  if (!rpm) return fail(rpm.error());
+  auto mc = opt_count(k, "max_concurrency", path);
+  if (!mc) return fail(mc.error());
+  ak.limits = KeyLimits{std::move(*models), std::move(*configs), *rpm, *mc};
+  auto exp = opt_str(k, "expires", path);
+  if (!exp) return fail(exp.error());
+  if (!exp->empty()) {
+    auto t = parse_key_expiry(*exp, std::chrono::system_clock::now());
+    if (!t) return fail(ErrorKind::invalid_config, t.error().message, path + ".expires");
+    ak.expires = *t;
+  }
+  return ak;
+}
+
 }  // namespace
 
 Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   ServerConfig out;
   if (s.is_null()) return out;
   if (!s.is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
-  static constexpr std::string_view kKeys[] = {"host", "port", "threads", "max_body_bytes", "api_keys"};
+  static constexpr std::string_view kKeys[] = {"host", "port", "threads", "max_body_bytes", "api_keys", "keys_db",
+                                               "worker_threads", "limits"};
   for (auto it = s.begin(); it != s.end(); ++it)
     if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
       return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server", "$.server." + it.key());
@@ -51,13 +119,9 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
         if (k.is_string()) {
           ak.key = k.get<std::string>();
         } else if (k.is_object()) {
-          auto key = opt_str(k, "key", path);
-          auto name = opt_str(k, "name", path);
-          auto project = opt_str(k, "project", path);
-          auto org = opt_str(k, "org", path);
-          for (auto* r : {&key, &name, &project, &org})
-            if (!*r) return fail(r->error());
-          ak = ApiKeyConfig{*key, *name, *project, *org};
+          auto parsed = parse_key_object(k, path);
+          if (!parsed) return fail(parsed.error());
+          ak = std::move(*parsed);
         } else {
           return fail(ErrorKind::invalid_config, "an API key must be a string or an object", path);
         }
@@ -66,7 +130,36 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
         out.api_keys.push_back(std::move(ak));
       }
     }
+    if (auto kd = opt_str(s, "keys_db", "$.server"); !kd) return fail(kd.error());
+    else out.keys_db = *kd;
+    if (auto w = s.find("worker_threads"); w != s.end()) {
+      if (!w->is_number_integer() || w->get<int>() < 1 || w->get<int>() > 64)
+        return fail(ErrorKind::invalid_config, "'worker_threads' must be an integer 1..64", "$.server.worker_threads");
+      out.worker_threads = w->get<int>();
+    }
+    if (auto l = s.find("limits"); l != s.end()) {
+      if (!l->is_object()) return fail(ErrorKind::invalid_config, "'limits' must be an object", "$.server.limits");
+      for (auto it = l->begin(); it != l->end(); ++it) {
+        std::string path = "$.server.limits." + it.key();
+        std::size_t* dst = it.key() == "max_tags"              ? &out.limits.max_tags
+                           : it.key() == "max_tag_key_bytes"   ? &out.limits.max_tag_key_bytes
+                           : it.key() == "max_tag_value_bytes" ? &out.limits.max_tag_value_bytes
+                                                               : nullptr;
+        if (!dst) return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server.limits", path);
+        if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 1 << 20)
+          return fail(ErrorKind::invalid_config, "'" + it.key() + "' must be an integer 1..1048576", path);
+        *dst = it->get<std::size_t>();
+      }
+    }
     return out;
+}
+
+std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig& server) {
+  if (!server.keys_db.empty()) return server.keys_db == ":memory:" ? std::string() : server.keys_db;
+  std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
+  if (trace.empty() || trace == ":memory:") return {};
+  auto slash = trace.rfind('/');
+  return slash == std::string::npos ? std::string("keys.db") : trace.substr(0, slash + 1) + "keys.db";
 }
 
 }  // namespace modelux

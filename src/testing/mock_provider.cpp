@@ -45,7 +45,10 @@ Result<Behavior> behavior_from_json(const Json& j, const Behavior& base, const s
     else if (k == "malformed_rate") r = num(b.malformed_rate, 0, 1);
     else if (k == "rate_limit_requests") r = integer(b.rate_limit_requests, 0, 100000000);
     else if (k == "rate_limit_window_ms") r = num(b.rate_limit_window_ms, 1, 3600000);
-    else if (k == "text") {
+    else if (k == "echo_key") {
+      if (!v.is_boolean()) return fail(ErrorKind::invalid_config, "'echo_key' must be a boolean", p);
+      b.echo_key = v.get<bool>();
+    } else if (k == "text") {
       if (!v.is_string()) return fail(ErrorKind::invalid_config, "'text' must be a string", p);
       b.text = v.get<std::string>();
     } else return fail(ErrorKind::invalid_config, "unknown behavior key '" + k + "'", p);
@@ -60,8 +63,21 @@ Json to_json(const Behavior& b) {
           {"error_rate", b.error_rate}, {"retry_after_ms", b.retry_after_ms}, {"hang_rate", b.hang_rate},
           {"disconnect_after_chunks", b.disconnect_after_chunks}, {"malformed_rate", b.malformed_rate},
           {"rate_limit_requests", b.rate_limit_requests}, {"rate_limit_window_ms", b.rate_limit_window_ms},
-          {"text", b.text}};
+          {"text", b.text}, {"echo_key", b.echo_key}};
 }
+
+namespace {
+// The credential a request carried, whatever the family puts it in (what a real provider's
+// 401 would quote back).
+std::string presented_credential(const http_server::Request& req) {
+  if (const auto* a = req.header("authorization")) return a->starts_with("Bearer ") ? a->substr(7) : *a;
+  for (const char* h : {"x-api-key", "api-key", "x-goog-api-key"})
+    if (const auto* v = req.header(h)) return *v;
+  auto k = req.query.find("key=");
+  if (k != std::string::npos) return req.query.substr(k + 4, req.query.find('&', k) - k - 4);
+  return "(none)";
+}
+}  // namespace
 
 struct MockProvider::State {
   mutable std::mutex mu;
@@ -249,7 +265,9 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
   if (plan.kind == K::error) {
     std::optional<Millis> ra;
     if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
-    auto r = render_error(mr.family, plan.b.error_status, "mock injected error " + std::to_string(plan.b.error_status), ra);
+    std::string msg = "mock injected error " + std::to_string(plan.b.error_status);
+    if (plan.b.echo_key) msg = "Incorrect API key provided: " + presented_credential(req) + ". You can find your API key in your account.";
+    auto r = render_error(mr.family, plan.b.error_status, msg, ra);
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
     co_return;
   }

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "modelux/trace.hpp"
+#include "modelux/scrub.hpp"
 
 namespace modelux {
 
@@ -106,29 +107,6 @@ class TraceRing {
   alignas(64) std::atomic<std::size_t> dequeue_{0};
 };
 
-// Replaces things that look like provider credentials with "[redacted]": sk-..., sk-ant-...,
-// AIza..., "Bearer ...". Error messages come from providers and can echo a key back.
-void scrub_secrets(std::string& s) {
-  static constexpr std::string_view kPrefixes[] = {"sk-", "AIza", "Bearer ", "bearer ", "xai-", "gsk_"};
-  auto token_char = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-           c == '.';
-  };
-  for (auto prefix : kPrefixes) {
-    std::size_t at = 0;
-    while ((at = s.find(prefix, at)) != std::string::npos) {
-      std::size_t end = at + prefix.size();
-      while (end < s.size() && token_char(s[end])) ++end;
-      if (end - at - prefix.size() >= 12) {
-        s.replace(at, end - at, "[redacted]");
-        at += 10;
-      } else {
-        at = end;
-      }
-    }
-  }
-}
-
 }  // namespace
 
 struct Tracer::Impl {
@@ -172,8 +150,19 @@ void Tracer::Impl::prepare(DecisionTrace& t) const {
     t.request_body.clear();
     t.response_body.clear();
   }
-  scrub_secrets(t.error_message);
-  for (auto& a : t.attempts) scrub_secrets(a.error);
+  // Every text field goes through the one scrubber (registered secrets by value + key
+  // shapes): provider errors echo keys, and a reason or tag can quote an error. Here, on the
+  // writer thread, so submit() stays cheap; nothing reads a trace before it is written.
+  for (std::string* f : {&t.config, &t.project, &t.org, &t.end_user, &t.api_key_id, &t.error_message, &t.decision,
+                         &t.reason, &t.ab_arm, &t.aggregation, &t.request_body, &t.response_body})
+    scrub(*f);
+  for (auto& [k, v] : t.tags) {
+    scrub(k);
+    scrub(v);
+  }
+  for (auto& b : t.budget_actions) scrub(b);
+  for (auto& a : t.attempts)
+    for (std::string* f : {&a.error, &a.why_tried, &a.why_ended, &a.outcome, &a.vote}) scrub(*f);
 }
 
 void Tracer::Impl::run() {

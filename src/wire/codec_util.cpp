@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "modelux/scrub.hpp"
 #include "wire/codecs.hpp"
 
 namespace modelux::wire {
@@ -170,6 +171,7 @@ Error provider_error(std::string_view family, int status, const Headers& headers
                      std::string provider_type) {
   Error e = classify_http_error(status, headers, message);
   e.message = std::move(message);
+  scrub(e.message);  // upstream 401s echo the key they were sent
   e.status = status;
   e.provider = std::string(family);
   e.code = std::move(provider_type);

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <ctime>
 
+#include "modelux/scrub.hpp"
 #include "modelux/wire.hpp"
 
 namespace modelux {
@@ -85,6 +86,7 @@ Error classify_http_error(int status, const Headers& headers, std::string messag
   Error e;
   e.status = status;
   e.message = std::move(message);
+  scrub(e.message);  // upstream 401s echo the key they were sent
   if (status == 429) e.kind = ErrorKind::rate_limited;
   else if (status == 529 || status == 503) e.kind = ErrorKind::overloaded;
   else if (status == 408 || status == 504) e.kind = ErrorKind::timeout;

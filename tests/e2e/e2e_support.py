@@ -232,7 +232,8 @@ def base_config(mock_url: str, trace_db: Path) -> dict:
             "host": "127.0.0.1",
             "port": 0,
             "threads": 1,
-            "api_keys": [{"key": API_KEY, "name": "e2e", "project": "e2e"}],
+            # admin: the suite installs routing configs (PUT /v1/configs needs an admin key).
+            "api_keys": [{"key": API_KEY, "name": "e2e", "project": "e2e", "role": "admin"}],
         },
         "providers": {
             "anthropic": {"base_url": mock_url, "api_key": "mock-anthropic-key"},
