@@ -11,15 +11,31 @@ namespace modelux::proxy {
 
 namespace {
 
-// Auth is a function of the request head (method, path, headers): admit() decides before the
-// body matters, and serve() runs the admitted route.
-net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, ResponseWriter& w) {
-  auto decided = admit(*stp, req.method, req.path, req.headers);
+// Auth is a function of the request head (method, path, headers): on_head runs admit() before
+// the body is read (an unauthenticated upload costs only its header) and hands the admission
+// to the handler in Request::context.
+std::optional<http_server::Rejection> on_head(Proxy::State& st, const http_server::RequestHead& head) {
+  auto decided = admit(st, head.method, head.path, head.headers);
   if (auto* refuse = std::get_if<Reply>(&decided)) {
-    co_await respond(w, std::move(*refuse), true);
-    co_return;
+    scrub(refuse->body);
+    return http_server::Rejection{refuse->status, std::move(refuse->content_type), std::move(refuse->body), std::move(refuse->headers)};
   }
-  co_await serve(*stp, std::get<Admission>(decided), req, w);
+  head.context = std::make_shared<Admission>(std::get<Admission>(std::move(decided)));
+  return std::nullopt;
+}
+
+net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, ResponseWriter& w) {
+  std::shared_ptr<Admission> admitted = std::static_pointer_cast<Admission>(req.context);
+  req.context.reset();
+  if (!admitted) {  // no head phase ran (cannot happen with on_head set; kept for safety)
+    auto decided = admit(*stp, req.method, req.path, req.headers);
+    if (auto* refuse = std::get_if<Reply>(&decided)) {
+      co_await respond(w, std::move(*refuse), true);
+      co_return;
+    }
+    admitted = std::make_shared<Admission>(std::get<Admission>(std::move(decided)));
+  }
+  co_await serve(*stp, *admitted, req, w);
 }
 
 }  // namespace
@@ -51,6 +67,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   st.workers = std::make_unique<WorkerPool>(sc.worker_threads);
   so.executor = st.router->executor();
   auto stp = p->state_;
+  so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };
   auto srv = http_server::Server::start(so, [stp](Request& req, ResponseWriter& w) { return handle(stp, req, w); });
   if (!srv) return fail(srv.error());
   p->server_ = std::move(*srv);

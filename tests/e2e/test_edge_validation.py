@@ -82,7 +82,7 @@ def test_invalid_utf8_slug_is_refused(shared_proxy: Proxy) -> None:
         r.json()
 
 
-@pytest.mark.parametrize("slug", ["", "x" * 20000, "Upper", "-lead", "a b", "x" * 65, "../etc"])
+@pytest.mark.parametrize("slug", ["", "x" * 20000, "Upper", "-lead", "a%20b", "x" * 65, "../etc", "caf%C3%A9"])
 def test_bad_slugs_are_refused(shared_proxy: Proxy, slug: str) -> None:
     r = shared_proxy.request("PUT", f"/v1/configs/{slug}", {"strategy": "single", "model": "gpt-4o-mini"})
     assert r.status in (400, 404), f"slug {slug[:20]!r}: {r.status} {r.text[:200]}"
