@@ -169,7 +169,8 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   AsyncChunkSink sink = [&](const ChatChunk& ch) -> net::awaitable<bool> {
     if (!started) {
       started = true;
-      if (!co_await w.start_stream(200, std::string("text/event-stream"), extra)) co_return false;
+      std::string content_type = "text/event-stream";
+      if (!co_await w.start_stream(200, std::move(content_type), extra)) co_return false;
     }
     if (ch.usage && ch.choices.empty()) {
       if (!include_usage) co_return true;
@@ -188,7 +189,8 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
     st.ok.fetch_add(1, std::memory_order_relaxed);
     if (!started) {
       started = true;
-      co_await w.start_stream(200, std::string("text/event-stream"), extra);
+      std::string content_type = "text/event-stream";
+      co_await w.start_stream(200, std::move(content_type), extra);
     }
     co_await w.write(kSseDone);
     co_await w.end_stream();

@@ -48,10 +48,12 @@ def auth(key: str | None) -> dict[str, str]:
 
 def sdk_chat(proxy: Proxy, key: str | None, headers: dict | None = None) -> int:
     """Status of one chat completion through the official SDK (200 or the APIStatusError's)."""
-    c = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=key or "", max_retries=0, timeout=20.0,
-                      default_headers=headers or {})
+    h: dict = dict(headers or {})
+    if key is None:
+        h["Authorization"] = openai.Omit()  # the SDK insists on a key; send none at all
+    c = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=key or "unused", max_retries=0, timeout=20.0)
     try:
-        c.chat.completions.create(model="@fast", messages=MESSAGES)
+        c.chat.completions.create(model="@fast", messages=MESSAGES, extra_headers=h)
         return 200
     except openai.APIStatusError as e:
         return e.status_code
