@@ -24,6 +24,13 @@ TEST_CASE("ServerConfig: wrong fields are rejected with the JSON path of the fau
       {Json{{"api_keys", {"short"}}}, "$.server.api_keys[0]"},
       {Json{{"api_keys", {{{"key", 5}}}}}, "$.server.api_keys[0].key"},
       {Json{{"surprise", true}}, "$.server.surprise"},
+      {Json{{"api_keys", {{{"key", "mlx-0123456789"}, {"rol", "admin"}}}}}, "$.server.api_keys[0].rol"},
+      {Json{{"api_keys", {{{"key", "mlx-0123456789"}, {"role", "root"}}}}}, "$.server.api_keys[0].role"},
+      {Json{{"api_keys", {{{"key", "mlx-0123456789"}, {"rpm", -1}}}}}, "$.server.api_keys[0].rpm"},
+      {Json{{"api_keys", {{{"key", "mlx-0123456789"}, {"models", {1}}}}}}, "$.server.api_keys[0].models[0]"},
+      {Json{{"api_keys", {{{"key", "mlx-0123456789"}, {"expires", "soon"}}}}}, "$.server.api_keys[0].expires"},
+      {Json{{"limits", {{"max_tagz", 3}}}}, "$.server.limits.max_tagz"},
+      {Json{{"worker_threads", 0}}, "$.server.worker_threads"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.doc.dump());
@@ -31,4 +38,27 @@ TEST_CASE("ServerConfig: wrong fields are rejected with the JSON path of the fau
     REQUIRE_FALSE(r);
     CHECK(r.error().path == c.path);
   }
+}
+
+TEST_CASE("ServerConfig: key roles, limits and where managed keys live") {
+  Json doc = {{"api_keys",
+               {{{"key", "mlx-admin-0001"}, {"role", "admin"}},
+                {{"key", "mlx-view-00001"}, {"project", "a"}, {"role", "viewer"}},
+                {{"key", "mlx-proj-00001"}, {"project", "a"}, {"models", {"gpt-4o-mini"}}, {"configs", {"@fast"}},
+                 {"rpm", 60}, {"max_concurrency", 2}}}}};
+  auto s = ServerConfig::from_json(doc);
+  REQUIRE(s);
+  CHECK(s->api_keys[0].role == KeyRole::admin);
+  CHECK(s->api_keys[1].role == KeyRole::viewer);
+  CHECK(s->api_keys[2].role == KeyRole::project);  // the default
+  CHECK(s->api_keys[2].limits.configs == std::vector<std::string>{"fast"});
+  CHECK(s->api_keys[2].limits.rpm == 60);
+  CHECK(s->api_keys[2].limits.max_concurrency == 2);
+
+  Config c;
+  CHECK(ServerConfig::keys_db_path(c, *s).empty());  // no trace file: in memory
+  c.tracing = Json{{"path", "/var/lib/modelux/traces.db"}};
+  CHECK(ServerConfig::keys_db_path(c, *s) == "/var/lib/modelux/keys.db");
+  s->keys_db = "/etc/k.db";
+  CHECK(ServerConfig::keys_db_path(c, *s) == "/etc/k.db");
 }

@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "modelux/scrub.hpp"
 #include "unit-trace-support.hpp"
 
 using namespace trace_test;
@@ -173,7 +174,29 @@ TEST_CASE("Tracer: provider keys echoed in error messages are scrubbed") {
   REQUIRE(got);
   REQUIRE(got->has_value());
   CHECK((*got)->attempts[0].error == "Incorrect API key provided: [redacted]");
-  CHECK((*got)->error_message == "auth failed with [redacted]");
+  // The scheme word stays so a reader sees a bearer token was there; the token goes.
+  CHECK((*got)->error_message == "auth failed with Bearer [redacted]");
+}
+
+TEST_CASE("Tracer: a registered secret without a known prefix is scrubbed from every field") {
+  add_secret("zz-tracer-canary-0042");
+  auto tracer = Tracer::open(TracerOptions{}, SteadyClock::instance());
+  REQUIRE(tracer);
+  DecisionTrace t = make_trace("k2", base_time(),
+                               {{"gpt-4o", "openai", false, "auth", 5ms, 0, 0, 0, 0, 0ms, "bad key zz-tracer-canary-0042"}});
+  t.reason = "primary failed: bad key zz-tracer-canary-0042";
+  t.decision = "zz-tracer-canary-0042";
+  t.end_user = "user zz-tracer-canary-0042";
+  t.tags = {{"note", "zz-tracer-canary-0042"}};
+  t.budget_actions = {"blocked for zz-tracer-canary-0042"};
+  REQUIRE((*tracer)->submit(std::move(t)));
+  (*tracer)->flush();
+  auto got = (*tracer)->store()->get("k2");
+  REQUIRE(got);
+  REQUIRE(got->has_value());
+  CHECK((*got)->to_json().dump().find("zz-tracer-canary-0042") == std::string::npos);
+  CHECK((*got)->reason == "primary failed: bad key [redacted]");
+  CHECK((*got)->attempts[0].error == "bad key [redacted]");
 }
 
 TEST_CASE("Tracer: keeps accepting while the file is locked, counts the losses, recovers after") {

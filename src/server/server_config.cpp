@@ -92,66 +92,66 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   for (auto it = s.begin(); it != s.end(); ++it)
     if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
       return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server", "$.server." + it.key());
-    auto host = opt_str(s, "host", "$.server", out.host);
-    if (!host) return fail(host.error());
-    out.host = *host;
-    if (auto p = s.find("port"); p != s.end()) {
-      if (!p->is_number_integer() || p->get<int>() < 0 || p->get<int>() > 65535)
-        return fail(ErrorKind::invalid_config, "'port' must be an integer 0..65535", "$.server.port");
-      out.port = p->get<int>();
-    }
-    if (auto t = s.find("threads"); t != s.end()) {
-      if (!t->is_number_integer() || t->get<int>() < 1 || t->get<int>() > 256)
-        return fail(ErrorKind::invalid_config, "'threads' must be an integer 1..256", "$.server.threads");
-      out.threads = t->get<int>();
-    }
-    if (auto m = s.find("max_body_bytes"); m != s.end()) {
-      if (!m->is_number_integer() || m->get<std::int64_t>() < 1024)
-        return fail(ErrorKind::invalid_config, "'max_body_bytes' must be an integer >= 1024", "$.server.max_body_bytes");
-      out.max_body_bytes = m->get<std::size_t>();
-    }
-    if (auto keys = s.find("api_keys"); keys != s.end()) {
-      if (!keys->is_array()) return fail(ErrorKind::invalid_config, "'api_keys' must be an array", "$.server.api_keys");
-      for (std::size_t i = 0; i < keys->size(); ++i) {
-        const Json& k = (*keys)[i];
-        std::string path = "$.server.api_keys[" + std::to_string(i) + "]";
-        ApiKeyConfig ak;
-        if (k.is_string()) {
-          ak.key = k.get<std::string>();
-        } else if (k.is_object()) {
-          auto parsed = parse_key_object(k, path);
-          if (!parsed) return fail(parsed.error());
-          ak = std::move(*parsed);
-        } else {
-          return fail(ErrorKind::invalid_config, "an API key must be a string or an object", path);
-        }
-        if (ak.key.size() < 8) return fail(ErrorKind::invalid_config, "API key too short (min 8 characters)", path);
-        if (ak.name.empty()) ak.name = "key" + std::to_string(i);
-        out.api_keys.push_back(std::move(ak));
+  auto host = opt_str(s, "host", "$.server", out.host);
+  if (!host) return fail(host.error());
+  out.host = *host;
+  if (auto p = s.find("port"); p != s.end()) {
+    if (!p->is_number_integer() || p->get<int>() < 0 || p->get<int>() > 65535)
+      return fail(ErrorKind::invalid_config, "'port' must be an integer 0..65535", "$.server.port");
+    out.port = p->get<int>();
+  }
+  if (auto t = s.find("threads"); t != s.end()) {
+    if (!t->is_number_integer() || t->get<int>() < 1 || t->get<int>() > 256)
+      return fail(ErrorKind::invalid_config, "'threads' must be an integer 1..256", "$.server.threads");
+    out.threads = t->get<int>();
+  }
+  if (auto m = s.find("max_body_bytes"); m != s.end()) {
+    if (!m->is_number_integer() || m->get<std::int64_t>() < 1024)
+      return fail(ErrorKind::invalid_config, "'max_body_bytes' must be an integer >= 1024", "$.server.max_body_bytes");
+    out.max_body_bytes = m->get<std::size_t>();
+  }
+  if (auto keys = s.find("api_keys"); keys != s.end()) {
+    if (!keys->is_array()) return fail(ErrorKind::invalid_config, "'api_keys' must be an array", "$.server.api_keys");
+    for (std::size_t i = 0; i < keys->size(); ++i) {
+      const Json& k = (*keys)[i];
+      std::string path = "$.server.api_keys[" + std::to_string(i) + "]";
+      ApiKeyConfig ak;
+      if (k.is_string()) {
+        ak.key = k.get<std::string>();
+      } else if (k.is_object()) {
+        auto parsed = parse_key_object(k, path);
+        if (!parsed) return fail(parsed.error());
+        ak = std::move(*parsed);
+      } else {
+        return fail(ErrorKind::invalid_config, "an API key must be a string or an object", path);
       }
+      if (ak.key.size() < 8) return fail(ErrorKind::invalid_config, "API key too short (min 8 characters)", path);
+      if (ak.name.empty()) ak.name = "key" + std::to_string(i);
+      out.api_keys.push_back(std::move(ak));
     }
-    if (auto kd = opt_str(s, "keys_db", "$.server"); !kd) return fail(kd.error());
-    else out.keys_db = *kd;
-    if (auto w = s.find("worker_threads"); w != s.end()) {
-      if (!w->is_number_integer() || w->get<int>() < 1 || w->get<int>() > 64)
-        return fail(ErrorKind::invalid_config, "'worker_threads' must be an integer 1..64", "$.server.worker_threads");
-      out.worker_threads = w->get<int>();
+  }
+  if (auto kd = opt_str(s, "keys_db", "$.server"); !kd) return fail(kd.error());
+  else out.keys_db = *kd;
+  if (auto w = s.find("worker_threads"); w != s.end()) {
+    if (!w->is_number_integer() || w->get<int>() < 1 || w->get<int>() > 64)
+      return fail(ErrorKind::invalid_config, "'worker_threads' must be an integer 1..64", "$.server.worker_threads");
+    out.worker_threads = w->get<int>();
+  }
+  if (auto l = s.find("limits"); l != s.end()) {
+    if (!l->is_object()) return fail(ErrorKind::invalid_config, "'limits' must be an object", "$.server.limits");
+    for (auto it = l->begin(); it != l->end(); ++it) {
+      std::string path = "$.server.limits." + it.key();
+      std::size_t* dst = it.key() == "max_tags"              ? &out.limits.max_tags
+                         : it.key() == "max_tag_key_bytes"   ? &out.limits.max_tag_key_bytes
+                         : it.key() == "max_tag_value_bytes" ? &out.limits.max_tag_value_bytes
+                                                             : nullptr;
+      if (!dst) return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server.limits", path);
+      if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 1 << 20)
+        return fail(ErrorKind::invalid_config, "'" + it.key() + "' must be an integer 1..1048576", path);
+      *dst = it->get<std::size_t>();
     }
-    if (auto l = s.find("limits"); l != s.end()) {
-      if (!l->is_object()) return fail(ErrorKind::invalid_config, "'limits' must be an object", "$.server.limits");
-      for (auto it = l->begin(); it != l->end(); ++it) {
-        std::string path = "$.server.limits." + it.key();
-        std::size_t* dst = it.key() == "max_tags"              ? &out.limits.max_tags
-                           : it.key() == "max_tag_key_bytes"   ? &out.limits.max_tag_key_bytes
-                           : it.key() == "max_tag_value_bytes" ? &out.limits.max_tag_value_bytes
-                                                               : nullptr;
-        if (!dst) return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server.limits", path);
-        if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 1 << 20)
-          return fail(ErrorKind::invalid_config, "'" + it.key() + "' must be an integer 1..1048576", path);
-        *dst = it->get<std::size_t>();
-      }
-    }
-    return out;
+  }
+  return out;
 }
 
 std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig& server) {
