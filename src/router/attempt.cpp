@@ -161,7 +161,7 @@ void AttemptTracker::observe_headers(const Headers& headers) {
   fx_->health->observe_rate_limits(target_key_, rl.remaining_requests, rl.remaining_tokens, now + reset, now);
 }
 
-AttemptResult AttemptTracker::finish(AttemptEnd end, std::vector<std::string>& budget_actions,
+AttemptResult AttemptTracker::finish(AttemptEnd&& end, std::vector<std::string>& budget_actions,
                                      std::uint64_t prompt_fingerprint) {
   AttemptResult r;
   r.id = plan_.id;

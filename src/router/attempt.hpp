@@ -101,7 +101,7 @@ class AttemptTracker {
   /// Ends the attempt: feeds health (unless the failure is ours: cancelled or local), the key
   /// pool and prompt-cache affinity, then settles or releases the budget reservation. Budget
   /// actions for the trace are appended to `budget_actions`. Returns what the session takes.
-  AttemptResult finish(AttemptEnd end, std::vector<std::string>& budget_actions, std::uint64_t prompt_fingerprint);
+  AttemptResult finish(AttemptEnd&& end, std::vector<std::string>& budget_actions, std::uint64_t prompt_fingerprint);
 
  private:
   AttemptTracker() = default;

@@ -184,14 +184,13 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
                   // A cancelled attempt must still report back (the request waits for it), so
                   // cancellation surfaces as error codes, never as exceptions.
                   co_await net::this_coro::throw_if_cancelled(false);
-                  const Error abandoned = error_of(ErrorKind::cancelled, "attempt abandoned before it started", true);
                   try {
                     // No co_await while `t` is alive: GCC 12 mishandles such locals in
                     // coroutine frames (seen as a corrupted refusal under load).
                     bool started = false;
                     if (fp->cancelled) {
                       fp->refusal = AttemptRefusal{};
-                      fp->refusal->error = abandoned;
+                      fp->refusal->error = error_of(ErrorKind::cancelled, "attempt abandoned before it started", true);
                     } else {
                       auto t = AttemptTracker::start(effects, fp->plan, req, ctx, {.allow_downgrade = !downgraded});
                       if (t) {
