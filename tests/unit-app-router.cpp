@@ -1,12 +1,18 @@
 // The executor over real sockets against the in-process mock provider.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <thread>
 
 #include "modelux/testing.hpp"
 #include "modelux/budget.hpp"
+#include "modelux/health.hpp"
 #include "modelux/router.hpp"
 
 using namespace modelux;
@@ -336,4 +342,269 @@ TEST_CASE("Executor: destroying the Router while requests wait on a hung upstrea
   f.router.reset();
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));  // not held by the 8 s attempts
   CHECK(callbacks.load() <= 4);
+}
+
+// ---- streams that deliver own the response (issue #19) -------------------------------------
+
+namespace {
+
+std::string stream_text(Fixture& f, const ChatRequest& q, Completion& c, int* chunks = nullptr) {
+  std::string text;
+  c = f.router->stream(q, {}, [&](const ChatChunk& ch) {
+    if (chunks) ++*chunks;
+    for (const auto& choice : ch.choices)
+      if (choice.content) text += *choice.content;
+    return true;
+  });
+  return text;
+}
+
+// Distinct answers per model, so that interleaved streams show in the text.
+const std::string kHaiku = "haiku says one two three four five six seven eight nine ten.";
+const std::string kMini = "mini says alpha beta gamma delta epsilon zeta eta theta iota.";
+const std::string kFlash = "flash says red orange yellow green blue indigo violet black.";
+
+Json three_answers(Json haiku, Json mini, Json flash) {
+  haiku["text"] = kHaiku;
+  mini["text"] = kMini;
+  flash["text"] = kFlash;
+  return {{"models", {{"claude-haiku-4-5", haiku}, {"gpt-4o-mini", mini}, {"gemini-2.5-flash", flash}}}};
+}
+
+}  // namespace
+
+TEST_CASE("Executor: a stream delivering steadily outlives the attempt timeout of a single config") {
+  // Issue #19, reproduction 1 (scaled down): timeout_ms 300, a healthy stream of ~1 s (the
+  // mock paces every native frame, the preamble included, so the first output comes at ~80 ms).
+  // Before the fix the attempt was cut at 300 ms with a timeout error mid-answer.
+  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}};
+  Fixture f(three_answers(steady, steady, steady),
+            {{"one", {{"strategy", "single"}, {"model", "claude-haiku-4-5"}, {"timeout_ms", 300}}}});
+  Completion c;
+  std::string text = stream_text(f, ask("@one", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kHaiku);
+  REQUIRE(c.trace.attempts.size() == 1);
+  CHECK(c.trace.attempts[0].ok);
+  CHECK(c.trace.attempts[0].ttft.count() > 0);
+  CHECK(c.trace.attempts[0].usage.completion_tokens > 0);
+}
+
+TEST_CASE("Executor: a fallback chain whose first stream delivers gives one model's answer and a true trace") {
+  // Issue #19, reproduction 2 (scaled down): attempts of 300/450/750 ms, every stream healthy
+  // and ~1 s long. Before the fix the three models' answers interleaved and the trace said
+  // "timeout" for all three with no TTFT and no tokens.
+  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}};
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 300}},
+                                {{"model", "gpt-4o-mini"}, {"timeout_ms", 450}},
+                                {{"model", "gemini-2.5-flash"}, {"timeout_ms", 750}}}},
+                  {"retry_on", {"429", "5xx", "timeout"}},
+                  {"total_budget_ms", 1500}};
+  Fixture f(three_answers(steady, steady, steady), {{"chain", routing}});
+  Completion c;
+  std::string text = stream_text(f, ask("@chain", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kHaiku);
+  CHECK(c.served.model == "claude-haiku-4-5");
+  REQUIRE(c.trace.attempts.size() == 1);
+  CHECK(c.trace.attempts[0].ok);
+  CHECK(c.trace.attempts[0].outcome == "ok");
+  CHECK(c.trace.attempts[0].ttft.count() > 0);
+  CHECK(c.trace.attempts[0].usage.completion_tokens > 0);
+  CHECK(c.trace.usage.completion_tokens > 0);
+}
+
+TEST_CASE("Executor: an attempt expired before its first token never writes, even when its chunks come late") {
+  // haiku's first token comes after its 300 ms timeout; the session falls back to gpt-4o-mini,
+  // which streams slowly. haiku's late chunks must not reach the caller.
+  Fixture f(three_answers({{"ttft_ms", 500}, {"chunks", 6}, {"chunk_interval_ms", 20}},
+                          {{"chunks", 8}, {"chunk_interval_ms", 100}}, {{"chunks", 4}}),
+            {{"chain",
+              {{"strategy", "fallback"},
+               {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 300}}, {{"model", "gpt-4o-mini"}, {"timeout_ms", 3000}}}},
+               {"retry_on", {"timeout"}},
+               {"total_budget_ms", 5000}}}});
+  Completion c;
+  std::string text = stream_text(f, ask("@chain", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kMini);
+  CHECK(c.served.model == "gpt-4o-mini");
+  REQUIRE(c.trace.attempts.size() == 2);
+  CHECK(c.trace.attempts[0].outcome == "timeout");
+  CHECK(c.trace.attempts[1].ok);
+  // The expired attempt's connection was closed, not pooled, and nothing stays leased.
+  CHECK(f.router->transport().stats().in_flight == 0);
+}
+
+// ---- local failures are ours (issue #19) ---------------------------------------------------
+
+TEST_CASE("Executor: running out of file descriptors is a local failure that never opens a breaker") {
+  Fixture f(Json::object(), {{"one", {{"strategy", "single"}, {"model", "claude-haiku-4-5"}}}});
+  REQUIRE(f.router->complete(ask("@one")).result);  // warm: the mock and the router are up
+  f.router->transport().close_idle();
+  // Take every descriptor this process may open (under a lowered soft limit, so the hog stays
+  // small), make requests, then give them back.
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  rlimit low = saved;
+  low.rlim_cur = std::min<rlim_t>(saved.rlim_cur, 1024);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  std::vector<int> hog;
+  for (;;) {
+    int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    hog.push_back(fd);
+  }
+  std::vector<Completion> failed;
+  for (int i = 0; i < 8; ++i) failed.push_back(f.router->complete(ask("@one")));
+  for (int fd : hog) ::close(fd);
+  ::setrlimit(RLIMIT_NOFILE, &saved);
+  for (const auto& c : failed) {
+    REQUIRE_FALSE(c.result);
+    CAPTURE(c.result.error().message);
+    CHECK(c.result.error().local);
+    CHECK(c.result.error().message.find("too many open files (EMFILE)") != std::string::npos);
+    CHECK(c.result.error().message.find("Operation canceled") == std::string::npos);
+  }
+  // Eight failures in a row would trip the breaker (5 consecutive) had they been charged to
+  // the provider; the next request after the descriptors are back is served.
+  auto st = f.router->health()->stats("anthropic/claude-haiku-4-5", f.router->clock().now());
+  CHECK(st.breaker == BreakerState::closed);
+  auto ok = f.router->complete(ask("@one"));
+  REQUIRE(ok.result);
+  CHECK(ok.trace.attempts.size() == 1);
+}
+
+// ---- bring your own client behaves like the executor (issue #12) ---------------------------
+
+namespace {
+
+std::string auth_of(const HttpRequestSpec& spec) {
+  const std::string* h = find_header(spec.headers, "authorization");
+  return h ? *h : std::string{};
+}
+
+}  // namespace
+
+TEST_CASE("ClientSession: attempts use the provider's key pool like the executor") {
+  Fixture f(Json::object(), {{"mini", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}});
+  std::vector<std::string> keys;
+  for (int i = 0; i < 4; ++i) {
+    auto s = f.router->begin(ask("@mini"), {});
+    REQUIRE(s);
+    Step st = (*s)->next();
+    REQUIRE(st.kind == Step::Kind::attempt);
+    auto spec = (*s)->native_request(st.attempts[0]);
+    REQUIRE(spec);
+    keys.push_back(auth_of(*spec));
+    (*s)->finish();
+  }
+  // Spread over the pool's two keys (round robin), as the executor does; before: always the first.
+  CHECK(std::count(keys.begin(), keys.end(), "Bearer k-o1") == 2);
+  CHECK(std::count(keys.begin(), keys.end(), "Bearer k-o2") == 2);
+}
+
+TEST_CASE("ClientSession: rate-limit headers the app reports feed the target's token bucket") {
+  Fixture f(Json::object(), {{"mini", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}});
+  auto s = f.router->begin(ask("@mini"), {});
+  REQUIRE(s);
+  Step st = (*s)->next();
+  REQUIRE(st.kind == Step::Kind::attempt);
+  (*s)->report_http(st.attempts[0].id, 200,
+                    {{"x-ratelimit-remaining-requests", "0"}, {"x-ratelimit-reset-requests", "20s"}},
+                    R"({"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}})",
+                    std::chrono::milliseconds(5));
+  CHECK((*s)->next().kind == Step::Kind::done);
+  CHECK((*s)->finish().result);
+  auto stats = f.router->health()->stats("openai/gpt-4o-mini", f.router->clock().now());
+  CHECK_FALSE(stats.admits);  // before: the headers were ignored
+}
+
+TEST_CASE("ClientSession: budgets downgrade at the soft threshold like the executor") {
+  mock::MockOptions mo;
+  auto m = mock::MockProvider::start(mo);
+  REQUIRE(m);
+  Json doc = {{"providers", {{"openai", {{"base_url", (*m)->base_url() + "/v1"}, {"api_key", "k"}}}}},
+              {"routing", {{"main", {{"strategy", "single"}, {"model", "gpt-4o"}}},
+                           {"cheap", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}}},
+              {"budgets", {{{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 1.0},
+                            {"soft", {{"percent", 50}, {"downgrade_to", "@cheap"}}}}}}};
+  auto cfg = Config::from_json(doc);
+  REQUIRE(cfg);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(std::move(*cfg), ro);
+  REQUIRE(r);
+  CallContext ctx;
+  ctx.project = "acme";
+  // Spend 60% of the cap so the next reservation crosses the soft threshold.
+  auto adm = (*r)->budgets()->admit(ctx, (*r)->catalog().find_model("gpt-4o"), 1, 1, (*r)->clock().now());
+  REQUIRE(adm);
+  Usage u;
+  u.prompt_tokens = 1;
+  (*r)->budgets()->settle(*adm, 0.6, u, (*r)->clock().now());
+
+  auto s = (*r)->begin(ask("@main"), ctx);
+  REQUIRE(s);
+  Step st = (*s)->next();
+  REQUIRE(st.kind == Step::Kind::attempt);
+  CHECK(st.attempts[0].target.model == "gpt-4o-mini");  // before: gpt-4o, the downgrade ignored
+  ChatResponse ok;
+  ok.choices.push_back(Choice{0, Message::assistant("cheap answer"), "stop"});
+  ok.usage.prompt_tokens = 5;
+  ok.usage.completion_tokens = 2;
+  (*s)->report(st.attempts[0].id, ok, std::chrono::milliseconds(3));
+  CHECK((*s)->next().kind == Step::Kind::done);
+  Completion c = (*s)->finish();
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+  bool rerouted = false;
+  for (const auto& a : c.trace.budget_actions) rerouted |= a == "rerouted to @cheap";
+  CHECK(rerouted);
+  // The executor takes the same route for the same state.
+  auto e = (*r)->complete(ask("@main"), ctx);
+  REQUIRE(e.result);
+  CHECK(e.served.model == "gpt-4o-mini");
+}
+
+TEST_CASE("ClientSession: the budget reservation uses the executor's output-token estimate") {
+  mock::MockOptions mo;
+  auto m = mock::MockProvider::start(mo);
+  REQUIRE(m);
+  // A model whose max output (100) is below the default estimate (1024): the executor reserves
+  // for 100 output tokens, and so must the app's own client.
+  Json doc = {{"providers", {{"openai", {{"base_url", (*m)->base_url() + "/v1"}, {"api_key", "k"}}}}},
+              {"catalog", {{"models", {{{"id", "short-out"}, {"provider", "openai"}, {"upstream", "gpt-4o-mini"},
+                                         {"input", 1.0}, {"output", 10.0}, {"max_output", 100}}}}}},
+              {"routing", {{"short", {{"strategy", "single"}, {"model", "short-out"}}}}},
+              {"budgets", {{{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 100.0}}}}};
+  auto cfg = Config::from_json(doc);
+  REQUIRE(cfg);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(std::move(*cfg), ro);
+  REQUIRE(r);
+  CallContext ctx;
+  ctx.project = "acme";
+  auto reserved = [](const DecisionTrace& t) {
+    for (const auto& a : t.budget_actions)
+      if (a.starts_with("reserved ")) return a;
+    return std::string{};
+  };
+  auto e = (*r)->complete(ask("@short"), ctx);
+  REQUIRE(e.result);
+  auto s = (*r)->begin(ask("@short"), ctx);
+  REQUIRE(s);
+  Step st = (*s)->next();
+  REQUIRE(st.kind == Step::Kind::attempt);
+  ChatResponse ok;
+  ok.choices.push_back(Choice{0, Message::assistant("x"), "stop"});
+  ok.usage.prompt_tokens = 5;
+  ok.usage.completion_tokens = 1;
+  (*s)->report(st.attempts[0].id, ok, std::chrono::milliseconds(3));
+  CHECK((*s)->next().kind == Step::Kind::done);
+  Completion c = (*s)->finish();
+  REQUIRE_FALSE(reserved(e.trace).empty());
+  CHECK(reserved(c.trace) == reserved(e.trace));  // before: 1024 output tokens, not 100
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,30 @@ struct ProviderConfig {
   std::map<std::string, std::string> options;  ///< family-specific (api_version, region, secret_key...)
 };
 
+/// The "budget_backend" section, typed at load (unset optionals keep the library defaults).
+struct BudgetBackendConfig {
+  std::string sqlite_path;
+  std::string redis_url;
+  std::string instance_id;
+  std::optional<Millis> sync_interval;
+  std::optional<std::size_t> max_wildcard_ledgers;
+  std::optional<Millis> evict_interval;
+  bool fair_share = false;  ///< outage_policy "fair_share" (default "local_view")
+};
+
+/// The "tracing" section, typed at load (unset optionals keep the Tracer's defaults).
+struct TracingConfig {
+  bool enabled = true;
+  std::string path;
+  bool capture_bodies = false;
+  std::vector<std::string> redact_fields;
+  std::optional<std::size_t> queue_capacity;
+  std::optional<std::size_t> batch_size;
+  std::optional<std::size_t> body_cap_bytes;
+  std::optional<int> retention_days;
+  std::optional<Millis> flush_interval;
+};
+
 struct Config {
   /// The "server" section as written (env-expanded). The optional server component
   /// (modelux/server.hpp, ServerConfig::from_json) parses and checks it.
@@ -36,6 +61,8 @@ struct Config {
   /// The "health" section: {"enabled": false} turns breakers, buckets and health-aware
   /// routing off (every target healthy), e.g. for an A/B comparison.
   HealthConfig health;
+  BudgetBackendConfig budget_backend_options;  ///< budget_backend, typed (what Router::create uses)
+  TracingConfig tracing_options;               ///< tracing, typed (what Router::create uses)
   std::string source_path;              ///< file it came from ("" for embedded / in-memory)
 
   /// Parses a config document. Every fault names its JSON path ("$.providers.openai.base_url").

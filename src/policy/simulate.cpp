@@ -1,10 +1,11 @@
 // Simulator: a discrete-event driver of RoutingSessions over simulated providers.
 //
 // Events (arrivals, attempt completions, session wake-ups) sit in a min-heap by virtual time.
-// The driver behaves like the real executor: it starts every attempt a step asks for, reports
-// a timeout itself at the attempt's deadline when the simulated call is slower or hangs, claims
-// health admission before each start (a refused claim is reported as not_admitted), feeds
-// every outcome to the HealthRegistry, and re-asks the session what to do next.
+// The driver behaves like the real executor: it starts every attempt a step asks for through
+// the executor's own AttemptTracker (router/attempt.hpp: health claim at the start, a refused
+// claim reported as not_admitted; health and prompt-cache affinity at the end), reports a
+// timeout itself at the attempt's deadline when the simulated call is slower or hangs, and
+// re-asks the session what to do next.
 // Cost: O(log E) per event; a few microseconds per request in practice.
 #include "modelux/simulate.hpp"
 
@@ -14,6 +15,7 @@
 #include <unordered_map>
 
 #include "policy/strategy.hpp"
+#include "router/attempt.hpp"
 
 namespace modelux {
 
@@ -88,6 +90,13 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   // Finished sessions are reused for later arrivals (RoutingSession::reset), as a driver that
   // keeps a session per worker would: the simulator exercises the same reuse path.
   std::vector<std::unique_ptr<RoutingSession>> idle;
+  // One lifecycle per attempt, as in the executor (claim at start; health and prompt-cache
+  // affinity at the end), keyed by (request, attempt id).
+  AttemptEffects fx;
+  fx.clock = &clock;
+  fx.health = o.use_health ? &health : nullptr;
+  std::unordered_map<std::uint64_t, AttemptTracker> open;
+  auto open_key = [](std::size_t session, std::uint32_t id) { return (static_cast<std::uint64_t>(session) << 32) | id; };
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q;
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < n; ++i)
@@ -188,14 +197,13 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       switch (st.kind) {
         case Step::Kind::attempt:
           for (const auto& plan : st.attempts) {
-            if (o.use_health && plan.must_claim && !health.claim(plan.target.key(), now)) {
+            auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {});
+            if (!t) {
               // Like the executor: a refused claim is reported at once and never runs.
-              AttemptResult refused;
-              refused.id = plan.id;
-              refused.not_admitted = true;
-              q.push(Event{now, seq++, Event::Kind::complete, i, std::move(refused)});
+              q.push(Event{now, seq++, Event::Kind::complete, i, refused_result(plan.id, t.error())});
               continue;
             }
+            open.insert_or_assign(open_key(i, plan.id), std::move(*t));
             auto [at, r] = outcome_for(plan, now);
             if (r.ok) r.usage.prompt_tokens = estimate_input_tokens(l.req);
             q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r)});
@@ -220,9 +228,6 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           if (out.ok) {
             out.served = l.s->served();
             out.text = response_text(l.s->response());
-            // Like the executor: the served target now holds this prompt prefix in its cache.
-            if (o.use_health)
-              if (std::uint64_t fp = prompt_prefix_fingerprint(l.req)) health.note_prefix(fp, out.served.key(), now);
             ++rep.succeeded;
             ++rep.routes[out.served.key()];
           } else {
@@ -275,16 +280,25 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         break;
       }
       case Event::Kind::complete: {
-        if (l.finished || !l.s) break;
-        if (o.use_health && e.result.id >= 1 && e.result.error.kind != ErrorKind::cancelled) {
-          // Only attempts still owned by a live session are observed (like the executor).
-          const auto& tr = l.s->trace();
-          if (e.result.id <= tr.attempts.size()) {
-            const auto& rec = tr.attempts[e.result.id - 1];
-            health.observe(rec.provider + "/" + rec.model, e.result, e.at);
-          }
+        auto it = open.find(open_key(e.session, e.result.id));
+        if (it == open.end()) {  // refused at start: never ran, nothing to observe
+          if (!l.finished && l.s) l.s->report(std::move(e.result), e.at);
+          if (!l.finished && l.s) pump(e.session, e.at);
+          break;
         }
-        l.s->report(std::move(e.result), e.at);
+        AttemptTracker t = std::move(it->second);
+        open.erase(it);
+        // Only attempts still owned by a live session are observed (like the executor).
+        if (l.finished || !l.s) break;
+        AttemptEnd end;
+        end.latency = e.result.latency;
+        end.ttft = e.result.ttft;
+        end.usage = e.result.usage;
+        if (e.result.ok) end.answer = std::move(e.result.response);
+        else end.answer = std::unexpected(std::move(e.result.error));
+        std::vector<std::string> actions;
+        const std::uint64_t fp = o.use_health ? prompt_prefix_fingerprint(l.req) : 0;
+        l.s->report(t.finish(std::move(end), actions, fp), e.at);
         pump(e.session, e.at);
         break;
       }

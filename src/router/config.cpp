@@ -189,6 +189,14 @@ Result<Config> Config::from_json(const Json& raw) {
     if (bb->contains("redis_url") && !bb->contains("instance_id"))
       return fail(ErrorKind::invalid_config, "'instance_id' is required with 'redis_url'", "$.budget_backend.instance_id");
     c.budget_backend = *bb;
+    BudgetBackendConfig& o = c.budget_backend_options;
+    o.sqlite_path = bb->value("sqlite_path", std::string{});
+    o.redis_url = bb->value("redis_url", std::string{});
+    o.instance_id = bb->value("instance_id", std::string{});
+    if (auto v = bb->find("sync_interval_ms"); v != bb->end()) o.sync_interval = Millis{v->get<std::int64_t>()};
+    if (auto v = bb->find("max_wildcard_ledgers"); v != bb->end()) o.max_wildcard_ledgers = v->get<std::size_t>();
+    if (auto v = bb->find("evict_interval_ms"); v != bb->end()) o.evict_interval = Millis{v->get<std::int64_t>()};
+    o.fair_share = bb->value("outage_policy", std::string{}) == "fair_share";
   }
   if (auto t = doc.find("tracing"); t != doc.end()) {
     if (!t->is_object()) return fail(ErrorKind::invalid_config, "'tracing' must be an object", "$.tracing");
@@ -218,6 +226,17 @@ Result<Config> Config::from_json(const Json& raw) {
       }
     }
     c.tracing = *t;
+    TracingConfig& o = c.tracing_options;
+    o.path = t->value("path", std::string{});
+    o.enabled = t->value("enabled", true);
+    o.capture_bodies = t->value("capture_bodies", false);
+    if (auto v = t->find("redact_fields"); v != t->end())
+      for (const auto& f : *v) o.redact_fields.push_back(f.get<std::string>());
+    if (auto v = t->find("queue_capacity"); v != t->end()) o.queue_capacity = v->get<std::size_t>();
+    if (auto v = t->find("batch_size"); v != t->end()) o.batch_size = v->get<std::size_t>();
+    if (auto v = t->find("body_cap_bytes"); v != t->end()) o.body_cap_bytes = v->get<std::size_t>();
+    if (auto v = t->find("retention_days"); v != t->end()) o.retention_days = v->get<int>();
+    if (auto v = t->find("flush_interval_ms"); v != t->end()) o.flush_interval = Millis{v->get<std::int64_t>()};
   }
   if (auto h = doc.find("health"); h != doc.end()) {
     if (!h->is_object()) return fail(ErrorKind::invalid_config, "'health' must be an object", "$.health");

@@ -5,6 +5,7 @@
 // connection the server already closed is detected on first use and the request is retried
 // once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
 // with buffer_body, so a slow consumer slows only its own upstream read.
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
@@ -74,7 +75,36 @@ Result<Url> parse_url(std::string_view url) {
 
 namespace {
 
+Error error_of(ErrorKind kind, std::string message, bool local = false) {
+  Error e;
+  e.kind = kind;
+  e.message = std::move(message);
+  e.local = local;
+  return e;
+}
+
+// Failures of our own process: out of descriptors or memory. They say nothing about the
+// provider, so they are `local` (health never counts them) and carry the real cause.
+std::optional<std::string_view> local_cause(const beast::error_code& ec) {
+  if (ec.category() != boost::system::system_category() && ec.category() != boost::system::generic_category())
+    return std::nullopt;
+  switch (ec.value()) {
+    case EMFILE: return "too many open files (EMFILE)";
+    case ENFILE: return "too many open files in the system (ENFILE)";
+    case ENOBUFS: return "no buffer space (ENOBUFS)";
+    case ENOMEM: return "out of memory (ENOMEM)";
+    default: return std::nullopt;
+  }
+}
+
+Error local_error(std::string_view cause, std::string_view while_doing) {
+  Error e = error_of(ErrorKind::local_resource_exhausted, "local: " + std::string(cause) + " while " + std::string(while_doing), true);
+  e.retry_after = Millis{1000};
+  return e;
+}
+
 Error net_error(const beast::error_code& ec, std::string_view what, bool timed_out) {
+  if (auto cause = local_cause(ec)) return local_error(*cause, what);
   Error e;
   e.kind = timed_out ? ErrorKind::timeout : ErrorKind::connection;
   e.message = std::string(what) + ": " + (timed_out ? std::string("deadline exceeded") : ec.message());
@@ -89,8 +119,10 @@ Error net_error(const beast::error_code& ec, std::string_view what, bool timed_o
 // throw_if_cancelled (the router's attempts) depend on it.
 bool cancel_requested(const net::cancellation_state& cs) { return cs.cancelled() != net::cancellation_type::none; }
 
+// A cancellation we made (the caller went away, a loser of a race, an attempt the routing
+// session ended): ours, never the provider's.
 Error cancelled_error(std::string_view where) {
-  return Error{ErrorKind::cancelled, "cancelled " + std::string(where), 0, {}, {}, {}, {}};
+  return error_of(ErrorKind::cancelled, "cancelled " + std::string(where), true);
 }
 
 struct Connection {
@@ -209,7 +241,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       auto r = co_await exchange(std::move(*conn), *url, req, deadline);
       if (r || !reused || r.error().kind == ErrorKind::timeout || r.error().kind == ErrorKind::cancelled) co_return r;
     }
-    co_return std::unexpected(Error{ErrorKind::connection, "connection failed", 0, {}, {}, {}, {}});
+    co_return std::unexpected(error_of(ErrorKind::connection, "connection failed"));
   }
 
   TransportStats stats() const override {
@@ -282,9 +314,18 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     co_await c->lowest().async_connect(*ep, redirect_error(use_awaitable, ec));
     if (ec) {
       dropped();
+      const std::string what = "connect to " + hop.host + ":" + hop.port + (tunnel ? " (HTTPS proxy)" : "");
+      if (cancel_requested(cs)) co_return std::unexpected(cancelled_error("while connecting to " + hop.host));
+      // Asio's range connect reports operation_aborted when it could not even open a socket
+      // (its socket is not open afterwards): find the real cause, usually EMFILE.
+      if (ec == net::error::operation_aborted) {
+        tcp::socket probe(ex_);
+        beast::error_code pec;
+        probe.open(ep->begin()->endpoint().protocol(), pec);
+        if (auto cause = local_cause(pec)) co_return std::unexpected(local_error(*cause, "connecting to " + hop.host));
+      }
       forget_dns(hop);
-      co_return std::unexpected(net_error(ec, "connect to " + hop.host + ":" + hop.port + (tunnel ? " (HTTPS proxy)" : ""),
-                                          ec == beast::error::timeout));
+      co_return std::unexpected(net_error(ec, what, ec == beast::error::timeout));
     }
     c->lowest().socket().set_option(tcp::no_delay(true), ec);
     if (tunnel) {
@@ -296,7 +337,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     if (url.tls) {
       if (!SSL_set_tlsext_host_name(c->ssl_stream->native_handle(), url.host.c_str())) {
         dropped();
-        co_return std::unexpected(Error{ErrorKind::connection, "TLS: cannot set SNI host name", 0, {}, {}, {}, {}});
+        co_return std::unexpected(error_of(ErrorKind::connection, "TLS: cannot set SNI host name"));
       }
       if (opts_.verify_tls) c->ssl_stream->set_verify_callback(ssl::host_name_verification(url.host));
       co_await c->ssl_stream->async_handshake(ssl::stream_base::client, redirect_error(use_awaitable, ec));
@@ -357,10 +398,8 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     if (ec) co_return std::unexpected(net_error(ec, "HTTPS proxy CONNECT response", ec == beast::error::timeout));
     int status = static_cast<int>(p.get().result_int());
     if (status < 200 || status >= 300)
-      co_return std::unexpected(Error{ErrorKind::connection,
-                                      "HTTPS proxy refused CONNECT to " + url.host + ":" + url.port + " with status " +
-                                          std::to_string(status),
-                                      0, {}, {}, {}, {}});
+      co_return std::unexpected(error_of(ErrorKind::connection, "HTTPS proxy refused CONNECT to " + url.host + ":" + url.port +
+                                                                   " with status " + std::to_string(status)));
     co_return Result<void>{};
   }
 
@@ -458,7 +497,7 @@ BeastHttpStream::~BeastHttpStream() {
 
 net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline) {
   if (done_) co_return std::string{};
-  if (!conn_) co_return std::unexpected(Error{ErrorKind::cancelled, "stream aborted", 0, {}, {}, {}, {}});
+  if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
   char buf[16 * 1024];
   const auto cs = co_await net::this_coro::cancellation_state;
   for (;;) {
@@ -473,7 +512,7 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline)
     beast::error_code ec;
     if (conn_->tls) co_await http::async_read_some(*conn_->ssl_stream, conn_->buffer, *parser_, redirect_error(use_awaitable, ec));
     else co_await http::async_read_some(*conn_->tcp_stream, conn_->buffer, *parser_, redirect_error(use_awaitable, ec));
-    if (!conn_) co_return std::unexpected(Error{ErrorKind::cancelled, "stream aborted", 0, {}, {}, {}, {}});
+    if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
     if (ec == http::error::need_buffer) ec = {};
     std::size_t n = sizeof buf - parser_->get().body().size;
     if (ec) {

@@ -369,12 +369,22 @@ def test_total_budget_holds_when_every_attempt_hangs(proxy, mock, route, stream,
     assert all(x["outcome"] == "timeout" for x in a)
 
 
-def test_stream_still_running_at_the_budget_is_cut_with_an_error_event(proxy, mock, route):
-    # 10 chunks 150 ms apart (~1.5 s) under a 600 ms budget: output has started, so the cut
-    # must be explicit (error event, no [DONE]) and on time.
+def test_stream_still_running_at_the_budget_finishes(proxy, mock, route):
+    # 10 chunks 150 ms apart (~1.5 s) under a 600 ms budget: output started before the budget
+    # ran out, so the stream owns the response and total_budget_ms (routing only) does not cut
+    # it (issue #19).
     mock.configure({PRIMARY: {"chunks": 10, "chunk_interval_ms": 150}})
     slug = route({"strategy": "fallback", "attempts": [{"model": PRIMARY, "timeout_ms": 600}],
                   "total_budget_ms": 600})
+    assert_clean_answer(call(proxy, slug, True), True, MOCK_TEXT)
+
+
+def test_stream_past_max_stream_ms_is_cut_with_an_error_event(proxy, mock, route):
+    # The same ~1.5 s stream with max_stream_ms 600: the cut is explicit (error event, no
+    # [DONE]) and on time.
+    mock.configure({PRIMARY: {"chunks": 10, "chunk_interval_ms": 150}})
+    slug = route({"strategy": "fallback", "attempts": [{"model": PRIMARY, "timeout_ms": 600}],
+                  "total_budget_ms": 600, "max_stream_ms": 600})
     t0 = time.monotonic()
     r = call(proxy, slug, True)
     elapsed = time.monotonic() - t0

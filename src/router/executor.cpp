@@ -1,0 +1,363 @@
+// The executor: drives one request's RoutingSession over the Transport.
+//
+// One request = one coroutine on a strand. Attempts run as child coroutines on the same
+// strand (several at once for ensembles), each bound to a cancellation signal so losers and
+// abandoned attempts stop their upstream I/O at once. The session decides; the executor only
+// executes, through one AttemptTracker per attempt (attempt.hpp) and the stream relay.
+//
+// Exactly one attempt ever writes to the caller: the first attempt that hands output to the
+// caller's sink commits the response (RoutingSession::commit) and owns it. From then on no
+// other attempt may write (their writes are refused and their connections closed), the
+// session never expires the owner by a routing timeout (only its stall timeout and
+// max_stream_ms bound it), and no further attempt starts. Attempts the session ends (listed in
+// Step::cancel) are stopped at once.
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "router/router_impl.hpp"
+#include "router/stream_relay.hpp"
+
+namespace modelux {
+
+using net::redirect_error;
+using net::use_awaitable;
+
+namespace {
+
+// The session's verdict on an attempt it already ended (expired at its deadline, or
+// abandoned); nullopt while the session still counts it as running.
+std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) {
+  const auto& attempts = session.trace().attempts;
+  if (id == 0 || id > attempts.size()) return std::nullopt;
+  const AttemptRecord& rec = attempts[id - 1];
+  if (rec.outcome.empty()) return std::nullopt;
+  Error e;
+  e.kind = error_kind_from_string(rec.outcome).value_or(ErrorKind::internal);
+  e.message = rec.error;
+  e.status = rec.status;
+  return e;
+}
+
+}  // namespace
+
+net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ctx, AsyncChunkSink sink) {
+  Completion out;
+  const Instant start = clock->now();
+  if (ctx.request_id.empty()) ctx.request_id = new_request_id();
+  if (sink) req.stream = true;
+  auto tab = table.load(std::memory_order_acquire);
+  std::vector<std::string> budget_actions;
+  const std::string model = req.model;
+
+  std::shared_ptr<const Policy> policy = tab->lookup(model);
+  if (!policy) {
+    Error e = error_of(ErrorKind::not_found,
+                       model.starts_with("@") ? "routing config '" + model + "' does not exist"
+                                              : "model '" + model +
+                                                    "' is not available: not in the catalog, or its provider is not configured");
+    e.status = 404;
+    e.path = "$.model";
+    e.code = "model_not_found";
+    fill_context(out.trace, ctx, model, req.stream);
+    out.trace.ok = false;
+    out.trace.error_kind = std::string(to_string(e.kind));
+    out.trace.error_message = e.message;
+    out.trace.decision = "rejected before routing";
+    out.trace.reason = e.message;
+    out.trace.total = clock->now() - start;
+    out.result = std::unexpected(std::move(e));
+    if (tracer) tracer->submit(DecisionTrace(out.trace));
+    co_return out;
+  }
+
+  auto ex = co_await net::this_coro::executor;
+  const std::uint64_t fingerprint = health ? prompt_prefix_fingerprint(req) : 0;
+  const std::string chunk_id = sink ? chunk_id_for(ctx.request_id) : std::string{};  // streams only
+  bool downgraded = false;
+  for (;;) {  // runs twice at most: once more after a budget downgrade
+    SessionInputs in;
+    in.request = &req;
+    in.context = &ctx;
+    in.budget = budgets.get();
+    in.health = health.get();
+    in.seed = next_seed();
+    in.start = clock->now();
+    in.wall_start = clock->wall_now();
+    SessionLease lease(*this);
+    RoutingSession& session = lease.get();
+    session.reset(policy, in);
+
+    struct Flight {
+      AttemptPlan plan;
+      net::cancellation_signal cancel;
+      GatedSink gate;
+      std::optional<AttemptTracker> tracker;          // started
+      std::optional<AttemptRefusal> refusal;          // refused at start
+      AttemptEnd end;                                 // how a started attempt ended
+      std::optional<Error> verdict;                   // the session ended it first
+      bool finished = false;
+      bool cancelled = false;  // set with cancel.emit(): an attempt not started yet has no slot to hear it
+    };
+    std::vector<std::unique_ptr<Flight>> flights;
+    std::vector<Flight*> arrived;
+    net::steady_timer wake(ex);
+    std::size_t in_flight = 0;
+    std::string downgrade_to;
+    bool sink_gone = false;
+    Flight* owner = nullptr;  // the attempt that writes to the caller, once one did
+    // The caller's CancellationToken wakes this loop on the request's strand. The state is
+    // shared so a late post after the request ended finds `wake == nullptr` and does nothing.
+    struct CancelState {
+      bool requested = false;
+      net::steady_timer* wake = nullptr;
+    };
+    auto cancel_state = std::make_shared<CancelState>();
+    cancel_state->wake = &wake;
+    if (ctx.cancel)
+      ctx.cancel->arm([ex, cancel_state] {
+        net::post(ex, [cancel_state] {
+          cancel_state->requested = true;
+          if (cancel_state->wake) cancel_state->wake->cancel();
+        });
+      });
+    auto caller_gone = [&] { return sink_gone || cancel_state->requested; };
+
+    auto stop_flight = [](Flight& f) {
+      f.cancelled = true;
+      f.cancel.emit(net::cancellation_type::terminal);
+    };
+    // Attempts the session ended (Step::cancel: expired, ensemble losers, displaced by a
+    // commit) stop at once and can never write again; health will see the session's verdict
+    // (a timeout counts, an abandonment does not), not our cancellation.
+    auto stop_ended_by_session = [&](std::span<const std::uint32_t> ids) {
+      for (std::uint32_t id : ids)
+        for (auto& f : flights)
+          if (f->plan.id == id && !f->finished && !f->cancelled) {
+            f->verdict = session_verdict(session, id);
+            stop_flight(*f);
+          }
+    };
+    // Commits the response to `f` if the session still lets it write; every other running
+    // attempt is stopped at once (the session lists them in the next Step::cancel too).
+    auto commit = [&](Flight& f) {
+      if (!session.commit(f.plan.id, clock->now())) return false;
+      owner = &f;
+      for (auto& o : flights)
+        if (o.get() != &f && !o->finished && !o->cancelled) stop_flight(*o);
+      return true;
+    };
+
+    for (;;) {
+      Instant wake_at{};
+      {
+        Step step = session.next(clock->now());
+        stop_ended_by_session(step.cancel);
+        if (step.kind == Step::Kind::done || step.kind == Step::Kind::failed) break;
+        if (step.kind == Step::Kind::attempt) {
+          for (const auto& plan : step.attempts) {
+            auto f = std::make_unique<Flight>();
+            f->plan = plan;
+            Flight* fp = f.get();
+            if (sink && !plan.needs_full_response) {
+              fp->gate = [&, fp](const ChatChunk& c) -> net::awaitable<SinkVerdict> {
+                if (sink_gone || cancel_state->requested) co_return SinkVerdict::caller_gone;
+                if (fp->cancelled || (owner && owner != fp)) co_return SinkVerdict::not_owner;
+                if (!owner && !commit(*fp)) co_return SinkVerdict::not_owner;
+                if (!co_await sink(c)) {
+                  sink_gone = true;
+                  co_return SinkVerdict::caller_gone;
+                }
+                co_return SinkVerdict::written;
+              };
+            }
+            flights.push_back(std::move(f));
+            ++in_flight;
+            net::co_spawn(
+                ex,
+                [this, fp, &req, &ctx, &arrived, &wake, &chunk_id, downgraded]() -> net::awaitable<void> {
+                  // A cancelled attempt must still report back (the request waits for it), so
+                  // cancellation surfaces as error codes, never as exceptions.
+                  co_await net::this_coro::throw_if_cancelled(false);
+                  try {
+                    // No co_await while `t` is alive: GCC 12 mishandles such locals in
+                    // coroutine frames (seen as a corrupted refusal under load).
+                    bool started = false;
+                    if (fp->cancelled) {
+                      fp->refusal = AttemptRefusal{};
+                      fp->refusal->error = error_of(ErrorKind::cancelled, "attempt abandoned before it started", true);
+                    } else {
+                      auto t = AttemptTracker::start(effects, fp->plan, req, ctx, {.allow_downgrade = !downgraded});
+                      if (t) {
+                        fp->tracker.emplace(std::move(*t));
+                        started = true;
+                      } else {
+                        fp->refusal = std::move(t.error());
+                      }
+                    }
+                    if (started) {
+                      RelayArgs args{.request = &req,
+                                     .tracker = &*fp->tracker,
+                                     .transport = transport.get(),
+                                     .clock = clock,
+                                     .sink = fp->gate ? &fp->gate : nullptr,
+                                     .chunk_id = chunk_id,
+                                     .default_stall = opts.default_stall_timeout};
+                      fp->end = co_await relay_attempt(args);
+                    }
+                  } catch (...) {
+                    fp->end = AttemptEnd{};
+                    fp->end.answer = std::unexpected(error_of(ErrorKind::cancelled, "attempt abandoned", true));
+                  }
+                  fp->finished = true;
+                  arrived.push_back(fp);
+                  wake.cancel();
+                },
+                net::bind_cancellation_slot(fp->cancel.slot(), net::detached));
+          }
+          continue;
+        }
+        if (in_flight == 0 && step.wake_at == Instant{} && arrived.empty() && !caller_gone()) {
+          session.cancel(clock->now(), "routing session stalled (internal error)");
+          session.next(clock->now());
+          break;
+        }
+        wake_at = step.wake_at;
+      }
+      // Wait for a result, or until the session's timer (a committed stream without
+      // max_stream_ms has none). A cancellation that landed before this point found no pending
+      // wait to cancel: check the flag before sleeping, never only after.
+      if (arrived.empty() && !caller_gone()) {
+        Instant until = wake_at == Instant{} ? clock->now() + std::chrono::hours(24) : wake_at;
+        wake.expires_after(std::max(Nanos{0}, until - clock->now()));
+        boost::system::error_code ec;
+        co_await wake.async_wait(redirect_error(use_awaitable, ec));
+      }
+      for (Flight* fp : arrived) {
+        --in_flight;
+        AttemptResult r;
+        if (fp->refusal) {
+          if (fp->refusal->why == AttemptRefusal::Why::downgrade && downgrade_to.empty()) {
+            downgrade_to = fp->refusal->downgrade_to;
+            budget_actions.push_back(fp->refusal->note);
+          }
+          r = refused_result(fp->plan.id, *fp->refusal);
+        } else {
+          fp->end.session_verdict = fp->verdict;
+          r = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
+        }
+        if (caller_gone() && !r.ok)
+          r.error = error_of(ErrorKind::cancelled, "caller went away", true);
+        session.report(std::move(r), clock->now());
+      }
+      arrived.clear();
+      if (!downgrade_to.empty() || caller_gone()) {
+        session.cancel(clock->now(), caller_gone() ? "caller went away" : "budget downgrade");
+        session.next(clock->now());  // lets the session finish as cancelled
+        break;
+      }
+    }
+    if (ctx.cancel) ctx.cancel->disarm();
+    cancel_state->wake = nullptr;
+    // Stop whatever is still running (ensemble losers, abandoned attempts) and wait for
+    // the coroutines to unwind: they reference this frame. Per-operation cancellation
+    // reaches only the operation pending when the signal fires, so the signal is repeated
+    // every 100 ms: a step that missed it hears the next one (a lost cancel costs ~100 ms,
+    // never the attempt timeout).
+    auto stop_unfinished = [&] {
+      for (auto& f : flights)
+        if (!f->finished) {
+          if (!f->cancelled && !f->verdict) f->verdict = session_verdict(session, f->plan.id);
+          stop_flight(*f);
+        }
+    };
+    stop_unfinished();
+    std::vector<std::string> drained_actions;  // attempts the session no longer counts
+    while (in_flight > 0) {
+      if (arrived.empty()) {
+        wake.expires_after(std::chrono::milliseconds(100));
+        boost::system::error_code ec;
+        co_await wake.async_wait(redirect_error(use_awaitable, ec));
+        stop_unfinished();
+      }
+      for (Flight* fp : arrived) {
+        --in_flight;
+        if (fp->tracker) {
+          fp->end.session_verdict = fp->verdict;
+          fp->tracker->finish(std::move(fp->end), drained_actions, fingerprint);
+        }
+      }
+      arrived.clear();
+    }
+
+    if (!downgrade_to.empty() && !downgraded) {
+      downgraded = true;
+      if (auto next = tab->lookup(downgrade_to)) {
+        policy = next;
+        budget_actions.push_back("rerouted to " + downgrade_to);
+      } else {
+        budget_actions.push_back("downgrade target " + downgrade_to + " unknown; kept " + model);
+      }
+      continue;
+    }
+
+    DecisionTrace& t = session.trace();
+    fill_context(t, ctx, model, req.stream);
+    t.config_version = policy->version();
+    for (auto& a : budget_actions) t.budget_actions.push_back(std::move(a));
+    t.total = clock->now() - start;
+    if (session.finished() && t.ok) {
+      out.result = session.response();
+      out.served = session.served();
+      // A winner that was not streamed (ensemble, cascade) is replayed as chunks: no attempt
+      // is running any more, so this is the only writer.
+      if (sink && !owner) {
+        for (auto& c : synthesize_chunks(*out.result)) {
+          c.id = chunk_id;
+          if (!co_await sink(c)) break;
+        }
+      }
+    } else {
+      out.result = std::unexpected(session.error());
+    }
+    out.trace = t;
+    if (tracer) tracer->submit(DecisionTrace(t));
+    co_return out;
+  }
+}
+
+void Router::Impl::fill_context(DecisionTrace& t, const CallContext& ctx, const std::string& model, bool stream) const {
+  t.request_id = ctx.request_id;
+  t.time = clock->wall_now();
+  t.config = model;
+  t.project = ctx.project;
+  t.org = ctx.org;
+  t.end_user = ctx.end_user;
+  t.api_key_id = ctx.api_key_id;
+  t.tags = ctx.tags;
+  t.stream = stream;
+}
+
+Router::Impl::SessionLease::SessionLease(Impl& impl) : impl_(impl) {
+  {
+    std::lock_guard lk(impl_.pool_mu);
+    if (!impl_.session_pool.empty()) {
+      s_ = std::move(impl_.session_pool.back());
+      impl_.session_pool.pop_back();
+    }
+  }
+  if (!s_) s_ = std::make_unique<RoutingSession>();
+}
+
+Router::Impl::SessionLease::~SessionLease() {
+  s_->clear();  // a parked session holds no policy or response body
+  std::lock_guard lk(impl_.pool_mu);
+  if (impl_.session_pool.size() < kMaxPooledSessions) impl_.session_pool.push_back(std::move(s_));
+}
+
+}  // namespace modelux

@@ -1,0 +1,156 @@
+"""Streams that are delivering are never cut or overlapped (issue #19).
+
+The two reproductions of the issue, over real sockets with the official OpenAI SDK and with a
+raw asyncio client (HTTP/1.1 over asyncio streams, reading events as they arrive), against
+the mock provider:
+
+1. `single` with timeout_ms 2000 and a stream that delivers steadily for 5 s: the caller gets
+   the whole answer and [DONE] (before the fix: cut at 2 s with a timeout error event).
+2. The fallback chain claude-haiku-4-5 (2 s) -> gpt-4o-mini (3 s) -> gemini-2.5-flash (5 s) with
+   healthy 5 s streams: one model's answer, and a trace with the real TTFT and tokens (before:
+   three models' answers interleaved, an error at 8 s, "timeout" for every attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from e2e_support import API_KEY, MESSAGES, collect_stream
+
+# Every model answers with its own text, so interleaved streams show in the content.
+TEXTS = {
+    "claude-haiku-4-5": "haiku " + " ".join(f"h{i}" for i in range(50)),
+    "gpt-4o-mini": "mini " + " ".join(f"m{i}" for i in range(50)),
+    "gemini-2.5-flash": "flash " + " ".join(f"f{i}" for i in range(50)),
+}
+# 50 chunks, 100 ms apart: a healthy stream of about 5 s.
+STEADY_5S = {"chunks": 50, "chunk_interval_ms": 100}
+
+SINGLE_2S = {"strategy": "single", "model": "claude-haiku-4-5", "timeout_ms": 2000}
+CHAIN_2_3_5 = {
+    "strategy": "fallback",
+    "attempts": [
+        {"model": "claude-haiku-4-5", "timeout_ms": 2000},
+        {"model": "gpt-4o-mini", "timeout_ms": 3000},
+        {"model": "gemini-2.5-flash", "timeout_ms": 5000},
+    ],
+    "retry_on": ["429", "5xx", "timeout"],
+    "total_budget_ms": 10000,
+}
+
+
+@pytest.fixture(autouse=True)
+def steady_streams(mock):
+    mock.configure({m: {**STEADY_5S, "text": t} for m, t in TEXTS.items()})
+
+
+def sdk_stream(proxy, model: str) -> tuple[str, str | None, str]:
+    """(content, finish_reason, request id) through the official SDK; raises on an error event."""
+    client = proxy.client(timeout=30.0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    got = collect_stream(raw.parse())
+    return got.content, got.finish_reason, raw.headers["x-request-id"]
+
+
+async def raw_stream(port: int, model: str) -> tuple[list[str], str]:
+    """Every SSE data payload, in order, read as it arrives by a raw asyncio HTTP/1.1 client."""
+    body = json.dumps(
+        {"model": model, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            + f"authorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\n".encode()
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        status = (await asyncio.wait_for(reader.readline(), 30)).split()
+        assert status[1] == b"200", status
+        headers: dict[str, str] = {}
+        while (line := await asyncio.wait_for(reader.readline(), 30)) not in (b"\r\n", b""):
+            k, _, v = line.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        buf = b""
+        events: list[str] = []
+        while True:
+            if chunked:
+                size = int((await asyncio.wait_for(reader.readline(), 30)).split(b";")[0], 16)
+                if size == 0:
+                    break
+                piece = await asyncio.wait_for(reader.readexactly(size + 2), 30)
+                buf += piece[:-2]
+            else:
+                piece = await asyncio.wait_for(reader.read(65536), 30)
+                if not piece:
+                    break
+                buf += piece
+            while b"\n\n" in buf:
+                block, buf = buf.split(b"\n\n", 1)
+                for ln in block.decode().split("\n"):
+                    if ln.startswith("data:"):
+                        events.append(ln[5:].strip())
+        return events, headers["x-request-id"]
+    finally:
+        writer.close()
+
+
+def content_of(events: list[str]) -> str:
+    out = ""
+    for e in events:
+        if e == "[DONE]":
+            continue
+        c = json.loads(e)
+        for ch in c.get("choices", []):
+            out += ch["delta"].get("content") or ""
+    return out
+
+
+def check_trace(proxy, rid: str, model: str) -> None:
+    t = proxy.trace(rid)
+    assert t["ok"], t
+    assert t["served_model"] == model
+    attempts = t["attempts"]
+    assert len(attempts) == 1, attempts
+    a = attempts[0]
+    assert a["outcome"] == "ok", a
+    assert a["ttft_ms"] is not None and a["ttft_ms"] > 0, a
+    assert a["usage"]["completion_tokens"] > 0, a
+
+
+@pytest.mark.parametrize("cfg", [SINGLE_2S, CHAIN_2_3_5], ids=["single-2s", "chain-2s-3s-5s"])
+def test_sdk_a_delivering_stream_is_never_cut_or_mixed(proxy, route, cfg):
+    content, finish, rid = sdk_stream(proxy, route(cfg))
+    assert content == TEXTS["claude-haiku-4-5"]
+    assert finish == "stop"
+    check_trace(proxy, rid, "claude-haiku-4-5")
+
+
+@pytest.mark.parametrize("cfg", [SINGLE_2S, CHAIN_2_3_5], ids=["single-2s", "chain-2s-3s-5s"])
+def test_raw_asyncio_a_delivering_stream_is_never_cut_or_mixed(proxy, route, cfg):
+    events, rid = asyncio.run(raw_stream(proxy.port, route(cfg)))
+    assert events[-1] == "[DONE]", events[-3:]
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert not any("error" in c for c in chunks), [c for c in chunks if "error" in c]
+    assert {c["model"] for c in chunks} == {"claude-haiku-4-5"}
+    assert content_of(events) == TEXTS["claude-haiku-4-5"]
+    check_trace(proxy, rid, "claude-haiku-4-5")
+
+
+def test_raw_asyncio_concurrent_delivering_streams_are_each_one_answer(proxy, route):
+    """Several callers at once on the chain: every stream is one model's whole answer."""
+    slug = route(CHAIN_2_3_5)
+
+    async def many() -> list[tuple[list[str], str]]:
+        return await asyncio.gather(*(raw_stream(proxy.port, slug) for _ in range(8)))
+
+    for events, _ in asyncio.run(many()):
+        assert events[-1] == "[DONE]"
+        assert content_of(events) == TEXTS["claude-haiku-4-5"]
