@@ -13,7 +13,11 @@
 #include <atomic>
 #include <thread>
 
+#if __has_include("modelux/testing.hpp")  // the mock's header since the src/testing layout
+#include "modelux/testing.hpp"
+#else
 #include "mock/server.hpp"
+#endif
 #include "modelux/router.hpp"
 #include "support/counting_new.hpp"
 
