@@ -7,6 +7,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 SECONDS_PER="${FUZZ_SECONDS:-10}"
 CXX_BIN="${FUZZ_CXX:-clang++-19}"
+# Stop at the first sanitizer report (the build also has -fno-sanitize-recover=all): libFuzzer
+# then saves the input as a crash and this script fails. The caller's options come last and win.
+export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 command -v "$CXX_BIN" >/dev/null || { echo "run-fuzzers: $CXX_BIN not installed (apt-get install clang-19 libclang-rt-19-dev)" >&2; exit 2; }
 
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER="$CXX_BIN" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

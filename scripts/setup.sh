@@ -14,7 +14,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
       libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libcli11-dev)
 if [ $MINIMAL = 0 ]; then
-  pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
+  # tzdata: the budget windows' time-zone tests read /usr/share/zoneinfo.
+  pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,6 +7,11 @@
 #include <map>
 #include <string>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
 #include "testing/native.hpp"
 #include "modelux/testing.hpp"
 #include "modelux/wire.hpp"
@@ -513,6 +518,25 @@ TEST_CASE("mock behavior: every knob parses, and faults name their JSON path") {
   }
 }
 
+namespace {
+/// GET /_mock/config over a real socket: the live config as the mock reports it.
+Json mock_config(int port) {
+  namespace http = boost::beast::http;
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket sock(io);
+  sock.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
+  http::request<http::string_body> req{http::verb::get, "/_mock/config", 11};
+  req.set(http::field::host, "127.0.0.1");
+  http::write(sock, req);
+  boost::beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  http::read(sock, buf, res);
+  REQUIRE(res.result_int() == 200);
+  return Json::parse(res.body());
+}
+}  // namespace
+
 TEST_CASE("MockProvider: configure merges models over the defaults, null removes, bad docs change nothing") {
   auto m = mock::MockProvider::start(mock::MockOptions{});
   REQUIRE(m.has_value());
@@ -520,16 +544,31 @@ TEST_CASE("MockProvider: configure merges models over the defaults, null removes
   CHECK(mp.port() > 0);
   CHECK(mp.base_url() == "http://127.0.0.1:" + std::to_string(mp.port()));
   REQUIRE(mp.configure(Json{{"default", {{"latency_ms", 10}}}, {"models", {{"a", {{"error_status", 503}}}}}}).has_value());
-  // A model inherits the defaults in force when it was configured.
-  auto cfg = mp.configure(Json{{"models", {{"b", {{"chunks", 2}}}}}});
-  REQUIRE(cfg.has_value());
-  // Reading back goes through the HTTP layer in e2e; here: a bad document is refused whole.
-  auto bad = mp.configure(Json{{"models", {{"c", {{"chunks", 3}}}, {"d", {{"chunks", -5}}}}}});
+  Json c = mock_config(mp.port());
+  CHECK(c["default"]["latency_ms"] == 10);
+  CHECK(c["models"]["a"]["error_status"] == 503);
+  CHECK(c["models"]["a"]["latency_ms"] == 10);  // inherits the defaults in force
+  // A second document merges: "a" stays, "b" is added on the same defaults.
+  REQUIRE(mp.configure(Json{{"models", {{"b", {{"chunks", 2}}}}}}).has_value());
+  c = mock_config(mp.port());
+  CHECK(c["models"].size() == 2);
+  CHECK(c["models"]["a"]["error_status"] == 503);
+  CHECK(c["models"]["b"]["chunks"] == 2);
+  CHECK(c["models"]["b"]["latency_ms"] == 10);
+  CHECK(c["models"]["b"]["error_status"] == 0);
+  // A bad document is refused whole: "c", valid on its own, is not added; defaults unchanged.
+  const Json before = c;
+  auto bad = mp.configure(Json{{"default", {{"latency_ms", 99}}}, {"models", {{"c", {{"chunks", 3}}}, {"d", {{"chunks", -5}}}}}});
   REQUIRE_FALSE(bad.has_value());
   CHECK(bad.error().path == "$.models.d.chunks");
   CHECK_FALSE(mp.configure(Json::array()).has_value());
   CHECK_FALSE(mp.configure(Json{{"models", 5}}).has_value());
+  CHECK(mock_config(mp.port()) == before);
+  // null removes one model and leaves the others.
   REQUIRE(mp.configure(Json{{"models", {{"a", nullptr}}}}).has_value());
+  c = mock_config(mp.port());
+  CHECK_FALSE(c["models"].contains("a"));
+  CHECK(c["models"].contains("b"));
   Json st = mp.stats();
   CHECK(st["total"] == 0);
   mp.stop();

@@ -126,15 +126,18 @@ TEST_CASE("Executor: malformed provider bodies are failures that fail over") {
 }
 
 TEST_CASE("Executor: when every attempt hangs the request ends within total_budget_ms") {
-  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"prod", chain(600, 250)}});
+  // Attempts of 1.5 s under a 2 s budget: the first times out, the second is cut by the budget.
+  // Without the budget the three attempts would take 4.5 s. The bound sits between the two with
+  // 1 s or more on each side, which holds at load average 4 on real sockets.
+  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"prod", chain(2000, 1500)}});
   auto t0 = std::chrono::steady_clock::now();
   auto c = f.router->complete(ask("@prod"));
   auto took = std::chrono::steady_clock::now() - t0;
   REQUIRE_FALSE(c.result);
   CHECK(c.result.error().kind == ErrorKind::timeout);
-  // Bound, not a timing claim: the budget plus generous scheduling slack on a loaded machine.
-  CHECK(took < std::chrono::milliseconds(600 + 400));
-  CHECK(c.trace.attempts.size() >= 2);
+  CHECK(took >= std::chrono::milliseconds(1800));
+  CHECK(took < std::chrono::milliseconds(3500));
+  CHECK(c.trace.attempts.size() == 2);
 }
 
 TEST_CASE("Executor: a 400 from the provider is not retried elsewhere") {
@@ -305,7 +308,7 @@ TEST_CASE("Executor: a soak of mixed faults leaves no leased connection behind")
 }
 
 TEST_CASE("Executor: a CancellationToken stops a request waiting on a hung upstream at once") {
-  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"slow", chain(20000, 8000)}});
+  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"slow", chain(60000, 30000)}});
   for (bool stream : {false, true}) {
     CAPTURE(stream);
     CallContext ctx;
@@ -322,27 +325,16 @@ TEST_CASE("Executor: a CancellationToken stops a request waiting on a hung upstr
     canceller.join();
     REQUIRE_FALSE(c.result);
     CHECK(c.result.error().kind == ErrorKind::cancelled);
-    CHECK(took < std::chrono::seconds(4));  // far below the 8 s attempt timeout
+    // Far below the 30 s attempt timeout, with margin at load average 4 on real sockets.
+    CHECK(took < std::chrono::seconds(10));
     REQUIRE_FALSE(c.trace.attempts.empty());
     CHECK(c.trace.attempts[0].outcome == "cancelled");
   }
   CHECK(f.router->transport().stats().in_flight == 0);
 }
 
-TEST_CASE("Executor: destroying the Router while requests wait on a hung upstream is clean") {
-  // The pending request frames die with the Router's io_context; nothing they release
-  // (pooled routing sessions, cancellation state) may outlive what it points into. Meant for
-  // the sanitizer build, where a use-after-free here is a failure.
-  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"slow", chain(20000, 8000)}});
-  std::atomic<int> callbacks{0};
-  for (int i = 0; i < 4; ++i)
-    f.router->complete_async(ask("@slow", i % 2 == 1), CallContext{}, [&callbacks](Completion) { ++callbacks; });
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // every request is blocked upstream
-  auto t0 = std::chrono::steady_clock::now();
-  f.router.reset();
-  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));  // not held by the 8 s attempts
-  CHECK(callbacks.load() <= 4);
-}
+// Destroying the Router with requests in flight: tests/unit-app-router-teardown.cpp (it counts
+// heap blocks, so it fails without a sanitizer too, and needs an executable of its own).
 
 // ---- streams that deliver own the response (issue #19) -------------------------------------
 

@@ -283,10 +283,19 @@ TEST_CASE("BudgetManager: scopes match org, project, tag, end user, api key, * k
   CHECK(m->admit(ctx("acme", "bob"), &kPaid, 1, 0, clock.now()).has_value());
   // All or nothing: alice's refused request reserved nothing in the org and tag budgets.
   auto snap = m->snapshot(clock.now());
+  int org_seen = 0, tag_seen = 0;  // the checks below must not pass on an empty snapshot
   for (const auto& l : snap["budgets"]) {
-    if (l["name"] == "org") CHECK(l["committed_usd"].get<double>() == doctest::Approx(0.003));
-    if (l["name"] == "tag") CHECK(l["committed_usd"].get<double>() == doctest::Approx(0.003));
+    if (l["name"] == "org") {
+      ++org_seen;
+      CHECK(l["committed_usd"].get<double>() == doctest::Approx(0.003));
+    }
+    if (l["name"] == "tag") {
+      ++tag_seen;
+      CHECK(l["committed_usd"].get<double>() == doctest::Approx(0.003));
+    }
   }
+  CHECK(org_seen == 1);
+  CHECK(tag_seen == 1);
   // The tightest budget is what the rules DSL sees.
   auto st = m->status(ctx("acme", "alice"), clock.now());
   CHECK(st.limit_usd == doctest::Approx(0.002));
@@ -507,6 +516,7 @@ TEST_CASE("BudgetManager: many threads hammering one budget never overspend (exa
   // The budget was actually used up: less than one max estimate is left.
   CHECK(settled_nusd.load() > 1'000'000'000 - 4'000'000);
   auto snap = m->snapshot(clock.now());
+  REQUIRE(snap["budgets"].size() == 2);  // both budgets: an empty snapshot must not pass
   for (const auto& l : snap["budgets"]) CHECK(l["in_flight"] == 0);
 }
 

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "modelux/catalog.hpp"
+#include "support/paths.hpp"
 
 using modelux::Catalog;
 using modelux::Json;
@@ -31,7 +32,7 @@ bool is_mock(std::string_view provider) { return provider.starts_with("mock"); }
 
 const Json& raw_catalog() {
   static const Json doc = [] {
-    std::ifstream in(std::string(MODELUX_SOURCE_DIR) + "/data/catalog.json");
+    std::ifstream in(modelux::test::source_dir() + "/data/catalog.json");
     REQUIRE(in.good());
     std::stringstream ss;
     ss << in.rdbuf();

@@ -94,8 +94,16 @@ TEST_CASE("format_trace: attempts with outcome and timing, decision, reason, cos
   CHECK(has(rows[2], "ok 200"));
   CHECK(has(rows[2], "fallback after timeout"));
   CHECK(has(rows[2], "served"));
-  // Right-aligned "took" column: "2000 ms" and "812 ms" end at the same offset.
-  CHECK(rows[1].find("2000 ms ") + 7 == rows[2].find(" 812 ms") + 7);
+  // Right-aligned "took" column: "2000 ms", "812 ms" and the header "took" end at the same
+  // offset. Each is found first: npos + 7 == npos + 7 would pass on a missing column.
+  const auto took_head = rows[0].find(" took");
+  const auto took1 = rows[1].find(" 2000 ms");  // after "+0 ms": only the took column has it
+  const auto took2 = rows[2].find(" 812 ms");
+  REQUIRE(took_head != std::string::npos);
+  REQUIRE(took1 != std::string::npos);
+  REQUIRE(took2 != std::string::npos);
+  CHECK(took1 + 8 == took2 + 7);
+  CHECK(took_head + 5 == took2 + 7);
 }
 
 TEST_CASE("format_spend: aligned table with a totals line") {

@@ -3,7 +3,8 @@
 //
 // The issue's bar: a reused RoutingSession (the steady state of a driver that keeps one per
 // worker) does no heap allocation per decision for single and fallback configs, including a
-// decision that fails over once. A count is not a timing: it is exact and machine-independent.
+// decision that fails over once (that one does not hold yet: see the should_fail case below).
+// A count is not a timing: it is exact and machine-independent.
 #include <doctest/doctest.h>
 
 #include "modelux/policy.hpp"
@@ -16,17 +17,20 @@ using modelux::testing::CatalogResolver;
 
 namespace {
 
-/// Runs one request through `s`: every attempt fails with `first_error` until `fail_first`
-/// attempts have failed, then succeeds. Returns the heap allocations it made.
+/// Runs one request through `s`: every attempt fails with `bad` until `fail_first` attempts
+/// have failed, then succeeds. Returns the heap allocations it made; `attempts` counts the
+/// attempts the session asked for.
 long decide(RoutingSession& s, const std::shared_ptr<const Policy>& p, SessionInputs& in, ManualClock& clock,
-            int fail_first, AttemptResult& ok, AttemptResult& bad) {
+            int fail_first, AttemptResult& ok, AttemptResult& bad, int& attempts) {
   long before = modelux::testing::heap_allocations.load();
   in.start = clock.now();
   s.reset(p, in);
   int failures = 0;
+  attempts = 0;
   Step st = s.next(in.start);
   while (st.kind == Step::Kind::attempt) {
     for (const auto& a : st.attempts) {
+      ++attempts;
       AttemptResult& r = failures < fail_first ? bad : ok;
       if (failures < fail_first) ++failures;
       r.id = a.id;
@@ -39,9 +43,18 @@ long decide(RoutingSession& s, const std::shared_ptr<const Policy>& p, SessionIn
   return n;
 }
 
-}  // namespace
 
-TEST_CASE("A reused session decides single and fallback configs without heap allocation") {
+struct Case {
+  const char* config;
+  int fail_first;
+};
+
+const char* const kFallback = R"({"strategy":"fallback","attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},
+      {"model":"gpt-4o-mini","timeout_ms":3000}],"retry_on":["429","5xx","timeout"],"total_budget_ms":8000})";
+
+/// Decides each case 100 times on one reused session (after a warm-up) and requires no heap
+/// allocation per decision, and exactly the attempts the case asks for.
+void check_no_allocation(const Case* cases, std::size_t n_cases) {
   CatalogResolver r;
   const ChatRequest req = modelux::testing::decision_request();
   CallContext ctx;
@@ -60,26 +73,20 @@ TEST_CASE("A reused session decides single and fallback configs without heap all
   AttemptResult bad;
   bad.error.kind = ErrorKind::rate_limited;
   bad.error.status = 429;
-  struct Case {
-    const char* config;
-    int fail_first;
-  };
-  const Case cases[] = {
-      {R"({"strategy":"single","model":"gpt-4o","timeout_ms":30000})", 0},
-      {R"({"strategy":"fallback","attempts":[{"model":"claude-haiku-4-5","timeout_ms":2000},
-        {"model":"gpt-4o-mini","timeout_ms":3000}],"retry_on":["429","5xx","timeout"],"total_budget_ms":8000})",
-       0},
-  };
-  for (const auto& c : cases) {
+  for (std::size_t k = 0; k < n_cases; ++k) {
+    const Case& c = cases[k];
     CAPTURE(c.config);
+    CAPTURE(c.fail_first);
     auto p = Policy::compile(Json::parse(c.config), r, "@bench");
     REQUIRE(p);
     RoutingSession s;
     AttemptResult o = ok, b = bad;
-    decide(s, *p, in, clock, c.fail_first, o, b);  // warm-up: buffers reach their size
+    int attempts = 0;
+    decide(s, *p, in, clock, c.fail_first, o, b, attempts);  // warm-up: buffers reach their size
     for (int i = 0; i < 100; ++i) {
       in.seed = static_cast<std::uint64_t>(i);
-      long n = decide(s, *p, in, clock, c.fail_first, o, b);
+      long n = decide(s, *p, in, clock, c.fail_first, o, b, attempts);
+      REQUIRE(attempts == c.fail_first + 1);  // the failover really happened (and nothing more)
       REQUIRE(n == 0);
     }
     // The same decision in a fresh session does allocate: the counter is live.
@@ -87,4 +94,30 @@ TEST_CASE("A reused session decides single and fallback configs without heap all
     RoutingSession fresh(*p, in);
     CHECK(modelux::testing::heap_allocations.load() > before);
   }
+}
+
+}  // namespace
+
+TEST_CASE("A reused session decides single and fallback configs without heap allocation") {
+  const Case cases[] = {
+      {R"({"strategy":"single","model":"gpt-4o","timeout_ms":30000})", 0},
+      {kFallback, 0},
+  };
+  check_no_allocation(cases, std::size(cases));
+}
+
+// KNOWN BUG, expected to fail until it is fixed (doctest::should_fail: this entry fails as soon
+// as the failover decision stops allocating, so the marker has to go then). The issue's bar
+// includes a decision that fails over once; today it makes 5 heap allocations per decision
+// (gdb on the counting operator new):
+//   - SessionCore::make_attempt: spare trace records are reused last-in-first-out, so the
+//     record that held attempt 2 ("gpt-4o-mini", short-string buffer) gets attempt 1's
+//     "claude-haiku-4-5" and its why_tried "fallback 1 after rate_limited": 2 allocations;
+//   - SessionCore::record_result: why_ended = std::to_string(status) + " from provider";
+//   - FallbackState::next: notes.push_back("primary " + error_label(err)): the label and the
+//     note (notes is a vector<std::string> cleared, not reused, by begin()).
+TEST_CASE("A reused session decides a fallback that fails over once without heap allocation" *
+          doctest::should_fail()) {
+  const Case cases[] = {{kFallback, 1}};  // the primary answers 429: the decision fails over
+  check_no_allocation(cases, std::size(cases));
 }

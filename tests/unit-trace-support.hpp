@@ -15,12 +15,12 @@ namespace trace_test {
 using namespace modelux;
 using namespace std::chrono_literals;
 
-/// A fresh path under the build tree; the file and its -wal/-shm are removed on destruction.
+/// A fresh path under the system's temp dir; the file and its -wal/-shm are removed on destruction.
 struct TempDb {
   std::string path;
   explicit TempDb(const std::string& name) {
     static std::atomic<int> counter{0};
-    auto dir = std::filesystem::path(MODELUX_BINARY_DIR) / "test-tmp";
+    auto dir = std::filesystem::temp_directory_path() / "modelux-test-tmp";
     std::filesystem::create_directories(dir);
     path = (dir / (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".db")).string();
     remove_all();

@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 
 #include "modelux/transport.hpp"
+#include "support/closed_port.hpp"
 
 using namespace modelux;
 using tcp = net::ip::tcp;
@@ -83,11 +84,8 @@ TEST_CASE("Transport: connection refused is a connection error, a silent server 
   auto tr = make_http_transport(io.get_executor());
   tcp::acceptor silent(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));  // accepts in backlog, never answers
   int silent_port = silent.local_endpoint().port();
-  int closed_port;
-  {
-    tcp::acceptor tmp(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    closed_port = tmp.local_endpoint().port();
-  }
+  test::ClosedPort refusing;  // bound, not listening: refused, and no one else can take the port
+  const int closed_port = refusing.port();
   HttpRequestSpec a;
   a.url = "http://127.0.0.1:" + std::to_string(closed_port) + "/";
   HttpRequestSpec b;

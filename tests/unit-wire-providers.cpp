@@ -7,6 +7,7 @@
 
 #include "modelux/ratelimits.hpp"
 #include "modelux/wire.hpp"
+#include "support/paths.hpp"
 #include "testing/server_codecs.hpp"
 
 using namespace modelux;
@@ -14,7 +15,7 @@ using namespace modelux;
 namespace {
 
 std::string fixture(const std::string& name) {
-  std::ifstream f(std::string(MODELUX_SOURCE_DIR) + "/tests/fixtures/wire/" + name, std::ios::binary);
+  std::ifstream f(test::source_dir() + "/tests/fixtures/wire/" + name, std::ios::binary);
   REQUIRE_MESSAGE(f.good(), "missing fixture " << name);
   std::stringstream ss;
   ss << f.rdbuf();

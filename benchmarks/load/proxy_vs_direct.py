@@ -142,7 +142,7 @@ async def run(port: int, req: bytes, concurrency: int, requests: int, duration: 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.environ.get("MODELUX_BIN", "/work/main/build/examples/modelux"))
+    ap.add_argument("--bin", default=os.environ.get("MODELUX_BIN", str(Path(__file__).resolve().parents[2] / "build" / "examples" / "modelux")))
     ap.add_argument("--concurrency", default="1,64", help="comma-separated (default 1,64)")
     ap.add_argument("--requests", type=int, default=3000, help="max requests per scenario")
     ap.add_argument("--duration", type=float, default=8.0, help="max seconds per scenario")

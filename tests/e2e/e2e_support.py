@@ -6,7 +6,7 @@ exit). The mock is shared by the session and reset before every test; each test 
 its own proxy (its own trace database); tests that need a special server config start one
 with the `start_proxy` factory.
 
-Binary: $MODELUX_BIN, default /work/main/build/examples/modelux.
+Binary: $MODELUX_BIN, default <repo>/build/examples/modelux (derived from this file's location).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from typing import Any, Iterator
 import openai
 import pytest
 
-MODELUX_BIN = os.environ.get("MODELUX_BIN", "/work/main/build/examples/modelux")
+REPO = Path(__file__).resolve().parents[2]
+# The binary of this checkout, never one of another clone: relative to this file.
+MODELUX_BIN = os.environ.get("MODELUX_BIN", str(REPO / "build" / "examples" / "modelux"))
 API_KEY = "mlx-e2e-test-key-0001"
 START_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 15.0

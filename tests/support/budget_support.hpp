@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 
@@ -33,12 +34,15 @@ inline Json fleet_budget(double limit) {
   return Json::array({Json{{"name", "fleet"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", limit}}});
 }
 
-/// A fresh directory under /tmp with a `budgets.db` path in it, removed afterwards.
+/// A fresh directory under the system's temp dir ($TMPDIR or /tmp) with a `budgets.db` path in
+/// it, removed afterwards.
 struct TempDb {
   std::string path;
   TempDb() {
-    char tmpl[] = "/tmp/modelux-budget-XXXXXX";
-    path = std::string(mkdtemp(tmpl)) + "/budgets.db";
+    std::string tmpl = (std::filesystem::temp_directory_path() / "modelux-budget-XXXXXX").string();
+    const char* dir = mkdtemp(tmpl.data());
+    if (!dir) throw std::runtime_error("mkdtemp failed in " + std::filesystem::temp_directory_path().string());
+    path = std::string(dir) + "/budgets.db";
   }
   ~TempDb() {
     std::error_code ec;

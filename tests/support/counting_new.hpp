@@ -12,6 +12,10 @@
 namespace modelux::testing {
 /// Heap allocations made through operator new / new[] so far.
 inline std::atomic<long> heap_allocations{0};
+/// Non-null pointers given back through operator delete / delete[] so far: allocations minus
+/// frees is the number of live heap blocks (the leak tests compare it before and after).
+inline std::atomic<long> heap_frees{0};
+inline long live_heap_blocks() { return heap_allocations.load() - heap_frees.load(); }
 
 /// The request the decision-cost benchmark and the allocation tests route: a system prompt
 /// and one user question.
@@ -43,7 +47,13 @@ void* operator new[](std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+namespace modelux::testing {
+inline void counted_free(void* p) noexcept {
+  if (p) heap_frees.fetch_add(1, std::memory_order_relaxed);
+  std::free(p);
+}
+}  // namespace modelux::testing
+void operator delete(void* p) noexcept { modelux::testing::counted_free(p); }
+void operator delete[](void* p) noexcept { modelux::testing::counted_free(p); }
+void operator delete(void* p, std::size_t) noexcept { modelux::testing::counted_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { modelux::testing::counted_free(p); }

@@ -14,7 +14,8 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-DEFAULT_BIN = "/work/main/build/examples/modelux"
+# The binary of this checkout, never one of another clone: relative to this file.
+DEFAULT_BIN = str(REPO / "build" / "examples" / "modelux")
 MOCK_TEXT = "Hello from the modelux mock provider."
 
 _LISTEN = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))")
