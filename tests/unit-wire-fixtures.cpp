@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "modelux/wire.hpp"
+#include "support/paths.hpp"
 #include "wire/codecs.hpp"
 
 using namespace modelux;
@@ -15,7 +16,7 @@ using namespace modelux;
 namespace {
 
 std::string fixture(const std::string& name) {
-  std::ifstream f(std::string(MODELUX_SOURCE_DIR) + "/tests/fixtures/wire/" + name, std::ios::binary);
+  std::ifstream f(modelux::test::source_dir() + "/tests/fixtures/wire/" + name, std::ios::binary);
   REQUIRE_MESSAGE(f.good(), "missing fixture " << name);
   std::stringstream ss;
   ss << f.rdbuf();
