@@ -106,6 +106,7 @@ def nginx_conf(tmp: Path, port: int) -> str:
     assert not any(ch in chat for ch in "'\\$"), "upstream body must not contain ' \\ or $"
     # The SSE body is longer than a config parameter may be (4 KiB): nginx serves it as a file.
     # Its static handler refuses POST (405); error_page turns that into a GET of the same file.
+    # The JSON answer has a Content-Length, the stream is sent chunked, as OpenAI does.
     sse = tmp / "www" / "stream" / "v1" / "chat" / "completions"
     sse.parent.mkdir(parents=True, exist_ok=True)
     sse.write_text(sse_body())
@@ -140,6 +141,10 @@ http {{
       add_header x-request-id req_bench_zero_delay always;
       etag off;
       error_page 405 =200 $uri;
+      # OpenAI streams are chunked: the SSI filter drops Content-Length, so nginx chunks too.
+      ssi on;
+      ssi_types text/event-stream;
+      ssi_last_modified off;
     }}
     location / {{
       default_type application/json;
@@ -277,6 +282,7 @@ class Row:
     stream: bool
     baseline: str                     # the direct row this one is compared with
     results: dict = field(default_factory=dict)   # concurrency -> result dict
+    first_event: dict | None = None               # streams: time to the first SSE event at c=1
 
 
 @dataclass
@@ -512,10 +518,22 @@ def wait_ready(gw: Gateway, timeout: float) -> None:
     raise RuntimeError(f"{gw.name} not ready: {last}")
 
 
-def measure(a, gw: Gateway, tmp: Path) -> None:
+def measure(a, gw: Gateway, tmp: Path, skipped: dict) -> None:
     for row in gw.rows:
-        check_row(row)
+        try:
+            check_row(row)
+        except (OSError, RuntimeError) as e:   # a row the gateway cannot serve: say why, go on
+            skipped[row.name] = str(e).splitlines()[0]
+            print(f"  {row.name}: SKIPPED: {skipped[row.name]}", flush=True)
+            continue
         wrk(a, row, min(16, max(a.conc)), a.warmup, tmp)         # warm-up: pools, caches, JITs
+        if row.stream and a.first_event:
+            try:
+                row.first_event = first_event_latency(row, a.first_event)
+                print(f"  {row.name:<18} first event at c=1: p50 {row.first_event['p50_us']} us, "
+                      f"p99 {row.first_event['p99_us']} us ({a.first_event} requests)", flush=True)
+            except (OSError, RuntimeError) as e:
+                print(f"  {row.name}: first-event probe failed: {e}", flush=True)
         for c in a.conc:
             cpu0 = tree_cpu_seconds(gw.proc.pid) if gw.proc else None
             res = wrk(a, row, c, a.duration, tmp)
@@ -529,6 +547,39 @@ def measure(a, gw: Gateway, tmp: Path) -> None:
             print(f"  {row.name:<18} c={c:<4} {res['rps']:>9.0f} req/s  p50 {res['p50_us']:>7} us  "
                   f"p99 {res['p99_us']:>7} us" + (f"  cpu {res['cpu_us_per_req']:.0f} us/req" if gw.proc else "")
                   + (f"  ERRORS {res['errors']}" if res["errors"] else ""), flush=True)
+
+
+def first_event_latency(row: Row, n: int) -> dict:
+    """Streams only: time from sending the request to the first SSE event (`data:`) arriving, over one
+    keep-alive connection, n requests in a row. wrk times whole responses, so this is the time to first
+    token that the streaming target is about. The client is Python: compare with direct-stream's value."""
+    from urllib.parse import urlsplit
+    u = urlsplit(row.url)
+    head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(row.body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in row.headers.items())
+            + "\r\n").encode() + row.body
+    lat = []
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        for _ in range(n):
+            t0 = time.perf_counter()
+            sock.sendall(head)
+            first = None
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError(f"{row.name}: connection closed mid-stream")
+                buf += chunk
+                if first is None and b"data:" in buf:
+                    first = time.perf_counter() - t0
+                # The end of one chunked SSE response: the zero chunk after [DONE] (or the body's end).
+                if b"[DONE]" in buf and (buf.endswith(b"0\r\n\r\n") or b"content-length" in buf.lower()):
+                    break
+            lat.append(first)
+            buf = b""
+    lat.sort()
+    return {"n": n, "p50_us": round(lat[len(lat) // 2] * 1e6), "p99_us": round(lat[int(len(lat) * 0.99) - 1] * 1e6)}
 
 
 def modelux_metrics(gw: Gateway) -> dict:
@@ -586,7 +637,15 @@ def report(rows: list[Row], conc: list[int]) -> str:
         if errs:
             cells[0] += f" ({errs} errors)"
         lines.append(" | ".join(cells))
-    return "\n".join("| " + ln + " |" for ln in lines)
+    table = "\n".join("| " + ln + " |" for ln in lines)
+    fe = [r for r in rows if r.first_event]
+    if fe:
+        base = by.get("direct-stream")
+        b = base.first_event["p50_us"] if base and base.first_event else None
+        table += "\n\ntime to the first SSE event at c=1 (Python client, keep-alive): " + ", ".join(
+            f"{r.name} p50 {r.first_event['p50_us']} us / p99 {r.first_event['p99_us']} us"
+            + (f" (+{r.first_event['p50_us'] - b} us p50)" if b is not None and r is not base else "") for r in fe)
+    return table
 
 
 # --------------------------------------------------------------------------- main
@@ -618,18 +677,24 @@ def main() -> int:
                     help="also run Portkey, LiteLLM and TensorZero (installs them into benchmarks/.peers once)")
     ap.add_argument("--only", default="", help="comma-separated gateways: direct,modelux-min,modelux-full,"
                                                "portkey,litellm,tensorzero (default: all selected)")
+    ap.add_argument("--first-event", type=int, default=300,
+                    help="streams: requests for the time-to-first-event probe at c=1 (0: skip; default 300)")
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming rows")
     ap.add_argument("--upstream-cpu", type=int, default=0, help="core for nginx and wrk (-1: no pinning)")
     ap.add_argument("--gateway-cpu", type=int, default=1, help="core for the gateway under test (-1: no pinning)")
     ap.add_argument("--modelux-threads", type=int, default=1, help="server.threads for modelux (default 1)")
     ap.add_argument("--json", default="", help="write the results here (default benchmarks/.results/gateway-<time>.json)")
     ap.add_argument("--profile", default="", metavar="DIR",
-                    help="instead of the table: perf record modelux-min at c=64 for --duration s into DIR")
+                    help="instead of the table: perf record --profile-target (modelux-min) at --profile-concurrency "
+                         "(64) for --duration s into DIR, then count its syscalls per request")
+    ap.add_argument("--profile-target", default="modelux-min", choices=["modelux-min", "modelux-full", "modelux-stream"])
+    ap.add_argument("--profile-concurrency", type=int, default=64)
     ap.add_argument("--perf-freq", type=int, default=499, help="perf sampling frequency for --profile (Hz)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, SQLite files)")
     a = ap.parse_args()
     if a.quick:
         a.duration, a.warmup = 2.0, 1.0
+        a.first_event = min(a.first_event, 100)
         if a.concurrency == ap.get_default("concurrency"):
             a.concurrency = "1,64"
     a.conc = [int(c) for c in a.concurrency.split(",")]
@@ -698,7 +763,7 @@ def main() -> int:
                 if a.no_stream:
                     gw.rows = [r for r in gw.rows if not r.stream]
                 wait_ready(gw, 180)
-                measure(a, gw, tmp)
+                measure(a, gw, tmp, skipped)
                 if name.startswith("modelux"):
                     time.sleep(0.5)   # let the trace writer catch up before reading its counters
                     gw.info["metrics"] = modelux_metrics(gw)
@@ -721,10 +786,13 @@ def main() -> int:
               "vs the same baseline; cpu/req: (utime+stime of the gateway's processes) / requests at its peak point.")
         for gw in started:
             mx = gw.info.get("metrics")
-            if mx and gw.name == "modelux-full":
-                print(f"modelux-full traces: submitted {mx.get('modelux_traces_submitted_total', 0):.0f}, written "
-                      f"{mx.get('modelux_traces_written_total', 0):.0f}, dropped "
-                      f"{mx.get('modelux_traces_dropped_total', 0):.0f}")
+            if mx:
+                print(f"{gw.name}: upstream connections opened "
+                      f"{mx.get('modelux_upstream_connections_opened_total', float('nan')):.0f}, reused "
+                      f"{mx.get('modelux_upstream_connections_reused_total', float('nan')):.0f}"
+                      + (f"; traces submitted {mx.get('modelux_traces_submitted_total', 0):.0f}, written "
+                         f"{mx.get('modelux_traces_written_total', 0):.0f}, dropped "
+                         f"{mx.get('modelux_traces_dropped_total', 0):.0f}" if gw.name == "modelux-full" else ""))
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
         out = Path(a.json) if a.json else REPO / "benchmarks" / ".results" / \
@@ -733,7 +801,7 @@ def main() -> int:
         out.write_text(json.dumps({
             "meta": meta, "skipped": skipped,
             "gateways": {g.name: g.info for g in started},
-            "rows": {r.name: {"baseline": r.baseline, "stream": r.stream,
+            "rows": {r.name: {"baseline": r.baseline, "stream": r.stream, "first_event": r.first_event,
                               "results": {str(c): v for c, v in r.results.items()}} for r in rows},
             "table": report(rows, a.conc)}, indent=1))
         print(f"JSON: {out}")
@@ -750,23 +818,47 @@ def main() -> int:
 
 
 def profile(a, ctx: Ctx, out: Path) -> int:
-    """perf record (cpu-clock, DWARF call graphs) on modelux-min while wrk holds c=64 against it."""
+    """perf record (cpu-clock, DWARF call graphs, every thread) on one modelux row while wrk holds
+    --profile-concurrency against it; then perf stat counts its syscalls per request."""
     out.mkdir(parents=True, exist_ok=True)
-    gw = start_modelux(ctx, False)
+    gw = start_modelux(ctx, a.profile_target == "modelux-full")
     try:
         wait_ready(gw, 60)
-        row = gw.rows[0]
-        wrk(a, row, 64, a.warmup, ctx.tmp)
+        row = next(r for r in gw.rows if r.name == a.profile_target)
+        c = a.profile_concurrency
+        wrk(a, row, c, a.warmup, ctx.tmp)
         data = out / "perf.data"
         perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(a.perf_freq), "--call-graph",
                                  "dwarf,16384", "-p", str(gw.proc.pid), "-o", str(data), "--", "sleep",
                                  f"{a.duration:g}"], stdout=subprocess.DEVNULL, stderr=open(out / "perf.log", "wb"))
         cpu0 = tree_cpu_seconds(gw.proc.pid)
-        res = wrk(a, row, 64, a.duration, ctx.tmp)
+        res = wrk(a, row, c, a.duration, ctx.tmp)
         cpu = tree_cpu_seconds(gw.proc.pid) - cpu0
         perf.wait(timeout=120)
-        print(f"modelux-min c=64 under perf: {res['rps']:.0f} req/s, p50 {res['p50_us']} us, "
-              f"cpu {cpu * 1e6 / max(1, res['requests']):.0f} us/req; {data}")
+        summary = {"target": row.name, "concurrency": c, "rps": res["rps"], "p50_us": res["p50_us"],
+                   "requests": res["requests"], "cpu_us_per_req": cpu * 1e6 / max(1, res["requests"])}
+        print(f"{row.name} c={c} under perf: {res['rps']:.0f} req/s, p50 {res['p50_us']} us, "
+              f"cpu {summary['cpu_us_per_req']:.0f} us/req; {data}", flush=True)
+        # Syscalls per request (tracepoints; skipped where perf may not read them).
+        events = ",".join(f"syscalls:sys_enter_{s}" for s in ("sendmsg", "recvmsg", "sendto", "recvfrom", "write",
+                                                              "writev", "read", "epoll_wait", "epoll_ctl",
+                                                              "futex", "accept4", "connect", "close"))
+        stat = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(gw.proc.pid), "--", "sleep",
+                                 f"{min(a.duration, 5):g}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        res2 = wrk(a, row, c, min(a.duration, 5), ctx.tmp)
+        err = stat.communicate(timeout=60)[1]
+        per_req = {}
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2].startswith("syscalls:sys_enter_") and parts[0].strip().isdigit():
+                per_req[parts[2].removeprefix("syscalls:sys_enter_")] = int(parts[0]) / max(1, res2["requests"])
+        if per_req:
+            summary["syscalls_per_request"] = per_req
+            print("syscalls per request: " + ", ".join(f"{k} {v:.2f}" for k, v in per_req.items() if v >= 0.005))
+        else:
+            print(f"perf stat gave no syscall counts: {err.strip()[:300]}")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"then: python3 {HERE / 'perf_buckets.py'} {data}")
         return 0
     finally:

@@ -4,10 +4,12 @@
   python3 benchmarks/load/perf_buckets.py PERF_DATA [--top 25] [--thread-names]
 
 Reads `perf script` (call chains, leaf first) and prints, as % of all samples:
-  - self: the leaf frame's bucket (allocation, memcpy, JSON, HTTP, SQLite, kernel by syscall, ...);
-  - inclusive: every bucket found anywhere on the stack (a sample counts once per bucket), which
-    answers "how much of the time is spent under JSON decoding", callees included;
-  - per thread (comm), so the trace writer and the io thread are told apart;
+  - by thread: router io thread, server io thread, trace writer... (guessed from the stack root);
+  - what executes: the leaf frame's bucket (allocation, memcpy, JSON, Beast, Asio, SQLite, and
+    kernel time split by the syscall it serves);
+  - on behalf of which step: the innermost user frame that names a step of a request (parse the
+    request JSON, encode/decode the provider call, dump the response, routing, trace, HTTP
+    read/write, Asio runtime); kernel time is charged to the step that made the syscall;
   - the top self symbols.
 The patterns are heuristics on demangled names; "other" is what matched none.
 """
@@ -43,35 +45,49 @@ SELF_RULES = [
     ("libc other", r"\(.*libc\.so"),
 ]
 
-# Buckets counted when the pattern appears anywhere on the stack (inclusive). Not exclusive.
-INCLUSIVE_RULES = [
-    ("HTTP parse (Beast parser, incl. callees)", r"beast::http::basic_parser|beast::http::parser|basic_parser<"),
-    ("HTTP serialise/write (Beast, incl. callees)", r"beast::http::serializer|beast::http::detail::write_|"
-                                                    r"beast::http::(async_)?write"),
-    ("JSON decode (nlohmann parser, incl. callees)", r"nlohmann.*(parser|lexer|sax|from_json)|"
-                                                     r"nlohmann.*::parse\b|\bparse_json\b"),
-    ("JSON encode (nlohmann serializer/dump, incl. callees)", r"nlohmann.*(serializer|dump|to_json)"),
-    ("JSON tree build/destroy (basic_json ctor/dtor, incl. callees)", r"nlohmann.*basic_json.*(~basic_json|"
-                                                                     r"json_value::destroy|basic_json\(|"
-                                                                     r"operator=|create<)"),
-    ("wire codecs (encode request / decode response)", r"modelux::.*(Codec|codec|encode_request|decode_response|"
-                                                       r"openai::|wire::)"),
-    ("policy/routing session", r"modelux::.*(policy|Policy|Session|session|Decision)"),
-    ("budget", r"modelux::.*(budget|Budget|Ledger|ledger)"),
-    ("trace build/submit", r"modelux::.*(Tracer::submit|TraceBuilder|trace::build|make_trace|Trace::|"
-                           r"to_trace|record_attempt|DecisionTrace)"),
-    ("trace writer (serialise + SQLite)", r"modelux::.*(Tracer|TraceStore|trace_store|writer_loop|"
-                                          r"write_batch)|sqlite3"),
-    ("allocation (malloc/free, incl. callees)", r"\b(malloc|free|cfree|realloc|_int_malloc|_int_free|"
-                                                r"operator new|operator delete)\b"),
-    ("kernel: socket send (write/sendmsg/writev)", r"__x64_sys_(write|writev|sendto|sendmsg)\b|"
-                                                   r"ksys_write|tcp_sendmsg"),
-    ("kernel: socket receive (read/recvmsg)", r"__x64_sys_(read|readv|recvfrom|recvmsg)\b|ksys_read|tcp_recvmsg"),
-    ("kernel: epoll", r"__x64_sys_epoll|ep_poll|do_epoll"),
-    ("kernel: futex (thread wake/wait)", r"__x64_sys_futex|futex_wait|futex_wake"),
-    ("kernel: connect/accept/close", r"__x64_sys_(connect|accept4?|close|shutdown|socket)\b"),
-    ("kernel (any)", r"\[kernel\.kallsyms\]|\(\[kernel|__x64_sys_|entry_SYSCALL|do_syscall_64"),
+# "On behalf of which step": the innermost frame (from the leaf up, kernel frames skipped) that
+# matches one of these decides; JSON, Asio and Beast buffer frames are looked through. Asio
+# coroutines resume from completion handlers, so outer frames are whatever completed last: the
+# innermost step is the one that is paying.
+PURPOSE_RULES = [
+    ("ingress: parse the caller's request JSON", r"modelux::parse_chat_request|chat_request_from_json|"
+                                                 r"message_from_json"),
+    ("upstream: encode the provider request (codec)", r"Codec::encode_(request|body)|HttpRequestSpec"),
+    ("upstream: decode the provider response (codec)", r"Codec::decode_(response|error)|StreamDecoder"),
+    ("egress: build + dump the response JSON", r"modelux::.*to_json|basic_json.*::dump\b|detail::serializer<"),
+    ("trace (build, submit, writer, SQLite)", r"[Tt]racer|TraceStore|trace::|sqlite3"),
+    ("budget", r"[Bb]udget|Ledger"),
+    ("routing decision (session, strategy, health)", r"RoutingSession|SessionCore|TargetStrategy|modelux::policy|"
+                                                     r"HealthRegistry|Strategy::|AttemptRecord"),
+    ("upstream HTTP client (transport, pool)", r"HttpTransport|BeastHttpStream|modelux::.*(HttpClient|Connection)"),
+    ("HTTP write/serialise (Beast, both sides)", r"beast::http::(detail::)?(write|serializer)|BeastWriter|"
+                                                 r"beast::http::basic_fields"),
+    ("HTTP read/parse (Beast, both sides)", r"beast::http::(detail::)?(read|basic_parser|parser)"),
+    ("router (execute, attempts, completion)", r"modelux::Router::(Impl::|co_|complete|stream)|"
+                                                r"modelux::Completion|modelux::ChatRequest"),
+    ("proxy handler (auth, tags, respond)", r"modelux::proxy"),
+    ("server session loop", r"modelux::http_server"),
 ]
+# Mechanics, not steps: they are looked through when finding the step (JSON, Asio, Beast buffers),
+# and only name the sample when no step frame is on its stack.
+FALLBACK_RULES = [
+    ("JSON with no step frame above it (parse_json, value copies/destroys)", r"nlohmann|modelux::parse_json"),
+    ("Asio runtime only (scheduler, strands, coroutine resumption)", r"boost::asio|boost::beast"),
+]
+
+# Which thread a sample ran on, guessed from the outermost recognisable frame of its stack.
+THREAD_RULES = [
+    ("io thread (the Router's io_context)", r"Router::create"),
+    ("server io thread", r"http_server::Server|Server::start"),
+    ("trace writer", r"Tracer|TraceStore|trace::"),
+    ("budget persistence/sync", r"[Bb]udget|SqliteStore|RedisSync"),
+    ("main", r"\bmain\b"),
+]
+
+SYSCALL_RE = re.compile(r"\b(?:__x64_sys_|__sys_|ksys_|__do_sys_|do_)(sendmsg|recvmsg|sendto|recvfrom|writev|readv|"
+                        r"write|read|epoll_wait|epoll_ctl|futex|connect|accept4?|close|poll|madvise|mmap|munmap|"
+                        r"nanosleep|clock_nanosleep|pwrite64|pread64|fsync|fdatasync|openat|sched_yield)\b")
+
 
 FRAME_RE = re.compile(r"^\s*([0-9a-f]+)\s+(.*?)\s+\((.*)\)\s*$")
 HEAD_RE = re.compile(r"^(\S.*?)\s+(\d+)(?:/(\d+))?\s+")
@@ -106,30 +122,34 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
     self_rules = [(n, re.compile(r)) for n, r in SELF_RULES]
-    incl_rules = [(n, re.compile(r)) for n, r in INCLUSIVE_RULES]
+    purpose_rules = [(n, re.compile(r)) for n, r in PURPOSE_RULES]
+    fallback_rules = [(n, re.compile(r)) for n, r in FALLBACK_RULES]
+    thread_rules = [(n, re.compile(r)) for n, r in THREAD_RULES]
     n = 0
-    selfb, inclb, comms, syms = (collections.Counter() for _ in range(4))
-    kernel_by_syscall = collections.Counter()
+    selfb, purpose, threads, syms, cross = (collections.Counter() for _ in range(5))
     for comm, frames in samples(a.perf_data):
         if not frames:
             continue
         n += 1
-        comms[comm] += 1
         leaf = frames[0]
         syms[leaf.split(" (")[0][:140]] += 1
-        if "kernel" in leaf or "[unknown]" in leaf and frames[0].startswith("ffff"):
-            sc = next((re.search(r"__x64_sys_(\w+)", f).group(1) for f in frames if "__x64_sys_" in f), "irq/other")
-            bucket = f"kernel: {sc}"
-            kernel_by_syscall[sc] += 1
+        if "[kernel" in leaf:
+            sc = next((m.group(1) for f in frames if (m := SYSCALL_RE.search(f))), None)
+            bucket = f"kernel: {sc}" if sc else "kernel: interrupts/softirq/scheduler"
         else:
             bucket = next((name for name, rx in self_rules if rx.search(leaf)), None)
             if bucket is None:
                 bucket = "modelux code" if "modelux" in leaf else "other"
         selfb[bucket] += 1
-        stack = "\n".join(frames)
-        for name, rx in incl_rules:
-            if rx.search(stack):
-                inclb[name] += 1
+        user = [f for f in frames if "[kernel" not in f]
+        step = next((name for f in user for name, rx in purpose_rules if rx.search(f)), None)
+        if step is None:
+            step = next((name for name, rx in fallback_rules for f in user if rx.search(f)),
+                        "kernel only (no user frame)" if not user else "other (truncated stack?)")
+        purpose[step] += 1
+        cross[(step, bucket)] += 1
+        role = next((name for f in reversed(frames) for name, rx in thread_rules if rx.search(f)), comm)
+        threads[role] += 1
     if not n:
         print("no samples", file=sys.stderr)
         return 1
@@ -140,9 +160,13 @@ def main() -> int:
             print(f"  {100.0 * v / n:6.1f}%  {k}")
 
     print(f"{n} samples")
-    show("by thread (comm):", comms)
-    show("self time by bucket (leaf frame):", selfb)
-    show("inclusive (anywhere on the stack; buckets overlap):", inclb)
+    show("by thread (guessed from the stack's outermost frames):", threads)
+    show("what the CPU executes (leaf frame; kernel split by the syscall it serves):", selfb)
+    show("on behalf of which step (innermost matching user frame; kernel time goes to its caller):", purpose)
+    print("\neach step split by what executes (% of all samples):")
+    for step, v in purpose.most_common():
+        parts = sorted(((c, b) for (st, b), c in cross.items() if st == step), reverse=True)[:5]
+        print(f"  {100.0 * v / n:6.1f}%  {step}: " + ", ".join(f"{b} {100.0 * c / n:.1f}" for c, b in parts))
     show(f"top {a.top} self symbols:", syms, a.top)
     return 0
 
