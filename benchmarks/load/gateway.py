@@ -164,8 +164,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pinned(cpu: int | None, argv: list[str]) -> list[str]:
-    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+def pinned(cpus: str | None, argv: list[str]) -> list[str]:
+    """argv under `taskset -c CPUS` (a taskset CPU list such as "1" or "2,3"), or as is."""
+    return argv if cpus is None else ["taskset", "-c", cpus, *argv]
 
 
 class Proc:
@@ -675,14 +676,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 s per point at c=1,64 (a smoke run)")
     ap.add_argument("--peers", action="store_true",
                     help="also run Portkey, LiteLLM and TensorZero (installs them into benchmarks/.peers once)")
-    ap.add_argument("--only", default="", help="comma-separated gateways: direct,modelux-min,modelux-full,"
-                                               "portkey,litellm,tensorzero (default: all selected)")
+    ap.add_argument("--only", default="", help="comma-separated gateways: modelux-min,modelux-full,portkey,litellm,"
+                                               "tensorzero (default: all selected; direct always runs)")
     ap.add_argument("--first-event", type=int, default=300,
                     help="streams: requests for the time-to-first-event probe at c=1 (0: skip; default 300)")
     ap.add_argument("--no-stream", action="store_true", help="skip the streaming rows")
-    ap.add_argument("--upstream-cpu", type=int, default=0, help="core for nginx and wrk (-1: no pinning)")
-    ap.add_argument("--gateway-cpu", type=int, default=1, help="core for the gateway under test (-1: no pinning)")
-    ap.add_argument("--modelux-threads", type=int, default=1, help="server.threads for modelux (default 1)")
+    ap.add_argument("--upstream-cpu", default="0", help="taskset CPU list for nginx and wrk (default 0; -1: no pinning)")
+    ap.add_argument("--gateway-cpu", default="1",
+                    help="taskset CPU list for the gateway under test (default 1; -1: no pinning)")
+    ap.add_argument("--modelux-threads", type=int, default=1,
+                    help="server.threads for modelux (default 1; e.g. 2 with --gateway-cpu 2,3 for the scaling target)")
     ap.add_argument("--json", default="", help="write the results here (default benchmarks/.results/gateway-<time>.json)")
     ap.add_argument("--profile", default="", metavar="DIR",
                     help="instead of the table: perf record --profile-target (modelux-min) at --profile-concurrency "
@@ -699,8 +702,12 @@ def main() -> int:
             a.concurrency = "1,64"
     a.conc = [int(c) for c in a.concurrency.split(",")]
     ncpu = os.cpu_count() or 1
-    a.upstream_cpu = None if a.upstream_cpu < 0 or ncpu < 2 else a.upstream_cpu
-    a.gateway_cpu = None if a.gateway_cpu < 0 or ncpu < 2 else a.gateway_cpu
+    a.upstream_cpu = None if a.upstream_cpu in ("", "-1") or ncpu < 2 else a.upstream_cpu
+    a.gateway_cpu = None if a.gateway_cpu in ("", "-1") or ncpu < 2 else a.gateway_cpu
+    if a.profile and not shutil.which("perf"):
+        raise SystemExit("perf not found: apt-get install linux-perf. Where perf is not permitted, run "
+                         "`valgrind --tool=callgrind build/examples/modelux serve --config CFG --port 0` "
+                         "under a short wrk run instead (docs/performance.md)")
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} not found: apt-get install nginx-light wrk")
@@ -734,7 +741,11 @@ def main() -> int:
             Row("direct", f"{upstream}/v1/chat/completions", body("gpt-4o-mini", False), {}, False, "direct"),
             Row("direct-stream", f"{upstream}/stream/v1/chat/completions", body("gpt-4o-mini", True), {}, True,
                 "direct-stream")])
-        wait_ready(direct, 10)
+        try:
+            wait_ready(direct, 10)
+        except RuntimeError as e:
+            raise SystemExit(f"nginx did not answer: {e}\n{(tmp / 'nginx-error.log').read_text(errors='replace')[-1000:] if (tmp / 'nginx-error.log').exists() else ''}"
+                             f"{(tmp / 'nginx.log').read_text(errors='replace')[-1000:]}")
         if a.no_stream:
             direct.rows = direct.rows[:1]
 
