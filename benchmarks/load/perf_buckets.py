@@ -63,8 +63,9 @@ PURPOSE_RULES = [
     ("HTTP write/serialise (Beast, both sides)", r"beast::http::(detail::)?(write|serializer)|BeastWriter|"
                                                  r"beast::http::basic_fields"),
     ("HTTP read/parse (Beast, both sides)", r"beast::http::(detail::)?(read|basic_parser|parser)"),
-    ("router (execute, attempts, completion)", r"modelux::Router::(Impl::|co_|complete|stream)|"
-                                                r"modelux::Completion|modelux::ChatRequest"),
+    ("router (execute, attempts, relay, completion)", r"modelux::Router::(Impl::|co_|complete|stream)|"
+                                                r"modelux::(relay_attempt|run_attempt|Attempt[A-Z]\w*|"
+                                                r"[A-Za-z_]*[Rr]elay\w*|Completion|ChatRequest|Message)\b"),
     ("proxy handler (auth, tags, respond)", r"modelux::proxy"),
     ("server session loop", r"modelux::http_server"),
 ]
