@@ -235,7 +235,8 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def tree_rss_kb(pid: int) -> int:
+def rss_kb(pid: int) -> int:
+    """VmRSS of the gateway's main process (its workers, if any, are not added)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -541,12 +542,13 @@ def measure(a, gw: Gateway, tmp: Path, skipped: dict) -> None:
             if gw.proc:
                 res["cpu_s"] = tree_cpu_seconds(gw.proc.pid) - cpu0
                 res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / max(1, res["requests"])
-                res["rss_kb"] = tree_rss_kb(gw.proc.pid)
+                res["rss_kb"] = rss_kb(gw.proc.pid)
                 if not gw.proc.alive():
                     gw.proc.fail(f"died during {row.name} c={c}")
             row.results[c] = res
             print(f"  {row.name:<18} c={c:<4} {res['rps']:>9.0f} req/s  p50 {res['p50_us']:>7} us  "
-                  f"p99 {res['p99_us']:>7} us" + (f"  cpu {res['cpu_us_per_req']:.0f} us/req" if gw.proc else "")
+                  f"p99 {res['p99_us']:>7} us" + (f"  cpu {res['cpu_us_per_req']:.0f} us/req  rss "
+                                                  f"{res['rss_kb'] / 1024:.0f} MB" if gw.proc else "")
                   + (f"  ERRORS {res['errors']}" if res["errors"] else ""), flush=True)
 
 
@@ -784,7 +786,7 @@ def main() -> int:
             finally:
                 rows += [r for r in gw.rows if r.results]
                 if gw.proc:
-                    gw.info["rss_kb_end"] = tree_rss_kb(gw.proc.pid)
+                    gw.info["rss_kb_end"] = rss_kb(gw.proc.pid)
                     gw.proc.stop()
         meta["loadavg_end"] = loadavg()
 
