@@ -207,7 +207,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       if (!conn) co_return std::unexpected(conn.error());
       bool reused = (*conn)->reused;
       auto r = co_await exchange(std::move(*conn), *url, req, deadline);
-      if (r || !reused || r.error().kind == ErrorKind::timeout || r.error().kind == ErrorKind::cancelled) co_return r;
+      // Only a connection failure means the pooled connection was dead; an answer over a
+      // limit is the server's answer and must not be asked for twice.
+      if (r || !reused || r.error().kind != ErrorKind::connection) co_return r;
     }
     co_return std::unexpected(Error{ErrorKind::connection, "connection failed", 0, {}, {}, {}, {}});
   }
@@ -417,6 +419,18 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       const auto cs = co_await net::this_coro::cancellation_state;
       if (cancel_requested(cs))
         co_return std::unexpected(cancelled_error("during the HTTP exchange with " + url.host));
+      // The head arrived but breaks a limit (a Content-Length over max_response_bytes is
+      // refused as soon as the head is parsed): the answer is bad, the connection was fine.
+      if (ec == http::error::body_limit)
+        co_return std::unexpected(Error{ErrorKind::malformed_response,
+                                        "response body exceeds the limit of " + std::to_string(opts_.max_response_bytes) +
+                                            " bytes (Content-Length from " + url.host + ")",
+                                        0, {}, {}, {}, {}});
+      if (ec == http::error::header_limit)
+        co_return std::unexpected(Error{ErrorKind::malformed_response,
+                                        "response headers from " + url.host + " exceed the limit of " +
+                                            std::to_string(opts_.max_header_bytes) + " bytes",
+                                        0, {}, {}, {}, {}});
       co_return std::unexpected(net_error(ec, "HTTP exchange with " + url.host, ec == beast::error::timeout));
     }
     co_return std::make_unique<BeastHttpStream>(shared_from_this(), std::move(c), std::move(parser));
