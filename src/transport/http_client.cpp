@@ -146,6 +146,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     if (!opts_.ca_file.empty()) {
       beast::error_code ec;
       ssl_ctx_.load_verify_file(opts_.ca_file, ec);
+      // Not fatal here (the constructor cannot fail), but never silent: every HTTPS request
+      // fails with this message instead of an unexplained certificate error.
+      if (ec) ca_error_ = "cannot load ca_file '" + opts_.ca_file + "': " + ec.message();
     }
     ssl_ctx_.set_verify_mode(opts_.verify_tls ? ssl::verify_peer : ssl::verify_none);
     std::string proxy = opts_.https_proxy;
@@ -262,6 +265,10 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
         co_return c;
       }
       ++leased_;
+    }
+    if (url.tls && !ca_error_.empty()) {
+      dropped();
+      co_return std::unexpected(Error{ErrorKind::invalid_config, ca_error_, 0, {}, {}, {}, {}});
     }
     auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
     c->origin = origin;
@@ -439,6 +446,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   net::any_io_executor ex_;
   TransportOptions opts_;
   ssl::context ssl_ctx_;
+  std::string ca_error_;              // why ca_file could not be loaded ("" = fine)
   std::optional<Url> proxy_;          // HTTPS_PROXY (http:// only)
   std::string proxy_auth_;            // Proxy-Authorization from user:pass@ in the proxy URL
   std::vector<std::string> no_proxy_; // NO_PROXY host suffixes
