@@ -55,6 +55,9 @@ struct HealthConfig {
   double ramp_start = 0.1;                       ///< fraction admitted right after closing
   // rate limits
   Nanos default_rate_limit_reset = std::chrono::seconds(1);  ///< a 429 without retry-after sits out this long
+  /// Key pools: a key the provider refuses (401/403) sits out this long. A revoked key does
+  /// not come back by itself; the hour only lets a key that was fixed upstream return.
+  Nanos rejected_key_sit_out = std::chrono::hours(1);
   // prompt-cache affinity
   Nanos cache_ttl = std::chrono::minutes(5);     ///< default provider prompt-cache TTL
 };

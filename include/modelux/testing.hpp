@@ -5,7 +5,9 @@
 // with retry-after, hangs, mid-stream disconnects, malformed bodies, request-rate limits.
 // Deterministic for a given seed and request order. Reconfigurable at run time:
 //   POST /_mock/config   {"models":{"gpt-4o-mini":{"error_status":429,"retry_after_ms":1000}}}
-//   GET  /_mock/config, GET /_mock/stats, POST /_mock/reset
+//   POST /_mock/config   {"revoked_keys":["k-bad"]}: requests presenting that provider key get a 401
+//   GET  /_mock/config, GET /_mock/stats (per model, and "keys": requests per presented key),
+//   POST /_mock/reset
 #pragma once
 
 #include <map>

@@ -27,7 +27,7 @@ struct TransportOptions {
   std::size_t max_idle_per_origin = 64;
   Nanos idle_timeout = std::chrono::seconds(60);
   bool verify_tls = true;            ///< verify certificates against the system CA store
-  std::string ca_file;               ///< extra CA bundle (PEM), optional
+  std::string ca_file;               ///< extra CA bundle (PEM), optional; one that cannot be loaded fails every HTTPS request with invalid_config
   Nanos dns_ttl = std::chrono::seconds(30);
   std::string https_proxy;           ///< "http://host:port"; empty = read HTTPS_PROXY / https_proxy
 };

@@ -451,7 +451,14 @@ void HealthRegistry::observe_key(std::string_view provider, int index, const Att
   if (!cfg_.enabled || !observable(r)) return;
   KeyPool* p = impl_->pool(provider);
   if (!p || index < 0 || index >= p->keys.load()) return;
-  if (r.ok || (r.error.kind != ErrorKind::rate_limited && r.error.kind != ErrorKind::quota_exceeded)) return;
+  if (r.ok) return;
+  if (r.error.kind == ErrorKind::auth) {
+    // The provider refused this key (revoked, wrong project): every request on it would fail
+    // the same way, so it leaves the pool and the other keys carry the traffic.
+    p->sit_out_until[index].store(ns(now) + cfg_.rejected_key_sit_out.count(), std::memory_order_release);
+    return;
+  }
+  if (r.error.kind != ErrorKind::rate_limited && r.error.kind != ErrorKind::quota_exceeded) return;
   Nanos wait = r.error.retry_after ? Nanos{*r.error.retry_after}
                                    : (r.error.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
                                                                                 : cfg_.default_rate_limit_reset);

@@ -1,5 +1,8 @@
 #include "modelux/testing.hpp"
 
+#include <optional>
+#include <set>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -91,6 +94,10 @@ struct MockProvider::State {
   };
   std::map<std::string, Counters> counters;
   std::uint64_t total = 0;
+  // Provider keys: how many requests presented each key, and the keys answered with a 401
+  // (so a test can watch a key pool spread requests and drop a revoked key).
+  std::map<std::string, std::uint64_t> keys_seen;
+  std::set<std::string> revoked_keys;
 
   Result<void> configure(const Json& doc) {
     if (!doc.is_object()) return fail(ErrorKind::invalid_config, "mock config must be an object", "$");
@@ -114,9 +121,20 @@ struct MockProvider::State {
         nm[it.key()] = *b;
       }
     }
+    std::optional<std::set<std::string>> revoked;
+    if (auto r = doc.find("revoked_keys"); r != doc.end()) {
+      if (!r->is_array()) return fail(ErrorKind::invalid_config, "'revoked_keys' must be an array of strings", "$.revoked_keys");
+      revoked.emplace();
+      for (std::size_t i = 0; i < r->size(); ++i) {
+        if (!(*r)[i].is_string())
+          return fail(ErrorKind::invalid_config, "'revoked_keys' must be an array of strings", "$.revoked_keys[" + std::to_string(i) + "]");
+        revoked->insert((*r)[i].get<std::string>());
+      }
+    }
     if (auto s = doc.find("seed"); s != doc.end() && s->is_number_unsigned()) rng.reseed(s->get<std::uint64_t>());
     defaults = nd;
     models = std::move(nm);
+    if (revoked) revoked_keys = std::move(*revoked);
     return {};
   }
 
@@ -124,7 +142,7 @@ struct MockProvider::State {
     std::lock_guard lk(mu);
     Json m = Json::object();
     for (const auto& [k, v] : models) m[k] = to_json(v);
-    return {{"default", to_json(defaults)}, {"models", m}};
+    return {{"default", to_json(defaults)}, {"models", m}, {"revoked_keys", revoked_keys}};
   }
 
   Json stats_json() const {
@@ -133,7 +151,14 @@ struct MockProvider::State {
     for (const auto& [k, c] : counters)
       m[k] = {{"requests", c.requests}, {"errors", c.errors}, {"hangs", c.hangs}, {"disconnects", c.disconnects},
               {"malformed", c.malformed}, {"rate_limited", c.rate_limited}, {"streams", c.streams}};
-    return {{"total", total}, {"models", m}};
+    return {{"total", total}, {"models", m}, {"keys", keys_seen}};
+  }
+
+  // Counts the request's key; true when that key is revoked (the request gets a 401).
+  bool note_key(const std::string& key) {
+    std::lock_guard lk(mu);
+    ++keys_seen[key];
+    return revoked_keys.contains(key);
   }
 
   // What to do with one request, decided under the lock so that draws are deterministic in
@@ -194,6 +219,24 @@ net::awaitable<void> sleep_ms(double ms) {
   co_await t.async_wait(net::redirect_error(net::use_awaitable, ec));
 }
 
+// The provider key a request presented, in whichever header its family uses: Bearer
+// (OpenAI-compatible, Cohere, Bedrock API keys), x-api-key (Anthropic), x-goog-api-key
+// (Gemini), api-key (Azure), or the access key id of a SigV4 credential (Bedrock).
+std::string presented_key(const http_server::Request& req) {
+  for (const char* h : {"x-api-key", "x-goog-api-key", "api-key"})
+    if (const std::string* v = req.header(h)) return *v;
+  if (const std::string* v = req.header("authorization")) {
+    std::string_view a = *v;
+    if (a.starts_with("Bearer ")) return std::string(a.substr(7));
+    if (auto c = a.find("Credential="); c != std::string_view::npos) {
+      auto id = a.substr(c + 11);
+      return std::string(id.substr(0, id.find('/')));
+    }
+    return std::string(a);
+  }
+  return {};
+}
+
 std::string err_json(const std::string& msg) {
   return Json{{"error", {{"message", msg}, {"type", "invalid_request_error"}, {"param", nullptr}, {"code", nullptr}}}}.dump();
 }
@@ -225,6 +268,7 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
       std::lock_guard lk(st->mu);
       st->counters.clear();
       st->total = 0;
+      st->keys_seen.clear();
     }
     { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{}"); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
     co_return;
@@ -243,6 +287,12 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     co_return;
   }
   const MockRequest& mr = *parsed;
+  if (st->note_key(presented_key(req))) {
+    // What a provider answers a revoked or unknown key (Bedrock's own 403 comes from render_error).
+    auto r = render_error(mr.family, 401, "mock: invalid API key", std::nullopt);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
   auto plan = st->decide(mr.model, mr.stream);
   if (mr.refusal) {  // the provider itself refuses this request (counted: it reached the provider)
     co_await w.respond(mr.refusal->status, mr.refusal->content_type, mr.refusal->body, mr.refusal->headers);

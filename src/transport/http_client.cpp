@@ -178,6 +178,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     if (!opts_.ca_file.empty()) {
       beast::error_code ec;
       ssl_ctx_.load_verify_file(opts_.ca_file, ec);
+      // Not fatal here (the constructor cannot fail), but never silent: every HTTPS request
+      // fails with this message instead of an unexplained certificate error.
+      if (ec) ca_error_ = "cannot load ca_file '" + opts_.ca_file + "': " + ec.message();
     }
     ssl_ctx_.set_verify_mode(opts_.verify_tls ? ssl::verify_peer : ssl::verify_none);
     std::string proxy = opts_.https_proxy;
@@ -239,7 +242,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       if (!conn) co_return std::unexpected(conn.error());
       bool reused = (*conn)->reused;
       auto r = co_await exchange(std::move(*conn), *url, req, deadline);
-      if (r || !reused || r.error().kind == ErrorKind::timeout || r.error().kind == ErrorKind::cancelled) co_return r;
+      // Only a connection failure means the pooled connection was dead; an answer over a
+      // limit is the server's answer and must not be asked for twice.
+      if (r || !reused || r.error().kind != ErrorKind::connection) co_return r;
     }
     co_return std::unexpected(error_of(ErrorKind::connection, "connection failed"));
   }
@@ -292,6 +297,10 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
         co_return c;
       }
       ++leased_;
+    }
+    if (url.tls && !ca_error_.empty()) {
+      dropped();
+      co_return std::unexpected(Error{ErrorKind::invalid_config, ca_error_, 0, {}, {}, {}, {}});
     }
     auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
     c->origin = origin;
@@ -456,6 +465,18 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       const auto cs = co_await net::this_coro::cancellation_state;
       if (cancel_requested(cs))
         co_return std::unexpected(cancelled_error("during the HTTP exchange with " + url.host));
+      // The head arrived but breaks a limit (a Content-Length over max_response_bytes is
+      // refused as soon as the head is parsed): the answer is bad, the connection was fine.
+      if (ec == http::error::body_limit)
+        co_return std::unexpected(Error{ErrorKind::malformed_response,
+                                        "response body exceeds the limit of " + std::to_string(opts_.max_response_bytes) +
+                                            " bytes (Content-Length from " + url.host + ")",
+                                        0, {}, {}, {}, {}});
+      if (ec == http::error::header_limit)
+        co_return std::unexpected(Error{ErrorKind::malformed_response,
+                                        "response headers from " + url.host + " exceed the limit of " +
+                                            std::to_string(opts_.max_header_bytes) + " bytes",
+                                        0, {}, {}, {}, {}});
       co_return std::unexpected(net_error(ec, "HTTP exchange with " + url.host, ec == beast::error::timeout));
     }
     co_return std::make_unique<BeastHttpStream>(shared_from_this(), std::move(c), std::move(parser));
@@ -464,6 +485,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   net::any_io_executor ex_;
   TransportOptions opts_;
   ssl::context ssl_ctx_;
+  std::string ca_error_;              // why ca_file could not be loaded ("" = fine)
   std::optional<Url> proxy_;          // HTTPS_PROXY (http:// only)
   std::string proxy_auth_;            // Proxy-Authorization from user:pass@ in the proxy URL
   std::vector<std::string> no_proxy_; // NO_PROXY host suffixes

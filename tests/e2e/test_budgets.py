@@ -1,0 +1,65 @@
+"""Spend caps through the proxy (docs/budgets.md): a project over its cap gets a 429 whose
+OpenAI error has code `budget_exceeded` (the official SDK raises RateLimitError), streaming
+or not; `GET /v1/budgets` shows the ledger's spend, which matches the costs in the traces."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from e2e_support import MESSAGES, MOCK_TEXT
+
+LIMIT_USD = 0.0005  # gpt-4o answers cost ~1.7e-4 here: a few fit, then the cap bites
+
+
+def with_cap(cfg: dict) -> None:
+    cfg["budgets"] = [{"name": "e2e-cap", "scope": {"project": "e2e"}, "window": "daily", "limit_usd": LIMIT_USD}]
+
+
+def ledger(proxy, name: str) -> dict:
+    r = proxy.request("GET", "/v1/budgets")
+    assert r.status == 200, r.text
+    body = r.json()
+    found = [l for l in body["budgets"] if l["name"] == name] if "budgets" in body else []
+    assert len(found) == 1, body
+    return found[0]
+
+
+def test_over_the_cap_is_429_budget_exceeded_and_the_spend_is_visible(start_proxy, mock):
+    proxy = start_proxy(with_cap)
+    client = proxy.client()
+    served_ids, blocked = [], None
+    for _ in range(20):
+        try:
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+        except openai.RateLimitError as e:
+            blocked = e
+            break
+        assert raw.parse().choices[0].message.content == MOCK_TEXT
+        served_ids.append(raw.headers["x-request-id"])
+    assert blocked is not None, "the cap never blocked"
+    assert served_ids, "the cap blocked before anything was served"
+    assert blocked.status_code == 429
+    assert blocked.code == "budget_exceeded", blocked.body
+    assert "e2e-cap" in blocked.message
+    # Blocked before any upstream call: the mock saw only the served requests.
+    assert mock.requests_for("gpt-4o") == len(served_ids)
+
+    # A stream is refused the same way, before anything is streamed.
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16, stream=True)
+    assert exc.value.code == "budget_exceeded"
+
+    spent = sum(proxy.trace(rid)["cost"]["total_usd"] for rid in served_ids)
+    l = ledger(proxy, "e2e-cap")
+    assert l["spent_usd"] == pytest.approx(spent, rel=1e-6)
+    assert 0 < l["spent_usd"] <= LIMIT_USD
+    assert l["requests"] == len(served_ids)
+    assert l["limit_usd"] == pytest.approx(LIMIT_USD)
+
+
+def test_budgets_endpoint_lists_the_configured_cap_before_any_spend(start_proxy):
+    proxy = start_proxy(with_cap)
+    l = ledger(proxy, "e2e-cap")
+    assert l["spent_usd"] == 0
+    assert l["requests"] == 0

@@ -1,0 +1,177 @@
+// The HTTP client's documented limits and its one retry on a dead pooled connection, against a
+// scripted raw-socket server (docs/executor.md, "Transport").
+#include <doctest/doctest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "modelux/transport.hpp"
+#include "support/raw_server.hpp"
+
+using namespace modelux;
+using modelux::test::RawServer;
+using tcp = net::ip::tcp;
+
+namespace {
+
+Instant in_seconds(int s) { return std::chrono::steady_clock::now() + std::chrono::seconds(s); }
+
+HttpRequestSpec post(const std::string& url) {
+  HttpRequestSpec r;
+  r.url = url;
+  r.body = "{}";
+  r.headers.emplace_back("content-type", "application/json");
+  return r;
+}
+
+Result<HttpResponse> send_one(Transport& tr, net::io_context& io, const HttpRequestSpec& req) {
+  auto fut = net::co_spawn(io, tr.send(req, in_seconds(10)), net::use_future);
+  io.restart();
+  io.run();
+  return fut.get();
+}
+
+std::string ok_response(const std::string& body, bool keep_alive = true) {
+  return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: " + (keep_alive ? "keep-alive" : "close") + "\r\n\r\n" + body;
+}
+
+}  // namespace
+
+TEST_CASE("Transport: a body over max_response_bytes is a clear error, with or without Content-Length") {
+  const std::string big(4096, 'x');
+  SUBCASE("Content-Length over the limit") {
+    RawServer srv(1, [&](tcp::socket& s, int) {
+      RawServer::read_request(s);
+      RawServer::write(s, ok_response(big));
+    });
+    net::io_context io;
+    TransportOptions o;
+    o.max_response_bytes = 1000;
+    auto tr = make_http_transport(io.get_executor(), o);
+    auto r = send_one(*tr, io, post(srv.url()));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == ErrorKind::malformed_response);
+    CHECK_MESSAGE(r.error().message.find("exceeds the limit of 1000 bytes") != std::string::npos, r.error().message);
+    CHECK(srv.accepted() == 1);  // not retried elsewhere: the answer itself is too big
+    CHECK(tr->stats().in_flight == 0);
+  }
+  SUBCASE("chunked body growing past the limit") {
+    RawServer srv(1, [&](tcp::socket& s, int) {
+      RawServer::read_request(s);
+      std::string out = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+      for (int i = 0; i < 4; ++i) out += "400\r\n" + std::string(1024, 'y') + "\r\n";
+      out += "0\r\n\r\n";
+      RawServer::write(s, out);
+    });
+    net::io_context io;
+    TransportOptions o;
+    o.max_response_bytes = 1000;
+    auto tr = make_http_transport(io.get_executor(), o);
+    auto r = send_one(*tr, io, post(srv.url()));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == ErrorKind::malformed_response);
+    CHECK_MESSAGE(r.error().message.find("exceeds the limit of 1000 bytes") != std::string::npos, r.error().message);
+  }
+  SUBCASE("a body just under the limit is delivered whole") {
+    RawServer srv(1, [&](tcp::socket& s, int) {
+      RawServer::read_request(s);
+      RawServer::write(s, ok_response(std::string(1000, 'z')));
+    });
+    net::io_context io;
+    TransportOptions o;
+    o.max_response_bytes = 1000;
+    auto tr = make_http_transport(io.get_executor(), o);
+    auto r = send_one(*tr, io, post(srv.url()));
+    REQUIRE(r);
+    CHECK(r->body == std::string(1000, 'z'));
+  }
+}
+
+TEST_CASE("Transport: response headers over max_header_bytes are an error, not a crash or a hang") {
+  RawServer srv(1, [&](tcp::socket& s, int) {
+    RawServer::read_request(s);
+    RawServer::write(s, "HTTP/1.1 200 OK\r\nX-Padding: " + std::string(8192, 'h') + "\r\nContent-Length: 2\r\n\r\n{}");
+  });
+  net::io_context io;
+  TransportOptions o;
+  o.max_header_bytes = 4096;
+  auto tr = make_http_transport(io.get_executor(), o);
+  auto r = send_one(*tr, io, post(srv.url()));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind != ErrorKind::timeout);
+  CHECK_MESSAGE(r.error().message.find("header") != std::string::npos, r.error().message);
+  CHECK(srv.accepted() == 1);
+  CHECK(tr->stats().in_flight == 0);
+  CHECK(tr->stats().idle == 0);
+}
+
+TEST_CASE("Transport: a pooled connection the server closed is retried once on a fresh one") {
+  std::string second_request;
+  // Connection 0 answers one request with keep-alive, then closes without a word; connection 1
+  // answers the retried request.
+  RawServer srv(2, [&](tcp::socket& s, int i) {
+    std::string req = RawServer::read_request(s);
+    if (i == 1) second_request = req;
+    RawServer::write(s, ok_response(i == 0 ? R"({"n":1})" : R"({"n":2})"));
+    if (i == 0) {
+      boost::system::error_code ec;
+      s.shutdown(tcp::socket::shutdown_both, ec);
+      s.close(ec);
+    } else {
+      RawServer::read_request(s);  // hold the connection until the client is done with it
+    }
+  });
+  net::io_context io;
+  auto tr = make_http_transport(io.get_executor());
+  auto a = send_one(*tr, io, post(srv.url("/first")));
+  REQUIRE(a);
+  CHECK(a->body == R"({"n":1})");
+  CHECK(tr->stats().idle == 1);  // kept for reuse; the server has closed it meanwhile
+  auto b = send_one(*tr, io, post(srv.url("/second")));
+  REQUIRE_MESSAGE(b, (b ? std::string{} : b.error().message));
+  CHECK(b->body == R"({"n":2})");
+  CHECK(second_request.starts_with("POST /second HTTP/1.1"));
+  auto st = tr->stats();
+  CHECK(st.connections_opened == 2);
+  CHECK(st.connections_reused == 1);
+  CHECK(st.in_flight == 0);
+  tr->close_idle();
+}
+
+TEST_CASE("Transport: a fresh connection that dies before answering is not retried") {
+  RawServer srv(2, [&](tcp::socket& s, int) {
+    RawServer::read_request(s);
+    boost::system::error_code ec;
+    s.close(ec);  // no answer at all
+  });
+  net::io_context io;
+  auto tr = make_http_transport(io.get_executor());
+  auto r = send_one(*tr, io, post(srv.url()));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind == ErrorKind::connection);
+  CHECK(srv.accepted() == 1);  // a new connection's failure is the server's answer, not retried
+  CHECK(tr->stats().connections_opened == 1);
+}
+
+TEST_CASE("Transport: an answer over the limit on a pooled connection is not asked for twice") {
+  RawServer srv(2, [&](tcp::socket& s, int i) {
+    if (i != 0) return;  // a retry would land here
+    RawServer::read_request(s);
+    RawServer::write(s, ok_response("{}"));
+    RawServer::read_request(s);
+    RawServer::write(s, ok_response(std::string(4096, 'x')));
+    RawServer::read_request(s);
+  });
+  net::io_context io;
+  TransportOptions o;
+  o.max_response_bytes = 1000;
+  auto tr = make_http_transport(io.get_executor(), o);
+  REQUIRE(send_one(*tr, io, post(srv.url())));
+  auto r = send_one(*tr, io, post(srv.url()));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind == ErrorKind::malformed_response);
+  CHECK(srv.accepted() == 1);
+  CHECK(tr->stats().connections_reused == 1);
+}
