@@ -5,6 +5,8 @@
 // One "decision" = start a request in a RoutingSession, next() (the plan), report a success,
 // next() (done, trace finalised) — everything the routing core does for a request that
 // succeeds on its first attempt. Ensembles report one success per member.
+// Row 8 is the fallback config of row 1 whose primary answers 429 once: the decision fails
+// over (primary rate_limited, then the second target serves).
 // BM_Decision reuses one session (RoutingSession::reset, how a driver keeps a session per
 // worker: the steady state); BM_DecisionFresh constructs a new session per decision.
 #include <benchmark/benchmark.h>
@@ -32,6 +34,7 @@ const char* config_for(int which) {
     case 4: return R"({"strategy":"ensemble","members":["claude-haiku-4-5","gpt-4o-mini","gemini-2.5-flash"]})";
     case 5: return R"({"strategy":"ab_test","arms":[{"weight":90,"model":"gpt-4o"},{"weight":10,"model":"gpt-4o-mini"}]})";
     case 6: return R"({"strategy":"cascade","steps":["gpt-4o-mini","gpt-4o"]})";
+    case 8: return config_for(1);  // the same fallback; decision_bench fails its primary once
     default:
       return R"({"strategy":"rules","rules":[{"when":"tags[\"tier\"] == \"free\" && budget.percent > 80","model":"gpt-4o-mini"},
         {"when":"estimated_tokens > 100000","model":"gemini-2.5-pro"}],"default":"gpt-4o"})";
@@ -51,7 +54,7 @@ void decision_bench(benchmark::State& state, bool reuse) {
     state.SkipWithError(p.error().describe().c_str());
     return;
   }
-  state.SetLabel(std::string((*p)->strategy()));
+  state.SetLabel(std::string((*p)->strategy()) + (state.range(0) == 8 ? " (failover)" : ""));
   const ChatRequest req = modelux::testing::decision_request();
   CallContext ctx;
   ctx.project = "acme";
@@ -77,6 +80,11 @@ void decision_bench(benchmark::State& state, bool reuse) {
   }
   ok.usage.prompt_tokens = 30;
   ok.usage.completion_tokens = 2;
+  // Row 8: the first attempt of each decision answers 429, so the fallback fails over once.
+  const int fail_first = state.range(0) == 8 ? 1 : 0;
+  AttemptResult bad;
+  bad.error.kind = ErrorKind::rate_limited;
+  bad.error.status = 429;
   SessionInputs in;
   in.request = &req;
   in.context = &ctx;
@@ -84,16 +92,21 @@ void decision_bench(benchmark::State& state, bool reuse) {
   std::uint64_t seed = 1;
   RoutingSession reused;
   auto run = [&](RoutingSession& s) {
+    int failures = 0;
     Step st = s.next(in.start);
     while (st.kind == Step::Kind::attempt) {
       for (const auto& a : st.attempts) {
-        ok.id = a.id;
-        s.report(ok, in.start);
+        AttemptResult& r = failures < fail_first ? bad : ok;
+        if (failures < fail_first) ++failures;
+        r.id = a.id;
+        s.report(r, in.start);
       }
       st = s.next(in.start);
     }
     benchmark::DoNotOptimize(st.kind);
     benchmark::DoNotOptimize(s.trace().total);
+    if (st.kind != Step::Kind::done || s.trace().attempts.size() != static_cast<std::size_t>(fail_first + 1))
+      state.SkipWithError("the decision did not go as the row says");
   };
   // Warm-up: a reused session reaches its steady state (buffers sized) after one request.
   in.start = clock.now();
@@ -116,8 +129,8 @@ void decision_bench(benchmark::State& state, bool reuse) {
 }
 void BM_Decision(benchmark::State& state) { decision_bench(state, true); }
 void BM_DecisionFresh(benchmark::State& state) { decision_bench(state, false); }
-BENCHMARK(BM_Decision)->DenseRange(0, 7);
-BENCHMARK(BM_DecisionFresh)->DenseRange(0, 7);
+BENCHMARK(BM_Decision)->DenseRange(0, 8);
+BENCHMARK(BM_DecisionFresh)->DenseRange(0, 8);
 
 void BM_RuleEval(benchmark::State& state) {
   auto e = dsl::Expression::compile(

@@ -3,7 +3,7 @@
 //
 // The issue's bar: a reused RoutingSession (the steady state of a driver that keeps one per
 // worker) does no heap allocation per decision for single and fallback configs, including a
-// decision that fails over once (that one does not hold yet: see the should_fail case below).
+// decision that fails over once.
 // A count is not a timing: it is exact and machine-independent.
 #include <doctest/doctest.h>
 
@@ -106,18 +106,14 @@ TEST_CASE("A reused session decides single and fallback configs without heap all
   check_no_allocation(cases, std::size(cases));
 }
 
-// KNOWN BUG, expected to fail until it is fixed (doctest::should_fail: this entry fails as soon
-// as the failover decision stops allocating, so the marker has to go then). The issue's bar
-// includes a decision that fails over once; today it makes 5 heap allocations per decision
-// (gdb on the counting operator new):
-//   - SessionCore::make_attempt: spare trace records are reused last-in-first-out, so the
-//     record that held attempt 2 ("gpt-4o-mini", short-string buffer) gets attempt 1's
-//     "claude-haiku-4-5" and its why_tried "fallback 1 after rate_limited": 2 allocations;
-//   - SessionCore::record_result: why_ended = std::to_string(status) + " from provider";
-//   - FallbackState::next: notes.push_back("primary " + error_label(err)): the label and the
-//     note (notes is a vector<std::string> cleared, not reused, by begin()).
-TEST_CASE("A reused session decides a fallback that fails over once without heap allocation" *
-          doctest::should_fail()) {
+// A decision that fails over once writes more text than one that does not: the failed
+// primary's trace record (why_ended "429 from provider"), the fallback's why_tried ("fallback
+// 1 after rate_limited") and the note "primary rate_limited (429)". Each of those must land in
+// a buffer the previous decision left behind: trace records reused in attempt order (not
+// last-in-first-out, where the long and the short model name swap records), strings appended
+// into rather than built from temporaries, notes and whys in session buffers kept across
+// requests. This case failed with 5 allocations per decision before that.
+TEST_CASE("A reused session decides a fallback that fails over once without heap allocation") {
   const Case cases[] = {{kFallback, 1}};  // the primary answers 429: the decision fails over
   check_no_allocation(cases, std::size(cases));
 }

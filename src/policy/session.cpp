@@ -210,9 +210,25 @@ std::string response_text(const ChatResponse& r) {
   return out;
 }
 
+void append_number(std::string& out, long long v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  out.append(buf, end);
+}
+
+void append_error_label(std::string& out, const Error& e) {
+  out += to_string(e.kind);
+  if (e.status) {
+    out += " (";
+    append_number(out, e.status);
+    out += ')';
+  }
+}
+
 std::string error_label(const Error& e) {
-  std::string s(to_string(e.kind));
-  if (e.status) s += " (" + std::to_string(e.status) + ")";
+  std::string s;
+  append_error_label(s, e);
   return s;
 }
 
@@ -338,12 +354,16 @@ void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i)
   rng.reseed(i.seed);
   deadline = in.start + policy->total_budget();
   // Keep the previous request's trace records (and their strings' buffers) for this one.
+  // make_attempt takes spares from the back, so they go there in reverse: attempt i gets the
+  // record attempt i had, whose strings already have the capacity its model and why need
+  // (taken the other way round, a long and a short name swap records and reallocate).
   if (spare_records_.empty()) {
     spare_records_.swap(trace.attempts);  // O(1): the records are not moved one by one
+    std::reverse(spare_records_.begin(), spare_records_.end());
   } else {
     if (spare_records_.capacity() < spare_records_.size() + trace.attempts.size())
       spare_records_.reserve(std::max<std::size_t>(4, 2 * (spare_records_.size() + trace.attempts.size())));
-    for (auto& r : trace.attempts) spare_records_.push_back(std::move(r));
+    for (auto r = trace.attempts.rbegin(); r != trace.attempts.rend(); ++r) spare_records_.push_back(std::move(*r));
   }
   trace.clear();
   n_plans_ = 0;
@@ -357,6 +377,7 @@ void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i)
   commit_at = Instant{};
   not_admitted = 0;
   notes.clear();
+  n_scratch_ = 0;
   cancelled = false;
   cancel_reason.clear();
   arena_.reset();
@@ -413,6 +434,13 @@ const AttemptPlan& SessionCore::make_attempt(const Target& t, const ModelInfo* m
   return p;
 }
 
+std::string& SessionCore::scratch() {
+  if (n_scratch_ == scratch_.size()) scratch_.push_back(std::make_unique<std::string>());
+  std::string& s = *scratch_[n_scratch_++];
+  s.clear();
+  return s;
+}
+
 const AttemptResult* SessionCore::result(std::uint32_t id) const noexcept {
   if (id == 0 || id > n_plans_) return nullptr;
   const AttemptResult& r = results[id - 1];
@@ -446,10 +474,17 @@ bool SessionCore::record_result(AttemptResult in_result, Instant now) {
     rec.outcome.assign("ok");
     rec.why_ended.assign("ok");
   } else {
-    rec.outcome = std::string(to_string(r.error.kind));
+    // Assigned and appended into the record's own strings: a reused record keeps its buffers.
+    rec.outcome.assign(to_string(r.error.kind));
     rec.status = r.error.status;
     rec.error = r.error.message;
-    rec.why_ended = r.error.status ? std::to_string(r.error.status) + " from provider" : rec.outcome;
+    if (r.error.status) {
+      rec.why_ended.clear();
+      append_number(rec.why_ended, r.error.status);
+      rec.why_ended += " from provider";
+    } else {
+      rec.why_ended = rec.outcome;
+    }
   }
   return true;
 }
@@ -537,18 +572,11 @@ void fill_trace_header(SessionCore& c) {
 }
 
 /// Appends the notes joined by ", " (appending keeps `out`'s buffer).
-void append_notes(std::string& out, const std::vector<std::string>& notes) {
+void append_notes(std::string& out, const Notes& notes) {
   for (std::size_t i = 0; i < notes.size(); ++i) {
     if (i) out += ", ";
     out += notes[i];
   }
-}
-
-void append_number(std::string& out, std::uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;
-  out.append(buf, end);
 }
 }  // namespace
 
@@ -651,7 +679,7 @@ Step RoutingSession::decide(Instant now) {
           }
         t.decision += served.model.empty() ? std::string_view("aggregate") : std::string_view(served.model);
         t.decision += " (aggregate of ";
-        append_number(t.decision, t.attempts.size());
+        append_number(t.decision, static_cast<long long>(t.attempts.size()));
         t.decision += " attempts)";
       }
       if (c.notes.empty()) {

@@ -52,6 +52,30 @@ class StateArena {
   std::size_t used_ = 0;   ///< bytes used in the current block
 };
 
+/// The reason fragments of one request ("primary rate_limited (429)"), joined into the
+/// trace's reason when it ends. clear() keeps every fragment's buffer and the next request
+/// writes its fragments into them in order, so a reused session's notes allocate nothing
+/// once they have reached their size.
+class Notes {
+ public:
+  /// Starts a fragment and returns its (empty, reused) buffer to append into.
+  std::string& add() {
+    if (n_ == items_.size()) items_.emplace_back();
+    std::string& s = items_[n_++];
+    s.clear();
+    return s;
+  }
+  void push_back(std::string_view note) { add().assign(note); }
+  void clear() noexcept { n_ = 0; }
+  bool empty() const noexcept { return n_ == 0; }
+  std::size_t size() const noexcept { return n_; }
+  const std::string& operator[](std::size_t i) const noexcept { return items_[i]; }
+
+ private:
+  std::vector<std::string> items_;  ///< the first n_ are this request's
+  std::size_t n_ = 0;
+};
+
 /// Per-request state shared by all strategy states of one session. Reusable: begin() starts
 /// a new request and keeps the capacity of every container and string, so a session that is
 /// reused (RoutingSession::reset) does no heap allocation in steady state.
@@ -80,7 +104,7 @@ class SessionCore {
   std::uint32_t committed = 0;           ///< the attempt that owns the response (0 = none)
   Instant commit_at{};
   std::uint32_t not_admitted = 0;        ///< attempts the driver's health claim refused
-  std::vector<std::string> notes;        ///< reason fragments ("primary rate_limited (429)")
+  Notes notes;                           ///< reason fragments ("primary rate_limited (429)")
   bool cancelled = false;
   std::string cancel_reason;
 
@@ -112,6 +136,11 @@ class SessionCore {
   /// it for the driver to cancel. No-op when `id` already has a result. The error message
   /// is `message`, or `why` when empty.
   void abandon(std::uint32_t id, Instant now, std::string_view why, std::string_view message = {});
+  /// A string that stays valid (same address) until the next begin(), for text that
+  /// outlives the state building it, e.g. a why handed to a child as StartArgs::why. The
+  /// buffers are reused in the order they are asked for, so a reused session allocates
+  /// nothing here once a request of the same shape has been through.
+  std::string& scratch();
   /// Sets why_ended on an attempt's trace record.
   void set_why_ended(std::uint32_t id, std::string why);
   /// The trace record of attempt `id` (records of attempts the driver could not start are
@@ -128,7 +157,15 @@ class SessionCore {
   friend class RoutingSession;
   StateArena arena_;
   std::uint32_t n_plans_ = 0;
-  std::vector<AttemptRecord> spare_records_;  ///< recycled trace records (string capacity kept)
+  /// Recycled trace records (string capacity kept), taken from the back: begin() puts the
+  /// previous request's records there in reverse, so attempt i reuses the record attempt i
+  /// had before and each record keeps strings of the right size.
+  std::vector<AttemptRecord> spare_records_;
+  /// See scratch(). Held by pointer so that growing the vector never moves a string (a
+  /// moved short string changes address); a vector, unlike a deque, allocates nothing
+  /// until first used.
+  std::vector<std::unique_ptr<std::string>> scratch_;
+  std::size_t n_scratch_ = 0;
   std::int64_t est_tokens_ = -1;
   std::uint64_t fp_ = 0;
   bool fp_done_ = false;
@@ -258,6 +295,10 @@ std::string path_index(const std::string& path, std::size_t i);
 std::string response_text(const ChatResponse& r);
 /// Short human label for an error: "rate_limited (429)".
 std::string error_label(const Error& e);
+/// Appends error_label(e) to `out` (no temporary string).
+void append_error_label(std::string& out, const Error& e);
+/// Appends a decimal number to `out` (no temporary string).
+void append_number(std::string& out, long long v);
 /// Milliseconds as an integer for messages.
 long long to_ms(Nanos d) noexcept;
 

@@ -59,7 +59,14 @@ class FallbackState final : public StrategyState {
         if (!skipped) {
           last_error_ = err;
           have_error_ = true;
-          s.notes.push_back((index_ == 0 && tries_ == 0 ? "primary " : e.label + " ") + error_label(err));
+          std::string& note = s.notes.add();  // appended into a reused buffer: no temporaries
+          if (index_ == 0 && tries_ == 0) {
+            note += "primary ";
+          } else {
+            note += e.label;
+            note += ' ';
+          }
+          append_error_label(note, err);
         }
         if (delivered) return end(s, err, "stream already delivered to the caller; no failover");
         if (fatal) return end(s, err, "");
@@ -121,14 +128,29 @@ class FallbackState final : public StrategyState {
       a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
       a.rate_limit_mode = spec_.mode;
       a.max_stream = tighter(args_.max_stream, spec_.max_stream);
+      // The why must outlive this state's loop (the child keeps it in its StartArgs) and this
+      // state lives in the arena, so it goes into a session scratch string, which a reused
+      // session recycles: building it allocates nothing in steady state.
       if (retrying_) {
-        why_ = "retry " + std::to_string(tries_) + " of " + e.label;
-        a.why = why_;
+        std::string& why = s.scratch();
+        why += "retry ";
+        append_number(why, tries_);
+        why += " of ";
+        why += e.label;
+        a.why = why;
       } else if (index_ == 0) {
         a.why = args_.why;
       } else {
-        why_ = "fallback " + std::to_string(index_) + (have_error_ ? " after " + std::string(to_string(last_error_.kind)) : std::string(" after skip"));
-        a.why = why_;
+        std::string& why = s.scratch();
+        why += "fallback ";
+        append_number(why, static_cast<long long>(index_));
+        if (have_error_) {
+          why += " after ";
+          why += to_string(last_error_.kind);
+        } else {
+          why += " after skip";
+        }
+        a.why = why;
       }
       child_ = e.node->start(s, now, a);
     }
@@ -167,7 +189,6 @@ class FallbackState final : public StrategyState {
   bool have_error_ = false;
   bool panic_ = false;
   bool any_breaker_skip_ = false;
-  std::string why_;
 };
 
 StatePtr FallbackStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
