@@ -293,6 +293,7 @@ def main() -> int:
         proxy, proxy_port = start(a.bin, ["serve", "--config", str(tmp / "config.json"), "--port", "0"],
                                   tmp / "proxy.log")
         procs.append(proxy)
+        print(f"pids: mock {mock.pid} proxy {proxy.pid}", file=sys.stderr, flush=True)
 
         out: dict = {"params": vars(a)}
         direct = None
