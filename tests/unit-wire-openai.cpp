@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "modelux/wire.hpp"
+#include "wire/openai_relay.hpp"
 
 using namespace modelux;
 
@@ -279,4 +280,144 @@ TEST_CASE("Odd JSON types from a provider or a caller never throw: lenient where
       R"({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":3,"function":{"name":"f"}}]})");
   REQUIRE_FALSE(bad_tool);
   CHECK(bad_tool.error().kind == ErrorKind::bad_request);
+}
+
+// ---- the relay decoder: the provider's bytes with our id and model, or the full decode ------
+
+namespace {
+struct Decoded {
+  std::vector<ChatChunk> chunks;
+  std::vector<std::string> events;  ///< relay decoder only: one per chunk
+  std::optional<Error> error;
+};
+Decoded decode_all(StreamDecoder& d, std::string_view sse, std::size_t split, RelayStreamDecoder* relay = nullptr) {
+  Decoded r;
+  Result<void> a;
+  for (std::string_view part : {sse.substr(0, split), sse.substr(split)}) {
+    std::size_t before = r.chunks.size();
+    a = d.feed(part, r.chunks);
+    if (!a) break;
+    if (relay) {
+      REQUIRE(relay->events().size() == r.chunks.size() - before);
+      r.events.insert(r.events.end(), relay->events().begin(), relay->events().end());
+    }
+  }
+  if (a) a = d.finish(r.chunks);
+  if (!a) r.error = a.error();
+  return r;
+}
+}  // namespace
+
+TEST_CASE("OpenAI relay decoder: each chunk keeps the provider's bytes with our id and model, and decodes as the full decoder does") {
+  // Escapes of every kind, a surrogate pair, extra members (logprobs, system_fingerprint, an
+  // object), usage null on every chunk: relayed as received. A tool call and a usage object go
+  // through the full decode (no event: re-encoded) and decode the same.
+  const std::string sse =
+      "data: {\"id\":\"up-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini-2024\","
+      "\"system_fingerprint\":\"fp_1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},"
+      "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+      "data: {\"id\":\"up-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini-2024\","
+      "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"He said \\\"hi\\\"\\n\\u00e9\\ud83d\\ude00 \\\\ \\/ \\t\"},"
+      "\"logprobs\":{\"content\":[{\"token\":\"x\",\"logprob\":-0.5e-3,\"top_logprobs\":[]}]},\"finish_reason\":null}],\"usage\":null}\n\n"
+      "data: {\"model\":\"gpt-4o-mini-2024\",\"id\":\"up-1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\","
+      "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n"
+      "data: {\"id\":\"up-1\",\"created\":1700000000,\"model\":\"gpt-4o-mini-2024\",\"choices\":[{\"index\":0,\"delta\":{},"
+      "\"finish_reason\":\"stop\"}],\"usage\":null}\n\n"
+      "data: {\"id\":\"up-1\",\"created\":1700000000,\"model\":\"gpt-4o-mini-2024\",\"choices\":[],"
+      "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n"
+      "data: [DONE]\n\n";
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  for (std::size_t split = 0; split <= sse.size(); split += 5) {
+    CAPTURE(split);
+    auto full = c->stream_decoder();
+    auto relay = openai_relay_decoder("chatcmpl-ours", "gpt-4o-mini");
+    Decoded f = decode_all(*full, sse, split), r = decode_all(*relay, sse, split, relay.get());
+    REQUIRE_FALSE(f.error);
+    REQUIRE_FALSE(r.error);
+    REQUIRE(r.chunks.size() == f.chunks.size());
+    REQUIRE(r.chunks.size() == 5);
+    for (std::size_t i = 0; i < r.chunks.size(); ++i) {
+      CAPTURE(i);
+      const ChatChunk &a = r.chunks[i], &b = f.chunks[i];
+      CHECK(a.id == "chatcmpl-ours");
+      CHECK(a.model == "gpt-4o-mini");
+      CHECK(a.created == b.created);
+      CHECK(a.usage.has_value() == b.usage.has_value());
+      REQUIRE(a.choices.size() == b.choices.size());
+      for (std::size_t k = 0; k < a.choices.size(); ++k) {
+        CHECK(a.choices[k].index == b.choices[k].index);
+        CHECK(a.choices[k].role == b.choices[k].role);
+        CHECK(a.choices[k].content == b.choices[k].content);
+        CHECK(a.choices[k].finish_reason == b.choices[k].finish_reason);
+        CHECK(a.choices[k].tool_calls.size() == b.choices[k].tool_calls.size());
+      }
+    }
+    // The relayed events: the provider's JSON with only id and model replaced.
+    const bool relayed[] = {true, true, false, true, false};
+    std::size_t pos = 0;
+    for (std::size_t i = 0; i < r.chunks.size(); ++i) {
+      CAPTURE(i);
+      std::size_t b = sse.find("data: ", pos), e = sse.find("\n\n", b);
+      std::string upstream = sse.substr(b + 6, e - b - 6);
+      pos = e;
+      REQUIRE(r.events.size() == r.chunks.size());
+      CHECK(r.events[i].empty() == !relayed[i]);
+      if (!relayed[i]) continue;
+      const std::string& ev = r.events[i];
+      REQUIRE(ev.starts_with("data: "));
+      REQUIRE(ev.ends_with("\n\n"));
+      auto got = parse_json(std::string_view(ev).substr(6, ev.size() - 8));
+      auto want = parse_json(upstream);
+      REQUIRE(got);
+      REQUIRE(want);
+      (*want)["id"] = "chatcmpl-ours";
+      (*want)["model"] = "gpt-4o-mini";
+      CHECK(*got == *want);
+    }
+    CHECK(r.chunks[1].choices.at(0).content == std::optional<std::string>("He said \"hi\"\n\xC3\xA9\xF0\x9F\x98\x80 \\ / \t"));
+    CHECK(r.chunks[4].usage->total() == 11);
+  }
+}
+
+TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream as the full decoder does") {
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  const std::string cases[] = {
+      "data: {\"error\":{\"message\":\"overloaded\",\"code\":503}}\n\n",
+      "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"error\"}]}\n\n",
+      "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]\n\n",  // truncated JSON
+      "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud800\"}}]}\n\n",  // lone surrogate
+      "event: error\ndata: {\"error\":{\"message\":\"boom\"}}\n\n",
+      "data: {\"id\":{},\"model\":5,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+      "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[]} trailing\n\n",
+  };
+  for (const auto& sse : cases) {
+    CAPTURE(sse);
+    auto full = c->stream_decoder();
+    auto relay = openai_relay_decoder("chatcmpl-ours", "gpt-4o-mini");
+    Decoded f = decode_all(*full, sse, sse.size()), r = decode_all(*relay, sse, sse.size(), relay.get());
+    REQUIRE(f.error.has_value() == r.error.has_value());
+    if (f.error) {
+      CHECK(r.error->kind == f.error->kind);
+      CHECK(r.error->message == f.error->message);
+    }
+    REQUIRE(r.chunks.size() == f.chunks.size());
+    for (const auto& ev : r.events) CHECK(ev.empty());  // none of these is relayed as is
+  }
+}
+
+TEST_CASE("RelayedEvent: the sink gets the event only for the chunk it was set for, once") {
+  ChatChunk a, b;
+  CHECK(RelayedEvent::take(a).empty());
+  {
+    const RelayedEvent h(a, "data: {}\n\n");
+    CHECK(RelayedEvent::take(b).empty());
+    CHECK(RelayedEvent::take(a) == "data: {}\n\n");
+    CHECK(RelayedEvent::take(a).empty());  // taken
+  }
+  {
+    const RelayedEvent h(a, "data: {}\n\n");
+  }
+  CHECK(RelayedEvent::take(a).empty());  // not taken while it was set: gone with its scope
 }

@@ -3,6 +3,9 @@
 
 #include <boost/asio/this_coro.hpp>
 
+#include "wire/codecs.hpp"
+#include "wire/openai_relay.hpp"
+
 namespace modelux {
 
 namespace {
@@ -131,7 +134,18 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
 
   // Streaming.
   const GatedSink& sink = *a.sink;
-  auto decoder = codec->stream_decoder();
+  // A provider that speaks the caller's format (OpenAI's SSE) is relayed byte for byte: each
+  // chunk is scanned for what usage, finish and errors need and keeps its event (ChatChunk::sse)
+  // with our id and model, instead of a DOM parse and a re-encode (~10x the CPU per chunk).
+  std::unique_ptr<StreamDecoder> decoder;
+  RelayStreamDecoder* relay = nullptr;
+  if (codec == &openai_codec() || codec == &azure_codec()) {
+    auto d = openai_relay_decoder(a.chunk_id, plan.target.model);
+    relay = d.get();
+    decoder = std::move(d);
+  } else {
+    decoder = codec->stream_decoder();
+  }
   ChunkAccumulator acc;
   std::vector<ChatChunk> chunks, held;
   const Nanos stall = plan.stall_timeout.count() > 0 ? plan.stall_timeout : a.default_stall;
@@ -173,9 +187,12 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       fed = decoder->finish(chunks);  // flush what the decoder holds back until the end (usage)
       ended = true;
     }
-    for (auto& c : chunks) {
-      c.id = a.chunk_id;
-      c.model = plan.target.model;
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      ChatChunk& c = chunks[k];
+      // The provider's event for this chunk when it is relayed as received ("" otherwise).
+      const std::string_view event = relay && k < relay->events().size() ? std::string_view(relay->events()[k]) : std::string_view{};
+      if (c.id != a.chunk_id) c.id = a.chunk_id;
+      if (c.model != plan.target.model) c.model = plan.target.model;
       acc.add(c);
       if (!first_output && !carries_output(c) && !c.usage) {
         held.push_back(std::move(c));
@@ -191,7 +208,12 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
         held.clear();
         first_output = true;
       }
-      if (auto v = co_await sink(c); v != SinkVerdict::written) {
+      SinkVerdict v;
+      {
+        const RelayedEvent handoff(c, event);  // read by the caller's sink before it suspends
+        v = co_await sink(c);
+      }
+      if (v != SinkVerdict::written) {
         stop(v);
         co_return end;
       }

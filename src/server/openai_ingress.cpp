@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "modelux/scrub.hpp"
+#include "wire/openai_relay.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -167,21 +168,27 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   st.streams.fetch_add(1, std::memory_order_relaxed);
   bool started = false;
   AsyncChunkSink sink = [&](const ChatChunk& ch) -> net::awaitable<bool> {
+    // The provider's event for this chunk when the relay passes it through as received; taken
+    // before the first suspension (see RelayedEvent).
+    const std::string_view relayed = RelayedEvent::take(ch);
     if (!started) {
       started = true;
       std::string content_type = "text/event-stream";
       if (!co_await w.start_stream(200, std::move(content_type), extra)) co_return false;
     }
-    if (ch.usage && ch.choices.empty()) {
-      if (!include_usage) co_return true;
-      co_return co_await w.write(encode_sse_chunk(ch));
-    }
+    if (ch.usage && ch.choices.empty() && !include_usage) co_return true;
+      // The provider's event, already what the caller gets: written as is, one write per
+    // event, nothing re-encoded.
+    if (!relayed.empty() && (!ch.usage || include_usage)) co_return co_await w.write(relayed);
+    std::string event;
     if (ch.usage && !include_usage) {
       ChatChunk copy = ch;
       copy.usage.reset();
-      co_return co_await w.write(encode_sse_chunk(copy));
+      event = encode_sse_chunk(copy);
+    } else {
+      event = encode_sse_chunk(ch);
     }
-    co_return co_await w.write(encode_sse_chunk(ch));
+    co_return co_await w.write(event);
   };
   Completion done = co_await st.router->co_complete(std::move(creq), std::move(ctx), sink);
   w.stop_watching();

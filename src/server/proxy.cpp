@@ -3,6 +3,13 @@
 // (the data plane) and admin_api.cpp (admin API and probes).
 #include "modelux/server.hpp"
 
+#include <malloc.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include "modelux/scrub.hpp"
 #include "server/http_server.hpp"
 #include "server/routes.hpp"
@@ -38,6 +45,55 @@ net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, Res
   co_await serve(*stp, *admitted, req, w);
 }
 
+// After a burst of streams glibc keeps most of what they freed: free chunks between live
+// ones in the main heap and in each thread's arena are not handed back by free(), so RSS
+// stayed near its peak (340 MB after 10,000 streams) although the live heap was back near
+// idle (the RSS did not grow round after round: retention, not a leak). Once every proxy of
+// the process is idle (nothing in flight) after traffic, malloc_trim(0) returns the free
+// pages of every arena. It runs at most once per period and only when requests came since
+// the last trim, so a busy or an idle proxy pays nothing. One thread per process (the heap
+// is per process), started by the first proxy.
+class IdleTrimmer {
+ public:
+  static IdleTrimmer& instance() {
+    static IdleTrimmer t;
+    return t;
+  }
+  void attach(const Proxy::State* st) {
+    std::lock_guard lk(mu_);
+    states_.push_back(st);
+    if (!thread_.joinable()) thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+  }
+  void detach(const Proxy::State* st) {
+    std::lock_guard lk(mu_);
+    std::erase(states_, st);
+  }
+
+ private:
+  static constexpr auto kPeriod = std::chrono::seconds(2);
+  void run(std::stop_token stop) {
+    std::uint64_t seen = 0;
+    std::unique_lock lk(mu_);
+    while (!stop.stop_requested()) {
+      cv_.wait_for(lk, stop, kPeriod, [] { return false; });  // woken early only by stop
+      if (stop.stop_requested()) break;
+      std::uint64_t requests = 0;
+      bool busy = false;
+      for (const auto* st : states_) {
+        requests += st->requests.load(std::memory_order_relaxed);
+        busy = busy || st->in_flight.load(std::memory_order_relaxed) != 0;
+      }
+      if (busy || requests == seen) continue;
+      seen = requests;
+      malloc_trim(0);
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::vector<const Proxy::State*> states_;
+  std::jthread thread_;  // last: stopped and joined before the rest goes
+};
+
 }  // namespace
 
 Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
@@ -71,6 +127,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   auto srv = http_server::Server::start(so, [stp](Request& req, ResponseWriter& w) { return handle(stp, req, w); });
   if (!srv) return fail(srv.error());
   p->server_ = std::move(*srv);
+  IdleTrimmer::instance().attach(&st);
   return p;
 }
 
@@ -80,6 +137,7 @@ Router& Proxy::router() noexcept { return *state_->router; }
 void Proxy::stop() {
   // Close the listener, then stop the router's io_context (which runs every session) before
   // the server object goes away.
+  if (state_) IdleTrimmer::instance().detach(state_.get());
   if (server_) server_->stop();
   // Workers may hold the router (a compile, a trace read): finish them first.
   if (state_ && state_->workers) state_->workers->stop();

@@ -168,6 +168,10 @@ class BeastHttpStream final : public HttpStream {
   Headers headers_;
   bool done_ = false;
   std::size_t total_ = 0;
+  // The body is read into this, allocated on the first read: a buffer in read_some's frame
+  // made every call (one per relayed chunk) allocate and free 16 KB.
+  static constexpr std::size_t kReadBuf = 8 * 1024;
+  std::unique_ptr<char[]> rbuf_;
 };
 
 class HttpTransport final : public Transport, public std::enable_shared_from_this<HttpTransport> {
@@ -520,7 +524,8 @@ BeastHttpStream::~BeastHttpStream() {
 net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline) {
   if (done_) co_return std::string{};
   if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
-  char buf[16 * 1024];
+  if (!rbuf_) rbuf_ = std::make_unique_for_overwrite<char[]>(kReadBuf);
+  char* const buf = rbuf_.get();
   const auto cs = co_await net::this_coro::cancellation_state;
   for (;;) {
     if (cancel_requested(cs)) {
@@ -529,14 +534,14 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline)
       co_return std::unexpected(cancelled_error("while reading the response body"));
     }
     parser_->get().body().data = buf;
-    parser_->get().body().size = sizeof buf;
+    parser_->get().body().size = kReadBuf;
     conn_->lowest().expires_at(deadline);
     beast::error_code ec;
     if (conn_->tls) co_await http::async_read_some(*conn_->ssl_stream, conn_->buffer, *parser_, redirect_error(use_awaitable, ec));
     else co_await http::async_read_some(*conn_->tcp_stream, conn_->buffer, *parser_, redirect_error(use_awaitable, ec));
     if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
     if (ec == http::error::need_buffer) ec = {};
-    std::size_t n = sizeof buf - parser_->get().body().size;
+    std::size_t n = kReadBuf - parser_->get().body().size;
     if (ec) {
       Error e = net_error(ec, "reading response body", ec == beast::error::timeout);
       if (ec == http::error::body_limit) {

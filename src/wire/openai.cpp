@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include "wire/codecs.hpp"
+#include "wire/openai_relay.hpp"
 
 namespace modelux {
 
@@ -15,10 +16,321 @@ std::string join_url(const std::string& base, std::string_view path) {
   return u;
 }
 
-class OpenAIStreamDecoder final : public StreamDecoder {
+// ---- the fast scan of a chunk (the relay path) ------------------------------------------------
+//
+// Relaying a chunk whose format already matches the caller's should cost a byte scan, not a
+// DOM parse and a re-serialisation. ChunkScan walks one chunk's JSON once, checks that it is
+// well-formed, and picks out only what the router needs: the spans of the top-level "id" and
+// "model" values (replaced by the proxy's), "created", and per choice the index, role,
+// content and finish_reason. Anything it does not understand cheaply (tool calls, a non-null
+// usage, an error member, x_groq, refusals) makes it answer "slow", and the chunk goes
+// through the full decode as before; so does invalid JSON, whose error message is the full
+// decoder's.
+class ChunkScan {
  public:
+  explicit ChunkScan(std::string_view s) : s_(s) {}
+
+  struct Out {
+    std::size_t id_b = 0, id_e = 0, model_b = 0, model_e = 0;
+    bool has_id = false, has_model = false;
+    ChatChunk chunk;
+  };
+
+  // true: `out` holds the chunk; false: take the slow path.
+  bool run(Out& out) {
+    ws();
+    if (!eat('{')) return false;
+    ws();
+    if (peek() == '}') return false;  // no id, no model: let the full decoder judge it
+    for (;;) {
+      ws();
+      std::string_view key;
+      if (!raw_key(key)) return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (key == "id" || key == "model") {
+        std::size_t b = i_;
+        if (peek() != '"' || !string(nullptr)) return false;
+        if (key == "id") out.id_b = b, out.id_e = i_, out.has_id = true;
+        else out.model_b = b, out.model_e = i_, out.has_model = true;
+      } else if (key == "created") {
+        if (!integer(out.chunk.created)) return false;
+      } else if (key == "choices") {
+        if (!choices(out.chunk)) return false;
+      } else if (key == "usage") {
+        if (!null()) return false;  // a usage object: the full decoder reads it (once per stream)
+      } else if (key == "error" || key == "x_groq") {
+        return false;
+      } else if (!skip()) {
+        return false;
+      }
+      ws();
+      if (eat(',')) continue;
+      if (eat('}')) break;
+      return false;
+    }
+    ws();
+    return i_ == s_.size() && out.has_id && out.has_model;
+  }
+
+ private:
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  bool eat(char c) {
+    if (peek() != c) return false;
+    ++i_;
+    return true;
+  }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
+  }
+  bool lit(std::string_view w) {
+    if (s_.substr(i_, w.size()) != w) return false;
+    i_ += w.size();
+    return true;
+  }
+  bool null() { return lit("null"); }
+  // A key without escapes (every key the scan cares about); a key with one takes the slow path.
+  bool raw_key(std::string_view& key) {
+    if (!eat('"')) return false;
+    std::size_t b = i_;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      if (s_[i_] == '\\' || static_cast<unsigned char>(s_[i_]) < 0x20) return false;
+      ++i_;
+    }
+    if (i_ >= s_.size()) return false;
+    key = s_.substr(b, i_ - b);
+    ++i_;
+    return true;
+  }
+  static int hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+  bool hex4(unsigned& v) {
+    if (i_ + 4 > s_.size()) return false;
+    v = 0;
+    for (int k = 0; k < 4; ++k) {
+      int h = hex(s_[i_ + k]);
+      if (h < 0) return false;
+      v = v * 16 + static_cast<unsigned>(h);
+    }
+    i_ += 4;
+    return true;
+  }
+  static void utf8(std::string& o, unsigned cp) {
+    if (cp < 0x80) o += static_cast<char>(cp);
+    else if (cp < 0x800) o += static_cast<char>(0xC0 | (cp >> 6)), o += static_cast<char>(0x80 | (cp & 0x3F));
+    else if (cp < 0x10000)
+      o += static_cast<char>(0xE0 | (cp >> 12)), o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+          o += static_cast<char>(0x80 | (cp & 0x3F));
+    else
+      o += static_cast<char>(0xF0 | (cp >> 18)), o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+          o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), o += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  // A JSON string at i_; decoded into `out` when given. Lone surrogates and invalid escapes
+  // take the slow path (whose parser has the final word on them).
+  bool string(std::string* out) {
+    if (!eat('"')) return false;
+    for (;;) {
+      std::size_t b = i_;
+      while (i_ < s_.size() && s_[i_] != '"' && s_[i_] != '\\' && static_cast<unsigned char>(s_[i_]) >= 0x20) ++i_;
+      if (out) out->append(s_.data() + b, i_ - b);
+      if (i_ >= s_.size() || static_cast<unsigned char>(s_[i_]) < 0x20) return false;
+      if (s_[i_] == '"') {
+        ++i_;
+        return true;
+      }
+      ++i_;  // backslash
+      char e = peek();
+      ++i_;
+      char c = 0;
+      switch (e) {
+        case '"': c = '"'; break;
+        case '\\': c = '\\'; break;
+        case '/': c = '/'; break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u': {
+          unsigned cp = 0;
+          if (!hex4(cp)) return false;
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            unsigned lo = 0;
+            if (!lit("\\u") || !hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) return false;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return false;
+          }
+          if (out) utf8(*out, cp);
+          continue;
+        }
+        default: return false;
+      }
+      if (out) *out += c;
+    }
+  }
+  bool integer(std::int64_t& v) {
+    bool neg = eat('-');
+    if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+    v = 0;
+    int digits = 0;
+    while (std::isdigit(static_cast<unsigned char>(peek()))) {
+      if (++digits > 18) return false;
+      v = v * 10 + (s_[i_++] - '0');
+    }
+    if (peek() == '.' || peek() == 'e' || peek() == 'E') return false;
+    if (neg) v = -v;
+    return true;
+  }
+  bool number() {
+    eat('-');
+    if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+    while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    if (eat('.')) {
+      if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+      while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++i_;
+      if (peek() == '+' || peek() == '-') ++i_;
+      if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+      while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    }
+    return true;
+  }
+  // Any value, checked for well-formedness; nesting is bounded like the full parser's.
+  bool skip(int depth = 0) {
+    if (depth > 64) return false;
+    char c = peek();
+    if (c == '"') return string(nullptr);
+    if (c == 't') return lit("true");
+    if (c == 'f') return lit("false");
+    if (c == 'n') return null();
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++i_;
+      ws();
+      if (eat(close)) return true;
+      for (;;) {
+        ws();
+        if (c == '{') {
+          if (!string(nullptr)) return false;
+          ws();
+          if (!eat(':')) return false;
+          ws();
+        }
+        if (!skip(depth + 1)) return false;
+        ws();
+        if (eat(',')) continue;
+        return eat(close);
+      }
+    }
+    return number();
+  }
+  bool choices(ChatChunk& c) {
+    if (!eat('[')) return false;
+    ws();
+    if (eat(']')) return true;
+    for (;;) {
+      ws();
+      ChunkChoice ch;
+      if (!choice(ch)) return false;
+      c.choices.push_back(std::move(ch));
+      ws();
+      if (eat(',')) continue;
+      return eat(']');
+    }
+  }
+  bool choice(ChunkChoice& ch) {
+    if (!eat('{')) return false;
+    ws();
+    if (eat('}')) return true;
+    for (;;) {
+      ws();
+      std::string_view key;
+      if (!raw_key(key)) return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (key == "index") {
+        std::int64_t v = 0;
+        if (!integer(v) || v < 0 || v > 127) return false;
+        ch.index = static_cast<int>(v);
+      } else if (key == "finish_reason") {
+        if (peek() == 'n') {
+          if (!null()) return false;
+        } else if (!string(&ch.finish_reason) || ch.finish_reason == "error") {
+          return false;  // OpenRouter's mid-stream failure: the full decoder reports it
+        }
+      } else if (key == "delta") {
+        if (!delta(ch)) return false;
+      } else if (!skip()) {
+        return false;
+      }
+      ws();
+      if (eat(',')) continue;
+      return eat('}');
+    }
+  }
+  bool delta(ChunkChoice& ch) {
+    if (!eat('{')) return false;
+    ws();
+    if (eat('}')) return true;
+    for (;;) {
+      ws();
+      std::string_view key;
+      if (!raw_key(key)) return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (key == "role") {
+        if (peek() == 'n') {
+          if (!null()) return false;
+        } else if (!string(&ch.role)) {
+          return false;
+        }
+      } else if (key == "content") {
+        if (peek() == 'n') {
+          if (!null()) return false;
+        } else {
+          ch.content.emplace();
+          if (!string(&*ch.content)) return false;
+        }
+      } else if (!null()) {
+        return false;  // tool_calls, refusal, function_call...: the full decoder
+      }
+      ws();
+      if (eat(',')) continue;
+      return eat('}');
+    }
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+std::string json_quoted(std::string_view s) {
+  return Json(std::string(s)).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// OpenAI's stream. In relay mode (a chunk id and model given) every chunk it can scan cheaply
+// also yields its event for the caller: the upstream's bytes with the id and model replaced.
+class OpenAIStreamDecoder final : public RelayStreamDecoder {
+ public:
+  OpenAIStreamDecoder() = default;
+  OpenAIStreamDecoder(std::string_view chunk_id, std::string_view model)
+      : relay_(true), id_(chunk_id), model_(model), id_json_(json_quoted(chunk_id)), model_json_(json_quoted(model)) {}
+
+  const std::vector<std::string>& events() const noexcept override { return out_events_; }
+
   Result<void> feed(std::string_view bytes, std::vector<ChatChunk>& out) override {
     events_.clear();
+    out_events_.clear();
     auto r = sse_.feed(bytes, events_);
     if (!r) return r;
     for (auto& ev : events_) {
@@ -27,54 +339,87 @@ class OpenAIStreamDecoder final : public StreamDecoder {
         done_ = true;
         break;
       }
-      if (ev.event == "error") {
-        auto j = parse_json(ev.data);
-        std::string msg = j && j->is_object() && j->contains("error") ? wire::jstr((*j)["error"], "message", ev.data) : ev.data;
-        return fail(ErrorKind::stream_interrupted, msg);
-      }
-      auto j = parse_json(ev.data);
-      if (!j) return fail(ErrorKind::malformed_response, "stream event is not valid JSON");
-      // A JSON object with an `error` member in place of a chunk is fatal (OpenAI, OpenRouter...).
-      if (j->is_object() && j->contains("error") && !j->contains("choices")) {
-        const Json& err = (*j)["error"];
-        std::string msg = err.is_object() ? wire::jstr(err, "message", "stream error") : err.is_string() ? err.get<std::string>() : "stream error";
-        int status = err.is_object() ? static_cast<int>(wire::jint(err, "code", 0)) : 0;
-        Error e = classify_http_error(status ? status : 500, {}, "stream error: " + msg);
-        if (status == 0) e.kind = ErrorKind::stream_interrupted;
-        return fail(std::move(e));
-      }
-      auto c = chat_chunk_from_json(*j);
-      if (!c) return fail(c.error());
-      for (const auto& ch : c->choices)
-        if (ch.finish_reason == "error")  // OpenRouter: the upstream failed mid-stream
-          return fail(ErrorKind::stream_interrupted, "provider reported finish_reason \"error\" mid-stream");
-      if (!c->usage) {
-        // Groq reports a stream's usage in x_groq.usage on its finish chunk, not in `usage`.
-        const Json* xg = wire::jobj(*j, "x_groq");
-        if (const Json* u = xg ? wire::jobj(*xg, "usage") : nullptr) {
-          Usage g;
-          g.prompt_tokens = wire::jint(*u, "prompt_tokens");
-          g.completion_tokens = wire::jint(*u, "completion_tokens");
-          c->usage = g;
+      if (relay_ && ev.event.empty()) {
+        ChunkScan::Out o;
+        if (ChunkScan(ev.data).run(o)) {
+          std::string& e = out_events_.emplace_back();
+          const std::string_view d = ev.data;
+          e.reserve(d.size() + id_json_.size() + model_json_.size() + 8);
+          std::size_t b1 = o.id_b, e1 = o.id_e, b2 = o.model_b, e2 = o.model_e;
+          const std::string *r1 = &id_json_, *r2 = &model_json_;
+          if (b2 < b1) std::swap(b1, b2), std::swap(e1, e2), std::swap(r1, r2);
+          e += "data: ";
+          e.append(d.substr(0, b1));
+          e += *r1;
+          e.append(d.substr(e1, b2 - e1));
+          e += *r2;
+          e.append(d.substr(e2));
+          e += "\n\n";
+          o.chunk.id = id_;
+          o.chunk.model = model_;
+          out.push_back(std::move(o.chunk));
+          continue;
         }
       }
-      if (c->usage && c->usage->cached_tokens == 0) {
-        if (const Json* u = wire::jobj(*j, "usage")) c->usage->cached_tokens = wire::jint(*u, "prompt_cache_hit_tokens");
-      }
-      out.push_back(std::move(*c));
+      if (auto rr = slow(ev, out); !rr) return rr;
+      if (relay_) out_events_.emplace_back();
     }
     return {};
   }
-  Result<void> finish(std::vector<ChatChunk>&) override {
+  Result<void> finish(std::vector<ChatChunk>&) override {  // appends no chunk
     if (!done_) return fail(ErrorKind::stream_interrupted, "stream ended before data: [DONE]");
     return {};
   }
   bool done() const noexcept override { return done_; }
 
  private:
+  // The full decode: a DOM parse and the unified chunk (re-encoded by whoever relays it).
+  Result<void> slow(const SseEvent& ev, std::vector<ChatChunk>& out) {
+    if (ev.event == "error") {
+      auto j = parse_json(ev.data);
+      std::string msg = j && j->is_object() && j->contains("error") ? wire::jstr((*j)["error"], "message", ev.data) : ev.data;
+      return fail(ErrorKind::stream_interrupted, msg);
+    }
+    auto j = parse_json(ev.data);
+    if (!j) return fail(ErrorKind::malformed_response, "stream event is not valid JSON");
+    // A JSON object with an `error` member in place of a chunk is fatal (OpenAI, OpenRouter...).
+    if (j->is_object() && j->contains("error") && !j->contains("choices")) {
+      const Json& err = (*j)["error"];
+      std::string msg = err.is_object() ? wire::jstr(err, "message", "stream error") : err.is_string() ? err.get<std::string>() : "stream error";
+      int status = err.is_object() ? static_cast<int>(wire::jint(err, "code", 0)) : 0;
+      Error e = classify_http_error(status ? status : 500, {}, "stream error: " + msg);
+      if (status == 0) e.kind = ErrorKind::stream_interrupted;
+      return fail(std::move(e));
+    }
+    auto c = chat_chunk_from_json(*j);
+    if (!c) return fail(c.error());
+    for (const auto& ch : c->choices)
+      if (ch.finish_reason == "error")  // OpenRouter: the upstream failed mid-stream
+        return fail(ErrorKind::stream_interrupted, "provider reported finish_reason \"error\" mid-stream");
+    if (!c->usage) {
+      // Groq reports a stream's usage in x_groq.usage on its finish chunk, not in `usage`.
+      const Json* xg = wire::jobj(*j, "x_groq");
+      if (const Json* u = xg ? wire::jobj(*xg, "usage") : nullptr) {
+        Usage g;
+        g.prompt_tokens = wire::jint(*u, "prompt_tokens");
+        g.completion_tokens = wire::jint(*u, "completion_tokens");
+        c->usage = g;
+      }
+    }
+    if (c->usage && c->usage->cached_tokens == 0) {
+      if (const Json* u = wire::jobj(*j, "usage")) c->usage->cached_tokens = wire::jint(*u, "prompt_cache_hit_tokens");
+    }
+    if (relay_) c->id = id_, c->model = model_;
+    out.push_back(std::move(*c));
+    return {};
+  }
+
   SseParser sse_;
   std::vector<SseEvent> events_;
   bool done_ = false;
+  bool relay_ = false;
+  std::string id_, model_, id_json_, model_json_;
+  std::vector<std::string> out_events_;
 };
 
 class OpenAICodec final : public Codec {
@@ -182,6 +527,31 @@ class OpenAICodec final : public Codec {
 const Codec& openai_codec() {
   static const OpenAICodec c;
   return c;
+}
+
+std::unique_ptr<RelayStreamDecoder> openai_relay_decoder(std::string_view chunk_id, std::string_view model) {
+  return std::make_unique<OpenAIStreamDecoder>(chunk_id, model);
+}
+
+namespace {
+struct Handoff {
+  const ChatChunk* chunk = nullptr;
+  std::string_view event;
+};
+thread_local Handoff t_handoff;
+}  // namespace
+
+RelayedEvent::RelayedEvent(const ChatChunk& c, std::string_view event) noexcept : chunk_(&c) {
+  t_handoff = {&c, event};
+}
+RelayedEvent::~RelayedEvent() {
+  if (t_handoff.chunk == chunk_) t_handoff = {};
+}
+std::string_view RelayedEvent::take(const ChatChunk& c) noexcept {
+  if (t_handoff.chunk != &c) return {};
+  std::string_view e = t_handoff.event;
+  t_handoff = {};
+  return e;
 }
 
 }  // namespace modelux

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Streaming relay load: many concurrent SSE streams through one proxy from the mock provider.
+
+Starts `modelux mock` (streams of --chunks content chunks, --interval-ms apart) and
+`modelux serve` (single target, API-key auth and tracing on, as in production) on 127.0.0.1,
+then:
+
+  1. direct: --streams concurrent streams straight to the mock (the baseline TTFT and the mock's
+     own CPU per chunk);
+  2. proxy : --rounds rounds of --streams concurrent streams through the proxy.
+
+Every proxied stream is checked: HTTP 200, every event carries one model, and it ends with
+`data: [DONE]` (a stream that does not is "cut"; one with two models is "interleaved").
+
+Prints TTFT p50/p99 (direct and proxy, and the difference), the CPU each process used per
+relayed chunk (utime+stime from /proc/<pid>/stat divided by the chunks the clients received),
+and the proxy's RSS before the load, at its peak during the load and after it (once the
+streams closed and the proxy went idle).
+
+RLIMIT_NOFILE is raised to its hard limit for this process and the servers it starts (the
+proxy needs two descriptors per stream). The client is Python asyncio with raw sockets: it
+does not parse events while they arrive (that would make the client the bottleneck); each
+stream's body is checked once it ended.
+
+  MODELUX_BIN=build/examples/modelux .venv/bin/python benchmarks/load/stream_relay.py \
+      --streams 200 --chunks 100 --interval-ms 10
+  # the issue-19 scale run: 5,000 concurrent 5 s streams
+  ... stream_relay.py --streams 5000 --chunks 20 --interval-ms 250 --mock-threads 2
+  # memory after 10,000 streams
+  ... stream_relay.py --streams 2000 --rounds 5 --chunks 20 --interval-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+API_KEY = "mlx-load-test-key-0001"
+LISTEN_RE = re.compile(r"listening on http://[0-9.]+:(\d+)")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def start(bin_path: str, args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+    logf = open(log, "wb")
+    p = subprocess.Popen([bin_path, *args], stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    buf = b""
+    fd = p.stdout.fileno()
+    while time.monotonic() < deadline and p.poll() is None:
+        if select.select([fd], [], [], 0.05)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            m = LISTEN_RE.search(buf.decode(errors="replace"))
+            if m:
+                return p, int(m.group(1))
+    stop(p)
+    raise SystemExit(f"`{bin_path} {' '.join(args)}` did not start: {buf!r} {log.read_text(errors='replace')[-1000:]}")
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) / 1024
+    return float("nan")
+
+
+# --------------------------------------------------------------------------- client
+
+
+class StreamProto(asyncio.Protocol):
+    """Collects one response's bytes; notes when the first body byte after the head arrived."""
+
+    def __init__(self, req: bytes, t0: float):
+        self.req, self.t0 = req, t0
+        self.buf = bytearray()
+        self.ttft: float | None = None
+        self.head_end = -1
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.req)
+
+    def data_received(self, data: bytes):
+        self.buf += data
+        if self.ttft is None:
+            if self.head_end < 0:
+                self.head_end = self.buf.find(b"\r\n\r\n")
+            if self.head_end >= 0 and self.buf.find(b"data: ", self.head_end) >= 0:
+                self.ttft = time.perf_counter() - self.t0
+        # The chunked body's last chunk ("0\r\n\r\n") ends the response.
+        if self.buf.endswith(b"\r\n0\r\n\r\n") and not self.done.done():
+            self.done.set_result(None)
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        j = body.find(b"\r\n", i)
+        if j < 0:
+            break
+        size = int(body[i:j].split(b";")[0], 16)
+        if size == 0:
+            break
+        out += body[j + 2:j + 2 + size]
+        i = j + 2 + size + 2
+    return bytes(out)
+
+
+def check(buf: bytes) -> dict:
+    """One stream's verdict: status, events, models, ended with [DONE]."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return {"status": 0, "events": 0, "models": set(), "done": False, "error": True}
+    head = buf[:head_end].decode("latin-1")
+    status = int(head.split("\r\n")[0].split()[1])
+    body = buf[head_end + 4:]
+    if "chunked" in head.lower():
+        body = dechunk(body)
+    events = [e for e in body.split(b"\n\n") if e.startswith(b"data: ")]
+    models: set[str] = set()
+    n = 0
+    error = False
+    for e in events:
+        data = e[6:]
+        if data == b"[DONE]":
+            continue
+        n += 1
+        try:
+            j = json.loads(data)
+        except ValueError:
+            error = True
+            continue
+        if "error" in j:
+            error = True
+        elif "model" in j:
+            models.add(j["model"])
+    return {"status": status, "events": n, "models": models,
+            "done": bool(events) and events[-1] == b"data: [DONE]", "error": error}
+
+
+async def one_stream(port: int, req: bytes, sem: asyncio.Semaphore, results: list, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    async with sem:
+        t0 = time.perf_counter()
+        try:
+            tr, proto = await loop.create_connection(lambda: StreamProto(req, t0), "127.0.0.1", port)
+        except OSError as e:
+            results.append({"status": 0, "events": 0, "models": set(), "done": False, "error": True,
+                            "ttft": None, "wall": 0.0, "connect_error": str(e)})
+            return
+        try:
+            await asyncio.wait_for(proto.done, timeout)
+        except asyncio.TimeoutError:
+            tr.close()
+        r = check(bytes(proto.buf))
+        r["ttft"] = proto.ttft
+        r["wall"] = time.perf_counter() - t0
+        results.append(r)
+
+
+async def run_streams(port: int, req: bytes, n: int, timeout: float, sample) -> tuple[list, float]:
+    sem = asyncio.Semaphore(n)
+    results: list = []
+    stop_sampling = asyncio.Event()
+
+    async def sampler():
+        while not stop_sampling.is_set():
+            sample()
+            try:
+                await asyncio.wait_for(stop_sampling.wait(), 0.25)
+            except asyncio.TimeoutError:
+                pass
+
+    s = asyncio.create_task(sampler())
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_stream(port, req, sem, results, timeout) for _ in range(n)))
+    wall = time.perf_counter() - t0
+    stop_sampling.set()
+    await s
+    return results, wall
+
+
+def build_request(port: int, model: str, auth: bool, max_tokens: int | None = None) -> bytes:
+    body = {"model": model, "messages": [{"role": "user", "content": "Tell me a story."}], "stream": True}
+    raw = json.dumps(body).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(raw)}\r\nconnection: close\r\n")
+    if auth:
+        head += f"authorization: Bearer {API_KEY}\r\n"
+    return head.encode() + b"\r\n" + raw
+
+
+def pct(xs: list[float], p: int) -> float:
+    if not xs:
+        return float("nan")
+    if len(xs) == 1:
+        return xs[0]
+    return statistics.quantiles(xs, n=100, method="inclusive")[p - 1]
+
+
+def summarize(name: str, results: list, wall: float) -> dict:
+    ttft = sorted(r["ttft"] for r in results if r["ttft"] is not None)
+    chunks = sum(r["events"] for r in results)
+    ok = [r for r in results if r["status"] == 200]
+    cut = sum(1 for r in ok if not r["done"] or r["error"])
+    inter = sum(1 for r in ok if len(r["models"]) > 1)
+    failed = len(results) - len(ok)
+    walls = sorted(r["wall"] for r in results)
+    return {"name": name, "streams": len(results), "ok": len(ok), "failed": failed, "cut": cut,
+            "interleaved": inter, "chunks": chunks, "ttft_p50_ms": pct(ttft, 50) * 1e3,
+            "ttft_p99_ms": pct(ttft, 99) * 1e3, "wall_p50_s": pct(walls, 50), "wall_max_s": walls[-1] if walls else 0,
+            "run_s": wall}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.environ.get("MODELUX_BIN", "build/examples/modelux"))
+    ap.add_argument("--streams", type=int, default=200, help="concurrent streams per round")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds through the proxy (RSS after each)")
+    ap.add_argument("--chunks", type=int, default=100, help="content chunks per stream (mock 'chunks')")
+    ap.add_argument("--interval-ms", type=float, default=10, help="gap between the mock's chunks")
+    ap.add_argument("--mock-threads", type=int, default=1)
+    ap.add_argument("--proxy-threads", type=int, default=1)
+    ap.add_argument("--no-direct", action="store_true", help="skip the direct-to-mock baseline")
+    ap.add_argument("--no-tracing", action="store_true")
+    ap.add_argument("--settle-s", type=float, default=3.0, help="idle time before the 'after' RSS")
+    ap.add_argument("--timeout-s", type=float, default=120.0, help="a stream not ended by then counts as cut")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers
+    need = 2 * a.streams + 100
+    if hard < need:
+        print(f"warning: RLIMIT_NOFILE hard limit {hard} < {need} needed by the proxy", file=sys.stderr)
+
+    tmp = Path(tempfile.mkdtemp(prefix="modelux-stream-"))
+    # One word per chunk, so a stream has --chunks content chunks (+ role, finish and usage).
+    text = " ".join(f"w{i}" for i in range(a.chunks))
+    mock_cfg = {"default": {"chunks": a.chunks, "chunk_interval_ms": a.interval_ms, "text": text}, "models": {}}
+    (tmp / "mock.json").write_text(json.dumps(mock_cfg))
+    mock, mock_port = start(a.bin, ["mock", "--port", "0", "--threads", str(a.mock_threads),
+                                    "--config", str(tmp / "mock.json")], tmp / "mock.log")
+    procs = [mock]
+    try:
+        cfg = {
+            "server": {"host": "127.0.0.1", "port": 0, "threads": a.proxy_threads,
+                       "api_keys": [{"key": API_KEY, "name": "load", "project": "load"}]},
+            "providers": {"openai": {"base_url": f"http://127.0.0.1:{mock_port}/v1", "api_key": "mock-openai-key"}},
+            "routing": {"bench": {"strategy": "single", "model": "gpt-4o-mini", "timeout_ms": 10000}},
+            "budgets": [],
+            "tracing": {"path": str(tmp / "traces.db")} if not a.no_tracing else {"enabled": False},
+        }
+        (tmp / "config.json").write_text(json.dumps(cfg))
+        proxy, proxy_port = start(a.bin, ["serve", "--config", str(tmp / "config.json"), "--port", "0"],
+                                  tmp / "proxy.log")
+        procs.append(proxy)
+        print(f"pids: mock {mock.pid} proxy {proxy.pid}", file=sys.stderr, flush=True)
+
+        out: dict = {"params": vars(a)}
+        direct = None
+        if not a.no_direct:
+            m0 = cpu_seconds(mock.pid)
+            res, wall = asyncio.run(run_streams(mock_port, build_request(mock_port, "gpt-4o-mini", False),
+                                                a.streams, a.timeout_s, lambda: None))
+            direct = summarize("direct", res, wall)
+            direct["mock_cpu_s"] = cpu_seconds(mock.pid) - m0
+            direct["mock_us_per_chunk"] = direct["mock_cpu_s"] / max(direct["chunks"], 1) * 1e6
+            out["direct"] = direct
+
+        time.sleep(0.5)
+        rss_before = rss_mb(proxy.pid)
+        peak = {"rss": rss_before}
+
+        def sample():
+            peak["rss"] = max(peak["rss"], rss_mb(proxy.pid))
+
+        rounds = []
+        for i in range(a.rounds):
+            p0, m0 = cpu_seconds(proxy.pid), cpu_seconds(mock.pid)
+            res, wall = asyncio.run(run_streams(proxy_port, build_request(proxy_port, "@bench", True),
+                                                a.streams, a.timeout_s, sample))
+            s = summarize(f"proxy#{i + 1}", res, wall)
+            s["proxy_cpu_s"] = cpu_seconds(proxy.pid) - p0
+            s["mock_cpu_s"] = cpu_seconds(mock.pid) - m0
+            s["proxy_us_per_chunk"] = s["proxy_cpu_s"] / max(s["chunks"], 1) * 1e6
+            s["mock_us_per_chunk"] = s["mock_cpu_s"] / max(s["chunks"], 1) * 1e6
+            s["rss_peak_mb"] = peak["rss"]
+            time.sleep(a.settle_s)
+            s["rss_after_mb"] = rss_mb(proxy.pid)
+            rounds.append(s)
+        out["rounds"] = rounds
+        out["rss_mb"] = {"before": rss_before, "peak": peak["rss"], "after": rss_mb(proxy.pid)}
+
+        print(f"modelux streaming relay: {a.streams} concurrent streams x {a.rounds} round(s), "
+              f"{a.chunks} chunks {a.interval_ms:g} ms apart, 127.0.0.1, {os.cpu_count()} CPUs, "
+              f"proxy threads {a.proxy_threads}, mock threads {a.mock_threads}, tracing {'off' if a.no_tracing else 'on'}")
+        hdr = (f"{'run':<9} {'streams':>7} {'ok':>6} {'failed':>6} {'cut':>5} {'interl':>6} {'chunks':>8} "
+               f"{'ttft p50':>9} {'ttft p99':>9} {'wall p50':>8} {'wall max':>8} {'proxy us/chunk':>14} {'mock us/chunk':>13}"
+               f" {'RSS peak':>8} {'RSS after':>9}")
+        print(hdr)
+        for s in ([direct] if direct else []) + rounds:
+            print(f"{s['name']:<9} {s['streams']:>7} {s['ok']:>6} {s['failed']:>6} {s['cut']:>5} {s['interleaved']:>6} "
+                  f"{s['chunks']:>8} {s['ttft_p50_ms']:>8.1f}m {s['ttft_p99_ms']:>8.1f}m {s['wall_p50_s']:>7.2f}s "
+                  f"{s['wall_max_s']:>7.2f}s {s.get('proxy_us_per_chunk', float('nan')):>14.1f} "
+                  f"{s['mock_us_per_chunk']:>13.1f} {s.get('rss_peak_mb', float('nan')):>7.1f}M "
+                  f"{s.get('rss_after_mb', float('nan')):>8.1f}M")
+        r = out["rss_mb"]
+        print(f"proxy RSS: before {r['before']:.1f} MB, peak during {r['peak']:.1f} MB, after {r['after']:.1f} MB "
+              f"({(r['after'] / r['before'] - 1) * 100:+.0f}% vs before)")
+        if direct:
+            print(f"TTFT p50 added by the proxy (round 1 vs direct): {rounds[0]['ttft_p50_ms'] - direct['ttft_p50_ms']:+.1f} ms")
+        tot = sum(s["proxy_cpu_s"] for s in rounds)
+        ch = sum(s["chunks"] for s in rounds)
+        mk = sum(s["mock_cpu_s"] for s in rounds)
+        print(f"proxy CPU {tot:.2f} s for {ch} chunks = {tot / max(ch, 1) * 1e6:.1f} us/chunk; "
+              f"mock {mk / max(ch, 1) * 1e6:.1f} us/chunk; ratio proxy/mock {tot / mk if mk else float('nan'):.2f}")
+        if a.json:
+            print(json.dumps(out, indent=2, default=str))
+        bad = sum(s["failed"] + s["cut"] + s["interleaved"] for s in rounds)
+        return 1 if bad else 0
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
