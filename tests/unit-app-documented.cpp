@@ -53,7 +53,7 @@ std::uint64_t key_count(const Json& stats, const std::string& key) {
 struct TempDir {
   std::filesystem::path path;
   explicit TempDir(const std::string& name) {
-    path = std::filesystem::path(MODELUX_BINARY_DIR) / "test-tmp" / (name + "-" + new_request_id());
+    path = std::filesystem::temp_directory_path() / "modelux-test-tmp" / (name + "-" + new_request_id());
     std::filesystem::create_directories(path);
   }
   ~TempDir() {

@@ -31,7 +31,7 @@ namespace {
 struct Pki {
   fs::path dir;
   Pki() {
-    dir = fs::path(MODELUX_BINARY_DIR) / "test-tmp" / ("tls-" + new_request_id());
+    dir = fs::temp_directory_path() / "modelux-test-tmp" / ("tls-" + new_request_id());
     fs::create_directories(dir);
     run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj '/CN=modelux test CA'"
         " -keyout ca.key -out ca.pem");
