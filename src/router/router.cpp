@@ -490,7 +490,7 @@ struct Router::Impl {
             ++in_flight;
             net::co_spawn(
                 ex,
-                [this, fp, &req, &ctx, &guarded_sink, &arrived, &wake, downgraded, rid = ctx.request_id]() -> net::awaitable<void> {
+                [this, fp, &req, &ctx, &guarded_sink, downgraded, rid = ctx.request_id]() -> net::awaitable<AttemptRun> {
                   // A cancelled attempt must still report back (the request waits for it), so
                   // cancellation surfaces as error codes, never as exceptions.
                   co_await net::this_coro::throw_if_cancelled(false);
@@ -505,11 +505,27 @@ struct Router::Impl {
                     run.result.id = fp->plan.id;
                     run.result.error = Error{ErrorKind::cancelled, "attempt abandoned", 0, {}, {}, {}, {}};
                   }
-                  fp->finished = true;
-                  arrived.push_back(std::move(run));
-                  wake.cancel();
+                  co_return run;
                 },
-                net::bind_cancellation_slot(fp->cancel.slot(), net::detached));
+                // The attempt counts as finished in its completion handler, never at the end
+                // of its body: co_spawn's entry point resumes the coroutine once more after a
+                // body that never suspended (a budget refusal, a breaker skip), and that
+                // resumption clears the coroutine's cancellation slot, which lives in this
+                // Flight's signal. Reporting from the body let the request free the Flight
+                // first, so the late resumption wrote into freed (and, under concurrency,
+                // reused) memory: issue #11's SIGSEGV in cancellation_slot::clear(). The
+                // handler is dispatched as the coroutine's very last step.
+                net::bind_cancellation_slot(
+                    fp->cancel.slot(), [fp, &arrived, &wake](std::exception_ptr e, AttemptRun run) {
+                      if (e) {
+                        run = AttemptRun{};
+                        run.result.id = fp->plan.id;
+                        run.result.error = Error{ErrorKind::cancelled, "attempt abandoned", 0, {}, {}, {}, {}};
+                      }
+                      fp->finished = true;
+                      arrived.push_back(std::move(run));
+                      wake.cancel();
+                    }));
           }
           continue;
         }
