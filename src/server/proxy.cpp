@@ -2,6 +2,8 @@
 #include "server/http_server.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <unordered_map>
 
 #include "modelux/budget.hpp"
@@ -19,6 +21,8 @@ struct Proxy::State {
   std::unordered_map<std::string, ApiKeyConfig> keys;  // secret → identity
   std::atomic<std::uint64_t> requests{0}, ok{0}, client_errors{0}, upstream_errors{0}, streams{0}, in_flight{0};
   std::size_t max_body = 0;
+  http_server::Server* server = nullptr;  // set once started; for /readyz and /metrics
+  Millis drain_timeout{10'000};
 };
 
 namespace {
@@ -51,7 +55,7 @@ int status_for(const Error& e) {
 
 // Constant-time comparison would need the key length to leak anyway; the map lookup hashes
 // the whole presented key, and keys are long random strings.
-const ApiKeyConfig* authenticate(Proxy::State& st, const Request& req) {
+const ApiKeyConfig* authenticate(Proxy::State& st, const http_server::RequestHead& req) {
   const std::string* auth = req.header("authorization");
   std::string key;
   if (auth && auth->size() > 7 && (auth->starts_with("Bearer ") || auth->starts_with("bearer "))) key = auth->substr(7);
@@ -102,6 +106,22 @@ std::string metrics_text(Proxy::State& st) {
     line("modelux_traces_submitted_total", "Traces handed to the tracer.", "counter", static_cast<double>(ts.submitted));
     line("modelux_traces_written_total", "Traces written to the store.", "counter", static_cast<double>(ts.written));
     line("modelux_traces_dropped_total", "Traces dropped (queue full or write failure).", "counter", static_cast<double>(ts.dropped));
+    // What a kill -9 would lose now: submitted, not yet written (docs/traces.md).
+    line("modelux_traces_queued", "Traces submitted and not yet written (lost on a crash).", "gauge", static_cast<double>(ts.queued));
+    line("modelux_traces_write_errors_total", "Trace batches that failed to write.", "counter", static_cast<double>(ts.write_errors));
+  }
+  if (st.server) {
+    auto ss = st.server->stats();
+    line("modelux_accept_backoffs_total", "accept() failures for lack of fds or memory (the accept loop paused).", "counter",
+         static_cast<double>(ss.accept_backoffs));
+    line("modelux_accept_refused_total", "Connections refused with 503 at the fd limit (through the reserve fd).", "counter",
+         static_cast<double>(ss.accept_refused));
+    line("modelux_body_budget_refused_total", "Requests refused (503) by server.max_inflight_body_bytes.", "counter",
+         static_cast<double>(ss.body_budget_refused));
+    line("modelux_connections_open", "Client connections open.", "gauge", static_cast<double>(ss.connections_open));
+    line("modelux_body_bytes_in_flight", "Request-body bytes buffered now (counted against max_inflight_body_bytes).", "gauge",
+         static_cast<double>(ss.body_bytes_in_flight));
+    line("modelux_draining", "1 while the server drains for shutdown.", "gauge", st.server->draining() ? 1.0 : 0.0);
   }
   auto tr = st.router->transport().stats();
   line("modelux_upstream_connections_opened_total", "Upstream connections opened.", "counter", static_cast<double>(tr.connections_opened));
@@ -209,6 +229,10 @@ net::awaitable<void> chat(Proxy::State& st, Request& req, ResponseWriter& w, con
 
 net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, ResponseWriter& w) {
   Proxy::State& st = *stp;
+  if (req.path == "/readyz" && st.server && st.server->draining()) {
+    co_await w.respond(503, std::string("application/json"), std::string("{\"status\":\"draining\"}"));
+    co_return;
+  }
   if (req.path == "/healthz" || req.path == "/readyz") {
     { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{\"status\":\"ok\"}"); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
     co_return;
@@ -338,7 +362,9 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   so.port = opts.port >= 0 ? opts.port : sc.port;
   so.threads = opts.threads > 0 ? opts.threads : sc.threads;
   so.max_body_bytes = sc.max_body_bytes;
+  so.max_inflight_body_bytes = sc.max_inflight_body_bytes;
   st.max_body = sc.max_body_bytes;
+  st.drain_timeout = sc.drain_timeout;
   if (sc.api_keys.empty() && so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1")
     return fail(ErrorKind::invalid_config, "refusing to serve without API keys on a non-loopback address", "$.server.api_keys");
   for (const auto& k : sc.api_keys) st.keys.emplace(k.key, k);
@@ -349,15 +375,54 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   st.router = std::move(*router);
   so.executor = st.router->executor();
   auto stp = p->state_;
+  // The key is checked from the header, before the body is read: an unauthenticated upload
+  // costs its header, never its body (issue #11 item 6).
+  so.on_head = [stp](const http_server::RequestHead& h) -> std::optional<http_server::Rejection> {
+    Proxy::State& st = *stp;
+    if (st.keys.empty() || h.path == "/healthz" || h.path == "/readyz" || h.path == "/metrics") return std::nullopt;
+    const ApiKeyConfig* key = authenticate(st, h);
+    if (!key) {
+      st.client_errors.fetch_add(1, std::memory_order_relaxed);
+      return http_server::Rejection{
+          401, std::string(kJson),
+          error_body(make_error(ErrorKind::auth, "Incorrect API key provided. Pass a modelux API key as 'Authorization: Bearer <key>'.",
+                                "invalid_api_key")),
+          {}};
+    }
+    h.context = std::shared_ptr<void>(stp, const_cast<ApiKeyConfig*>(key));  // lives as long as the state
+    return std::nullopt;
+  };
   auto srv = http_server::Server::start(so, [stp](Request& req, ResponseWriter& w) { return handle(stp, req, w); });
   if (!srv) return fail(srv.error());
   p->server_ = std::move(*srv);
+  st.server = p->server_.get();
   return p;
 }
 
 Proxy::~Proxy() { stop(); }
 int Proxy::port() const noexcept { return server_ ? server_->port() : 0; }
 Router& Proxy::router() noexcept { return *state_->router; }
+bool Proxy::drain(std::optional<Millis> timeout) {
+  if (!server_ || !state_ || !state_->router) return true;
+  const Millis limit = timeout.value_or(state_->drain_timeout);
+  server_->drain();
+  // Poll the in-flight count: the requests finish on the io threads, this thread only waits.
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool finished = true;
+  while (server_->requests_in_flight() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      finished = false;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // What the finished requests produced is on disk before the process exits.
+  Router& r = *state_->router;
+  if (BudgetManager* b = r.budgets()) (void)b->flush();
+  if (Tracer* t = r.tracer()) t->flush();
+  return finished;
+}
+
 void Proxy::stop() {
   // Close the listener, then stop the router's io_context (which runs every session) before
   // the server object goes away.
