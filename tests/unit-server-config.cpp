@@ -24,6 +24,10 @@ TEST_CASE("ServerConfig: wrong fields are rejected with the JSON path of the fau
       {Json{{"api_keys", {"short"}}}, "$.server.api_keys[0]"},
       {Json{{"api_keys", {{{"key", 5}}}}}, "$.server.api_keys[0].key"},
       {Json{{"surprise", true}}, "$.server.surprise"},
+      {Json{{"max_inflight_body_bytes", -1}}, "$.server.max_inflight_body_bytes"},
+      {Json{{"max_inflight_body_bytes", "64MiB"}}, "$.server.max_inflight_body_bytes"},
+      {Json{{"drain_timeout_ms", -5}}, "$.server.drain_timeout_ms"},
+      {Json{{"drain_timeout_ms", 1.5}}, "$.server.drain_timeout_ms"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.doc.dump());
@@ -31,4 +35,15 @@ TEST_CASE("ServerConfig: wrong fields are rejected with the JSON path of the fau
     REQUIRE_FALSE(r);
     CHECK(r.error().path == c.path);
   }
+}
+
+TEST_CASE("ServerConfig: the edge limits and the drain time have defaults and can be set") {
+  auto d = ServerConfig::from_json(Json::object());
+  REQUIRE(d);
+  CHECK(d->max_inflight_body_bytes == 64u * 1024 * 1024);
+  CHECK(d->drain_timeout == Millis{10'000});
+  auto s = ServerConfig::from_json(Json{{"max_inflight_body_bytes", 0}, {"drain_timeout_ms", 2500}});
+  REQUIRE(s);
+  CHECK(s->max_inflight_body_bytes == 0);  // 0 = no cap
+  CHECK(s->drain_timeout == Millis{2500});
 }

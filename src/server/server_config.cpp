@@ -44,7 +44,7 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
       out.max_body_bytes = m->get<std::size_t>();
     }
     if (auto m = s.find("max_inflight_body_bytes"); m != s.end()) {
-      if (!m->is_number_unsigned())
+      if (!m->is_number_integer() || m->get<std::int64_t>() < 0)
         return fail(ErrorKind::invalid_config, "'max_inflight_body_bytes' must be a non-negative integer (0 = no cap)",
                     "$.server.max_inflight_body_bytes");
       out.max_inflight_body_bytes = m->get<std::size_t>();
