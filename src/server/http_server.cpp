@@ -239,7 +239,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   if (ec) return fail(ErrorKind::invalid_config, "bad listen address '" + s->opts_.host + "'");
   tcp::endpoint ep{addr, static_cast<unsigned short>(s->opts_.port)};
   s->ex_ = s->opts_.executor ? *s->opts_.executor : net::any_io_executor(s->ioc_.get_executor());
-  s->acceptor_ = std::make_unique<tcp::acceptor>(net::make_strand(s->ex_));
+  s->acceptor_ = std::make_shared<tcp::acceptor>(net::make_strand(s->ex_));
   s->acceptor_->open(ep.protocol(), ec);
   if (!ec) s->acceptor_->set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) s->acceptor_->bind(ep, ec);
@@ -247,7 +247,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   if (ec)
     return fail(ErrorKind::io, "cannot listen on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + ec.message());
   s->port_ = s->acceptor_->local_endpoint().port();
-  s->accept_pause_ = std::make_unique<net::steady_timer>(s->acceptor_->get_executor());
+  s->accept_pause_ = std::make_shared<net::steady_timer>(s->acceptor_->get_executor());
   s->reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   {
     std::string body = s->opts_.error_body(503, "the server is out of file descriptors; retry shortly");
@@ -255,7 +255,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
                   "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
                   std::to_string(body.size()) + "\r\n\r\n" + body;
   }
-  net::co_spawn(s->acceptor_->get_executor(), s->accept_loop(), net::detached);
+  net::co_spawn(s->acceptor_->get_executor(), s->accept_loop(s->acceptor_, s->accept_pause_), net::detached);
   if (!s->opts_.executor)
     for (int i = 0; i < std::max(1, s->opts_.threads); ++i) s->threads_.emplace_back([p = s.get()] { p->ioc_.run(); });
   return s;
@@ -268,19 +268,24 @@ Server::~Server() {
 
 void Server::stop() {
   if (stopped_.exchange(true)) return;
-  std::promise<void> closed;
-  net::post(acceptor_->get_executor(), [this, &closed] {
+  auto closed = std::make_shared<std::promise<void>>();
+  auto done = closed->get_future();
+  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_, closed] {
     beast::error_code ec;
-    acceptor_->close(ec);
-    accept_pause_->cancel();
-    closed.set_value();
+    acc->close(ec);
+    pause->cancel();
+    closed->set_value();
   });
   // Own io_context: stop it. Shared executor: wait for the acceptor to close; the
   // executor's owner stops its io_context (and so every session) afterwards.
-  if (opts_.executor) closed.get_future().wait_for(std::chrono::seconds(5));
+  if (opts_.executor) done.wait_for(std::chrono::seconds(5));
   else ioc_.stop();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
+  // On a shared executor the io_context dies before this object: no io object (nor strand)
+  // of ours may outlive it here (ASan: use-after-free in ~strand_impl at exit).
+  acceptor_.reset();
+  accept_pause_.reset();
 }
 
 ServerStats Server::stats() const noexcept {
@@ -311,11 +316,11 @@ void Server::release_body(std::size_t n) noexcept {
 // Out of fds, the pending connections would wait in the backlog until their clients give up.
 // Give up the reserve fd for a moment to take each one and answer 503 at once (a client then
 // sees a fast, retryable refusal), then take the reserve back. Runs on the acceptor's strand.
-void Server::refuse_pending() {
+void Server::refuse_pending(tcp::acceptor& acceptor) {
   if (reserve_fd_ < 0) return;
   ::close(reserve_fd_);
   reserve_fd_ = -1;
-  const int lfd = acceptor_->native_handle();
+  const int lfd = acceptor.native_handle();
   for (int i = 0; i < 64; ++i) {
     int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) break;
@@ -335,20 +340,20 @@ void Server::refuse_pending() {
 // At the fd limit accept() fails at once, and retrying at once spins a core (issue #11: 35,000
 // failed accepts per second). Pause 10 ms, doubling to 1 s while it lasts; refuse the pending
 // connections quickly through the reserve fd meanwhile.
-net::awaitable<void> Server::accept_loop() {
+net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause) {
   auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoffMin);
   for (;;) {
     beast::error_code ec;
     tcp::socket sock(net::make_strand(ex_));
-    co_await acceptor_->async_accept(sock, redirect_error(use_awaitable, ec));
+    co_await acceptor->async_accept(sock, redirect_error(use_awaitable, ec));
     if (ec) {
-      if (ec == net::error::operation_aborted || !acceptor_->is_open()) co_return;
+      if (ec == net::error::operation_aborted || !acceptor->is_open()) co_return;
       if (per_connection_accept_error(ec)) continue;
       accept_backoffs_.fetch_add(1, std::memory_order_relaxed);
-      refuse_pending();
-      accept_pause_->expires_after(backoff);
-      co_await accept_pause_->async_wait(redirect_error(use_awaitable, ec));
-      if (!acceptor_->is_open()) co_return;
+      refuse_pending(*acceptor);
+      pause->expires_after(backoff);
+      co_await pause->async_wait(redirect_error(use_awaitable, ec));
+      if (!acceptor->is_open()) co_return;
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, kAcceptBackoffMax);
       continue;
     }
@@ -368,10 +373,11 @@ struct Server::Live {
 
 void Server::drain() {
   if (draining_.exchange(true, std::memory_order_acq_rel)) return;
-  net::post(acceptor_->get_executor(), [this] {
+  if (!acceptor_) return;  // stopped
+  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_] {
     beast::error_code ec;
-    acceptor_->close(ec);
-    accept_pause_->cancel();
+    acc->close(ec);
+    pause->cancel();
   });
   close_idle();
 }

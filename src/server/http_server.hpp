@@ -124,7 +124,8 @@ class Server {
   void stop();
   /// Graceful drain: closes the listener (new connections are refused), closes idle
   /// keep-alive connections, and answers the requests in flight with Connection: close.
-  /// Returns at once; requests_in_flight() says when they are done. Thread-safe.
+  /// Returns at once; requests_in_flight() says when they are done. Thread-safe, but not
+  /// concurrently with stop().
   void drain();
   bool draining() const noexcept { return draining_.load(std::memory_order_acquire); }
   std::uint64_t requests_in_flight() const noexcept { return requests_in_flight_.load(std::memory_order_acquire); }
@@ -133,9 +134,9 @@ class Server {
 
  private:
   Server() = default;
-  net::awaitable<void> accept_loop();
+  net::awaitable<void> accept_loop(std::shared_ptr<net::ip::tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause);
   net::awaitable<void> session(net::ip::tcp::socket sock);
-  void refuse_pending();
+  void refuse_pending(net::ip::tcp::acceptor& acceptor);
   bool reserve_body(std::size_t n) noexcept;
   void release_body(std::size_t n) noexcept;
   struct Live;  // a session's handle for drain()
@@ -145,12 +146,15 @@ class Server {
   Handler handler_;
   net::io_context ioc_;
   net::any_io_executor ex_;
-  std::unique_ptr<net::ip::tcp::acceptor> acceptor_;
+  // Shared with the accept loop's coroutine: on a shared executor the io_context may outlive
+  // this object's stop() but not its destruction, so stop() drops these and the coroutine
+  // frame (destroyed inside the io_context) holds the last references.
+  std::shared_ptr<net::ip::tcp::acceptor> acceptor_;
   std::vector<std::thread> threads_;
   int port_ = 0;
   std::atomic<bool> stopped_{false};
   std::atomic<bool> draining_{false};
-  std::unique_ptr<net::steady_timer> accept_pause_;
+  std::shared_ptr<net::steady_timer> accept_pause_;
   int reserve_fd_ = -1;  // /dev/null, given up to accept-and-refuse when fds run out
   std::string refusal_;  // the raw 503 sent on the reserve fd
   std::atomic<std::uint64_t> accept_backoffs_{0}, accept_refused_{0}, body_budget_refused_{0};
