@@ -84,3 +84,23 @@ TEST_CASE("fnv1a64: stable known values") {
   CHECK(fnv1a64("") == 0xcbf29ce484222325ULL);
   CHECK(fnv1a64("a") == 0xaf63dc4c8601ec8cULL);
 }
+
+TEST_CASE("valid_utf8: accepts well-formed text and refuses every malformed form") {
+  using namespace std::string_view_literals;
+  CHECK(modelux::valid_utf8(""));
+  CHECK(modelux::valid_utf8("plain ascii"));
+  CHECK(modelux::valid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"));  // é € 😀
+  CHECK(modelux::valid_utf8("\xF4\x8F\xBF\xBF"));                          // U+10FFFF
+  CHECK(modelux::valid_utf8("nul \0 inside"sv));
+  CHECK_FALSE(modelux::valid_utf8("\xFF"));                   // never valid
+  CHECK_FALSE(modelux::valid_utf8("\x80"));                   // lone continuation
+  CHECK_FALSE(modelux::valid_utf8("\xC3"));                   // truncated
+  CHECK_FALSE(modelux::valid_utf8("\xE2\x82"));               // truncated
+  CHECK_FALSE(modelux::valid_utf8("\xC0\xAF"));               // overlong '/'
+  CHECK_FALSE(modelux::valid_utf8("\xE0\x80\xAF"));           // overlong
+  CHECK_FALSE(modelux::valid_utf8("\xF0\x80\x80\xAF"));       // overlong
+  CHECK_FALSE(modelux::valid_utf8("\xED\xA0\x80"));           // surrogate U+D800
+  CHECK_FALSE(modelux::valid_utf8("\xF4\x90\x80\x80"));       // above U+10FFFF
+  CHECK_FALSE(modelux::valid_utf8("\xC3\x28"));               // bad continuation
+  CHECK_FALSE(modelux::valid_utf8("ok then \xE2\x28\xA1"));   // bad continuation mid-string
+}

@@ -31,6 +31,10 @@ TEST_CASE("ServerConfig: wrong fields are rejected with the JSON path of the fau
       {Json{{"api_keys", {{{"key", "mlx-0123456789"}, {"expires", "soon"}}}}}, "$.server.api_keys[0].expires"},
       {Json{{"limits", {{"max_tagz", 3}}}}, "$.server.limits.max_tagz"},
       {Json{{"worker_threads", 0}}, "$.server.worker_threads"},
+      {Json{{"max_inflight_body_bytes", -1}}, "$.server.max_inflight_body_bytes"},
+      {Json{{"max_inflight_body_bytes", "64MiB"}}, "$.server.max_inflight_body_bytes"},
+      {Json{{"drain_timeout_ms", -5}}, "$.server.drain_timeout_ms"},
+      {Json{{"drain_timeout_ms", 1.5}}, "$.server.drain_timeout_ms"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.doc.dump());
@@ -61,4 +65,15 @@ TEST_CASE("ServerConfig: key roles, limits and where managed keys live") {
   CHECK(ServerConfig::keys_db_path(c, *s) == "/var/lib/modelux/keys.db");
   s->keys_db = "/etc/k.db";
   CHECK(ServerConfig::keys_db_path(c, *s) == "/etc/k.db");
+}
+
+TEST_CASE("ServerConfig: the edge limits and the drain time have defaults and can be set") {
+  auto d = ServerConfig::from_json(Json::object());
+  REQUIRE(d);
+  CHECK(d->max_inflight_body_bytes == 64u * 1024 * 1024);
+  CHECK(d->drain_timeout == Millis{10'000});
+  auto s = ServerConfig::from_json(Json{{"max_inflight_body_bytes", 0}, {"drain_timeout_ms", 2500}});
+  REQUIRE(s);
+  CHECK(s->max_inflight_body_bytes == 0);  // 0 = no cap
+  CHECK(s->drain_timeout == Millis{2500});
 }

@@ -4,10 +4,14 @@
 
 #include <atomic>
 #include <string>
+#include <thread>
 
 #include <sys/socket.h>
 
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
 #include "server/http_server.hpp"
@@ -60,6 +64,7 @@ struct HookedServer {
     };
     auto s = Server::start(so, [this](Request& req, ResponseWriter& w) -> net::awaitable<void> {
       handled.fetch_add(1);
+      // Named arguments, no temporaries in the co_await (GCC 12 miscompiles some).
       auto* who = static_cast<std::string*>(req.context.get());
       // Named arguments, not temporaries: GCC 12 may relocate class temporaries of a co_await
       // expression bitwise (see router.hpp), which frees an invalid pointer.
@@ -118,4 +123,98 @@ TEST_CASE("a client expecting 100-continue gets it only after on_head accepts") 
     CHECK(reply.starts_with("HTTP/1.1 401"));
     CHECK(reply.find("100 Continue") == std::string::npos);
   }
+}
+
+TEST_CASE("max_inflight_body_bytes refuses an announced body past the cap before reading it") {
+  ServerOptions so;
+  so.max_inflight_body_bytes = 100;
+  std::atomic<int> handled{0};
+  auto s = Server::start(so, [&](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+    handled.fetch_add(1);
+    std::string type = "text/plain", body = std::to_string(req.body.size());
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+  REQUIRE(s);
+  {
+    RawClient c((*s)->port());
+    c.send("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n");  // no body sent at all
+    std::string reply = c.read_all();
+    CHECK(reply.starts_with("HTTP/1.1 503"));
+    CHECK(reply.find("retry-after: 1") != std::string::npos);
+    CHECK(reply.find("server_busy") != std::string::npos);
+  }
+  {
+    // Chunked: counted as it arrives, refused once it passes the cap.
+    RawClient c((*s)->port());
+    c.send("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + std::string(64, 'a') + "\r\n40\r\n" +
+           std::string(64, 'b') + "\r\n0\r\n\r\n");
+    CHECK(c.read_all().starts_with("HTTP/1.1 503"));
+  }
+  {
+    RawClient c((*s)->port());
+    c.send("POST /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'x'));
+    CHECK(c.read_all().find("\r\n\r\n100") != std::string::npos);
+  }
+  CHECK(handled.load() == 1);
+  auto st = (*s)->stats();
+  CHECK(st.body_budget_refused == 2);
+  CHECK(st.body_bytes_in_flight == 0);
+}
+
+TEST_CASE("header values that are not UTF-8 get 400 before the handler") {
+  std::atomic<int> handled{0};
+  auto s = Server::start(ServerOptions{}, [&](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    handled.fetch_add(1);
+    std::string type = "text/plain", body = "ok";
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+  REQUIRE(s);
+  RawClient c((*s)->port());
+  c.send("GET /a HTTP/1.1\r\nHost: x\r\nx-modelux-end-user: caf\xE9\r\n\r\n");
+  std::string reply = c.read_all();
+  CHECK(reply.starts_with("HTTP/1.1 400"));
+  CHECK(reply.find("x-modelux-end-user") != std::string::npos);
+  CHECK(handled.load() == 0);
+}
+
+TEST_CASE("drain closes the listener and idle connections and lets a request in flight finish") {
+  std::atomic<bool> entered{false};
+  std::atomic<bool> release{false};
+  auto s = Server::start(ServerOptions{}, [&](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    entered = true;
+    net::steady_timer t(co_await net::this_coro::executor);
+    while (!release) {  // held until the test has started the drain
+      t.expires_after(std::chrono::milliseconds(5));
+      co_await t.async_wait(net::use_awaitable);
+    }
+    std::string type = "text/plain", body = "finished";
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+  REQUIRE(s);
+  const int port = (*s)->port();
+  RawClient idle(port);  // connected, never sends: closed by the drain
+  RawClient busy(port);
+  busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");  // keep-alive requested
+  while (!entered) std::this_thread::yield();
+  CHECK((*s)->requests_in_flight() == 1);
+  (*s)->drain();
+  CHECK((*s)->draining());
+  CHECK(idle.read_all().empty());  // closed without an answer
+  // The listener is closed: a new connection is refused.
+  bool refused = false;
+  for (int i = 0; i < 200 && !refused; ++i) {
+    net::io_context ioc;
+    tcp::socket probe(ioc);
+    boost::system::error_code ec;
+    probe.connect({net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)}, ec);
+    refused = ec == net::error::connection_refused;
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(refused);
+  release = true;
+  std::string reply = busy.read_all();  // answered, then closed although keep-alive was asked
+  CHECK(reply.find("finished") != std::string::npos);
+  CHECK(reply.find("Connection: close") != std::string::npos);
+  for (int i = 0; i < 200 && (*s)->requests_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK((*s)->requests_in_flight() == 0);
 }

@@ -6,5 +6,5 @@ namespace modelux::cli {
 /// real requests through `@production`, and each decision trace printed.
 int run_demo();
 /// Blocks until SIGINT or SIGTERM (signals must be blocked in every thread first).
-void wait_for_signal();
+int wait_for_signal();
 }  // namespace modelux::cli

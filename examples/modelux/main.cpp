@@ -19,13 +19,14 @@
 
 namespace modelux::cli {
 
-void wait_for_signal() {
+int wait_for_signal() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   int sig = 0;
   sigwait(&set, &sig);
+  return sig;
 }
 
 }  // namespace modelux::cli
@@ -84,7 +85,12 @@ int serve(const ServeArgs& args) {
   for (const auto& s : (*px)->router().routing_slugs()) std::printf("@%s ", s.c_str());
   std::printf(")\n");
   std::fflush(stdout);
-  cli::wait_for_signal();
+  // SIGTERM/SIGINT: drain (stop accepting, let requests in flight finish up to
+  // server.drain_timeout_ms, flush traces and budgets), then exit 0.
+  int sig = cli::wait_for_signal();
+  std::fprintf(stderr, "modelux serve: %s, draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  bool clean = (*px)->drain();
+  if (!clean) std::fprintf(stderr, "modelux serve: drain timeout, cutting the requests still in flight\n");
   (*px)->stop();
   return 0;
 }

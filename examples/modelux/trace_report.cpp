@@ -159,11 +159,14 @@ std::string format_trace_list(const std::vector<DecisionTrace>& traces, const Tr
     }
     o += table(rows, {false, false, false, false, false, false, true, true, true, false});
   }
+  // "dropped" counts what a running tracer knew it dropped; traces still queued when a process
+  // was killed (kill -9, a crash) were never counted anywhere, so the line says so.
   o += fmt::format("{} shown; store holds {} traces; tracer wrote {}, dropped {}, write errors {}", traces.size(),
                    fmt_int(static_cast<std::int64_t>(c.stored)), fmt_int(static_cast<std::int64_t>(c.written)),
                    fmt_int(static_cast<std::int64_t>(c.dropped)), fmt_int(static_cast<std::int64_t>(c.write_errors)));
   if (c.updated) o += " (as of " + fmt_time(*c.updated, false) + " UTC)";
   o += "\n";
+  o += "note: dropped counts only drops the tracer saw; traces still queued when a process crashed or was killed are not counted\n";
   if (c.dropped) o += "warning: " + fmt_int(static_cast<std::int64_t>(c.dropped)) +
                       " traces were dropped (queue full or the store could not be written)\n";
   return o;

@@ -172,6 +172,11 @@ class CancellationToken {
 /// A new request id ("req_" + 24 hex chars). Thread-safe.
 std::string new_request_id();
 
+/// True when `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+/// above U+10FFFF). Every text that enters from the edge (header values, slugs, tags) is
+/// checked with this one function. Thread-safe, allocation-free.
+bool valid_utf8(std::string_view s) noexcept;
+
 /// Library version ("0.1.0").
 std::string_view version() noexcept;
 

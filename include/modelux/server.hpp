@@ -49,6 +49,11 @@ struct ServerConfig {
   /// tracing.path when that is a file, else in memory (managed keys then last until exit).
   std::string keys_db;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
+  /// Request-body bytes buffered at once over all connections; a request that would pass it
+  /// gets 503 + retry-after before its body is read.
+  std::size_t max_inflight_body_bytes = 64 * 1024 * 1024;
+  /// On SIGTERM/SIGINT (Proxy::drain): how long requests in flight may take to finish.
+  Millis drain_timeout{10'000};
   int threads = 1;
   int worker_threads = 2;               ///< pool for trace reads, config compiles, snapshots
   EdgeLimits limits;
@@ -75,6 +80,11 @@ class Proxy {
   ~Proxy();
   int port() const noexcept;
   Router& router() noexcept;
+  /// Graceful shutdown: stops accepting (new connections are refused, /readyz answers 503),
+  /// lets the requests in flight finish for up to `timeout` (config server.drain_timeout_ms
+  /// when nullopt), then flushes traces and budgets. True when every request finished in
+  /// time. Call stop() (or destroy) afterwards. Thread-safe; not from an io thread.
+  bool drain(std::optional<Millis> timeout = std::nullopt);
   void stop();
 
   struct State;

@@ -134,4 +134,32 @@ void CancellationToken::disarm() noexcept {
 
 std::string_view version() noexcept { return MODELUX_VERSION; }
 
+bool valid_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    std::size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) n = 1;
+    else if (c == 0xE0) n = 2, lo = 0xA0;          // no overlong 3-byte forms
+    else if (c == 0xED) n = 2, hi = 0x9F;          // no UTF-16 surrogates
+    else if (c >= 0xE1 && c <= 0xEF) n = 2;
+    else if (c == 0xF0) n = 3, lo = 0x90;          // no overlong 4-byte forms
+    else if (c == 0xF4) n = 3, hi = 0x8F;          // nothing above U+10FFFF
+    else if (c >= 0xF1 && c <= 0xF3) n = 3;
+    else return false;                             // 0x80..0xC1, 0xF5..0xFF
+    if (static_cast<std::size_t>(end - p) <= n) return false;
+    if (p[1] < lo || p[1] > hi) return false;
+    for (std::size_t k = 2; k <= n; ++k)
+      if ((p[k] & 0xC0) != 0x80) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
 }  // namespace modelux

@@ -214,11 +214,24 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
                     fp->end = AttemptEnd{};
                     fp->end.answer = std::unexpected(error_of(ErrorKind::cancelled, "attempt abandoned", true));
                   }
+                },
+                // The attempt counts as finished in its completion handler, never at the end of
+                // its body: co_spawn's entry point resumes the coroutine once more after a body
+                // that never suspended (a budget refusal, a breaker skip), and that resumption
+                // clears the coroutine's cancellation slot, which lives in this Flight's signal.
+                // Reporting from the body let the request free the Flight first, so the late
+                // resumption wrote into freed (and, under concurrency, reused) memory: issue
+                // #11's SIGSEGV in cancellation_slot::clear(). The handler is dispatched as the
+                // coroutine's very last step.
+                net::bind_cancellation_slot(fp->cancel.slot(), [fp, &arrived, &wake](std::exception_ptr e) {
+                  if (e) {  // the body catches everything; an escaped exception still reports back
+                    fp->end = AttemptEnd{};
+                    fp->end.answer = std::unexpected(error_of(ErrorKind::cancelled, "attempt abandoned", true));
+                  }
                   fp->finished = true;
                   arrived.push_back(fp);
                   wake.cancel();
-                },
-                net::bind_cancellation_slot(fp->cancel.slot(), net::detached));
+                }));
           }
           continue;
         }

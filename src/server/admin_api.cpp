@@ -7,6 +7,7 @@
 #include "modelux/health.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
+#include "server/http_server.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -273,7 +274,7 @@ net::awaitable<std::optional<Reply>> readyz(RouteCtx& c) {
   Proxy::State& st = c.st;
   Json checks = Json::object();
   bool ready = true;
-  if (st.draining.load()) {
+  if (st.draining.load() || (st.http && st.http->draining())) {
     checks["draining"] = true;
     ready = false;
   }
@@ -322,6 +323,22 @@ net::awaitable<std::optional<Reply>> metrics(RouteCtx& c) {
     line("modelux_traces_submitted_total", "Traces handed to the tracer.", "counter", static_cast<double>(ts.submitted));
     line("modelux_traces_written_total", "Traces written to the store.", "counter", static_cast<double>(ts.written));
     line("modelux_traces_dropped_total", "Traces dropped (queue full or write failure).", "counter", static_cast<double>(ts.dropped));
+    // What a kill -9 would lose now: submitted, not yet written (docs/traces.md).
+    line("modelux_traces_queued", "Traces submitted and not yet written (lost on a crash).", "gauge", static_cast<double>(ts.queued));
+    line("modelux_traces_write_errors_total", "Trace batches that failed to write.", "counter", static_cast<double>(ts.write_errors));
+  }
+  if (st.http) {
+    auto ss = st.http->stats();
+    line("modelux_accept_backoffs_total", "accept() failures for lack of fds or memory (the accept loop paused).", "counter",
+         static_cast<double>(ss.accept_backoffs));
+    line("modelux_accept_refused_total", "Connections refused with 503 at the fd limit (through the reserve fd).", "counter",
+         static_cast<double>(ss.accept_refused));
+    line("modelux_body_budget_refused_total", "Requests refused (503) by server.max_inflight_body_bytes.", "counter",
+         static_cast<double>(ss.body_budget_refused));
+    line("modelux_connections_open", "Client connections open.", "gauge", static_cast<double>(ss.connections_open));
+    line("modelux_body_bytes_in_flight", "Request-body bytes buffered now (counted against max_inflight_body_bytes).", "gauge",
+         static_cast<double>(ss.body_bytes_in_flight));
+    line("modelux_draining", "1 while the server drains for shutdown.", "gauge", st.http->draining() ? 1.0 : 0.0);
   }
   auto tr = st.router->transport().stats();
   line("modelux_upstream_connections_opened_total", "Upstream connections opened.", "counter", static_cast<double>(tr.connections_opened));

@@ -3,7 +3,10 @@
 #include <array>
 #include <future>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -27,10 +30,19 @@ namespace {
 
 std::string default_error_body(int status, const std::string& message) {
   Error e;
-  e.kind = status == 413 ? ErrorKind::bad_request : ErrorKind::bad_request;
+  e.kind = status == 503 ? ErrorKind::local_resource_exhausted : ErrorKind::bad_request;
   e.message = message;
-  e.code = status == 413 ? "request_too_large" : "invalid_request";
-  return openai_error_json(e).dump();
+  e.code = status == 413 ? "request_too_large" : status == 503 ? "server_busy" : "invalid_request";
+  return openai_error_json(e).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+constexpr auto kAcceptBackoffMin = std::chrono::milliseconds(10);
+constexpr auto kAcceptBackoffMax = std::chrono::seconds(1);
+
+// accept() errors that concern one connection only (the next accept may well succeed).
+bool per_connection_accept_error(const beast::error_code& ec) {
+  return ec == net::error::connection_aborted || ec == net::error::connection_reset ||
+         ec.value() == EPROTO || ec.value() == EPERM || ec.value() == EAGAIN;
 }
 
 // Watches a client socket for a hang-up while its request runs, without consuming bytes (a
@@ -112,13 +124,16 @@ class ClientWatch : public std::enable_shared_from_this<ClientWatch> {
 
 class BeastWriter final : public ResponseWriter {
  public:
-  BeastWriter(beast::tcp_stream& s, bool keep_alive, unsigned version)
-      : stream_(s), keep_alive_(keep_alive), version_(version) {}
+  /// `draining`: when set by the time the response header goes out, the response closes its
+  /// connection although the request asked for keep-alive.
+  BeastWriter(beast::tcp_stream& s, bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr)
+      : stream_(s), keep_alive_(keep_alive), version_(version), draining_(draining) {}
   ~BeastWriter() override { stop_watching(); }
 
   net::awaitable<bool> respond(int status, std::string content_type, std::string body, Headers extra) override {
     if (started_ || gone_) co_return false;
     started_ = true;
+    decide_keep_alive();
     http::response<http::string_body> res{static_cast<http::status>(status), version_};
     res.set(http::field::server, "modelux");
     res.set(http::field::content_type, content_type);
@@ -138,6 +153,7 @@ class BeastWriter final : public ResponseWriter {
     if (started_ || gone_) co_return false;
     started_ = true;
     streaming_ = true;
+    decide_keep_alive();
     http::response<http::empty_body> res{static_cast<http::status>(status), version_};
     res.set(http::field::server, "modelux");
     res.set(http::field::content_type, content_type);
@@ -194,6 +210,7 @@ class BeastWriter final : public ResponseWriter {
     stream_.socket().cancel(ec);  // only the watcher's wait is pending here
   }
   bool started() const noexcept override { return started_; }
+  bool keep_alive() const noexcept { return keep_alive_; }
   bool done() const noexcept { return done_; }
   bool gone() const noexcept { return gone_; }
 
@@ -201,8 +218,13 @@ class BeastWriter final : public ResponseWriter {
   beast::tcp_stream& stream_;
   bool keep_alive_;
   unsigned version_;
+  const std::atomic<bool>* draining_;
   bool started_ = false, streaming_ = false, done_ = false, gone_ = false;
   std::shared_ptr<ClientWatch> watch_;
+
+  void decide_keep_alive() {
+    if (draining_ && draining_->load(std::memory_order_acquire)) keep_alive_ = false;
+  }
 };
 
 }  // namespace
@@ -217,7 +239,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   if (ec) return fail(ErrorKind::invalid_config, "bad listen address '" + s->opts_.host + "'");
   tcp::endpoint ep{addr, static_cast<unsigned short>(s->opts_.port)};
   s->ex_ = s->opts_.executor ? *s->opts_.executor : net::any_io_executor(s->ioc_.get_executor());
-  s->acceptor_ = std::make_unique<tcp::acceptor>(net::make_strand(s->ex_));
+  s->acceptor_ = std::make_shared<tcp::acceptor>(net::make_strand(s->ex_));
   s->acceptor_->open(ep.protocol(), ec);
   if (!ec) s->acceptor_->set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) s->acceptor_->bind(ep, ec);
@@ -225,42 +247,150 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   if (ec)
     return fail(ErrorKind::io, "cannot listen on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + ec.message());
   s->port_ = s->acceptor_->local_endpoint().port();
-  net::co_spawn(s->acceptor_->get_executor(), s->accept_loop(), net::detached);
+  s->accept_pause_ = std::make_shared<net::steady_timer>(s->acceptor_->get_executor());
+  s->reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  {
+    std::string body = s->opts_.error_body(503, "the server is out of file descriptors; retry shortly");
+    s->refusal_ = "HTTP/1.1 503 Service Unavailable\r\nServer: modelux\r\nContent-Type: application/json\r\n"
+                  "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+  net::co_spawn(s->acceptor_->get_executor(), s->accept_loop(s->acceptor_, s->accept_pause_), net::detached);
   if (!s->opts_.executor)
     for (int i = 0; i < std::max(1, s->opts_.threads); ++i) s->threads_.emplace_back([p = s.get()] { p->ioc_.run(); });
   return s;
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
+}
 
 void Server::stop() {
   if (stopped_.exchange(true)) return;
-  std::promise<void> closed;
-  net::post(acceptor_->get_executor(), [this, &closed] {
+  auto closed = std::make_shared<std::promise<void>>();
+  auto done = closed->get_future();
+  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_, closed] {
     beast::error_code ec;
-    acceptor_->close(ec);
-    closed.set_value();
+    acc->close(ec);
+    pause->cancel();
+    closed->set_value();
   });
   // Own io_context: stop it. Shared executor: wait for the acceptor to close; the
   // executor's owner stops its io_context (and so every session) afterwards.
-  if (opts_.executor) closed.get_future().wait_for(std::chrono::seconds(5));
+  if (opts_.executor) done.wait_for(std::chrono::seconds(5));
   else ioc_.stop();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
+  // On a shared executor the io_context dies before this object: no io object (nor strand)
+  // of ours may outlive it here (ASan: use-after-free in ~strand_impl at exit).
+  acceptor_.reset();
+  accept_pause_.reset();
 }
 
-net::awaitable<void> Server::accept_loop() {
+ServerStats Server::stats() const noexcept {
+  ServerStats st;
+  st.accept_backoffs = accept_backoffs_.load(std::memory_order_relaxed);
+  st.accept_refused = accept_refused_.load(std::memory_order_relaxed);
+  st.body_budget_refused = body_budget_refused_.load(std::memory_order_relaxed);
+  st.connections_open = connections_open_.load(std::memory_order_relaxed);
+  st.requests_in_flight = requests_in_flight_.load(std::memory_order_relaxed);
+  st.body_bytes_in_flight = body_bytes_in_flight_.load(std::memory_order_relaxed);
+  return st;
+}
+
+bool Server::reserve_body(std::size_t n) noexcept {
+  if (n == 0) return true;
+  const std::size_t cap = opts_.max_inflight_body_bytes;
+  std::uint64_t cur = body_bytes_in_flight_.load(std::memory_order_relaxed);
+  do {
+    if (cap != 0 && (n > cap || cur > cap - n)) return false;
+  } while (!body_bytes_in_flight_.compare_exchange_weak(cur, cur + n, std::memory_order_acq_rel));
+  return true;
+}
+
+void Server::release_body(std::size_t n) noexcept {
+  if (n) body_bytes_in_flight_.fetch_sub(n, std::memory_order_acq_rel);
+}
+
+// Out of fds, the pending connections would wait in the backlog until their clients give up.
+// Give up the reserve fd for a moment to take each one and answer 503 at once (a client then
+// sees a fast, retryable refusal), then take the reserve back. Runs on the acceptor's strand.
+void Server::refuse_pending(tcp::acceptor& acceptor) {
+  if (reserve_fd_ < 0) return;
+  ::close(reserve_fd_);
+  reserve_fd_ = -1;
+  const int lfd = acceptor.native_handle();
+  for (int i = 0; i < 64; ++i) {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) break;
+    // Read what the client already sent (a close with unread bytes is a RST, which can
+    // destroy the answer before the client reads it), answer, close.
+    char sink[4096];
+    for (int r = 0; r < 16 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++r) {
+    }
+    (void)!::send(fd, refusal_.data(), refusal_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::shutdown(fd, SHUT_WR);
+    ::close(fd);
+    accept_refused_.fetch_add(1, std::memory_order_relaxed);
+  }
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+// At the fd limit accept() fails at once, and retrying at once spins a core (issue #11: 35,000
+// failed accepts per second). Pause 10 ms, doubling to 1 s while it lasts; refuse the pending
+// connections quickly through the reserve fd meanwhile.
+net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause) {
+  auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoffMin);
   for (;;) {
     beast::error_code ec;
     tcp::socket sock(net::make_strand(ex_));
-    co_await acceptor_->async_accept(sock, redirect_error(use_awaitable, ec));
+    co_await acceptor->async_accept(sock, redirect_error(use_awaitable, ec));
     if (ec) {
-      if (ec == net::error::operation_aborted || !acceptor_->is_open()) co_return;
+      if (ec == net::error::operation_aborted || !acceptor->is_open()) co_return;
+      if (per_connection_accept_error(ec)) continue;
+      accept_backoffs_.fetch_add(1, std::memory_order_relaxed);
+      refuse_pending(*acceptor);
+      pause->expires_after(backoff);
+      co_await pause->async_wait(redirect_error(use_awaitable, ec));
+      if (!acceptor->is_open()) co_return;
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, kAcceptBackoffMax);
       continue;
     }
+    backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoffMin);
     auto ex = sock.get_executor();
     net::co_spawn(ex, session(std::move(sock)), net::detached);
   }
+}
+
+// What drain() needs of a session: its strand, and its stream while it waits idle for the
+// next request. Touched only on that strand.
+struct Server::Live {
+  net::any_io_executor ex;
+  beast::tcp_stream* stream = nullptr;
+  bool idle = false;
+};
+
+void Server::drain() {
+  if (draining_.exchange(true, std::memory_order_acq_rel)) return;
+  if (!acceptor_) return;  // stopped
+  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_] {
+    beast::error_code ec;
+    acc->close(ec);
+    pause->cancel();
+  });
+  close_idle();
+}
+
+void Server::close_idle() {
+  std::lock_guard lk(live_mu_);
+  for (const auto& l : live_)
+    net::post(l->ex, [l] {
+      if (l->stream && l->idle) {
+        beast::error_code ec;
+        l->stream->socket().cancel(ec);
+      }
+    });
 }
 
 namespace {
@@ -310,7 +440,28 @@ RequestHead make_head(const http::request_parser<http::string_body>& parser, con
 }  // namespace
 
 net::awaitable<void> Server::session(tcp::socket sock) {
+  connections_open_.fetch_add(1, std::memory_order_relaxed);
   beast::tcp_stream stream(std::move(sock));
+  auto live = std::make_shared<Live>();
+  live->ex = stream.get_executor();
+  live->stream = &stream;
+  {
+    std::lock_guard lk(live_mu_);
+    live_.insert(live);
+  }
+  struct Leave {
+    Server* s;
+    std::shared_ptr<Live> live;
+    ~Leave() {
+      live->stream = nullptr;  // on the session's strand, as every reader of it
+      {
+        std::lock_guard lk(s->live_mu_);
+        s->live_.erase(live);
+      }
+      s->connections_open_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } leave{this, live};
+
   beast::error_code ec;
   stream.socket().set_option(tcp::no_delay(true), ec);
   std::string remote;
@@ -326,13 +477,22 @@ net::awaitable<void> Server::session(tcp::socket sock) {
                           : "malformed HTTP request: " + e.message();
     return {status, std::move(msg)};
   };
+  auto busy = [&] {
+    body_budget_refused_.fetch_add(1, std::memory_order_relaxed);
+    return Rejection{503, "application/json",
+                     opts_.error_body(503, "the server is buffering too many request bodies; retry shortly"),
+                     {{"retry-after", "1"}}};
+  };
   for (;;) {
+    if (draining()) break;
     http::request_parser<http::string_body> parser;
     parser.body_limit(opts_.max_body_bytes);
     parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
     stream.expires_after(opts_.read_timeout);
-    // Phase 1: the header only.
+    // Phase 1: the header only. Idle until it arrives: drain() may close us here.
+    live->idle = true;
     co_await http::async_read_header(stream, buffer, parser, redirect_error(use_awaitable, ec));
+    live->idle = false;
     if (ec) {
       if (is_protocol_error(ec)) {
         auto [status, msg] = protocol_error(ec);
@@ -342,15 +502,43 @@ net::awaitable<void> Server::session(tcp::socket sock) {
       }
       break;
     }
+    requests_in_flight_.fetch_add(1, std::memory_order_acq_rel);
+    // Bytes of this request's body counted against max_inflight_body_bytes, released when
+    // the request is done (its body lives until the handler returns).
+    struct Request_ {
+      Server* s;
+      std::size_t reserved = 0;
+      ~Request_() {
+        s->release_body(reserved);
+        s->requests_in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    } held{this};
+
     RequestHead head = make_head(parser, remote);
     std::optional<Rejection> rejection;
-    if (opts_.on_head) rejection = opts_.on_head(head);
+    // Header values become trace fields, ledger keys and JSON strings: invalid UTF-8 is
+    // refused here, at the edge, before anything stores it (issue #11 item 5).
+    for (const auto& [name, value] : head.headers)
+      if (!valid_utf8(value) || !valid_utf8(name)) {
+        rejection = Rejection{400, "application/json",
+                              opts_.error_body(400, "header '" + (valid_utf8(name) ? name : std::string("?")) +
+                                                        "' is not valid UTF-8"),
+                              {}};
+        break;
+      }
+    if (!rejection && opts_.on_head) rejection = opts_.on_head(head);
+    // The whole announced body is claimed before a byte of it is read (Beast's string body
+    // reserves that much at once).
+    if (!rejection && head.content_length && *head.content_length > 0) {
+      if (reserve_body(*head.content_length)) held.reserved = *head.content_length;
+      else rejection = busy();
+    }
     if (rejection) {
       BeastWriter w(stream, false, parser.get().version());
       co_await w.respond(rejection->status, std::move(rejection->content_type), std::move(rejection->body),
                          std::move(rejection->headers));
       co_await lingering_close(stream, opts_.max_body_bytes);
-      co_return;
+      break;
     }
     // Phase 2: the body. A client that waits for "100 Continue" (curl does for large
     // bodies) gets it only now that the header was accepted.
@@ -360,9 +548,27 @@ net::awaitable<void> Server::session(tcp::socket sock) {
       co_await net::async_write(stream, net::buffer(kContinue), redirect_error(use_awaitable, ec));
       if (ec) break;
     }
+    parser.eager(true);
+    bool over_budget = false;
     while (!parser.is_done()) {
       co_await http::async_read_some(stream, buffer, parser, redirect_error(use_awaitable, ec));
       if (ec) break;
+      // A chunked body is counted as it grows.
+      const std::size_t have = parser.get().body().size();
+      if (have > held.reserved) {
+        if (!reserve_body(have - held.reserved)) {
+          over_budget = true;
+          break;
+        }
+        held.reserved = have;
+      }
+    }
+    if (over_budget) {
+      Rejection r = busy();
+      BeastWriter w(stream, false, parser.get().version());
+      co_await w.respond(r.status, std::move(r.content_type), std::move(r.body), std::move(r.headers));
+      co_await lingering_close(stream, opts_.max_body_bytes);
+      break;
     }
     if (ec) {
       if (is_protocol_error(ec)) {
@@ -377,11 +583,11 @@ net::awaitable<void> Server::session(tcp::socket sock) {
     Request req;
     static_cast<RequestHead&>(req) = std::move(head);
     req.body = std::move(msg.body());
-    bool keep = msg.keep_alive();
-    BeastWriter w(stream, keep, msg.version());
+    // While draining, every answer closes its connection (decided when its header goes out).
+    BeastWriter w(stream, msg.keep_alive(), msg.version(), &draining_);
     co_await handler_(req, w);
     if (!w.started()) co_await w.respond(500, "application/json", opts_.error_body(500, "handler wrote no response"), {});
-    if (w.gone() || !keep || !w.done()) break;
+    if (w.gone() || !w.keep_alive() || !w.done()) break;
   }
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
 }

@@ -17,6 +17,8 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <unordered_set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +26,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "modelux/wire.hpp"
 
@@ -86,6 +89,10 @@ struct ServerOptions {
   int threads = 1;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
   std::size_t max_header_bytes = 64 * 1024;
+  /// Bytes of request bodies buffered at once, over all connections. A request whose
+  /// Content-Length would pass it gets 503 + retry-after before its body is read; a chunked
+  /// body is counted as it arrives (503 when it passes). 0 = no cap.
+  std::size_t max_inflight_body_bytes = 64 * 1024 * 1024;
   Nanos read_timeout = std::chrono::seconds(60);
   /// Answer for bodies over the limit / unparsable requests (status, body); JSON in OpenAI's shape by default.
   std::function<std::string(int status, const std::string& message)> error_body;
@@ -97,6 +104,16 @@ struct ServerOptions {
   std::optional<net::any_io_executor> executor;
 };
 
+/// Counters of the server's own resource limits (all since start, except the gauges).
+struct ServerStats {
+  std::uint64_t accept_backoffs = 0;     ///< accept() failed for lack of fds/memory; the loop paused
+  std::uint64_t accept_refused = 0;      ///< connections taken on the reserve fd and refused at once (503)
+  std::uint64_t body_budget_refused = 0; ///< requests refused (503) by max_inflight_body_bytes
+  std::uint64_t connections_open = 0;    ///< gauge
+  std::uint64_t requests_in_flight = 0;  ///< gauge: header accepted, response not finished
+  std::uint64_t body_bytes_in_flight = 0;  ///< gauge: bytes counted against max_inflight_body_bytes
+};
+
 class Server {
  public:
   /// Binds and starts serving on background threads. Error when the address is taken.
@@ -105,20 +122,45 @@ class Server {
   int port() const noexcept { return port_; }
   /// Stops accepting, closes connections, joins threads.
   void stop();
+  /// Graceful drain: closes the listener (new connections are refused), closes idle
+  /// keep-alive connections, and answers the requests in flight with Connection: close.
+  /// Returns at once; requests_in_flight() says when they are done. Thread-safe, but not
+  /// concurrently with stop().
+  void drain();
+  bool draining() const noexcept { return draining_.load(std::memory_order_acquire); }
+  std::uint64_t requests_in_flight() const noexcept { return requests_in_flight_.load(std::memory_order_acquire); }
+  ServerStats stats() const noexcept;
   net::any_io_executor executor() const noexcept { return ex_; }
 
  private:
   Server() = default;
-  net::awaitable<void> accept_loop();
+  net::awaitable<void> accept_loop(std::shared_ptr<net::ip::tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause);
   net::awaitable<void> session(net::ip::tcp::socket sock);
+  void refuse_pending(net::ip::tcp::acceptor& acceptor);
+  bool reserve_body(std::size_t n) noexcept;
+  void release_body(std::size_t n) noexcept;
+  struct Live;  // a session's handle for drain()
+  void close_idle();
+
   ServerOptions opts_;
   Handler handler_;
   net::io_context ioc_;
   net::any_io_executor ex_;
-  std::unique_ptr<net::ip::tcp::acceptor> acceptor_;
+  // Shared with the accept loop's coroutine: on a shared executor the io_context may outlive
+  // this object's stop() but not its destruction, so stop() drops these and the coroutine
+  // frame (destroyed inside the io_context) holds the last references.
+  std::shared_ptr<net::ip::tcp::acceptor> acceptor_;
   std::vector<std::thread> threads_;
   int port_ = 0;
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> draining_{false};
+  std::shared_ptr<net::steady_timer> accept_pause_;
+  int reserve_fd_ = -1;  // /dev/null, given up to accept-and-refuse when fds run out
+  std::string refusal_;  // the raw 503 sent on the reserve fd
+  std::atomic<std::uint64_t> accept_backoffs_{0}, accept_refused_{0}, body_budget_refused_{0};
+  std::atomic<std::uint64_t> connections_open_{0}, requests_in_flight_{0}, body_bytes_in_flight_{0};
+  std::mutex live_mu_;
+  std::unordered_set<std::shared_ptr<Live>> live_;
 };
 
 }  // namespace modelux::http_server

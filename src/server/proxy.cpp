@@ -10,7 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include "modelux/budget.hpp"
 #include "modelux/scrub.hpp"
+#include "modelux/trace.hpp"
 #include "server/http_server.hpp"
 #include "server/routes.hpp"
 
@@ -108,6 +110,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   so.port = opts.port >= 0 ? opts.port : sc.port;
   so.threads = opts.threads > 0 ? opts.threads : sc.threads;
   so.max_body_bytes = sc.max_body_bytes;
+  so.max_inflight_body_bytes = sc.max_inflight_body_bytes;
   st.max_body = sc.max_body_bytes;
   st.server = sc;
   RouterOptions ro;
@@ -127,6 +130,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   auto srv = http_server::Server::start(so, [stp](Request& req, ResponseWriter& w) { return handle(stp, req, w); });
   if (!srv) return fail(srv.error());
   p->server_ = std::move(*srv);
+  st.http = p->server_.get();
   IdleTrimmer::instance().attach(&st);
   return p;
 }
@@ -134,6 +138,28 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
 Proxy::~Proxy() { stop(); }
 int Proxy::port() const noexcept { return server_ ? server_->port() : 0; }
 Router& Proxy::router() noexcept { return *state_->router; }
+bool Proxy::drain(std::optional<Millis> timeout) {
+  if (!server_ || !state_ || !state_->router) return true;
+  const Millis limit = timeout.value_or(state_->server.drain_timeout);
+  state_->draining = true;  // /readyz answers 503 from now on
+  server_->drain();
+  // Poll the in-flight count: the requests finish on the io threads, this thread only waits.
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool finished = true;
+  while (server_->requests_in_flight() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      finished = false;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // What the finished requests produced is on disk before the process exits.
+  Router& r = *state_->router;
+  if (BudgetManager* b = r.budgets()) (void)b->flush();
+  if (Tracer* t = r.tracer()) t->flush();
+  return finished;
+}
+
 void Proxy::stop() {
   // Close the listener, then stop the router's io_context (which runs every session) before
   // the server object goes away.

@@ -61,6 +61,7 @@ struct Proxy::State {
   std::atomic<std::uint64_t> auth_refused{0}, forbidden{0}, key_rate_limited{0};
   std::atomic<bool> draining{false};  ///< set by drain(): /readyz answers 503
   std::size_t max_body = 0;
+  http_server::Server* http = nullptr;  ///< set once started; for /readyz and /metrics
 };
 
 /// What a route handler gets.

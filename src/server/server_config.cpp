@@ -88,7 +88,7 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   if (s.is_null()) return out;
   if (!s.is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
   static constexpr std::string_view kKeys[] = {"host", "port", "threads", "max_body_bytes", "api_keys", "keys_db",
-                                               "worker_threads", "limits"};
+                                               "worker_threads", "limits", "max_inflight_body_bytes", "drain_timeout_ms"};
   for (auto it = s.begin(); it != s.end(); ++it)
     if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
       return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server", "$.server." + it.key());
@@ -109,6 +109,17 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
     if (!m->is_number_integer() || m->get<std::int64_t>() < 1024)
       return fail(ErrorKind::invalid_config, "'max_body_bytes' must be an integer >= 1024", "$.server.max_body_bytes");
     out.max_body_bytes = m->get<std::size_t>();
+  }
+  if (auto m = s.find("max_inflight_body_bytes"); m != s.end()) {
+    if (!m->is_number_integer() || m->get<std::int64_t>() < 0)
+      return fail(ErrorKind::invalid_config, "'max_inflight_body_bytes' must be a non-negative integer (0 = no cap)",
+                  "$.server.max_inflight_body_bytes");
+    out.max_inflight_body_bytes = m->get<std::size_t>();
+  }
+  if (auto d = s.find("drain_timeout_ms"); d != s.end()) {
+    if (!d->is_number_integer() || d->get<std::int64_t>() < 0 || d->get<std::int64_t>() > 3'600'000)
+      return fail(ErrorKind::invalid_config, "'drain_timeout_ms' must be an integer 0..3600000", "$.server.drain_timeout_ms");
+    out.drain_timeout = Millis{d->get<std::int64_t>()};
   }
   if (auto keys = s.find("api_keys"); keys != s.end()) {
     if (!keys->is_array()) return fail(ErrorKind::invalid_config, "'api_keys' must be an array", "$.server.api_keys");
