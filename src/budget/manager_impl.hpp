@@ -109,10 +109,9 @@ class BudgetManager::Impl {
   mutable std::mutex status_mu;  ///< lets snapshot() read Redis status without waiting for a sync
   std::atomic<bool> redis_up{false};
 
-  // Background thread.
-  std::mutex bg_mu;
-  std::condition_variable bg_cv;
-  bool stopping = false;
+  // Background thread: sleeps sync_interval on the Clock (virtual time on a ManualClock:
+  // the test or simulator that advances the clock drives the syncs and flushes).
+  StopSignal bg_stop;
   std::thread bg;
 
   WallTime wall_of(Instant now) const noexcept {
