@@ -89,7 +89,7 @@ class BudgetManager::Impl {
   std::atomic<std::uint64_t> reloaded{0};
   std::atomic<bool> over_bound{false};
   bool over_bound_logged = false;  ///< under io_mu
-  Instant last_sweep{};            ///< real steady time of the last idle sweep (under io_mu)
+  Instant last_sweep{};            ///< Clock time of the last idle sweep (under io_mu)
   bool has_wildcard = false;
 
   // Alerts kept for alerts().
