@@ -1,4 +1,6 @@
-// The executor over real sockets against the in-process mock provider.
+// The executor over real sockets against the in-process mock provider: what is about sockets
+// (pooled connections, leases, fds) and the app-driven ClientSession. The executor's timing
+// logic runs on virtual time in unit-app-executor-time.cpp.
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -65,89 +67,6 @@ ChatRequest ask(std::string model, bool stream = false) {
 
 }  // namespace
 
-TEST_CASE("Executor: the fallback chain fails over on 429 across provider families") {
-  Fixture f({{"models", {{"claude-haiku-4-5", {{"error_status", 429}, {"retry_after_ms", 1000}}}}}}, {{"prod", chain()}});
-  CallContext ctx;
-  ctx.project = "p1";
-  ctx.end_user = "u1";
-  auto c = f.router->complete(ask("@prod"), ctx);
-  REQUIRE(c.result);
-  CHECK(c.result->text() == "Hello from the modelux mock provider.");
-  CHECK(c.served.model == "gpt-4o-mini");
-  CHECK(c.result->usage.completion_tokens > 0);
-  REQUIRE(c.trace.attempts.size() == 2);
-  CHECK(c.trace.attempts[0].outcome == "rate_limited");
-  CHECK(c.trace.attempts[0].status == 429);
-  CHECK(c.trace.attempts[1].ok);
-  CHECK(c.trace.attempts[1].cost.total() > 0);
-  CHECK(c.trace.cost.total() == doctest::Approx(c.trace.attempts[1].cost.total()));
-  CHECK(c.trace.project == "p1");
-  CHECK(c.trace.config == "@prod");
-}
-
-TEST_CASE("Executor: streams are delivered chunk by chunk, failover before the first byte is invisible") {
-  Fixture f({{"default", {{"chunks", 5}}}, {"models", {{"claude-haiku-4-5", {{"error_status", 529}}}}}}, {{"prod", chain()}});
-  std::string text;
-  int chunks = 0;
-  auto c = f.router->stream(ask("@prod", true), {}, [&](const ChatChunk& ch) {
-    ++chunks;
-    for (const auto& choice : ch.choices)
-      if (choice.content) text += *choice.content;
-    return true;
-  });
-  REQUIRE(c.result);
-  CHECK(text == "Hello from the modelux mock provider.");
-  CHECK(chunks >= 5);
-  CHECK(c.trace.attempts.at(0).outcome == "overloaded");
-  CHECK(c.trace.attempts.at(1).ok);
-  CHECK(c.trace.attempts.at(1).ttft.count() > 0);
-}
-
-TEST_CASE("Executor: a stream cut after output started ends with stream_interrupted, not success") {
-  Fixture f({{"default", {{"chunks", 6}, {"disconnect_after_chunks", 5}}}}, {{"prod", chain()}});
-  std::string text;
-  auto c = f.router->stream(ask("@prod", true), {}, [&](const ChatChunk& ch) {
-    for (const auto& choice : ch.choices)
-      if (choice.content) text += *choice.content;
-    return true;
-  });
-  REQUIRE_FALSE(c.result);
-  CHECK(c.result.error().kind == ErrorKind::stream_interrupted);
-  CHECK_FALSE(text.empty());
-  CHECK(c.trace.attempts.size() == 1);  // no failover once the caller saw output
-}
-
-TEST_CASE("Executor: malformed provider bodies are failures that fail over") {
-  Fixture f({{"models", {{"claude-haiku-4-5", {{"malformed_rate", 1.0}}}}}}, {{"prod", chain()}});
-  auto c = f.router->complete(ask("@prod"));
-  REQUIRE(c.result);
-  CHECK(c.trace.attempts.at(0).outcome == "malformed_response");
-  CHECK(c.served.model == "gpt-4o-mini");
-}
-
-TEST_CASE("Executor: when every attempt hangs the request ends within total_budget_ms") {
-  // Attempts of 1.5 s under a 2 s budget: the first times out, the second is cut by the budget.
-  // Without the budget the three attempts would take 4.5 s. The bound sits between the two with
-  // 1 s or more on each side, which holds at load average 4 on real sockets.
-  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"prod", chain(2000, 1500)}});
-  auto t0 = std::chrono::steady_clock::now();
-  auto c = f.router->complete(ask("@prod"));
-  auto took = std::chrono::steady_clock::now() - t0;
-  REQUIRE_FALSE(c.result);
-  CHECK(c.result.error().kind == ErrorKind::timeout);
-  CHECK(took >= std::chrono::milliseconds(1800));
-  CHECK(took < std::chrono::milliseconds(3500));
-  CHECK(c.trace.attempts.size() == 2);
-}
-
-TEST_CASE("Executor: a 400 from the provider is not retried elsewhere") {
-  Fixture f({{"models", {{"claude-haiku-4-5", {{"error_status", 400}}}}}}, {{"prod", chain()}});
-  auto c = f.router->complete(ask("@prod"));
-  REQUIRE_FALSE(c.result);
-  CHECK(c.result.error().kind == ErrorKind::bad_request);
-  CHECK(c.trace.attempts.size() == 1);
-}
-
 TEST_CASE("Executor: unknown models and slugs are not_found, plain catalog models route directly") {
   Fixture f(Json::object(), {{"prod", chain()}});
   auto u = f.router->complete(ask("gpt-99"));
@@ -159,15 +78,6 @@ TEST_CASE("Executor: unknown models and slugs are not_found, plain catalog model
   auto d = f.router->complete(ask("gemini-2.5-flash"));
   REQUIRE(d.result);
   CHECK(d.served.provider == "google");
-}
-
-TEST_CASE("Executor: the caller going away mid-stream stops the request as cancelled") {
-  Fixture f({{"default", {{"chunks", 20}, {"chunk_interval_ms", 20}}}}, {{"prod", chain()}});
-  int seen = 0;
-  auto c = f.router->stream(ask("@prod", true), {}, [&](const ChatChunk&) { return ++seen < 3; });
-  REQUIRE_FALSE(c.result);
-  CHECK(c.result.error().kind == ErrorKind::cancelled);
-  CHECK(seen == 3);
 }
 
 TEST_CASE("Executor: many concurrent requests reuse pooled connections and all succeed") {
@@ -307,127 +217,8 @@ TEST_CASE("Executor: a soak of mixed faults leaves no leased connection behind")
   CHECK(st.idle <= 3 * 64);
 }
 
-TEST_CASE("Executor: a CancellationToken stops a request waiting on a hung upstream at once") {
-  Fixture f({{"default", {{"hang_rate", 1.0}}}}, {{"slow", chain(60000, 30000)}});
-  for (bool stream : {false, true}) {
-    CAPTURE(stream);
-    CallContext ctx;
-    ctx.cancel = std::make_shared<CancellationToken>();
-    auto token = ctx.cancel;
-    std::thread canceller([token] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the request is blocked upstream by then
-      token->cancel();
-    });
-    auto t0 = std::chrono::steady_clock::now();
-    Completion c = stream ? f.router->stream(ask("@slow", true), ctx, [](const ChatChunk&) { return true; })
-                          : f.router->complete(ask("@slow"), ctx);
-    auto took = std::chrono::steady_clock::now() - t0;
-    canceller.join();
-    REQUIRE_FALSE(c.result);
-    CHECK(c.result.error().kind == ErrorKind::cancelled);
-    // Far below the 30 s attempt timeout, with margin at load average 4 on real sockets.
-    CHECK(took < std::chrono::seconds(10));
-    REQUIRE_FALSE(c.trace.attempts.empty());
-    CHECK(c.trace.attempts[0].outcome == "cancelled");
-  }
-  CHECK(f.router->transport().stats().in_flight == 0);
-}
-
 // Destroying the Router with requests in flight: tests/unit-app-router-teardown.cpp (it counts
 // heap blocks, so it fails without a sanitizer too, and needs an executable of its own).
-
-// ---- streams that deliver own the response (issue #19) -------------------------------------
-
-namespace {
-
-std::string stream_text(Fixture& f, const ChatRequest& q, Completion& c, int* chunks = nullptr) {
-  std::string text;
-  c = f.router->stream(q, {}, [&](const ChatChunk& ch) {
-    if (chunks) ++*chunks;
-    for (const auto& choice : ch.choices)
-      if (choice.content) text += *choice.content;
-    return true;
-  });
-  return text;
-}
-
-// Distinct answers per model, so that interleaved streams show in the text.
-const std::string kHaiku = "haiku says one two three four five six seven eight nine ten.";
-const std::string kMini = "mini says alpha beta gamma delta epsilon zeta eta theta iota.";
-const std::string kFlash = "flash says red orange yellow green blue indigo violet black.";
-
-Json three_answers(Json haiku, Json mini, Json flash) {
-  haiku["text"] = kHaiku;
-  mini["text"] = kMini;
-  flash["text"] = kFlash;
-  return {{"models", {{"claude-haiku-4-5", haiku}, {"gpt-4o-mini", mini}, {"gemini-2.5-flash", flash}}}};
-}
-
-}  // namespace
-
-TEST_CASE("Executor: a stream delivering steadily outlives the attempt timeout of a single config") {
-  // Issue #19, reproduction 1 (scaled down): timeout_ms 300, a healthy stream of ~1 s (the
-  // mock paces every native frame, the preamble included, so the first output comes at ~80 ms).
-  // Before the fix the attempt was cut at 300 ms with a timeout error mid-answer.
-  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}};
-  Fixture f(three_answers(steady, steady, steady),
-            {{"one", {{"strategy", "single"}, {"model", "claude-haiku-4-5"}, {"timeout_ms", 300}}}});
-  Completion c;
-  std::string text = stream_text(f, ask("@one", true), c);
-  REQUIRE(c.result);
-  CHECK(text == kHaiku);
-  REQUIRE(c.trace.attempts.size() == 1);
-  CHECK(c.trace.attempts[0].ok);
-  CHECK(c.trace.attempts[0].ttft.count() > 0);
-  CHECK(c.trace.attempts[0].usage.completion_tokens > 0);
-}
-
-TEST_CASE("Executor: a fallback chain whose first stream delivers gives one model's answer and a true trace") {
-  // Issue #19, reproduction 2 (scaled down): attempts of 300/450/750 ms, every stream healthy
-  // and ~1 s long. Before the fix the three models' answers interleaved and the trace said
-  // "timeout" for all three with no TTFT and no tokens.
-  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}};
-  Json routing = {{"strategy", "fallback"},
-                  {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 300}},
-                                {{"model", "gpt-4o-mini"}, {"timeout_ms", 450}},
-                                {{"model", "gemini-2.5-flash"}, {"timeout_ms", 750}}}},
-                  {"retry_on", {"429", "5xx", "timeout"}},
-                  {"total_budget_ms", 1500}};
-  Fixture f(three_answers(steady, steady, steady), {{"chain", routing}});
-  Completion c;
-  std::string text = stream_text(f, ask("@chain", true), c);
-  REQUIRE(c.result);
-  CHECK(text == kHaiku);
-  CHECK(c.served.model == "claude-haiku-4-5");
-  REQUIRE(c.trace.attempts.size() == 1);
-  CHECK(c.trace.attempts[0].ok);
-  CHECK(c.trace.attempts[0].outcome == "ok");
-  CHECK(c.trace.attempts[0].ttft.count() > 0);
-  CHECK(c.trace.attempts[0].usage.completion_tokens > 0);
-  CHECK(c.trace.usage.completion_tokens > 0);
-}
-
-TEST_CASE("Executor: an attempt expired before its first token never writes, even when its chunks come late") {
-  // haiku's first token comes after its 300 ms timeout; the session falls back to gpt-4o-mini,
-  // which streams slowly. haiku's late chunks must not reach the caller.
-  Fixture f(three_answers({{"ttft_ms", 500}, {"chunks", 6}, {"chunk_interval_ms", 20}},
-                          {{"chunks", 8}, {"chunk_interval_ms", 100}}, {{"chunks", 4}}),
-            {{"chain",
-              {{"strategy", "fallback"},
-               {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 300}}, {{"model", "gpt-4o-mini"}, {"timeout_ms", 3000}}}},
-               {"retry_on", {"timeout"}},
-               {"total_budget_ms", 5000}}}});
-  Completion c;
-  std::string text = stream_text(f, ask("@chain", true), c);
-  REQUIRE(c.result);
-  CHECK(text == kMini);
-  CHECK(c.served.model == "gpt-4o-mini");
-  REQUIRE(c.trace.attempts.size() == 2);
-  CHECK(c.trace.attempts[0].outcome == "timeout");
-  CHECK(c.trace.attempts[1].ok);
-  // The expired attempt's connection was closed, not pooled, and nothing stays leased.
-  CHECK(f.router->transport().stats().in_flight == 0);
-}
 
 // ---- local failures are ours (issue #19) ---------------------------------------------------
 

@@ -7,13 +7,21 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+namespace boost::asio {
+class any_io_executor;
+}
 
 namespace modelux {
 
@@ -88,40 +96,105 @@ using Millis = std::chrono::milliseconds;
 using Instant = std::chrono::steady_clock::time_point;
 using WallTime = std::chrono::system_clock::time_point;
 
-/// Source of time. Monotonic `now()` for intervals and deadlines, `wall_now()` for timestamps.
-/// Thread-safe.
+/// Wakes a thread blocked in Clock::sleep_until early (shutdown). Sticky: once stopped, every
+/// later sleep returns at once. Thread-safe.
+class StopSignal {
+ public:
+  void stop();
+  bool stopped() const;
+
+ private:
+  friend class SteadyClock;
+  friend class ManualClock;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopped_ = false;
+};
+
+/// A one-shot timer on its Clock's time, made by Clock::make_timer for one executor. The
+/// handler always runs on that executor, never inside async_wait_until() or cancel(): with
+/// true when the clock reached the deadline, with false when the wait was cancelled (cancel(),
+/// a new wait, or the timer's destruction). One pending wait at a time. Use it from its
+/// executor only. For coroutines, `modelux::async_wait_until` (modelux/timer.hpp) awaits it.
+class Timer {
+ public:
+  virtual ~Timer() = default;
+  virtual void async_wait_until(Instant deadline, std::function<void(bool fired)> handler) = 0;
+  /// Ends the pending wait, if any (its handler runs with false).
+  virtual void cancel() noexcept = 0;
+};
+
+/// Source of time, and the timers that run on it (in the spirit of Envoy's Dispatcher, whose
+/// timeSource() and createTimer() go together): every deadline in logic code is an Instant of
+/// this clock and every wait is one of its timers, so the whole router runs unchanged on a
+/// ManualClock (virtual time). Instants become real time only at the edges that wait on the
+/// OS: the HTTP transport converts them once, on entry. Thread-safe.
 class Clock {
  public:
   virtual ~Clock() = default;
+  /// Monotonic time for intervals and deadlines.
   virtual Instant now() const noexcept = 0;
+  /// Calendar time for timestamps.
   virtual WallTime wall_now() const noexcept = 0;
+  /// A timer whose handlers run on `ex`. The clock must outlive it.
+  virtual std::unique_ptr<Timer> make_timer(const boost::asio::any_io_executor& ex) const = 0;
+  /// Blocks the calling (background) thread until `deadline` on this clock or until `stop` is
+  /// signalled; true when stopped. Never call it on an I/O thread.
+  virtual bool sleep_until(Instant deadline, StopSignal& stop) const = 0;
 };
 
-/// The real clock.
+/// The real clock: asio steady_timer timers, condition-variable sleeps.
 class SteadyClock final : public Clock {
  public:
   Instant now() const noexcept override { return std::chrono::steady_clock::now(); }
   WallTime wall_now() const noexcept override { return std::chrono::system_clock::now(); }
+  std::unique_ptr<Timer> make_timer(const boost::asio::any_io_executor& ex) const override;
+  bool sleep_until(Instant deadline, StopSignal& stop) const override;
   /// A process-wide instance.
   static SteadyClock& instance() noexcept;
 };
 
-/// A clock that moves only when told to. Used by tests, simulation and replay.
-/// Thread-safe (atomic), so a simulated fleet may share it.
+/// A clock that moves only when told to (virtual time). Used by tests, simulation and replay.
+/// advance()/set() move it and fire every timer that became due (their handlers are posted to
+/// their executors, in deadline order) and wake the sleepers. A driver that owns the
+/// io_context runs virtual time as: run every ready handler (`ioc.poll()`), then
+/// `advance_to_next_timer()`, until the work is done: no sleeps, no real time.
+/// Thread-safe (a simulated fleet may share it).
 class ManualClock final : public Clock {
  public:
   explicit ManualClock(WallTime wall_start = WallTime{std::chrono::seconds{1'767'225'600}})
       : wall_start_(wall_start) {}
+  ManualClock(const ManualClock&) = delete;
+  ManualClock& operator=(const ManualClock&) = delete;
   Instant now() const noexcept override { return Instant{Nanos{offset_.load(std::memory_order_acquire)}}; }
   WallTime wall_now() const noexcept override {
     return wall_start_ + std::chrono::duration_cast<WallTime::duration>(Nanos{offset_.load()});
   }
-  void advance(Nanos d) noexcept { offset_.fetch_add(d.count(), std::memory_order_acq_rel); }
-  void set(Instant t) noexcept { offset_.store(t.time_since_epoch().count(), std::memory_order_release); }
+  std::unique_ptr<Timer> make_timer(const boost::asio::any_io_executor& ex) const override;
+  bool sleep_until(Instant deadline, StopSignal& stop) const override;
+
+  /// Moves time forward by `d` (negative is ignored) and fires what became due.
+  void advance(Nanos d);
+  /// Moves time to `t` (never backwards) and fires what became due.
+  void set(Instant t);
+  /// The earliest pending timer deadline, if any timer waits.
+  std::optional<Instant> next_timer() const;
+  /// Moves time to the earliest pending timer deadline (not backwards) and fires it; false
+  /// when no timer waits.
+  bool advance_to_next_timer();
+  /// Timers waiting now.
+  std::size_t pending_timers() const;
+
+  struct TimerState;  // internal (core.cpp)
 
  private:
+  void fire_due();
+
   WallTime wall_start_;
   std::atomic<std::int64_t> offset_{1'000'000'000};  // start at 1 s so Instant{} means "unset"
+  mutable std::mutex mu_;                             // guards the two sets below
+  mutable std::multimap<Instant, std::shared_ptr<TimerState>> timers_;
+  mutable std::vector<StopSignal*> sleepers_;
 };
 
 /// Seeded pseudo-random generator (xoshiro256**, seeded through splitmix64).

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 
+#include "modelux/transport.hpp"
 #include "modelux/wire.hpp"
 
 namespace modelux::http_server {
@@ -74,5 +75,15 @@ class MockProvider {
   std::shared_ptr<State> state_;
   std::unique_ptr<http_server::Server> server_;
 };
+
+/// The mock provider without sockets, on a Clock's time: a Transport that answers every
+/// request as MockProvider would (same config and fault knobs, same native wire formats, any
+/// URL host), with its latency, TTFT, chunk pacing and hangs as timers of `clock`. On a
+/// ManualClock, a router using it runs on virtual time: a test drives the io_context and
+/// advances the clock to the next timer, so a 20 s timeout costs no wall time and every
+/// instant is exact. Disconnects surface as stream_interrupted, like a broken socket.
+/// `opts.host/port/threads` are ignored. stats(): requests and streams not yet destroyed
+/// (in_flight). Threading: as any Transport; the clock must outlive it.
+Result<std::shared_ptr<Transport>> make_simulated_transport(const Clock& clock, MockOptions opts = {});
 
 }  // namespace modelux::mock

@@ -30,6 +30,9 @@ struct TransportOptions {
   std::string ca_file;               ///< extra CA bundle (PEM), optional; one that cannot be loaded fails every HTTPS request with invalid_config
   Nanos dns_ttl = std::chrono::seconds(30);
   std::string https_proxy;           ///< "http://host:port"; empty = read HTTPS_PROXY / https_proxy
+  /// The clock whose instants the deadlines are (the Router passes its own); null = the real
+  /// clock. The transport translates them to real time once, on entry.
+  const Clock* clock = nullptr;
 };
 
 /// A buffered HTTP response.
@@ -61,7 +64,8 @@ struct TransportStats {
   std::size_t in_flight = 0; ///< connections leased now
 };
 
-/// Sends HTTP requests. Deadlines are steady-clock instants (real time).
+/// Sends HTTP requests. Deadlines are instants of the caller's Clock (TransportOptions::clock
+/// for the HTTP client; a simulated transport waits on the same clock's timers).
 class Transport {
  public:
   virtual ~Transport() = default;

@@ -277,7 +277,7 @@ BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view
 std::size_t BudgetManager::Impl::evict_locked(Instant now) {
   if (!has_wildcard) return 0;
   const WallTime wall = wall_of(now);
-  last_sweep = std::chrono::steady_clock::now();
+  last_sweep = clock.now();
   enum class Kind : std::uint8_t { keep, idle, spend };
   // Whether `l` may be dropped, and how. Caller holds l.mu.
   auto classify = [&](const BudgetLedger& l) {
@@ -384,7 +384,7 @@ std::size_t BudgetManager::Impl::evict_locked(Instant now) {
 void BudgetManager::Impl::maintain() {
   if (!has_wildcard) return;
   std::lock_guard io(io_mu);
-  const bool due = std::chrono::steady_clock::now() - last_sweep >= options.evict_interval;
+  const bool due = clock.now() - last_sweep >= options.evict_interval;
   if (due || wildcard_live.load(std::memory_order_relaxed) > options.max_wildcard_ledgers) (void)evict_locked(clock.now());
 }
 
@@ -407,11 +407,7 @@ void BudgetManager::Impl::log(const std::string& msg) const {
 }
 
 BudgetManager::Impl::~Impl() {
-  {
-    std::lock_guard lk(bg_mu);
-    stopping = true;
-  }
-  bg_cv.notify_all();
+  bg_stop.stop();
   if (bg.joinable()) bg.join();
   if (db) (void)flush_store();
   close_store();
@@ -469,15 +465,13 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
   if ((backend || impl->has_wildcard) && impl->options.sync_interval.count() > 0) {
     Impl* p = impl.get();
     impl->bg = std::thread([p] {
-      std::unique_lock lk(p->bg_mu);
-      while (!p->stopping) {
-        p->bg_cv.wait_for(lk, p->options.sync_interval, [p] { return p->stopping; });
-        if (p->stopping) break;
-        lk.unlock();
+      Instant next = p->clock.now() + p->options.sync_interval;
+      while (!p->clock.sleep_until(next, p->bg_stop)) {
         if (p->db) (void)p->flush_store();
         if (!p->options.redis_url.empty()) (void)p->sync_redis();
         p->maintain();
-        lk.lock();
+        // From now, not from `next`: a long cycle (a Redis timeout) is not followed by a burst.
+        next = p->clock.now() + p->options.sync_interval;
       }
     });
   }

@@ -89,7 +89,7 @@ class BudgetManager::Impl {
   std::atomic<std::uint64_t> reloaded{0};
   std::atomic<bool> over_bound{false};
   bool over_bound_logged = false;  ///< under io_mu
-  Instant last_sweep{};            ///< real steady time of the last idle sweep (under io_mu)
+  Instant last_sweep{};            ///< Clock time of the last idle sweep (under io_mu)
   bool has_wildcard = false;
 
   // Alerts kept for alerts().
@@ -109,10 +109,9 @@ class BudgetManager::Impl {
   mutable std::mutex status_mu;  ///< lets snapshot() read Redis status without waiting for a sync
   std::atomic<bool> redis_up{false};
 
-  // Background thread.
-  std::mutex bg_mu;
-  std::condition_variable bg_cv;
-  bool stopping = false;
+  // Background thread: sleeps sync_interval on the Clock (virtual time on a ManualClock:
+  // the test or simulator that advances the clock drives the syncs and flushes).
+  StopSignal bg_stop;
   std::thread bg;
 
   WallTime wall_of(Instant now) const noexcept {

@@ -5,6 +5,10 @@
 #include <cstdio>
 #include <random>
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
 namespace modelux {
 
 namespace {
@@ -70,6 +74,195 @@ int http_status_for(ErrorKind kind) noexcept {
 SteadyClock& SteadyClock::instance() noexcept {
   static SteadyClock c;
   return c;
+}
+
+void StopSignal::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stopped_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool StopSignal::stopped() const {
+  std::lock_guard lk(mu_);
+  return stopped_;
+}
+
+namespace {
+
+// The real timer: an asio steady_timer (SteadyClock instants are steady_clock instants).
+class SteadyTimer final : public Timer {
+ public:
+  explicit SteadyTimer(const boost::asio::any_io_executor& ex) : t_(ex) {}
+  void async_wait_until(Instant deadline, std::function<void(bool)> handler) override {
+    t_.expires_at(deadline);  // cancels a pending wait (its handler runs with false)
+    t_.async_wait([h = std::move(handler)](const boost::system::error_code& ec) { h(!ec); });
+  }
+  void cancel() noexcept override { t_.cancel(); }
+
+ private:
+  boost::asio::steady_timer t_;
+};
+
+}  // namespace
+
+std::unique_ptr<Timer> SteadyClock::make_timer(const boost::asio::any_io_executor& ex) const {
+  return std::make_unique<SteadyTimer>(ex);
+}
+
+bool SteadyClock::sleep_until(Instant deadline, StopSignal& stop) const {
+  std::unique_lock lk(stop.mu_);
+  return stop.cv_.wait_until(lk, deadline, [&] { return stop.stopped_; });
+}
+
+// One virtual timer's pending wait. Shared between the Timer and the clock's queue so either
+// side may end it first; `mu` (the clock's) guards `handler` and `queued`.
+struct ManualClock::TimerState {
+  boost::asio::any_io_executor ex;
+  std::function<void(bool)> handler;  // empty when no wait is pending
+  std::multimap<Instant, std::shared_ptr<TimerState>>::iterator pos;
+  bool queued = false;
+};
+
+namespace {
+
+class ManualTimer final : public Timer {
+ public:
+  ManualTimer(const ManualClock& clock, std::mutex& mu, std::multimap<Instant, std::shared_ptr<ManualClock::TimerState>>& q,
+              const boost::asio::any_io_executor& ex)
+      : clock_(clock), mu_(mu), q_(q), st_(std::make_shared<ManualClock::TimerState>()) {
+    st_->ex = ex;
+  }
+  ~ManualTimer() override { cancel(); }
+  void async_wait_until(Instant deadline, std::function<void(bool)> handler) override {
+    std::function<void(bool)> old;
+    bool due = false;
+    {
+      std::lock_guard lk(mu_);
+      old = unqueue();
+      st_->handler = std::move(handler);
+      if (deadline <= clock_.now()) {
+        due = true;
+      } else {
+        st_->pos = q_.emplace(deadline, st_);
+        st_->queued = true;
+      }
+    }
+    if (old) boost::asio::post(st_->ex, [h = std::move(old)] { h(false); });
+    if (due) {
+      std::function<void(bool)> h;
+      {
+        std::lock_guard lk(mu_);
+        h = std::move(st_->handler);
+        st_->handler = nullptr;
+      }
+      if (h) boost::asio::post(st_->ex, [h = std::move(h)] { h(true); });
+    }
+  }
+  void cancel() noexcept override {
+    std::function<void(bool)> old;
+    {
+      std::lock_guard lk(mu_);
+      old = unqueue();
+    }
+    if (old) boost::asio::post(st_->ex, [h = std::move(old)] { h(false); });
+  }
+
+ private:
+  // Caller holds mu_. Takes the pending handler out of the queue.
+  std::function<void(bool)> unqueue() {
+    if (st_->queued) {
+      q_.erase(st_->pos);
+      st_->queued = false;
+    }
+    auto h = std::move(st_->handler);
+    st_->handler = nullptr;
+    return h;
+  }
+
+  const ManualClock& clock_;
+  std::mutex& mu_;
+  std::multimap<Instant, std::shared_ptr<ManualClock::TimerState>>& q_;
+  std::shared_ptr<ManualClock::TimerState> st_;
+};
+
+}  // namespace
+
+std::unique_ptr<Timer> ManualClock::make_timer(const boost::asio::any_io_executor& ex) const {
+  return std::make_unique<ManualTimer>(*this, mu_, timers_, ex);
+}
+
+bool ManualClock::sleep_until(Instant deadline, StopSignal& stop) const {
+  // Registered before taking stop.mu_ (advance() takes mu_, then each sleeper's mutex), and
+  // the time is read under stop.mu_: an advance either happened before the check or notifies
+  // the wait.
+  {
+    std::lock_guard lk(mu_);
+    sleepers_.push_back(&stop);
+  }
+  bool stopped = false;
+  {
+    std::unique_lock lk(stop.mu_);
+    while (!stop.stopped_ && now() < deadline) stop.cv_.wait(lk);
+    stopped = stop.stopped_;
+  }
+  std::lock_guard lk(mu_);
+  std::erase(sleepers_, &stop);
+  return stopped;
+}
+
+void ManualClock::advance(Nanos d) {
+  if (d.count() <= 0) return;
+  offset_.fetch_add(d.count(), std::memory_order_acq_rel);
+  fire_due();
+}
+
+void ManualClock::set(Instant t) {
+  std::int64_t want = t.time_since_epoch().count();
+  std::int64_t cur = offset_.load(std::memory_order_acquire);
+  while (want > cur && !offset_.compare_exchange_weak(cur, want, std::memory_order_acq_rel)) {
+  }
+  fire_due();
+}
+
+std::optional<Instant> ManualClock::next_timer() const {
+  std::lock_guard lk(mu_);
+  if (timers_.empty()) return std::nullopt;
+  return timers_.begin()->first;
+}
+
+bool ManualClock::advance_to_next_timer() {
+  auto t = next_timer();
+  if (!t) return false;
+  set(*t);
+  return true;
+}
+
+std::size_t ManualClock::pending_timers() const {
+  std::lock_guard lk(mu_);
+  return timers_.size();
+}
+
+void ManualClock::fire_due() {
+  std::vector<std::pair<boost::asio::any_io_executor, std::function<void(bool)>>> due;
+  {
+    std::lock_guard lk(mu_);
+    const Instant t = now();
+    while (!timers_.empty() && timers_.begin()->first <= t) {
+      auto st = timers_.begin()->second;
+      timers_.erase(timers_.begin());
+      st->queued = false;
+      due.emplace_back(st->ex, std::move(st->handler));
+      st->handler = nullptr;
+    }
+    for (StopSignal* s : sleepers_) {
+      std::lock_guard sl(s->mu_);  // see sleep_until: no wake-up is lost
+      s->cv_.notify_all();
+    }
+  }
+  for (auto& [ex, h] : due)
+    if (h) boost::asio::post(ex, [h = std::move(h)] { h(true); });
 }
 
 namespace {

@@ -15,17 +15,15 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "modelux/timer.hpp"
 #include "router/router_impl.hpp"
 #include "router/stream_relay.hpp"
 
 namespace modelux {
 
-using net::redirect_error;
 using net::use_awaitable;
 
 namespace {
@@ -106,7 +104,9 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     };
     std::vector<std::unique_ptr<Flight>> flights;
     std::vector<Flight*> arrived;
-    net::steady_timer wake(ex);
+    // Every wait of this loop is on the Clock: on a ManualClock the executor runs on virtual time.
+    std::unique_ptr<Timer> wake_timer = clock->make_timer(ex);
+    Timer& wake = *wake_timer;
     std::size_t in_flight = 0;
     std::string downgrade_to;
     bool sink_gone = false;
@@ -115,7 +115,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     // shared so a late post after the request ended finds `wake == nullptr` and does nothing.
     struct CancelState {
       bool requested = false;
-      net::steady_timer* wake = nullptr;
+      Timer* wake = nullptr;
     };
     auto cancel_state = std::make_shared<CancelState>();
     cancel_state->wake = &wake;
@@ -180,7 +180,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
             ++in_flight;
             net::co_spawn(
                 ex,
-                [this, fp, &req, &ctx, &arrived, &wake, &chunk_id, downgraded]() -> net::awaitable<void> {
+                [this, fp, &req, &ctx, &chunk_id, downgraded]() -> net::awaitable<void> {
                   // A cancelled attempt must still report back (the request waits for it), so
                   // cancellation surfaces as error codes, never as exceptions.
                   co_await net::this_coro::throw_if_cancelled(false);
@@ -246,10 +246,8 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       // max_stream_ms has none). A cancellation that landed before this point found no pending
       // wait to cancel: check the flag before sleeping, never only after.
       if (arrived.empty() && !caller_gone()) {
-        Instant until = wake_at == Instant{} ? clock->now() + std::chrono::hours(24) : wake_at;
-        wake.expires_after(std::max(Nanos{0}, until - clock->now()));
-        boost::system::error_code ec;
-        co_await wake.async_wait(redirect_error(use_awaitable, ec));
+        const Instant until = wake_at == Instant{} ? clock->now() + std::chrono::hours(24) : wake_at;
+        co_await async_wait_until(wake, until, use_awaitable);
       }
       for (Flight* fp : arrived) {
         --in_flight;
@@ -293,9 +291,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     std::vector<std::string> drained_actions;  // attempts the session no longer counts
     while (in_flight > 0) {
       if (arrived.empty()) {
-        wake.expires_after(std::chrono::milliseconds(100));
-        boost::system::error_code ec;
-        co_await wake.async_wait(redirect_error(use_awaitable, ec));
+        co_await async_wait_until(wake, clock->now() + std::chrono::milliseconds(100), use_awaitable);
         stop_unfinished();
       }
       for (Flight* fp : arrived) {
@@ -320,11 +316,14 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     }
 
     DecisionTrace& t = session.trace();
+    // Read before the total is overwritten: the session's "finished" is a non-zero total, and
+    // a request served in no time (virtual time, an instant provider) has a zero total here.
+    const bool finished = session.finished();
     fill_context(t, ctx, model, req.stream);
     t.config_version = policy->version();
     for (auto& a : budget_actions) t.budget_actions.push_back(std::move(a));
     t.total = clock->now() - start;
-    if (session.finished() && t.ok) {
+    if (finished && t.ok) {
       out.result = session.response();
       out.served = session.served();
       // A winner that was not streamed (ensemble, cascade) is replayed as chunks: no attempt

@@ -44,6 +44,8 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
   auto table = RouteTable::build(impl->config, nullptr);
   if (!table) return fail(table.error());
   impl->table.store(std::move(*table));
+  if (!options.transport && !options.transport_options.clock && impl->clock != &SteadyClock::instance())
+    options.transport_options.clock = impl->clock;  // deadlines are this clock's instants
   impl->transport = options.transport ? options.transport
                                       : make_http_transport(impl->ioc.get_executor(), options.transport_options);
   // The config file's sections were validated and typed by Config::from_json: nothing here

@@ -8,6 +8,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/redirect_error.hpp>
 
+#include "modelux/timer.hpp"
+#include "modelux/transport.hpp"
 #include "server/http_server.hpp"
 #include "testing/native.hpp"
 
@@ -169,7 +171,8 @@ struct MockProvider::State {
     double latency_ms = 0;
     double rate_limit_retry_ms = 0;
   };
-  Plan decide(const std::string& model, bool stream) {
+  // `now` on the provider's clock (real time for the socket mock, the Clock for the simulated one).
+  Plan decide(const std::string& model, bool stream, Instant now) {
     std::lock_guard lk(mu);
     Plan p;
     auto it = models.find(model);
@@ -178,7 +181,6 @@ struct MockProvider::State {
     ++c.requests;
     ++total;
     if (stream) ++c.streams;
-    auto now = std::chrono::steady_clock::now();
     if (p.b.rate_limit_requests > 0) {
       auto window = std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(p.b.rate_limit_window_ms));
       if (c.window_start == Instant{} || now - c.window_start >= window) {
@@ -293,7 +295,7 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
     co_return;
   }
-  auto plan = st->decide(mr.model, mr.stream);
+  auto plan = st->decide(mr.model, mr.stream, std::chrono::steady_clock::now());
   if (mr.refusal) {  // the provider itself refuses this request (counted: it reached the provider)
     co_await w.respond(mr.refusal->status, mr.refusal->content_type, mr.refusal->body, mr.refusal->headers);
     co_return;
@@ -378,6 +380,245 @@ Result<void> MockProvider::configure(const Json& doc) { return state_->configure
 Json MockProvider::stats() const { return state_->stats_json(); }
 void MockProvider::stop() {
   if (server_) server_->stop();
+}
+
+// ---- the same provider without sockets, on a Clock's time ------------------------------------
+
+namespace {
+
+Error error_of(ErrorKind kind, std::string message, bool local = false) {
+  Error e;
+  e.kind = kind;
+  e.message = std::move(message);
+  e.local = local;
+  return e;
+}
+
+Nanos ms_of(double ms) { return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms)); }
+
+struct SimShared {
+  const Clock* clock = nullptr;
+  std::shared_ptr<MockProvider::State> state;
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::size_t> in_flight{0};
+};
+
+// Waits on the clock until `until`: true when reached, false when cancelled (per-operation
+// cancellation of the awaiting coroutine, or abort()).
+net::awaitable<bool> sim_wait(const Clock& clock, std::unique_ptr<Timer>& timer, Instant until) {
+  if (!timer) timer = clock.make_timer(co_await net::this_coro::executor);
+  co_return co_await async_wait_until(*timer, until, net::use_awaitable);
+}
+
+Error sim_timeout(const char* what) { return error_of(ErrorKind::timeout, std::string(what) + ": deadline exceeded"); }
+
+// presented_key() for a request the simulated transport receives (same headers, same rules).
+std::string presented_key_of(const Headers& headers) {
+  for (const char* h : {"x-api-key", "x-goog-api-key", "api-key"})
+    if (const std::string* v = find_header(headers, h)) return *v;
+  if (const std::string* v = find_header(headers, "authorization")) {
+    std::string_view a = *v;
+    if (a.starts_with("Bearer ")) return std::string(a.substr(7));
+    if (auto c = a.find("Credential="); c != std::string_view::npos) {
+      auto id = a.substr(c + 11);
+      return std::string(id.substr(0, id.find('/')));
+    }
+    return std::string(a);
+  }
+  return {};
+}
+
+class SimStream final : public HttpStream {
+ public:
+  SimStream(std::shared_ptr<SimShared> sh, int status, Headers headers, std::vector<std::string> frames, Instant first_due,
+            Nanos interval, int cut_at, bool cut_malformed, bool hang_body)
+      : sh_(std::move(sh)), status_(status), headers_(std::move(headers)), frames_(std::move(frames)), due_(first_due),
+        interval_(interval), cut_at_(cut_at), cut_malformed_(cut_malformed), hang_body_(hang_body) {
+    sh_->in_flight.fetch_add(1);
+  }
+  ~SimStream() override { sh_->in_flight.fetch_sub(1); }
+  int status() const noexcept override { return status_; }
+  const Headers& headers() const noexcept override { return headers_; }
+  net::awaitable<Result<std::string>> read_some(Instant deadline) override {
+    if (aborted_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
+    if (broken_) co_return std::unexpected(error_of(ErrorKind::stream_interrupted, "upstream connection broke mid-body"));
+    if (next_ >= frames_.size() && !hang_body_) co_return std::string{};
+    const Instant until = hang_body_ && next_ >= frames_.size() ? deadline : std::min(due_, deadline);
+    if (until > sh_->clock->now()) {
+      if (!co_await sim_wait(*sh_->clock, timer_, until) || aborted_)
+        co_return std::unexpected(error_of(ErrorKind::cancelled, "cancelled while reading the response body", true));
+    }
+    if (sh_->clock->now() < due_ || next_ >= frames_.size())
+      co_return std::unexpected(sim_timeout("reading response body"));
+    if (cut_at_ >= 0 && static_cast<int>(next_) == cut_at_) {
+      broken_ = true;
+      if (cut_malformed_) co_return std::string("data: {\"choices\": [{\"delta\": {\"content\": \"tru\n\n");
+      co_return std::unexpected(error_of(ErrorKind::stream_interrupted, "upstream connection broke mid-body"));
+    }
+    due_ = sh_->clock->now() + interval_;
+    co_return std::move(frames_[next_++]);
+  }
+  net::awaitable<Result<std::string>> read_all(Instant deadline) override {
+    std::string all;
+    for (;;) {
+      auto piece = co_await read_some(deadline);
+      if (!piece) co_return std::unexpected(piece.error());
+      if (piece->empty()) co_return all;
+      all += *piece;
+    }
+  }
+  void abort() noexcept override {
+    aborted_ = true;
+    if (timer_) timer_->cancel();
+  }
+
+ private:
+  std::shared_ptr<SimShared> sh_;
+  int status_;
+  Headers headers_;
+  std::vector<std::string> frames_;
+  std::size_t next_ = 0;
+  Instant due_;
+  Nanos interval_;
+  int cut_at_;
+  bool cut_malformed_;
+  bool hang_body_;
+  bool aborted_ = false;
+  bool broken_ = false;
+  std::unique_ptr<Timer> timer_;
+};
+
+class SimTransport final : public Transport {
+ public:
+  explicit SimTransport(std::shared_ptr<SimShared> sh) : sh_(std::move(sh)) {}
+
+  net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
+    auto s = co_await open(req, deadline);
+    if (!s) co_return std::unexpected(s.error());
+    HttpResponse r;
+    r.status = (*s)->status();
+    r.headers = (*s)->headers();
+    auto body = co_await (*s)->read_all(deadline);
+    if (!body) co_return std::unexpected(body.error());
+    r.body = std::move(*body);
+    co_return r;
+  }
+
+  net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant deadline) override {
+    // GCC 12: no block-scope locals or temporaries around co_return/co_await here; the
+    // rendering is plain code (answer()).
+    sh_->requests.fetch_add(1);
+    const Clock& clock = *sh_->clock;
+    std::shared_ptr<Planned> p = plan_request(req);
+    std::unique_ptr<HttpStream> out = std::move(p->immediate);
+    if (out) co_return out;
+    const Instant head = p->head;
+    std::unique_ptr<Timer> timer;
+    const Instant until = std::min(head, deadline);
+    bool waited = true;
+    if (until > clock.now()) waited = co_await sim_wait(clock, timer, until);
+    if (!waited) co_return std::unexpected(error_of(ErrorKind::cancelled, "cancelled while waiting for the response", true));
+    if (clock.now() < head) co_return std::unexpected(sim_timeout("waiting for the response"));
+    out = render(p->mr, p->plan);
+    co_return out;
+  }
+
+  TransportStats stats() const override {
+    TransportStats s;
+    s.requests = sh_->requests.load();
+    s.in_flight = sh_->in_flight.load();
+    return s;
+  }
+  void close_idle() override {}
+
+ private:
+  struct Planned {
+    std::unique_ptr<HttpStream> immediate;  ///< an answer with no delay (bad request, refusal, rate limit)
+    MockRequest mr;
+    MockProvider::State::Plan plan;
+    Instant head{};  ///< when the response head is due (max: a hang)
+  };
+
+  // Decides the request as the socket mock does.
+  std::shared_ptr<Planned> plan_request(const HttpRequestSpec& req) {
+    auto out = std::make_shared<Planned>();
+    auto one_now = [&](Rendered r) {
+      out->immediate = one(std::move(r));
+      return out;
+    };
+    const Clock& clock = *sh_->clock;
+    auto url = parse_url(req.url);
+    if (!url) return one_now(render_error("openai", 400, url.error().message, std::nullopt));
+    auto parsed = parse_request(req.method, url->target, req.headers, req.body);
+    if (!parsed) {
+      int status = parsed.error().kind == ErrorKind::not_found ? 404 : 400;
+      return one_now(render_error(family_of_target(url->target), status, parsed.error().message, std::nullopt));
+    }
+    if (sh_->state->note_key(presented_key_of(req.headers)))
+      return one_now(render_error(parsed->family, 401, "mock: invalid API key", std::nullopt));
+    auto plan = sh_->state->decide(parsed->model, parsed->stream, clock.now());
+    if (parsed->refusal) return one_now(*parsed->refusal);
+    using K = MockProvider::State::Plan::Kind;
+    if (plan.kind == K::rate_limited)
+      return one_now(render_error(parsed->family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",
+                              Millis{static_cast<std::int64_t>(plan.rate_limit_retry_ms + 1)}));
+    out->head = plan.kind == K::hang ? Instant::max() : clock.now() + ms_of(plan.latency_ms);
+    out->mr = std::move(*parsed);
+    out->plan = plan;
+    return out;
+  }
+
+  std::unique_ptr<HttpStream> render(const MockRequest& mr, const MockProvider::State::Plan& plan) {
+    using K = MockProvider::State::Plan::Kind;
+    const Clock& clock = *sh_->clock;
+    if (plan.kind == K::error) {
+      std::optional<Millis> ra;
+      if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
+      return one(render_error(mr.family, plan.b.error_status, "mock injected error " + std::to_string(plan.b.error_status), ra));
+    }
+    ChatResponse resp = canned_response(mr, plan.b.text);
+    if (!mr.stream) {
+      if (plan.kind == K::malformed) {
+        Rendered r;
+        r.content_type = "application/json";
+        r.body = "{\"id\": \"broken\", \"choices\": [ {\"message\": ";
+        return one(std::move(r));
+      }
+      return one(render_response(mr.family, resp));
+    }
+    auto frames = render_stream(mr.family, resp, plan.b.chunks, mr.request.include_usage);
+    Headers h;
+    h.emplace_back("content-type", std::string(stream_content_type(mr.family)));
+    int cut = plan.b.disconnect_after_chunks;
+    bool malformed = false;
+    if (plan.kind == K::malformed) {
+      cut = static_cast<int>(frames.size() / 2);
+      malformed = true;
+    }
+    return std::make_unique<SimStream>(sh_, 200, std::move(h), std::move(frames), clock.now() + ms_of(plan.b.ttft_ms),
+                                       ms_of(plan.b.chunk_interval_ms), cut, malformed, false);
+  }
+
+  std::unique_ptr<HttpStream> one(Rendered r) {
+    Headers h = std::move(r.headers);
+    if (!r.content_type.empty()) h.emplace_back("content-type", r.content_type);
+    std::vector<std::string> body;
+    if (!r.body.empty()) body.push_back(std::move(r.body));
+    return std::make_unique<SimStream>(sh_, r.status, std::move(h), std::move(body), Instant{}, Nanos{0}, -1, false, false);
+  }
+
+  std::shared_ptr<SimShared> sh_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<Transport>> make_simulated_transport(const Clock& clock, MockOptions opts) {
+  auto sh = std::make_shared<SimShared>();
+  sh->clock = &clock;
+  sh->state = std::make_shared<MockProvider::State>();
+  sh->state->rng.reseed(opts.seed);
+  if (auto r = sh->state->configure(opts.config); !r) return fail(r.error());
+  return std::shared_ptr<Transport>(std::make_shared<SimTransport>(std::move(sh)));
 }
 
 }  // namespace modelux::mock

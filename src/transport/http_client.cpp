@@ -151,6 +151,7 @@ class BeastHttpStream final : public HttpStream {
   const Headers& headers() const noexcept override { return headers_; }
   net::awaitable<Result<std::string>> read_some(Instant deadline) override;
   net::awaitable<Result<std::string>> read_all(Instant deadline) override;
+  net::awaitable<Result<std::string>> read_some_real(Instant deadline);  // deadline in real time
   void abort() noexcept override {
     if (conn_) {
       beast::error_code ec;
@@ -234,7 +235,8 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     co_return r;
   }
 
-  net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant deadline) override {
+  net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant clock_deadline) override {
+    const Instant deadline = real_deadline(clock_deadline);
     auto url = parse_url(req.url);
     if (!url) co_return std::unexpected(url.error());
     requests_.fetch_add(1, std::memory_order_relaxed);
@@ -283,6 +285,16 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     --leased_;
   }
   const TransportOptions& options() const noexcept { return opts_; }
+
+  /// The edge where Clock instants become real time: every deadline the transport receives
+  /// is an instant of the router's Clock, translated here once, on entry, by its distance
+  /// from that clock's now (identity for the real clock).
+  Instant real_deadline(Instant d) const noexcept {
+    if (!opts_.clock || d == Instant::max()) return d;
+    const Instant now = std::chrono::steady_clock::now();
+    const Nanos left = d - opts_.clock->now();
+    return left >= Instant::max() - now ? Instant::max() : now + left;
+  }
 
  private:
   net::awaitable<Result<std::unique_ptr<Connection>>> lease(const Url& url, Instant deadline) {
@@ -521,7 +533,11 @@ BeastHttpStream::~BeastHttpStream() {
   }
 }
 
-net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline) {
+net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant clock_deadline) {
+  co_return co_await read_some_real(owner_->real_deadline(clock_deadline));
+}
+
+net::awaitable<Result<std::string>> BeastHttpStream::read_some_real(Instant deadline) {
   if (done_) co_return std::string{};
   if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
   if (!rbuf_) rbuf_ = std::make_unique_for_overwrite<char[]>(kReadBuf);
@@ -561,10 +577,11 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant deadline)
   }
 }
 
-net::awaitable<Result<std::string>> BeastHttpStream::read_all(Instant deadline) {
+net::awaitable<Result<std::string>> BeastHttpStream::read_all(Instant clock_deadline) {
+  const Instant deadline = owner_->real_deadline(clock_deadline);
   std::string all;
   for (;;) {
-    auto piece = co_await read_some(deadline);
+    auto piece = co_await read_some_real(deadline);
     if (!piece) co_return std::unexpected(piece.error());
     if (piece->empty() && done_) co_return all;
     all += *piece;
