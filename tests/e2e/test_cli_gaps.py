@@ -74,4 +74,5 @@ def test_mock_fail_makes_that_model_answer_the_status(tmp_path):
 def test_readyz_is_200_and_needs_no_key(shared_proxy):
     r = shared_proxy.request("GET", "/readyz", auth=False)
     assert r.status == 200, r.text
-    assert r.json() == {"status": "ok"}
+    assert r.json()["status"] == "ready", r.text
+    assert r.json()["checks"]["configs"] >= 1
