@@ -30,6 +30,10 @@ for f in "$FIX"/*; do
   { printf "\\x0$n\\x1d"; printf 'retry-after: 3\n\n'; cat "$f"; } > "$BUILD/corpus/error/$b"
   { printf "\\x0$n"; cat "$f"; } > "$BUILD/corpus/request/$b"
 done
+# Inputs that once crashed a target (fuzz/regressions/<target>/) stay in its seed corpus.
+for t in response stream error request; do
+  [ -d "$ROOT/fuzz/regressions/$t" ] && cp "$ROOT/fuzz/regressions/$t"/* "$BUILD/corpus/$t/" 2>/dev/null
+done
 mkdir -p "$BUILD/crashes"
 status=0
 for t in response stream error request; do

@@ -6,6 +6,8 @@
 #include "modelux/scrub.hpp"
 #include "wire/codecs.hpp"
 
+#include <cmath>
+
 namespace modelux::wire {
 
 std::optional<DataUri> parse_data_uri(std::string_view url) {
@@ -116,16 +118,28 @@ bool jbool(const Json& j, std::string_view key, bool fallback) {
   return it->get<bool>();
 }
 
+std::optional<std::int64_t> json_int64(const Json& v) {
+  if (!v.is_number()) return std::nullopt;
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::isnan(d)) return std::nullopt;
+    // Converting a double outside int64's range is undefined behaviour: clamp first.
+    if (d >= 9.2233720368547758e18) return INT64_MAX;
+    if (d <= -9.2233720368547758e18) return INT64_MIN;
+    return static_cast<std::int64_t>(d);
+  }
+  if (v.is_number_unsigned()) {
+    auto u = v.get<std::uint64_t>();
+    return u > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(u);
+  }
+  return v.get<std::int64_t>();
+}
+
 std::int64_t jint(const Json& j, std::string_view key, std::int64_t fallback) {
   if (!j.is_object()) return fallback;
   auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return fallback;
-  if (it->is_number_float()) return static_cast<std::int64_t>(it->get<double>());
-  if (it->is_number_unsigned()) {
-    auto v = it->get<std::uint64_t>();
-    return v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v);
-  }
-  return it->get<std::int64_t>();
+  if (it == j.end()) return fallback;
+  return json_int64(*it).value_or(fallback);
 }
 
 const Json* jobj(const Json& j, std::string_view key) {

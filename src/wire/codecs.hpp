@@ -60,6 +60,9 @@ std::string jstr(const Json& j, std::string_view key, std::string_view fallback 
 /// j[key] when j is an object and it is a boolean, else `fallback` (never throws).
 bool jbool(const Json& j, std::string_view key, bool fallback = false);
 std::int64_t jint(const Json& j, std::string_view key, std::int64_t fallback = 0);
+/// A JSON number as int64 without undefined behaviour: floats are truncated and clamped to the
+/// int64 range, NaN is nullopt, unsigned values above INT64_MAX clamp (providers send odd types).
+std::optional<std::int64_t> json_int64(const Json& v);
 const Json* jobj(const Json& j, std::string_view key);   // object member or nullptr
 const Json* jarr(const Json& j, std::string_view key);   // array member or nullptr
 

@@ -42,8 +42,8 @@ Result<std::string> get_str(const Json& o, const char* key, const std::string& p
 
 std::optional<std::int64_t> get_i64(const Json& o, const char* key) {
   auto it = o.find(key);
-  if (it == o.end() || !it->is_number()) return std::nullopt;
-  return it->get<std::int64_t>();
+  if (it == o.end()) return std::nullopt;
+  return wire::json_int64(*it);  // a float out of int64's range must not be converted blindly
 }
 
 Result<std::vector<ContentPart>> parts_from_json(const Json& c, const std::string& path) {
