@@ -39,37 +39,22 @@ class ChunkScan {
   // true: `out` holds the chunk; false: take the slow path.
   bool run(Out& out) {
     ws();
-    if (!eat('{')) return false;
-    ws();
-    if (peek() == '}') return false;  // no id, no model: let the full decoder judge it
-    for (;;) {
-      ws();
-      std::string_view key;
-      if (!raw_key(key)) return false;
-      ws();
-      if (!eat(':')) return false;
-      ws();
+    auto member = [&](std::string_view key) {
       if (key == "id" || key == "model") {
         std::size_t b = i_;
         if (peek() != '"' || !string(nullptr)) return false;
         if (key == "id") out.id_b = b, out.id_e = i_, out.has_id = true;
         else out.model_b = b, out.model_e = i_, out.has_model = true;
-      } else if (key == "created") {
-        if (!integer(out.chunk.created)) return false;
-      } else if (key == "choices") {
-        if (!choices(out.chunk)) return false;
-      } else if (key == "usage") {
-        if (!null()) return false;  // a usage object: the full decoder reads it (once per stream)
-      } else if (key == "error" || key == "x_groq") {
-        return false;
-      } else if (!skip()) {
-        return false;
+        return true;
       }
-      ws();
-      if (eat(',')) continue;
-      if (eat('}')) break;
-      return false;
-    }
+      if (key == "created") return integer(out.chunk.created);
+      if (key == "choices") return choices(out.chunk);
+      if (key == "usage") return null();  // a usage object: the full decoder reads it (once per stream)
+      if (key == "error" || key == "x_groq") return false;
+      return skip();
+    };
+    // An empty object has no id and no model: let the full decoder judge it.
+    if (!members(false, member)) return false;
     ws();
     return i_ == s_.size() && out.has_id && out.has_model;
   }
@@ -232,6 +217,28 @@ class ChunkScan {
     }
     return number();
   }
+  // One JSON object, member by member: `on_member(key)` reads the value after "key":, and
+  // returns false to give up (the full decoder then judges the event). `empty_ok`: whether {}
+  // is acceptable.
+  template <class OnMember>
+  bool members(bool empty_ok, OnMember&& on_member) {
+    if (!eat('{')) return false;
+    ws();
+    if (eat('}')) return empty_ok;
+    for (;;) {
+      ws();
+      std::string_view key;
+      if (!raw_key(key)) return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (!on_member(key)) return false;
+      ws();
+      if (eat(',')) continue;
+      return eat('}');
+    }
+  }
+
   bool choices(ChatChunk& c) {
     if (!eat('[')) return false;
     ws();
@@ -247,16 +254,7 @@ class ChunkScan {
     }
   }
   bool choice(ChunkChoice& ch) {
-    if (!eat('{')) return false;
-    ws();
-    if (eat('}')) return true;
-    for (;;) {
-      ws();
-      std::string_view key;
-      if (!raw_key(key)) return false;
-      ws();
-      if (!eat(':')) return false;
-      ws();
+    return members(true, [&](std::string_view key) {
       if (key == "index") {
         std::int64_t v = 0;
         if (!integer(v) || v < 0 || v > 127) return false;
@@ -272,22 +270,11 @@ class ChunkScan {
       } else if (!skip()) {
         return false;
       }
-      ws();
-      if (eat(',')) continue;
-      return eat('}');
-    }
+      return true;
+    });
   }
   bool delta(ChunkChoice& ch) {
-    if (!eat('{')) return false;
-    ws();
-    if (eat('}')) return true;
-    for (;;) {
-      ws();
-      std::string_view key;
-      if (!raw_key(key)) return false;
-      ws();
-      if (!eat(':')) return false;
-      ws();
+    return members(true, [&](std::string_view key) {
       if (key == "role") {
         if (peek() == 'n') {
           if (!null()) return false;
@@ -304,10 +291,8 @@ class ChunkScan {
       } else if (!null()) {
         return false;  // tool_calls, refusal, function_call...: the full decoder
       }
-      ws();
-      if (eat(',')) continue;
-      return eat('}');
-    }
+      return true;
+    });
   }
 
   std::string_view s_;
