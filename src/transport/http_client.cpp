@@ -316,7 +316,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     }
     if (url.tls && !ca_error_.empty()) {
       dropped();
-      co_return std::unexpected(Error{ErrorKind::invalid_config, ca_error_, 0, {}, {}, {}, {}});
+      co_return fail(ErrorKind::invalid_config, ca_error_);
     }
     auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
     c->origin = origin;
@@ -484,15 +484,12 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       // The head arrived but breaks a limit (a Content-Length over max_response_bytes is
       // refused as soon as the head is parsed): the answer is bad, the connection was fine.
       if (ec == http::error::body_limit)
-        co_return std::unexpected(Error{ErrorKind::malformed_response,
-                                        "response body exceeds the limit of " + std::to_string(opts_.max_response_bytes) +
-                                            " bytes (Content-Length from " + url.host + ")",
-                                        0, {}, {}, {}, {}});
+        co_return fail(ErrorKind::malformed_response, "response body exceeds the limit of " +
+                                                          std::to_string(opts_.max_response_bytes) +
+                                                          " bytes (Content-Length from " + url.host + ")");
       if (ec == http::error::header_limit)
-        co_return std::unexpected(Error{ErrorKind::malformed_response,
-                                        "response headers from " + url.host + " exceed the limit of " +
-                                            std::to_string(opts_.max_header_bytes) + " bytes",
-                                        0, {}, {}, {}, {}});
+        co_return fail(ErrorKind::malformed_response, "response headers from " + url.host + " exceed the limit of " +
+                                                          std::to_string(opts_.max_header_bytes) + " bytes");
       co_return std::unexpected(net_error(ec, "HTTP exchange with " + url.host, ec == beast::error::timeout));
     }
     co_return std::make_unique<BeastHttpStream>(shared_from_this(), std::move(c), std::move(parser));
