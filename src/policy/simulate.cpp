@@ -3,7 +3,7 @@
 // Events (arrivals, attempt completions, session wake-ups) sit in a min-heap by virtual time.
 // The driver behaves like the real executor: it starts every attempt a step asks for through
 // the executor's own AttemptTracker (router/attempt.hpp: health claim at the start, a refused
-// claim reported as not_admitted; health and prompt-cache affinity at the end), reports a
+// claim reported as a skip; health and prompt-cache affinity at the end), reports a
 // timeout itself at the attempt's deadline when the simulated call is slower or hangs, and
 // re-asks the session what to do next.
 // Cost: O(log E) per event; a few microseconds per request in practice.
@@ -39,9 +39,13 @@ double normal(Random& rng) {
 struct Event {
   Instant at;
   std::uint64_t seq;
-  enum class Kind : std::uint8_t { arrive, complete, wake } kind;
+  /// complete: a started attempt's simulated call ended; refused: an attempt refused at
+  /// its start reaches the session (in event order, like the executor's).
+  enum class Kind : std::uint8_t { arrive, complete, refused, wake } kind;
   std::size_t session;
-  AttemptResult result;  // complete
+  std::uint32_t attempt = 0;             ///< complete, refused
+  AttemptEnd end{};                      ///< complete: how the simulated call went
+  std::optional<AttemptReport> refused;  ///< refused: what the session hears
   bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
 };
 
@@ -100,7 +104,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q;
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < n; ++i)
-    q.push(Event{t0 + o.interarrival * static_cast<std::int64_t>(i), seq++, Event::Kind::arrive, i, {}});
+    q.push(Event{t0 + o.interarrival * static_cast<std::int64_t>(i), seq++, Event::Kind::arrive, i});
 
   SimReport rep;
   rep.requests = n;
@@ -108,12 +112,11 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   std::vector<double> lat;
   lat.reserve(n);
 
-  auto outcome_for = [&](const AttemptPlan& plan, Instant now) -> std::pair<Instant, AttemptResult> {
-    AttemptResult r;
-    r.id = plan.id;
+  auto outcome_for = [&](const AttemptPlan& plan, Instant now) -> std::pair<Instant, AttemptEnd> {
+    AttemptEnd r;
     auto it = impl_->targets.find(plan.target.key());
     if (it == impl_->targets.end()) {
-      r.ok = true;
+      r.answer = ChatResponse{};
       r.latency = std::chrono::milliseconds(1);
     } else {
       const SimTarget& t = it->second;
@@ -138,19 +141,18 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       if (hang) {
         r.latency = Nanos::max() / 4;
       } else if (kind) {
-        r.error.kind = *kind;
-        r.error.message = "simulated " + std::string(to_string(*kind));
-        r.error.provider = plan.target.provider;
+        Error e = error_of(*kind, "simulated " + std::string(to_string(*kind)));
+        e.provider = plan.target.provider;
         switch (*kind) {
-          case ErrorKind::rate_limited: r.error.status = 429; r.error.retry_after = t.retry_after; break;
-          case ErrorKind::server_error: r.error.status = 500; break;
-          case ErrorKind::overloaded: r.error.status = 529; break;
-          case ErrorKind::bad_request: r.error.status = 400; break;
+          case ErrorKind::rate_limited: e.status = 429; e.retry_after = t.retry_after; break;
+          case ErrorKind::server_error: e.status = 500; break;
+          case ErrorKind::overloaded: e.status = 529; break;
+          case ErrorKind::bad_request: e.status = 400; break;
           default: break;
         }
+        r.answer = std::unexpected(std::move(e));
         r.latency = r.latency / 4;  // errors come back faster than answers
       } else {
-        r.ok = true;
         std::string text = "ok";
         if (!t.answers.empty()) {
           double total = 0;
@@ -171,22 +173,22 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         cp.text = std::move(text);
         c.message.content.push_back(std::move(cp));
         c.finish_reason = t.finish_reason;
-        r.response.choices.push_back(std::move(c));
-        r.response.model = plan.target.model;
+        ChatResponse resp;
+        resp.choices.push_back(std::move(c));
+        resp.model = plan.target.model;
+        r.answer = std::move(resp);
         r.usage.completion_tokens = t.completion_tokens;
       }
     }
     Instant done = now + r.latency;
     if (done > plan.deadline) {  // the executor cuts the attempt at its deadline
       done = plan.deadline;
-      AttemptResult to;
-      to.id = plan.id;
-      to.error.kind = ErrorKind::timeout;
-      to.error.message = "attempt deadline passed";
+      AttemptEnd to;
+      to.answer = std::unexpected(error_of(ErrorKind::timeout, "attempt deadline passed"));
       to.latency = plan.deadline - now;
-      return {done, to};
+      return {done, std::move(to)};
     }
-    return {done, r};
+    return {done, std::move(r)};
   };
 
   auto pump = [&](std::size_t i, Instant now) {
@@ -200,20 +202,24 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
             auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {});
             if (!t) {
               // Like the executor: a refused claim is reported at once and never runs.
-              q.push(Event{now, seq++, Event::Kind::complete, i, refused_result(plan.id, t.error())});
+              Event ev{now, seq++, Event::Kind::refused, i, plan.id};
+              ev.refused = refused_report(plan.id, t.error());
+              q.push(std::move(ev));
               continue;
             }
             open.insert_or_assign(open_key(i, plan.id), std::move(*t));
-            auto [at, r] = outcome_for(plan, now);
-            if (r.ok) r.usage.prompt_tokens = estimate_input_tokens(l.req);
-            q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r)});
+            auto [at, end] = outcome_for(plan, now);
+            if (end.answer) end.usage.prompt_tokens = estimate_input_tokens(l.req);
+            Event ev{at, seq++, Event::Kind::complete, i, plan.id};
+            ev.end = std::move(end);
+            q.push(std::move(ev));
           }
           continue;
         case Step::Kind::wait: {
           Instant w = std::max(st.wake_at, now + Nanos{1});
           if (l.scheduled_wake != w) {
             l.scheduled_wake = w;
-            q.push(Event{w, seq++, Event::Kind::wake, i, {}});
+            q.push(Event{w, seq++, Event::Kind::wake, i});
           }
           return;
         }
@@ -279,26 +285,22 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         pump(e.session, e.at);
         break;
       }
-      case Event::Kind::complete: {
-        auto it = open.find(open_key(e.session, e.result.id));
-        if (it == open.end()) {  // refused at start: never ran, nothing to observe
-          if (!l.finished && l.s) l.s->report(std::move(e.result), e.at);
-          if (!l.finished && l.s) pump(e.session, e.at);
-          break;
+      case Event::Kind::refused:  // never ran, nothing to observe
+        if (!l.finished && l.s) {
+          l.s->report(std::move(*e.refused), e.at);
+          pump(e.session, e.at);
         }
+        break;
+      case Event::Kind::complete: {
+        auto it = open.find(open_key(e.session, e.attempt));
+        if (it == open.end()) break;
         AttemptTracker t = std::move(it->second);
         open.erase(it);
         // Only attempts still owned by a live session are observed (like the executor).
         if (l.finished || !l.s) break;
-        AttemptEnd end;
-        end.latency = e.result.latency;
-        end.ttft = e.result.ttft;
-        end.usage = e.result.usage;
-        if (e.result.ok) end.answer = std::move(e.result.response);
-        else end.answer = std::unexpected(std::move(e.result.error));
         std::vector<std::string> actions;
         const std::uint64_t fp = o.use_health ? prompt_prefix_fingerprint(l.req) : 0;
-        l.s->report(t.finish(std::move(end), actions, fp), e.at);
+        l.s->report(t.finish(std::move(e.end), actions, fp), e.at);
         pump(e.session, e.at);
         break;
       }
