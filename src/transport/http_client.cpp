@@ -26,6 +26,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "modelux/transport.hpp"
+#include "transport/send.hpp"
 
 namespace modelux {
 
@@ -224,15 +225,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   }
 
   net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
-    auto s = co_await open(req, deadline);
-    if (!s) co_return std::unexpected(s.error());
-    HttpResponse r;
-    r.status = (*s)->status();
-    r.headers = (*s)->headers();
-    auto body = co_await (*s)->read_all(deadline);
-    if (!body) co_return std::unexpected(body.error());
-    r.body = std::move(*body);
-    co_return r;
+    return send_and_read_all(*this, req, deadline);
   }
 
   net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant clock_deadline) override {
