@@ -713,51 +713,54 @@ TEST_CASE("RoutingSession: a refused health claim is a skip with today's text, n
   }
 }
 
+namespace {
+/// A session started on `config` at the clock's now, for tests that report by hand.
+struct HandDriven {
+  CatalogResolver resolver;
+  ManualClock clock;
+  ChatRequest req = make_request();
+  SessionInputs in;
+  RoutingSession s;
+  explicit HandDriven(const char* config) {
+    in.request = &req;
+    in.start = clock.now();
+    s.reset(compile_ok(Json::parse(config), resolver), in);
+  }
+  /// The id of the one attempt the first step asks for.
+  std::uint32_t first_attempt() {
+    Step st = s.next(clock.now());
+    REQUIRE(st.kind == Step::Kind::attempt);
+    return st.attempts[0].id;
+  }
+};
+}  // namespace
+
 TEST_CASE("AttemptResult: a result nobody filled in is a failure, never an empty success") {
   AttemptResult r;
   CHECK_FALSE(r.served());
   CHECK(r.answer.error().kind == ErrorKind::internal);
-  CatalogResolver res;
-  auto p = compile_ok(Json::parse(R"({"strategy":"single","model":"gpt-4o-mini"})"), res);
-  ManualClock clock;
-  static const ChatRequest req = make_request();
-  SessionInputs in;
-  in.request = &req;
-  in.start = clock.now();
-  RoutingSession s(p, in);
-  Step st = s.next(clock.now());
-  REQUIRE(st.kind == Step::Kind::attempt);
-  r.id = st.attempts[0].id;
-  s.report(r, clock.now());
-  st = s.next(clock.now());
-  CHECK(st.kind == Step::Kind::failed);
-  CHECK(s.error().kind == ErrorKind::internal);
+  HandDriven d(R"({"strategy":"single","model":"gpt-4o-mini"})");
+  r.id = d.first_attempt();
+  d.s.report(r, d.clock.now());
+  CHECK(d.s.next(d.clock.now()).kind == Step::Kind::failed);
+  CHECK(d.s.error().kind == ErrorKind::internal);
 }
 
 TEST_CASE("RoutingSession: a skip reported for the committed attempt fails the request instead of waiting") {
-  CatalogResolver res;
-  auto p = compile_ok(Json::parse(R"({"strategy":"fallback","attempts":["claude-haiku-4-5","gpt-4o-mini"]})"), res);
-  ManualClock clock;
-  static const ChatRequest req = make_request();
-  SessionInputs in;
-  in.request = &req;
-  in.start = clock.now();
-  RoutingSession s(p, in);
-  Step st = s.next(clock.now());
-  REQUIRE(st.kind == Step::Kind::attempt);
-  const std::uint32_t id = st.attempts[0].id;
-  REQUIRE(s.commit(id, clock.now()));
-  s.report(AttemptSkip{.id = id}, clock.now());  // a driver bug: it wrote output, then said it never started
-  st = s.next(clock.now());
-  REQUIRE(st.kind == Step::Kind::failed);  // no failover after output, and no wait for a report that never comes
-  CHECK(s.error().kind == ErrorKind::internal);
-  CHECK(s.trace().attempts.size() == 1);
+  HandDriven d(R"({"strategy":"fallback","attempts":["claude-haiku-4-5","gpt-4o-mini"]})");
+  const std::uint32_t id = d.first_attempt();
+  REQUIRE(d.s.commit(id, d.clock.now()));
+  d.s.report(AttemptSkip{.id = id}, d.clock.now());  // a driver bug: it wrote output, then said it never started
+  // No failover after output, and no wait for a report that never comes.
+  REQUIRE(d.s.next(d.clock.now()).kind == Step::Kind::failed);
+  CHECK(d.s.error().kind == ErrorKind::internal);
+  CHECK(d.s.trace().attempts.size() == 1);
   SUBCASE("a later report for it changes nothing") {
     AttemptResult late;
     late.id = id;
     late.answer = ChatResponse{};
-    s.report(late, clock.now());
-    CHECK(s.next(clock.now()).kind == Step::Kind::failed);
+    d.s.report(late, d.clock.now());
+    CHECK(d.s.next(d.clock.now()).kind == Step::Kind::failed);
   }
 }
 
