@@ -324,3 +324,64 @@ TEST_CASE("Virtual time: an attempt expired before its first token never writes,
   CHECK(c.trace.attempts[1].ok);
   CHECK(f.transport->stats().in_flight == 0);
 }
+
+// ---- issue #14: defects --------------------------------------------------------------------
+
+TEST_CASE("Virtual time: ttft_timeout_ms cuts an attempt whose head has not come by the limit and fails over at once") {
+  // Issue #14 (1): the first byte of claude comes at 1.5 s, the limit is 500 ms. Before the fix
+  // the attempt ran to 1.5 s, its working answer was thrown away, then gpt-4o-mini was tried.
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 5000}, {"ttft_timeout_ms", 500}},
+                                {{"model", "gpt-4o-mini"}, {"timeout_ms", 5000}}}},
+                  {"retry_on", {"timeout"}},
+                  {"total_budget_ms", 20000}};
+  SimFixture f(three_answers({{"latency_ms", 1500}}, {{"latency_ms", 40}, {"chunks", 3}}, {}), {{"chain", routing}});
+  Completion c;
+  std::string text = f.stream_text(ask("@chain", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kMini);
+  REQUIRE(c.trace.attempts.size() == 2);
+  CHECK(c.trace.attempts[0].outcome == "timeout");
+  CHECK(c.trace.attempts[0].duration == 500ms);
+  CHECK(c.trace.attempts[0].why_ended.find("ttft_timeout_ms 500") != std::string::npos);
+  CHECK(c.trace.attempts[1].start_offset == 500ms);
+  CHECK(f.took == 540ms);  // the limit, then the next target's own latency
+  CHECK(f.transport->stats().in_flight == 0);
+}
+
+TEST_CASE("Virtual time: ttft_timeout_ms applies to the last target and can be set on the chain") {
+  SUBCASE("the only target") {
+    Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 5000}, {"ttft_timeout_ms", 500}};
+    SimFixture f(three_answers({}, {{"latency_ms", 1500}}, {}), {{"one", routing}});
+    Completion c;
+    f.stream_text(ask("@one", true), c);
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::timeout);
+    CHECK(c.result.error().message.find("ttft_timeout_ms 500") != std::string::npos);
+    CHECK(f.took == 500ms);
+  }
+  SUBCASE("set once for every entry of a chain") {
+    Json routing = {{"strategy", "fallback"},
+                    {"ttft_timeout_ms", 300},
+                    {"stall_timeout_ms", 1000},
+                    {"attempts", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}},
+                    {"retry_on", {"timeout"}},
+                    {"total_budget_ms", 20000}};
+    SimFixture f(three_answers({{"latency_ms", 1500}}, {{"ttft_ms", 2000}}, {{"latency_ms", 20}}), {{"chain", routing}});
+    Completion c;
+    std::string text = f.stream_text(ask("@chain", true), c);
+    REQUIRE(c.result);
+    CHECK(text == kFlash);
+    REQUIRE(c.trace.attempts.size() == 3);
+    CHECK(c.trace.attempts[0].duration == 300ms);
+    CHECK(c.trace.attempts[1].duration == 300ms);
+    CHECK(f.took == 620ms);
+  }
+  SUBCASE("non-streamed requests are not cut by a first-token limit") {
+    Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 5000}, {"ttft_timeout_ms", 500}};
+    SimFixture f(three_answers({}, {{"latency_ms", 1500}}, {}), {{"one", routing}});
+    auto c = f.run(ask("@one"));
+    REQUIRE(c.result);
+    CHECK(f.took == 1500ms);
+  }
+}

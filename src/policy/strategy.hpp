@@ -201,6 +201,10 @@ struct StartArgs {
   /// Bound on a committed stream set by an enclosing node's max_stream_ms (0 = none); a
   /// leaf uses the tighter of this and its own.
   Nanos max_stream{0};
+  /// Streams: first-output and between-chunk limits set by an enclosing chain (0 = none); a
+  /// leaf that sets its own uses its own.
+  Nanos ttft_timeout{0};
+  Nanos stall_timeout{0};
 };
 
 /// The tighter of two optional bounds (0 = none).

@@ -173,7 +173,9 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       Error e = std::move(piece.error());
       if (e.kind == ErrorKind::timeout)
         e.message = first_output ? "stream stalled: no data for " + ms_text(stall)
-                                 : "no first token within " + ms_text(clock.now() - t0);
+                                 : plan.ttft_timeout.count() > 0 && clock.now() - t0 >= plan.ttft_timeout
+                                       ? "no first token within ttft_timeout_ms " + ms_text(plan.ttft_timeout)
+                                       : "no first token within " + ms_text(clock.now() - t0);
       if (first_output && !e.local && e.kind != ErrorKind::cancelled) e.kind = ErrorKind::stream_interrupted;
       else if (!first_output && e.kind == ErrorKind::stream_interrupted) e.kind = ErrorKind::connection;  // nothing reached the caller
       failed(std::move(e));

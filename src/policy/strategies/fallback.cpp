@@ -128,6 +128,8 @@ class FallbackState final : public StrategyState {
       a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
       a.rate_limit_mode = spec_.mode;
       a.max_stream = tighter(args_.max_stream, spec_.max_stream);
+      if (spec_.ttft.count() > 0) a.ttft_timeout = spec_.ttft;
+      if (spec_.stall.count() > 0) a.stall_timeout = spec_.stall;
       // The why must outlive this state's loop (the child keeps it in its StartArgs) and this
       // state lives in the arena, so it goes into a session scratch string, which a reused
       // session recycles: building it allocates nothing in steady state.
@@ -221,6 +223,12 @@ Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path
   auto max_stream = read_ms(cfg, "max_stream_ms", path, Nanos{0});
   if (!max_stream) return std::unexpected(max_stream.error());
   f.max_stream = *max_stream;
+  auto ttft = read_ms(cfg, "ttft_timeout_ms", path, Nanos{0});
+  if (!ttft) return std::unexpected(ttft.error());
+  f.ttft = *ttft;
+  auto stall = read_ms(cfg, "stall_timeout_ms", path, Nanos{0});
+  if (!stall) return std::unexpected(stall.error());
+  f.stall = *stall;
   auto mode = read_rate_limit_mode(cfg, path);
   if (!mode) return std::unexpected(mode.error());
   f.mode = *mode;
@@ -287,7 +295,7 @@ Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::s
   if (auto o = require_object(cfg, path); !o) return std::unexpected(o.error());
   if (auto k = check_keys(cfg, path,
                           {"strategy", "attempts", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries",
-                           "on_all_open", "max_stream_ms"});
+                           "on_all_open", "max_stream_ms", "ttft_timeout_ms", "stall_timeout_ms"});
       !k)
     return std::unexpected(k.error());
   auto f = std::make_unique<FallbackStrategy>();

@@ -22,12 +22,23 @@ class TargetState final : public StrategyState {
       // session bounds it with max_stream and does not normally ask this node any more).
       if (s.committed == id_) return Step::Kind::wait;
       const AttemptPlan& p = s.plan(id_);
-      if (now >= p.deadline) {
-        std::string why = now >= s.deadline ? "total budget exhausted" : "attempt timeout " + std::to_string(to_ms(p.deadline - (s.in.start + s.record(id_).start_offset))) + " ms";
+      const Instant started = s.in.start + s.record(id_).start_offset;
+      // A stream's first output must come within ttft_timeout_ms: the session's own timer cuts
+      // the attempt at the limit (the driver stops it through Step::cancel), so a slow first
+      // byte costs the limit, not its own lateness. Output commits the attempt (see above);
+      // a buffered answer (non-streamed, ensemble, cascade) has no first token to wait for.
+      const bool first_token_bound =
+          p.ttft_timeout.count() > 0 && s.in.request && s.in.request->stream && !p.needs_full_response;
+      const Instant ttft_at = first_token_bound ? started + p.ttft_timeout : Instant::max();
+      if (now >= p.deadline || now >= ttft_at) {
+        std::string why = now >= s.deadline ? "total budget exhausted"
+                          : now >= ttft_at && ttft_at <= p.deadline
+                              ? "no first token within ttft_timeout_ms " + std::to_string(to_ms(p.ttft_timeout)) + " ms"
+                              : "attempt timeout " + std::to_string(to_ms(p.deadline - started)) + " ms";
         s.expire(id_, now, why);
         return finish(s, *s.result(id_));
       }
-      step.wake_at = p.deadline;
+      step.wake_at = std::min(p.deadline, ttft_at);
       return Step::Kind::wait;
     }
     Instant limit = std::min(args_.node_deadline, s.deadline);
@@ -70,8 +81,8 @@ class TargetState final : public StrategyState {
                                           args_.why, args_.member, args_.needs_full_response);
     id_ = p.id;
     AttemptPlan& mp = s.plan(id_);
-    mp.ttft_timeout = spec_.ttft_timeout();
-    mp.stall_timeout = spec_.stall_timeout();
+    mp.ttft_timeout = spec_.ttft_timeout().count() > 0 ? spec_.ttft_timeout() : args_.ttft_timeout;
+    mp.stall_timeout = spec_.stall_timeout().count() > 0 ? spec_.stall_timeout() : args_.stall_timeout;
     mp.max_stream = tighter(spec_.max_stream(), args_.max_stream);
     // Planned from stats() alone; the executor claims the probe slot / ramp share / token
     // just before it starts the attempt. A panic-mode try past an open breaker claims nothing.
