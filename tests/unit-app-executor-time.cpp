@@ -31,7 +31,7 @@ struct SimFixture {
   Instant started{};  ///< virtual instant the last request started
   Nanos took{};       ///< virtual time the last request took
 
-  SimFixture(Json mock_config, Json routing) {
+  SimFixture(Json mock_config, Json routing, Json providers = nullptr) {
     mock::MockOptions mo;
     mo.config = std::move(mock_config);
     auto t = mock::make_simulated_transport(clock, mo);
@@ -43,6 +43,8 @@ struct SimFixture {
                   {"openai", {{"base_url", base + "/v1"}, {"api_keys", {"k-o1", "k-o2"}}}},
                   {"google", {{"base_url", base}, {"api_key", "k-g"}}}}},
                 {"routing", std::move(routing)}};
+    if (providers.is_object())
+      for (auto it = providers.begin(); it != providers.end(); ++it) doc["providers"][it.key()].update(it.value());
     auto cfg = Config::from_json(doc);
     REQUIRE(cfg);
     RouterOptions ro;
@@ -383,5 +385,44 @@ TEST_CASE("Virtual time: ttft_timeout_ms applies to the last target and can be s
     auto c = f.run(ask("@one"));
     REQUIRE(c.result);
     CHECK(f.took == 1500ms);
+  }
+}
+
+TEST_CASE("Virtual time: a key answered 429 with retry-after 30 s sits out alone and its pool serves on the good keys") {
+  // Issue #14 (2): keys [good, bad, good], the bad one answered 429 with retry-after: 30. Before
+  // the fix the 429 emptied the whole target's bucket: the next requests got no_route without
+  // trying the good keys, and a retry waited the 30 s.
+  Json keys = {{"openai", {{"api_keys", {"k-good1", "k-bad", "k-good2"}}}}};
+  SUBCASE("plain model requests") {
+    SimFixture f({{"default", {{"latency_ms", 20}}}, {"rate_limited_keys", {{"k-bad", 30000}}}}, {{"unused", "gpt-4o-mini"}},
+                 keys);
+    for (int i = 0; i < 9; ++i) {
+      CAPTURE(i);
+      auto c = f.run(ask("gpt-4o-mini"));
+      REQUIRE(c.result);
+      REQUIRE(c.trace.attempts.size() == 1);
+      CHECK(c.trace.attempts[0].ok);
+      // A request that drew the bad key was answered at once on another key of the pool.
+      CHECK(f.took == 20ms);
+      if (i == 1) CHECK(c.trace.reason.find("key 2 of openai") != std::string::npos);
+    }
+  }
+  SUBCASE("a chain with retries never waits the bad key's retry-after") {
+    Json routing = {{"strategy", "fallback"}, {"attempts", {"gpt-4o-mini"}}, {"retries", 2}, {"total_budget_ms", 60000}};
+    SimFixture f({{"default", {{"latency_ms", 20}}}, {"rate_limited_keys", {{"k-bad", 30000}}}}, {{"chain", routing}}, keys);
+    for (int i = 0; i < 6; ++i) {
+      CAPTURE(i);
+      auto c = f.run(ask("@chain"));
+      REQUIRE(c.result);
+      CHECK(f.took == 20ms);
+    }
+  }
+  SUBCASE("every key limited: the request fails with the pool's earliest retry, not a guess") {
+    SimFixture f({{"rate_limited_keys", {{"k-good1", 30000}, {"k-bad", 30000}, {"k-good2", 30000}}}},
+                 {{"unused", "gpt-4o-mini"}}, keys);
+    auto c = f.run(ask("gpt-4o-mini"));
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::rate_limited);
+    CHECK(f.took == 0ms);
   }
 }
