@@ -30,10 +30,10 @@ class FallbackState final : public StrategyState {
  public:
   /// Owns a per-request ordering (cost/latency strategies).
   FallbackState(const ChainOptions& spec, std::vector<const ChainEntry*> order, const StartArgs& a)
-      : spec_(spec), owned_(std::move(order)), entries_(owned_), args_(a) {}
+      : spec_(spec), owned_(std::move(order)), entries_(owned_), args_(a), parent_skips_backoff_(a.skip_backoff) {}
   /// Borrows the compiled ordering (fallback): no per-request copy.
   FallbackState(const ChainOptions& spec, const std::vector<const ChainEntry*>* order, const StartArgs& a)
-      : spec_(spec), entries_(*order), args_(a) {}
+      : spec_(spec), entries_(*order), args_(a), parent_skips_backoff_(a.skip_backoff) {}
 
   Step::Kind next(SessionCore& s, Instant now, Step& step) override {
     Instant limit = std::min(args_.node_deadline, s.deadline);
@@ -55,6 +55,7 @@ class FallbackState final : public StrategyState {
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
         // Read everything needed from the child's outcome before the child goes away.
         if (skipped && err.message.find("breaker") != std::string::npos) any_breaker_skip_ = true;
+        if (skipped && err.message.find("429 backoff") != std::string::npos) any_backoff_skip_ = true;
         child_.reset();
         if (!skipped) {
           last_error_ = err;
@@ -100,6 +101,14 @@ class FallbackState final : public StrategyState {
                       (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
           return end(s, e, "");
         }
+        if (!backoff_pass_ && !parent_skips_backoff_ && any_backoff_skip_ && now < limit) {
+          // Skipped only for our own guess of a backoff (429s without retry-after): with
+          // nothing else left, those targets are tried anyway rather than failing no_route.
+          backoff_pass_ = true;
+          args_.skip_backoff = false;
+          index_ = 0;
+          continue;
+        }
         if (spec_.panic && !panic_ && any_breaker_skip_ && now < limit) {
           // Nothing admitted traffic and breakers are part of why: trying the open targets
           // anyway beats failing everything (Envoy's panic threshold). Their breakers still
@@ -112,7 +121,8 @@ class FallbackState final : public StrategyState {
         }
         Error e;
         e.kind = ErrorKind::no_route;
-        e.message = "no target admits traffic (all " + std::to_string(entries_.size()) + " skipped)";
+        e.message = "no target admits traffic (all " + std::to_string(entries_.size()) + " skipped" +
+                    (any_backoff_skip_ ? std::string(", some on a 429 backoff)") : std::string(")"));
         outcome_.skipped = true;
         return end(s, e, "");
       }
@@ -125,6 +135,7 @@ class FallbackState final : public StrategyState {
       }
       const ChainEntry& e = *entries_[index_];
       StartArgs a = args_;
+      a.skip_backoff = !backoff_pass_;
       a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
       a.rate_limit_mode = spec_.mode;
       a.max_stream = tighter(args_.max_stream, spec_.max_stream);
@@ -191,6 +202,9 @@ class FallbackState final : public StrategyState {
   bool have_error_ = false;
   bool panic_ = false;
   bool any_breaker_skip_ = false;
+  bool any_backoff_skip_ = false;
+  bool backoff_pass_ = false;
+  bool parent_skips_backoff_ = false;  ///< an enclosing chain has other options: no second pass here
 };
 
 StatePtr FallbackStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {

@@ -47,13 +47,27 @@ class TargetState final : public StrategyState {
     // Panic pass (every target of the chain was skipped and some for their breaker): a target
     // whose breaker is open is tried anyway; an empty token bucket still holds.
     const bool panic_try = args_.ignore_breakers && st.breaker != BreakerState::closed;
-    if (!panic_try) {
+    // Our own backoff after 429s without retry-after is a guess: with nothing else to try
+    // (a single-model route, a chain's second pass) the target is tried anyway.
+    const bool backoff_try = !panic_try && !st.admits && st.backoff_only && !args_.skip_backoff;
+    if (backoff_try) {
+      std::string& note = s.notes.add();
+      note += "tried ";
+      note += spec_.target().model;
+      note += " during its 429 backoff (";
+      append_number(note, to_ms(st.retry_at - now));
+      note += " ms left): nothing else to try";
+    }
+    if (!panic_try && !backoff_try) {
       if (!st.admits) {
         if (st.breaker != BreakerState::closed) {
           std::string why = "skipped " + spec_.target().model + ": breaker " + std::string(to_string(st.breaker));
           if (st.retry_at > now) why += " for another " + std::to_string(to_ms(st.retry_at - now)) + " ms";
           return skip(s, std::move(why));
         }
+        if (st.backoff_only && args_.rate_limit_mode != RateLimitMode::queue)
+          return skip(s, "skipped " + spec_.target().model + ": 429 backoff (no retry-after), " +
+                             std::to_string(to_ms(st.retry_at - now)) + " ms left");
         switch (args_.rate_limit_mode) {
           case RateLimitMode::fallback:
             return skip(s, "skipped " + spec_.target().model + ": rate limit bucket empty");
@@ -86,7 +100,7 @@ class TargetState final : public StrategyState {
     mp.max_stream = tighter(spec_.max_stream(), args_.max_stream);
     // Planned from stats() alone; the executor claims the probe slot / ramp share / token
     // just before it starts the attempt. A panic-mode try past an open breaker claims nothing.
-    mp.must_claim = !panic_try;
+    mp.must_claim = !panic_try && !backoff_try;
     planned_breaker_ = st.breaker;
     phase_ = Phase::running;
     return Step::Kind::attempt;
