@@ -463,3 +463,30 @@ TEST_CASE("Virtual time: 429s without retry-after back a target off briefly and 
     CHECK(c4.trace.reason.find("200 ms") != std::string::npos);
   }
 }
+
+TEST_CASE("Virtual time: a parameter one target cannot honour skips that target, not the chain") {
+  // Issue #14 (4): temperature 1.5 is outside Anthropic's range. Before the fix the chain ended
+  // with 400 "anthropic cannot honour request field temperature" and never tried the others.
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}},
+                  {"total_budget_ms", 20000}};
+  SimFixture f(three_answers({}, {}, {}), {{"production", routing}});
+  ChatRequest q = ask("@production");
+  q.temperature = 1.5;
+  auto c = f.run(q);
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+  CHECK(c.trace.reason.find("skipped claude-haiku-4-5: anthropic cannot honour request field temperature") !=
+        std::string::npos);
+  SUBCASE("400 only when no target can serve") {
+    SimFixture g(three_answers({}, {}, {}), {{"claude_only", {{"strategy", "fallback"}, {"attempts", {"claude-haiku-4-5"}}}}});
+    ChatRequest only = q;
+    only.model = "@claude_only";
+    auto d = g.run(only);
+    REQUIRE_FALSE(d.result);
+    CAPTURE(d.result.error().message);
+    CHECK(d.result.error().kind == ErrorKind::unsupported);
+    CHECK(d.result.error().message.find("no target can serve this request") != std::string::npos);
+    CHECK(d.result.error().message.find("temperature") != std::string::npos);
+  }
+}

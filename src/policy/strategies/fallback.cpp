@@ -57,6 +57,22 @@ class FallbackState final : public StrategyState {
         if (skipped && err.message.find("breaker") != std::string::npos) any_breaker_skip_ = true;
         if (skipped && err.message.find("429 backoff") != std::string::npos) any_backoff_skip_ = true;
         child_.reset();
+        if (!skipped && !delivered && err.kind == ErrorKind::unsupported) {
+          // The request asks for something this target's API cannot express (Anthropic's
+          // temperature above 1, a seed...): nothing was sent, nothing says the others cannot
+          // serve it. Skip it with the reason; 400 only when no target can (see below).
+          std::string& note = s.notes.add();
+          note += "skipped ";
+          note += e.label;
+          note += ": ";
+          note += err.message;
+          if (!have_unsupported_) unsupported_ = err;
+          have_unsupported_ = true;
+          ++index_;
+          tries_ = 0;
+          retrying_ = false;
+          continue;
+        }
         if (!skipped) {
           last_error_ = err;
           have_error_ = true;
@@ -99,6 +115,12 @@ class FallbackState final : public StrategyState {
           Error e = last_error_;
           e.message = "all " + std::to_string(entries_.size()) + " fallback targets failed; last: " +
                       (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
+          return end(s, e, "");
+        }
+        if (have_unsupported_ && !any_backoff_skip_ && !any_breaker_skip_) {
+          // Every target was tried or skipped and none could take the request as asked.
+          Error e = unsupported_;
+          e.message = "no target can serve this request: " + unsupported_.message;
           return end(s, e, "");
         }
         if (!backoff_pass_ && !parent_skips_backoff_ && any_backoff_skip_ && now < limit) {
@@ -205,6 +227,8 @@ class FallbackState final : public StrategyState {
   bool any_backoff_skip_ = false;
   bool backoff_pass_ = false;
   bool parent_skips_backoff_ = false;  ///< an enclosing chain has other options: no second pass here
+  Error unsupported_;                  ///< the first target that could not honour the request
+  bool have_unsupported_ = false;
 };
 
 StatePtr FallbackStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
