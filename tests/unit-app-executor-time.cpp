@@ -44,7 +44,10 @@ struct SimFixture {
                   {"google", {{"base_url", base}, {"api_key", "k-g"}}}}},
                 {"routing", std::move(routing)}};
     if (providers.is_object())
-      for (auto it = providers.begin(); it != providers.end(); ++it) doc["providers"][it.key()].update(it.value());
+      for (auto it = providers.begin(); it != providers.end(); ++it) {
+        if (it.key() == "__budgets") doc["budgets"] = Json::array({it.value()});
+        else doc["providers"][it.key()].update(it.value());
+      }
     auto cfg = Config::from_json(doc);
     REQUIRE(cfg);
     RouterOptions ro;
@@ -489,4 +492,56 @@ TEST_CASE("Virtual time: a parameter one target cannot honour skips that target,
     CHECK(d.result.error().message.find("no target can serve this request") != std::string::npos);
     CHECK(d.result.error().message.find("temperature") != std::string::npos);
   }
+}
+
+namespace {
+struct BudgetFixture : SimFixture {
+  BudgetFixture(Json routing, Json budget)
+      : SimFixture({{"default", {{"latency_ms", 10}}}}, std::move(routing), Json{{"__budgets", std::move(budget)}}) {}
+};
+CallContext project(std::string p) {
+  CallContext c;
+  c.project = std::move(p);
+  return c;
+}
+}  // namespace
+
+TEST_CASE("Virtual time: budgets reroute a blocked request to the downgrade target when that fits") {
+  // Issue #14 (5): a request blocked on gpt-4o's estimate while @cheap (gpt-4o-mini) still fit.
+  Json budget = {{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.005},
+                 {"soft", {{"percent", 80}, {"downgrade_to", "@cheap"}}}};
+  BudgetFixture f({{"expensive", "gpt-4o"}, {"cheap", "gpt-4o-mini"}}, budget);
+  ChatRequest q = ask("@expensive");
+  q.max_tokens = 1000;  // gpt-4o: ~$0.01 estimated, over the $0.005 cap; gpt-4o-mini: ~$0.0006
+  auto c = f.run(q, project("acme"));
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+  bool rerouted = false;
+  for (const auto& a : c.trace.budget_actions) rerouted |= a.find("rerouted to @cheap") != std::string::npos;
+  CHECK(rerouted);
+}
+
+TEST_CASE("Virtual time: a request without max_tokens is not blocked by its output estimate alone") {
+  // Issue #14 (5): blocked at $0 spent (and the 100 % alert fired) on the estimate of an
+  // answer nobody bounded.
+  Json budget = {{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.005},
+                 {"alerts", {80, 100}}};
+  BudgetFixture f({{"one", "gpt-4o"}}, budget);
+  auto c = f.run(ask("gpt-4o"), project("acme"));  // 1024 output tokens of gpt-4o: $0.01 > $0.005
+  REQUIRE(c.result);
+  for (const auto& a : c.trace.budget_actions) CHECK(a.find("alert") == std::string::npos);
+}
+
+TEST_CASE("Virtual time: the budget's own 429 is modelux's, with a retry-after") {
+  Json budget = {{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.000001}};
+  BudgetFixture f({{"one", "gpt-4o"}}, budget);
+  auto c = f.run(ask("gpt-4o"), project("acme"));  // the prompt alone is over the cap
+  REQUIRE_FALSE(c.result);
+  CHECK(c.result.error().kind == ErrorKind::budget_exceeded);
+  CHECK(c.result.error().provider.empty());
+  REQUIRE(c.result.error().retry_after.has_value());
+  CHECK(c.result.error().retry_after->count() > 0);
+  CHECK(*c.result.error().retry_after <= std::chrono::hours(24));
+  Json body = openai_error_json(c.result.error());
+  CHECK_FALSE(body["error"].contains("provider"));
 }

@@ -62,6 +62,11 @@ struct ServerConfig {
   static Result<ServerConfig> from_json(const Json& section);
   /// Where managed keys live for `config` (see keys_db); "" = in memory.
   static std::string keys_db_path(const Config& config, const ServerConfig& server);
+  /// Where the proxy keeps budget spend when `budget_backend` names no store: `budgets.db` next
+  /// to tracing.path (like keys.db); "" when the config has no budgets, names a store
+  /// (sqlite_path or redis_url) itself, or keeps traces in memory (the proxy then warns that
+  /// spend resets on restart).
+  static std::string default_budgets_db_path(const Config& config);
 };
 
 }  // namespace modelux

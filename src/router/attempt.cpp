@@ -58,7 +58,9 @@ std::expected<AttemptTracker, AttemptRefusal> AttemptTracker::start(const Attemp
   }
 
   if (fx.budgets) {
-    auto adm = fx.budgets->admit(ctx, t.model_, estimate_input_tokens(req), estimated_output_tokens(req, t.model_), now);
+    // Without max_tokens the output estimate is a guess: it never blocks on its own (admit()).
+    auto adm = fx.budgets->admit(ctx, t.model_, estimate_input_tokens(req), estimated_output_tokens(req, t.model_), now,
+                                 req.max_tokens.has_value(), opts.allow_downgrade);
     if (!adm) {
       AttemptRefusal r;
       r.error = std::move(adm.error());

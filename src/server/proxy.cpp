@@ -5,7 +5,10 @@
 
 #include <malloc.h>
 
+#include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -17,6 +20,24 @@
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
+
+void log_event(std::string_view level, std::string_view event, Json fields) {
+  if (!fields.is_object()) fields = Json::object();
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t secs = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char ts[96];  // room for any int the format could print (silences -Wformat-truncation)
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  Json line = {{"ts", ts}, {"level", level}, {"event", event}};
+  line.update(fields);
+  std::string out = scrubbed(line.dump(-1, ' ', false, Json::error_handler_t::replace));
+  out += '\n';
+  std::fwrite(out.data(), 1, out.size(), stderr);  // one call per line: lines never interleave
+  std::fflush(stderr);
+}
 
 namespace {
 
@@ -113,6 +134,21 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   so.max_inflight_body_bytes = sc.max_inflight_body_bytes;
   st.max_body = sc.max_body_bytes;
   st.server = sc;
+  // Budget spend must survive a restart: the embedded default keeps it in budgets.db next to
+  // the traces; with traces in memory too, say loudly that it does not.
+  if (!config.budgets.empty() && config.budget_backend_options.sqlite_path.empty() &&
+      config.budget_backend_options.redis_url.empty()) {
+    std::string db = ServerConfig::default_budgets_db_path(config);
+    if (!db.empty()) {
+      config.budget_backend_options.sqlite_path = db;
+      if (!config.budget_backend.is_object()) config.budget_backend = Json::object();
+      config.budget_backend["sqlite_path"] = db;
+    } else {
+      log_event("warn", "budget.memory_only",
+                {{"message", "budgets are configured but spend is kept in memory: it resets on restart "
+                             "(set budget_backend.sqlite_path, or tracing.path to keep budgets.db next to the traces)"}});
+    }
+  }
   RouterOptions ro;
   ro.io_threads = so.threads;
   auto router = Router::create(std::move(config), ro);

@@ -173,4 +173,13 @@ std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig&
   return slash == std::string::npos ? std::string("keys.db") : trace.substr(0, slash + 1) + "keys.db";
 }
 
+std::string ServerConfig::default_budgets_db_path(const Config& config) {
+  const BudgetBackendConfig& bb = config.budget_backend_options;
+  if (config.budgets.empty() || !bb.sqlite_path.empty() || !bb.redis_url.empty()) return {};
+  std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
+  if (trace.empty() || trace == ":memory:") return {};
+  auto slash = trace.rfind('/');
+  return slash == std::string::npos ? std::string("budgets.db") : trace.substr(0, slash + 1) + "budgets.db";
+}
+
 }  // namespace modelux

@@ -63,3 +63,39 @@ def test_budgets_endpoint_lists_the_configured_cap_before_any_spend(start_proxy)
     l = ledger(proxy, "e2e-cap")
     assert l["spent_usd"] == 0
     assert l["requests"] == 0
+
+
+def test_the_budget_429_is_modeluxs_own_and_the_sdk_does_not_retry_it(start_proxy, mock):
+    """Issue #14 (5): the budget 429 was labelled provider "openai" and carried neither
+    retry-after nor x-should-retry, so the OpenAI SDK retried it twice."""
+    import httpx
+
+    def tiny_cap(cfg: dict) -> None:
+        cfg["budgets"] = [{"name": "tiny", "scope": {"project": "e2e"}, "window": "daily", "limit_usd": 0.000001}]
+
+    proxy = start_proxy(tiny_cap)
+    sent: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda req: sent.append(str(req.url))]})
+    client = proxy.client(max_retries=2, http_client=http)
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    assert len(sent) == 1, f"the SDK retried a budget refusal: {sent}"
+    e = exc.value
+    assert e.code == "budget_exceeded"
+    assert "provider" not in e.body, e.body
+    assert e.response.headers["x-should-retry"] == "false"
+    assert int(e.response.headers["retry-after"]) >= 1
+    assert mock.requests_for("gpt-4o") == 0
+
+
+def test_spend_survives_a_restart_by_default_next_to_the_traces(start_proxy, mock):
+    """Issue #14 (5): without budget_backend.sqlite_path, spend reset on restart."""
+    proxy = start_proxy(with_cap)
+    client = proxy.client()
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    before = ledger(proxy, "e2e-cap")["spent_usd"]
+    assert before > 0
+    proxy.proc.stop()  # SIGTERM: drains and flushes the budgets
+    trace_db = proxy.config["tracing"]["path"]
+    again = start_proxy(lambda cfg: (with_cap(cfg), cfg["tracing"].update(path=trace_db)))
+    assert ledger(again, "e2e-cap")["spent_usd"] == pytest.approx(before, rel=1e-9)

@@ -130,7 +130,9 @@ class TargetState final : public StrategyState {
     }
     outcome_.ok = false;
     outcome_.error = r.error;
-    if (outcome_.error.provider.empty()) outcome_.error.provider = spec_.target().provider;
+    // A budget refusal is modelux's own answer, never the target provider's.
+    if (outcome_.error.provider.empty() && outcome_.error.kind != ErrorKind::budget_exceeded)
+      outcome_.error.provider = spec_.target().provider;
     outcome_.delivered = r.delivered;
     (void)s;
     return Step::Kind::failed;
