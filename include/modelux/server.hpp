@@ -48,6 +48,10 @@ struct ServerConfig {
   /// SQLite file of managed keys (POST /v1/keys, `modelux keys`). Unset: "keys.db" next to
   /// tracing.path when that is a file, else in memory (managed keys then last until exit).
   std::string keys_db;
+  /// Budget alerts are logged (a structured `budget.alert` line on stderr) and, when set,
+  /// POSTed as JSON to this URL (http:// or https://), fire and forget, never delaying a
+  /// request.
+  std::string alert_webhook_url;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
   /// Request-body bytes buffered at once over all connections; a request that would pass it
   /// gets 503 + retry-after before its body is read.

@@ -13,7 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include "modelux/budget.hpp"
+#include "modelux/router.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
@@ -40,6 +44,44 @@ void log_event(std::string_view level, std::string_view event, Json fields) {
 }
 
 namespace {
+
+/// Where budget alerts go: a structured log line always, and a JSON POST to the configured
+/// webhook (fire and forget on the router's io_context: an alert never delays a request).
+struct AlertSink {
+  std::string url;
+  std::atomic<Router*> router{nullptr};  ///< set once the router exists; alerts before that are only logged
+};
+
+Json alert_json(const BudgetAlert& a) {
+  return {{"budget", a.budget},         {"scope", a.scope},           {"window", a.window},
+          {"threshold", a.threshold},   {"percent", a.percent},       {"spent_usd", a.spent_usd},
+          {"limit_usd", a.limit_usd},   {"at", format_iso_time(a.at)}, {"message", a.message()}};
+}
+
+net::awaitable<void> post_alert(Transport& t, HttpRequestSpec spec, Instant deadline) {
+  auto r = co_await t.send(spec, deadline);
+  if (!r) {
+    log_event("warn", "budget.alert_webhook_failed", {{"url", spec.url}, {"error", r.error().describe()}});
+  } else if (r->status < 200 || r->status >= 300) {
+    log_event("warn", "budget.alert_webhook_failed", {{"url", spec.url}, {"status", r->status}});
+  }
+}
+
+void deliver_alert(const AlertSink& sink, const BudgetAlert& a) {
+  Json body = alert_json(a);
+  log_event("warn", "budget.alert", body);
+  Router* router = sink.router.load(std::memory_order_acquire);
+  if (sink.url.empty() || !router) return;
+  HttpRequestSpec spec;
+  spec.method = "POST";
+  spec.url = sink.url;
+  spec.headers.emplace_back("content-type", "application/json");
+  spec.headers.emplace_back("user-agent", "modelux-alerts");
+  spec.body = Json{{"type", "budget.alert"}, {"data", std::move(body)}}.dump();
+  const Instant deadline = router->clock().now() + std::chrono::seconds(10);
+  auto posting = post_alert(router->transport(), std::move(spec), deadline);
+  net::co_spawn(router->executor(), std::move(posting), net::detached);
+}
 
 // Auth is a function of the request head (method, path, headers): on_head runs admit() before
 // the body is read (an unauthenticated upload costs only its header) and hands the admission
@@ -151,9 +193,13 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   }
   RouterOptions ro;
   ro.io_threads = so.threads;
+  auto alerts = std::make_shared<AlertSink>();
+  alerts->url = sc.alert_webhook_url;
+  ro.on_alert = [alerts](const BudgetAlert& a) { deliver_alert(*alerts, a); };
   auto router = Router::create(std::move(config), ro);
   if (!router) return fail(router.error());
   st.router = std::move(*router);
+  alerts->router.store(st.router.get(), std::memory_order_release);
   auto store = KeyStore::open(ServerConfig::keys_db_path(st.router->config(), sc));
   if (!store) return fail(store.error());
   st.keys = std::make_unique<KeyRegistry>(sc.api_keys, std::move(*store), st.router->clock());
