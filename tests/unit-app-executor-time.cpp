@@ -545,3 +545,49 @@ TEST_CASE("Virtual time: the budget's own 429 is modelux's, with a retry-after")
   Json body = openai_error_json(c.result.error());
   CHECK_FALSE(body["error"].contains("provider"));
 }
+
+TEST_CASE("Virtual time: traces tell the caller's story after a failover") {
+  // Issue #14 (7).
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}},
+                  {"retry_on", {"429", "5xx", "timeout", "connection", "malformed"}},
+                  {"total_budget_ms", 20000}};
+  SUBCASE("ttft is the caller's, the served attempt shows its status, created is real") {
+    SimFixture f(three_answers({{"latency_ms", 2000}, {"error_status", 500}}, {{"error_status", 503}},
+                               {{"latency_ms", 5}, {"chunks", 3}}),
+                 {{"chain", routing}});
+    Completion c;
+    f.stream_text(ask("@chain", true), c);
+    REQUIRE(c.result);
+    REQUIRE(c.trace.attempts.size() == 3);
+    CHECK(c.trace.attempts[2].ttft == 5ms);  // the attempt's own
+    CHECK(c.trace.ttft == 2005ms);           // the caller's: from the request's start
+    CHECK(c.trace.attempts[2].status == 200);
+    CHECK(c.trace.attempts[0].status == 500);
+    CHECK(c.result->created > 1'600'000'000);  // Gemini's answer carries no created of its own
+    auto j = f.run(ask("@chain"));
+    REQUIRE(j.result);
+    CHECK(j.result->created > 1'600'000'000);
+  }
+  SUBCASE("one provider name for Gemini, in every error") {
+    Json only = {{"strategy", "fallback"}, {"attempts", {"gemini-2.5-flash"}}};
+    SimFixture f(three_answers({}, {}, {}), {{"g", only}});
+    ChatRequest q = ask("@g");
+    q.parallel_tool_calls = false;  // Gemini cannot limit a turn to one call
+    auto c = f.run(q);
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().provider == "google");
+    CHECK(c.result.error().message.find("gemini cannot") == std::string::npos);
+  }
+  SUBCASE("skipped targets are not counted as failed ones") {
+    SimFixture f(three_answers({{"error_status", 500}}, {{"error_status", 500}}, {{"error_status", 500}}), {{"chain", routing}});
+    f.router->health()->force_open("google/gemini-2.5-flash", std::chrono::minutes(5), "test", f.clock.now());
+    Json fail_closed = routing;
+    fail_closed["on_all_open"] = "fail";
+    REQUIRE(f.router->set_routing_config("chain", fail_closed));
+    auto c = f.run(ask("@chain"));
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().message.find("all 3") == std::string::npos);
+    CHECK(c.result.error().message.find("2 tried targets failed, 1 skipped") != std::string::npos);
+  }
+}

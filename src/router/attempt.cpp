@@ -199,10 +199,19 @@ AttemptResult AttemptTracker::finish(AttemptEnd&& end, std::vector<std::string>&
     r.ok = true;
     r.response = std::move(*end.answer);
     if (r.usage.empty()) r.usage = r.response.usage;
+    // Anthropic, Gemini, Cohere and Bedrock answers carry no creation time: ours, like OpenAI's.
+    if (r.response.created == 0)
+      r.response.created = std::chrono::duration_cast<std::chrono::seconds>(fx_->clock->wall_now().time_since_epoch()).count();
   } else {
     r.ok = false;
     r.error = std::move(end.answer.error());
-    if (r.error.provider.empty()) r.error.provider = plan_.target.provider;
+    // One name per provider: the configured one ("google"), never the codec family ("gemini")
+    // a wire error was built with, in the field and at the head of the message.
+    const std::string& name = plan_.target.provider;
+    if (!r.error.provider.empty() && r.error.provider != name && r.error.message.starts_with(r.error.provider + " "))
+      r.error.message = name + r.error.message.substr(r.error.provider.size());
+    if (!r.error.local && r.error.kind != ErrorKind::cancelled) r.error.provider = name;
+    else if (r.error.provider.empty()) r.error.provider = name;
   }
   const Instant now = fx_->clock->now();
 

@@ -349,6 +349,12 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     } else {
       out.result = std::unexpected(session.error());
     }
+    if (tracer && config.tracing_options.capture_bodies) {
+      // tracing.capture_bodies: the request as the caller sent it and the answer as served, in
+      // OpenAI's shape. The tracer redacts and caps them on its writer thread.
+      t.request_body = to_json(req).dump(-1, ' ', false, Json::error_handler_t::replace);
+      if (out.result) t.response_body = to_json(*out.result).dump(-1, ' ', false, Json::error_handler_t::replace);
+    }
     out.trace = t;
     if (tracer) tracer->submit(DecisionTrace(t));
     co_return out;

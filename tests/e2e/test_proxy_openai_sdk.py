@@ -8,6 +8,7 @@ OpenAI's format, each mapped by the SDK to its exception class.
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -342,3 +343,22 @@ def test_caller_identity_tags_and_metadata_land_in_the_trace(proxy, client):
     assert t["project"] == "e2e" and t["api_key_id"] == "e2e"  # from the API key, never the key itself
     assert t["tags"] == {"team": "search", "env": "test", "feature": "chat"}
     assert "mlx-e2e" not in json.dumps(t)
+
+
+def test_capture_bodies_keeps_request_and_response_in_the_trace(start_proxy):
+    """Issue #14 (7): tracing.capture_bodies had no effect in the proxy."""
+    proxy = start_proxy(lambda cfg: cfg["tracing"].update(capture_bodies=True, redact_fields=["user"]))
+    client = proxy.client()
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "capture me please"}], user="someone-secret")
+    assert raw.parse().choices[0].message.content
+    deadline = time.monotonic() + 5
+    while True:
+        r = proxy.request("GET", f"/v1/traces/{raw.headers['x-request-id']}")
+        if r.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    t = r.json()
+    assert "capture me please" in t["request_body"]
+    assert "someone-secret" not in t["request_body"]  # redact_fields still apply
+    assert raw.parse().choices[0].message.content in t["response_body"]

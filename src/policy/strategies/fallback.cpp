@@ -1,6 +1,7 @@
 #include "policy/strategies/fallback.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 namespace modelux {
@@ -54,6 +55,7 @@ class FallbackState final : public StrategyState {
         Error err = o.error;
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
         // Read everything needed from the child's outcome before the child goes away.
+        if (index_ < 32) (skipped ? skipped_mask_ : tried_mask_) |= 1u << index_;
         if (skipped && err.message.find("breaker") != std::string::npos) any_breaker_skip_ = true;
         if (skipped && err.message.find("429 backoff") != std::string::npos) any_backoff_skip_ = true;
         child_.reset();
@@ -66,6 +68,7 @@ class FallbackState final : public StrategyState {
           note += e.label;
           note += ": ";
           note += err.message;
+          if (index_ < 32) skipped_mask_ |= 1u << index_;
           if (!have_unsupported_) unsupported_ = err;
           have_unsupported_ = true;
           ++index_;
@@ -113,8 +116,14 @@ class FallbackState final : public StrategyState {
       if (index_ >= entries_.size()) {
         if (have_error_) {
           Error e = last_error_;
-          e.message = "all " + std::to_string(entries_.size()) + " fallback targets failed; last: " +
-                      (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
+          // Tried and skipped counted apart: "all 3 failed" must not cover a target never tried.
+          const int tried = std::popcount(tried_mask_);
+          const int skipped_only = std::popcount(skipped_mask_ & ~tried_mask_);
+          e.message = skipped_only == 0 ? "all " + std::to_string(tried) + " fallback targets failed"
+                                        : std::to_string(tried) + " tried targets failed, " + std::to_string(skipped_only) +
+                                              " skipped";
+          e.message += "; last: ";
+          e.message += last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message;
           return end(s, e, "");
         }
         if (have_unsupported_ && !any_backoff_skip_ && !any_breaker_skip_) {
@@ -227,6 +236,8 @@ class FallbackState final : public StrategyState {
   bool any_backoff_skip_ = false;
   bool backoff_pass_ = false;
   bool parent_skips_backoff_ = false;  ///< an enclosing chain has other options: no second pass here
+  std::uint32_t tried_mask_ = 0;       ///< entries (first 32) tried at least once
+  std::uint32_t skipped_mask_ = 0;     ///< entries (first 32) skipped (breaker, bucket, unsupported)
   Error unsupported_;                  ///< the first target that could not honour the request
   bool have_unsupported_ = false;
 };
