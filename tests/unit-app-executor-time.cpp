@@ -591,3 +591,23 @@ TEST_CASE("Virtual time: traces tell the caller's story after a failover") {
     CHECK(c.result.error().message.find("2 tried targets failed, 1 skipped") != std::string::npos);
   }
 }
+
+TEST_CASE("Virtual time: a cascade written like a fallback chain is accepted or refused with its shape explained") {
+  // Issue #14 (9): "unknown key 'attempts'" for the shape the product pages show.
+  Json as_chain = {{"strategy", "cascade"},
+                   {"attempts", {{{"model", "gpt-4o-mini"}, {"timeout_ms", 2000}}, {{"model", "gpt-4o"}, {"timeout_ms", 4000}}}},
+                   {"accept", {{"min_length", 5}}},
+                   {"total_budget_ms", 10000}};
+  SimFixture f(three_answers({}, {}, {}), {{"casc", as_chain}});
+  auto c = f.run(ask("@casc"));
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+
+  Json with_retry = as_chain;
+  with_retry["retry_on"] = {"429", "5xx"};
+  auto refused = f.router->set_routing_config("casc2", with_retry);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().path.ends_with(".retry_on"));
+  CHECK(refused.error().message.find("A cascade is") != std::string::npos);
+  CHECK(refused.error().message.find("fallback node") != std::string::npos);
+}
