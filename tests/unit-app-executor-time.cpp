@@ -34,13 +34,18 @@ struct SimFixture {
   Instant started{};  ///< virtual instant the last request started
   Nanos took{};       ///< virtual time the last request took
 
-  SimFixture(Json mock_config, Json routing) {
+  SimFixture(Json mock_config, Json routing, Json providers = nullptr) {
     mock::MockOptions mo;
     mo.config = std::move(mock_config);
     auto t = mock::make_simulated_transport(clock, mo);
     REQUIRE(t);
     transport = *t;
     Json doc = test::mock_providers_config("http://provider.sim", std::move(routing));
+    if (providers.is_object())
+      for (auto it = providers.begin(); it != providers.end(); ++it) {
+        if (it.key() == "__budgets") doc["budgets"] = Json::array({it.value()});
+        else doc["providers"][it.key()].update(it.value());
+      }
     auto cfg = Config::from_json(doc);
     REQUIRE(cfg);
     RouterOptions ro;
@@ -304,4 +309,286 @@ TEST_CASE("Virtual time: an attempt expired before its first token never writes,
   CHECK(c.trace.attempts[0].outcome == "timeout");
   CHECK(c.trace.attempts[1].ok);
   CHECK(f.transport->stats().in_flight == 0);
+}
+
+// ---- issue #14: defects --------------------------------------------------------------------
+
+TEST_CASE("Virtual time: ttft_timeout_ms cuts an attempt whose head has not come by the limit and fails over at once") {
+  // Issue #14 (1): the first byte of claude comes at 1.5 s, the limit is 500 ms. Before the fix
+  // the attempt ran to 1.5 s, its working answer was thrown away, then gpt-4o-mini was tried.
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 5000}, {"ttft_timeout_ms", 500}},
+                                {{"model", "gpt-4o-mini"}, {"timeout_ms", 5000}}}},
+                  {"retry_on", {"timeout"}},
+                  {"total_budget_ms", 20000}};
+  SimFixture f(three_answers({{"latency_ms", 1500}}, {{"latency_ms", 40}, {"chunks", 3}}, {}), {{"chain", routing}});
+  Completion c;
+  std::string text = f.stream_text(ask("@chain", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kMini);
+  REQUIRE(c.trace.attempts.size() == 2);
+  CHECK(c.trace.attempts[0].outcome == "timeout");
+  CHECK(c.trace.attempts[0].duration == 500ms);
+  CHECK(c.trace.attempts[0].why_ended.find("ttft_timeout_ms 500") != std::string::npos);
+  CHECK(c.trace.attempts[1].start_offset == 500ms);
+  CHECK(f.took == 540ms);  // the limit, then the next target's own latency
+  CHECK(f.transport->stats().in_flight == 0);
+}
+
+TEST_CASE("Virtual time: ttft_timeout_ms applies to the last target and can be set on the chain") {
+  SUBCASE("the only target") {
+    Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 5000}, {"ttft_timeout_ms", 500}};
+    SimFixture f(three_answers({}, {{"latency_ms", 1500}}, {}), {{"one", routing}});
+    Completion c;
+    f.stream_text(ask("@one", true), c);
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::timeout);
+    CHECK(c.result.error().message.find("ttft_timeout_ms 500") != std::string::npos);
+    CHECK(f.took == 500ms);
+  }
+  SUBCASE("set once for every entry of a chain") {
+    Json routing = {{"strategy", "fallback"},
+                    {"ttft_timeout_ms", 300},
+                    {"stall_timeout_ms", 1000},
+                    {"attempts", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}},
+                    {"retry_on", {"timeout"}},
+                    {"total_budget_ms", 20000}};
+    SimFixture f(three_answers({{"latency_ms", 1500}}, {{"ttft_ms", 2000}}, {{"latency_ms", 20}}), {{"chain", routing}});
+    Completion c;
+    std::string text = f.stream_text(ask("@chain", true), c);
+    REQUIRE(c.result);
+    CHECK(text == kFlash);
+    REQUIRE(c.trace.attempts.size() == 3);
+    CHECK(c.trace.attempts[0].duration == 300ms);
+    CHECK(c.trace.attempts[1].duration == 300ms);
+    CHECK(f.took == 620ms);
+  }
+  SUBCASE("non-streamed requests are not cut by a first-token limit") {
+    Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 5000}, {"ttft_timeout_ms", 500}};
+    SimFixture f(three_answers({}, {{"latency_ms", 1500}}, {}), {{"one", routing}});
+    auto c = f.run(ask("@one"));
+    REQUIRE(c.result);
+    CHECK(f.took == 1500ms);
+  }
+}
+
+TEST_CASE("Virtual time: a key answered 429 with retry-after 30 s sits out alone and its pool serves on the good keys") {
+  // Issue #14 (2): keys [good, bad, good], the bad one answered 429 with retry-after: 30. Before
+  // the fix the 429 emptied the whole target's bucket: the next requests got no_route without
+  // trying the good keys, and a retry waited the 30 s.
+  Json keys = {{"openai", {{"api_keys", {"k-good1", "k-bad", "k-good2"}}}}};
+  SUBCASE("plain model requests") {
+    SimFixture f({{"default", {{"latency_ms", 20}}}, {"rate_limited_keys", {{"k-bad", 30000}}}}, {{"unused", "gpt-4o-mini"}},
+                 keys);
+    for (int i = 0; i < 9; ++i) {
+      CAPTURE(i);
+      auto c = f.run(ask("gpt-4o-mini"));
+      REQUIRE(c.result);
+      REQUIRE(c.trace.attempts.size() == 1);
+      CHECK(c.trace.attempts[0].ok);
+      // A request that drew the bad key was answered at once on another key of the pool.
+      CHECK(f.took == 20ms);
+      if (i == 1) CHECK(c.trace.reason.find("key 2 of openai") != std::string::npos);
+    }
+  }
+  SUBCASE("a chain with retries never waits the bad key's retry-after") {
+    Json routing = {{"strategy", "fallback"}, {"attempts", {"gpt-4o-mini"}}, {"retries", 2}, {"total_budget_ms", 60000}};
+    SimFixture f({{"default", {{"latency_ms", 20}}}, {"rate_limited_keys", {{"k-bad", 30000}}}}, {{"chain", routing}}, keys);
+    for (int i = 0; i < 6; ++i) {
+      CAPTURE(i);
+      auto c = f.run(ask("@chain"));
+      REQUIRE(c.result);
+      CHECK(f.took == 20ms);
+    }
+  }
+  SUBCASE("every key limited: the request fails with the pool's earliest retry, not a guess") {
+    SimFixture f({{"rate_limited_keys", {{"k-good1", 30000}, {"k-bad", 30000}, {"k-good2", 30000}}}},
+                 {{"unused", "gpt-4o-mini"}}, keys);
+    auto c = f.run(ask("gpt-4o-mini"));
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::rate_limited);
+    CHECK(f.took == 0ms);
+  }
+}
+
+TEST_CASE("Virtual time: 429s without retry-after back a target off briefly and proportionately") {
+  // Issue #14 (3): with 30 % 429s (no retry-after) on a single-model route, every 429 used to
+  // block the target for 1 s: 99.9 % of the following requests failed with 503 no_route.
+  SUBCASE("a single-model route serves about as often as its provider does") {
+    SimFixture f({{"models", {{"gpt-4o-mini", {{"latency_ms", 10}, {"error_status", 429}, {"error_rate", 0.3}, {"retry_after_ms", -1}}}}}},
+                 {{"unused", "gpt-4o-mini"}});
+    int served = 0, no_route = 0, limited = 0;
+    for (int i = 0; i < 300; ++i) {
+      auto c = f.run(ask("gpt-4o-mini"));
+      if (c.result) ++served;
+      else if (c.result.error().kind == ErrorKind::no_route) ++no_route;
+      else if (c.result.error().kind == ErrorKind::rate_limited) ++limited;
+    }
+    CHECK(no_route == 0);
+    CHECK(served + limited == 300);
+    CHECK(served > 170);  // ~70 % are served upstream
+  }
+  SUBCASE("in a chain the backed-off target is skipped with a visible reason, and the backoff grows") {
+    Json routing = {{"strategy", "fallback"}, {"attempts", {"gpt-4o-mini", "claude-haiku-4-5"}}, {"total_budget_ms", 20000}};
+    SimFixture f({{"models", {{"gpt-4o-mini", {{"error_status", 429}, {"retry_after_ms", -1}}}}}}, {{"chain", routing}});
+    auto c1 = f.run(ask("@chain"));  // mini 429s: backoff 100 ms; haiku serves
+    REQUIRE(c1.result);
+    CHECK(c1.trace.attempts.size() == 2);
+    auto c2 = f.run(ask("@chain"));  // at once: mini still backing off, skipped
+    REQUIRE(c2.result);
+    CHECK(c2.trace.attempts.size() == 1);
+    CHECK(c2.trace.reason.find("backoff") != std::string::npos);
+    CHECK(c2.trace.reason.find("100 ms") != std::string::npos);
+    f.clock.advance(100ms);
+    auto c3 = f.run(ask("@chain"));  // mini tried again, 429 again: the backoff doubles
+    REQUIRE(c3.result);
+    CHECK(c3.trace.attempts.size() == 2);
+    auto c4 = f.run(ask("@chain"));
+    CHECK(c4.trace.reason.find("200 ms") != std::string::npos);
+  }
+}
+
+TEST_CASE("Virtual time: a parameter one target cannot honour skips that target, not the chain") {
+  // Issue #14 (4): temperature 1.5 is outside Anthropic's range. Before the fix the chain ended
+  // with 400 "anthropic cannot honour request field temperature" and never tried the others.
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}},
+                  {"total_budget_ms", 20000}};
+  SimFixture f(three_answers({}, {}, {}), {{"production", routing}});
+  ChatRequest q = ask("@production");
+  q.temperature = 1.5;
+  auto c = f.run(q);
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+  CHECK(c.trace.reason.find("skipped claude-haiku-4-5: anthropic cannot honour request field temperature") !=
+        std::string::npos);
+  SUBCASE("400 only when no target can serve") {
+    SimFixture g(three_answers({}, {}, {}), {{"claude_only", {{"strategy", "fallback"}, {"attempts", {"claude-haiku-4-5"}}}}});
+    ChatRequest only = q;
+    only.model = "@claude_only";
+    auto d = g.run(only);
+    REQUIRE_FALSE(d.result);
+    CAPTURE(d.result.error().message);
+    CHECK(d.result.error().kind == ErrorKind::unsupported);
+    CHECK(d.result.error().message.find("no target can serve this request") != std::string::npos);
+    CHECK(d.result.error().message.find("temperature") != std::string::npos);
+  }
+}
+
+namespace {
+struct BudgetFixture : SimFixture {
+  BudgetFixture(Json routing, Json budget)
+      : SimFixture({{"default", {{"latency_ms", 10}}}}, std::move(routing), Json{{"__budgets", std::move(budget)}}) {}
+};
+CallContext project(std::string p) {
+  CallContext c;
+  c.project = std::move(p);
+  return c;
+}
+}  // namespace
+
+TEST_CASE("Virtual time: budgets reroute a blocked request to the downgrade target when that fits") {
+  // Issue #14 (5): a request blocked on gpt-4o's estimate while @cheap (gpt-4o-mini) still fit.
+  Json budget = {{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.005},
+                 {"soft", {{"percent", 80}, {"downgrade_to", "@cheap"}}}};
+  BudgetFixture f({{"expensive", "gpt-4o"}, {"cheap", "gpt-4o-mini"}}, budget);
+  ChatRequest q = ask("@expensive");
+  q.max_tokens = 1000;  // gpt-4o: ~$0.01 estimated, over the $0.005 cap; gpt-4o-mini: ~$0.0006
+  auto c = f.run(q, project("acme"));
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+  bool rerouted = false;
+  for (const auto& a : c.trace.budget_actions) rerouted |= a.find("rerouted to @cheap") != std::string::npos;
+  CHECK(rerouted);
+}
+
+TEST_CASE("Virtual time: a request without max_tokens is not blocked by its output estimate alone") {
+  // Issue #14 (5): blocked at $0 spent (and the 100 % alert fired) on the estimate of an
+  // answer nobody bounded.
+  Json budget = {{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.005},
+                 {"alerts", {80, 100}}};
+  BudgetFixture f({{"one", "gpt-4o"}}, budget);
+  auto c = f.run(ask("gpt-4o"), project("acme"));  // 1024 output tokens of gpt-4o: $0.01 > $0.005
+  REQUIRE(c.result);
+  for (const auto& a : c.trace.budget_actions) CHECK(a.find("alert") == std::string::npos);
+}
+
+TEST_CASE("Virtual time: the budget's own 429 is modelux's, with a retry-after") {
+  Json budget = {{"name", "acme"}, {"scope", {{"project", "acme"}}}, {"window", "daily"}, {"limit_usd", 0.000001}};
+  BudgetFixture f({{"one", "gpt-4o"}}, budget);
+  auto c = f.run(ask("gpt-4o"), project("acme"));  // the prompt alone is over the cap
+  REQUIRE_FALSE(c.result);
+  CHECK(c.result.error().kind == ErrorKind::budget_exceeded);
+  CHECK(c.result.error().provider.empty());
+  REQUIRE(c.result.error().retry_after.has_value());
+  CHECK(c.result.error().retry_after->count() > 0);
+  CHECK(*c.result.error().retry_after <= std::chrono::hours(24));
+  Json body = openai_error_json(c.result.error());
+  CHECK_FALSE(body["error"].contains("provider"));
+}
+
+TEST_CASE("Virtual time: traces tell the caller's story after a failover") {
+  // Issue #14 (7).
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}},
+                  {"retry_on", {"429", "5xx", "timeout", "connection", "malformed"}},
+                  {"total_budget_ms", 20000}};
+  SUBCASE("ttft is the caller's, the served attempt shows its status, created is real") {
+    SimFixture f(three_answers({{"latency_ms", 2000}, {"error_status", 500}}, {{"error_status", 503}},
+                               {{"latency_ms", 5}, {"chunks", 3}}),
+                 {{"chain", routing}});
+    Completion c;
+    f.stream_text(ask("@chain", true), c);
+    REQUIRE(c.result);
+    REQUIRE(c.trace.attempts.size() == 3);
+    CHECK(c.trace.attempts[2].ttft == 5ms);  // the attempt's own
+    CHECK(c.trace.ttft == 2005ms);           // the caller's: from the request's start
+    CHECK(c.trace.attempts[2].status == 200);
+    CHECK(c.trace.attempts[0].status == 500);
+    CHECK(c.result->created > 1'600'000'000);  // Gemini's answer carries no created of its own
+    auto j = f.run(ask("@chain"));
+    REQUIRE(j.result);
+    CHECK(j.result->created > 1'600'000'000);
+  }
+  SUBCASE("one provider name for Gemini, in every error") {
+    Json only = {{"strategy", "fallback"}, {"attempts", {"gemini-2.5-flash"}}};
+    SimFixture f(three_answers({}, {}, {}), {{"g", only}});
+    ChatRequest q = ask("@g");
+    q.parallel_tool_calls = false;  // Gemini cannot limit a turn to one call
+    auto c = f.run(q);
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().provider == "google");
+    CHECK(c.result.error().message.find("gemini cannot") == std::string::npos);
+  }
+  SUBCASE("skipped targets are not counted as failed ones") {
+    SimFixture f(three_answers({{"error_status", 500}}, {{"error_status", 500}}, {{"error_status", 500}}), {{"chain", routing}});
+    f.router->health()->force_open("google/gemini-2.5-flash", std::chrono::minutes(5), "test", f.clock.now());
+    Json fail_closed = routing;
+    fail_closed["on_all_open"] = "fail";
+    REQUIRE(f.router->set_routing_config("chain", fail_closed));
+    auto c = f.run(ask("@chain"));
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().message.find("all 3") == std::string::npos);
+    CHECK(c.result.error().message.find("2 tried targets failed, 1 skipped") != std::string::npos);
+  }
+}
+
+TEST_CASE("Virtual time: a cascade written like a fallback chain is accepted or refused with its shape explained") {
+  // Issue #14 (9): "unknown key 'attempts'" for the shape the product pages show.
+  Json as_chain = {{"strategy", "cascade"},
+                   {"attempts", {{{"model", "gpt-4o-mini"}, {"timeout_ms", 2000}}, {{"model", "gpt-4o"}, {"timeout_ms", 4000}}}},
+                   {"accept", {{"min_length", 5}}},
+                   {"total_budget_ms", 10000}};
+  SimFixture f(three_answers({}, {}, {}), {{"casc", as_chain}});
+  auto c = f.run(ask("@casc"));
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+
+  Json with_retry = as_chain;
+  with_retry["retry_on"] = {"429", "5xx"};
+  auto refused = f.router->set_routing_config("casc2", with_retry);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().path.ends_with(".retry_on"));
+  CHECK(refused.error().message.find("A cascade is") != std::string::npos);
+  CHECK(refused.error().message.find("fallback node") != std::string::npos);
 }

@@ -16,6 +16,7 @@
 #include "modelux/budget.hpp"
 #include "modelux/health.hpp"
 #include "modelux/router.hpp"
+#include "support/raw_server.hpp"
 #include "support/router_fixture.hpp"
 
 using namespace modelux;
@@ -371,4 +372,30 @@ TEST_CASE("ClientSession: the budget reservation uses the executor's output-toke
   Completion c = (*s)->finish();
   REQUIRE_FALSE(reserved(e.trace).empty());
   CHECK(reserved(c.trace) == reserved(e.trace));  // before: 1024 output tokens, not 100
+}
+
+TEST_CASE("Router: a 200 stream whose body is not an event stream is a protocol error, not a connection failure") {
+  // Issue #14 (7): the upstream answered 200 with garbage and closed cleanly; nothing reached
+  // the caller. It was reported as `connection` (the decoder's "ended before [DONE]").
+  const std::string garbage = "<html>upstream proxy error</html>";
+  test::RawServer srv(1, [&](test::RawServer::tcp::socket& s, int) {
+    test::RawServer::read_request(s);
+    test::RawServer::write(s, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " +
+                                  std::to_string(garbage.size()) + "\r\nConnection: close\r\n\r\n" + garbage);
+  });
+  Json doc = {{"providers", {{"openai", {{"base_url", srv.url("/v1")}, {"api_key", "k"}}}}}};
+  auto cfg = Config::from_json(doc);
+  REQUIRE(cfg);
+  auto r = Router::create(std::move(*cfg));
+  REQUIRE(r);
+  ChatRequest q;
+  q.model = "gpt-4o-mini";
+  q.messages.push_back(Message::user("hi"));
+  int chunks = 0;
+  Completion c = (*r)->stream(q, {}, [&](const ChatChunk&) { return ++chunks > 0; });
+  REQUIRE_FALSE(c.result);
+  CHECK(chunks == 0);
+  CHECK(c.result.error().kind == ErrorKind::malformed_response);
+  REQUIRE(c.trace.attempts.size() == 1);
+  CHECK(c.trace.attempts[0].outcome == "malformed_response");
 }

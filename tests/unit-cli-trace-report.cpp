@@ -284,3 +284,36 @@ TEST_CASE("format_forecast: month to date, daily rate and month-end estimate") {
   f.month_to_date_usd = 0.000047;
   CHECK(has(format_forecast(f), "month to date $0.000047;"));
 }
+
+TEST_CASE("modelux logs and spend --config FILE read the config's tracing.path") {
+  // Issue #14 (9): only --db found the trace store.
+  Cli cli;
+  const std::string cfg_path = cli.db.path + ".config.json";
+  {
+    std::ofstream f(cfg_path);
+    f << Json{{"providers", {{"openai", {{"api_key", "k"}}}}}, {"tracing", {{"path", cli.db.path}}}}.dump();
+  }
+  auto [rc, out, err] = cli.run({"logs", "--config", cfg_path, "--trace", "req_failover01"});
+  CHECK(rc == 0);
+  CHECK(err.empty());
+  CHECK(out == format_trace(failover_trace()));
+  auto [rc2, out2, err2] = cli.run({"spend", "--config", cfg_path, "--since", "100h"});
+  CHECK(rc2 == 0);
+  CHECK(err2.empty());
+  CHECK(has(out2, "gpt-4o-mini"));
+  // --config @slug still filters by routing config.
+  auto [rc3, out3, err3] = cli.run({"logs", "--db", cli.db.path, "--config", "@nope"});
+  CHECK(rc3 == 0);
+  CHECK_FALSE(has(out3, "req_ok_dev"));
+  // A config without a trace file says so.
+  const std::string bare = cli.db.path + ".bare.json";
+  {
+    std::ofstream f(bare);
+    f << Json{{"providers", {{"openai", {{"api_key", "k"}}}}}}.dump();
+  }
+  auto [rc4, out4, err4] = cli.run({"spend", "--config", bare});
+  CHECK(rc4 == 2);
+  CHECK(has(err4, "tracing.path"));
+  std::remove(cfg_path.c_str());
+  std::remove(bare.c_str());
+}

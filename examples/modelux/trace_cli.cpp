@@ -3,12 +3,14 @@
 // the commands end to end against a real SQLite file.
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <map>
 #include <ostream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "modelux/config.hpp"
 #include "trace_cli.hpp"
 
 namespace modelux {
@@ -16,17 +18,20 @@ namespace modelux {
 namespace {
 
 constexpr const char* kLogsUsage =
-    "usage: modelux logs [--db FILE] [--trace REQ_ID]\n"
+    "usage: modelux logs [--db FILE | --config FILE] [--trace REQ_ID]\n"
     "                    [--since 1h] [--tag k=v]... [--model M] [--provider P] [--project P]\n"
     "                    [--user U] [--config @slug] [--status ok|error] [--limit N] [--json]\n"
     "                    [--csv] [--summary]\n"
+    "  --config FILE   the proxy's config file: read its tracing.path (an existing file; a\n"
+    "                  --config that is not a file filters by routing config, e.g. @production)\n"
     "  --trace REQ_ID  one trace in full: attempts, decision and reason, cost, latency\n"
     "  --json          one JSON trace per line (JSONL)\n"
     "  --csv           one CSV row per trace, with a header\n"
     "  --summary       latency percentiles, error groups and failover rate for the window\n";
 
 constexpr const char* kSpendUsage =
-    "usage: modelux spend [--db FILE] [--by model|provider|project|tag|user] [--since 24h] [--forecast]\n";
+    "usage: modelux spend [--db FILE | --config FILE] [--by model|provider|project|tag|user] [--since 24h] [--forecast]\n"
+    "  --config FILE   the proxy's config file: read its tracing.path\n";
 
 struct Flags {
   std::map<std::string, std::vector<std::string>> values;
@@ -91,6 +96,27 @@ std::string summary(TraceStore& store, WallTime since, WallTime until) {
   return o;
 }
 
+// The trace store to read: --db, else the tracing.path of the config file named by --config
+// (when it names an existing file), else modelux-traces.db. `config_is_file` says whether
+// --config was taken as a file (logs then does not filter by it).
+Result<std::string> trace_db_of(const Flags& flags, bool& config_is_file) {
+  config_is_file = false;
+  const std::string cfg = flags.get("--config");
+  std::error_code ec;
+  if (!cfg.empty() && !cfg.starts_with("@") && std::filesystem::is_regular_file(cfg, ec)) {
+    config_is_file = true;
+    auto c = Config::load_file(cfg);
+    if (!c) return std::unexpected(c.error());
+    if (!flags.get("--db").empty()) return flags.get("--db");
+    const std::string& path = c->tracing_options.path;
+    if (!c->tracing_options.enabled || path.empty() || path == ":memory:")
+      return fail(ErrorKind::invalid_config, "the config '" + cfg + "' keeps no trace file (tracing.path is not set)",
+                  "$.tracing.path");
+    return path;
+  }
+  return flags.get("--db", "modelux-traces.db");
+}
+
 }  // namespace
 
 int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock) {
@@ -106,7 +132,13 @@ int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostre
     out << kLogsUsage;
     return 0;
   }
-  const std::string db = flags->get("--db", "modelux-traces.db");
+  bool config_is_file = false;
+  auto dbr = trace_db_of(*flags, config_is_file);
+  if (!dbr) {
+    err << "modelux logs: " << dbr.error().describe() << "\n";
+    return 2;
+  }
+  const std::string db = *dbr;
   TraceQuery q;
   q.limit = 50;
   const WallTime now = clock.wall_now();
@@ -132,7 +164,7 @@ int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostre
   q.provider = flags->get("--provider");
   q.project = flags->get("--project");
   q.end_user = flags->get("--user");
-  q.config = flags->get("--config");
+  if (!config_is_file) q.config = flags->get("--config");
   if (auto s = flags->get("--status"); !s.empty()) {
     if (s == "ok") q.ok = true;
     else if (s == "error") q.ok = false;
@@ -197,7 +229,7 @@ int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostre
 }
 
 int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock) {
-  auto flags = parse_flags(args, {"--db", "--by", "--since"}, {"--forecast", "--help", "-h"});
+  auto flags = parse_flags(args, {"--db", "--config", "--by", "--since"}, {"--forecast", "--help", "-h"});
   if (!flags) {
     err << "modelux spend: " << flags.error().message << "\n" << kSpendUsage;
     return 2;
@@ -216,7 +248,17 @@ int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostr
     err << "modelux spend: --since: " << window.error().message << "\n";
     return 2;
   }
-  const std::string db = flags->get("--db", "modelux-traces.db");
+  bool config_is_file = false;
+  auto dbr = trace_db_of(*flags, config_is_file);
+  if (!dbr) {
+    err << "modelux spend: " << dbr.error().describe() << "\n";
+    return 2;
+  }
+  if (!flags->get("--config").empty() && !config_is_file) {
+    err << "modelux spend: --config wants an existing config file, got '" << flags->get("--config") << "'\n";
+    return 2;
+  }
+  const std::string db = *dbr;
   auto store = TraceStore::open(db, TraceStore::Mode::read_only);
   if (!store) {
     err << "modelux spend: " << store.error().message << "\n";

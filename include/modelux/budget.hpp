@@ -221,9 +221,21 @@ class BudgetManager final : public BudgetView {
   /// every matching ledger, all or nothing. Fails with ErrorKind::budget_exceeded naming the
   /// budget, scope and window when any hard limit would be passed, or when the model has no
   /// known price and a matching USD budget says "block". Priced zero-cost models are never
-  /// blocked by USD limits.
+  /// blocked by USD limits. The error carries retry_after: when the blocking window next
+  /// frees spend (its reset; for rolling windows, its next bucket).
+  ///
+  /// `output_bounded` false: the output estimate is a guess (the request set no max_tokens),
+  /// so it never blocks on its own: the request is blocked only when the committed spend plus
+  /// its input estimate pass a USD cap, and it reserves its output estimate only up to the
+  /// cap's headroom. (Nothing spent and a $0.51 guess over a $0.50 cap is not a block.)
+  ///
+  /// `allow_downgrade`: a USD cap that would block the request but names a soft
+  /// `downgrade_to` (other than this model) answers a downgrade instead (Admission with
+  /// downgrade_to, holding nothing, open == false): the downgrade target's own, cheaper
+  /// estimate is then admitted on its own. False once the request was rerouted.
   Result<Admission> admit(const CallContext& ctx, const ModelInfo* model, std::int64_t est_input_tokens,
-                          std::int64_t est_output_tokens, Instant now);
+                          std::int64_t est_output_tokens, Instant now, bool output_bounded = true,
+                          bool allow_downgrade = true);
   /// Replaces the reservation with the actual cost (and tokens from `usage`) in every ledger
   /// it held. Returns the alerts this settlement fired (usually none) for the trace.
   /// No-op on a closed Admission.

@@ -54,7 +54,12 @@ struct HealthConfig {
   Nanos ramp = std::chrono::seconds(60);         ///< after closing, traffic ramps back over this
   double ramp_start = 0.1;                       ///< fraction admitted right after closing
   // rate limits
-  Nanos default_rate_limit_reset = std::chrono::seconds(1);  ///< a 429 without retry-after sits out this long
+  /// A 429 without retry-after backs the target off this long, doubling with each further
+  /// such 429 up to rate_limit_backoff_max and reset by a success. The backoff is our guess,
+  /// so a route with nothing else to try still tries the target (TargetStats::backoff_only).
+  /// A key of a pool sits out rate_limit_backoff.
+  Nanos rate_limit_backoff = std::chrono::milliseconds(100);
+  Nanos rate_limit_backoff_max = std::chrono::seconds(5);
   /// Key pools: a key the provider refuses (401/403) sits out this long. A revoked key does
   /// not come back by itself; the hour only lets a key that was fixed upstream return.
   Nanos rejected_key_sit_out = std::chrono::hours(1);
@@ -111,7 +116,9 @@ class HealthRegistry final : public HealthView {
   /// Declares that `provider` has `keys` API keys (1..16). Call at configuration time.
   void set_key_pool(std::string_view provider, int keys);
   /// Picks a key index for the next call to `provider`: round-robin over keys that are not
-  /// sitting out a 429; nullopt when every key sits out (then see key_retry_at()).
+  /// sitting out a 429; when every key sits out, the key back soonest among those sitting out
+  /// only a backoff of ours (a 429 without retry-after); nullopt when every key sits out the
+  /// provider's word (retry-after, quota, 401/403): then see key_retry_at().
   std::optional<int> pick_key(std::string_view provider, Instant now) const;
   /// When the earliest sitting-out key of `provider` comes back.
   Instant key_retry_at(std::string_view provider, Instant now) const;

@@ -26,6 +26,7 @@ namespace modelux {
 
 class Tracer;
 class BudgetManager;
+struct BudgetAlert;
 class HealthRegistry;
 
 struct RouterOptions {
@@ -36,6 +37,10 @@ struct RouterOptions {
   TransportOptions transport_options;
   bool open_tracer = true;               ///< open the Tracer from the config's "tracing" section
   Nanos default_stall_timeout = std::chrono::seconds(30);  ///< streams: max gap between chunks
+  /// Budget alerts (80 % / 100 % thresholds...): called on the admitting or settling thread,
+  /// outside every budget lock. Keep it cheap (log, post to a queue); null = alerts are only
+  /// listed by BudgetManager::alerts() and recorded in traces.
+  std::function<void(const BudgetAlert&)> on_alert;
 };
 
 /// The outcome of one request: the answer or the error, and the full decision trace.

@@ -48,6 +48,10 @@ struct ServerConfig {
   /// SQLite file of managed keys (POST /v1/keys, `modelux keys`). Unset: "keys.db" next to
   /// tracing.path when that is a file, else in memory (managed keys then last until exit).
   std::string keys_db;
+  /// Budget alerts are logged (a structured `budget.alert` line on stderr) and, when set,
+  /// POSTed as JSON to this URL (http:// or https://), fire and forget, never delaying a
+  /// request.
+  std::string alert_webhook_url;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
   /// Request-body bytes buffered at once over all connections; a request that would pass it
   /// gets 503 + retry-after before its body is read.
@@ -62,6 +66,11 @@ struct ServerConfig {
   static Result<ServerConfig> from_json(const Json& section);
   /// Where managed keys live for `config` (see keys_db); "" = in memory.
   static std::string keys_db_path(const Config& config, const ServerConfig& server);
+  /// Where the proxy keeps budget spend when `budget_backend` names no store: `budgets.db` next
+  /// to tracing.path (like keys.db); "" when the config has no budgets, names a store
+  /// (sqlite_path or redis_url) itself, or keeps traces in memory (the proxy then warns that
+  /// spend resets on restart).
+  static std::string default_budgets_db_path(const Config& config);
 };
 
 }  // namespace modelux

@@ -115,6 +115,10 @@ struct TargetStats {
   bool admits = true;
   Instant last_sample{};
   Instant retry_at{};       ///< when an open breaker or exhausted bucket reopens
+  /// Not admitting only because of our own short backoff after 429s that carried no
+  /// retry-after (a guess, not the provider's word): a route with nothing else to try tries
+  /// the target anyway.
+  bool backoff_only = false;
 };
 
 /// Read-only view of live health. Implemented by the health module and by test fakes.

@@ -479,7 +479,8 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
 }
 
 Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* model, std::int64_t est_input_tokens,
-                                       std::int64_t est_output_tokens, Instant now) {
+                                       std::int64_t est_output_tokens, Instant now, bool output_bounded,
+                                       bool allow_downgrade) {
   Impl& I = *impl_;
   Admission a;
   a.open = true;
@@ -492,6 +493,11 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
                          static_cast<double>(std::max<std::int64_t>(0, est_output_tokens)) * model->output_per_m * 1e3)
              : 0;
   const bool zero_cost = priced && est_nusd == 0;
+  // What must fit under a USD cap: the whole estimate when max_tokens bounds the answer, else
+  // only the input (the output guess reserves at most the headroom left, below).
+  const std::int64_t est_in_nusd =
+      priced ? round_i64(static_cast<double>(std::max<std::int64_t>(0, est_input_tokens)) * model->input_per_m * 1e3) : 0;
+  const std::int64_t must_fit_nusd = output_bounded ? est_nusd : est_in_nusd;
 
   // Wildcard ledgers come back pinned (not evictable) until their reservation is in place
   // (which then keeps them) or refused and reported.
@@ -516,6 +522,10 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
   BudgetTotals why_committed;
   std::int64_t why_period_ms = 0;
   std::int64_t why_outage_cap = -1;
+  Nanos why_retry{0};
+  std::string blocked_downgrade;  // a USD block turned into a downgrade (see admit's contract)
+  std::string blocked_downgrade_budget;
+  double blocked_downgrade_percent = 0;
   std::vector<BudgetAlert> fired;
   {
     LedgerLocks locks(a.holds);
@@ -529,8 +539,16 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
         if (!priced) {
           if (s.unknown_price == UnknownPricePolicy::block) why = Why::unpriced;
           else a.unpriced = true;
-        } else if (!zero_cost && c.nusd + est_nusd > (l.outage_cap_nusd < 0 ? l.entry.limit_nusd
-                                                                              : std::min(l.entry.limit_nusd, l.outage_cap_nusd))) {
+        } else if (!zero_cost && c.nusd + must_fit_nusd > (l.outage_cap_nusd < 0 ? l.entry.limit_nusd
+                                                                                   : std::min(l.entry.limit_nusd, l.outage_cap_nusd))) {
+          if (allow_downgrade && !s.downgrade_to.empty() && !(model && model->id == s.downgrade_to) &&
+              blocked_downgrade.empty()) {
+            // The downgrade target's own estimate may well fit: reroute rather than block.
+            blocked_downgrade = s.downgrade_to;
+            blocked_downgrade_budget = s.name;
+            blocked_downgrade_percent = percent_of(c.nusd, l.entry.limit_nusd);
+            continue;
+          }
           why = Why::usd;
           check_alerts(l, c.nusd, true, [&] { return I.wall_of(now); }, fired);
         }
@@ -542,16 +560,24 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
         why_committed = c;
         why_period_ms = l.periods.empty() ? 0 : l.periods.back().start_ms;
         why_outage_cap = l.outage_cap_nusd;
+        why_retry = std::max<Nanos>(l.period_end - now, std::chrono::milliseconds(1));
         break;
       }
     }
-    if (why == Why::none) {
+    if (why == Why::none && blocked_downgrade.empty()) {
       for (auto& h : a.holds) {
         BudgetLedger& l = *h.ledger;
+        if (!output_bounded && l.entry.limit_nusd > 0 && h.nusd > est_in_nusd) {
+          // The output guess reserves no more than the cap's headroom.
+          const std::int64_t headroom = std::max<std::int64_t>(0, l.entry.limit_nusd - l.committed().nusd - est_in_nusd);
+          h.nusd = est_in_nusd + std::min(h.nusd - est_in_nusd, headroom);
+        }
         l.reserved += BudgetTotals{h.nusd, h.tokens, 1};
         if (l.entry.limit_nusd <= 0) continue;
         const BudgetSpec& s = l.entry.spec;
-        const std::int64_t committed = l.committed().nusd;
+        // An output guess (no max_tokens) is held, not spent: on its own it neither asks for a
+        // downgrade nor fires an alert.
+        const std::int64_t committed = output_bounded ? l.committed().nusd : l.committed().nusd - (h.nusd - est_in_nusd);
         if (l.entry.soft_nusd >= 0 && committed >= l.entry.soft_nusd && a.downgrade_to.empty() &&
             !(model && model->id == s.downgrade_to)) {
           a.downgrade_to = s.downgrade_to;
@@ -564,6 +590,16 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
   }
   if (why == Why::none) unpin();
   if (!fired.empty()) I.record_alerts(fired);
+  if (why == Why::none && !blocked_downgrade.empty()) {
+    // Nothing was reserved: the caller reroutes and admits the downgrade target afresh.
+    Admission d;
+    d.model = a.model;
+    d.downgrade_to = std::move(blocked_downgrade);
+    d.downgrade_budget = std::move(blocked_downgrade_budget);
+    d.downgrade_percent = blocked_downgrade_percent;
+    d.alerts = std::move(fired);
+    return d;
+  }
   if (why != Why::none) {
     const BudgetLedger& l = *why_ledger;
     const BudgetSpec& s = l.entry.spec;
@@ -600,6 +636,11 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
     e.kind = ErrorKind::budget_exceeded;
     e.code = "budget_exceeded";
     e.message = fmt::format("budget '{}' ({}, {}) blocks this request: {}", s.name, scope_label_of(l), window, reason);
+    // modelux's own refusal, not a provider's (e.provider stays empty); retrying helps only
+    // once the window frees spend.
+    e.status = 429;
+    e.retry_after = std::chrono::duration_cast<Millis>(why_retry);
+    if (e.retry_after->count() <= 0) e.retry_after = Millis{1};
     unpin();
     return fail(std::move(e));
   }

@@ -93,6 +93,8 @@ struct TargetHealth {
   std::atomic<std::int64_t> bucket_until{0};       // empty until (429 / remaining 0)
   std::atomic<std::int64_t> bucket_remaining{-1};  // -1: unknown
   std::atomic<std::int64_t> bucket_reset{0};
+  std::atomic<std::int64_t> backoff_until{0};      // our backoff after 429s without retry-after
+  std::atomic<std::int64_t> backoff_ns{0};         // its current length (0 = none)
   // writer-only, under mu
   mutable std::mutex mu;
   std::array<Slice, kMaxSlices> slices{};
@@ -111,6 +113,9 @@ struct KeyPool {
   std::atomic<int> keys;
   std::array<std::atomic<std::int64_t>, kMaxKeys> sit_out_until{};
   std::array<std::atomic<std::uint64_t>, kMaxKeys> uses{};
+  /// The key sits out only our own backoff (a 429 without retry-after): when every key sits
+  /// out, such a key is still handed out rather than refusing the call.
+  std::array<std::atomic<bool>, kMaxKeys> soft{};
   mutable std::atomic<std::uint64_t> rr{0};
 };
 
@@ -212,6 +217,13 @@ TargetStats HealthRegistry::stats(std::string_view key, Instant now) const {
   if (n < reset && t->bucket_remaining.load(std::memory_order_relaxed) == 0) {
     s.admits = false;
     s.retry_at = at(reset);
+    return s;
+  }
+  std::int64_t backoff = t->backoff_until.load(std::memory_order_relaxed);
+  if (n < backoff) {
+    s.admits = false;
+    s.backoff_only = true;
+    s.retry_at = at(backoff);
   }
   return s;
 }
@@ -270,13 +282,25 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
     t->last_sample.store(n, std::memory_order_relaxed);
   }
 
-  // Rate limits feed the token bucket, not the breaker.
+  // Rate limits feed the token bucket, not the breaker. The provider's retry-after (or a
+  // quota error's minute) is its word and empties the bucket until then. A 429 without one
+  // is met with a short backoff of our own that doubles with each further such 429 and is
+  // reset by a success: proportionate to how hard the target pushes back (one stray 429 in
+  // a busy stream costs 100 ms, not a second of no_route).
   if (err && (err->kind == ErrorKind::rate_limited || err->kind == ErrorKind::quota_exceeded)) {
-    Nanos wait = err->retry_after ? Nanos{*err->retry_after}
-                                  : (err->kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
-                                                                            : cfg_.default_rate_limit_reset);
-    std::int64_t until = n + wait.count();
-    if (until > t->bucket_until.load(std::memory_order_relaxed)) t->bucket_until.store(until, std::memory_order_release);
+    if (err->retry_after || err->kind == ErrorKind::quota_exceeded) {
+      Nanos wait = err->retry_after ? Nanos{*err->retry_after} : Nanos{std::chrono::seconds(60)};
+      std::int64_t until = n + wait.count();
+      if (until > t->bucket_until.load(std::memory_order_relaxed)) t->bucket_until.store(until, std::memory_order_release);
+    } else {
+      std::int64_t cur = t->backoff_ns.load(std::memory_order_relaxed);
+      std::int64_t next = cur == 0 ? cfg_.rate_limit_backoff.count()
+                                   : std::min<std::int64_t>(cur * 2, cfg_.rate_limit_backoff_max.count());
+      t->backoff_ns.store(next, std::memory_order_relaxed);
+      t->backoff_until.store(n + next, std::memory_order_release);
+    }
+  } else if (!err) {
+    t->backoff_ns.store(0, std::memory_order_relaxed);
   }
 
   // Window aggregates → published stats.
@@ -436,6 +460,18 @@ std::optional<int> HealthRegistry::pick_key(std::string_view provider, Instant n
       return i;
     }
   }
+  // Every key sits out. Keys that only sit out our guess (429 without retry-after) are still
+  // better than refusing: the one back soonest is handed out.
+  int best = -1;
+  std::int64_t best_until = INT64_MAX;
+  for (int i = 0; i < n; ++i) {
+    std::int64_t u = p->sit_out_until[i].load(std::memory_order_acquire);
+    if (p->soft[i].load(std::memory_order_relaxed) && u < best_until) best = i, best_until = u;
+  }
+  if (best >= 0) {
+    p->uses[best].fetch_add(1, std::memory_order_relaxed);
+    return best;
+  }
   return std::nullopt;
 }
 
@@ -457,13 +493,15 @@ void HealthRegistry::observe_key(std::string_view provider, int index, const Att
   if (e.kind == ErrorKind::auth) {
     // The provider refused this key (revoked, wrong project): every request on it would fail
     // the same way, so it leaves the pool and the other keys carry the traffic.
+    p->soft[index].store(false, std::memory_order_relaxed);
     p->sit_out_until[index].store(ns(now) + cfg_.rejected_key_sit_out.count(), std::memory_order_release);
     return;
   }
   if (e.kind != ErrorKind::rate_limited && e.kind != ErrorKind::quota_exceeded) return;
   Nanos wait = e.retry_after ? Nanos{*e.retry_after}
-                             : (e.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
-                                                                    : cfg_.default_rate_limit_reset);
+                                   : (e.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
+                                                                                : cfg_.rate_limit_backoff);
+  p->soft[index].store(!e.retry_after && e.kind == ErrorKind::rate_limited, std::memory_order_relaxed);
   p->sit_out_until[index].store(ns(now) + wait.count(), std::memory_order_release);
 }
 
@@ -493,6 +531,11 @@ Json HealthRegistry::state_json(Instant now) const {
     }
     if (!t->last_error.empty()) j["last_error"] = t->last_error;
     if (s.retry_at > now) j["retry_in_ms"] = to_ms(s.retry_at - now);
+    if (std::int64_t b = t->backoff_ns.load(); b > 0) {
+      // Visible: the current 429 backoff (grows while 429s without retry-after keep coming).
+      j["rate_limit_backoff_ms"] = to_ms(Nanos{b});
+      if (s.backoff_only) j["backing_off"] = true;
+    }
     std::int64_t from = t->ramp_from.load();
     if (from && ns(now) < from + cfg_.ramp.count())
       j["ramp"] = cfg_.ramp_start + (1.0 - cfg_.ramp_start) * static_cast<double>(ns(now) - from) / cfg_.ramp.count();

@@ -466,6 +466,7 @@ bool SessionCore::record_result(AttemptReport report, Instant now) {
   if (r.answer) {
     rec.outcome.assign("ok");
     rec.why_ended.assign("ok");
+    rec.status = 200;  // every provider answers a served attempt with 200
   } else {
     // Assigned and appended into the record's own strings: a reused record keeps its buffers.
     const Error& e = r.answer.error();
@@ -662,7 +663,9 @@ Step RoutingSession::decide(Instant now) {
       if (o.attempt) {
         const AttemptRecord& rec = c.record(o.attempt);
         t.usage = rec.usage;
-        t.ttft = rec.ttft;
+        // The caller's time to first token: from the request's start, failed attempts included
+        // (the record's own ttft is the attempt's, from its start).
+        t.ttft = rec.ttft.count() > 0 ? rec.start_offset + rec.ttft : Nanos{0};
         c.set_why_ended(o.attempt, "served");
         t.decision += served.model;
         t.decision += " (attempt ";

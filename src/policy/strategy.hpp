@@ -214,9 +214,16 @@ struct StartArgs {
   bool needs_full_response = false;
   RateLimitMode rate_limit_mode = RateLimitMode::fallback;
   bool ignore_breakers = false;  ///< panic pass: try targets whose breaker is open (rate limits still hold)
+  /// A target only backing off after 429s without retry-after (TargetStats::backoff_only) is
+  /// skipped when true (the parent has something else to try); when false it is tried anyway.
+  bool skip_backoff = false;
   /// Bound on a committed stream set by an enclosing node's max_stream_ms (0 = none); a
   /// leaf uses the tighter of this and its own.
   Nanos max_stream{0};
+  /// Streams: first-output and between-chunk limits set by an enclosing chain (0 = none); a
+  /// leaf that sets its own uses its own.
+  Nanos ttft_timeout{0};
+  Nanos stall_timeout{0};
 };
 
 /// The tighter of two optional bounds (0 = none).

@@ -55,7 +55,9 @@ std::expected<AttemptTracker, AttemptRefusal> AttemptTracker::start(const Attemp
   }
 
   if (fx.budgets) {
-    auto adm = fx.budgets->admit(ctx, t.model_, estimate_input_tokens(req), estimated_output_tokens(req, t.model_), now);
+    // Without max_tokens the output estimate is a guess: it never blocks on its own (admit()).
+    auto adm = fx.budgets->admit(ctx, t.model_, estimate_input_tokens(req), estimated_output_tokens(req, t.model_), now,
+                                 req.max_tokens.has_value(), opts.allow_downgrade);
     if (!adm) {
       AttemptRefusal r;
       r.error = std::move(adm.error());
@@ -106,7 +108,8 @@ std::expected<AttemptTracker, AttemptRefusal> AttemptTracker::start(const Attemp
 
 AttemptTracker::AttemptTracker(AttemptTracker&& o) noexcept
     : fx_(o.fx_), plan_(std::move(o.plan_)), target_key_(std::move(o.target_key_)), provider_(o.provider_), model_(o.model_),
-      admission_(std::move(o.admission_)), key_index_(o.key_index_), finished_(o.finished_) {
+      admission_(std::move(o.admission_)), key_index_(o.key_index_), key_switches_(o.key_switches_),
+      finished_(o.finished_) {
   o.admission_.reset();
   o.finished_ = true;
 }
@@ -121,6 +124,7 @@ AttemptTracker& AttemptTracker::operator=(AttemptTracker&& o) noexcept {
     model_ = o.model_;
     admission_ = std::move(o.admission_);
     key_index_ = o.key_index_;
+    key_switches_ = o.key_switches_;
     finished_ = o.finished_;
     o.admission_.reset();
     o.finished_ = true;
@@ -149,6 +153,28 @@ std::string_view AttemptTracker::upstream_model() const noexcept {
   return model_ && !model_->upstream.empty() ? std::string_view(model_->upstream) : std::string_view(plan_.target.model);
 }
 
+bool AttemptTracker::switch_key_after(const Error& e, std::string& note) {
+  if (!fx_ || !fx_->health || !provider_ || key_index_ < 0 || provider_->api_keys.size() < 2) return false;
+  if (e.kind != ErrorKind::rate_limited && e.kind != ErrorKind::quota_exceeded && e.kind != ErrorKind::auth) return false;
+  if (key_switches_ + 1 >= static_cast<int>(provider_->api_keys.size())) return false;
+  const Instant now = fx_->clock->now();
+  if (now >= plan_.deadline) return false;
+  AttemptResult seen;
+  seen.id = plan_.id;
+  seen.error = e;
+  fx_->health->observe_key(provider_->name, key_index_, seen, now);
+  auto k = fx_->health->pick_key(provider_->name, now);
+  if (!k || *k == key_index_) return false;
+  if (!note.empty()) note += "; ";
+  note += "key " + std::to_string(key_index_ + 1) + " of " + provider_->name + " " + std::string(to_string(e.kind));
+  if (e.status) note += " (" + std::to_string(e.status) + ")";
+  if (e.retry_after) note += " sits out " + std::to_string(e.retry_after->count()) + " ms";
+  note += ", sent again with key " + std::to_string(*k + 1);
+  key_index_ = *k;
+  ++key_switches_;
+  return true;
+}
+
 void AttemptTracker::observe_headers(const Headers& headers) {
   if (!fx_->health || !provider_) return;
   auto rl = parse_rate_limits(provider_->family, headers);
@@ -169,8 +195,18 @@ AttemptResult AttemptTracker::finish(AttemptEnd&& end, std::vector<std::string>&
   r.usage = end.usage;
   if (r.answer) {
     if (r.usage.empty()) r.usage = r.answer->usage;
-  } else if (r.answer.error().provider.empty()) {
-    r.answer.error().provider = plan_.target.provider;
+    // Anthropic, Gemini, Cohere and Bedrock answers carry no creation time: ours, like OpenAI's.
+    if (r.answer->created == 0)
+      r.answer->created = std::chrono::duration_cast<std::chrono::seconds>(fx_->clock->wall_now().time_since_epoch()).count();
+  } else {
+    Error& err = r.answer.error();
+    // One name per provider: the configured one ("google"), never the codec family ("gemini")
+    // a wire error was built with, in the field and at the head of the message.
+    const std::string& name = plan_.target.provider;
+    if (!err.provider.empty() && err.provider != name && err.message.starts_with(err.provider + " "))
+      err.message = name + err.message.substr(err.provider.size());
+    if (!err.local && err.kind != ErrorKind::cancelled) err.provider = name;
+    else if (err.provider.empty()) err.provider = name;
   }
   const Instant now = fx_->clock->now();
 

@@ -95,6 +95,14 @@ class AttemptTracker {
   std::string_view upstream_model() const noexcept;
   int key_index() const noexcept { return key_index_; }
 
+  /// Key pools fail over across their keys first: after `e` (a 429, quota or auth refusal of
+  /// this attempt's key, nothing delivered) the key sits out (its own retry-after) and, when
+  /// another key of the pool is free and the attempt's deadline has not passed, the attempt
+  /// switches to it and returns true: the driver sends the same request again on it. One
+  /// key's 429 then never blocks the target's good keys nor makes a retry wait its
+  /// retry-after. At most keys - 1 switches per attempt. `note` gets what happened.
+  bool switch_key_after(const Error& e, std::string& note);
+
   /// The provider's rate-limit headers feed the target's token bucket.
   void observe_headers(const Headers& headers);
 
@@ -112,6 +120,7 @@ class AttemptTracker {
   const ModelInfo* model_ = nullptr;
   std::optional<Admission> admission_;
   int key_index_ = -1;
+  int key_switches_ = 0;
   bool finished_ = false;
 };
 

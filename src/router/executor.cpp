@@ -51,6 +51,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
   if (sink) req.stream = true;
   auto tab = table.load(std::memory_order_acquire);
   std::vector<std::string> budget_actions;
+  std::vector<std::string> key_notes;  // key pool switches inside attempts (trace reason)
   const std::string model = req.model;
 
   std::shared_ptr<const Policy> policy = tab->lookup(model);
@@ -99,6 +100,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       std::optional<AttemptRefusal> refusal;          // refused at start
       AttemptEnd end;                                 // how a started attempt ended
       std::optional<Error> verdict;                   // the session ended it first
+      std::string key_note;                           // key pool switches, for the trace
       bool finished = false;
       bool cancelled = false;  // set with cancel.emit(): an attempt not started yet has no slot to hear it
     };
@@ -209,6 +211,11 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
                                      .chunk_id = chunk_id,
                                      .default_stall = opts.default_stall_timeout};
                       fp->end = co_await relay_attempt(args);
+                      // A key of a pool refused (429, quota, auth) before anything reached the
+                      // caller: the same request goes again on another key of the pool.
+                      while (!fp->end.answer && !fp->end.delivered && !fp->cancelled &&
+                             fp->tracker->switch_key_after(fp->end.answer.error(), fp->key_note))
+                        fp->end = co_await relay_attempt(args);
                     }
                   } catch (...) {
                     fp->end = AttemptEnd{};
@@ -262,6 +269,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           fp->end.session_verdict = fp->verdict;
           report = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
         }
+        if (!fp->key_note.empty()) key_notes.push_back(std::move(fp->key_note));
         if (AttemptResult* r = std::get_if<AttemptResult>(&report); r && !r->answer && caller_gone())
           r->answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
         session.report(std::move(report), clock->now());
@@ -322,6 +330,10 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     fill_context(t, ctx, model, req.stream);
     t.config_version = policy->version();
     for (auto& a : budget_actions) t.budget_actions.push_back(std::move(a));
+    for (auto& n : key_notes) {
+      t.reason += t.reason.empty() ? "" : "; ";
+      t.reason += n;
+    }
     t.total = clock->now() - start;
     if (finished && t.ok) {
       out.result = session.response();
@@ -336,6 +348,12 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       }
     } else {
       out.result = std::unexpected(session.error());
+    }
+    if (tracer && config.tracing_options.capture_bodies) {
+      // tracing.capture_bodies: the request as the caller sent it and the answer as served, in
+      // OpenAI's shape. The tracer redacts and caps them on its writer thread.
+      t.request_body = to_json(req).dump(-1, ' ', false, Json::error_handler_t::replace);
+      if (out.result) t.response_body = to_json(*out.result).dump(-1, ' ', false, Json::error_handler_t::replace);
     }
     out.trace = t;
     if (tracer) tracer->submit(DecisionTrace(t));

@@ -60,6 +60,7 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
     if (bb.max_wildcard_ledgers) bo.max_wildcard_ledgers = *bb.max_wildcard_ledgers;
     if (bb.evict_interval) bo.evict_interval = *bb.evict_interval;
     if (bb.fair_share) bo.outage_policy = RedisOutagePolicy::fair_share;
+    bo.on_alert = options.on_alert;
     auto bm = BudgetManager::create(impl->config.budgets, impl->config.catalog, *impl->clock, std::move(bo));
     if (!bm) return fail(bm.error());
     impl->budgets = std::move(*bm);

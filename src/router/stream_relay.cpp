@@ -150,6 +150,8 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
   std::vector<ChatChunk> chunks, held;
   const Nanos stall = plan.stall_timeout.count() > 0 ? plan.stall_timeout : a.default_stall;
   bool first_output = false;
+  const std::int64_t created_now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock.wall_now().time_since_epoch()).count();
   // Writes one chunk; on refusal the upstream connection is closed at once (it is never
   // pooled: the body was not read to its end) and the attempt ends.
   auto stop = [&](SinkVerdict v) {
@@ -173,7 +175,9 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       Error e = std::move(piece.error());
       if (e.kind == ErrorKind::timeout)
         e.message = first_output ? "stream stalled: no data for " + ms_text(stall)
-                                 : "no first token within " + ms_text(clock.now() - t0);
+                                 : plan.ttft_timeout.count() > 0 && clock.now() - t0 >= plan.ttft_timeout
+                                       ? "no first token within ttft_timeout_ms " + ms_text(plan.ttft_timeout)
+                                       : "no first token within " + ms_text(clock.now() - t0);
       if (first_output && !e.local && e.kind != ErrorKind::cancelled) e.kind = ErrorKind::stream_interrupted;
       else if (!first_output && e.kind == ErrorKind::stream_interrupted) e.kind = ErrorKind::connection;  // nothing reached the caller
       failed(std::move(e));
@@ -193,6 +197,7 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       const std::string_view event = relay && k < relay->events().size() ? std::string_view(relay->events()[k]) : std::string_view{};
       if (c.id != a.chunk_id) c.id = a.chunk_id;
       if (c.model != plan.target.model) c.model = plan.target.model;
+      if (c.created == 0) c.created = created_now;  // Anthropic, Gemini...: no creation time of their own
       acc.add(c);
       if (!first_output && !carries_output(c) && !c.usage) {
         held.push_back(std::move(c));
@@ -224,7 +229,10 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
         e.message = "stream broke after output started: " + e.message;
         e.kind = ErrorKind::stream_interrupted;
       } else if (!first_output && e.kind == ErrorKind::stream_interrupted && e.status == 0) {
-        e.kind = ErrorKind::connection;  // the stream died before the caller saw anything: fail over
+        // Nothing reached the caller: fail over. A clean end of a 200 body that was not a
+        // complete event stream is the upstream's protocol error; a broken read, a connection's.
+        e.kind = ended ? ErrorKind::malformed_response : ErrorKind::connection;
+        if (ended) e.message = "upstream's 200 stream is not a complete event stream: " + e.message;
       }
       failed(std::move(e));
       end.delivered = first_output;

@@ -2,6 +2,7 @@
 // /readyz, /metrics. Anything slower than a few microseconds (trace reads and flushes, config
 // compiles, budget snapshots, key store writes) runs on the worker pool.
 #include <charconv>
+#include <variant>
 
 #include "modelux/budget.hpp"
 #include "modelux/health.hpp"
@@ -9,6 +10,7 @@
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
 #include "server/routes.hpp"
+#include "trace/trace_json_util.hpp"
 
 namespace modelux::proxy {
 
@@ -16,16 +18,84 @@ namespace {
 
 Reply not_found(std::string msg) { return error_reply(404, ErrorKind::not_found, std::move(msg), "not_found"); }
 
-std::optional<std::string> query_param(std::string_view q, std::string_view name) {
-  while (!q.empty()) {
-    auto amp = q.find('&');
-    std::string_view kv = q.substr(0, amp);
-    auto eq = kv.find('=');
-    if (kv.substr(0, eq) == name) return std::string(eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1));
-    if (amp == std::string_view::npos) break;
-    q.remove_prefix(amp + 1);
+// %XX and '+' decoded; nullopt for a bad escape.
+std::optional<std::string> url_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      int v = 0;
+      auto r = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+      if (r.ec != std::errc{} || r.ptr != s.data() + i + 3) return std::nullopt;
+      out += static_cast<char>(v);
+      i += 2;
+    } else {
+      out += s[i];
+    }
   }
-  return std::nullopt;
+  return out;
+}
+
+// GET /v1/traces?...: every query parameter becomes a TraceQuery filter; an unknown parameter
+// or a bad value is a 400 naming it (a typo must not silently list everything).
+std::variant<TraceQuery, Reply> trace_query_of(std::string_view query) {
+  TraceQuery q;
+  q.limit = 50;
+  auto bad = [](std::string msg, std::string param) {
+    return error_reply(400, ErrorKind::bad_request, std::move(msg), "invalid_" + param, param);
+  };
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view kv = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (kv.empty()) continue;
+    auto eq = kv.find('=');
+    std::string key(kv.substr(0, eq));
+    auto value = url_decode(eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1));
+    if (!value) return bad("bad percent-encoding in '" + key + "'", key);
+    const std::string& v = *value;
+    if (key == "limit") {
+      std::size_t n = 0;
+      auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || n < 1 || n > 1000) return bad("limit must be an integer 1..1000", "limit");
+      q.limit = n;
+    } else if (key == "model") {
+      q.model = v;
+    } else if (key == "provider") {
+      q.provider = v;
+    } else if (key == "config") {
+      q.config = v;
+    } else if (key == "project") {
+      q.project = v;
+    } else if (key == "end_user" || key == "user") {
+      q.end_user = v;
+    } else if (key == "status") {
+      if (v != "ok" && v != "error") return bad("status must be ok or error", "status");
+      q.ok = v == "ok";
+    } else if (key == "tag") {
+      auto e = v.find('=');
+      if (e == std::string::npos || e == 0) return bad("tag takes k=v", "tag");
+      q.tags.emplace_back(v.substr(0, e), v.substr(e + 1));
+    } else if (key == "since" || key == "until") {
+      std::optional<WallTime> t = trace_detail::parse_iso_time(v);
+      if (!t) {  // unix seconds also accepted
+        long long secs = 0;
+        auto r = std::from_chars(v.data(), v.data() + v.size(), secs);
+        if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || secs < 0)
+          return bad(key + " must be an ISO 8601 UTC time (2026-01-01T00:00:00Z) or unix seconds", key);
+        t = WallTime{std::chrono::seconds{secs}};
+      }
+      (key == "since" ? q.since : q.until) = *t;
+    } else {
+      return bad("unknown parameter '" + key +
+                     "' (known: limit, model, provider, config, project, end_user, status, tag, since, until)",
+                 key);
+    }
+  }
+  return q;
 }
 
 }  // namespace
@@ -79,15 +149,9 @@ net::awaitable<std::optional<Reply>> put_config(RouteCtx& c) {
 net::awaitable<std::optional<Reply>> list_traces(RouteCtx& c) {
   Tracer* t = c.st.router->tracer();
   if (!t) co_return not_found("tracing is disabled");
-  TraceQuery q;
-  q.limit = 50;
-  if (auto l = query_param(c.req.query, "limit")) {
-    std::size_t n = 0;
-    auto r = std::from_chars(l->data(), l->data() + l->size(), n);
-    if (r.ec != std::errc{} || r.ptr != l->data() + l->size() || n < 1 || n > 1000)
-      co_return error_reply(400, ErrorKind::bad_request, "limit must be an integer 1..1000", "invalid_limit", "limit");
-    q.limit = n;
-  }
+  auto parsed = trace_query_of(c.req.query);
+  if (auto* refused = std::get_if<Reply>(&parsed)) co_return std::move(*refused);
+  TraceQuery q = std::get<TraceQuery>(std::move(parsed));
   // Non-admin keys see their own project only (the store filters, so the limit still holds).
   if (!c.caller.admin()) q.project = c.caller.project;
   auto store = t->store();

@@ -22,6 +22,9 @@ Headers with_retry_after(Headers h, const Error& e) {
     h.emplace_back("retry-after", std::to_string((ms + 999) / 1000));
     h.emplace_back("retry-after-ms", std::to_string(ms));
   }
+  // A budget refusal is modelux's own and stands until its window frees spend: the OpenAI SDKs
+  // would otherwise retry a 429 at once (they honour x-should-retry before the status).
+  if (e.kind == ErrorKind::budget_exceeded) h.emplace_back("x-should-retry", "false");
   return h;
 }
 

@@ -5,12 +5,19 @@
 
 #include <malloc.h>
 
+#include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include "modelux/budget.hpp"
+#include "modelux/router.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
@@ -18,7 +25,63 @@
 
 namespace modelux::proxy {
 
+void log_event(std::string_view level, std::string_view event, Json fields) {
+  if (!fields.is_object()) fields = Json::object();
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t secs = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char ts[96];  // room for any int the format could print (silences -Wformat-truncation)
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  Json line = {{"ts", ts}, {"level", level}, {"event", event}};
+  line.update(fields);
+  std::string out = scrubbed(line.dump(-1, ' ', false, Json::error_handler_t::replace));
+  out += '\n';
+  std::fwrite(out.data(), 1, out.size(), stderr);  // one call per line: lines never interleave
+  std::fflush(stderr);
+}
+
 namespace {
+
+/// Where budget alerts go: a structured log line always, and a JSON POST to the configured
+/// webhook (fire and forget on the router's io_context: an alert never delays a request).
+struct AlertSink {
+  std::string url;
+  std::atomic<Router*> router{nullptr};  ///< set once the router exists; alerts before that are only logged
+};
+
+Json alert_json(const BudgetAlert& a) {
+  return {{"budget", a.budget},         {"scope", a.scope},           {"window", a.window},
+          {"threshold", a.threshold},   {"percent", a.percent},       {"spent_usd", a.spent_usd},
+          {"limit_usd", a.limit_usd},   {"at", format_iso_time(a.at)}, {"message", a.message()}};
+}
+
+net::awaitable<void> post_alert(Transport& t, HttpRequestSpec spec, Instant deadline) {
+  auto r = co_await t.send(spec, deadline);
+  if (!r) {
+    log_event("warn", "budget.alert_webhook_failed", {{"url", spec.url}, {"error", r.error().describe()}});
+  } else if (r->status < 200 || r->status >= 300) {
+    log_event("warn", "budget.alert_webhook_failed", {{"url", spec.url}, {"status", r->status}});
+  }
+}
+
+void deliver_alert(const AlertSink& sink, const BudgetAlert& a) {
+  Json body = alert_json(a);
+  log_event("warn", "budget.alert", body);
+  Router* router = sink.router.load(std::memory_order_acquire);
+  if (sink.url.empty() || !router) return;
+  HttpRequestSpec spec;
+  spec.method = "POST";
+  spec.url = sink.url;
+  spec.headers.emplace_back("content-type", "application/json");
+  spec.headers.emplace_back("user-agent", "modelux-alerts");
+  spec.body = Json{{"type", "budget.alert"}, {"data", std::move(body)}}.dump();
+  const Instant deadline = router->clock().now() + std::chrono::seconds(10);
+  auto posting = post_alert(router->transport(), std::move(spec), deadline);
+  net::co_spawn(router->executor(), std::move(posting), net::detached);
+}
 
 // Auth is a function of the request head (method, path, headers): on_head runs admit() before
 // the body is read (an unauthenticated upload costs only its header) and hands the admission
@@ -113,11 +176,30 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   so.max_inflight_body_bytes = sc.max_inflight_body_bytes;
   st.max_body = sc.max_body_bytes;
   st.server = sc;
+  // Budget spend must survive a restart: the embedded default keeps it in budgets.db next to
+  // the traces; with traces in memory too, say loudly that it does not.
+  if (!config.budgets.empty() && config.budget_backend_options.sqlite_path.empty() &&
+      config.budget_backend_options.redis_url.empty()) {
+    std::string db = ServerConfig::default_budgets_db_path(config);
+    if (!db.empty()) {
+      config.budget_backend_options.sqlite_path = db;
+      if (!config.budget_backend.is_object()) config.budget_backend = Json::object();
+      config.budget_backend["sqlite_path"] = db;
+    } else {
+      log_event("warn", "budget.memory_only",
+                {{"message", "budgets are configured but spend is kept in memory: it resets on restart "
+                             "(set budget_backend.sqlite_path, or tracing.path to keep budgets.db next to the traces)"}});
+    }
+  }
   RouterOptions ro;
   ro.io_threads = so.threads;
+  auto alerts = std::make_shared<AlertSink>();
+  alerts->url = sc.alert_webhook_url;
+  ro.on_alert = [alerts](const BudgetAlert& a) { deliver_alert(*alerts, a); };
   auto router = Router::create(std::move(config), ro);
   if (!router) return fail(router.error());
   st.router = std::move(*router);
+  alerts->router.store(st.router.get(), std::memory_order_release);
   auto store = KeyStore::open(ServerConfig::keys_db_path(st.router->config(), sc));
   if (!store) return fail(store.error());
   st.keys = std::make_unique<KeyRegistry>(sc.api_keys, std::move(*store), st.router->clock());

@@ -45,6 +45,10 @@ Reply error_reply(int status, ErrorKind kind, std::string message, std::string c
 Reply error_reply(const Error& e);
 Reply json_reply(const Json& j, int status = 200);
 
+/// One structured log line on stderr: {"ts":"<UTC>","level":..,"event":..,...fields}, scrubbed
+/// of every registered secret. Thread-safe (one write per line).
+void log_event(std::string_view level, std::string_view event, Json fields = Json::object());
+
 /// Is `s` a valid routing-config slug: [a-z0-9][a-z0-9_-]{0,63}.
 bool valid_slug(std::string_view s) noexcept;
 

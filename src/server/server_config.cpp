@@ -88,7 +88,8 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   if (s.is_null()) return out;
   if (!s.is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
   static constexpr std::string_view kKeys[] = {"host", "port", "threads", "max_body_bytes", "api_keys", "keys_db",
-                                               "worker_threads", "limits", "max_inflight_body_bytes", "drain_timeout_ms"};
+                                               "worker_threads", "limits", "max_inflight_body_bytes", "drain_timeout_ms",
+                                               "alert_webhook_url"};
   for (auto it = s.begin(); it != s.end(); ++it)
     if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
       return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server", "$.server." + it.key());
@@ -143,6 +144,10 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   }
   if (auto kd = opt_str(s, "keys_db", "$.server"); !kd) return fail(kd.error());
   else out.keys_db = *kd;
+  if (auto wh = opt_str(s, "alert_webhook_url", "$.server"); !wh) return fail(wh.error());
+  else if (!wh->empty() && !wh->starts_with("http://") && !wh->starts_with("https://"))
+    return fail(ErrorKind::invalid_config, "'alert_webhook_url' must be an http:// or https:// URL", "$.server.alert_webhook_url");
+  else out.alert_webhook_url = *wh;
   if (auto w = s.find("worker_threads"); w != s.end()) {
     if (!w->is_number_integer() || w->get<int>() < 1 || w->get<int>() > 64)
       return fail(ErrorKind::invalid_config, "'worker_threads' must be an integer 1..64", "$.server.worker_threads");
@@ -171,6 +176,15 @@ std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig&
   if (trace.empty() || trace == ":memory:") return {};
   auto slash = trace.rfind('/');
   return slash == std::string::npos ? std::string("keys.db") : trace.substr(0, slash + 1) + "keys.db";
+}
+
+std::string ServerConfig::default_budgets_db_path(const Config& config) {
+  const BudgetBackendConfig& bb = config.budget_backend_options;
+  if (config.budgets.empty() || !bb.sqlite_path.empty() || !bb.redis_url.empty()) return {};
+  std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
+  if (trace.empty() || trace == ":memory:") return {};
+  auto slash = trace.rfind('/');
+  return slash == std::string::npos ? std::string("budgets.db") : trace.substr(0, slash + 1) + "budgets.db";
 }
 
 }  // namespace modelux

@@ -101,6 +101,7 @@ struct MockProvider::State {
   // (so a test can watch a key pool spread requests and drop a revoked key).
   std::map<std::string, std::uint64_t> keys_seen;
   std::set<std::string> revoked_keys;
+  std::map<std::string, double> rate_limited_keys;  ///< key -> retry-after ms (< 0: none)
 
   Result<void> configure(const Json& doc) {
     if (!doc.is_object()) return fail(ErrorKind::invalid_config, "mock config must be an object", "$");
@@ -134,10 +135,24 @@ struct MockProvider::State {
         revoked->insert((*r)[i].get<std::string>());
       }
     }
+    // {"key": retry_after_ms}: that key is answered 429 (retry-after in ms; a negative value
+    // sends none), as a provider answers one key of a pool that used up its own quota.
+    std::optional<std::map<std::string, double>> limited;
+    if (auto r = doc.find("rate_limited_keys"); r != doc.end()) {
+      if (!r->is_object())
+        return fail(ErrorKind::invalid_config, "'rate_limited_keys' must be an object of key: retry_after_ms", "$.rate_limited_keys");
+      limited.emplace();
+      for (auto it = r->begin(); it != r->end(); ++it) {
+        if (!it.value().is_number())
+          return fail(ErrorKind::invalid_config, "'rate_limited_keys' values are retry-after milliseconds", "$.rate_limited_keys." + it.key());
+        (*limited)[it.key()] = it.value().get<double>();
+      }
+    }
     if (auto s = doc.find("seed"); s != doc.end() && s->is_number_unsigned()) rng.reseed(s->get<std::uint64_t>());
     defaults = nd;
     models = std::move(nm);
     if (revoked) revoked_keys = std::move(*revoked);
+    if (limited) rate_limited_keys = std::move(*limited);
     return {};
   }
 
@@ -145,7 +160,7 @@ struct MockProvider::State {
     std::lock_guard lk(mu);
     Json m = Json::object();
     for (const auto& [k, v] : models) m[k] = to_json(v);
-    return {{"default", to_json(defaults)}, {"models", m}, {"revoked_keys", revoked_keys}};
+    return {{"default", to_json(defaults)}, {"models", m}, {"revoked_keys", revoked_keys}, {"rate_limited_keys", rate_limited_keys}};
   }
 
   Json stats_json() const {
@@ -162,6 +177,15 @@ struct MockProvider::State {
     std::lock_guard lk(mu);
     ++keys_seen[key];
     return revoked_keys.contains(key);
+  }
+  // The refusal a key configured in rate_limited_keys gets (a 429), if any.
+  std::optional<Rendered> key_refusal(std::string_view family, const std::string& key) const {
+    std::lock_guard lk(mu);
+    auto it = rate_limited_keys.find(key);
+    if (it == rate_limited_keys.end()) return std::nullopt;
+    std::optional<Millis> ra;
+    if (it->second >= 0) ra = Millis{static_cast<std::int64_t>(it->second)};
+    return render_error(family, 429, "mock: rate limit reached for this API key", ra);
   }
 
   // What to do with one request, decided under the lock so that draws are deterministic in
@@ -294,6 +318,10 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     // What a provider answers a revoked or unknown key (Bedrock's own 403 comes from render_error).
     auto r = render_error(mr.family, 401, "mock: invalid API key", std::nullopt);
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  if (auto kr = st->key_refusal(mr.family, presented_key(req))) {
+    co_await w.respond(kr->status, kr->content_type, kr->body, kr->headers);
     co_return;
   }
   auto plan = st->decide(mr.model, mr.stream, std::chrono::steady_clock::now());
@@ -549,6 +577,7 @@ class SimTransport final : public Transport {
     }
     if (sh_->state->note_key(presented_key_of(req.headers)))
       return one_now(render_error(parsed->family, 401, "mock: invalid API key", std::nullopt));
+    if (auto kr = sh_->state->key_refusal(parsed->family, presented_key_of(req.headers))) return one_now(std::move(*kr));
     auto plan = sh_->state->decide(parsed->model, parsed->stream, clock.now());
     if (parsed->refusal) return one_now(*parsed->refusal);
     using K = MockProvider::State::Plan::Kind;

@@ -63,3 +63,84 @@ def test_budgets_endpoint_lists_the_configured_cap_before_any_spend(start_proxy)
     l = ledger(proxy, "e2e-cap")
     assert l["spent_usd"] == 0
     assert l["requests"] == 0
+
+
+def test_the_budget_429_is_modeluxs_own_and_the_sdk_does_not_retry_it(start_proxy, mock):
+    """Issue #14 (5): the budget 429 was labelled provider "openai" and carried neither
+    retry-after nor x-should-retry, so the OpenAI SDK retried it twice."""
+    import httpx
+
+    def tiny_cap(cfg: dict) -> None:
+        cfg["budgets"] = [{"name": "tiny", "scope": {"project": "e2e"}, "window": "daily", "limit_usd": 0.000001}]
+
+    proxy = start_proxy(tiny_cap)
+    sent: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda req: sent.append(str(req.url))]})
+    client = proxy.client(max_retries=2, http_client=http)
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    assert len(sent) == 1, f"the SDK retried a budget refusal: {sent}"
+    e = exc.value
+    assert e.code == "budget_exceeded"
+    assert "provider" not in e.body, e.body
+    assert e.response.headers["x-should-retry"] == "false"
+    assert int(e.response.headers["retry-after"]) >= 1
+    assert mock.requests_for("gpt-4o") == 0
+
+
+def test_spend_survives_a_restart_by_default_next_to_the_traces(start_proxy, mock):
+    """Issue #14 (5): without budget_backend.sqlite_path, spend reset on restart."""
+    proxy = start_proxy(with_cap)
+    client = proxy.client()
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    before = ledger(proxy, "e2e-cap")["spent_usd"]
+    assert before > 0
+    proxy.proc.stop()  # SIGTERM: drains and flushes the budgets
+    trace_db = proxy.config["tracing"]["path"]
+    again = start_proxy(lambda cfg: (with_cap(cfg), cfg["tracing"].update(path=trace_db)))
+    assert ledger(again, "e2e-cap")["spent_usd"] == pytest.approx(before, rel=1e-9)
+
+
+def test_budget_alerts_are_logged_and_posted_to_the_webhook(start_proxy, mock):
+    """Issue #14 (6): alerts fired but reached no one (the Router had no on_alert)."""
+    import http.server
+    import json
+    import threading
+    import time
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            n = int(self.headers.get("content-length", "0"))
+            received.append(json.loads(self.rfile.read(n)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        def cap_with_alert(cfg: dict) -> None:
+            with_cap(cfg)
+            cfg["budgets"][0]["alerts"] = [20]
+            cfg["server"]["alert_webhook_url"] = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+
+        proxy = start_proxy(cap_with_alert)
+        client = proxy.client()
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)  # ~22 % of the cap
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert received, "the webhook got no alert"
+        assert received[0]["type"] == "budget.alert"
+        assert received[0]["data"]["budget"] == "e2e-cap"
+        assert received[0]["data"]["threshold"] == 20
+        lines = [json.loads(l) for l in proxy.proc.log_path.read_text().splitlines() if l.startswith("{")]
+        alerts = [l for l in lines if l.get("event") == "budget.alert"]
+        assert len(alerts) == 1, lines
+        assert alerts[0]["budget"] == "e2e-cap" and alerts[0]["level"] == "warn"
+    finally:
+        hook.shutdown()

@@ -8,6 +8,7 @@ OpenAI's format, each mapped by the SDK to its exception class.
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -342,3 +343,66 @@ def test_caller_identity_tags_and_metadata_land_in_the_trace(proxy, client):
     assert t["project"] == "e2e" and t["api_key_id"] == "e2e"  # from the API key, never the key itself
     assert t["tags"] == {"team": "search", "env": "test", "feature": "chat"}
     assert "mlx-e2e" not in json.dumps(t)
+
+
+def test_capture_bodies_keeps_request_and_response_in_the_trace(start_proxy):
+    """Issue #14 (7): tracing.capture_bodies had no effect in the proxy."""
+    proxy = start_proxy(lambda cfg: cfg["tracing"].update(capture_bodies=True, redact_fields=["user"]))
+    client = proxy.client()
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "capture me please"}], user="someone-secret")
+    assert raw.parse().choices[0].message.content
+    deadline = time.monotonic() + 5
+    while True:
+        r = proxy.request("GET", f"/v1/traces/{raw.headers['x-request-id']}")
+        if r.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    t = r.json()
+    assert "capture me please" in t["request_body"]
+    assert "someone-secret" not in t["request_body"]  # redact_fields still apply
+    assert raw.parse().choices[0].message.content in t["response_body"]
+
+
+def test_trace_listing_honours_its_filters_and_limit(start_proxy, mock):
+    """Issue #14 (8): GET /v1/traces ignored its filters and its limit."""
+    proxy = start_proxy()
+    client = proxy.client()
+    for model in ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "claude-haiku-4-5"]:
+        client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=8,
+                                       extra_headers={"x-modelux-tags": f"m={model}"})
+    mock.configure(models={"gpt-4o": {"error_status": 500}})
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=8)
+
+    def listing(query: str) -> list[dict]:
+        r = proxy.request("GET", f"/v1/traces?{query}")
+        assert r.status == 200, r.text
+        return r.json()["data"]
+
+    assert len(listing("limit=2")) == 2
+    assert len(listing("limit=100")) == 5
+    assert {t["config"] for t in listing("model=gpt-4o-mini")} == {"gpt-4o-mini"}
+    assert len(listing("model=gpt-4o-mini")) == 2
+    assert len(listing("provider=anthropic")) == 1
+    assert len(listing("config=gpt-4o")) == 2
+    assert [t["ok"] for t in listing("status=error")] == [False]
+    assert all(t["ok"] for t in listing("status=ok"))
+    assert len(listing("tag=m%3Dgpt-4o")) == 1
+    assert len(listing("model=gpt-4o-mini&limit=1")) == 1
+    since = listing("limit=100")[-1]["time"]
+    assert len(listing(f"since={since}")) == 5
+    assert listing("since=2200-01-01T00:00:00Z") == []
+    r = proxy.request("GET", "/v1/traces?status=maybe")
+    assert r.status == 400 and r.json()["error"]["param"] == "status"
+    r = proxy.request("GET", "/v1/traces?colour=red")
+    assert r.status == 400 and r.json()["error"]["param"] == "colour"
+
+
+def test_deleting_a_config_is_refused_honestly(proxy):
+    """Issue #14 (8): DELETE /v1/configs/x answered 200 with the config."""
+    r = proxy.request("DELETE", "/v1/configs/production")
+    assert r.status == 405, r.text
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in r.headers.get("allow", "") and "DELETE" not in r.headers.get("allow", "")
+    assert proxy.request("GET", "/v1/configs/production").status == 200

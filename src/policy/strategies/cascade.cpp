@@ -271,8 +271,21 @@ Result<Acceptance> read_accept(const Json& j, const std::string& p, const Policy
 
 Result<std::unique_ptr<Strategy>> compile_cascade(const Json& cfg, const std::string& path, const PolicyResolver& r) {
   if (auto o = require_object(cfg, path); !o) return std::unexpected(o.error());
-  if (auto k = check_keys(cfg, path, {"strategy", "steps", "accept", "total_budget_ms", "on_none_accepted"}); !k)
-    return std::unexpected(k.error());
+  // A cascade is often written like a fallback chain (the shape product pages show): its list
+  // may be called `attempts`, and a key only a chain knows gets an error that explains the
+  // cascade's shape instead of a bare "unknown key".
+  if (auto k = check_keys(cfg, path, {"strategy", "steps", "attempts", "accept", "total_budget_ms", "on_none_accepted"}); !k) {
+    Error e = k.error();
+    e.message += ". A cascade is {\"strategy\":\"cascade\", \"steps\" (or \"attempts\"): [{\"model\":...,"
+                 " \"timeout_ms\":..., \"accept\":{...}}, ...], \"accept\":{...}, \"total_budget_ms\":...,"
+                 " \"on_none_accepted\":\"last\"|\"fail\"}; it moves on after any failed or rejected step, so"
+                 " retry_on, retries and backoff belong to a fallback node, which a step may be:"
+                 " {\"strategy\":\"fallback\", \"attempts\":[...], \"retry_on\":[...]}";
+    return std::unexpected(std::move(e));
+  }
+  if (cfg.contains("steps") && cfg.contains("attempts"))
+    return fail(ErrorKind::invalid_config, "a cascade takes \"steps\" or \"attempts\" (the same list), not both",
+                path_key(path, "attempts"));
   auto s = std::make_unique<CascadeStrategy>();
   auto total = read_ms(cfg, "total_budget_ms", path, Nanos{0});
   if (!total) return std::unexpected(total.error());
@@ -284,10 +297,11 @@ Result<std::unique_ptr<Strategy>> compile_cascade(const Json& cfg, const std::st
   s->serve_last = *none == "last";
   auto base = read_accept(cfg.contains("accept") ? cfg["accept"] : Json(), path_key(path, "accept"), r, nullptr);
   if (!base) return std::unexpected(base.error());
-  auto it = cfg.find("steps");
-  std::string sp = path_key(path, "steps");
+  const char* list_key = cfg.contains("attempts") ? "attempts" : "steps";
+  auto it = cfg.find(list_key);
+  std::string sp = path_key(path, list_key);
   if (it == cfg.end() || !it->is_array() || it->empty())
-    return fail(ErrorKind::invalid_config, "steps must be a non-empty array", sp);
+    return fail(ErrorKind::invalid_config, std::string(list_key) + " must be a non-empty array", sp);
   if (it->size() > 16) return fail(ErrorKind::invalid_config, "at most 16 steps", sp);
   for (std::size_t i = 0; i < it->size(); ++i) {
     const Json& sj = (*it)[i];

@@ -84,7 +84,7 @@ Result<std::unique_ptr<Strategy>> compile_cost_optimized(const Json& cfg, const 
   if (auto k = check_keys(cfg, path,
                           {"strategy", "min_tier", "allow", "deny", "expected_output_tokens", "max_attempts",
                            "timeout_ms", "cache_affinity", "retry_on", "total_budget_ms", "backoff", "on_rate_limit",
-                           "retries", "on_all_open", "max_stream_ms"});
+                           "retries", "on_all_open", "max_stream_ms", "ttft_timeout_ms", "stall_timeout_ms"});
       !k)
     return std::unexpected(k.error());
   auto s = std::make_unique<CostOptimizedStrategy>();

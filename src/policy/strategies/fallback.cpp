@@ -1,6 +1,7 @@
 #include "policy/strategies/fallback.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 namespace modelux {
@@ -30,10 +31,10 @@ class FallbackState final : public StrategyState {
  public:
   /// Owns a per-request ordering (cost/latency strategies).
   FallbackState(const ChainOptions& spec, std::vector<const ChainEntry*> order, const StartArgs& a)
-      : spec_(spec), owned_(std::move(order)), entries_(owned_), args_(a) {}
+      : spec_(spec), owned_(std::move(order)), entries_(owned_), args_(a), parent_skips_backoff_(a.skip_backoff) {}
   /// Borrows the compiled ordering (fallback): no per-request copy.
   FallbackState(const ChainOptions& spec, const std::vector<const ChainEntry*>* order, const StartArgs& a)
-      : spec_(spec), entries_(*order), args_(a) {}
+      : spec_(spec), entries_(*order), args_(a), parent_skips_backoff_(a.skip_backoff) {}
 
   Step::Kind next(SessionCore& s, Instant now, Step& step) override {
     Instant limit = std::min(args_.node_deadline, s.deadline);
@@ -54,8 +55,27 @@ class FallbackState final : public StrategyState {
         Error err = o.error;
         bool skipped = o.skipped, delivered = o.delivered, fatal = o.fatal;
         // Read everything needed from the child's outcome before the child goes away.
+        if (index_ < 32) (skipped ? skipped_mask_ : tried_mask_) |= 1u << index_;
         if (skipped && err.message.find("breaker") != std::string::npos) any_breaker_skip_ = true;
+        if (skipped && err.message.find("429 backoff") != std::string::npos) any_backoff_skip_ = true;
         child_.reset();
+        if (!skipped && !delivered && err.kind == ErrorKind::unsupported) {
+          // The request asks for something this target's API cannot express (Anthropic's
+          // temperature above 1, a seed...): nothing was sent, nothing says the others cannot
+          // serve it. Skip it with the reason; 400 only when no target can (see below).
+          std::string& note = s.notes.add();
+          note += "skipped ";
+          note += e.label;
+          note += ": ";
+          note += err.message;
+          if (index_ < 32) skipped_mask_ |= 1u << index_;
+          if (!have_unsupported_) unsupported_ = err;
+          have_unsupported_ = true;
+          ++index_;
+          tries_ = 0;
+          retrying_ = false;
+          continue;
+        }
         if (!skipped) {
           last_error_ = err;
           have_error_ = true;
@@ -96,9 +116,29 @@ class FallbackState final : public StrategyState {
       if (index_ >= entries_.size()) {
         if (have_error_) {
           Error e = last_error_;
-          e.message = "all " + std::to_string(entries_.size()) + " fallback targets failed; last: " +
-                      (last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message);
+          // Tried and skipped counted apart: "all 3 failed" must not cover a target never tried.
+          const int tried = std::popcount(tried_mask_);
+          const int skipped_only = std::popcount(skipped_mask_ & ~tried_mask_);
+          e.message = skipped_only == 0 ? "all " + std::to_string(tried) + " fallback targets failed"
+                                        : std::to_string(tried) + " tried targets failed, " + std::to_string(skipped_only) +
+                                              " skipped";
+          e.message += "; last: ";
+          e.message += last_error_.message.empty() ? std::string(to_string(last_error_.kind)) : last_error_.message;
           return end(s, e, "");
+        }
+        if (have_unsupported_ && !any_backoff_skip_ && !any_breaker_skip_) {
+          // Every target was tried or skipped and none could take the request as asked.
+          Error e = unsupported_;
+          e.message = "no target can serve this request: " + unsupported_.message;
+          return end(s, e, "");
+        }
+        if (!backoff_pass_ && !parent_skips_backoff_ && any_backoff_skip_ && now < limit) {
+          // Skipped only for our own guess of a backoff (429s without retry-after): with
+          // nothing else left, those targets are tried anyway rather than failing no_route.
+          backoff_pass_ = true;
+          args_.skip_backoff = false;
+          index_ = 0;
+          continue;
         }
         if (spec_.panic && !panic_ && any_breaker_skip_ && now < limit) {
           // Nothing admitted traffic and breakers are part of why: trying the open targets
@@ -112,7 +152,8 @@ class FallbackState final : public StrategyState {
         }
         Error e;
         e.kind = ErrorKind::no_route;
-        e.message = "no target admits traffic (all " + std::to_string(entries_.size()) + " skipped)";
+        e.message = "no target admits traffic (all " + std::to_string(entries_.size()) + " skipped" +
+                    (any_backoff_skip_ ? std::string(", some on a 429 backoff)") : std::string(")"));
         outcome_.skipped = true;
         return end(s, e, "");
       }
@@ -125,9 +166,12 @@ class FallbackState final : public StrategyState {
       }
       const ChainEntry& e = *entries_[index_];
       StartArgs a = args_;
+      a.skip_backoff = !backoff_pass_;
       a.node_deadline = e.timeout.count() ? std::min(limit, now + e.timeout) : limit;
       a.rate_limit_mode = spec_.mode;
       a.max_stream = tighter(args_.max_stream, spec_.max_stream);
+      if (spec_.ttft.count() > 0) a.ttft_timeout = spec_.ttft;
+      if (spec_.stall.count() > 0) a.stall_timeout = spec_.stall;
       // The why must outlive this state's loop (the child keeps it in its StartArgs) and this
       // state lives in the arena, so it goes into a session scratch string, which a reused
       // session recycles: building it allocates nothing in steady state.
@@ -189,6 +233,13 @@ class FallbackState final : public StrategyState {
   bool have_error_ = false;
   bool panic_ = false;
   bool any_breaker_skip_ = false;
+  bool any_backoff_skip_ = false;
+  bool backoff_pass_ = false;
+  bool parent_skips_backoff_ = false;  ///< an enclosing chain has other options: no second pass here
+  std::uint32_t tried_mask_ = 0;       ///< entries (first 32) tried at least once
+  std::uint32_t skipped_mask_ = 0;     ///< entries (first 32) skipped (breaker, bucket, unsupported)
+  Error unsupported_;                  ///< the first target that could not honour the request
+  bool have_unsupported_ = false;
 };
 
 StatePtr FallbackStrategy::start(SessionCore& s, Instant, const StartArgs& a) const {
@@ -221,6 +272,12 @@ Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path
   auto max_stream = read_ms(cfg, "max_stream_ms", path, Nanos{0});
   if (!max_stream) return std::unexpected(max_stream.error());
   f.max_stream = *max_stream;
+  auto ttft = read_ms(cfg, "ttft_timeout_ms", path, Nanos{0});
+  if (!ttft) return std::unexpected(ttft.error());
+  f.ttft = *ttft;
+  auto stall = read_ms(cfg, "stall_timeout_ms", path, Nanos{0});
+  if (!stall) return std::unexpected(stall.error());
+  f.stall = *stall;
   auto mode = read_rate_limit_mode(cfg, path);
   if (!mode) return std::unexpected(mode.error());
   f.mode = *mode;
@@ -287,7 +344,7 @@ Result<std::unique_ptr<Strategy>> compile_fallback(const Json& cfg, const std::s
   if (auto o = require_object(cfg, path); !o) return std::unexpected(o.error());
   if (auto k = check_keys(cfg, path,
                           {"strategy", "attempts", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries",
-                           "on_all_open", "max_stream_ms"});
+                           "on_all_open", "max_stream_ms", "ttft_timeout_ms", "stall_timeout_ms"});
       !k)
     return std::unexpected(k.error());
   auto f = std::make_unique<FallbackStrategy>();

@@ -31,10 +31,12 @@ struct ChainOptions {
   bool panic = true;  ///< on_all_open: "try_anyway" (true) or "fail"
   int retries = 0;    ///< default per-entry retries
   Nanos max_stream{0};  ///< bound on any committed stream of the chain (0 = none); entries may set a tighter one
+  Nanos ttft{0};        ///< streams: default first-output limit of every entry (0 = none); an entry's own wins
+  Nanos stall{0};       ///< streams: default between-chunk limit of every entry (0 = none); an entry's own wins
 };
 
-/// Reads retry_on, total_budget_ms, backoff, on_rate_limit, on_all_open, retries and
-/// max_stream_ms.
+/// Reads retry_on, total_budget_ms, backoff, on_rate_limit, on_all_open, retries,
+/// max_stream_ms, ttft_timeout_ms and stall_timeout_ms.
 Result<ChainOptions> read_chain_options(const Json& cfg, const std::string& path);
 
 /// Compiles one chain entry (model name, "@slug", {"model":..,"timeout_ms":..,"retries":..},

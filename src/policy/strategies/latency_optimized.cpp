@@ -98,7 +98,7 @@ Result<std::unique_ptr<Strategy>> compile_latency_optimized(const Json& cfg, con
   if (auto k = check_keys(cfg, path,
                           {"strategy", "candidates", "explore", "stale_after_ms", "min_samples", "max_attempts",
                            "cache_affinity", "retry_on", "total_budget_ms", "backoff", "on_rate_limit", "retries",
-                           "on_all_open", "max_stream_ms"});
+                           "on_all_open", "max_stream_ms", "ttft_timeout_ms", "stall_timeout_ms"});
       !k)
     return std::unexpected(k.error());
   auto s = std::make_unique<LatencyOptimizedStrategy>();

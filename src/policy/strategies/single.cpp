@@ -22,12 +22,23 @@ class TargetState final : public StrategyState {
       // session bounds it with max_stream and does not normally ask this node any more).
       if (s.committed == id_) return Step::Kind::wait;
       const AttemptPlan& p = s.plan(id_);
-      if (now >= p.deadline) {
-        std::string why = now >= s.deadline ? "total budget exhausted" : "attempt timeout " + std::to_string(to_ms(p.deadline - (s.in.start + s.record(id_).start_offset))) + " ms";
+      const Instant started = s.in.start + s.record(id_).start_offset;
+      // A stream's first output must come within ttft_timeout_ms: the session's own timer cuts
+      // the attempt at the limit (the driver stops it through Step::cancel), so a slow first
+      // byte costs the limit, not its own lateness. Output commits the attempt (see above);
+      // a buffered answer (non-streamed, ensemble, cascade) has no first token to wait for.
+      const bool first_token_bound =
+          p.ttft_timeout.count() > 0 && s.in.request && s.in.request->stream && !p.needs_full_response;
+      const Instant ttft_at = first_token_bound ? started + p.ttft_timeout : Instant::max();
+      if (now >= p.deadline || now >= ttft_at) {
+        std::string why = now >= s.deadline ? "total budget exhausted"
+                          : now >= ttft_at && ttft_at <= p.deadline
+                              ? "no first token within ttft_timeout_ms " + std::to_string(to_ms(p.ttft_timeout)) + " ms"
+                              : "attempt timeout " + std::to_string(to_ms(p.deadline - started)) + " ms";
         s.expire(id_, now, why);
         return finish(s);
       }
-      step.wake_at = p.deadline;
+      step.wake_at = std::min(p.deadline, ttft_at);
       return Step::Kind::wait;
     }
     Instant limit = std::min(args_.node_deadline, s.deadline);
@@ -36,13 +47,27 @@ class TargetState final : public StrategyState {
     // Panic pass (every target of the chain was skipped and some for their breaker): a target
     // whose breaker is open is tried anyway; an empty token bucket still holds.
     const bool panic_try = args_.ignore_breakers && st.breaker != BreakerState::closed;
-    if (!panic_try) {
+    // Our own backoff after 429s without retry-after is a guess: with nothing else to try
+    // (a single-model route, a chain's second pass) the target is tried anyway.
+    const bool backoff_try = !panic_try && !st.admits && st.backoff_only && !args_.skip_backoff;
+    if (backoff_try) {
+      std::string& note = s.notes.add();
+      note += "tried ";
+      note += spec_.target().model;
+      note += " during its 429 backoff (";
+      append_number(note, to_ms(st.retry_at - now));
+      note += " ms left): nothing else to try";
+    }
+    if (!panic_try && !backoff_try) {
       if (!st.admits) {
         if (st.breaker != BreakerState::closed) {
           std::string why = "skipped " + spec_.target().model + ": breaker " + std::string(to_string(st.breaker));
           if (st.retry_at > now) why += " for another " + std::to_string(to_ms(st.retry_at - now)) + " ms";
           return skip(s, std::move(why));
         }
+        if (st.backoff_only && args_.rate_limit_mode != RateLimitMode::queue)
+          return skip(s, "skipped " + spec_.target().model + ": 429 backoff (no retry-after), " +
+                             std::to_string(to_ms(st.retry_at - now)) + " ms left");
         switch (args_.rate_limit_mode) {
           case RateLimitMode::fallback:
             return skip(s, "skipped " + spec_.target().model + ": rate limit bucket empty");
@@ -70,12 +95,12 @@ class TargetState final : public StrategyState {
                                           args_.why, args_.member, args_.needs_full_response);
     id_ = p.id;
     AttemptPlan& mp = s.plan(id_);
-    mp.ttft_timeout = spec_.ttft_timeout();
-    mp.stall_timeout = spec_.stall_timeout();
+    mp.ttft_timeout = spec_.ttft_timeout().count() > 0 ? spec_.ttft_timeout() : args_.ttft_timeout;
+    mp.stall_timeout = spec_.stall_timeout().count() > 0 ? spec_.stall_timeout() : args_.stall_timeout;
     mp.max_stream = tighter(spec_.max_stream(), args_.max_stream);
     // Planned from stats() alone; the executor claims the probe slot / ramp share / token
     // just before it starts the attempt. A panic-mode try past an open breaker claims nothing.
-    mp.must_claim = !panic_try;
+    mp.must_claim = !panic_try && !backoff_try;
     planned_breaker_ = st.breaker;
     phase_ = Phase::running;
     return Step::Kind::attempt;
@@ -106,7 +131,9 @@ class TargetState final : public StrategyState {
     }
     outcome_.ok = false;
     outcome_.error = r->answer.error();
-    if (outcome_.error.provider.empty()) outcome_.error.provider = spec_.target().provider;
+    // A budget refusal is modelux's own answer, never the target provider's.
+    if (outcome_.error.provider.empty() && outcome_.error.kind != ErrorKind::budget_exceeded)
+      outcome_.error.provider = spec_.target().provider;
     outcome_.delivered = r->delivered;
     return Step::Kind::failed;
   }
