@@ -7,6 +7,7 @@
 //   POST /_mock/config   {"models":{"gpt-4o-mini":{"error_status":429,"retry_after_ms":1000}}}
 //   POST /_mock/config   {"revoked_keys":["k-bad"]}: requests presenting that provider key get a 401
 //   GET  /_mock/config, GET /_mock/stats (per model, and "keys": requests per presented key),
+//   GET  /_mock/last_request?model=M (the last request M received, in the unified shape),
 //   POST /_mock/reset
 #pragma once
 
@@ -43,6 +44,9 @@ struct Behavior {
   /// Errors quote the credential the request carried ("Incorrect API key provided: <key>"), as
   /// OpenAI's 401 does: the canary for the scrubber.
   bool echo_key = false;
+  int cache_read_tokens = 0;   ///< usage: input tokens read from the prompt cache (added to the input)
+  int cache_write_tokens = 0;  ///< usage: input tokens written to the prompt cache (added to the input)
+  std::string tool_arguments = "{}";  ///< the arguments of the tool call answered when tools are offered
 };
 
 /// Parses a behavior object on top of `base`; errors name the JSON path.
