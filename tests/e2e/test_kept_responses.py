@@ -270,3 +270,17 @@ def test_keep_headers_are_checked(proxy: Proxy) -> None:
     r = proxy.request("POST", "/v1/chat/completions", body, headers={"x-modelux-keep": "1", "x-modelux-request-id": rid})
     assert r.status == 409, r.text
     assert proxy.request("GET", "/v1/kept/..%2f..%2fetc").status == 404
+
+
+def test_kept_answers_survive_a_restart_in_the_configured_file(start_proxy: Any, tmp_path: Any) -> None:
+    path = tmp_path / "my-kept.db"
+    first = start_proxy(lambda c: c["server"].update(keep_responses={"path": str(path)}))
+    r = first.request("POST", "/v1/messages", PATHS["messages"][1], headers={"x-modelux-keep": "1"})
+    assert r.status == 200
+    rid = r.headers["x-request-id"]
+    assert wait_kept(first, rid)[0].status == 200
+    first.proc.stop()
+    assert path.exists()
+    second = start_proxy(lambda c: c["server"].update(keep_responses={"path": str(path)}))
+    got = kept(second, rid)
+    assert got.status == 200 and answer_text("messages", got.json()) == MOCK_TEXT
