@@ -335,3 +335,49 @@ def test_a_stream_that_breaks_after_output_ends_with_an_error_event(proxy: Proxy
     assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names, names
     err = json.loads(sse_events(r.body)[-1])
     assert err["type"] == "error" and err["error"]["type"] == "api_error"
+
+
+# ---------------------------------------------------------------------------- Claude Code
+
+
+CLAUDE_CODE_BODY = {
+    "model": "@production",
+    "max_tokens": 8192,
+    "stream": True,
+    "temperature": 1,
+    "system": [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+               {"type": "text", "text": "Working directory: /repo", "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>context</system-reminder>"},
+                                              {"type": "text", "text": "list the files", "cache_control": {"type": "ephemeral"}}]}],
+    "tools": [{"name": "Bash", "description": "Runs a shell command",
+               "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"],
+                                "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"}}],
+    "metadata": {"user_id": "user_3f2a_account_9c_session_11"},
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+}
+
+
+@pytest.mark.parametrize("first_target_down", [False, True], ids=["anthropic", "failover-to-openai"])
+def test_a_claude_code_shaped_request(proxy: Proxy, mock: Mock, first_target_down: bool) -> None:
+    """What Claude Code sends (ANTHROPIC_BASE_URL pointed at modelux): ?beta=true, anthropic-beta
+    headers, cache_control on system and message blocks, a tool with a JSON-schema $schema,
+    thinking, metadata.user_id; streamed. It is served (by another family when Anthropic is
+    down), and the end user is the metadata's user_id."""
+    ls = {"tool_arguments": json.dumps({"command": "ls"})}
+    mock.configure({"claude-haiku-4-5": {**ls, **({"error_status": 529} if first_target_down else {})}, "gpt-4o-mini": ls})
+    r = proxy.request("POST", "/v1/messages?beta=true", CLAUDE_CODE_BODY, auth=False,
+                      headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01",
+                               "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"})
+    assert r.status == 200, r.text
+    events = [json.loads(e) for e in sse_events(r.body)]
+    use = next(e["content_block"] for e in events if e["type"] == "content_block_start")
+    assert use["type"] == "tool_use" and use["name"] == "Bash"
+    args = "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta")
+    assert json.loads(args) == {"command": "ls"}
+    assert events[-1]["type"] == "message_stop"
+    served = "gpt-4o-mini" if first_target_down else "claude-haiku-4-5"
+    sent = last_request(mock, served)
+    assert sent["messages"][0]["role"] == "system" and sent["tools"][0]["function"]["name"] == "Bash"
+    trace = proxy.trace(r.headers["x-request-id"])
+    assert trace["end_user"] == "user_3f2a_account_9c_session_11"
+    assert trace["ok"] is True
