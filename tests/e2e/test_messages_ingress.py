@@ -381,3 +381,22 @@ def test_a_claude_code_shaped_request(proxy: Proxy, mock: Mock, first_target_dow
     trace = proxy.trace(r.headers["x-request-id"])
     assert trace["end_user"] == "user_3f2a_account_9c_session_11"
     assert trace["ok"] is True
+
+
+def test_budgets_apply_to_messages_and_block_in_anthropics_shape(start_proxy: Any, mock: Mock) -> None:
+    """Spend through /v1/messages is charged to the key's project like chat completions, and a
+    block is a 429 rate_limit_error the Anthropic SDK raises as RateLimitError."""
+    proxy = start_proxy(lambda c: c.update(budgets=[{"name": "msg-cap", "scope": {"project": "e2e"}, "window": "daily",
+                                                     "limit_usd": 0.0005}]))
+    client = sdk(proxy)
+    served = 0
+    with pytest.raises(anthropic.RateLimitError) as e:
+        for _ in range(20):
+            client.messages.create(model="gpt-4o", max_tokens=16, messages=HELLO)
+            served += 1
+    assert served > 0, "the cap blocked before anything was served"
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "rate_limit_error"
+    assert "msg-cap" in e.value.body["error"]["message"]
+    assert mock.requests_for("gpt-4o") == served  # blocked before any upstream call
+    spent = next(b for b in proxy.request("GET", "/v1/budgets").json()["budgets"] if b["name"] == "msg-cap")
+    assert spent["spent_usd"] > 0, spent
