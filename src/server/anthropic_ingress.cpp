@@ -158,7 +158,8 @@ net::awaitable<std::optional<Reply>> messages(RouteCtx& c) {
   // The stream already started: end it with Anthropic's error event and no message_stop, so
   // a truncated answer can never look like a clean end.
   if (!(kept && kept->client_gone())) {
-    co_await w.write(wire::sse_event("error", r.body));
+    const std::string event = wire::sse_event("error", r.body);  // named, never a temporary in co_await (GCC 12)
+    co_await w.write(event);
     co_await w.end_stream();
   }
   co_return std::nullopt;

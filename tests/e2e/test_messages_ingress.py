@@ -167,11 +167,17 @@ def test_images_base64_and_url_sources(shared_proxy: Proxy, mock: Mock, family: 
     parts = last_request(mock, upstream)["messages"][0]["content"]
     image = next(p for p in parts if p["type"] == "image_url")
     assert image["image_url"]["url"] == f"data:image/png;base64,{PNG_1PX}"
-    if family == "openai":  # Gemini takes inline data only: a URL source is refused by its codec
-        content[0] = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
-        client.messages.create(model=model, max_tokens=32, messages=[{"role": "user", "content": content}])
-        parts = last_request(mock, upstream)["messages"][0]["content"]
-        assert next(p for p in parts if p["type"] == "image_url")["image_url"]["url"] == "https://example.com/cat.png"
+    content[0] = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
+    client.messages.create(model=model, max_tokens=32, messages=[{"role": "user", "content": content}])
+    parts = last_request(mock, upstream)["messages"][0]["content"]
+    assert next(p for p in parts if p["type"] == "image_url")["image_url"]["url"] == "https://example.com/cat.png"
+
+
+def test_a_url_image_to_a_target_that_takes_only_inline_data_is_an_anthropic_400(shared_proxy: Proxy) -> None:
+    content = [{"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}, {"type": "text", "text": "?"}]
+    with pytest.raises(anthropic.BadRequestError) as e:
+        sdk(shared_proxy).messages.create(model="bedrock/nova-lite", max_tokens=8, messages=[{"role": "user", "content": content}])
+    assert e.value.body["error"]["type"] == "invalid_request_error" and "base64" in e.value.body["error"]["message"]
 
 
 def test_cache_tokens_are_reported_in_anthropics_usage(shared_proxy: Proxy, mock: Mock) -> None:
