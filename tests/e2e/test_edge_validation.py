@@ -184,11 +184,12 @@ def test_huge_messages_bodies_are_refused_and_the_proxy_keeps_serving(shared_pro
     fits = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": "y" * (3 * 1024 * 1024)}]}).encode()
     status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", fits), timeout=30)
     assert status == 200, reply[:300]
-    # 100,000 content blocks: refused or answered, never a hang or a crash.
+    # 100,000 content blocks: refused or answered (504 when a sanitizer build cannot translate
+    # them within @fast's 2 s attempt timeout), never a hang or a crash.
     many = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 100_000}]}).encode()
     t0 = time.monotonic()
     status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", many), timeout=30)
-    assert status in (200, 400), reply[:300]
+    assert status in (200, 400, 504), reply[:300]
     assert time.monotonic() - t0 < 20
     assert shared_proxy.request("POST", "/v1/messages", MSG_OK).status == 200
 
