@@ -102,6 +102,10 @@ std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const ChatRe
   return ctx;
 }
 
+Reply openai_refusal(const Refusal& r) {
+  return error_reply(r.status, r.error.kind, r.error.message, r.error.code, r.error.path);
+}
+
 Headers with_retry_after(Headers h, const Error& e) {
   if (e.retry_after && e.retry_after->count() >= 0) {
     auto ms = e.retry_after->count();

@@ -22,6 +22,9 @@ struct Refusal {
 /// it. A fresh request id and cancellation token are set.
 std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const ChatRequest& creq);
 
+/// A refusal in OpenAI's error shape.
+Reply openai_refusal(const Refusal& r);
+
 /// retry-after and retry-after-ms from an error's retry hint (OpenAI's and Anthropic's SDKs
 /// both read them), appended to `h`.
 Headers with_retry_after(Headers h, const Error& e);

@@ -31,13 +31,11 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   ChatRequest creq = std::move(*parsed);
 
   auto edge = edge_context(c, creq);
-  if (!edge) co_return client_error(error_reply(edge.error().status, edge.error().error.kind, edge.error().error.message,
-                                                edge.error().error.code, edge.error().error.path));
+  if (!edge) co_return client_error(openai_refusal(edge.error()));
   CallContext ctx = std::move(*edge);
   // Kept responses (kept.hpp): a request that opted in outlives its client; nullptr otherwise.
   auto keep = co_await KeptRequest::begin(c, creq, ctx);
-  if (!keep) co_return client_error(error_reply(keep.error().status, keep.error().error.kind, keep.error().error.message,
-                                                keep.error().error.code, keep.error().error.path));
+  if (!keep) co_return client_error(openai_refusal(keep.error()));
   std::shared_ptr<KeptRequest> kept = std::move(*keep);
   // A client that hangs up stops the request's upstream calls at once (not at the next
   // chunk or the attempt timeout), unless its answer is kept.
