@@ -15,7 +15,8 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates op
       libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libcli11-dev)
 if [ $MINIMAL = 0 ]; then
   # tzdata: the budget windows' time-zone tests read /usr/share/zoneinfo.
-  pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
+  pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev
+         nodejs npm)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -42,5 +43,14 @@ if [ $MINIMAL = 0 ]; then
     "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip
     "$ROOT/.venv/bin/python" -m pip install -q -r "$req"
     cp "$req" "$stamp"
+  fi
+  # The Node SDK clients of the e2e tests (@anthropic-ai/sdk), in the tests' own folder only
+  # (never global); re-installed when the lock file changes.
+  node_dir="$ROOT/tests/e2e/node"
+  node_stamp="$node_dir/node_modules/.modelux-lock-stamp"
+  if [ ! -f "$node_stamp" ] || ! cmp -s "$node_dir/package-lock.json" "$node_stamp"; then
+    echo "setup: installing the e2e Node packages (npm ci in tests/e2e/node)"
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$node_dir/package-lock.json" "$node_stamp"
   fi
 fi

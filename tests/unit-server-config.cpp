@@ -77,3 +77,29 @@ TEST_CASE("ServerConfig: the edge limits and the drain time have defaults and ca
   CHECK(s->max_inflight_body_bytes == 0);  // 0 = no cap
   CHECK(s->drain_timeout == Millis{2500});
 }
+
+TEST_CASE("ServerConfig: keep_responses has defaults, can be set and names its faults") {
+  auto d = ServerConfig::from_json(Json::object());
+  REQUIRE(d);
+  CHECK(d->keep_responses.default_ttl == Millis{3'600'000});
+  Config c;
+  c.tracing = {{"path", "/var/lib/mx/traces.db"}};
+  CHECK(ServerConfig::kept_db_path(c, *d) == "/var/lib/mx/kept.db");
+  auto s = ServerConfig::from_json({{"keep_responses", {{"path", ":memory:"}, {"default_ttl_s", 0.5}, {"max_ttl_s", 60}}}});
+  REQUIRE(s);
+  CHECK(s->keep_responses.default_ttl == Millis{500});
+  CHECK(s->keep_responses.max_ttl == Millis{60'000});
+  CHECK(ServerConfig::kept_db_path(c, *s).empty());
+  auto capped = ServerConfig::from_json({{"keep_responses", {{"default_ttl_s", 100}, {"max_ttl_s", 10}}}});
+  REQUIRE(capped);
+  CHECK(capped->keep_responses.default_ttl == Millis{10'000});
+  for (auto [doc, path] : std::vector<std::pair<Json, std::string>>{
+           {{{"keep_responses", 5}}, "$.server.keep_responses"},
+           {{{"keep_responses", {{"ttl", 5}}}}, "$.server.keep_responses.ttl"},
+           {{{"keep_responses", {{"default_ttl_s", -1}}}}, "$.server.keep_responses.default_ttl_s"},
+           {{{"keep_responses", {{"path", 3}}}}, "$.server.keep_responses.path"}}) {
+    auto r = ServerConfig::from_json(doc);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().path == path);
+  }
+}

@@ -5,6 +5,8 @@
 //   GET  /v1/models   GET /v1/configs   GET /v1/configs/{slug}   GET /v1/health     any key
 //   GET  /v1/traces?limit=N   GET /v1/traces/{request_id}   GET /v1/budgets  any key, own project
 //   PUT  /v1/configs/{slug}   POST|GET /v1/keys   GET|DELETE /v1/keys/{id}            admin
+//   POST /v1/messages   POST /v1/messages/count_tokens  (Anthropic Messages API)      project, admin
+//   GET  /v1/kept/{request_id}  (a kept response; its own key, its project, or admin)  any key
 //   GET  /healthz   GET /readyz   GET /metrics                                         no key
 // Roles are checked by the route table from the request head, before the body is read.
 #pragma once
@@ -40,6 +42,17 @@ struct EdgeLimits {
   std::size_t max_tag_value_bytes = 256;
 };
 
+/// Kept responses (`server.keep_responses`): where a request that opted in
+/// (`x-modelux-keep: 1` or a routing config's `keep_responses`) stores its completed answer
+/// when the client hung up, for `GET /v1/kept/{request_id}`.
+struct KeepConfig {
+  /// SQLite file. Unset: "kept.db" next to tracing.path when that is a file, else in memory.
+  /// ":memory:" forces memory.
+  std::string path;
+  Millis default_ttl{3'600'000};  ///< `default_ttl_s`: TTL for `x-modelux-keep: 1`
+  Millis max_ttl{7 * 86'400'000LL};  ///< `max_ttl_s`: no request or config keeps longer
+};
+
 /// The config file's "server" section.
 struct ServerConfig {
   std::string host = "127.0.0.1";
@@ -61,6 +74,7 @@ struct ServerConfig {
   int threads = 1;
   int worker_threads = 2;               ///< pool for trace reads, config compiles, snapshots
   EdgeLimits limits;
+  KeepConfig keep_responses;
 
   /// Parses `Config::server`; every fault names its JSON path ("$.server.port").
   static Result<ServerConfig> from_json(const Json& section);
@@ -71,6 +85,8 @@ struct ServerConfig {
   /// (sqlite_path or redis_url) itself, or keeps traces in memory (the proxy then warns that
   /// spend resets on restart).
   static std::string default_budgets_db_path(const Config& config);
+  /// Where kept responses live for `config` (see KeepConfig::path); "" = in memory.
+  static std::string kept_db_path(const Config& config, const ServerConfig& server);
 };
 
 }  // namespace modelux

@@ -9,6 +9,7 @@
 //   POST /_mock/config   {"rate_limited_keys":{"k-hot":30000}}: that key gets a 429 with retry-after 30 s
 //                        (a negative value sends no retry-after)
 //   GET  /_mock/config, GET /_mock/stats (per model, and "keys": requests per presented key),
+//   GET  /_mock/last_request?model=M (the last request M received, in the unified shape),
 //   POST /_mock/reset
 #pragma once
 
@@ -45,6 +46,9 @@ struct Behavior {
   /// Errors quote the credential the request carried ("Incorrect API key provided: <key>"), as
   /// OpenAI's 401 does: the canary for the scrubber.
   bool echo_key = false;
+  int cache_read_tokens = 0;   ///< usage: input tokens read from the prompt cache (added to the input)
+  int cache_write_tokens = 0;  ///< usage: input tokens written to the prompt cache (added to the input)
+  std::string tool_arguments = "{}";  ///< the arguments of the tool call answered when tools are offered
 };
 
 /// Parses a behavior object on top of `base`; errors name the JSON path.

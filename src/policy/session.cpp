@@ -308,7 +308,24 @@ std::string_view Policy::strategy() const noexcept { return root_->name(); }
 
 Result<std::shared_ptr<const Policy>> Policy::compile(const Json& config, const PolicyResolver& resolver,
                                                       std::string name) {
-  auto root = compile_node(config, "$", resolver);
+  // `keep_responses` is read by the proxy (kept responses for clients that hang up), not by a
+  // strategy: checked here so a bad value is refused like any other fault, then left out of
+  // what the strategy sees.
+  const Json* body = &config;
+  Json without_keep;
+  if (config.is_object() && config.contains("keep_responses")) {
+    const Json& k = config["keep_responses"];
+    if (!k.is_object()) return fail(ErrorKind::invalid_config, "keep_responses must be an object like {\"ttl_s\": 3600}", "$.keep_responses");
+    for (auto it = k.begin(); it != k.end(); ++it)
+      if (it.key() != "ttl_s") return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "'", "$.keep_responses." + it.key());
+    auto ttl = k.find("ttl_s");
+    if (ttl == k.end() || !ttl->is_number() || ttl->get<double>() <= 0 || ttl->get<double>() > 365.0 * 86400)
+      return fail(ErrorKind::invalid_config, "ttl_s must be a number of seconds in (0, 31536000]", "$.keep_responses.ttl_s");
+    without_keep = config;
+    without_keep.erase("keep_responses");
+    body = &without_keep;
+  }
+  auto root = compile_node(*body, "$", resolver);
   if (!root) return std::unexpected(root.error());
   Nanos budget = (*root)->total_budget();
   if (budget.count() <= 0) budget = kDefaultTotalBudget;

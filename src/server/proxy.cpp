@@ -21,6 +21,7 @@
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
+#include "server/kept.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -205,6 +206,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   st.keys = std::make_unique<KeyRegistry>(sc.api_keys, std::move(*store), st.router->clock());
   if (st.keys->open_access() && so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1")
     return fail(ErrorKind::invalid_config, "refusing to serve without API keys on a non-loopback address", "$.server.api_keys");
+  st.kept = std::make_unique<KeptResponses>(sc.keep_responses, ServerConfig::kept_db_path(st.router->config(), sc), st.router->clock());
   st.workers = std::make_unique<WorkerPool>(sc.worker_threads);
   so.executor = st.router->executor();
   auto stp = p->state_;

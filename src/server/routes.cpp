@@ -1,6 +1,7 @@
 #include "server/routes.hpp"
 
 #include "modelux/scrub.hpp"
+#include "wire/anthropic_messages.hpp"
 
 namespace modelux::proxy {
 
@@ -20,6 +21,9 @@ bool role_allows(Access a, KeyRole r) noexcept {
 const Route kRoutes[] = {
     {"POST", "/v1/chat/completions", Access::data, chat_completions, true},
     {"POST", "/chat/completions", Access::data, chat_completions, true},
+    {"POST", "/v1/messages", Access::data, messages, true, ErrorShape::anthropic},
+    {"POST", "/v1/messages/count_tokens", Access::data, count_tokens, false, ErrorShape::anthropic},
+    {"GET", "/v1/kept/{request_id}", Access::read, get_kept},
     {"GET", "/v1/models", Access::read, list_models},
     {"GET", "/v1/configs", Access::read, list_configs},
     {"GET", "/v1/configs/{slug}", Access::read, get_config},
@@ -126,7 +130,31 @@ bool valid_slug(std::string_view s) noexcept {
   return true;
 }
 
+namespace {
+std::variant<Admission, Reply> admit_route(Proxy::State& st, std::string_view method, std::string_view path, const Headers& headers,
+                                           const Route*& matched);
+}  // namespace
+
 std::variant<Admission, Reply> admit(Proxy::State& st, std::string_view method, std::string_view path, const Headers& headers) {
+  const Route* matched = nullptr;
+  auto decided = admit_route(st, method, path, headers, matched);
+  if (auto* refuse = std::get_if<Reply>(&decided); refuse && matched && matched->errors == ErrorShape::anthropic)
+    return to_anthropic_error(std::move(*refuse));
+  return decided;
+}
+
+Reply to_anthropic_error(Reply r) {
+  auto j = parse_json(r.body);
+  std::string message = j && j->is_object() && j->contains("error") && (*j)["error"].is_object()
+                            ? (*j)["error"].value("message", std::string("error"))
+                            : std::string("error");
+  r.body = wire::anthropic_error_body(r.status, message).dump(-1, ' ', false, Json::error_handler_t::replace);
+  return r;
+}
+
+namespace {
+std::variant<Admission, Reply> admit_route(Proxy::State& st, std::string_view method, std::string_view path, const Headers& headers,
+                                           const Route*& matched) {
   Admission a;
   std::string allow;
   std::vector<std::string> params;
@@ -135,6 +163,7 @@ std::variant<Admission, Reply> admit(Proxy::State& st, std::string_view method, 
     if (r.method == method) {
       a.route = &r;
       a.params = params;
+      matched = &r;
       break;
     }
     if (allow.find(r.method) == std::string::npos) allow += allow.empty() ? std::string(r.method) : ", " + std::string(r.method);
@@ -208,6 +237,7 @@ std::variant<Admission, Reply> admit(Proxy::State& st, std::string_view method, 
   }
   return a;
 }
+}  // namespace
 
 net::awaitable<void> respond(ResponseWriter& w, Reply r, bool scrub_body) {
   // Error bodies can quote an upstream that echoed a key; admin answers hold stored text.

@@ -56,9 +56,12 @@ bool valid_slug(std::string_view s) noexcept;
 
 namespace modelux::proxy {
 
+class KeptResponses;
+
 struct Proxy::State {
   std::unique_ptr<Router> router;
   std::unique_ptr<KeyRegistry> keys;
+  std::unique_ptr<KeptResponses> kept;  ///< before workers: the pool joins (finishing its writes) first
   std::unique_ptr<WorkerPool> workers;
   ServerConfig server;
   std::atomic<std::uint64_t> requests{0}, ok{0}, client_errors{0}, upstream_errors{0}, streams{0}, in_flight{0};
@@ -79,12 +82,16 @@ struct RouteCtx {
 
 using RouteFn = net::awaitable<std::optional<Reply>> (*)(RouteCtx&);
 
+/// The error body shape a route's clients parse.
+enum class ErrorShape : std::uint8_t { openai, anthropic };
+
 struct Route {
   std::string_view method;
   std::string_view pattern;  ///< "/v1/configs/{slug}"
   Access access;
   RouteFn fn;
   bool data_plane_limits = false;  ///< rpm and concurrency of the key apply
+  ErrorShape errors = ErrorShape::openai;  ///< refusals by the table (401, 403, 429) use this shape
 };
 
 /// What the head phase decided: the route, the caller and its held concurrency slot.
@@ -105,8 +112,15 @@ net::awaitable<void> serve(Proxy::State& st, Admission& a, Request& req, Respons
 /// The one place replies are written (error bodies and admin answers scrubbed).
 net::awaitable<void> respond(ResponseWriter& w, Reply r, bool scrub_body);
 
-// Handlers (openai_ingress.cpp, admin_api.cpp).
+/// An OpenAI-shaped error reply re-rendered in Anthropic's shape
+/// ({"type":"error","error":{"type","message"}}), same status and headers.
+Reply to_anthropic_error(Reply r);
+
+// Handlers (openai_ingress.cpp, anthropic_ingress.cpp, kept.cpp, admin_api.cpp).
 net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c);
+net::awaitable<std::optional<Reply>> messages(RouteCtx& c);
+net::awaitable<std::optional<Reply>> count_tokens(RouteCtx& c);
+net::awaitable<std::optional<Reply>> get_kept(RouteCtx& c);
 net::awaitable<std::optional<Reply>> list_models(RouteCtx& c);
 net::awaitable<std::optional<Reply>> list_configs(RouteCtx& c);
 net::awaitable<std::optional<Reply>> get_config(RouteCtx& c);

@@ -89,7 +89,7 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   if (!s.is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
   static constexpr std::string_view kKeys[] = {"host", "port", "threads", "max_body_bytes", "api_keys", "keys_db",
                                                "worker_threads", "limits", "max_inflight_body_bytes", "drain_timeout_ms",
-                                               "alert_webhook_url"};
+                                               "alert_webhook_url", "keep_responses"};
   for (auto it = s.begin(); it != s.end(); ++it)
     if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
       return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server", "$.server." + it.key());
@@ -167,7 +167,34 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
       *dst = it->get<std::size_t>();
     }
   }
+  if (auto k = s.find("keep_responses"); k != s.end()) {
+    if (!k->is_object()) return fail(ErrorKind::invalid_config, "'keep_responses' must be an object", "$.server.keep_responses");
+    for (auto it = k->begin(); it != k->end(); ++it) {
+      std::string path = "$.server.keep_responses." + it.key();
+      if (it.key() == "path") {
+        if (!it->is_string()) return fail(ErrorKind::invalid_config, "'path' must be a string", path);
+        out.keep_responses.path = it->get<std::string>();
+      } else if (it.key() == "default_ttl_s" || it.key() == "max_ttl_s") {
+        if (!it->is_number() || it->get<double>() <= 0 || it->get<double>() > 365.0 * 86400)
+          return fail(ErrorKind::invalid_config, "'" + it.key() + "' must be a number of seconds in (0, 31536000]", path);
+        Millis v{static_cast<std::int64_t>(it->get<double>() * 1000)};
+        (it.key() == "default_ttl_s" ? out.keep_responses.default_ttl : out.keep_responses.max_ttl) = v;
+      } else {
+        return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server.keep_responses", path);
+      }
+    }
+    if (out.keep_responses.default_ttl > out.keep_responses.max_ttl) out.keep_responses.default_ttl = out.keep_responses.max_ttl;
+  }
   return out;
+}
+
+std::string ServerConfig::kept_db_path(const Config& config, const ServerConfig& server) {
+  const std::string& p = server.keep_responses.path;
+  if (!p.empty()) return p == ":memory:" ? std::string() : p;
+  std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
+  if (trace.empty() || trace == ":memory:") return {};
+  auto slash = trace.rfind('/');
+  return slash == std::string::npos ? std::string("kept.db") : trace.substr(0, slash + 1) + "kept.db";
 }
 
 std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig& server) {

@@ -50,6 +50,13 @@ class WorkerPool {
                                                                                   std::move(fn));
   }
 
+  /// Runs `fn` on a pool thread and does not wait for it (work that outlives its request,
+  /// such as storing a kept response).
+  template <class Fn>
+  void post(Fn fn) {
+    boost::asio::post(pool_, std::move(fn));
+  }
+
   void stop() { pool_.join(); }
 
  private:

@@ -13,6 +13,7 @@
 #include "server/http_server.hpp"
 #include "testing/native.hpp"
 #include "transport/send.hpp"
+#include "wire/codecs.hpp"
 
 namespace modelux::mock {
 
@@ -51,7 +52,13 @@ Result<Behavior> behavior_from_json(const Json& j, const Behavior& base, const s
     else if (k == "malformed_rate") r = num(b.malformed_rate, 0, 1);
     else if (k == "rate_limit_requests") r = integer(b.rate_limit_requests, 0, 100000000);
     else if (k == "rate_limit_window_ms") r = num(b.rate_limit_window_ms, 1, 3600000);
-    else if (k == "echo_key") {
+    else if (k == "cache_read_tokens") r = integer(b.cache_read_tokens, 0, 100000000);
+    else if (k == "cache_write_tokens") r = integer(b.cache_write_tokens, 0, 100000000);
+    else if (k == "tool_arguments") {
+      if (!v.is_string() || !parse_json(v.get<std::string>()) || !parse_json(v.get<std::string>())->is_object())
+        return fail(ErrorKind::invalid_config, "'tool_arguments' must be a string holding a JSON object", p);
+      b.tool_arguments = v.get<std::string>();
+    } else if (k == "echo_key") {
       if (!v.is_boolean()) return fail(ErrorKind::invalid_config, "'echo_key' must be a boolean", p);
       b.echo_key = v.get<bool>();
     } else if (k == "text") {
@@ -69,7 +76,8 @@ Json to_json(const Behavior& b) {
           {"error_rate", b.error_rate}, {"retry_after_ms", b.retry_after_ms}, {"hang_rate", b.hang_rate},
           {"disconnect_after_chunks", b.disconnect_after_chunks}, {"malformed_rate", b.malformed_rate},
           {"rate_limit_requests", b.rate_limit_requests}, {"rate_limit_window_ms", b.rate_limit_window_ms},
-          {"text", b.text}, {"echo_key", b.echo_key}};
+          {"text", b.text}, {"echo_key", b.echo_key}, {"cache_read_tokens", b.cache_read_tokens},
+          {"cache_write_tokens", b.cache_write_tokens}, {"tool_arguments", b.tool_arguments}};
 }
 
 namespace {
@@ -92,6 +100,9 @@ struct MockProvider::State {
   Random rng{42};
   struct Counters {
     std::uint64_t requests = 0, errors = 0, hangs = 0, disconnects = 0, malformed = 0, rate_limited = 0, streams = 0;
+    // Streams written to the end, and streams whose reader went away first (a cancel seen
+    // from the provider's side).
+    std::uint64_t streams_completed = 0, streams_abandoned = 0;
     Instant window_start{};
     int window_count = 0;
   };
@@ -168,11 +179,25 @@ struct MockProvider::State {
     Json m = Json::object();
     for (const auto& [k, c] : counters)
       m[k] = {{"requests", c.requests}, {"errors", c.errors}, {"hangs", c.hangs}, {"disconnects", c.disconnects},
-              {"malformed", c.malformed}, {"rate_limited", c.rate_limited}, {"streams", c.streams}};
+              {"malformed", c.malformed}, {"rate_limited", c.rate_limited}, {"streams", c.streams},
+              {"streams_completed", c.streams_completed}, {"streams_abandoned", c.streams_abandoned}};
     return {{"total", total}, {"models", m}, {"keys", keys_seen}};
   }
 
   // Counts the request's key; true when that key is revoked (the request gets a 401).
+  // The last request each model received, in the unified shape (GET /_mock/last_request):
+  // lets a test see what a translation delivered upstream.
+  std::map<std::string, Json> last_request;
+  void note_request(const std::string& model, const ChatRequest& r) {
+    Json j = to_json(r);
+    std::lock_guard lk(mu);
+    last_request[model] = std::move(j);
+  }
+  void note_stream_end(const std::string& model, bool completed) {
+    std::lock_guard lk(mu);
+    ++(completed ? counters[model].streams_completed : counters[model].streams_abandoned);
+  }
+
   bool note_key(const std::string& key) {
     std::lock_guard lk(mu);
     ++keys_seen[key];
@@ -290,12 +315,25 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     { auto arg0_ = std::string("application/json"); auto arg1_ = st->stats_json().dump(); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
     co_return;
   }
+  if (req.path == "/_mock/last_request") {
+    auto k = req.query.find("model=");
+    std::string model = k == std::string::npos ? std::string() : wire::percent_decode(req.query.substr(k + 6, req.query.find('&', k) - k - 6));
+    Json body;
+    {
+      std::lock_guard lk(st->mu);
+      auto it = st->last_request.find(model);
+      body = it == st->last_request.end() ? Json(nullptr) : it->second;
+    }
+    { auto arg0_ = std::string("application/json"); auto arg1_ = body.dump(); co_await w.respond(body.is_null() ? 404 : 200, std::move(arg0_), std::move(arg1_)); }
+    co_return;
+  }
   if (req.path == "/_mock/reset" && req.method == "POST") {
     {
       std::lock_guard lk(st->mu);
       st->counters.clear();
       st->total = 0;
       st->keys_seen.clear();
+      st->last_request.clear();
     }
     { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{}"); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
     co_return;
@@ -314,6 +352,7 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     co_return;
   }
   const MockRequest& mr = *parsed;
+  st->note_request(mr.model, mr.request);
   if (st->note_key(presented_key(req))) {
     // What a provider answers a revoked or unknown key (Bedrock's own 403 comes from render_error).
     auto r = render_error(mr.family, 401, "mock: invalid API key", std::nullopt);
@@ -352,7 +391,7 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
     co_return;
   }
-  ChatResponse resp = canned_response(mr, plan.b.text);
+  ChatResponse resp = canned_response(mr, plan.b);
   if (!mr.stream) {
     if (plan.kind == K::malformed) {
       { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{\"id\": \"broken\", \"choices\": [ {\"message\": "); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
@@ -375,10 +414,13 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
       w.abort();
       co_return;
     }
-    if (!co_await w.write(frames[i])) co_return;
+    if (!co_await w.write(frames[i])) {
+      st->note_stream_end(mr.model, false);
+      co_return;
+    }
     if (i + 1 < frames.size()) co_await sleep_ms(plan.b.chunk_interval_ms);
   }
-  co_await w.end_stream();
+  st->note_stream_end(mr.model, co_await w.end_stream());
 }
 
 }  // namespace
@@ -598,7 +640,7 @@ class SimTransport final : public Transport {
       if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
       return one(render_error(mr.family, plan.b.error_status, "mock injected error " + std::to_string(plan.b.error_status), ra));
     }
-    ChatResponse resp = canned_response(mr, plan.b.text);
+    ChatResponse resp = canned_response(mr, plan.b);
     if (!mr.stream) {
       if (plan.kind == K::malformed) {
         Rendered r;

@@ -162,6 +162,10 @@ Result<MockRequest> parse_request(std::string_view method, std::string_view targ
     if (!j) return fail(j.error());
     auto req = wire::anthropic_request_from_native(*j);
     if (!req) return fail(req.error());
+    // What current Claude models answer to both (the older ones took both).
+    if (req->temperature && req->top_p)
+      return fail(ErrorKind::bad_request,
+                  "`temperature` and `top_p` cannot both be specified for this model. Please use only one.", "top_p");
     MockRequest m;
     m.family = "anthropic";
     m.model = req->model;
@@ -290,7 +294,7 @@ Rendered render_error(std::string_view family, int status, std::string_view mess
   out.headers = retry_headers(retry_after);
   Json body;
   if (family == "anthropic") {
-    body = wire::anthropic_error_body(status, message);
+    body = wire::anthropic_error_body(status, message, "req_mock");
   } else if (family == "gemini") {
     body = wire::gemini_error_body(status, message);
   } else if (family == "cohere") {
@@ -313,6 +317,13 @@ Rendered render_error(std::string_view family, int status, std::string_view mess
 }
 
 ChatResponse canned_response(const MockRequest& req, std::string_view text) {
+  Behavior b;
+  b.text = std::string(text);
+  return canned_response(req, b);
+}
+
+ChatResponse canned_response(const MockRequest& req, const Behavior& b) {
+  std::string_view text = b.text;
   ChatResponse r;
   r.id = "mock-" + std::to_string(fnv1a64(req.model) & 0xffffffffULL);
   r.model = req.model;
@@ -328,7 +339,7 @@ ChatResponse canned_response(const MockRequest& req, std::string_view text) {
       if (f.is_object() && f.contains("name") && f["name"].is_string()) name = f["name"].get<std::string>();
     }
     c.message.content_null = true;
-    c.message.tool_calls.push_back(ToolCall{"call_mock0001", name, "{}"});
+    c.message.tool_calls.push_back(ToolCall{"call_mock0001", name, b.tool_arguments});
     c.finish_reason = "tool_calls";
   } else {
     c.message.content.push_back(ContentPart{.type = ContentPart::Type::text, .text = std::string(text), .url = {}, .detail = {}, .data = {}, .cache_control = {}});
@@ -339,6 +350,9 @@ ChatResponse canned_response(const MockRequest& req, std::string_view text) {
   for (const auto& m : req.request.messages) chars += m.text().size() + 4;
   r.usage.prompt_tokens = static_cast<std::int64_t>(std::max<std::size_t>(1, chars / 4));
   r.usage.completion_tokens = static_cast<std::int64_t>(std::max<std::size_t>(1, text.size() / 4));
+  r.usage.cached_tokens = b.cache_read_tokens;
+  r.usage.cache_write_tokens = b.cache_write_tokens;
+  r.usage.prompt_tokens += b.cache_read_tokens + b.cache_write_tokens;
   return r;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "modelux/core.hpp"
+#include "modelux/testing.hpp"
 #include "modelux/wire.hpp"
 
 namespace modelux::mock {
@@ -59,9 +60,12 @@ std::string_view stream_content_type(std::string_view family);
 Rendered render_error(std::string_view family, int status, std::string_view message,
                       std::optional<Millis> retry_after);
 
-/// The answer the mock gives to `req`: a tool call to the first tool (arguments `{}`) when the
-/// request carries tools and does not forbid them, else `text`. Usage is estimated from the
-/// request's characters so it is non-zero and deterministic.
+/// The answer the mock gives to `req`: a tool call to the first tool (arguments
+/// `b.tool_arguments`) when the request carries tools and does not forbid them, else `b.text`.
+/// Usage is estimated from the request's characters so it is non-zero and deterministic, plus
+/// the behavior's cache tokens.
+ChatResponse canned_response(const MockRequest& req, const Behavior& b);
+/// The same with default behavior and `text`.
 ChatResponse canned_response(const MockRequest& req, std::string_view text);
 
 }  // namespace modelux::mock

@@ -82,18 +82,4 @@ std::vector<std::string> openai_stream_events(const ChatResponse& r, int chunks,
   return out;
 }
 
-std::string sse_event(std::string_view event, std::string_view data) {
-  std::string s;
-  s.reserve(event.size() + data.size() + 16);
-  if (!event.empty()) {
-    s += "event: ";
-    s += event;
-    s += '\n';
-  }
-  s += "data: ";
-  s += data;
-  s += "\n\n";
-  return s;
-}
-
 }  // namespace modelux::wire

@@ -3,6 +3,7 @@
 // which only needs the client side (src/wire/codecs.hpp).
 #pragma once
 
+#include "wire/anthropic_messages.hpp"
 #include "wire/codecs.hpp"
 
 namespace modelux {
@@ -11,12 +12,10 @@ namespace wire {
 // ---- server side: each family's native format as a server speaks it -------------------------
 // Used by the mock provider (src/testing/native.cpp) and by the round-trip tests.
 
-/// Anthropic Messages (src/testing/anthropic_server.cpp).
-Result<ChatRequest> anthropic_request_from_native(const Json& body);
-Json anthropic_response_to_native(const ChatResponse& r);
+/// Anthropic Messages: request, response and error translation are the library's
+/// (wire/anthropic_messages.hpp, shared with the proxy's ingress); the stream of a whole
+/// response as the mock sends it is src/testing/anthropic_server.cpp.
 std::vector<std::string> anthropic_stream_events(const ChatResponse& r, int chunks);
-Json anthropic_error_body(int status, std::string_view message);
-std::string_view anthropic_error_type(int status);
 
 /// Gemini generateContent (src/testing/gemini_server.cpp).
 Result<ChatRequest> gemini_request_from_native(const Json& body, std::string_view model);
@@ -43,9 +42,6 @@ std::string_view bedrock_error_type(int status);
 std::vector<std::string> openai_stream_events(const ChatResponse& r, int chunks, bool include_usage);
 /// The unified chunks a response streams as (role chunk, text/tool pieces, finish, usage).
 std::vector<ChatChunk> response_to_chunks(const ChatResponse& r, int chunks, bool include_usage);
-
-/// An SSE event as text ("event: x\ndata: y\n\n"; no event line when `event` is empty).
-std::string sse_event(std::string_view event, std::string_view data);
 
 }  // namespace wire
 }  // namespace modelux

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import anthropic
 import openai
 import pytest
 
@@ -59,6 +60,33 @@ def sdk_chat(proxy: Proxy, key: str | None, headers: dict | None = None) -> int:
         return e.status_code
 
 
+def sdk_messages(proxy: Proxy, key: str | None) -> int:
+    """Status of one /v1/messages call through the official Anthropic SDK (x-api-key)."""
+    if key is None:  # the SDK insists on a key; send none at all
+        return http_request(proxy.port, "POST", "/v1/messages", {"model": "@fast", "max_tokens": 16, "messages": MESSAGES}).status
+    c = anthropic.Anthropic(base_url=proxy.url, api_key=key, max_retries=0, timeout=20.0)
+    try:
+        c.messages.create(model="@fast", max_tokens=16, messages=MESSAGES)
+        return 200
+    except anthropic.APIStatusError as e:
+        assert e.body["type"] == "error", e.body  # Anthropic's error shape for every refusal
+        return e.status_code
+
+
+def kept_alpha_id(proxy: Proxy) -> str:
+    """A kept answer made by project A's key (stored on the worker pool after the reply)."""
+    import time
+    r = http_request(proxy.port, "POST", "/v1/chat/completions", {"model": "@fast", "messages": MESSAGES},
+                     {**auth(PROJ_A), "x-modelux-keep": "1"})
+    assert r.status == 200, r.text
+    rid = r.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while http_request(proxy.port, "GET", f"/v1/kept/{rid}", None, auth(PROJ_A)).status != 200:
+        assert time.monotonic() < deadline, "the kept answer was never stored"
+        time.sleep(0.05)
+    return rid
+
+
 @pytest.fixture(scope="module")
 def access_proxy(mock: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from e2e_support import base_config, start_proxy_process
@@ -98,6 +126,13 @@ MATRIX: list[tuple[str, Call, list[int]]] = [
     ("POST /v1/chat/completions (SDK)", lambda p, k, c: sdk_chat(p, k), [401, 401, 403, 200, 200, 200]),
     ("POST chat, x-modelux-project: beta (SDK)", lambda p, k, c: sdk_chat(p, k, {"x-modelux-project": "beta"}),
      [401, 401, 403, 403, 200, 200]),
+    ("POST /v1/messages (Anthropic SDK)", lambda p, k, c: sdk_messages(p, k), [401, 401, 403, 200, 200, 200]),
+    ("POST /v1/messages (Bearer)", raw("POST", "/v1/messages", {"model": "@fast", "max_tokens": 8, "messages": MESSAGES}),
+     [401, 401, 403, 200, 200, 200]),
+    ("POST /v1/messages/count_tokens", raw("POST", "/v1/messages/count_tokens", {"model": "@fast", "messages": MESSAGES}),
+     [401, 401, 403, 200, 200, 200]),
+    ("GET /v1/kept/{alpha_kept}", raw("GET", "/v1/kept/{alpha_kept}"), [401, 401, 200, 200, 404, 200]),
+    ("GET /v1/kept/unknown-request", raw("GET", "/v1/kept/unknown-request"), [401, 401, 404, 404, 404, 404]),
     ("GET /v1/models", raw("GET", "/v1/models"), [401, 401, 200, 200, 200, 200]),
     ("GET /v1/configs", raw("GET", "/v1/configs"), [401, 401, 200, 200, 200, 200]),
     ("GET /v1/configs/fast", raw("GET", "/v1/configs/fast"), [401, 401, 200, 200, 200, 200]),
@@ -116,7 +151,7 @@ MATRIX: list[tuple[str, Call, list[int]]] = [
 
 
 def test_access_matrix(access_proxy: Proxy) -> None:
-    ctx = {"alpha_trace": alpha_trace_id(access_proxy)}
+    ctx = {"alpha_trace": alpha_trace_id(access_proxy), "alpha_kept": kept_alpha_id(access_proxy)}
     names = list(CALLERS)
     got: list[tuple[str, list[int], list[int]]] = []
     for label, call, expected in MATRIX:

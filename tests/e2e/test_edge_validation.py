@@ -132,3 +132,73 @@ def test_tag_limits(shared_proxy: Proxy) -> None:
     ok = ",".join(f"k{i}=v" for i in range(64))
     r = shared_proxy.request("POST", "/v1/chat/completions", {"model": "@fast", "messages": MESSAGES}, headers={"x-modelux-tags": ok})
     assert r.status == 200, r.text
+
+
+# ---- POST /v1/messages (issue #14): malformed and huge bodies get Anthropic-shaped errors ----
+
+MSG_OK = {"model": "@fast", "max_tokens": 16, "messages": MESSAGES}
+
+
+def _anthropic_error(r_status: int, body: bytes, status: int) -> dict:
+    assert r_status == status, body[:300]
+    j = json.loads(body.partition(b"\r\n\r\n")[2] if body.startswith(b"HTTP/") else body)
+    assert j["type"] == "error" and j["error"]["message"], j
+    return j
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2, 3]",
+        b'{"model": "@fast", "max_tokens": 16, "messages": [',
+        b'{"model": "@fast", "max_tokens": "16", "messages": [{"role": "user", "content": "hi"}]}',
+        b'{"model": "@fast", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}',
+        b'{"model": "@fast", "max_tokens": 16, "messages": [{"role": "user", "content": 5}]}',
+        b'{"model": "@fast", "max_tokens": 16, "messages": [{"role": "user", "content": [5]}]}',
+        b'{"model": "@fast", "max_tokens": 16, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]}',
+        b'{"model": "@fast", "max_tokens": 16, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}',
+        b'{"model": "@fast", "max_tokens": 16, "tools": [{"description": "no name"}], "messages": [{"role": "user", "content": "hi"}]}',
+        b'{"model": "@fast", "max_tokens": 16, "tool_choice": {"type": "sometimes"}, "messages": [{"role": "user", "content": "hi"}]}',
+        b'{"model": "@fast", "max_tokens": 16, "messages": [{"role": "user", "content": "u\xff"}]}',
+        b'{"model": "@fast", "max_tokens": 16, "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+    ids=["empty", "not-json", "array", "truncated", "max-tokens-string", "max-tokens-zero", "content-number", "block-number",
+         "image-file-source", "tool-result-no-id", "tool-no-name", "bad-tool-choice", "invalid-utf8", "deep-nesting"],
+)
+def test_malformed_messages_bodies_get_400_in_anthropic_shape(shared_proxy: Proxy, body: bytes) -> None:
+    status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", body))
+    j = _anthropic_error(status, reply, 400)
+    assert j["error"]["type"] == "invalid_request_error"
+    # And the proxy keeps serving.
+    assert shared_proxy.request("POST", "/v1/messages", MSG_OK).status == 200
+
+
+def test_huge_messages_bodies_are_refused_and_the_proxy_keeps_serving(shared_proxy: Proxy) -> None:
+    # Over the 4 MiB body limit: refused from the header (413), the body never buffered.
+    big = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}]}).encode()
+    status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", big), timeout=30)
+    assert status == 413, reply[:300]
+    # Just under the limit: parsed and answered.
+    fits = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": "y" * (3 * 1024 * 1024)}]}).encode()
+    status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", fits), timeout=30)
+    assert status == 200, reply[:300]
+    # 100,000 content blocks: refused or answered (504 when a sanitizer build cannot translate
+    # them within @fast's 2 s attempt timeout), never a hang or a crash.
+    many = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 100_000}]}).encode()
+    t0 = time.monotonic()
+    status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", many), timeout=30)
+    assert status in (200, 400, 504), reply[:300]
+    assert time.monotonic() - t0 < 20
+    assert shared_proxy.request("POST", "/v1/messages", MSG_OK).status == 200
+
+
+def test_messages_refusals_from_the_head_are_in_anthropic_shape(shared_proxy: Proxy) -> None:
+    body = json.dumps(MSG_OK).encode()
+    req = (b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n"
+           b"x-api-key: mlx-no-such-key-0000000\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    status, reply = raw_http(shared_proxy.port, req)
+    assert _anthropic_error(status, reply, 401)["error"]["type"] == "authentication_error"
+    # (Refusals by the HTTP layer itself, such as a header that is not UTF-8 or a body over the
+    # limit, are answered before any route is known and keep OpenAI's shape.)

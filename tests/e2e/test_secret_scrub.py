@@ -102,3 +102,28 @@ def test_modelux_keys_are_scrubbed_by_value(start_proxy) -> None:
     assert secret not in text, text
     assert tr["tags"]["note"] == "[redacted]", tr["tags"]
     assert "[redacted]" in tr["end_user"]
+
+
+def test_canary_keys_never_leave_through_the_anthropic_ingress_nor_the_kept_store(canary_proxy: Proxy, mock) -> None:
+    """Issue #14: the same canaries through POST /v1/messages (JSON, stream, and kept: the
+    stored error and the kept-response database's bytes)."""
+    mock.configure({up: {"error_status": 401, "echo_key": True} for (_, up, _) in CANARIES.values()})
+    for prov, (model, upstream, key) in CANARIES.items():
+        body = {"model": model, "max_tokens": 16, "messages": MESSAGES}
+        r = canary_proxy.request("POST", "/v1/messages", body, headers={"x-modelux-keep": "1"})
+        assert r.status >= 400 and r.json()["type"] == "error", r.text
+        assert key not in r.text and "[redacted]" in r.text, f"{prov}: {r.text}"
+        rid = r.headers["x-request-id"]
+        r = canary_proxy.request("POST", "/v1/messages", {**body, "stream": True})
+        assert r.status >= 400 and key not in r.text, f"{prov} (stream): {r.text}"
+        import time
+        deadline = time.monotonic() + 10
+        while (k := canary_proxy.request("GET", f"/v1/kept/{rid}")).status in (202, 404):
+            assert time.monotonic() < deadline, f"{prov}: the failed kept request was never stored"
+            time.sleep(0.05)
+        assert key not in k.text and k.headers["x-modelux-kept-status"] == "failed", f"{prov}: {k.text}"
+    db = Path(canary_proxy.config["tracing"]["path"]).parent / "kept.db"
+    raw = b"".join(p.read_bytes() for p in db.parent.glob("kept.db*"))
+    assert raw, "no kept-response database next to the traces"
+    for prov, (_, _, key) in CANARIES.items():
+        assert key.encode() not in raw, f"{prov}: canary in the kept-response database bytes"
