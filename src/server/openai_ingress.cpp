@@ -3,6 +3,7 @@
 
 #include "modelux/scrub.hpp"
 #include "wire/openai_relay.hpp"
+#include "server/metrics.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -147,6 +148,7 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   if (!want_stream) {
     Completion done = co_await st.router->co_complete(std::move(creq), std::move(ctx));
     w.stop_watching();
+    if (st.metrics) st.metrics->observe(done.trace);
     if (!done.result) {
       const Error& e = done.result.error();
       (http_status_for(e.kind) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
@@ -192,6 +194,7 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   };
   Completion done = co_await st.router->co_complete(std::move(creq), std::move(ctx), sink);
   w.stop_watching();
+  if (st.metrics) st.metrics->observe(done.trace);
   if (done.result) {
     st.ok.fetch_add(1, std::memory_order_relaxed);
     if (!started) {

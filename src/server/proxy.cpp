@@ -14,6 +14,7 @@
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
+#include "server/metrics.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -124,6 +125,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   if (st.keys->open_access() && so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1")
     return fail(ErrorKind::invalid_config, "refusing to serve without API keys on a non-loopback address", "$.server.api_keys");
   st.workers = std::make_unique<WorkerPool>(sc.worker_threads);
+  st.metrics = std::make_unique<ProxyMetrics>(st);  // before the server starts: handlers read it
   so.executor = st.router->executor();
   auto stp = p->state_;
   so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };

@@ -20,6 +20,7 @@ bool role_allows(Access a, KeyRole r) noexcept {
 const Route kRoutes[] = {
     {"POST", "/v1/chat/completions", Access::data, chat_completions, true},
     {"POST", "/chat/completions", Access::data, chat_completions, true},
+    {"POST", "/v1/embeddings", Access::data, embeddings, true},
     {"GET", "/v1/models", Access::read, list_models},
     {"GET", "/v1/configs", Access::read, list_configs},
     {"GET", "/v1/configs/{slug}", Access::read, get_config},
