@@ -327,7 +327,9 @@ void ProxyMetrics::observe(const DecisionTrace& t) {
     cs = m.make_config(config);
     cache.configs.emplace(cs->config, cs);
   }
-  const std::string_view outcome = t.ok ? std::string_view("ok") : std::string_view(t.error_kind.empty() ? "error" : t.error_kind);
+  // Both arms string_view: `cond ? "error" : some_string` would be a temporary std::string.
+  const std::string_view outcome = t.ok ? std::string_view("ok")
+                                        : t.error_kind.empty() ? std::string_view("error") : std::string_view(t.error_kind);
   m.outcome(*cs, outcome, *m.routed, [cs] { return pm::Labels{{"config", cs->config}}; })->Increment();
   cs->latency->Observe(seconds(t.total));
   if (t.ok && t.ttft.count() > 0) cs->ttft->Observe(seconds(t.ttft));
@@ -342,7 +344,8 @@ void ProxyMetrics::observe(const DecisionTrace& t) {
       ts = m.make_target(config, a.provider, a.model);
       cache.targets.emplace(Key3{ts->config, ts->provider, ts->model}, ts);
     }
-    const std::string_view ao = a.ok ? std::string_view("ok") : std::string_view(a.outcome.empty() ? "error" : a.outcome);
+    const std::string_view ao = a.ok ? std::string_view("ok")
+                                     : a.outcome.empty() ? std::string_view("error") : std::string_view(a.outcome);
     m.outcome(*ts, ao, *m.attempts, [ts] {
        return pm::Labels{{"config", ts->config}, {"provider", ts->provider}, {"model", ts->model}};
      })->Increment();
