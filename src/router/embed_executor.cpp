@@ -9,6 +9,10 @@
 // A target that is not an embedding model (a chat model in a mixed config) is skipped, not tried.
 //
 // Threading: one coroutine per request on a strand of the Router's io_context.
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -56,6 +60,8 @@ struct EmbedExchange {
 
 net::awaitable<EmbedExchange> exchange(AttemptTracker* tracker, const EmbeddingRequest* req, Transport* transport,
                                        const Clock* clock) {
+  // A cancelled attempt reports back like any other: cancellation surfaces as error codes.
+  co_await net::this_coro::throw_if_cancelled(false);
   EmbedExchange x;
   const AttemptPlan& plan = tracker->plan();
   const Instant t0 = clock->now();
@@ -195,7 +201,32 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
               const EmbeddingRequest* rp = &req;
               Transport* trp = transport.get();
               const Clock* cp = clock;
-              EmbedExchange x = co_await exchange(tp, rp, trp, cp);
+              // The caller's CancellationToken (a client hang-up) stops the upstream call at
+              // once: its hook posts to this strand, where the signal lives while the attempt runs.
+              net::cancellation_signal sig;
+              auto hook = std::make_shared<net::cancellation_signal*>(&sig);
+              if (ctx.cancel)
+                ctx.cancel->arm([ex, hook] {
+                  net::post(ex, [hook] {
+                    if (*hook) (*hook)->emit(net::cancellation_type::terminal);
+                  });
+                });
+              auto xp = std::make_unique<EmbedExchange>();  // on the heap, like the chat executor's flights
+              EmbedExchange& x = *xp;
+              bool threw = false;
+              try {
+                auto op = exchange(tp, rp, trp, cp);
+                auto token = net::bind_cancellation_slot(sig.slot(), use_awaitable);
+                x = co_await net::co_spawn(ex, std::move(op), token);
+              } catch (...) {
+                threw = true;
+              }
+              if (ctx.cancel) ctx.cancel->disarm();
+              *hook = nullptr;
+              if (threw || (ctx.cancel && ctx.cancel->cancelled() && !x.answer)) {
+                x.answer.reset();
+                x.end.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
+              }
               if (x.answer) answers.emplace_back(plan.id, std::move(*x.answer));
               r = (*tracker)->finish(std::move(x.end), budget_actions, 0);
             }
@@ -203,8 +234,8 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
           session.report(std::move(r), clock->now());
           if (!downgrade_to.empty()) break;
         }
-        if (!downgrade_to.empty()) {
-          session.cancel(clock->now(), "budget downgrade");
+        if (!downgrade_to.empty() || (ctx.cancel && ctx.cancel->cancelled())) {
+          session.cancel(clock->now(), downgrade_to.empty() ? "caller went away" : "budget downgrade");
           session.next(clock->now());
           break;
         }

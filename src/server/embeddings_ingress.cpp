@@ -82,7 +82,11 @@ net::awaitable<std::optional<Reply>> embeddings(RouteCtx& c) {
     Proxy::State& s;
     ~Dec() { s.in_flight.fetch_sub(1, std::memory_order_relaxed); }
   } dec{st};
+  // A client that hangs up stops the upstream call at once, as for chat.
+  ctx.cancel = std::make_shared<CancellationToken>();
+  c.w.watch_client(ctx.cancel);
   EmbeddingCompletion done = co_await st.router->co_embed(std::move(ereq), std::move(ctx));
+  c.w.stop_watching();
   if (st.metrics) st.metrics->observe(done.trace);
   Headers extra = {{"x-request-id", rid}};
   if (!done.result) {

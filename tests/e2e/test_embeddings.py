@@ -10,9 +10,12 @@ estimate, so a test can tell reported usage from estimated usage.
 from __future__ import annotations
 
 import base64
+import json
 import math
+import socket
 import struct
 import time
+import uuid
 
 import openai
 import pytest
@@ -204,3 +207,33 @@ def test_not_json_and_unknown_model(shared_proxy):
     r = shared_proxy.request("POST", "/v1/embeddings", {"model": "no-such-embedder", "input": "x"})
     assert r.status == 404
     assert r.json()["error"]["code"] == "model_not_found"
+
+
+def test_client_hanging_up_cancels_the_upstream_call(start_proxy, mock):
+    """The caller gives up while the only target hangs: the request ends as cancelled at once,
+    not at the 20 s attempt timeout (followed through its own trace, found by its end user)."""
+    proxy = start_proxy(lambda cfg: cfg["routing"].update(
+        {"slowemb": {"strategy": "single", "model": "text-embedding-3-small", "timeout_ms": 20000}}))
+    mock.configure({"text-embedding-3-small": {"hang_rate": 1.0}})
+    user = f"hangup-{uuid.uuid4().hex[:12]}"
+    data = json.dumps({"model": "@slowemb", "input": "x"}).encode()
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+              + f"authorization: Bearer {proxy.auth['authorization'][7:]}\r\nx-modelux-end-user: {user}\r\n"
+                f"content-length: {len(data)}\r\n\r\n".encode() + data)
+    deadline = time.monotonic() + 8.0
+    while mock.stats()["models"].get("text-embedding-3-small", {}).get("hangs", 0) < 1:
+        assert time.monotonic() < deadline, "the upstream never received the request"
+        time.sleep(0.005)
+    s.close()
+    t_closed = time.monotonic()
+    trace = None
+    while trace is None:  # the trace is written when the request ends
+        assert time.monotonic() - t_closed < 8.0, "no trace 8 s after the client hung up: request still running"
+        traces = proxy.request("GET", "/v1/traces").json()["data"]
+        trace = next((t for t in traces if t["end_user"] == user), None)
+        if trace is None:
+            time.sleep(0.01)
+    assert trace["ok"] is False
+    assert trace["error_kind"] == "cancelled", trace
+    assert trace["total_ms"] < 8000
