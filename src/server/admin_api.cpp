@@ -291,10 +291,14 @@ net::awaitable<std::optional<Reply>> readyz(RouteCtx& c) {
 }
 
 net::awaitable<std::optional<Reply>> metrics(RouteCtx& c) {
-  // prometheus-cpp's registry and text serializer (server/metrics.cpp); scrubbed there.
+  // prometheus-cpp's registry and text serializer (server/metrics.cpp); scrubbed there. The
+  // scrape reads health and budget snapshots and formats every series: on the worker pool.
   Reply r;
   r.content_type = "text/plain; version=0.0.4";
-  r.body = c.st.metrics ? c.st.metrics->render() : std::string{};
+  if (const ProxyMetrics* m = c.st.metrics.get()) {
+    auto job = [m] { return m->render(); };
+    r.body = co_await c.st.workers->run(std::move(job));
+  }
   co_return r;
 }
 
