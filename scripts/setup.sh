@@ -12,7 +12,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates openssl
-      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libcli11-dev)
+      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libcli11-dev
+      prometheus-cpp-dev)
 if [ $MINIMAL = 0 ]; then
   # tzdata: the budget windows' time-zone tests read /usr/share/zoneinfo.
   pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev

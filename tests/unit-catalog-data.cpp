@@ -135,7 +135,9 @@ TEST_CASE("Catalog data: priced models have positive prices and a source, unpric
       REQUIRE(rm.at("output").is_number());
       double in = rm.at("input").get<double>(), out = rm.at("output").get<double>();
       CHECK(in > 0);
-      CHECK(out > 0);
+      // Embedding models bill input only.
+      if (rm.value("kind", "chat") == "embedding") CHECK(out == 0);
+      else CHECK(out > 0);
       CHECK(in < 200);  // USD per 1M tokens: anything above is a unit mistake (per 1K, cents)
       CHECK(out < 700);
       // A cache read is a discount and a cache write a surcharge, never the other way round.
@@ -150,7 +152,7 @@ TEST_CASE("Catalog data: priced models have positive prices and a source, unpric
     if (is_mock(m.provider) || !m.priced) continue;
     INFO("model ", m.id);
     CHECK(m.input_per_m > 0);
-    CHECK(m.output_per_m > 0);
+    if (!m.embedding) CHECK(m.output_per_m > 0);
     CHECK_FALSE(m.source.empty());
   }
 }
@@ -161,6 +163,11 @@ TEST_CASE("Catalog data: tiers, context windows and output limits are plausible"
     INFO("model ", m.id);
     CHECK(m.quality_tier >= 1);
     CHECK(m.quality_tier <= 5);
+    if (m.embedding) {  // embedding models produce vectors, not tokens
+      CHECK(m.context_window >= 512);
+      CHECK(m.max_output == 0);
+      continue;
+    }
     CHECK(m.context_window >= 4096);
     CHECK(m.max_output >= 1024);
     CHECK(m.max_output <= m.context_window);

@@ -36,6 +36,7 @@ struct ModelInfo {
   std::int64_t max_output = 0;
   int quality_tier = 0;        ///< 1 (basic) .. 5 (frontier)
   std::string source;          ///< where the price comes from
+  bool embedding = false;      ///< an embeddings model ("kind": "embedding"): priced per input token, output 0
 };
 
 /// Cost of one call in USD, split for traces.

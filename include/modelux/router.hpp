@@ -50,6 +50,13 @@ struct Completion {
   Target served;  ///< the target that answered (empty on failure)
 };
 
+/// The outcome of one embeddings request: the vectors or the error, and the decision trace.
+struct EmbeddingCompletion {
+  Result<EmbeddingResponse> result = fail(ErrorKind::internal, "not run");
+  DecisionTrace trace;
+  Target served;  ///< the target that answered (empty on failure)
+};
+
 /// Receives stream chunks as they arrive, on a router io thread. Return false to cancel
 /// (the caller went away): upstream reads stop and the trace records the cancellation.
 using ChunkSink = std::function<bool(const ChatChunk&)>;
@@ -77,6 +84,14 @@ class Router {
   /// GCC 12 may relocate class temporaries of a co_await expression bitwise, which corrupts
   /// std::string members (seen under valgrind). Clang and newer GCC are not affected.
   net::awaitable<Completion> co_complete(ChatRequest request, CallContext ctx, AsyncChunkSink sink = nullptr);
+
+  /// Embeddings (OpenAI's /v1/embeddings shape), routed like chat: `request.model` is an
+  /// embedding model of the catalog or "@slug" whose targets are embedding models (other
+  /// targets are skipped). Failover, budgets (input tokens at the model's input price), health
+  /// and traces work as for chat; attempts run one at a time (an ensemble's members in turn).
+  EmbeddingCompletion embed(EmbeddingRequest request, CallContext ctx = {});
+  /// Awaitable form (pass named objects, as for co_complete).
+  net::awaitable<EmbeddingCompletion> co_embed(EmbeddingRequest request, CallContext ctx);
 
   /// Bring your own client: starts a session the app drives itself (see ClientSession).
   /// not_found for an unknown model or "@slug".

@@ -279,6 +279,58 @@ void register_codec(const Codec* codec);
 /// retry-after seconds or HTTP date, x-ratelimit-reset-*). Codecs refine kind/code from the body.
 Error classify_http_error(int status, const Headers& headers, std::string message);
 
+// ---- Embeddings ---------------------------------------------------------------------------
+// OpenAI's POST /v1/embeddings is the unified shape; each family's embedding endpoint is
+// reached through encode_embedding_request / decode_embedding_response (src/wire/embeddings.cpp).
+
+/// An embeddings request in OpenAI's shape. Exactly one of `texts` and `tokens` is non-empty.
+struct EmbeddingRequest {
+  std::string model;
+  std::vector<std::string> texts;                 ///< `input` as a string or an array of strings
+  std::vector<std::vector<std::int64_t>> tokens;  ///< `input` as token ids (one array, or an array of arrays)
+  std::optional<std::int64_t> dimensions;         ///< output size, for models that can shorten vectors
+  bool base64 = false;                            ///< encoding_format "base64": the caller's answer encoding
+  std::string user;
+  Json extra;  ///< other top-level fields, passed where a family knows them (input_type, task_type), else object or null
+  /// Number of inputs.
+  std::size_t size() const noexcept { return texts.empty() ? tokens.size() : texts.size(); }
+};
+
+/// The vectors, in input order, and the billed input tokens.
+struct EmbeddingResponse {
+  std::string model;
+  std::vector<std::vector<float>> data;
+  Usage usage;  ///< prompt_tokens (completion_tokens is always 0)
+};
+
+/// Limits of the unified request (OpenAI's own): at most 2048 inputs.
+inline constexpr std::size_t kMaxEmbeddingInputs = 2048;
+
+/// Parses an OpenAI embeddings request body; errors name the JSON path of the fault.
+Result<EmbeddingRequest> parse_embedding_request(std::string_view body, const ParseLimits& limits = {});
+/// The OpenAI request body (float encoding: modelux encodes base64 itself for the caller).
+Json to_json(const EmbeddingRequest& r);
+/// The OpenAI response body: {"object":"list","data":[{"object":"embedding","index","embedding"}],"model","usage"};
+/// with `base64`, each embedding is the base64 of its little-endian float32 values.
+std::string encode_embedding_response(const EmbeddingResponse& r, bool base64);
+/// Base64 of little-endian float32 values (OpenAI's encoding_format "base64").
+std::string base64_floats(const std::vector<float>& v);
+/// Inverse of base64_floats; nullopt for bad base64 or a length that is not a multiple of 4 bytes.
+std::optional<std::vector<float>> floats_from_base64(std::string_view b64);
+/// Rough input token estimate (4 characters a token; a token id is a token). Budget reservations,
+/// and usage for providers that report none (Gemini).
+std::int64_t estimate_embedding_tokens(const EmbeddingRequest& r) noexcept;
+
+/// Unified embeddings request -> the family's native HTTP request (openai and the compatible
+/// providers incl. Mistral, azure, gemini, cohere, bedrock). What the target cannot honour is an
+/// `unsupported` error naming the field (e.g. token-id input outside OpenAI and Azure).
+Result<HttpRequestSpec> encode_embedding_request(const EmbeddingRequest& req, const ProviderEndpoint& ep,
+                                                 std::string_view upstream_model);
+/// The family's native success body -> unified vectors and usage. `req` gives the input count
+/// (checked against the answer) and the estimate for providers that report no usage.
+Result<EmbeddingResponse> decode_embedding_response(std::string_view family, const EmbeddingRequest& req,
+                                                    const Headers& headers, std::string_view body);
+
 /// Parses Go-style durations ("1s", "6m0s", "12ms", "2m59.56s") and plain seconds.
 std::optional<Millis> parse_duration(std::string_view s) noexcept;
 

@@ -99,6 +99,11 @@ Result<Catalog> Catalog::from_json(const Json& doc) {
       if (info.quality_tier < 0 || info.quality_tier > 5)
         return fail(ErrorKind::invalid_config, "'tier' must be within 1..5", path + ".tier");
       info.source = opt_string(m, "source");
+      // "kind": "embedding" marks a model /v1/embeddings may route to (chat is the default).
+      const std::string kind = opt_string(m, "kind");
+      if (!kind.empty() && kind != "chat" && kind != "embedding")
+        return fail(ErrorKind::invalid_config, "'kind' must be \"chat\" or \"embedding\"", path + ".kind");
+      info.embedding = kind == "embedding";
       c.models_.push_back(std::move(info));
     }
   }

@@ -122,6 +122,16 @@ net::awaitable<Completion> Router::co_complete(ChatRequest request, CallContext 
   return impl_->execute(std::move(request), std::move(ctx), std::move(sink));
 }
 
+EmbeddingCompletion Router::embed(EmbeddingRequest request, CallContext ctx) {
+  auto strand = net::make_strand(impl_->ioc);
+  auto fut = net::co_spawn(strand, impl_->execute_embed(std::move(request), std::move(ctx)), net::use_future);
+  return fut.get();
+}
+
+net::awaitable<EmbeddingCompletion> Router::co_embed(EmbeddingRequest request, CallContext ctx) {
+  return impl_->execute_embed(std::move(request), std::move(ctx));
+}
+
 Result<std::int64_t> Router::set_routing_config(std::string slug, const Json& cfg) {
   if (!slug.empty() && slug.front() == '@') slug.erase(0, 1);
   std::lock_guard lk(impl_->config_mu);

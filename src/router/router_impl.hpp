@@ -76,6 +76,9 @@ struct Router::Impl {
   /// Runs one request (executor.cpp).
   net::awaitable<Completion> execute(ChatRequest req, CallContext ctx, AsyncChunkSink sink);
 
+  /// Runs one embeddings request (embed_executor.cpp).
+  net::awaitable<EmbeddingCompletion> execute_embed(EmbeddingRequest req, CallContext ctx);
+
   void fill_context(DecisionTrace& t, const CallContext& ctx, const std::string& model, bool stream) const;
 };
 

@@ -9,6 +9,7 @@
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
+#include "server/metrics.hpp"
 #include "server/routes.hpp"
 #include "trace/trace_json_util.hpp"
 
@@ -354,62 +355,14 @@ net::awaitable<std::optional<Reply>> readyz(RouteCtx& c) {
 }
 
 net::awaitable<std::optional<Reply>> metrics(RouteCtx& c) {
-  Proxy::State& st = c.st;
-  std::string s;
-  auto line = [&](const char* name, const char* help, const char* type, double v) {
-    s += "# HELP ";
-    s += name;
-    s += " ";
-    s += help;
-    s += "\n# TYPE ";
-    s += name;
-    s += " ";
-    s += type;
-    s += "\n";
-    s += name;
-    s += " ";
-    s += std::to_string(v);
-    s += "\n";
-  };
-  line("modelux_requests_total", "Chat requests received.", "counter", static_cast<double>(st.requests.load()));
-  line("modelux_requests_ok_total", "Chat requests answered successfully.", "counter", static_cast<double>(st.ok.load()));
-  line("modelux_requests_client_error_total", "Requests rejected (4xx).", "counter", static_cast<double>(st.client_errors.load()));
-  line("modelux_requests_upstream_error_total", "Requests failed after routing (5xx).", "counter", static_cast<double>(st.upstream_errors.load()));
-  line("modelux_streams_total", "Streaming requests.", "counter", static_cast<double>(st.streams.load()));
-  line("modelux_requests_in_flight", "Requests being served now.", "gauge", static_cast<double>(st.in_flight.load()));
-  line("modelux_auth_refused_total", "Requests refused for a missing, unknown or expired key (401).", "counter",
-       static_cast<double>(st.auth_refused.load()));
-  line("modelux_forbidden_total", "Requests refused by role or project (403).", "counter", static_cast<double>(st.forbidden.load()));
-  line("modelux_key_limited_total", "Requests refused by a key's rpm or concurrency limit (429).", "counter",
-       static_cast<double>(st.key_rate_limited.load()));
-  if (Tracer* t = st.router->tracer()) {
-    auto ts = t->stats();
-    line("modelux_traces_submitted_total", "Traces handed to the tracer.", "counter", static_cast<double>(ts.submitted));
-    line("modelux_traces_written_total", "Traces written to the store.", "counter", static_cast<double>(ts.written));
-    line("modelux_traces_dropped_total", "Traces dropped (queue full or write failure).", "counter", static_cast<double>(ts.dropped));
-    // What a kill -9 would lose now: submitted, not yet written (docs/traces.md).
-    line("modelux_traces_queued", "Traces submitted and not yet written (lost on a crash).", "gauge", static_cast<double>(ts.queued));
-    line("modelux_traces_write_errors_total", "Trace batches that failed to write.", "counter", static_cast<double>(ts.write_errors));
-  }
-  if (st.http) {
-    auto ss = st.http->stats();
-    line("modelux_accept_backoffs_total", "accept() failures for lack of fds or memory (the accept loop paused).", "counter",
-         static_cast<double>(ss.accept_backoffs));
-    line("modelux_accept_refused_total", "Connections refused with 503 at the fd limit (through the reserve fd).", "counter",
-         static_cast<double>(ss.accept_refused));
-    line("modelux_body_budget_refused_total", "Requests refused (503) by server.max_inflight_body_bytes.", "counter",
-         static_cast<double>(ss.body_budget_refused));
-    line("modelux_connections_open", "Client connections open.", "gauge", static_cast<double>(ss.connections_open));
-    line("modelux_body_bytes_in_flight", "Request-body bytes buffered now (counted against max_inflight_body_bytes).", "gauge",
-         static_cast<double>(ss.body_bytes_in_flight));
-    line("modelux_draining", "1 while the server drains for shutdown.", "gauge", st.http->draining() ? 1.0 : 0.0);
-  }
-  auto tr = st.router->transport().stats();
-  line("modelux_upstream_connections_opened_total", "Upstream connections opened.", "counter", static_cast<double>(tr.connections_opened));
-  line("modelux_upstream_connections_reused_total", "Upstream requests on a pooled connection.", "counter", static_cast<double>(tr.connections_reused));
+  // prometheus-cpp's registry and text serializer (server/metrics.cpp); scrubbed there. The
+  // scrape reads health and budget snapshots and formats every series: on the worker pool.
   Reply r;
   r.content_type = "text/plain; version=0.0.4";
-  r.body = std::move(s);
+  if (const ProxyMetrics* m = c.st.metrics.get()) {
+    auto job = [m] { return m->render(); };
+    r.body = co_await c.st.workers->run(std::move(job));
+  }
   co_return r;
 }
 

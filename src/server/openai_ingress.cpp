@@ -4,6 +4,8 @@
 #include "modelux/scrub.hpp"
 #include "wire/openai_relay.hpp"
 #include "server/kept.hpp"
+#include "server/metrics.hpp"
+#include "server/routes.hpp"
 
 namespace modelux::proxy {
 
@@ -54,6 +56,7 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   if (!want_stream) {
     Completion done = co_await st.router->co_complete(std::move(creq), std::move(ctx));
     w.stop_watching();
+    if (st.metrics) st.metrics->observe(done.trace);
     if (!done.result) {
       const Error& e = done.result.error();
       (http_status_for(e.kind) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
@@ -102,6 +105,7 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   if (kept) sink = keep_stream(kept, std::move(sink));
   Completion done = co_await st.router->co_complete(std::move(creq), std::move(ctx), sink);
   w.stop_watching();
+  if (st.metrics) st.metrics->observe(done.trace);
   if (done.result) {
     st.ok.fetch_add(1, std::memory_order_relaxed);
     if (!started) {

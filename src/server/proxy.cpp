@@ -22,6 +22,7 @@
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
 #include "server/kept.hpp"
+#include "server/metrics.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -208,6 +209,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
     return fail(ErrorKind::invalid_config, "refusing to serve without API keys on a non-loopback address", "$.server.api_keys");
   st.kept = std::make_unique<KeptResponses>(sc.keep_responses, ServerConfig::kept_db_path(st.router->config(), sc), st.router->clock());
   st.workers = std::make_unique<WorkerPool>(sc.worker_threads);
+  st.metrics = std::make_unique<ProxyMetrics>(st);  // before the server starts: handlers read it
   so.executor = st.router->executor();
   auto stp = p->state_;
   so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };

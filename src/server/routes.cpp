@@ -24,6 +24,7 @@ const Route kRoutes[] = {
     {"POST", "/v1/messages", Access::data, messages, true, ErrorShape::anthropic},
     {"POST", "/v1/messages/count_tokens", Access::data, count_tokens, false, ErrorShape::anthropic},
     {"GET", "/v1/kept/{request_id}", Access::read, get_kept},
+    {"POST", "/v1/embeddings", Access::data, embeddings, true},
     {"GET", "/v1/models", Access::read, list_models},
     {"GET", "/v1/configs", Access::read, list_configs},
     {"GET", "/v1/configs/{slug}", Access::read, get_config},

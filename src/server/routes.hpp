@@ -57,6 +57,7 @@ bool valid_slug(std::string_view s) noexcept;
 namespace modelux::proxy {
 
 class KeptResponses;
+class ProxyMetrics;
 
 struct Proxy::State {
   std::unique_ptr<Router> router;
@@ -69,6 +70,7 @@ struct Proxy::State {
   std::atomic<bool> draining{false};  ///< set by drain(): /readyz answers 503
   std::size_t max_body = 0;
   http_server::Server* http = nullptr;  ///< set once started; for /readyz and /metrics
+  std::unique_ptr<ProxyMetrics> metrics;  ///< /metrics (server/metrics.hpp); set at start
 };
 
 /// What a route handler gets.
@@ -121,6 +123,7 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c);
 net::awaitable<std::optional<Reply>> messages(RouteCtx& c);
 net::awaitable<std::optional<Reply>> count_tokens(RouteCtx& c);
 net::awaitable<std::optional<Reply>> get_kept(RouteCtx& c);
+net::awaitable<std::optional<Reply>> embeddings(RouteCtx& c);  // embeddings_ingress.cpp
 net::awaitable<std::optional<Reply>> list_models(RouteCtx& c);
 net::awaitable<std::optional<Reply>> list_configs(RouteCtx& c);
 net::awaitable<std::optional<Reply>> get_config(RouteCtx& c);

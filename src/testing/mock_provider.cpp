@@ -293,6 +293,72 @@ std::string err_json(const std::string& msg) {
   return Json{{"error", {{"message", msg}, {"type", "invalid_request_error"}, {"param", nullptr}, {"code", nullptr}}}}.dump();
 }
 
+// The faults every endpoint shares, decided by `plan`: a 429 from the rate-limit window, a hang
+// (no answer until the client gives up), the latency, an injected error status. True when the
+// request was answered (or abandoned) here; false: the endpoint renders its answer (or its own
+// malformed body).
+net::awaitable<bool> answer_fault(const MockProvider::State::Plan& plan, std::string_view family, http_server::Request& req,
+                                  http_server::ResponseWriter& w) {
+  using K = MockProvider::State::Plan::Kind;
+  if (plan.kind == K::rate_limited) {
+    auto r = render_error(family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",
+                          Millis{static_cast<std::int64_t>(plan.rate_limit_retry_ms + 1)});
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return true;
+  }
+  if (plan.kind == K::hang) {
+    // No response at all: hold the connection until the client gives up (or 10 minutes).
+    co_await sleep_ms(600000);
+    w.abort();
+    co_return true;
+  }
+  co_await sleep_ms(plan.latency_ms);
+  if (plan.kind == K::error) {
+    std::optional<Millis> ra;
+    if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
+    std::string msg = "mock injected error " + std::to_string(plan.b.error_status);
+    if (plan.b.echo_key) msg = "Incorrect API key provided: " + presented_credential(req) + ". You can find your API key in your account.";
+    auto r = render_error(family, plan.b.error_status, msg, ra);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return true;
+  }
+  co_return false;
+}
+
+// Embeddings, with the same fault knobs as chat (per model): 429 windows, injected errors,
+// hangs and malformed (truncated) bodies.
+net::awaitable<void> handle_embeddings(std::shared_ptr<MockProvider::State> st, http_server::Request& req,
+                                       http_server::ResponseWriter& w, Result<MockEmbedRequest> parsed) {
+  if (!parsed) {
+    int status = parsed.error().kind == ErrorKind::not_found ? 404 : 400;
+    auto r = render_error(family_of_target(req.target), status, parsed.error().message, std::nullopt);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  const MockEmbedRequest& mr = *parsed;
+  const std::string family = mr.family == "mistral" ? "openai" : mr.family;
+  if (st->note_key(presented_key(req))) {
+    auto r = render_error(family, 401, "mock: invalid API key", std::nullopt);
+    co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  auto plan = st->decide(mr.model, false, std::chrono::steady_clock::now());
+  if (mr.refusal) {
+    co_await w.respond(mr.refusal->status, mr.refusal->content_type, mr.refusal->body, mr.refusal->headers);
+    co_return;
+  }
+  if (co_await answer_fault(plan, family, req, w)) co_return;
+  using K = MockProvider::State::Plan::Kind;
+  if (plan.kind == K::malformed) {
+    auto ct = std::string("application/json");
+    auto body = std::string("{\"data\": [{\"embedding\": [0.1, ");
+    co_await w.respond(200, std::move(ct), std::move(body));
+    co_return;
+  }
+  auto r = render_embedding_response(mr);
+  co_await w.respond(r.status, r.content_type, r.body, r.headers);
+}
+
 net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server::Request& req,
                             http_server::ResponseWriter& w) {
   if (req.path == "/_mock/config") {
@@ -343,6 +409,10 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     co_return;
   }
 
+  if (auto emb = parse_embedding_request(req.method, req.target, req.body)) {
+    co_await handle_embeddings(st, req, w, std::move(*emb));
+    co_return;
+  }
   auto parsed = parse_request(req.method, req.target, req.headers, req.body);
   if (!parsed) {
     // In the provider's own error shape, as its SDK expects it.
@@ -368,29 +438,8 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
     co_await w.respond(mr.refusal->status, mr.refusal->content_type, mr.refusal->body, mr.refusal->headers);
     co_return;
   }
+  if (co_await answer_fault(plan, mr.family, req, w)) co_return;
   using K = MockProvider::State::Plan::Kind;
-  if (plan.kind == K::rate_limited) {
-    auto r = render_error(mr.family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",
-                          Millis{static_cast<std::int64_t>(plan.rate_limit_retry_ms + 1)});
-    co_await w.respond(r.status, r.content_type, r.body, r.headers);
-    co_return;
-  }
-  if (plan.kind == K::hang) {
-    // No response at all: hold the connection until the client gives up (or 10 minutes).
-    co_await sleep_ms(600000);
-    w.abort();
-    co_return;
-  }
-  co_await sleep_ms(plan.latency_ms);
-  if (plan.kind == K::error) {
-    std::optional<Millis> ra;
-    if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
-    std::string msg = "mock injected error " + std::to_string(plan.b.error_status);
-    if (plan.b.echo_key) msg = "Incorrect API key provided: " + presented_credential(req) + ". You can find your API key in your account.";
-    auto r = render_error(mr.family, plan.b.error_status, msg, ra);
-    co_await w.respond(r.status, r.content_type, r.body, r.headers);
-    co_return;
-  }
   ChatResponse resp = canned_response(mr, plan.b);
   if (!mr.stream) {
     if (plan.kind == K::malformed) {

@@ -68,4 +68,29 @@ ChatResponse canned_response(const MockRequest& req, const Behavior& b);
 /// The same with default behavior and `text`.
 ChatResponse canned_response(const MockRequest& req, std::string_view text);
 
+// ---- embeddings (src/testing/embeddings_server.cpp) -------------------------------------------
+
+/// An embeddings request as a provider received it.
+struct MockEmbedRequest {
+  std::string family;  ///< openai | mistral | azure | gemini | cohere | bedrock
+  std::string model;
+  std::vector<std::string> texts;  ///< token-id inputs appear as "tokens:1,2,"
+  std::int64_t dims = 0;           ///< requested size; 0 = the default (8)
+  bool gemini_single = false;      ///< :embedContent rather than :batchEmbedContents
+  bool bedrock_titan = false;      ///< Titan's one-text body
+  bool cohere_by_type = false;     ///< Cohere on Bedrock asked for embedding_types
+  std::optional<Rendered> refusal; ///< Mistral's 422 for a field it does not know
+};
+
+/// Recognises an embeddings path of any family and decodes its native body; nullopt when the
+/// path is not an embeddings endpoint (the chat paths are then tried).
+std::optional<Result<MockEmbedRequest>> parse_embedding_request(std::string_view method, std::string_view target,
+                                                                std::string_view body);
+/// The family's native embeddings answer (deterministic unit vectors).
+Rendered render_embedding_response(const MockEmbedRequest& r);
+/// The mock's vector for `text`: `dims` values (8 when 0), unit length, deterministic.
+std::vector<float> mock_vector(std::string_view text, std::int64_t dims);
+/// OpenAI's embeddings request body, as the mock parses it.
+Result<EmbeddingRequest> embedding_request_from_json_for_mock(const Json& j);
+
 }  // namespace modelux::mock

@@ -168,6 +168,62 @@ std::string amz_now() {
   return buf;
 }
 
+}  // namespace
+
+// Shared by Converse (chat) and InvokeModel (embeddings): the URL on the region's runtime host,
+// and SigV4 (or a Bedrock API key as Bearer) over the body.
+HttpRequestSpec wire::bedrock_request(const ProviderEndpoint& ep, std::string_view upstream_model, std::string_view action,
+                                      std::string body, bool event_stream) {
+  auto opt = [&](const char* k) -> std::string {
+    auto it = ep.options.find(k);
+    return it == ep.options.end() ? std::string{} : it->second;
+  };
+  std::string region = opt("region");
+  std::string base = ep.base_url;
+  if (region.empty()) {
+    // https://bedrock-runtime.{region}.amazonaws.com
+    auto p = base.find("bedrock-runtime.");
+    auto e = base.find(".amazonaws.com");
+    if (p != std::string::npos && e != std::string::npos && e > p + 16) region = base.substr(p + 16, e - p - 16);
+    if (region.empty() || region.find('{') != std::string::npos) region = "us-east-1";
+  }
+  if (base.empty()) base = "https://bedrock-runtime.{region}.amazonaws.com";
+  if (auto r = base.find("{region}"); r != std::string::npos) base.replace(r, 8, region);
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  std::string path = "/model/" + percent_encode(upstream_model) + "/" + std::string(action);
+
+  HttpRequestSpec spec;
+  spec.url = base + path;
+  spec.body = std::move(body);
+  spec.headers.emplace_back("content-type", "application/json");
+  if (event_stream) spec.headers.emplace_back("accept", "application/vnd.amazon.eventstream");
+  std::string secret = opt("secret_access_key");
+  if (secret.empty()) {
+    if (!ep.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + ep.api_key);
+    return spec;
+  }
+  std::string host = base.substr(base.find("://") == std::string::npos ? 0 : base.find("://") + 3);
+  std::string date = opt("amz_date");
+  if (date.empty()) date = amz_now();
+  SigV4Request sr;
+  sr.method = "POST";
+  // Non-S3 services sign the path with each segment encoded a second time.
+  sr.canonical_uri = "/model/" + percent_encode(percent_encode(upstream_model)) + "/" + std::string(action);
+  sr.headers = {{"content-type", "application/json"}, {"host", host}, {"x-amz-date", date}};
+  std::string token = opt("session_token");
+  if (!token.empty()) sr.headers.emplace_back("x-amz-security-token", token);
+  sr.payload_sha256 = sha256_hex(spec.body);
+  std::string akid = opt("access_key_id");
+  if (akid.empty()) akid = ep.api_key;
+  auto sig = sigv4_sign(sr, SigV4Credentials{akid, secret, region, "bedrock"}, date);
+  spec.headers.emplace_back("x-amz-date", date);
+  if (!token.empty()) spec.headers.emplace_back("x-amz-security-token", token);
+  spec.headers.emplace_back("authorization", sig.authorization);
+  return spec;
+}
+
+namespace {
+
 class BedrockCodec final : public Codec {
  public:
   std::string_view family() const noexcept override { return kFamily; }
@@ -176,52 +232,8 @@ class BedrockCodec final : public Codec {
                                          std::string_view upstream_model) const override {
     auto body = encode_body(req);
     if (!body) return fail(body.error());
-    auto opt = [&](const char* k) -> std::string {
-      auto it = ep.options.find(k);
-      return it == ep.options.end() ? std::string{} : it->second;
-    };
-    std::string region = opt("region");
-    std::string base = ep.base_url;
-    if (region.empty()) {
-      // https://bedrock-runtime.{region}.amazonaws.com
-      auto p = base.find("bedrock-runtime.");
-      auto e = base.find(".amazonaws.com");
-      if (p != std::string::npos && e != std::string::npos && e > p + 16) region = base.substr(p + 16, e - p - 16);
-      if (region.empty() || region.find('{') != std::string::npos) region = "us-east-1";
-    }
-    if (base.empty()) base = "https://bedrock-runtime.{region}.amazonaws.com";
-    if (auto r = base.find("{region}"); r != std::string::npos) base.replace(r, 8, region);
-    while (!base.empty() && base.back() == '/') base.pop_back();
-    std::string path = "/model/" + percent_encode(upstream_model) + (req.stream ? "/converse-stream" : "/converse");
-
-    HttpRequestSpec spec;
-    spec.url = base + path;
-    spec.body = body->dump(-1, ' ', false, Json::error_handler_t::replace);
-    spec.headers.emplace_back("content-type", "application/json");
-    if (req.stream) spec.headers.emplace_back("accept", "application/vnd.amazon.eventstream");
-    std::string secret = opt("secret_access_key");
-    if (secret.empty()) {
-      if (!ep.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + ep.api_key);
-      return spec;
-    }
-    std::string host = base.substr(base.find("://") == std::string::npos ? 0 : base.find("://") + 3);
-    std::string date = opt("amz_date");
-    if (date.empty()) date = amz_now();
-    SigV4Request sr;
-    sr.method = "POST";
-    // Non-S3 services sign the path with each segment encoded a second time.
-    sr.canonical_uri = "/model/" + percent_encode(percent_encode(upstream_model)) + (req.stream ? "/converse-stream" : "/converse");
-    sr.headers = {{"content-type", "application/json"}, {"host", host}, {"x-amz-date", date}};
-    std::string token = opt("session_token");
-    if (!token.empty()) sr.headers.emplace_back("x-amz-security-token", token);
-    sr.payload_sha256 = sha256_hex(spec.body);
-    std::string akid = opt("access_key_id");
-    if (akid.empty()) akid = ep.api_key;
-    auto sig = sigv4_sign(sr, SigV4Credentials{akid, secret, region, "bedrock"}, date);
-    spec.headers.emplace_back("x-amz-date", date);
-    if (!token.empty()) spec.headers.emplace_back("x-amz-security-token", token);
-    spec.headers.emplace_back("authorization", sig.authorization);
-    return spec;
+    return bedrock_request(ep, upstream_model, req.stream ? "converse-stream" : "converse",
+                           body->dump(-1, ' ', false, Json::error_handler_t::replace), req.stream);
   }
 
   Result<ChatResponse> decode_response(std::string_view body) const override {

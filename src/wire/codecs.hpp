@@ -93,6 +93,12 @@ std::optional<Millis> anthropic_reset_delay(const Headers& headers);
 std::optional<std::int64_t> parse_rfc3339_ms(std::string_view s);
 std::optional<std::int64_t> parse_http_date_ms(std::string_view s);
 
+/// A Bedrock runtime request: POST {base}/model/{id}/{action} (converse, converse-stream,
+/// invoke), signed with SigV4 when options.secret_access_key is set, else with the Bedrock API
+/// key as Bearer (src/wire/bedrock.cpp).
+HttpRequestSpec bedrock_request(const ProviderEndpoint& ep, std::string_view upstream_model, std::string_view action,
+                                std::string body, bool event_stream);
+
 // ---- AWS event-stream framing (src/wire/eventstream.cpp) ------------------------------------
 
 /// CRC-32 (IEEE 802.3 / zlib polynomial), continuing from `crc`.

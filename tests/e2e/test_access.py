@@ -107,6 +107,19 @@ def alpha_trace_id(proxy: Proxy) -> str:
     return r.headers["x-request-id"]
 
 
+def sdk_embed(proxy: Proxy, key: str | None) -> int:
+    """Status of one embeddings call through the official SDK (200 or the APIStatusError's)."""
+    h: dict = {}
+    if key is None:
+        h["Authorization"] = openai.Omit()
+    c = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=key or "unused", max_retries=0, timeout=20.0)
+    try:
+        c.embeddings.create(model="text-embedding-3-small", input="hello", extra_headers=h)
+        return 200
+    except openai.APIStatusError as e:
+        return e.status_code
+
+
 # endpoint → (call(proxy, key, ctx) → status, expected per caller in CALLERS order)
 Call = Callable[[Proxy, str | None, dict], int]
 
@@ -133,6 +146,7 @@ MATRIX: list[tuple[str, Call, list[int]]] = [
      [401, 401, 403, 200, 200, 200]),
     ("GET /v1/kept/{alpha_kept}", raw("GET", "/v1/kept/{alpha_kept}"), [401, 401, 200, 200, 404, 200]),
     ("GET /v1/kept/unknown-request", raw("GET", "/v1/kept/unknown-request"), [401, 401, 404, 404, 404, 404]),
+    ("POST /v1/embeddings (SDK)", lambda p, k, c: sdk_embed(p, k), [401, 401, 403, 200, 200, 200]),
     ("GET /v1/models", raw("GET", "/v1/models"), [401, 401, 200, 200, 200, 200]),
     ("GET /v1/configs", raw("GET", "/v1/configs"), [401, 401, 200, 200, 200, 200]),
     ("GET /v1/configs/fast", raw("GET", "/v1/configs/fast"), [401, 401, 200, 200, 200, 200]),

@@ -66,6 +66,7 @@ __all__ = [
     "cost",
     "Router",
     "ChatCompletion",
+    "Embeddings",
     "ChatStream",
     "Simulator",
     "ModeluxError",
@@ -155,6 +156,22 @@ def _request_json(model: str, messages: Sequence[Mapping[str, Any]], params: Map
     body: Dict[str, Any] = {"model": model, "messages": list(messages)}
     body.update(params)
     return json.dumps(body)
+
+
+class Embeddings(Dict[str, Any]):
+    """An embeddings answer in the OpenAI shape (a dict: ``data[i]["embedding"]``, ``usage``)
+    plus its decision trace in ``.trace``."""
+
+    trace: Dict[str, Any]
+
+    def __init__(self, body: Mapping[str, Any], trace: Dict[str, Any]) -> None:
+        super().__init__(body)
+        self.trace = trace
+
+    @property
+    def vectors(self) -> List[List[float]]:
+        """The embeddings, in input order."""
+        return [d["embedding"] for d in self.get("data", [])]
 
 
 class ChatCompletion(Dict[str, Any]):
@@ -291,6 +308,27 @@ class Router:
             _context_json(project, end_user, org, tags, request_id, api_key_id),
         )
         return ChatCompletion(json.loads(body), json.loads(trace))
+
+    def embed(
+        self,
+        model: str,
+        input: Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> "Embeddings":
+        """Blocking embeddings call, routed like chat. ``model`` is an embedding model of the
+        catalog or ``"@slug"``; ``params`` are OpenAI embeddings fields (``dimensions``...).
+        Returns float vectors with ``.trace``; raises a :class:`ModeluxError` subclass."""
+        body = {"model": model, "input": input, **params}
+        body.pop("encoding_format", None)  # the binding always returns floats
+        out, trace = self._native.embed(json.dumps(body), _context_json(project, end_user, org, tags, request_id, api_key_id))
+        return Embeddings(json.loads(out), json.loads(trace))
 
     def stream(
         self,

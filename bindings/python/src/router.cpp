@@ -219,6 +219,21 @@ class PyRouter {
     return py::make_tuple(to_json(*c.result).dump(), std::move(trace));
   }
 
+  /// Embeddings (OpenAI's request shape): (response JSON in OpenAI's shape, trace JSON).
+  py::tuple embed(const std::string& request_json, const std::string& context_json) {
+    EmbeddingRequest req = unwrap(parse_embedding_request(request_json));
+    CallContext ctx = context_from_json(parse_text(context_json, "context"));
+    std::shared_ptr<Router> router = hold();
+    EmbeddingCompletion c;
+    {
+      py::gil_scoped_release nogil;
+      c = router->embed(std::move(req), std::move(ctx));
+    }
+    std::string trace = c.trace.to_json().dump();
+    if (!c.result) throw PyError(c.result.error(), std::move(trace));
+    return py::make_tuple(encode_embedding_response(*c.result, false), std::move(trace));
+  }
+
   std::unique_ptr<PyChatStream> stream(const std::string& request_json, const std::string& context_json) {
     ChatRequest req = request_from_text(request_json);
     req.stream = true;
@@ -324,6 +339,7 @@ void bind_router(py::module_& m) {
            arg("tracing") = true)
       .def("chat", &PyRouter::chat, arg("request_json"), arg("context_json"))
       .def("stream", &PyRouter::stream, arg("request_json"), arg("context_json"))
+      .def("embed", &PyRouter::embed, arg("request_json"), arg("context_json"))
       .def("routing_slugs", &PyRouter::routing_slugs)
       .def("routable_models", &PyRouter::routable_models)
       .def("routing_config", &PyRouter::routing_config, arg("slug"))

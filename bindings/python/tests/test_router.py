@@ -280,3 +280,21 @@ def test_ctrl_c_during_chat_cancels_the_request(mock: MockProvider, config: Dict
         timer.cancel()
     assert time.monotonic() - started < 10  # margin at load average 4; the attempt timeout is 30 s
     router.close()
+
+
+def test_embed_fails_over_and_returns_float_vectors(mock: MockProvider, config: Dict[str, Any]) -> None:
+    config["routing"]["emb"] = {
+        "strategy": "fallback",
+        "attempts": [{"model": "text-embedding-3-small"}, {"model": "gemini-embedding-001"}],
+        "retry_on": ["429", "5xx"],
+    }
+    mock.configure({"text-embedding-3-small": {"error_status": 503, "error_rate": 1.0}})
+    router = modelux.Router(config, tracing=False)
+    e = router.embed("@emb", ["a b c d", "jumps"], project="acme", dimensions=4, encoding_format="base64")
+    assert len(e.vectors) == 2 and all(len(v) == 4 for v in e.vectors)
+    assert e["usage"]["prompt_tokens"] == 4  # Gemini reports none: 4 characters a token
+    assert [a["model"] for a in e.trace["attempts"]] == ["text-embedding-3-small", "gemini-embedding-001"]
+    assert e.trace["served_model"] == "gemini-embedding-001"
+    with pytest.raises(modelux.BadRequestError):
+        router.embed("text-embedding-3-small", [])
+    router.close()

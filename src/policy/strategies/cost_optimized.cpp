@@ -146,7 +146,8 @@ Result<std::unique_ptr<Strategy>> compile_cost_optimized(const Json& cfg, const 
     }
   } else {
     for (const auto& m : r.catalog().models()) {
-      if (!m.priced || r.provider_for(m.id).empty()) continue;
+      // Embedding models answer /v1/embeddings only: never a chat candidate.
+      if (!m.priced || m.embedding || r.provider_for(m.id).empty()) continue;
       if (auto a = add(m.id, path); !a) return std::unexpected(a.error());
     }
   }
