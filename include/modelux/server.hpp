@@ -5,7 +5,8 @@
 //   GET  /v1/models   GET /v1/configs   GET /v1/configs/{slug}   GET /v1/health     any key
 //   GET  /v1/traces?limit=N   GET /v1/traces/{request_id}   GET /v1/budgets  any key, own project
 //   PUT  /v1/configs/{slug}   POST|GET /v1/keys   GET|DELETE /v1/keys/{id}            admin
-//   GET  /healthz   GET /readyz   GET /metrics                                         no key
+//   GET  /healthz   GET /readyz   GET /metrics   GET /openapi.json                     no key
+//   versions, diff, rollback, promote, budgets, webhooks, audit: docs/control-plane.md
 // Roles are checked by the route table from the request head, before the body is read.
 #pragma once
 
@@ -40,6 +41,26 @@ struct EdgeLimits {
   std::size_t max_tag_value_bytes = 256;
 };
 
+/// The config file's "server.control" section: the control store (versions, audit log,
+/// webhooks; docs/control-plane.md).
+struct ControlConfig {
+  /// SQLite file of the control store. Unset: "control.db" next to tracing.path when that is a
+  /// file, else in memory (versions then last until exit and the file seeds every start).
+  std::string db;
+  std::int64_t reconcile_ms = 1000;             ///< how often writes by another process are picked up
+  std::int64_t webhook_retry_base_ms = 5000;    ///< first retry delay; doubles per attempt (max 6 h)
+  std::int64_t webhook_give_up_ms = 86'400'000; ///< a delivery is abandoned a day after its event
+  std::int64_t webhook_timeout_ms = 10'000;     ///< per delivery attempt
+  /// spend.anomaly: spend per budget ledger in buckets of bucket_s; fires when a bucket is above
+  /// factor x the mean of the previous (up to baseline_buckets) buckets and above min_usd, once
+  /// min_buckets of history exist.
+  double anomaly_bucket_s = 60;
+  std::int64_t anomaly_baseline_buckets = 60;
+  std::int64_t anomaly_min_buckets = 10;
+  double anomaly_factor = 5;
+  double anomaly_min_usd = 1;
+};
+
 /// The config file's "server" section.
 struct ServerConfig {
   std::string host = "127.0.0.1";
@@ -57,11 +78,14 @@ struct ServerConfig {
   int threads = 1;
   int worker_threads = 2;               ///< pool for trace reads, config compiles, snapshots
   EdgeLimits limits;
+  ControlConfig control;
 
   /// Parses `Config::server`; every fault names its JSON path ("$.server.port").
   static Result<ServerConfig> from_json(const Json& section);
   /// Where managed keys live for `config` (see keys_db); "" = in memory.
   static std::string keys_db_path(const Config& config, const ServerConfig& server);
+  /// Where the control store lives for `config` (see ControlConfig::db); "" = in memory.
+  static std::string control_db_path(const Config& config, const ServerConfig& server);
 };
 
 }  // namespace modelux
@@ -72,6 +96,9 @@ struct ProxyOptions {
   std::string host;   ///< overrides config.server.host when set
   int port = -1;      ///< overrides config.server.port when >= 0 (0 = pick a free port)
   int threads = 0;    ///< overrides config.server.threads when > 0
+  /// The config file wins once: its routing configs and budgets become new versions where they
+  /// differ from the control store's (`modelux serve --reseed`). Otherwise the store wins.
+  bool reseed = false;
 };
 
 class Proxy {

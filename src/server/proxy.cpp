@@ -13,6 +13,7 @@
 #include "modelux/budget.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
+#include "server/control_plane.hpp"
 #include "server/http_server.hpp"
 #include "server/routes.hpp"
 
@@ -113,6 +114,22 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   so.max_inflight_body_bytes = sc.max_inflight_body_bytes;
   st.max_body = sc.max_body_bytes;
   st.server = sc;
+  // The control store first: on the first start the file seeds it; afterwards its versions
+  // replace the file's routing configs and budgets (docs/control-plane.md).
+  ControlOptions co;
+  co.path = ServerConfig::control_db_path(config, sc);
+  co.reconcile = Millis{sc.control.reconcile_ms};
+  co.retry_base = Millis{sc.control.webhook_retry_base_ms};
+  co.give_up = Millis{sc.control.webhook_give_up_ms};
+  co.delivery_timeout = Millis{sc.control.webhook_timeout_ms};
+  co.anomaly.bucket = Millis{static_cast<std::int64_t>(sc.control.anomaly_bucket_s * 1000)};
+  co.anomaly.baseline_buckets = static_cast<std::size_t>(sc.control.anomaly_baseline_buckets);
+  co.anomaly.min_buckets = static_cast<std::size_t>(sc.control.anomaly_min_buckets);
+  co.anomaly.factor = sc.control.anomaly_factor;
+  co.anomaly.min_usd = sc.control.anomaly_min_usd;
+  auto control = ControlPlane::open(std::move(co));
+  if (!control) return fail(control.error());
+  if (auto r = (*control)->seed(config, opts.reseed, Actor{"file", "startup"}); !r) return fail(r.error());
   RouterOptions ro;
   ro.io_threads = so.threads;
   auto router = Router::create(std::move(config), ro);
@@ -124,6 +141,8 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   if (st.keys->open_access() && so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1")
     return fail(ErrorKind::invalid_config, "refusing to serve without API keys on a non-loopback address", "$.server.api_keys");
   st.workers = std::make_unique<WorkerPool>(sc.worker_threads);
+  if (auto r = (*control)->attach(*st.router, st.keys.get()); !r) return fail(r.error());
+  st.control = std::move(*control);
   so.executor = st.router->executor();
   auto stp = p->state_;
   so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };
@@ -167,6 +186,8 @@ void Proxy::stop() {
   if (server_) server_->stop();
   // Workers may hold the router (a compile, a trace read): finish them first.
   if (state_ && state_->workers) state_->workers->stop();
+  // The control thread reads the router (reconcile, watchers): stop it before the router goes.
+  if (state_ && state_->control) state_->control->stop();
   if (state_) state_->router.reset();
 }
 
