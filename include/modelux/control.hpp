@@ -195,6 +195,11 @@ inline constexpr std::string_view kWebhookEvents[] = {
     "breaker.opened", "breaker.closed",    "key.created",       "key.revoked",    "spend.anomaly"};
 bool known_webhook_event(std::string_view e) noexcept;
 
+/// Validates a webhook's settings {"url" (http or https), "events" (names above or "*";
+/// default every event), "description", "enabled" (default true)}; returns them normalised.
+/// Errors name the JSON path.
+Result<Json> normalize_webhook_spec(const Json& spec);
+
 /// A new secret: "whsec_" + base64 of 32 random bytes.
 std::string new_webhook_secret();
 /// The webhook-signature header value: "v1," + base64(HMAC-SHA256(key, id + "." + timestamp +

@@ -282,38 +282,7 @@ Result<ObjectVersion> ControlPlane::delete_budget(const std::string& name, std::
 
 // ---- webhooks -------------------------------------------------------------------------------
 
-Result<Json> ControlPlane::check_webhook_spec(const Json& spec) {
-  if (!spec.is_object()) return fail(ErrorKind::bad_request, "a webhook must be a JSON object", "$");
-  static constexpr std::string_view kFields[] = {"url", "events", "description", "enabled"};
-  for (auto it = spec.begin(); it != spec.end(); ++it)
-    if (std::find(std::begin(kFields), std::end(kFields), it.key()) == std::end(kFields))
-      return fail(ErrorKind::bad_request, "unknown field '" + it.key() + "'", "$." + it.key());
-  auto url = spec.find("url");
-  if (url == spec.end() || !url->is_string()) return fail(ErrorKind::bad_request, "'url' must be an http(s) URL", "$.url");
-  auto parsed = parse_url(url->get<std::string>());
-  if (!parsed) return fail(ErrorKind::bad_request, "'url' must be an http(s) URL: " + parsed.error().message, "$.url");
-  Json out{{"url", *url}, {"events", Json::array()}, {"description", ""}, {"enabled", true}};
-  if (auto ev = spec.find("events"); ev != spec.end()) {
-    if (!ev->is_array()) return fail(ErrorKind::bad_request, "'events' must be an array of event names", "$.events");
-    for (std::size_t i = 0; i < ev->size(); ++i) {
-      const Json& e = (*ev)[i];
-      if (!e.is_string() || !(known_webhook_event(e.get<std::string>()) || e.get<std::string>() == "*"))
-        return fail(ErrorKind::bad_request, "unknown event (see GET /openapi.json for the list)", "$.events[" + std::to_string(i) + "]");
-      out["events"].push_back(e);
-    }
-  }
-  if (out["events"].empty()) out["events"].push_back("*");
-  if (auto d = spec.find("description"); d != spec.end()) {
-    if (!d->is_string() || d->get<std::string>().size() > 1024)
-      return fail(ErrorKind::bad_request, "'description' must be a string of at most 1024 bytes", "$.description");
-    out["description"] = *d;
-  }
-  if (auto en = spec.find("enabled"); en != spec.end()) {
-    if (!en->is_boolean()) return fail(ErrorKind::bad_request, "'enabled' must be true or false", "$.enabled");
-    out["enabled"] = *en;
-  }
-  return out;
-}
+Result<Json> ControlPlane::check_webhook_spec(const Json& spec) { return normalize_webhook_spec(spec); }
 
 Result<ControlPlane::NewWebhook> ControlPlane::add_webhook(const Json& spec, const Actor& who) {
   auto doc = check_webhook_spec(spec);
@@ -363,7 +332,7 @@ Result<WebhookDelivery> ControlPlane::redeliver(const std::string& delivery_id, 
   WallTime now = wall_now();
   del.status = "pending";
   del.next_attempt = now;
-  // A manual redelivery gets a fresh day of retries.
+  // One attempt now; on failure it retries with backoff while within give_up of its event.
   if (auto r = deliveries().update_delivery(del); !r) return fail(r.error());
   auto a = audit().append(audit_of(who, "webhook.redeliver", "webhook:" + del.webhook_id, del.id, now));
   if (!a) return fail(a.error());

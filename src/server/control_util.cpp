@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "modelux/control.hpp"
+#include "modelux/transport.hpp"
 
 namespace modelux {
 
@@ -209,12 +210,12 @@ std::string text_diff(const Json& a, const Json& b, std::string_view a_name, std
       if (i < n && j < m && x[i] == y[j]) {
         seq.push_back({' ', &x[i], i, j});
         ++i, ++j;
-      } else if (j < m && (i == n || L[i * (m + 1) + j + 1] >= L[(i + 1) * (m + 1) + j])) {
+      } else if (i < n && (j == m || L[(i + 1) * (m + 1) + j] >= L[i * (m + 1) + j + 1])) {
+        seq.push_back({'-', &x[i], i, j});  // removals before additions, as diff -u shows them
+        ++i;
+      } else {
         seq.push_back({'+', &y[j], i, j});
         ++j;
-      } else {
-        seq.push_back({'-', &x[i], i, j});
-        ++i;
       }
     }
   } else {
@@ -256,6 +257,39 @@ std::string text_diff(const Json& a, const Json& b, std::string_view a_name, std
       out += '\n';
     }
     k = stop;
+  }
+  return out;
+}
+
+Result<Json> normalize_webhook_spec(const Json& spec) {
+  if (!spec.is_object()) return fail(ErrorKind::bad_request, "a webhook must be a JSON object", "$");
+  static constexpr std::string_view kFields[] = {"url", "events", "description", "enabled"};
+  for (auto it = spec.begin(); it != spec.end(); ++it)
+    if (std::find(std::begin(kFields), std::end(kFields), it.key()) == std::end(kFields))
+      return fail(ErrorKind::bad_request, "unknown field '" + it.key() + "'", "$." + it.key());
+  auto url = spec.find("url");
+  if (url == spec.end() || !url->is_string()) return fail(ErrorKind::bad_request, "'url' must be an http(s) URL", "$.url");
+  auto parsed = parse_url(url->get<std::string>());
+  if (!parsed) return fail(ErrorKind::bad_request, "'url' must be an http(s) URL: " + parsed.error().message, "$.url");
+  Json out{{"url", *url}, {"events", Json::array()}, {"description", ""}, {"enabled", true}};
+  if (auto ev = spec.find("events"); ev != spec.end()) {
+    if (!ev->is_array()) return fail(ErrorKind::bad_request, "'events' must be an array of event names", "$.events");
+    for (std::size_t i = 0; i < ev->size(); ++i) {
+      const Json& e = (*ev)[i];
+      if (!e.is_string() || !(known_webhook_event(e.get<std::string>()) || e.get<std::string>() == "*"))
+        return fail(ErrorKind::bad_request, "unknown event (see GET /openapi.json for the list)", "$.events[" + std::to_string(i) + "]");
+      out["events"].push_back(e);
+    }
+  }
+  if (out["events"].empty()) out["events"].push_back("*");
+  if (auto d = spec.find("description"); d != spec.end()) {
+    if (!d->is_string() || d->get<std::string>().size() > 1024)
+      return fail(ErrorKind::bad_request, "'description' must be a string of at most 1024 bytes", "$.description");
+    out["description"] = *d;
+  }
+  if (auto en = spec.find("enabled"); en != spec.end()) {
+    if (!en->is_boolean()) return fail(ErrorKind::bad_request, "'enabled' must be true or false", "$.enabled");
+    out["enabled"] = *en;
   }
   return out;
 }
