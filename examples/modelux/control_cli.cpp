@@ -373,7 +373,10 @@ int run_audit_command(int argc, char** argv) {
   };
   auto time_of = [](const std::string& s) -> std::optional<WallTime> {
     if (s.empty()) return std::nullopt;
-    if (s.find_first_not_of("0123456789") == std::string::npos) return WallTime{std::chrono::seconds{std::stoll(s)}};
+    // Up to 2200: WallTime's 64-bit nanoseconds end in 2262.
+    if (s.find_first_not_of("0123456789") == std::string::npos)
+      return s.size() > 10 || std::stoll(s) > 7'258'118'400 ? std::nullopt : std::optional<WallTime>(WallTime{std::chrono::seconds{std::stoll(s)}});
+    if (s.size() < 4 || s.substr(0, 4) > "2199") return std::nullopt;
     auto t = parse_key_expiry(s, WallTime{});
     if (!t || s.ends_with('d') || s.ends_with('h') || s.ends_with('m')) return std::nullopt;
     return *t;

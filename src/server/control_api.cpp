@@ -441,8 +441,16 @@ net::awaitable<std::optional<Reply>> redeliver_webhook(RouteCtx& c) {
 
 namespace {
 std::optional<WallTime> parse_time(std::string_view s) {
-  // RFC 3339 UTC ("2026-01-31T12:00:00Z", "2026-01-31") or unix seconds.
-  if (auto n = to_int(s, 0, 1LL << 40)) return WallTime{std::chrono::seconds{*n}};
+  // RFC 3339 UTC ("2026-01-31T12:00:00Z", "2026-01-31") or unix seconds, up to the year 2200
+  // (WallTime counts nanoseconds in 64 bits: it ends in 2262, and a later time used to wrap to
+  // a negative one, so `since=2999-01-01` matched everything).
+  constexpr std::int64_t kMaxSeconds = 7'258'118'400;  // 2200-01-01T00:00:00Z
+  if (s.find_first_not_of("0123456789") == std::string_view::npos) {
+    auto n = to_int(s, 0, kMaxSeconds);
+    if (!n) return std::nullopt;
+    return WallTime{std::chrono::seconds{*n}};
+  }
+  if (s.size() < 4 || s.substr(0, 4) > "2199") return std::nullopt;
   auto t = parse_key_expiry(s, WallTime{});
   if (!t || s.ends_with('d') || s.ends_with('h') || s.ends_with('m')) return std::nullopt;
   return *t;

@@ -478,8 +478,11 @@ void ControlPlane::tick_watchers(WallTime wall) {
       std::string name = l.value("name", ""), scope = l.value("scope", ""), window = l.value("window_label", "");
       double percent = l.value("percent", 0.0), spent = l.value("spent_usd", 0.0);
       Json base{{"budget", name}, {"scope", scope}, {"window", window}, {"percent", percent}, {"spent_usd", spent}, {"limit_usd", l["limit_usd"]}};
-      if (!l["limit_usd"].is_null() && percent >= 100.0 && fired_.insert("blocked|" + name + "|" + scope + "|" + window).second)
-        emit("budget.blocked", base);
+      // Blocked: the hard cap is reached. The ledger's 100% alert fires at 100% committed or at
+      // the first request the cap refuses (a refused request never raises the committed spend).
+      bool capped = !l["limit_usd"].is_null() && percent >= 100.0;
+      for (const auto& f : l.value("alerts_fired", Json::array())) capped = capped || (f.is_number() && f.get<double>() >= 100.0);
+      if (capped && fired_.insert("blocked|" + name + "|" + scope + "|" + window).second) emit("budget.blocked", base);
       if (auto it = specs.find(name); it != specs.end() && it->second->soft_percent && !it->second->downgrade_to.empty() &&
                                        percent >= *it->second->soft_percent &&
                                        fired_.insert("downgraded|" + name + "|" + scope + "|" + window).second) {
