@@ -60,7 +60,7 @@ AuditEntry audit_of(const Actor& who, std::string action, std::string object, st
   a.from = who.from;
   a.action = std::move(action);
   a.object = std::move(object);
-  a.detail = std::move(detail);
+  a.detail = scrubbed(detail);  // free text from a client: no secret is stored
   return a;
 }
 
@@ -198,6 +198,7 @@ ControlStats ControlPlane::stats() const {
 Result<ObjectVersion> ControlPlane::apply_config(const std::string& slug, const Json& doc, std::optional<std::int64_t> expected,
                                                  const Actor& who, std::string message, std::string action, std::string audit_action,
                                                  Json extra_event) {
+  message = scrubbed(message);
   std::lock_guard lk(write_mu_);
   auto head = configs().head(kKindConfig, slug);
   if (!head) return fail(head.error());
@@ -263,6 +264,7 @@ Result<ObjectVersion> ControlPlane::put_budget(const std::string& name, Json doc
     if (e.path.starts_with("$[0]")) e.path = "$" + e.path.substr(4);
     return fail(std::move(e));
   }
+  message = scrubbed(message);
   std::lock_guard lk(write_mu_);
   WallTime now = wall_now();
   ObjectVersion v{std::string(kKindBudget), name, 0, who.name, now, message, "update", doc, {}};
