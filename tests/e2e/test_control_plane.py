@@ -19,7 +19,18 @@ from typing import Any, Callable, Iterator
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from e2e_support import API_KEY, MESSAGES, MODELUX_BIN, Proxy, ServerProcess, base_config, http_request
+from e2e_support import API_KEY, MESSAGES, MODELUX_BIN, REPO, Proxy, ServerProcess, base_config, http_request
+
+
+def python_verifier() -> Any:
+    """bindings/python/modelux/webhooks.py, loaded by path (pure Python: no native module needed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("modelux_webhooks", REPO / "bindings" / "python" / "modelux" / "webhooks.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 FAST_CONTROL = {"reconcile_ms": 100, "webhook_retry_base_ms": 100, "webhook_timeout_ms": 2000}
 
@@ -285,6 +296,11 @@ def test_signed_delivery_with_retries_log_and_redelivery(mock: Any, tmp_path: Pa
         assert payload["data"]["message"] == "hook me"
         with pytest.raises(Exception):
             Webhook(secret).verify(last["_raw"].replace("fast", "slow"), last["_headers"])
+        # Our own Python helper agrees, both ways.
+        helper = python_verifier()
+        assert helper.verify_webhook(secret, last["_headers"], last["_raw"]) == payload
+        with pytest.raises(helper.WebhookVerificationError):
+            helper.verify_webhook(secret, last["_headers"], last["_raw"].replace("fast", "slow"))
         dels = wait_for(lambda: [d for d in p.request("GET", f"/v1/webhooks/{hid}/deliveries").json()["data"] if d["status"] == "delivered"],
                         what="the delivery log to say delivered")
         assert len(dels) == 1 and dels[0]["attempts"] == 3 and dels[0]["last_status"] == 200 and dels[0]["event"] == "config.changed"
