@@ -81,13 +81,21 @@ std::optional<std::int64_t> parse_if_match(std::string_view h) {
 struct ControlPlane::Sender {
   net::io_context ioc;
   std::shared_ptr<Transport> transport;
+  std::atomic<bool> stopping{false};
   Sender() : transport(make_http_transport(ioc.get_executor())) {}
   Result<HttpResponse> post(HttpRequestSpec spec, Millis timeout) {
+    if (stopping.load()) return fail(ErrorKind::cancelled, "shutting down");
     Instant deadline = std::chrono::steady_clock::now() + timeout;
     auto fut = net::co_spawn(ioc, transport->send(spec, deadline), net::use_future);
     ioc.restart();
     ioc.run();
+    // stop() interrupts a slow receiver at shutdown: the send never finished.
+    if (fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return fail(ErrorKind::cancelled, "shutting down");
     return fut.get();
+  }
+  void stop() {
+    stopping = true;
+    ioc.stop();
   }
 };
 
@@ -186,6 +194,7 @@ void ControlPlane::stop() {
     stop_ = true;
   }
   q_cv_.notify_all();
+  sender_->stop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -444,13 +453,19 @@ void ControlPlane::deliver_due() {
   WallTime now = wall_now();
   auto due = deliveries().due_deliveries(now, 64);
   if (!due) return;
-  for (auto& d : *due) attempt(std::move(d), wall_now());
+  for (auto& d : *due) {
+    if (sender_->stopping.load()) return;
+    attempt(std::move(d), wall_now());
+  }
 }
 
 void ControlPlane::reconcile() {
   std::uint64_t c = configs().change_counter();
   if (c == seen_counter_) return;
   seen_counter_ = c;
+  // A webhook added by the CLI on the file: its secret is scrubbed here from now on too.
+  if (auto secrets = deliveries().all_webhook_secrets())
+    for (const auto& sec : *secrets) add_secret(sec);
   auto heads = configs().heads(kKindConfig);
   if (!heads) return;
   std::lock_guard lk(write_mu_);
