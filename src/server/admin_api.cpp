@@ -329,6 +329,7 @@ net::awaitable<std::optional<Reply>> metrics(RouteCtx& c) {
          static_cast<double>(ss.body_bytes_in_flight));
     line("modelux_draining", "1 while the server drains for shutdown.", "gauge", st.http->draining() ? 1.0 : 0.0);
   }
+  if (st.control) append_control_metrics(s, *st.control);
   auto tr = st.router->transport().stats();
   line("modelux_upstream_connections_opened_total", "Upstream connections opened.", "counter", static_cast<double>(tr.connections_opened));
   line("modelux_upstream_connections_reused_total", "Upstream requests on a pooled connection.", "counter", static_cast<double>(tr.connections_reused));

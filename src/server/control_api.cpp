@@ -508,6 +508,37 @@ net::awaitable<std::optional<Reply>> verify_audit(RouteCtx& c) {
   co_return json_reply(v->to_json());
 }
 
+// ---- versions of keys and webhooks -------------------------------------------------------------
+
+namespace {
+net::awaitable<std::optional<Reply>> object_versions(RouteCtx& c, std::string_view kind) {
+  ControlPlane* cp = c.st.control.get();
+  auto job = [cp, kind = std::string(kind), name = c.params[0]] { return cp->configs().history(kind, name, 1000); };
+  auto rows = co_await c.st.workers->run(std::move(job));
+  if (!rows) co_return error_reply(rows.error());
+  if (rows->empty()) co_return not_found("no " + std::string(kind) + " '" + c.params[0] + "'");
+  Json arr = Json::array();
+  for (const auto& v : *rows) arr.push_back(v.to_json());
+  co_return json_reply(Json{{"object", "list"}, {"data", std::move(arr)}});
+}
+}  // namespace
+
+net::awaitable<std::optional<Reply>> key_versions(RouteCtx& c) { return object_versions(c, kKindKey); }
+net::awaitable<std::optional<Reply>> webhook_versions(RouteCtx& c) { return object_versions(c, kKindWebhook); }
+
+void append_control_metrics(std::string& out, const ControlPlane& cp) {
+  const ControlStats s = cp.stats();
+  auto line = [&](const char* name, const char* help, const char* type, std::uint64_t v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + std::to_string(v) + "\n";
+  };
+  line("modelux_webhook_events_total", "Webhook events emitted.", "counter", s.events);
+  line("modelux_webhook_events_dropped_total", "Webhook events dropped (the control queue was full).", "counter", s.events_dropped);
+  line("modelux_webhook_deliveries_total", "Webhook deliveries answered 2xx.", "counter", s.delivered);
+  line("modelux_webhook_delivery_failures_total", "Webhook delivery attempts that failed (retried).", "counter", s.delivery_failures);
+  line("modelux_webhook_deliveries_failed_total", "Webhook deliveries given up after the retry period.", "counter", s.gave_up);
+  line("modelux_config_reconciled_total", "Config versions written by another process and applied here.", "counter", s.reconciled);
+}
+
 net::awaitable<std::optional<Reply>> openapi(RouteCtx&) {
   Reply r;
   r.body = std::string(embedded::kOpenApiJson);

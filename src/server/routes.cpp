@@ -47,6 +47,8 @@ const Route kRoutes[] = {
     {"GET", "/v1/webhooks/{id}", Access::admin, get_webhook},
     {"PUT", "/v1/webhooks/{id}", Access::admin, update_webhook},
     {"DELETE", "/v1/webhooks/{id}", Access::admin, delete_webhook},
+    {"GET", "/v1/webhooks/{id}/versions", Access::admin, webhook_versions},
+    {"GET", "/v1/keys/{id}/versions", Access::admin, key_versions},
     {"GET", "/v1/webhooks/{id}/deliveries", Access::admin, webhook_deliveries},
     {"POST", "/v1/webhooks/{id}/deliveries/{delivery}/redeliver", Access::admin, redeliver_webhook},
     {"GET", "/v1/audit", Access::admin, list_audit},

@@ -141,5 +141,9 @@ net::awaitable<std::optional<Reply>> redeliver_webhook(RouteCtx& c);
 net::awaitable<std::optional<Reply>> list_audit(RouteCtx& c);
 net::awaitable<std::optional<Reply>> verify_audit(RouteCtx& c);
 net::awaitable<std::optional<Reply>> openapi(RouteCtx& c);
+net::awaitable<std::optional<Reply>> key_versions(RouteCtx& c);
+net::awaitable<std::optional<Reply>> webhook_versions(RouteCtx& c);
+/// The control plane's counters in Prometheus text (for /metrics).
+void append_control_metrics(std::string& out, const ControlPlane& cp);
 
 }  // namespace modelux::proxy

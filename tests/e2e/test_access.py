@@ -129,6 +129,8 @@ MATRIX: list[tuple[str, Call, list[int]]] = [
     ("GET /v1/webhooks/wh_nope/deliveries", raw("GET", "/v1/webhooks/wh_nope/deliveries"), [401, 401, 403, 403, 403, 404]),
     ("POST .../deliveries/msg_nope/redeliver", raw("POST", "/v1/webhooks/wh_nope/deliveries/msg_nope/redeliver"),
      [401, 401, 403, 403, 403, 404]),
+    ("GET /v1/webhooks/wh_nope/versions", raw("GET", "/v1/webhooks/wh_nope/versions"), [401, 401, 403, 403, 403, 404]),
+    ("GET /v1/keys/key_nope/versions", raw("GET", "/v1/keys/key_nope/versions"), [401, 401, 403, 403, 403, 404]),
     ("GET /v1/audit", raw("GET", "/v1/audit"), [401, 401, 403, 403, 403, 200]),
     ("GET /v1/audit/verify", raw("GET", "/v1/audit/verify"), [401, 401, 403, 403, 403, 200]),
     ("GET /openapi.json", raw("GET", "/openapi.json"), [200, 200, 200, 200, 200, 200]),

@@ -313,7 +313,11 @@ def test_signed_delivery_with_retries_log_and_redelivery(mock: Any, tmp_path: Pa
         assert rec.events()[-1]["_headers"]["webhook-id"] == dels[0]["id"]
         out = cli("webhooks", "deliveries", hid, "--url", p.url, "--key", API_KEY).stdout
         assert dels[0]["id"] in out and "delivered" in out
+        metrics = p.request("GET", "/metrics").text
+        assert "modelux_webhook_deliveries_total 2" in metrics and "modelux_webhook_delivery_failures_total 2" in metrics
+        assert "modelux_webhook_events_dropped_total 0" in metrics
         assert p.request("DELETE", f"/v1/webhooks/{hid}").status == 200
+        assert [v["action"] for v in p.request("GET", f"/v1/webhooks/{hid}/versions").json()["data"]] == ["delete", "create"]
         assert p.request("GET", f"/v1/webhooks/{hid}").status == 404
         log = p.proc.log_path.read_text(errors="replace")
         assert secret not in log
@@ -356,6 +360,8 @@ def test_events_from_keys_budgets_breakers_and_spend(mock: Any, tmp_path: Path, 
         wait_for(lambda: receiver.events("key.revoked"), what="key.revoked")
         assert receiver.events("key.created")[0]["data"]["id"] == k["id"]
         assert k["key"] not in json.dumps(receiver.events())  # the key's secret never travels
+        kv = p.request("GET", f"/v1/keys/{k['id']}/versions").json()["data"]
+        assert [v["action"] for v in kv] == ["revoke", "create"] and kv[0]["document"]["revoked"] and k["key"] not in json.dumps(kv)
         # Breakers: failures charged to another project (the tiny budget would downgrade them).
         mock.configure({"claude-haiku-4-5": {"error_status": 500}})
         for _ in range(8):
