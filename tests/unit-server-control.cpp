@@ -8,6 +8,8 @@
 #include <random>
 
 #include "modelux/control.hpp"
+#include "modelux/config.hpp"
+#include "modelux/router.hpp"
 #include "server/control_plane.hpp"
 
 using namespace modelux;
@@ -318,4 +320,24 @@ TEST_CASE("parse_if_match: quoted, weak and bare versions") {
   CHECK_FALSE(parse_if_match("\"x\""));
   CHECK_FALSE(parse_if_match(""));
   CHECK(modelux::proxy::version_etag(7) == "\"7\"");
+}
+
+TEST_CASE("Router: set_routing_config with a version pins it, and a refused config changes nothing") {
+  auto c = Config::embedded_defaults();
+  REQUIRE(c);
+  RouterOptions ro;
+  ro.open_tracer = false;
+  auto r = Router::create(*c, ro);
+  REQUIRE(r);
+  auto pinned = (*r)->set_routing_config("production", Json{{"strategy", "single"}, {"model", "gpt-4o"}}, 7);
+  REQUIRE(pinned);
+  CHECK(*pinned == 7);
+  CHECK((*r)->routing_config("production")->version() == 7);
+  auto bad = (*r)->set_routing_config("production", Json{{"strategy", "single"}, {"model", "no-such-model"}}, 8);
+  REQUIRE_FALSE(bad);
+  CHECK((*r)->routing_config("production")->version() == 7);
+  // Another slug's change keeps the pinned version; the unpinned form bumps from it.
+  REQUIRE((*r)->set_routing_config("other", Json{{"strategy", "single"}, {"model", "gpt-4o-mini"}}));
+  CHECK((*r)->routing_config("production")->version() == 7);
+  CHECK(*(*r)->set_routing_config("production", Json{{"strategy", "single"}, {"model", "gpt-4o-mini"}}) == 8);
 }

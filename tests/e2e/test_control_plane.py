@@ -168,6 +168,8 @@ def test_the_store_wins_after_a_restart_and_reseed_resets(mock: Any, tmp_path: P
     p = start(cfg, tmp_path, "first")
     assert p.request("PUT", "/v1/configs/fast", {"strategy": "single", "model": "gpt-4o"}).json()["version"] == 2
     assert p.request("PUT", "/v1/configs/extra", {"strategy": "single", "model": "gpt-4o"}).json()["version"] == 1
+    assert p.request("PUT", "/v1/budgets/later", {"scope": {"project": "z"}, "window": "daily", "limit_usd": 3}).status == 200
+    assert p.request("GET", "/v1/budgets/later").json()["live"] is False
     p.proc.stop()
     p = start(cfg, tmp_path, "second")
     try:
@@ -175,6 +177,7 @@ def test_the_store_wins_after_a_restart_and_reseed_resets(mock: Any, tmp_path: P
         assert r["version"] == 2 and r["config"]["model"] == "gpt-4o"  # not the file's gpt-4o-mini
         assert p.request("GET", "/v1/configs/extra").status == 200
         assert chat_model(p, "fast") == "gpt-4o"
+        assert p.request("GET", "/v1/budgets/later").json()["live"] is True  # a stored budget is live after a restart
     finally:
         p.proc.stop()
     p = start(cfg, tmp_path, "third", "--reseed")
