@@ -54,7 +54,7 @@ Result<Http> call(const Target& t, std::string method, std::string path, const J
   if (!t.key.empty()) spec.headers.emplace_back("authorization", "Bearer " + t.key);
   if (body) {
     spec.headers.emplace_back("content-type", "application/json");
-    spec.body = body->dump();
+    spec.body = body->dump(-1, ' ', false, Json::error_handler_t::replace);
   }
   for (auto& h : extra) spec.headers.push_back(std::move(h));
   Instant deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -206,7 +206,7 @@ int run_configs_command(int argc, char** argv) {
     if (*show) {
       std::string path = version > 0 ? "/v1/configs/" + slug + "/versions/" + std::to_string(version) : "/v1/configs/" + slug;
       return rest_print("configs show", call(t, "GET", path), t.json, [](const Json& j) {
-        std::printf("%s\n", (j.contains("document") ? j["document"] : j["config"]).dump(2).c_str());
+        std::printf("%s\n", (j.contains("document") ? j["document"] : j["config"]).dump(2, ' ', false, Json::error_handler_t::replace).c_str());
       });
     }
     if (*diff) {
@@ -240,7 +240,7 @@ int run_configs_command(int argc, char** argv) {
     if (!heads) return fail_msg("configs list", heads.error());
     Json arr = Json::array();
     for (const auto& h : *heads) arr.push_back(h.to_json(false));
-    if (t.json) std::printf("%s\n", arr.dump().c_str());
+    if (t.json) std::printf("%s\n", arr.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else {
       std::printf("%-24s %-8s %-24s %s\n", "CONFIG", "VERSION", "CREATED", "AUTHOR");
       for (const auto& h : arr)
@@ -255,7 +255,7 @@ int run_configs_command(int argc, char** argv) {
     if (rows->empty()) return fail_msg("configs list", Error{ErrorKind::not_found, "no config '@" + slug + "'"});
     Json arr = Json::array();
     for (const auto& v : *rows) arr.push_back(v.to_json(false));
-    if (t.json) std::printf("%s\n", arr.dump().c_str());
+    if (t.json) std::printf("%s\n", arr.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else print_versions(arr);
     return 0;
   }
@@ -268,7 +268,7 @@ int run_configs_command(int argc, char** argv) {
   if (*show) {
     auto v = get(version);
     if (!v) return fail_msg("configs show", v.error());
-    std::printf("%s\n", t.json ? v->to_json().dump().c_str() : v->document.dump(2).c_str());
+    std::printf("%s\n", t.json ? v->to_json().dump(-1, ' ', false, Json::error_handler_t::replace).c_str() : v->document.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
     return 0;
   }
   if (*diff) {
@@ -279,7 +279,7 @@ int run_configs_command(int argc, char** argv) {
     std::string an = "@" + slug + " v" + std::to_string(a->version), bn = "@" + slug + " v" + std::to_string(b->version);
     if (t.json)
       std::printf("%s\n", Json{{"slug", slug}, {"from", a->version}, {"to", b->version}, {"ops", json_diff(a->document, b->document)},
-                               {"text", text_diff(a->document, b->document, an, bn)}}.dump().c_str());
+                               {"text", text_diff(a->document, b->document, an, bn)}}.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else std::printf("%s", text_diff(a->document, b->document, an, bn).c_str());
     return 0;
   }
@@ -301,7 +301,7 @@ int run_configs_command(int argc, char** argv) {
     auto c = cs.commit(std::move(v), expected,
                        cli_audit(is_rollback ? "config.rollback" : "config.promote", "config:" + target, message));
     if (!c) return fail_msg(is_rollback ? "configs rollback" : "configs promote", c.error());
-    if (t.json) std::printf("%s\n", c->to_json().dump().c_str());
+    if (t.json) std::printf("%s\n", c->to_json().dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else std::printf("@%s is at version %lld\n", target.c_str(), static_cast<long long>(c->version));
     return 0;
   }
@@ -358,7 +358,7 @@ int run_audit_command(int argc, char** argv) {
   }
   auto print_entries = [&](const Json& rows) {
     if (jsonl || t.json) {
-      for (const auto& e : rows) std::printf("%s\n", e.dump().c_str());
+      for (const auto& e : rows) std::printf("%s\n", e.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
       return;
     }
     std::printf("%-5s %-24s %-16s %-15s %-18s %-28s %s\n", "SEQ", "AT", "ACTOR", "FROM", "ACTION", "OBJECT", "DETAIL");
@@ -415,7 +415,7 @@ int run_audit_command(int argc, char** argv) {
   if (verify) {
     auto v = store->audit->verify();
     if (!v) return fail_msg("audit", v.error());
-    if (t.json) std::printf("%s\n", v->to_json().dump().c_str());
+    if (t.json) std::printf("%s\n", v->to_json().dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else print_verify(v->to_json());
     return v->ok ? 0 : 1;
   }
@@ -510,7 +510,7 @@ int run_webhooks_command(int argc, char** argv) {
       j["version"] = h.version;
       arr.push_back(std::move(j));
     }
-    if (t.json) std::printf("%s\n", arr.dump().c_str());
+    if (t.json) std::printf("%s\n", arr.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else print_hooks(arr);
     return 0;
   }
@@ -528,7 +528,7 @@ int run_webhooks_command(int argc, char** argv) {
       Json j = *doc;
       j["id"] = wid;
       j["secret"] = secret;
-      std::printf("%s\n", j.dump().c_str());
+      std::printf("%s\n", j.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     } else {
       std::printf("added %s\nsigning secret (shown once): %s\n", wid.c_str(), secret.c_str());
     }
@@ -549,7 +549,7 @@ int run_webhooks_command(int argc, char** argv) {
     if (!rows) return fail_msg("webhooks deliveries", rows.error());
     Json arr = Json::array();
     for (const auto& d : *rows) arr.push_back(d.to_json(t.json));
-    if (t.json) std::printf("%s\n", arr.dump().c_str());
+    if (t.json) std::printf("%s\n", arr.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     else print_deliveries(arr);
     return 0;
   }

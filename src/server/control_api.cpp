@@ -78,10 +78,20 @@ std::variant<std::optional<std::int64_t>, Reply> if_match(const RouteCtx& c) {
   return std::optional<std::int64_t>(*v);
 }
 
+// At most 1 KiB, cut on a UTF-8 character boundary (a cut inside a character would store
+// invalid UTF-8, which strict JSON writers refuse).
+std::string clip_message(std::string s) {
+  if (s.size() <= 1024) return s;
+  std::size_t n = 1024;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+  return s;
+}
+
 std::string message_of(const RouteCtx& c, const Json* body = nullptr) {
   if (body && body->is_object())
-    if (auto m = body->find("message"); m != body->end() && m->is_string()) return m->get<std::string>().substr(0, 1024);
-  if (const std::string* h = find_header(c.req.headers, "x-modelux-message")) return h->substr(0, 1024);
+    if (auto m = body->find("message"); m != body->end() && m->is_string()) return clip_message(m->get<std::string>());
+  if (const std::string* h = find_header(c.req.headers, "x-modelux-message")) return clip_message(*h);
   return {};
 }
 

@@ -202,6 +202,12 @@ def test_a_cli_rollback_on_the_file_reaches_the_running_proxy(cp: Proxy, tmp_pat
     cli("configs", "rollback", "fast", "1", "--config", str(cfg_path), "-m", "from the cli")
     wait_for(lambda: cp.request("GET", "/v1/configs/fast").json()["version"] == 3, what="the proxy to reconcile")
     assert chat_model(cp, "fast") == "gpt-4o-mini"
+    # A long message is clipped to 1 KiB on a character boundary: every reader still works.
+    r = cp.request("POST", "/v1/configs/fast/rollback", {"version": 2, "message": "x" + "é" * 700})  # byte 1024 is mid-character
+    assert r.status == 200 and len(r.json()["message"].encode()) == 1023 and set(r.json()["message"][1:]) == {"é"}, r.text
+    assert "é" in cli("configs", "list", "fast", "--db", db).stdout
+    assert json.loads(cli("configs", "list", "fast", "--db", db, "--json").stdout)[0]["message"] == r.json()["message"]
+    cp.request("POST", "/v1/configs/fast/rollback", {"version": 1})
     # Over REST too.
     url = ["--url", cp.url, "--key", API_KEY]
     cli("configs", "promote", "staging", "production", *url)
