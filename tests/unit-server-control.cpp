@@ -341,3 +341,26 @@ TEST_CASE("Router: set_routing_config with a version pins it, and a refused conf
   CHECK((*r)->routing_config("production")->version() == 7);
   CHECK(*(*r)->set_routing_config("production", Json{{"strategy", "single"}, {"model", "gpt-4o-mini"}}) == 8);
 }
+
+TEST_CASE("breaker_events: opened, closed, and a trip that closed between two looks") {
+  using modelux::proxy::breaker_events;
+  modelux::proxy::BreakerMemory seen;
+  auto state = [](std::string breaker, int trips) {
+    return Json{{"targets", Json::array({Json{{"target", "openai/gpt-4o"}, {"breaker", breaker}, {"trips", trips}, {"why_open", "5xx"}}})}};
+  };
+  auto names = [](const std::vector<std::pair<std::string, Json>>& ev) {
+    std::vector<std::string> out;
+    for (const auto& e : ev) out.push_back(e.first);
+    return out;
+  };
+  CHECK(names(breaker_events(state("closed", 0), seen)).empty());
+  auto opened = breaker_events(state("open", 1), seen);
+  REQUIRE(names(opened) == std::vector<std::string>{"breaker.opened"});
+  CHECK(opened[0].second["target"] == "openai/gpt-4o");
+  CHECK(opened[0].second["why"] == "5xx");
+  CHECK(names(breaker_events(state("half_open", 1), seen)).empty());
+  CHECK(names(breaker_events(state("open", 2), seen)) == std::vector<std::string>{"breaker.opened"});  // re-trip from half-open
+  CHECK(names(breaker_events(state("closed", 2), seen)) == std::vector<std::string>{"breaker.closed"});
+  CHECK(names(breaker_events(state("closed", 2), seen)).empty());
+  CHECK(names(breaker_events(state("closed", 3), seen)) == std::vector<std::string>{"breaker.opened", "breaker.closed"});
+}

@@ -66,6 +66,22 @@ AuditEntry audit_of(const Actor& who, std::string action, std::string object, st
 
 }  // namespace
 
+std::vector<std::pair<std::string, Json>> breaker_events(const Json& health_state, BreakerMemory& seen) {
+  std::vector<std::pair<std::string, Json>> out;
+  for (const auto& t : health_state.value("targets", Json::array())) {
+    std::string target = t.value("target", ""), state = t.value("breaker", "closed");
+    std::int64_t trips = t.value("trips", std::int64_t{0});
+    auto& prev = seen[target];
+    if (prev.first.empty()) prev = {"closed", 0};
+    const bool tripped = trips > prev.second || (prev.first == "closed" && state != "closed");
+    if (tripped) out.emplace_back("breaker.opened", Json{{"target", target}, {"state", state}, {"trips", trips}, {"why", t.value("why_open", "")}});
+    // Closed again, also when it tripped and closed between two looks.
+    if (state == "closed" && (prev.first != "closed" || tripped)) out.emplace_back("breaker.closed", Json{{"target", target}, {"trips", trips}});
+    prev = {state, trips};
+  }
+  return out;
+}
+
 std::string version_etag(std::int64_t v) { return "\"" + std::to_string(v) + "\""; }
 
 std::optional<std::int64_t> parse_if_match(std::string_view h) {
@@ -533,16 +549,7 @@ void ControlPlane::tick_watchers(WallTime wall) {
   }
   if (HealthRegistry* h = router_->health()) {
     Json st = h->state_json(now);
-    for (const auto& t : st.value("targets", Json::array())) {
-      std::string target = t.value("target", ""), state = t.value("breaker", "closed");
-      std::int64_t trips = t.value("trips", std::int64_t{0});
-      auto& prev = breakers_[target];
-      if (prev.first.empty()) prev = {"closed", 0};
-      if (trips > prev.second || (prev.first == "closed" && state != "closed"))
-        emit("breaker.opened", Json{{"target", target}, {"state", state}, {"trips", trips}, {"why", t.value("why_open", "")}});
-      if (state == "closed" && prev.first != "closed") emit("breaker.closed", Json{{"target", target}, {"trips", trips}});
-      prev = {state, trips};
-    }
+    for (auto& [event, data] : breaker_events(st, breakers_)) emit(event, std::move(data));
   }
   (void)wall;
 }

@@ -143,7 +143,7 @@ class ControlPlane {
 
   // Watchers' memory (control thread only).
   std::set<std::string> fired_;                      ///< budget alerts / blocks / downgrades already sent
-  std::map<std::string, std::pair<std::string, std::int64_t>> breakers_;  ///< target → (state, trips)
+  std::map<std::string, std::pair<std::string, std::int64_t>> breakers_;  ///< BreakerMemory: target → (state, trips)
   struct SpendSeries {
     double last_spent = -1;
     double bucket_sum = 0;
@@ -157,6 +157,13 @@ class ControlPlane {
   struct Sender;
   std::unique_ptr<Sender> sender_;
 };
+
+/// What the breaker watcher remembers per target: (breaker state, trips).
+using BreakerMemory = std::map<std::string, std::pair<std::string, std::int64_t>>;
+/// breaker.opened / breaker.closed events from one HealthRegistry::state_json, given what the
+/// previous look saw (`seen` is updated). A trip is a rise of `trips` or a closed breaker seen
+/// open; a breaker that tripped and closed between two looks yields both events.
+std::vector<std::pair<std::string, Json>> breaker_events(const Json& health_state, BreakerMemory& seen);
 
 /// The ETag/If-Match form of a version: "\"3\"". Parses "3", "\"3\"" and W/"3".
 std::string version_etag(std::int64_t v);
