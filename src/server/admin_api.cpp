@@ -1,5 +1,5 @@
-// The admin API and probes: models, configs, traces, budgets, health, keys, /healthz,
-// /readyz, /metrics. Anything slower than a few microseconds (trace reads and flushes, config
+// The admin API and probes: models, config listing, traces, budgets, health, keys, /healthz,
+// /readyz, /metrics (versioned config reads and writes live in control_api.cpp). Anything slower than a few microseconds (trace reads and flushes, config
 // compiles, budget snapshots, key store writes) runs on the worker pool.
 #include <charconv>
 
