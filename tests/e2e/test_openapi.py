@@ -60,7 +60,8 @@ def test_schemathesis_against_a_running_proxy(start_proxy: Any, tmp_path: Path) 
     cmd = [str(st), "run", f"{p.url}/openapi.json", "-H", f"Authorization: Bearer {API_KEY}",
            "--phases", "coverage,fuzzing", "--max-examples", "10", "--seed", "15", "-c", CHECKS,
            "--request-timeout", "10", "--no-color"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # In the test's temp dir: schemathesis keeps a cache (.schemathesis/) in its working directory.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     out = r.stdout + r.stderr
     summary = re.search(r"(\d+) generated, (\d+) passed", out)
     print("\n" + "\n".join(l for l in out.splitlines() if "generated" in l or "Operations" in l or "Tested" in l))
