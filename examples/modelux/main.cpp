@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli.hpp"
+#include "control_commands.hpp"
 #include "modelux/config.hpp"
 #include "modelux/keys.hpp"
 #include "modelux/router.hpp"
@@ -61,6 +62,7 @@ void block_signals() {
 struct ServeArgs {
   std::string config, host;
   int port = -1, threads = 0;
+  bool reseed = false;
 };
 
 int serve(const ServeArgs& args) {
@@ -73,6 +75,7 @@ int serve(const ServeArgs& args) {
   po.host = args.host;
   po.port = args.port;
   po.threads = args.threads;
+  po.reseed = args.reseed;
   block_signals();
   auto px = proxy::Proxy::start(std::move(*cfg), po);
   if (!px) {
@@ -310,6 +313,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--port", serve_args.port, "listen port, 0 picks a free one (overrides server.port)")
       ->check(CLI::Range(0, 65535));
   serve_cmd->add_option("--threads", serve_args.threads, "io threads (overrides server.threads)")->check(CLI::Range(1, 256));
+  serve_cmd->add_flag("--reseed", serve_args.reseed,
+                      "the config file wins once: its routing configs and budgets become new versions where they differ from the control store's");
 
   MockArgs mock_args;
   auto* mock = app.add_subcommand("mock", "provider mock speaking every family's wire format, with fault knobs");
@@ -337,6 +342,13 @@ int main(int argc, char** argv) {
   logs->prefix_command();
   auto* spend = app.add_subcommand("spend", "spend by model, provider, project, tag or user");
   spend->prefix_command();
+  // configs, audit and webhooks parse their own arguments (control_cli.cpp).
+  auto* configs_cmd = app.add_subcommand("configs", "routing config versions: list, show, diff, rollback, promote, reset");
+  configs_cmd->prefix_command();
+  auto* audit_cmd = app.add_subcommand("audit", "the audit log: query, export (--jsonl), verify the hash chain (--verify)");
+  audit_cmd->prefix_command();
+  auto* webhooks_cmd = app.add_subcommand("webhooks", "signed webhooks: list, add, remove, deliveries, redeliver");
+  webhooks_cmd->prefix_command();
   KeysArgs keys_args;
   auto* keys = app.add_subcommand("keys", "managed modelux API keys (create, list, revoke) in the key store");
   keys->require_subcommand(1);
@@ -385,6 +397,9 @@ int main(int argc, char** argv) {
     return run(static_cast<int>(ptrs.size()), ptrs.data());
   };
   if (*logs) return forward("logs", logs, run_logs_command);
+  if (*configs_cmd) return forward("configs", configs_cmd, cli::run_configs_command);
+  if (*audit_cmd) return forward("audit", audit_cmd, cli::run_audit_command);
+  if (*webhooks_cmd) return forward("webhooks", webhooks_cmd, cli::run_webhooks_command);
   if (*spend) return forward("spend", spend, run_spend_command);
   std::printf("modelux %s\n", std::string(version()).c_str());
   return 0;

@@ -100,6 +100,9 @@ class Router {
   /// Validates and compiles a routing config, then swaps it in atomically. A bad config
   /// never takes traffic: the error names the JSON path.
   Result<std::int64_t> set_routing_config(std::string slug, const Json& config);
+  /// The same, with the version number given (the control store's, so traces name the stored
+  /// version a request ran with) instead of bumped.
+  Result<std::int64_t> set_routing_config(std::string slug, const Json& config, std::int64_t version);
   /// The live compiled config for a slug (without '@'); nullptr if unknown.
   std::shared_ptr<const Policy> routing_config(std::string_view slug) const;
   std::vector<std::string> routing_slugs() const;

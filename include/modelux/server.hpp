@@ -7,7 +7,8 @@
 //   PUT  /v1/configs/{slug}   POST|GET /v1/keys   GET|DELETE /v1/keys/{id}            admin
 //   POST /v1/messages   POST /v1/messages/count_tokens  (Anthropic Messages API)      project, admin
 //   GET  /v1/kept/{request_id}  (a kept response; its own key, its project, or admin)  any key
-//   GET  /healthz   GET /readyz   GET /metrics                                         no key
+//   GET  /healthz   GET /readyz   GET /metrics   GET /openapi.json                     no key
+//   versions, diff, rollback, promote, budgets, webhooks, audit: docs/control-plane.md
 // Roles are checked by the route table from the request head, before the body is read.
 #pragma once
 
@@ -53,6 +54,26 @@ struct KeepConfig {
   Millis max_ttl{7 * 86'400'000LL};  ///< `max_ttl_s`: no request or config keeps longer
 };
 
+/// The config file's "server.control" section: the control store (versions, audit log,
+/// webhooks; docs/control-plane.md).
+struct ControlConfig {
+  /// SQLite file of the control store. Unset: "control.db" next to tracing.path when that is a
+  /// file, else in memory (versions then last until exit and the file seeds every start).
+  std::string db;
+  std::int64_t reconcile_ms = 1000;             ///< how often writes by another process are picked up
+  std::int64_t webhook_retry_base_ms = 5000;    ///< first retry delay; doubles per attempt (max 6 h)
+  std::int64_t webhook_give_up_ms = 86'400'000; ///< a delivery is abandoned a day after its event
+  std::int64_t webhook_timeout_ms = 10'000;     ///< per delivery attempt
+  /// spend.anomaly: spend per budget ledger in buckets of bucket_s; fires when a bucket is above
+  /// factor x the mean of the previous (up to baseline_buckets) buckets and above min_usd, once
+  /// min_buckets of history exist.
+  double anomaly_bucket_s = 60;
+  std::int64_t anomaly_baseline_buckets = 60;
+  std::int64_t anomaly_min_buckets = 10;
+  double anomaly_factor = 5;
+  double anomaly_min_usd = 1;
+};
+
 /// The config file's "server" section.
 struct ServerConfig {
   std::string host = "127.0.0.1";
@@ -75,6 +96,7 @@ struct ServerConfig {
   int worker_threads = 2;               ///< pool for trace reads, config compiles, snapshots
   EdgeLimits limits;
   KeepConfig keep_responses;
+  ControlConfig control;
 
   /// Parses `Config::server`; every fault names its JSON path ("$.server.port").
   static Result<ServerConfig> from_json(const Json& section);
@@ -87,6 +109,8 @@ struct ServerConfig {
   static std::string default_budgets_db_path(const Config& config);
   /// Where kept responses live for `config` (see KeepConfig::path); "" = in memory.
   static std::string kept_db_path(const Config& config, const ServerConfig& server);
+  /// Where the control store lives for `config` (see ControlConfig::db); "" = in memory.
+  static std::string control_db_path(const Config& config, const ServerConfig& server);
 };
 
 }  // namespace modelux
@@ -97,6 +121,9 @@ struct ProxyOptions {
   std::string host;   ///< overrides config.server.host when set
   int port = -1;      ///< overrides config.server.port when >= 0 (0 = pick a free port)
   int threads = 0;    ///< overrides config.server.threads when > 0
+  /// The config file wins once: its routing configs and budgets become new versions where they
+  /// differ from the control store's (`modelux serve --reseed`). Otherwise the store wins.
+  bool reseed = false;
 };
 
 class Proxy {

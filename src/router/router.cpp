@@ -144,6 +144,19 @@ Result<std::int64_t> Router::set_routing_config(std::string slug, const Json& cf
   return v;
 }
 
+Result<std::int64_t> Router::set_routing_config(std::string slug, const Json& cfg, std::int64_t version) {
+  if (!slug.empty() && slug.front() == '@') slug.erase(0, 1);
+  std::lock_guard lk(impl_->config_mu);
+  auto cur = impl_->table.load();
+  auto next = cur->with_config(impl_->config, slug, cfg);
+  if (!next) return fail(next.error());
+  // The table is not published yet: its policies are still private to this thread.
+  std::const_pointer_cast<Policy>((*next)->lookup("@" + slug))->set_version(version);
+  impl_->table.store(std::move(*next), std::memory_order_release);
+  impl_->config.routing[slug] = cfg;
+  return version;
+}
+
 std::shared_ptr<const Policy> Router::routing_config(std::string_view slug) const {
   std::string s(slug);
   if (s.empty() || s.front() != '@') s.insert(0, "@");

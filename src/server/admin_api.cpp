@@ -1,5 +1,5 @@
-// The admin API and probes: models, configs, traces, budgets, health, keys, /healthz,
-// /readyz, /metrics. Anything slower than a few microseconds (trace reads and flushes, config
+// The admin API and probes: models, config listing, traces, budgets, health, keys, /healthz,
+// /readyz, /metrics (versioned config reads and writes live in control_api.cpp). Anything slower than a few microseconds (trace reads and flushes, config
 // compiles, budget snapshots, key store writes) runs on the worker pool.
 #include <charconv>
 #include <variant>
@@ -8,6 +8,7 @@
 #include "modelux/health.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
+#include "server/control_plane.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
 #include "server/routes.hpp"
@@ -123,29 +124,7 @@ net::awaitable<std::optional<Reply>> list_configs(RouteCtx& c) {
   co_return json_reply(Json{{"object", "list"}, {"data", std::move(arr)}});
 }
 
-net::awaitable<std::optional<Reply>> get_config(RouteCtx& c) {
-  const std::string& slug = c.params[0];
-  if (!valid_slug(slug)) co_return error_reply(400, ErrorKind::bad_request, "not a valid config name: [a-z0-9][a-z0-9_-]{0,63}", "invalid_slug", "slug");
-  auto p = c.st.router->routing_config(slug);
-  if (!p) co_return not_found("no routing config '@" + slug + "'");
-  co_return json_reply(Json{{"slug", slug}, {"version", p->version()}, {"config", p->source()}});
-}
-
-net::awaitable<std::optional<Reply>> put_config(RouteCtx& c) {
-  const std::string slug = c.params[0];
-  if (!valid_slug(slug))
-    co_return error_reply(400, ErrorKind::bad_request,
-                          "not a valid config name (" + std::to_string(slug.size()) + " bytes): use [a-z0-9][a-z0-9_-]{0,63}",
-                          "invalid_slug", "slug");
-  auto j = parse_json(c.req.body, ParseLimits{.max_bytes = c.st.max_body, .max_depth = 64});
-  if (!j) co_return error_reply(400, ErrorKind::bad_request, j.error().message, "invalid_json");
-  // A compile can take long (every slug a config refers to is recompiled): off the io thread.
-  Router* router = c.st.router.get();
-  auto job = [router, slug, doc = std::move(*j)] { return router->set_routing_config(slug, doc); };
-  auto v = co_await c.st.workers->run(std::move(job));
-  if (!v) co_return error_reply(400, ErrorKind::bad_request, v.error().message, "invalid_config", v.error().path);
-  co_return json_reply(Json{{"slug", slug}, {"version", *v}});
-}
+// get_config and put_config (versioned, If-Match) live in control_api.cpp.
 
 net::awaitable<std::optional<Reply>> list_traces(RouteCtx& c) {
   Tracer* t = c.st.router->tracer();
@@ -273,11 +252,14 @@ net::awaitable<std::optional<Reply>> create_key(RouteCtx& c) {
     k.expires = *t;
   }
   KeyRegistry* reg = c.st.keys.get();
-  auto job = [store, reg, k = std::move(k), now]() mutable {
+  ControlPlane* cp = c.st.control.get();
+  Actor who{c.caller.key ? c.caller.key->id : std::string("anonymous"), c.req.remote};
+  auto job = [store, reg, cp, who, k = std::move(k), now]() mutable {
     auto res = store->create(std::move(k), now);
     if (res) {
       add_secret(res->secret);
       reg->reload();
+      if (cp) (void)cp->record_key(res->key, false, who);  // version + audit + key.created
     }
     return res;
   };
@@ -318,9 +300,16 @@ net::awaitable<std::optional<Reply>> revoke_key(RouteCtx& c) {
   KeyRegistry* reg = c.st.keys.get();
   WallTime now = c.st.router->clock().wall_now();
   std::string id = c.params[0];
-  auto job = [store, reg, id, now] {
+  ControlPlane* cp = c.st.control.get();
+  Actor who{c.caller.key ? c.caller.key->id : std::string("anonymous"), c.req.remote};
+  auto job = [store, reg, cp, who, id, now] {
     auto r = store->revoke(id, now);
     reg->reload();  // effective for the very next request
+    if (r && *r && cp) {
+      if (auto rows = store->list())
+        for (const auto& k : *rows)
+          if (k.id == id) (void)cp->record_key(k, true, who);  // version + audit + key.revoked
+    }
     return r;
   };
   auto done = co_await c.st.workers->run(std::move(job));
@@ -360,7 +349,12 @@ net::awaitable<std::optional<Reply>> metrics(RouteCtx& c) {
   Reply r;
   r.content_type = "text/plain; version=0.0.4";
   if (const ProxyMetrics* m = c.st.metrics.get()) {
-    auto job = [m] { return m->render(); };
+    const ControlPlane* ctl = c.st.control.get();
+    auto job = [m, ctl] {
+      std::string s = m->render();
+      if (ctl) append_control_metrics(s, *ctl);  // the control thread's counters (control_plane.cpp)
+      return s;
+    };
     r.body = co_await c.st.workers->run(std::move(job));
   }
   co_return r;

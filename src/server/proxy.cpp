@@ -20,6 +20,7 @@
 #include "modelux/router.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
+#include "server/control_plane.hpp"
 #include "server/http_server.hpp"
 #include "server/kept.hpp"
 #include "server/metrics.hpp"
@@ -193,6 +194,22 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
                              "(set budget_backend.sqlite_path, or tracing.path to keep budgets.db next to the traces)"}});
     }
   }
+  // The control store first: on the first start the file seeds it; afterwards its versions
+  // replace the file's routing configs and budgets (docs/control-plane.md).
+  ControlOptions co;
+  co.path = ServerConfig::control_db_path(config, sc);
+  co.reconcile = Millis{sc.control.reconcile_ms};
+  co.retry_base = Millis{sc.control.webhook_retry_base_ms};
+  co.give_up = Millis{sc.control.webhook_give_up_ms};
+  co.delivery_timeout = Millis{sc.control.webhook_timeout_ms};
+  co.anomaly.bucket = Millis{static_cast<std::int64_t>(sc.control.anomaly_bucket_s * 1000)};
+  co.anomaly.baseline_buckets = static_cast<std::size_t>(sc.control.anomaly_baseline_buckets);
+  co.anomaly.min_buckets = static_cast<std::size_t>(sc.control.anomaly_min_buckets);
+  co.anomaly.factor = sc.control.anomaly_factor;
+  co.anomaly.min_usd = sc.control.anomaly_min_usd;
+  auto control = ControlPlane::open(std::move(co));
+  if (!control) return fail(control.error());
+  if (auto r = (*control)->seed(config, opts.reseed, Actor{"file", "startup"}); !r) return fail(r.error());
   RouterOptions ro;
   ro.io_threads = so.threads;
   auto alerts = std::make_shared<AlertSink>();
@@ -210,6 +227,8 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   st.kept = std::make_unique<KeptResponses>(sc.keep_responses, ServerConfig::kept_db_path(st.router->config(), sc), st.router->clock());
   st.workers = std::make_unique<WorkerPool>(sc.worker_threads);
   st.metrics = std::make_unique<ProxyMetrics>(st);  // before the server starts: handlers read it
+  if (auto r = (*control)->attach(*st.router, st.keys.get()); !r) return fail(r.error());
+  st.control = std::move(*control);
   so.executor = st.router->executor();
   auto stp = p->state_;
   so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };
@@ -253,6 +272,8 @@ void Proxy::stop() {
   if (server_) server_->stop();
   // Workers may hold the router (a compile, a trace read): finish them first.
   if (state_ && state_->workers) state_->workers->stop();
+  // The control thread reads the router (reconcile, watchers): stop it before the router goes.
+  if (state_ && state_->control) state_->control->stop();
   if (state_) state_->router.reset();
 }
 

@@ -58,12 +58,14 @@ namespace modelux::proxy {
 
 class KeptResponses;
 class ProxyMetrics;
+class ControlPlane;
 
 struct Proxy::State {
   std::unique_ptr<Router> router;
   std::unique_ptr<KeyRegistry> keys;
   std::unique_ptr<KeptResponses> kept;  ///< before workers: the pool joins (finishing its writes) first
   std::unique_ptr<WorkerPool> workers;
+  std::unique_ptr<ControlPlane> control;  ///< versions, audit, webhooks (control_plane.hpp)
   ServerConfig server;
   std::atomic<std::uint64_t> requests{0}, ok{0}, client_errors{0}, upstream_errors{0}, streams{0}, in_flight{0};
   std::atomic<std::uint64_t> auth_refused{0}, forbidden{0}, key_rate_limited{0};
@@ -139,5 +141,29 @@ net::awaitable<std::optional<Reply>> revoke_key(RouteCtx& c);
 net::awaitable<std::optional<Reply>> healthz(RouteCtx& c);
 net::awaitable<std::optional<Reply>> readyz(RouteCtx& c);
 net::awaitable<std::optional<Reply>> metrics(RouteCtx& c);
+// Control plane (control_api.cpp).
+net::awaitable<std::optional<Reply>> config_versions(RouteCtx& c);
+net::awaitable<std::optional<Reply>> config_version(RouteCtx& c);
+net::awaitable<std::optional<Reply>> config_diff(RouteCtx& c);
+net::awaitable<std::optional<Reply>> config_rollback(RouteCtx& c);
+net::awaitable<std::optional<Reply>> config_promote(RouteCtx& c);
+net::awaitable<std::optional<Reply>> get_budget(RouteCtx& c);
+net::awaitable<std::optional<Reply>> put_budget(RouteCtx& c);
+net::awaitable<std::optional<Reply>> delete_budget(RouteCtx& c);
+net::awaitable<std::optional<Reply>> budget_versions(RouteCtx& c);
+net::awaitable<std::optional<Reply>> list_webhooks(RouteCtx& c);
+net::awaitable<std::optional<Reply>> create_webhook(RouteCtx& c);
+net::awaitable<std::optional<Reply>> get_webhook(RouteCtx& c);
+net::awaitable<std::optional<Reply>> update_webhook(RouteCtx& c);
+net::awaitable<std::optional<Reply>> delete_webhook(RouteCtx& c);
+net::awaitable<std::optional<Reply>> webhook_deliveries(RouteCtx& c);
+net::awaitable<std::optional<Reply>> redeliver_webhook(RouteCtx& c);
+net::awaitable<std::optional<Reply>> list_audit(RouteCtx& c);
+net::awaitable<std::optional<Reply>> verify_audit(RouteCtx& c);
+net::awaitable<std::optional<Reply>> openapi(RouteCtx& c);
+net::awaitable<std::optional<Reply>> key_versions(RouteCtx& c);
+net::awaitable<std::optional<Reply>> webhook_versions(RouteCtx& c);
+/// The control plane's counters in Prometheus text (for /metrics).
+void append_control_metrics(std::string& out, const ControlPlane& cp);
 
 }  // namespace modelux::proxy

@@ -89,7 +89,7 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
   if (!s.is_object()) return fail(ErrorKind::invalid_config, "'server' must be an object", "$.server");
   static constexpr std::string_view kKeys[] = {"host", "port", "threads", "max_body_bytes", "api_keys", "keys_db",
                                                "worker_threads", "limits", "max_inflight_body_bytes", "drain_timeout_ms",
-                                               "alert_webhook_url", "keep_responses"};
+                                               "alert_webhook_url", "keep_responses", "control"};
   for (auto it = s.begin(); it != s.end(); ++it)
     if (std::find(std::begin(kKeys), std::end(kKeys), it.key()) == std::end(kKeys))
       return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server", "$.server." + it.key());
@@ -185,6 +185,47 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
     }
     if (out.keep_responses.default_ttl > out.keep_responses.max_ttl) out.keep_responses.default_ttl = out.keep_responses.max_ttl;
   }
+  if (auto ctl = s.find("control"); ctl != s.end() && !ctl->is_null()) {
+    if (!ctl->is_object()) return fail(ErrorKind::invalid_config, "'control' must be an object", "$.server.control");
+    ControlConfig& cc = out.control;
+    for (auto it = ctl->begin(); it != ctl->end(); ++it) {
+      const std::string path = "$.server.control." + it.key();
+      if (it.key() == "db") {
+        if (!it->is_string()) return fail(ErrorKind::invalid_config, "'db' must be a string (a file path)", path);
+        cc.db = it->get<std::string>();
+        continue;
+      }
+      struct IntField {
+        const char* name;
+        std::int64_t* dst;
+        std::int64_t lo, hi;
+      };
+      const IntField ints[] = {{"reconcile_ms", &cc.reconcile_ms, 10, 3'600'000},
+                               {"webhook_retry_base_ms", &cc.webhook_retry_base_ms, 1, 3'600'000},
+                               {"webhook_give_up_ms", &cc.webhook_give_up_ms, 1, 30LL * 86'400'000},
+                               {"webhook_timeout_ms", &cc.webhook_timeout_ms, 10, 600'000},
+                               {"anomaly_baseline_buckets", &cc.anomaly_baseline_buckets, 1, 100'000},
+                               {"anomaly_min_buckets", &cc.anomaly_min_buckets, 1, 100'000}};
+      bool done = false;
+      for (const auto& f : ints) {
+        if (it.key() != f.name) continue;
+        if (!it->is_number_integer() || it->get<std::int64_t>() < f.lo || it->get<std::int64_t>() > f.hi)
+          return fail(ErrorKind::invalid_config, "'" + it.key() + "' must be an integer " + std::to_string(f.lo) + ".." + std::to_string(f.hi), path);
+        *f.dst = it->get<std::int64_t>();
+        done = true;
+      }
+      const std::pair<const char*, double*> nums[] = {{"anomaly_bucket_s", &cc.anomaly_bucket_s}, {"anomaly_factor", &cc.anomaly_factor},
+                                                      {"anomaly_min_usd", &cc.anomaly_min_usd}};
+      for (const auto& [name, dst] : nums) {
+        if (it.key() != name) continue;
+        if (!it->is_number() || it->get<double>() <= 0 || it->get<double>() > 1e9)
+          return fail(ErrorKind::invalid_config, "'" + it.key() + "' must be a positive number", path);
+        *dst = it->get<double>();
+        done = true;
+      }
+      if (!done) return fail(ErrorKind::invalid_config, "unknown key '" + it.key() + "' in server.control", path);
+    }
+  }
   return out;
 }
 
@@ -195,6 +236,13 @@ std::string ServerConfig::kept_db_path(const Config& config, const ServerConfig&
   if (trace.empty() || trace == ":memory:") return {};
   auto slash = trace.rfind('/');
   return slash == std::string::npos ? std::string("kept.db") : trace.substr(0, slash + 1) + "kept.db";
+  }
+std::string ServerConfig::control_db_path(const Config& config, const ServerConfig& server) {
+  if (!server.control.db.empty()) return server.control.db == ":memory:" ? std::string() : server.control.db;
+  std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
+  if (trace.empty() || trace == ":memory:") return {};
+  auto slash = trace.rfind('/');
+  return slash == std::string::npos ? std::string("control.db") : trace.substr(0, slash + 1) + "control.db";
 }
 
 std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig& server) {

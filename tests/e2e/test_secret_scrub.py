@@ -127,3 +127,54 @@ def test_canary_keys_never_leave_through_the_anthropic_ingress_nor_the_kept_stor
     assert raw, "no kept-response database next to the traces"
     for prov, (_, _, key) in CANARIES.items():
         assert key.encode() not in raw, f"{prov}: canary in the kept-response database bytes"
+
+
+def test_webhook_secrets_are_scrubbed_by_value(mock, tmp_path: Path) -> None:
+    """A webhook's signing secret is shown once, by POST /v1/webhooks. Pasted anywhere else (a
+    tag, the end-user id, a change message) it never comes back: not in traces, versions, the
+    audit log or its export, the metrics, the log; and after a restart (the secret is read back
+    from the control store and registered with the scrubber again)."""
+    import json
+
+    from e2e_support import ServerProcess, base_config
+
+    cfg = base_config(mock.url, tmp_path / "traces.db")
+    cfg_path = tmp_path / "wh.json"
+    cfg_path.write_text(json.dumps(cfg))
+
+    def start() -> Proxy:
+        return Proxy(ServerProcess(["serve", "--config", str(cfg_path), "--port", "0"], tmp_path / "wh.log"), cfg)
+
+    p = start()
+    try:
+        r = p.request("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["key.created"]})
+        assert r.status == 201, r.text
+        secret = r.json()["secret"]
+        assert secret.startswith("whsec_")
+        r = p.request("PUT", "/v1/configs/fast", {"strategy": "single", "model": "gpt-4o"}, {"x-modelux-message": f"oops {secret}"})
+        assert r.status == 200, r.text
+        seen = [
+            p.request("GET", "/v1/webhooks").text,
+            p.request("GET", f"/v1/webhooks/{json.loads(p.request('GET', '/v1/webhooks').text)['data'][0]['id']}").text,
+            p.request("GET", "/v1/configs/fast/versions").text,
+            p.request("GET", "/v1/audit").text,
+            p.request("GET", "/v1/audit?format=jsonl").text,
+            p.request("GET", "/metrics").text,
+        ]
+        for text in seen:
+            assert secret not in text
+        assert "oops [redacted]" in seen[2]
+        out = subprocess.run([MODELUX_BIN, "audit", "--db", str(tmp_path / "control.db"), "--jsonl"], capture_output=True, text=True)
+        assert out.returncode == 0 and "config.update" in out.stdout and secret not in out.stdout
+    finally:
+        p.proc.stop()
+    p = start()
+    try:
+        r = p.request("POST", "/v1/chat/completions", {"model": "@fast", "messages": MESSAGES},
+                      headers={"x-modelux-tags": f"note={secret}", "x-modelux-end-user": f"user {secret}"})
+        assert r.status == 200, r.text
+        tr = p.trace(r.headers["x-request-id"])
+        assert secret not in str(tr) and tr["tags"]["note"] == "[redacted]"
+    finally:
+        p.proc.stop()
+    assert secret not in (tmp_path / "wh.log").read_text(errors="replace")

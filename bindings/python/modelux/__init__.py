@@ -41,6 +41,7 @@ from ._errors import (
     StorageError,
     UnpricedModelError,
 )
+from .webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 
 
 def _package_version() -> str:
@@ -86,6 +87,9 @@ __all__ = [
     "InternalError",
     "LocalResourceExhausted",
     "KIND_TO_EXCEPTION",
+    "WebhookVerificationError",
+    "sign_webhook",
+    "verify_webhook",
 ]
 
 ConfigSource = Union[str, "os.PathLike[str]", Mapping[str, Any], None]
