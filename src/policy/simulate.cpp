@@ -42,6 +42,7 @@ struct Event {
   enum class Kind : std::uint8_t { arrive, complete, wake } kind;
   std::size_t session;
   AttemptResult result;  // complete
+  std::uint8_t gen = 0;  // complete: the routing pass it belongs to (a downgrade starts a new one)
   bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
 };
 
@@ -75,7 +76,8 @@ double percentile(std::vector<double>& v, double q) {
 SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, const SimOptions& o) {
   impl_->health = std::make_unique<HealthRegistry>(o.health);
   HealthRegistry& health = *impl_->health;
-  ManualClock clock;
+  ManualClock own_clock;
+  ManualClock& clock = o.clock ? *o.clock : own_clock;
   Random rng(o.seed ^ 0x51u);
   const Instant t0 = clock.now();
 
@@ -85,6 +87,8 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     std::unique_ptr<RoutingSession> s;
     Instant scheduled_wake{};
     bool finished = false;
+    bool downgraded = false;  // a budget downgrade rerouted it (once at most, like the executor)
+    std::uint8_t gen = 0;     // routing pass: attempts of an abandoned pass are not reported
   };
   std::vector<Live> live(n);
   // Finished sessions are reused for later arrivals (RoutingSession::reset), as a driver that
@@ -95,12 +99,17 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   AttemptEffects fx;
   fx.clock = &clock;
   fx.health = o.use_health ? &health : nullptr;
+  fx.budgets = o.budgets;
+  fx.config = o.config;
   std::unordered_map<std::uint64_t, AttemptTracker> open;
-  auto open_key = [](std::size_t session, std::uint32_t id) { return (static_cast<std::uint64_t>(session) << 32) | id; };
+  auto open_key = [](std::size_t session, std::uint32_t id, std::uint8_t gen = 0) {
+    return (static_cast<std::uint64_t>(session) << 32) | (static_cast<std::uint64_t>(gen) << 31) | id;
+  };
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q;
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < n; ++i)
-    q.push(Event{t0 + o.interarrival * static_cast<std::int64_t>(i), seq++, Event::Kind::arrive, i, {}});
+    q.push(Event{t0 + (o.arrival ? o.arrival(i) : o.interarrival * static_cast<std::int64_t>(i)), seq++,
+                 Event::Kind::arrive, i, {}});
 
   SimReport rep;
   rep.requests = n;
@@ -108,13 +117,42 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   std::vector<double> lat;
   lat.reserve(n);
 
-  auto outcome_for = [&](const AttemptPlan& plan, Instant now) -> std::pair<Instant, AttemptResult> {
+  auto to_nanos = [](double ms) {
+    return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms));
+  };
+  auto outcome_for = [&](const AttemptPlan& plan, Instant now, bool stream) -> std::pair<Instant, AttemptResult> {
     AttemptResult r;
     r.id = plan.id;
     auto it = impl_->targets.find(plan.target.key());
     if (it == impl_->targets.end()) {
       r.ok = true;
       r.latency = std::chrono::milliseconds(1);
+    } else if (it->second.empirical && !it->second.empirical->samples.empty()) {
+      // A recorded outcome, drawn uniformly: latency, TTFT and error class stay joint.
+      const auto& samples = it->second.empirical->samples;
+      const auto& sm = samples[std::min(samples.size() - 1, static_cast<std::size_t>(rng.uniform() * samples.size()))];
+      r.latency = to_nanos(sm.latency_ms);
+      if (sm.timed_out) {
+        r.latency = Nanos::max() / 4;
+      } else if (!sm.ok) {
+        r.error.kind = sm.error;
+        r.error.message = "replayed " + std::string(to_string(sm.error));
+        r.error.provider = plan.target.provider;
+        r.error.status = sm.status;
+        if (sm.error == ErrorKind::rate_limited) r.error.retry_after = it->second.retry_after;
+      } else {
+        r.ok = true;
+        if (stream) r.ttft = sm.ttft_ms > 0 ? to_nanos(sm.ttft_ms) : r.latency;
+        Choice c;
+        c.message.role = "assistant";
+        ContentPart cp;
+        cp.text = "ok";
+        c.message.content.push_back(std::move(cp));
+        c.finish_reason = it->second.finish_reason;
+        r.response.choices.push_back(std::move(c));
+        r.response.model = plan.target.model;
+        r.usage.completion_tokens = it->second.completion_tokens;
+      }
     } else {
       const SimTarget& t = it->second;
       double err_p = 0, hang_p = t.hang_probability, factor = 1;
@@ -196,19 +234,44 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       Step st = l.s->next(now);
       switch (st.kind) {
         case Step::Kind::attempt:
+        {
+          std::optional<std::string> reroute_to;
           for (const auto& plan : st.attempts) {
-            auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {});
+            auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {.allow_downgrade = !l.downgraded});
             if (!t) {
+              if (t.error().why == AttemptRefusal::Why::downgrade && !reroute_to) {
+                l.s->trace().budget_actions.push_back(t.error().note);
+                reroute_to = t.error().downgrade_to;
+              }
               // Like the executor: a refused claim is reported at once and never runs.
-              q.push(Event{now, seq++, Event::Kind::complete, i, refused_result(plan.id, t.error())});
+              q.push(Event{now, seq++, Event::Kind::complete, i, refused_result(plan.id, t.error()), l.gen});
               continue;
             }
-            open.insert_or_assign(open_key(i, plan.id), std::move(*t));
-            auto [at, r] = outcome_for(plan, now);
+            open.insert_or_assign(open_key(i, plan.id, l.gen), std::move(*t));
+            auto [at, r] = outcome_for(plan, now, l.req.stream);
             if (r.ok) r.usage.prompt_tokens = estimate_input_tokens(l.req);
-            q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r)});
+            if (r.ok && o.completion_tokens) r.usage.completion_tokens = o.completion_tokens(i);
+            q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r), l.gen});
+          }
+          if (reroute_to) {
+            // Like the executor: the request is routed again on the downgrade target; attempts
+            // of the abandoned pass release their reservations and are never reported.
+            l.downgraded = true;
+            for (auto it = open.begin(); it != open.end();)
+              it = (it->first >> 32) == i ? open.erase(it) : std::next(it);
+            ++l.gen;
+            std::vector<std::string> actions = l.s->trace().budget_actions;
+            auto next = o.lookup ? o.lookup(*reroute_to) : nullptr;
+            actions.push_back(next ? "rerouted to " + *reroute_to
+                                   : "downgrade target " + *reroute_to + " unknown; kept " + l.req.model);
+            SessionInputs in = l.s->inputs();
+            in.start = now;
+            in.wall_start = clock.wall_now();
+            l.s->reset(next ? next : policy, in);
+            for (auto& a : actions) l.s->trace().budget_actions.push_back(std::move(a));
           }
           continue;
+        }
         case Step::Kind::wait: {
           Instant w = std::max(st.wake_at, now + Nanos{1});
           if (l.scheduled_wake != w) {
@@ -225,6 +288,11 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           const DecisionTrace& tr = l.s->trace();
           out.latency = now - l.s->inputs().start;
           out.attempts = tr.attempts.size();
+          out.ttft = tr.ttft;
+          for (const auto& a : tr.attempts) ++rep.attempted[a.provider + "/" + a.model];
+          out.cost_usd = tr.cost.total();
+          out.failed_over = tr.attempts.size() > 1;
+          out.downgraded = l.downgraded;
           if (out.ok) {
             out.served = l.s->served();
             out.text = response_text(l.s->response());
@@ -240,6 +308,9 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           lat.push_back(std::chrono::duration<double, std::milli>(out.latency).count());
           if (o.keep_traces) out.trace = tr;
           idle.push_back(std::move(l.s));
+          l.req = ChatRequest{};  // finished: keep memory bounded by the requests in flight
+          l.ctx = CallContext{};
+          if (o.progress && (lat.size() % 1024 == 0 || lat.size() == n)) o.progress(lat.size());
           return;
         }
       }
@@ -280,7 +351,8 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         break;
       }
       case Event::Kind::complete: {
-        auto it = open.find(open_key(e.session, e.result.id));
+        if (e.gen != l.gen) break;  // an attempt of a pass a budget downgrade abandoned
+        auto it = open.find(open_key(e.session, e.result.id, e.gen));
         if (it == open.end()) {  // refused at start: never ran, nothing to observe
           if (!l.finished && l.s) l.s->report(std::move(e.result), e.at);
           if (!l.finished && l.s) pump(e.session, e.at);
