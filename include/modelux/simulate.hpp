@@ -109,6 +109,11 @@ struct SimOptions {
   const Config* config = nullptr;   ///< providers and catalog for the attempt lifecycle
   /// Resolves a budget downgrade target ("@cheap"); null or unknown keeps the policy.
   std::function<std::shared_ptr<const Policy>(std::string_view)> lookup{};
+  /// Request i's own recorded outcome for its `nth` call (0-based) to `target` ("provider/model"),
+  /// or null to draw from the target's distribution. Replay pairs each stored request with
+  /// what that target really did for it at that moment (counterfactual pairing).
+  std::function<const EmpiricalOutcomes::Sample*(std::size_t i, std::string_view target, std::uint32_t nth)>
+      recorded_outcome{};
   /// Called with the number of finished requests, every 1024 and at the end.
   std::function<void(std::size_t)> progress{};
 };

@@ -89,6 +89,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     bool finished = false;
     bool downgraded = false;  // a budget downgrade rerouted it (once at most, like the executor)
     std::uint8_t gen = 0;     // routing pass: attempts of an abandoned pass are not reported
+    std::vector<std::pair<std::string, std::uint32_t>> calls;  // target → calls so far (recorded_outcome)
   };
   std::vector<Live> live(n);
   // Finished sessions are reused for later arrivals (RoutingSession::reset), as a driver that
@@ -120,17 +121,23 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   auto to_nanos = [](double ms) {
     return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms));
   };
-  auto outcome_for = [&](const AttemptPlan& plan, Instant now, bool stream) -> std::pair<Instant, AttemptResult> {
+  auto outcome_for = [&](const AttemptPlan& plan, Instant now, bool stream,
+                         const EmpiricalOutcomes::Sample* own) -> std::pair<Instant, AttemptResult> {
     AttemptResult r;
     r.id = plan.id;
     auto it = impl_->targets.find(plan.target.key());
-    if (it == impl_->targets.end()) {
+    if (it == impl_->targets.end() && !own) {
       r.ok = true;
       r.latency = std::chrono::milliseconds(1);
-    } else if (it->second.empirical && !it->second.empirical->samples.empty()) {
-      // A recorded outcome, drawn uniformly: latency, TTFT and error class stay joint.
-      const auto& samples = it->second.empirical->samples;
-      const auto& sm = samples[std::min(samples.size() - 1, static_cast<std::size_t>(rng.uniform() * samples.size()))];
+    } else if (own || (it->second.empirical && !it->second.empirical->samples.empty())) {
+      // The request's own recorded outcome, else one drawn uniformly from the target's: either
+      // way latency, TTFT and error class stay joint.
+      const EmpiricalOutcomes::Sample* pick = own;
+      if (!pick) {
+        const auto& samples = it->second.empirical->samples;
+        pick = &samples[std::min(samples.size() - 1, static_cast<std::size_t>(rng.uniform() * samples.size()))];
+      }
+      const auto& sm = *pick;
       r.latency = to_nanos(sm.latency_ms);
       if (sm.timed_out) {
         r.latency = Nanos::max() / 4;
@@ -139,7 +146,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         r.error.message = "replayed " + std::string(to_string(sm.error));
         r.error.provider = plan.target.provider;
         r.error.status = sm.status;
-        if (sm.error == ErrorKind::rate_limited) r.error.retry_after = it->second.retry_after;
+        if (sm.error == ErrorKind::rate_limited && it != impl_->targets.end()) r.error.retry_after = it->second.retry_after;
       } else {
         r.ok = true;
         if (stream) r.ttft = sm.ttft_ms > 0 ? to_nanos(sm.ttft_ms) : r.latency;
@@ -148,10 +155,10 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         ContentPart cp;
         cp.text = "ok";
         c.message.content.push_back(std::move(cp));
-        c.finish_reason = it->second.finish_reason;
+        c.finish_reason = it != impl_->targets.end() ? it->second.finish_reason : std::string("stop");
         r.response.choices.push_back(std::move(c));
         r.response.model = plan.target.model;
-        r.usage.completion_tokens = it->second.completion_tokens;
+        r.usage.completion_tokens = it != impl_->targets.end() ? it->second.completion_tokens : 60;
       }
     } else {
       const SimTarget& t = it->second;
@@ -248,7 +255,16 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
               continue;
             }
             open.insert_or_assign(open_key(i, plan.id, l.gen), std::move(*t));
-            auto [at, r] = outcome_for(plan, now, l.req.stream);
+            const EmpiricalOutcomes::Sample* own = nullptr;
+            if (o.recorded_outcome) {
+              const std::string key = plan.target.key();
+              std::uint32_t nth = 0;
+              auto c = std::find_if(l.calls.begin(), l.calls.end(), [&](const auto& e) { return e.first == key; });
+              if (c == l.calls.end()) l.calls.emplace_back(key, 1);
+              else nth = c->second++;
+              own = o.recorded_outcome(i, key, nth);
+            }
+            auto [at, r] = outcome_for(plan, now, l.req.stream, own);
             if (r.ok) r.usage.prompt_tokens = estimate_input_tokens(l.req);
             if (r.ok && o.completion_tokens) r.usage.completion_tokens = o.completion_tokens(i);
             q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r), l.gen});
@@ -310,6 +326,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           idle.push_back(std::move(l.s));
           l.req = ChatRequest{};  // finished: keep memory bounded by the requests in flight
           l.ctx = CallContext{};
+          l.calls = {};
           if (o.progress && (lat.size() % 1024 == 0 || lat.size() == n)) o.progress(lat.size());
           return;
         }

@@ -165,10 +165,35 @@ bool informative(const AttemptSummary& a) {
   }
 }
 
-std::map<std::string, std::shared_ptr<EmpiricalOutcomes>> fit_targets(const std::vector<TraceSummary>& traces) {
+/// TTFT is measured only on streamed attempts (a non-streamed answer records its whole
+/// latency as TTFT). A sample from a non-streamed request gets the target's median
+/// TTFT/latency ratio over its streamed answers, so a streamed replay of it is plausible; a
+/// target never streamed keeps TTFT = latency.
+void fill_ttft(EmpiricalOutcomes& e, const std::vector<bool>& streamed) {
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < e.samples.size(); ++i) {
+    const auto& s = e.samples[i];
+    if (streamed[i] && s.ok && s.latency_ms > 0 && s.ttft_ms > 0) ratios.push_back(s.ttft_ms / s.latency_ms);
+  }
+  const double ratio = ratios.empty() ? 1.0 : percentile(ratios, 0.5);
+  for (std::size_t i = 0; i < e.samples.size(); ++i)
+    if (!streamed[i] || e.samples[i].ttft_ms <= 0)
+      e.samples[i].ttft_ms = static_cast<float>(e.samples[i].latency_ms * ratio);
+}
+
+/// Each stored request's own informative attempts, in order: (target, index into its fit).
+struct OwnOutcomes {
+  std::vector<std::uint32_t> offset;  ///< request i's entries are [offset[i], offset[i + 1])
+  std::vector<std::pair<const std::string*, std::size_t>> entries;
+};
+
+std::map<std::string, std::shared_ptr<EmpiricalOutcomes>> fit_targets(const std::vector<TraceSummary>& traces,
+                                                                      OwnOutcomes& own) {
   std::map<std::string, std::shared_ptr<EmpiricalOutcomes>> fits;
+  std::map<std::string, std::vector<bool>> streamed;
   std::string key;
-  for (const auto& t : traces)
+  own.offset.assign(1, 0);
+  for (const auto& t : traces) {
     for (const auto& a : t.attempts) {
       if (!informative(a)) continue;
       key.assign(a.provider).append("/").append(a.model);
@@ -184,7 +209,12 @@ std::map<std::string, std::shared_ptr<EmpiricalOutcomes>> fit_targets(const std:
         s.timed_out = s.error == ErrorKind::timeout;
       }
       f->samples.push_back(s);
+      streamed[key].push_back(t.stream);
+      own.entries.emplace_back(&fits.find(key)->first, f->samples.size() - 1);
     }
+    own.offset.push_back(static_cast<std::uint32_t>(own.entries.size()));
+  }
+  for (auto& [k, f] : fits) fill_ttft(*f, streamed[k]);
   return fits;
 }
 
@@ -319,7 +349,8 @@ Result<ReplayReport> replay(const ReplayOptions& o) {
 
   // Fit every target seen; every routable model of the candidate that was never seen gets the
   // defaults (flagged below if the candidate used it).
-  auto fits = fit_targets(traces);
+  OwnOutcomes own;
+  auto fits = fit_targets(traces, own);
   Simulator sim;
   for (auto& [key, f] : fits) {
     SimTarget st;
@@ -396,6 +427,18 @@ Result<ReplayReport> replay(const ReplayOptions& o) {
   };
   auto table = cand->table;
   so.lookup = [table](std::string_view name) { return table->lookup(name); };
+  // Counterfactual pairing: when the candidate calls a target this request really called, it
+  // gets what that target really did for it then; only calls the recording never made are
+  // drawn from the target's fitted distribution. Replaying the deployed config then follows
+  // the recording instead of a fresh draw of it (bursts and streaks included).
+  so.recorded_outcome = [&](std::size_t i, std::string_view target, std::uint32_t nth)
+      -> const EmpiricalOutcomes::Sample* {
+    for (std::uint32_t j = own.offset[i]; j < own.offset[i + 1]; ++j) {
+      const auto& [name, idx] = own.entries[j];
+      if (*name == target && nth-- == 0) return &fits.find(*name)->second->samples[idx];
+    }
+    return nullptr;
+  };
   if (o.progress) so.progress = [&](std::size_t done) { o.progress(done, traces.size()); };
 
   SimReport sr = sim.run(cand->policy, traces.size(), so);
@@ -461,6 +504,8 @@ Result<ReplayReport> replay(const ReplayOptions& o) {
   if (!rep.unfitted_targets.empty())
     rep.notes.push_back("targets never seen in the traces behave as the simulator's defaults (300 ms median, no "
                         "errors): their figures are assumptions, not measurements");
+  rep.notes.push_back("a call the recording made is replayed with its recorded outcome; other calls draw from the "
+                      "target's fitted distribution");
   rep.notes.push_back("timeouts are replayed as calls that never answer: a longer candidate timeout does not rescue them");
   rep.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   return rep;
