@@ -337,6 +337,12 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     } else {
       out.result = std::unexpected(session.error());
     }
+    // tracing.capture_bodies (off by default): the request and the answer as JSON, so replay
+    // can re-send them; the tracer redacts and caps them on its writer thread.
+    if (tracer && config.tracing_options.capture_bodies) {
+      t.request_body = to_json(req).dump();
+      if (out.result) t.response_body = to_json(*out.result).dump();
+    }
     out.trace = t;
     if (tracer) tracer->submit(DecisionTrace(t));
     co_return out;
