@@ -16,6 +16,7 @@
 #include "modelux/router.hpp"
 #include "modelux/server.hpp"
 #include "modelux/testing.hpp"
+#include "replay_cli.hpp"
 #include "trace_commands.hpp"
 
 namespace modelux::cli {
@@ -349,6 +350,9 @@ int main(int argc, char** argv) {
   audit_cmd->prefix_command();
   auto* webhooks_cmd = app.add_subcommand("webhooks", "signed webhooks: list, add, remove, deliveries, redeliver");
   webhooks_cmd->prefix_command();
+  ReplayArgs replay_args;
+  auto* replay_cmd = app.add_subcommand("replay", "replay stored traffic against a candidate config and diff the outcome");
+  add_replay_options(*replay_cmd, replay_args);
   KeysArgs keys_args;
   auto* keys = app.add_subcommand("keys", "managed modelux API keys (create, list, revoke) in the key store");
   keys->require_subcommand(1);
@@ -388,6 +392,7 @@ int main(int argc, char** argv) {
   if (*keys_create_cmd) return keys_create(keys_args);
   if (*keys_list_cmd) return keys_list(keys_args);
   if (*keys_revoke_cmd) return keys_revoke(keys_args);
+  if (*replay_cmd) return run_replay(replay_args, std::cout, std::cerr, SteadyClock::instance());
   if (*check) return check_config(!check_file.empty() ? check_file : check_flag);
   auto forward = [](const char* name, CLI::App* sub, int (*run)(int, char**)) {
     std::vector<std::string> rest = sub->remaining();

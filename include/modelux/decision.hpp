@@ -47,6 +47,10 @@ struct DecisionTrace {
   std::string api_key_id;
   std::vector<std::pair<std::string, std::string>> tags;
   bool stream = false;
+  /// The request's input tokens as estimated before routing (what budgets reserve on). Set on
+  /// failed requests, whose usage is empty, so replay can cost them on a candidate; 0 = unknown.
+  std::int64_t est_input_tokens = 0;
+  std::int64_t max_tokens = 0;  ///< the request's max_tokens (0 = none): budgets reserve on it
   std::vector<AttemptRecord> attempts;
   bool ok = false;
   std::string served_model;

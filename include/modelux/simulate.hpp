@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "modelux/budget.hpp"
+#include "modelux/config.hpp"
 #include "modelux/health.hpp"
 #include "modelux/policy.hpp"
 
@@ -46,6 +48,22 @@ struct DegradedWindow {
   double latency_factor = 1;                   ///< multiplies sampled latency
 };
 
+/// Recorded attempt outcomes of one target (replay fits these from stored traces). A call draws
+/// one recorded outcome uniformly: the empirical joint distribution of outcome, latency and TTFT.
+struct EmpiricalOutcomes {
+  struct Sample {
+    float latency_ms = 0;
+    float ttft_ms = 0;                     ///< 0 when the attempt did not stream
+    ErrorKind error = ErrorKind::internal;  ///< when !ok
+    int status = 0;
+    bool ok = false;
+    /// The attempt hit its deadline: how long it would have taken is unknown (censored), so it
+    /// never answers and any deadline the candidate sets passes (the conservative reading).
+    bool timed_out = false;
+  };
+  std::vector<Sample> samples;
+};
+
 /// One simulated provider target.
 struct SimTarget {
   std::string key;                                       ///< "provider/model"
@@ -58,6 +76,9 @@ struct SimTarget {
   std::string finish_reason = "stop";
   std::int64_t completion_tokens = 60;
   std::optional<Millis> retry_after{};                   ///< on rate_limited errors
+  /// When set (and not empty) every call draws a recorded outcome instead of using latency,
+  /// errors, hang_probability and degraded windows.
+  std::shared_ptr<const EmpiricalOutcomes> empirical{};
 };
 
 /// How requests are generated and driven.
@@ -73,6 +94,28 @@ struct SimOptions {
   /// Makes the context of request i (default: project "sim", end_user "user-<i % end_users>").
   std::function<CallContext(std::size_t)> context{};
   const BudgetView* budget = nullptr;
+  // ---- Driving recorded traffic (replay) ----
+  /// Virtual start time of request i as an offset from the run's start (non-decreasing in i);
+  /// default: i * interarrival.
+  std::function<Nanos(std::size_t)> arrival{};
+  /// Completion tokens of request i when it is served (default: the target's completion_tokens).
+  std::function<std::int64_t(std::size_t)> completion_tokens{};
+  /// The clock the run drives (set to each event's time). Default: a private ManualClock.
+  /// Pass one that a BudgetManager reads so budget windows follow the replayed time.
+  ManualClock* clock = nullptr;
+  /// Budgets reserved and settled per attempt through the executor's AttemptTracker (soft
+  /// thresholds downgrade, hard caps block). Needs `config` for model prices.
+  BudgetManager* budgets = nullptr;
+  const Config* config = nullptr;   ///< providers and catalog for the attempt lifecycle
+  /// Resolves a budget downgrade target ("@cheap"); null or unknown keeps the policy.
+  std::function<std::shared_ptr<const Policy>(std::string_view)> lookup{};
+  /// Request i's own recorded outcome for its `nth` call (0-based) to `target` ("provider/model"),
+  /// or null to draw from the target's distribution. Replay pairs each stored request with
+  /// what that target really did for it at that moment (counterfactual pairing).
+  std::function<const EmpiricalOutcomes::Sample*(std::size_t i, std::string_view target, std::uint32_t nth)>
+      recorded_outcome{};
+  /// Called with the number of finished requests, every 1024 and at the end.
+  std::function<void(std::size_t)> progress{};
 };
 
 /// One request's outcome.
@@ -84,6 +127,10 @@ struct SimRequest {
   std::size_t attempts = 0;
   std::string text;
   DecisionTrace trace;  ///< empty unless keep_traces
+  Nanos ttft{0};        ///< of the served attempt (streams)
+  double cost_usd = 0;  ///< every attempt
+  bool failed_over = false;  ///< needed more than one attempt
+  bool downgraded = false;   ///< a budget downgrade rerouted it
 };
 
 /// Aggregate of a run.
@@ -97,6 +144,7 @@ struct SimReport {
   std::size_t attempts = 0;
   std::map<std::string, std::size_t> routes;   ///< served target key → count
   std::map<std::string, std::size_t> errors;   ///< final error kind → count
+  std::map<std::string, std::size_t> attempted;  ///< target key → attempts started
   std::vector<SimRequest> results;
   /// A few lines a person can read.
   std::string summary() const;

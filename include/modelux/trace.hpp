@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <optional>
@@ -174,6 +175,40 @@ struct TraceCounters {
   std::uint64_t stored = 0;  ///< rows currently in the store
 };
 
+/// One attempt as `TraceStore::scan` reads it (the trace_attempts columns).
+struct AttemptSummary {
+  std::string model;
+  std::string provider;
+  bool ok = false;
+  std::string outcome;  ///< "ok" or an ErrorKind name
+  int status = 0;
+  Nanos duration{0};
+  Nanos ttft{0};
+};
+
+/// A trace's routing inputs and outcome, read from the store's columns and side tables without
+/// parsing the JSON body (what replay reads: 50,000 of these take a fraction of a second).
+struct TraceSummary {
+  std::string request_id;
+  WallTime time{};
+  std::string config;  ///< "@production" or the model asked for
+  std::string project, org, end_user, api_key_id;
+  std::vector<std::pair<std::string, std::string>> tags;
+  bool stream = false;
+  std::int64_t input_tokens = 0;      ///< billed, all attempts
+  std::int64_t output_tokens = 0;
+  std::int64_t est_input_tokens = 0;  ///< estimate before routing (failed requests); 0 = unknown
+  std::int64_t max_tokens = 0;
+  bool ok = false;
+  std::string served_model, served_provider, error_kind;
+  Nanos total{0};
+  Nanos ttft{0};
+  double cost_usd = 0;
+  bool failed_over = false;
+  bool downgraded = false;  ///< a budget downgrade rerouted it
+  std::vector<AttemptSummary> attempts;
+};
+
 /// A SQLite trace store (WAL). Thread-safe: calls are serialized on one connection.
 /// Open errors (missing file in read-only mode, a file that is not a database, a file locked
 /// by another process) are Errors of kind io with a message naming the file and the cause.
@@ -199,6 +234,12 @@ class TraceStore {
   Result<std::optional<DecisionTrace>> get(const std::string& request_id);
   Result<std::vector<DecisionTrace>> query(const TraceQuery& q);
   Result<std::uint64_t> count(const TraceQuery& q);
+  /// Calls `fn` for every trace matching `q` (order and limit as in query()) with its summary.
+  /// Reads columns only (older files, opened read-only before migration, fall back to the JSON
+  /// body for the columns they lack).
+  Result<std::uint64_t> scan(const TraceQuery& q, const std::function<void(TraceSummary&&)>& fn);
+  /// Distinct `config` values with their trace counts, most traced first.
+  Result<std::vector<std::pair<std::string, std::uint64_t>>> configs();
 
   Result<SpendReport> spend(SpendDimension by, WallTime since, WallTime until);
   Result<std::vector<LatencyRow>> latency(LatencyDimension by, WallTime since, WallTime until);

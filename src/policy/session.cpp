@@ -584,7 +584,10 @@ void fill_trace_header(SessionCore& c) {
     t.api_key_id = ctx->api_key_id;
     t.tags = ctx->tags;
   }
-  if (c.in.request) t.stream = c.in.request->stream;
+  if (c.in.request) {
+    t.stream = c.in.request->stream;
+    t.max_tokens = c.in.request->max_tokens.value_or(0);
+  }
 }
 
 /// Appends the notes joined by ", " (appending keeps `out`'s buffer).
@@ -709,6 +712,9 @@ Step RoutingSession::decide(Instant now) {
     } else {
       t.error_kind = to_string(o.error.kind);
       t.error_message = o.error.message;
+      // A failed request has no usage: keep the estimate so replay can cost it on a candidate
+      // (computed here, off the success path).
+      t.est_input_tokens = c.estimated_tokens();
       t.decision += "failed: ";
       t.decision += t.error_kind;
       if (c.notes.empty()) {

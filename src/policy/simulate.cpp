@@ -44,6 +44,7 @@ struct Event {
   enum class Kind : std::uint8_t { arrive, complete, refused, wake } kind;
   std::size_t session;
   std::uint32_t attempt = 0;             ///< complete, refused
+  std::uint8_t gen = 0;                  ///< complete, refused: the routing pass it belongs to (a downgrade starts a new one)
   AttemptEnd end{};                      ///< complete: how the simulated call went
   std::optional<AttemptReport> refused;  ///< refused: what the session hears
   bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
@@ -79,7 +80,8 @@ double percentile(std::vector<double>& v, double q) {
 SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, const SimOptions& o) {
   impl_->health = std::make_unique<HealthRegistry>(o.health);
   HealthRegistry& health = *impl_->health;
-  ManualClock clock;
+  ManualClock own_clock;
+  ManualClock& clock = o.clock ? *o.clock : own_clock;
   Random rng(o.seed ^ 0x51u);
   const Instant t0 = clock.now();
 
@@ -89,6 +91,9 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     std::unique_ptr<RoutingSession> s;
     Instant scheduled_wake{};
     bool finished = false;
+    bool downgraded = false;  // a budget downgrade rerouted it (once at most, like the executor)
+    std::uint8_t gen = 0;     // routing pass: attempts of an abandoned pass are not reported
+    std::vector<std::pair<std::string, std::uint32_t>> calls;  // target → calls so far (recorded_outcome)
   };
   std::vector<Live> live(n);
   // Finished sessions are reused for later arrivals (RoutingSession::reset), as a driver that
@@ -99,12 +104,17 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   AttemptEffects fx;
   fx.clock = &clock;
   fx.health = o.use_health ? &health : nullptr;
+  fx.budgets = o.budgets;
+  fx.config = o.config;
   std::unordered_map<std::uint64_t, AttemptTracker> open;
-  auto open_key = [](std::size_t session, std::uint32_t id) { return (static_cast<std::uint64_t>(session) << 32) | id; };
+  auto open_key = [](std::size_t session, std::uint32_t id, std::uint8_t gen = 0) {
+    return (static_cast<std::uint64_t>(session) << 32) | (static_cast<std::uint64_t>(gen) << 31) | id;
+  };
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q;
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < n; ++i)
-    q.push(Event{t0 + o.interarrival * static_cast<std::int64_t>(i), seq++, Event::Kind::arrive, i});
+    q.push(Event{t0 + (o.arrival ? o.arrival(i) : o.interarrival * static_cast<std::int64_t>(i)), seq++,
+                 Event::Kind::arrive, i});
 
   SimReport rep;
   rep.requests = n;
@@ -112,12 +122,48 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   std::vector<double> lat;
   lat.reserve(n);
 
-  auto outcome_for = [&](const AttemptPlan& plan, Instant now) -> std::pair<Instant, AttemptEnd> {
+  auto to_nanos = [](double ms) {
+    return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms));
+  };
+  auto outcome_for = [&](const AttemptPlan& plan, Instant now, bool stream,
+                         const EmpiricalOutcomes::Sample* own) -> std::pair<Instant, AttemptEnd> {
     AttemptEnd r;
     auto it = impl_->targets.find(plan.target.key());
-    if (it == impl_->targets.end()) {
+    if (it == impl_->targets.end() && !own) {
       r.answer = ChatResponse{};
       r.latency = std::chrono::milliseconds(1);
+    } else if (own || (it->second.empirical && !it->second.empirical->samples.empty())) {
+      // The request's own recorded outcome, else one drawn uniformly from the target's: either
+      // way latency, TTFT and error class stay joint.
+      const EmpiricalOutcomes::Sample* pick = own;
+      if (!pick) {
+        const auto& samples = it->second.empirical->samples;
+        pick = &samples[std::min(samples.size() - 1, static_cast<std::size_t>(rng.uniform() * samples.size()))];
+      }
+      const auto& sm = *pick;
+      r.latency = to_nanos(sm.latency_ms);
+      if (sm.timed_out) {
+        r.latency = Nanos::max() / 4;
+      } else if (!sm.ok) {
+        Error e = error_of(sm.error, "replayed " + std::string(to_string(sm.error)));
+        e.provider = plan.target.provider;
+        e.status = sm.status;
+        if (sm.error == ErrorKind::rate_limited && it != impl_->targets.end()) e.retry_after = it->second.retry_after;
+        r.answer = std::unexpected(std::move(e));
+      } else {
+        if (stream) r.ttft = sm.ttft_ms > 0 ? to_nanos(sm.ttft_ms) : r.latency;
+        Choice c;
+        c.message.role = "assistant";
+        ContentPart cp;
+        cp.text = "ok";
+        c.message.content.push_back(std::move(cp));
+        c.finish_reason = it != impl_->targets.end() ? it->second.finish_reason : std::string("stop");
+        ChatResponse resp;
+        resp.choices.push_back(std::move(c));
+        resp.model = plan.target.model;
+        r.answer = std::move(resp);
+        r.usage.completion_tokens = it != impl_->targets.end() ? it->second.completion_tokens : 60;
+      }
     } else {
       const SimTarget& t = it->second;
       double err_p = 0, hang_p = t.hang_probability, factor = 1;
@@ -198,23 +244,57 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       Step st = l.s->next(now);
       switch (st.kind) {
         case Step::Kind::attempt:
+        {
+          std::optional<std::string> reroute_to;
           for (const auto& plan : st.attempts) {
-            auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {});
+            auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {.allow_downgrade = !l.downgraded});
             if (!t) {
+              if (t.error().why == AttemptRefusal::Why::downgrade && !reroute_to) {
+                l.s->trace().budget_actions.push_back(t.error().note);
+                reroute_to = t.error().downgrade_to;
+              }
               // Like the executor: a refused claim is reported at once and never runs.
-              Event ev{now, seq++, Event::Kind::refused, i, plan.id};
+              Event ev{now, seq++, Event::Kind::refused, i, plan.id, l.gen};
               ev.refused = refused_report(plan.id, t.error());
               q.push(std::move(ev));
               continue;
             }
-            open.insert_or_assign(open_key(i, plan.id), std::move(*t));
-            auto [at, end] = outcome_for(plan, now);
+            open.insert_or_assign(open_key(i, plan.id, l.gen), std::move(*t));
+            const EmpiricalOutcomes::Sample* own = nullptr;
+            if (o.recorded_outcome) {
+              const std::string key = plan.target.key();
+              std::uint32_t nth = 0;
+              auto c = std::find_if(l.calls.begin(), l.calls.end(), [&](const auto& e) { return e.first == key; });
+              if (c == l.calls.end()) l.calls.emplace_back(key, 1);
+              else nth = c->second++;
+              own = o.recorded_outcome(i, key, nth);
+            }
+            auto [at, end] = outcome_for(plan, now, l.req.stream, own);
             if (end.answer) end.usage.prompt_tokens = estimate_input_tokens(l.req);
-            Event ev{at, seq++, Event::Kind::complete, i, plan.id};
+            if (end.answer && o.completion_tokens) end.usage.completion_tokens = o.completion_tokens(i);
+            Event ev{at, seq++, Event::Kind::complete, i, plan.id, l.gen};
             ev.end = std::move(end);
             q.push(std::move(ev));
           }
+          if (reroute_to) {
+            // Like the executor: the request is routed again on the downgrade target; attempts
+            // of the abandoned pass release their reservations and are never reported.
+            l.downgraded = true;
+            for (auto it = open.begin(); it != open.end();)
+              it = (it->first >> 32) == i ? open.erase(it) : std::next(it);
+            ++l.gen;
+            std::vector<std::string> actions = l.s->trace().budget_actions;
+            auto next = o.lookup ? o.lookup(*reroute_to) : nullptr;
+            actions.push_back(next ? "rerouted to " + *reroute_to
+                                   : "downgrade target " + *reroute_to + " unknown; kept " + l.req.model);
+            SessionInputs in = l.s->inputs();
+            in.start = now;
+            in.wall_start = clock.wall_now();
+            l.s->reset(next ? next : policy, in);
+            for (auto& a : actions) l.s->trace().budget_actions.push_back(std::move(a));
+          }
           continue;
+        }
         case Step::Kind::wait: {
           Instant w = std::max(st.wake_at, now + Nanos{1});
           if (l.scheduled_wake != w) {
@@ -231,6 +311,11 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           const DecisionTrace& tr = l.s->trace();
           out.latency = now - l.s->inputs().start;
           out.attempts = tr.attempts.size();
+          out.ttft = tr.ttft;
+          for (const auto& a : tr.attempts) ++rep.attempted[a.provider + "/" + a.model];
+          out.cost_usd = tr.cost.total();
+          out.failed_over = tr.attempts.size() > 1;
+          out.downgraded = l.downgraded;
           if (out.ok) {
             out.served = l.s->served();
             out.text = response_text(l.s->response());
@@ -246,6 +331,10 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           lat.push_back(std::chrono::duration<double, std::milli>(out.latency).count());
           if (o.keep_traces) out.trace = tr;
           idle.push_back(std::move(l.s));
+          l.req = ChatRequest{};  // finished: keep memory bounded by the requests in flight
+          l.ctx = CallContext{};
+          l.calls = {};
+          if (o.progress && (lat.size() % 1024 == 0 || lat.size() == n)) o.progress(lat.size());
           return;
         }
       }
@@ -286,13 +375,15 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         break;
       }
       case Event::Kind::refused:  // never ran, nothing to observe
+        if (e.gen != l.gen) break;  // an attempt of a pass a budget downgrade abandoned
         if (!l.finished && l.s) {
           l.s->report(std::move(*e.refused), e.at);
           pump(e.session, e.at);
         }
         break;
       case Event::Kind::complete: {
-        auto it = open.find(open_key(e.session, e.attempt));
+        if (e.gen != l.gen) break;  // an attempt of a pass a budget downgrade abandoned
+        auto it = open.find(open_key(e.session, e.attempt, e.gen));
         if (it == open.end()) break;
         AttemptTracker t = std::move(it->second);
         open.erase(it);

@@ -33,6 +33,8 @@ void DecisionTrace::clear() noexcept {
   api_key_id.clear();
   tags.clear();
   stream = false;
+  est_input_tokens = 0;
+  max_tokens = 0;
   attempts.clear();
   ok = false;
   served_model.clear();

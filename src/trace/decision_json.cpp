@@ -224,6 +224,8 @@ Json DecisionTrace::to_json() const {
          {"api_key_id", api_key_id},
          {"tags", std::move(tags_json)},
          {"stream", stream},
+         {"est_input_tokens", est_input_tokens},
+         {"max_tokens", max_tokens},
          {"attempts", std::move(attempts_json)},
          {"ok", ok},
          {"served_model", served_model},
@@ -290,6 +292,8 @@ Result<DecisionTrace> DecisionTrace::from_json(const Json& j) {
     }
   }
   r.boolean("stream", t.stream);
+  r.integer("est_input_tokens", t.est_input_tokens);
+  r.integer("max_tokens", t.max_tokens);
   if (const Json* atts = r.find("attempts")) {
     if (!atts->is_array()) {
       r.bad("$.attempts", "must be an array");

@@ -171,6 +171,8 @@ void append_trace_json(std::string& o, const DecisionTrace& t) {
   }
   tg += repeated ? ']' : '}';
   j.boolean("stream", t.stream);
+  j.integer("est_input_tokens", t.est_input_tokens);
+  j.integer("max_tokens", t.max_tokens);
   std::string& at = j.key("attempts");
   at += '[';
   for (std::size_t i = 0; i < t.attempts.size(); ++i) {

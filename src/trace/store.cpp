@@ -99,7 +99,8 @@ Result<void> TraceStore::Impl::prepare_writes() {
       {&ins_trace,
        "INSERT INTO traces(request_id,time_us,config,config_version,strategy,project,org,end_user,ok,"
        "served_model,served_provider,error_kind,total_ns,ttft_ns,input_tokens,output_tokens,input_usd,"
-       "output_usd,attempts,failed_over,body) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+       "output_usd,attempts,failed_over,body,stream,api_key_id,est_input_tokens,max_tokens,downgraded) "
+       "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
        "ON CONFLICT(request_id) DO NOTHING"},
       {&ins_attempt,
        "INSERT OR REPLACE INTO trace_attempts(request_id,idx,time_us,model,provider,ok,outcome,status,"
@@ -157,6 +158,12 @@ bool failed_over(const DecisionTrace& t) {
   return false;
 }
 
+bool was_downgraded(const DecisionTrace& t) {
+  for (const auto& a : t.budget_actions)
+    if (a.starts_with("downgrade to ")) return true;
+  return false;
+}
+
 }  // namespace
 
 Result<void> TraceStore::Impl::insert(const DecisionTrace& t) {
@@ -195,6 +202,11 @@ Result<void> TraceStore::Impl::insert(const DecisionTrace& t) {
     s.bind(19, static_cast<std::int64_t>(t.attempts.size()));
     s.bind(20, failed_over(t));
     s.bind_static(21, body);
+    s.bind(22, t.stream);
+    s.bind_static(23, t.api_key_id);
+    s.bind(24, t.est_input_tokens);
+    s.bind(25, t.max_tokens);
+    s.bind(26, was_downgraded(t));
   };
   bind_trace();
   int rc = ins_trace.step();
@@ -407,6 +419,10 @@ Result<std::shared_ptr<TraceStore>> TraceStore::open(const std::string& path, Mo
     }
     if (auto r = impl->exec("BEGIN IMMEDIATE", "create schema"); !r) return fail(r.error());
     if (auto r = impl->exec(kSchema, "create schema"); !r) {
+      sqlite3_exec(impl->db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return fail(r.error());
+    }
+    if (auto r = impl->migrate(); !r) {
       sqlite3_exec(impl->db, "ROLLBACK", nullptr, nullptr, nullptr);
       return fail(r.error());
     }

@@ -32,6 +32,11 @@ struct TraceStore::Impl {
   Result<void> exec(const char* sql, std::string_view what);
   Result<trace_detail::Stmt> prepare(std::string_view sql);
   Result<void> prepare_writes();
+  /// Brings an older file's schema up to date (scan.cpp): additive columns only, backfilled
+  /// from each row's JSON body, so older modelux builds still read the file.
+  Result<void> migrate();
+  /// Whether `traces` has the columns migrate() adds (a read-only open of an old file does not).
+  bool has_replay_columns();
   Result<void> insert(const DecisionTrace& t);
   Result<void> bump(const char* key, std::uint64_t delta);
   Result<void> write_locked(const std::vector<DecisionTrace>& traces, std::uint64_t written, std::uint64_t dropped,

@@ -70,6 +70,8 @@ __all__ = [
     "Embeddings",
     "ChatStream",
     "Simulator",
+    "replay",
+    "ReplayReport",
     "ModeluxError",
     "InvalidConfigError",
     "BadRequestError",
@@ -490,3 +492,118 @@ class Simulator:
             options["project"] = project
         text = self._native.run(json.dumps(route), requests, json.dumps(options))
         return json.loads(text)  # type: ignore[no-any-return]
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _since_seconds(since: Union[str, float, int, None]) -> Optional[float]:
+    if since is None:
+        return None
+    if isinstance(since, (int, float)):
+        return float(since)
+    text = str(since).strip()
+    if len(text) >= 2 and text[:-1].isdigit() and text[-1] in _SINCE_UNITS:
+        return float(text[:-1]) * _SINCE_UNITS[text[-1]]
+    raise ValueError(f"since: bad duration {since!r} (use e.g. 90s, 15m, 1h, 7d, 2w, or seconds)")
+
+
+class ReplayReport:
+    """The outcome of :func:`replay`: the recorded side (``current``) against the replayed one
+    (``candidate``), each a dict with ``requests``, ``success_rate``, ``errors``,
+    ``failover_rate``, ``p50_ms``/``p95_ms``/``p99_ms``, ``ttft_p50_ms``..., ``cost_usd``,
+    ``cost_per_request_usd``, ``routes``, ``total_budget_violations``, ``budget_downgrades``,
+    ``budget_blocks``; ``delta`` (candidate - current by guard metric), ``targets`` (how each
+    target was fitted), ``unfitted_targets``, ``notes``, ``responses`` (responses mode) and
+    ``rows``: one dict per request, which pandas takes as is::
+
+        df = pandas.DataFrame(report.to_records())
+    """
+
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self._data = data
+        self.table: str = data.pop("table", "")
+        self.mode: str = data["mode"]
+        self.slug: str = data["slug"]
+        self.traces: int = data["traces"]
+        self.seed: int = data["seed"]
+        self.current: Dict[str, Any] = data["current"]
+        self.candidate: Dict[str, Any] = data["candidate"]
+        self.delta: Dict[str, float] = data["delta"]
+        self.targets: List[Dict[str, Any]] = data["targets"]
+        self.unfitted_targets: List[str] = data["unfitted_targets"]
+        self.notes: List[str] = data["notes"]
+        self.responses: Optional[Dict[str, Any]] = data.get("responses")
+        self.rows: List[Dict[str, Any]] = data["rows"]
+        self.wall_seconds: float = data["wall_seconds"]
+
+    def to_records(self) -> List[Dict[str, Any]]:
+        """The rows view: one flat dict per request (``pandas.DataFrame(report.to_records())``)."""
+        return [dict(r) for r in self.rows]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Every field, as written by ``modelux replay --json``."""
+        return dict(self._data)
+
+    def check(self, guard: str) -> Dict[str, Any]:
+        """Evaluates a promotion guard (``"success>=current,p95<=1.1*current"``): returns
+        ``{"passed", "summary", "checks"}``; raises BadRequestError when it does not parse."""
+        return json.loads(_core.evaluate_guard(guard, json.dumps(self._data)))  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        return self.table
+
+    def __repr__(self) -> str:
+        return (f"ReplayReport(slug={self.slug!r}, traces={self.traces}, "
+                f"success {self.current['success_rate']:.4f} -> {self.candidate['success_rate']:.4f})")
+
+
+def replay(
+    slug: str,
+    candidate: Union[str, "os.PathLike[str]", Mapping[str, Any]],
+    *,
+    db: Union[str, "os.PathLike[str]"] = "modelux-traces.db",
+    config: ConfigSource = None,
+    since: Union[str, float, int, None] = None,
+    limit: int = 50_000,
+    mode: str = "routing",
+    seed: int = 1,
+    concurrency: int = 4,
+    cost_cap_usd: float = 1.0,
+    scorer: Optional[Any] = None,
+) -> ReplayReport:
+    """Replays the stored traffic of ``@slug`` against ``candidate`` (a routing config dict or
+    path, or a whole config document) and returns a :class:`ReplayReport`.
+
+    ``mode="routing"`` (offline) drives the recorded requests through the candidate on targets
+    fitted from the traces; ``mode="responses"`` re-sends captured request bodies to the
+    candidate's providers (``concurrency`` at a time, stopping at ``cost_cap_usd``) and compares
+    the answers; ``scorer(pair) -> float`` scores each pair (a dict with ``request_id``,
+    ``request_body``, ``recorded``, ``candidate``). ``config`` is the deployed config file
+    (providers, catalog, budgets); ``since`` a window like ``"7d"`` or seconds."""
+    if isinstance(candidate, (str, os.PathLike)):
+        with open(os.fspath(candidate), encoding="utf-8") as f:
+            candidate = json.load(f)
+    options: Dict[str, Any] = {
+        "db": os.fspath(db),
+        "slug": slug,
+        "candidate": dict(candidate),
+        "limit": limit,
+        "mode": mode,
+        "seed": seed,
+        "concurrency": concurrency,
+        "cost_cap_usd": cost_cap_usd,
+    }
+    if isinstance(config, (str, os.PathLike)):
+        options["config_path"] = os.fspath(config)
+    elif config is not None:
+        options["config"] = dict(config)
+    secs = _since_seconds(since)
+    if secs is not None:
+        options["since_s"] = secs
+    native_scorer = None
+    if scorer is not None:
+        def native_scorer(pair_json: str) -> Optional[float]:
+            value = scorer(json.loads(pair_json))
+            return None if value is None else float(value)
+    return ReplayReport(json.loads(_core.replay(json.dumps(options), native_scorer)))

@@ -1,6 +1,6 @@
 # Hand-written stubs for the native module modelux._core (bindings/python/src/*.cpp).
 # Values cross the boundary as JSON text; the `modelux` package wraps this module.
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 def version() -> str:
     """The C++ library version (CMake project VERSION)."""
@@ -13,6 +13,17 @@ def cost(model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: 
 
 def error_kinds() -> List[str]:
     """Every ErrorKind name, in declaration order."""
+
+def replay(options_json: str, scorer: Optional[Callable[[str], Optional[float]]] = None) -> str:
+    """Replays stored traces against a candidate config (modelux/replay.hpp). Options:
+    {"db", "slug", "candidate", "config" | "config_path", "since_s", "limit", "mode", "seed",
+    "concurrency", "cost_cap_usd", "keep_rows"}. The scorer gets one pair as JSON text
+    ({"request_id", "request_body", "recorded", "candidate"}). Returns the report as JSON text
+    (ReplayReport::to_json plus "table")."""
+
+def evaluate_guard(guard: str, report_json: str) -> str:
+    """{"passed", "summary", "checks": [{"clause", "candidate", "bound", "passed"}]} as JSON text;
+    raises BadRequestError for a guard that does not parse."""
 
 class ChatStream:
     def __iter__(self) -> ChatStream: ...

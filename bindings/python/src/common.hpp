@@ -49,5 +49,6 @@ double cost_usd(const Catalog& c, const std::string& model, std::int64_t prompt_
 
 void bind_router(py::module_& m);
 void bind_simulate(py::module_& m);
+void bind_replay(py::module_& m);
 
 }  // namespace modelux::python

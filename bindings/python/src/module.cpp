@@ -129,4 +129,5 @@ PYBIND11_MODULE(_core, m) {
 
   mp::bind_router(m);
   mp::bind_simulate(m);
+  mp::bind_replay(m);
 }
