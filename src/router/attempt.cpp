@@ -161,7 +161,7 @@ bool AttemptTracker::switch_key_after(const Error& e, std::string& note) {
   if (now >= plan_.deadline) return false;
   AttemptResult seen;
   seen.id = plan_.id;
-  seen.error = e;
+  seen.answer = std::unexpected(e);
   fx_->health->observe_key(provider_->name, key_index_, seen, now);
   auto k = fx_->health->pick_key(provider_->name, now);
   if (!k || *k == key_index_) return false;

@@ -173,15 +173,16 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
       if (step.kind == Step::Kind::done || step.kind == Step::Kind::failed) break;
       if (step.kind == Step::Kind::attempt) {
         for (const AttemptPlan& plan : step.attempts) {
-          AttemptResult r;
+          AttemptReport report;
           const ModelInfo* mi = config.catalog.find_model(plan.target.model);
           if (!mi || !mi->embedding) {
-            r.id = plan.id;
-            r.not_admitted = true;  // a skip, not a try: the session moves on
+            report = AttemptSkip{plan.id, SkipReason::not_admitted};  // a skip, not a try: the session moves on
             skipped.push_back(plan.target.model);
           } else if (ctx.cancel && ctx.cancel->cancelled()) {
+            AttemptResult r;
             r.id = plan.id;
-            r.error = error_of(ErrorKind::cancelled, "caller went away", true);
+            r.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
+            report = std::move(r);
           } else {
             auto tracker = std::make_unique<std::optional<AttemptTracker>>();
             std::optional<AttemptRefusal> refusal;
@@ -195,7 +196,7 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
                 downgrade_to = refusal->downgrade_to;
                 budget_actions.push_back(refusal->note);
               }
-              r = refused_result(plan.id, *refusal);
+              report = refused_report(plan.id, *refusal);
             } else {
               AttemptTracker* tp = &**tracker;
               const EmbeddingRequest* rp = &req;
@@ -228,10 +229,10 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
                 x.end.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
               }
               if (x.answer) answers.emplace_back(plan.id, std::move(*x.answer));
-              r = (*tracker)->finish(std::move(x.end), budget_actions, 0);
+              report = (*tracker)->finish(std::move(x.end), budget_actions, 0);
             }
           }
-          session.report(std::move(r), clock->now());
+          session.report(std::move(report), clock->now());
           if (!downgrade_to.empty()) break;
         }
         if (!downgrade_to.empty() || (ctx.cancel && ctx.cancel->cancelled())) {
