@@ -281,6 +281,10 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   void give_back(std::unique_ptr<Connection> c) {
     std::lock_guard lk(mu_);
     --leased_;
+    park(std::move(c));
+  }
+  // Into the idle pool (or closed when it is full); mu_ held.
+  void park(std::unique_ptr<Connection> c) {
     if (!c) return;
     auto& v = idle_[c->origin];
     const auto now = std::chrono::steady_clock::now();
@@ -301,8 +305,10 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     --leased_;
   }
   // The end of a body its reader no longer needs (a stream's last chunk after data: [DONE])
-  // had not arrived: read it in the background for up to 2 s, then pool the connection.
+  // had not arrived: read it in the background for up to 2 s, then pool the connection. It no
+  // longer counts as leased meanwhile (nobody uses it).
   void finish_later(std::unique_ptr<Connection> conn, std::unique_ptr<http::response_parser<http::buffer_body>> parser) {
+    dropped();
     Connection* c = conn.get();
     auto* p = parser.get();
     net::co_spawn(
@@ -321,11 +327,11 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
             total += sink.size() - p->get().body().size;
           }
           if (!ec && p->is_done() && p->get().keep_alive()) {
-            self->give_back(std::move(conn));
+            std::lock_guard lk(self->mu_);
+            self->park(std::move(conn));
           } else {
             beast::error_code ignore;
             c->lowest().socket().close(ignore);
-            self->dropped();
           }
         },
         net::detached);
