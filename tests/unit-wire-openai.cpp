@@ -388,6 +388,7 @@ TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream a
       "event: error\ndata: {\"error\":{\"message\":\"boom\"}}\n\n",
       "data: {\"id\":{},\"model\":5,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
       "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[]} trailing\n\n",
+      "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\"}}]}\n\n",  // invalid UTF-8
   };
   for (const auto& sse : cases) {
     CAPTURE(sse);
@@ -457,6 +458,7 @@ TEST_CASE("OpenAI relay response: tool calls, errors, bad JSON and odd shapes ta
       R"({"id":"a","model":"m"})",
       R"({"id":"a","model":"m","choices":[]} trailing)",
       R"({"id":5,"model":"m","choices":[]})",
+      "{\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\xff\xfe\"}}]}",  // invalid UTF-8
   };
   for (const auto& body : cases) {
     CAPTURE(body);

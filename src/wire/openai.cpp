@@ -452,7 +452,9 @@ class OpenAIStreamDecoder final : public StreamDecoder {
         done_ = true;
         break;
       }
-      if (relay_ && ev.event.empty()) {
+      // Relayed bytes reach the caller as they are: invalid UTF-8 takes the full decode, whose
+      // encoder replaces it (as every re-encoded answer always did).
+      if (relay_ && ev.event.empty() && valid_utf8(ev.data)) {
         ChunkScan::Out o;
         if (ChunkScan(ev.data).run(o)) {
           std::string& e = o.chunk.sse;
@@ -645,6 +647,7 @@ std::unique_ptr<StreamDecoder> openai_relay_decoder(std::string_view chunk_id, s
 }
 
 std::optional<ChatResponse> openai_relay_response(std::string&& body) {
+  if (!valid_utf8(body)) return std::nullopt;  // relayed bytes must be valid; the encoder replaces
   ChunkScan::ResponseOut o;
   if (!ChunkScan(body).run_response(o)) return std::nullopt;
   ChatResponse r = std::move(o.resp);
