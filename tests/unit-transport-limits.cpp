@@ -2,6 +2,8 @@
 // scripted raw-socket server (docs/executor.md, "Transport").
 #include <doctest/doctest.h>
 
+#include <thread>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -174,4 +176,58 @@ TEST_CASE("Transport: an answer over the limit on a pooled connection is not ask
   CHECK(r.error().kind == ErrorKind::malformed_response);
   CHECK(srv.accepted() == 1);
   CHECK(tr->stats().connections_reused == 1);
+}
+
+namespace {
+// Reads a streamed body until a piece contains [DONE] (as the stream relay does), then drops
+// the stream without reading the body's end.
+net::awaitable<bool> read_to_done(Transport& tr, HttpRequestSpec req) {
+  auto s = co_await tr.open(req, in_seconds(10));
+  if (!s) co_return false;
+  std::string all;
+  while (all.find("[DONE]") == std::string::npos) {
+    auto piece = co_await (*s)->read_some(in_seconds(10));
+    if (!piece || piece->empty()) co_return false;
+    all += *piece;
+  }
+  co_return true;
+}
+}  // namespace
+
+TEST_CASE("Transport: a stream dropped after its [DONE] gives its connection back, its last chunk early or late") {
+  for (bool late : {false, true}) {
+    CAPTURE(late);
+    RawServer srv(2, [&](tcp::socket& s, int i) {
+      if (i != 0) return;  // a second connection would land here
+      RawServer::read_request(s);
+      const std::string event = "data: [DONE]\n\n";
+      const std::string head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+      const std::string chunk = "e\r\n" + event + "\r\n";
+      if (late) {
+        RawServer::write(s, head + chunk);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the last chunk comes after the reader stopped
+        RawServer::write(s, "0\r\n\r");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        RawServer::write(s, "\n");
+      } else {
+        RawServer::write(s, head + chunk + "0\r\n\r\n");
+      }
+      RawServer::read_request(s);
+      RawServer::write(s, ok_response(R"({"n":2})"));
+      RawServer::read_request(s);  // hold the connection until the client is done with it
+    });
+    net::io_context io;
+    auto tr = make_http_transport(io.get_executor());
+    HttpRequestSpec req = post(srv.url("/stream"));
+    auto fut = net::co_spawn(io, read_to_done(*tr, req), net::use_future);
+    io.run();  // also runs the background read of a late last chunk to its end
+    REQUIRE(fut.get());
+    CHECK(tr->stats().in_flight == 0);
+    CHECK(tr->stats().idle == 1);
+    auto b = send_one(*tr, io, post(srv.url("/second")));
+    REQUIRE_MESSAGE(b, (b ? std::string{} : b.error().message));
+    CHECK(b->body == R"({"n":2})");
+    CHECK(tr->stats().connections_opened == 1);
+    CHECK(tr->stats().connections_reused == 1);
+  }
 }

@@ -290,20 +290,17 @@ struct Decoded {
   std::vector<std::string> events;  ///< relay decoder only: one per chunk
   std::optional<Error> error;
 };
-Decoded decode_all(StreamDecoder& d, std::string_view sse, std::size_t split, RelayStreamDecoder* relay = nullptr) {
+Decoded decode_all(StreamDecoder& d, std::string_view sse, std::size_t split, bool relay = false) {
   Decoded r;
   Result<void> a;
   for (std::string_view part : {sse.substr(0, split), sse.substr(split)}) {
-    std::size_t before = r.chunks.size();
     a = d.feed(part, r.chunks);
     if (!a) break;
-    if (relay) {
-      REQUIRE(relay->events().size() == r.chunks.size() - before);
-      r.events.insert(r.events.end(), relay->events().begin(), relay->events().end());
-    }
   }
   if (a) a = d.finish(r.chunks);
   if (!a) r.error = a.error();
+  if (relay)
+    for (const auto& c : r.chunks) r.events.push_back(c.sse);
   return r;
 }
 }  // namespace
@@ -332,7 +329,7 @@ TEST_CASE("OpenAI relay decoder: each chunk keeps the provider's bytes with our 
     CAPTURE(split);
     auto full = c->stream_decoder();
     auto relay = openai_relay_decoder("chatcmpl-ours", "gpt-4o-mini");
-    Decoded f = decode_all(*full, sse, split), r = decode_all(*relay, sse, split, relay.get());
+    Decoded f = decode_all(*full, sse, split), r = decode_all(*relay, sse, split, true);
     REQUIRE_FALSE(f.error);
     REQUIRE_FALSE(r.error);
     REQUIRE(r.chunks.size() == f.chunks.size());
@@ -391,12 +388,13 @@ TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream a
       "event: error\ndata: {\"error\":{\"message\":\"boom\"}}\n\n",
       "data: {\"id\":{},\"model\":5,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
       "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[]} trailing\n\n",
+      "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\"}}]}\n\n",  // invalid UTF-8
   };
   for (const auto& sse : cases) {
     CAPTURE(sse);
     auto full = c->stream_decoder();
     auto relay = openai_relay_decoder("chatcmpl-ours", "gpt-4o-mini");
-    Decoded f = decode_all(*full, sse, sse.size()), r = decode_all(*relay, sse, sse.size(), relay.get());
+    Decoded f = decode_all(*full, sse, sse.size()), r = decode_all(*relay, sse, sse.size(), true);
     REQUIRE(f.error.has_value() == r.error.has_value());
     if (f.error) {
       CHECK(r.error->kind == f.error->kind);
@@ -407,17 +405,73 @@ TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream a
   }
 }
 
-TEST_CASE("RelayedEvent: the sink gets the event only for the chunk it was set for, once") {
-  ChatChunk a, b;
-  CHECK(RelayedEvent::take(a).empty());
-  {
-    const RelayedEvent h(a, "data: {}\n\n");
-    CHECK(RelayedEvent::take(b).empty());
-    CHECK(RelayedEvent::take(a) == "data: {}\n\n");
-    CHECK(RelayedEvent::take(a).empty());  // taken
+TEST_CASE("OpenAI relay response: a plain answer decodes as decode_response and keeps its bytes with our id and model") {
+  const std::string body =
+      "{\"id\":\"chatcmpl-up\\u0031\",\"object\":\"chat.completion\",\"created\":1741569952,\"model\":\"gpt-4o-mini-2024-07-18\","
+      "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello \\\"there\\\"\\n\\ud83d\\ude00\","
+      "\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+      "\"usage\":{\"prompt_tokens\":28,\"completion_tokens\":16,\"total_tokens\":44,"
+      "\"prompt_tokens_details\":{\"cached_tokens\":3,\"audio_tokens\":0},"
+      "\"completion_tokens_details\":{\"reasoning_tokens\":5,\"audio_tokens\":0}},"
+      "\"service_tier\":\"default\",\"system_fingerprint\":\"fp_b376dfbbd5\"}";
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  auto full = c->decode_response(body);
+  REQUIRE(full);
+  std::string copy = body;
+  auto fast = openai_relay_response(std::move(copy));
+  REQUIRE(fast);
+  CHECK(fast->id == full->id);
+  CHECK(fast->id == "chatcmpl-up1");
+  CHECK(fast->model == full->model);
+  CHECK(fast->created == full->created);
+  CHECK(fast->system_fingerprint == full->system_fingerprint);
+  REQUIRE(fast->choices.size() == 1);
+  CHECK(fast->choices[0].message.role == "assistant");
+  CHECK(fast->choices[0].message.text() == full->choices[0].message.text());
+  CHECK(fast->choices[0].message.content_null == full->choices[0].message.content_null);
+  CHECK(fast->choices[0].finish_reason == "stop");
+  CHECK(fast->usage.prompt_tokens == 28);
+  CHECK(fast->usage.completion_tokens == 16);
+  CHECK(fast->usage.cached_tokens == full->usage.cached_tokens);
+  CHECK(fast->usage.reasoning_tokens == 5);
+  // The relayed body: the provider's JSON with only id and model replaced.
+  REQUIRE_FALSE(fast->relayed.empty());
+  auto got = parse_json(fast->relayed.with("chatcmpl-ours", "gpt-4o-mini \"quoted\""));
+  auto want = parse_json(body);
+  REQUIRE(got);
+  REQUIRE(want);
+  (*want)["id"] = "chatcmpl-ours";
+  (*want)["model"] = "gpt-4o-mini \"quoted\"";
+  CHECK(*got == *want);
+}
+
+TEST_CASE("OpenAI relay response: tool calls, errors, bad JSON and odd shapes take the full decode") {
+  const std::string cases[] = {
+      R"({"id":"a","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})",
+      R"({"error":{"message":"boom"}})",
+      R"({"id":"a","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"x"}}])",
+      R"({"id":"a","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":[{"type":"text","text":"x"}]}}]})",
+      R"({"id":"a","model":"m","choices":[{"index":0}]})",
+      R"({"id":"a","id":"b","model":"m","choices":[]})",
+      R"({"id":"a","model":"m","choices":[],"usage":{"prompt_tokens":1.5}})",
+      R"({"id":"a","model":"m"})",
+      R"({"id":"a","model":"m","choices":[]} trailing)",
+      R"({"id":5,"model":"m","choices":[]})",
+      "{\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\xff\xfe\"}}]}",  // invalid UTF-8
+  };
+  for (const auto& body : cases) {
+    CAPTURE(body);
+    std::string copy = body;
+    CHECK_FALSE(openai_relay_response(std::move(copy)));
   }
-  {
-    const RelayedEvent h(a, "data: {}\n\n");
-  }
-  CHECK(RelayedEvent::take(a).empty());  // not taken while it was set: gone with its scope
+  // DeepSeek's top-level cache hits win, as in the full decode.
+  std::string ds = R"({"id":"a","model":"m","choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_cache_hit_tokens":7}})";
+  auto full = find_codec("openai")->decode_response(ds);
+  auto fast = openai_relay_response(std::move(ds));
+  REQUIRE(full);
+  REQUIRE(fast);
+  CHECK(fast->usage.cached_tokens == 7);
+  CHECK(fast->usage.cached_tokens == full->usage.cached_tokens);
+  CHECK(fast->choices.at(0).message.role == "assistant");
 }

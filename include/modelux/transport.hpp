@@ -24,7 +24,7 @@ namespace net = boost::asio;
 struct TransportOptions {
   std::size_t max_response_bytes = 64 * 1024 * 1024;
   std::size_t max_header_bytes = 64 * 1024;
-  std::size_t max_idle_per_origin = 64;
+  std::size_t max_idle_per_origin = 1024;  ///< idle connections kept per origin (never more than were in flight at once)
   Nanos idle_timeout = std::chrono::seconds(60);
   bool verify_tls = true;            ///< verify certificates against the system CA store
   std::string ca_file;               ///< extra CA bundle (PEM), optional; one that cannot be loaded fails every HTTPS request with invalid_config

@@ -102,6 +102,18 @@ struct Choice {
   std::string finish_reason;  ///< stop | length | tool_calls | content_filter
 };
 
+/// A provider's answer as received, when it is already in the caller's (OpenAI) shape: an
+/// OpenAI-speaking server sends these bytes with its own id and model spliced in, instead of
+/// re-encoding the decoded response (the decode still fills every field of ChatResponse).
+struct RelayedBody {
+  std::string json;  ///< the provider's body; empty when the answer was decoded from another shape
+  std::size_t id_begin = 0, id_end = 0;        ///< the "id" value (a JSON string, quotes included)
+  std::size_t model_begin = 0, model_end = 0;  ///< the "model" value
+  bool empty() const noexcept { return json.empty(); }
+  /// The body with `id` and `model` (plain strings, quoted here) in place of the provider's.
+  std::string with(std::string_view id, std::string_view model) const;
+};
+
 struct ChatResponse {
   std::string id;
   std::string model;
@@ -109,6 +121,8 @@ struct ChatResponse {
   std::vector<Choice> choices;
   Usage usage;
   std::string system_fingerprint;
+  /// Set by the relay decode of an OpenAI-format provider (see RelayedBody); empty otherwise.
+  RelayedBody relayed;
 
   /// Text of the first choice ("" if none).
   std::string text() const;
@@ -137,6 +151,13 @@ struct ChatChunk {
   std::int64_t created = 0;
   std::vector<ChunkChoice> choices;
   std::optional<Usage> usage;
+  /// The caller's SSE event for this chunk ("data: {...}\n\n") when the provider's event was
+  /// relayed as received (an OpenAI-format provider: its bytes with this chunk's id and model);
+  /// empty when the chunk must be encoded. An OpenAI-speaking sink writes it as is.
+  std::string sse;
+  /// Another chunk of the same upstream read follows at once: a sink may hold this one and
+  /// write both together (one send instead of two). The last chunk of a read has it false.
+  bool more = false;
 };
 
 // ---- OpenAI JSON (the unified shape) --------------------------------------------------------

@@ -124,7 +124,11 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       failed(std::move(e));
       co_return end;
     }
-    auto resp = codec->decode_response(*body);
+    // An OpenAI-format answer keeps its bytes for an OpenAI caller (ChatResponse::relayed):
+    // one scan instead of a DOM parse here and a re-encode at the server.
+    std::optional<ChatResponse> relayed;
+    if (codec == &openai_codec() || codec == &azure_codec()) relayed = openai_relay_response(std::move(*body));
+    Result<ChatResponse> resp = relayed ? Result<ChatResponse>(std::move(*relayed)) : codec->decode_response(*body);
     end.latency = clock.now() - t0;
     end.ttft = end.latency;
     if (resp) end.usage = resp->usage;
@@ -137,15 +141,9 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
   // A provider that speaks the caller's format (OpenAI's SSE) is relayed byte for byte: each
   // chunk is scanned for what usage, finish and errors need and keeps its event (ChatChunk::sse)
   // with our id and model, instead of a DOM parse and a re-encode (~10x the CPU per chunk).
-  std::unique_ptr<StreamDecoder> decoder;
-  RelayStreamDecoder* relay = nullptr;
-  if (codec == &openai_codec() || codec == &azure_codec()) {
-    auto d = openai_relay_decoder(a.chunk_id, plan.target.model);
-    relay = d.get();
-    decoder = std::move(d);
-  } else {
-    decoder = codec->stream_decoder();
-  }
+  std::unique_ptr<StreamDecoder> decoder = codec == &openai_codec() || codec == &azure_codec()
+                                               ? openai_relay_decoder(a.chunk_id, plan.target.model)
+                                               : codec->stream_decoder();
   ChunkAccumulator acc;
   std::vector<ChatChunk> chunks, held;
   const Nanos stall = plan.stall_timeout.count() > 0 ? plan.stall_timeout : a.default_stall;
@@ -193,8 +191,8 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
     }
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       ChatChunk& c = chunks[k];
-      // The provider's event for this chunk when it is relayed as received ("" otherwise).
-      const std::string_view event = relay && k < relay->events().size() ? std::string_view(relay->events()[k]) : std::string_view{};
+      // The chunks of one upstream read go out in one write: the sink may hold all but the last.
+      c.more = k + 1 < chunks.size();
       if (c.id != a.chunk_id) c.id = a.chunk_id;
       if (c.model != plan.target.model) c.model = plan.target.model;
       if (c.created == 0) c.created = created_now;  // Anthropic, Gemini...: no creation time of their own
@@ -205,19 +203,17 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       }
       if (!first_output) {
         end.ttft = clock.now() - t0;
-        for (auto& h : held)
+        for (auto& h : held) {
+          h.more = true;  // `c` follows at once
           if (auto v = co_await sink(h); v != SinkVerdict::written) {
             stop(v);
             co_return end;
           }
+        }
         held.clear();
         first_output = true;
       }
-      SinkVerdict v;
-      {
-        const RelayedEvent handoff(c, event);  // read by the caller's sink before it suspends
-        v = co_await sink(c);
-      }
+      const SinkVerdict v = co_await sink(c);
       if (v != SinkVerdict::written) {
         stop(v);
         co_return end;
@@ -242,11 +238,14 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       if (!first_output) {
         // An empty but well-formed stream: deliver what was held.
         end.ttft = clock.now() - t0;
-        for (auto& h : held)
+        for (std::size_t i = 0; i < held.size(); ++i) {
+          ChatChunk& h = held[i];
+          h.more = i + 1 < held.size();
           if (auto v = co_await sink(h); v != SinkVerdict::written) {
             stop(v);
             co_return end;
           }
+        }
         first_output = true;
       }
       ChatResponse r = acc.finish();

@@ -72,6 +72,10 @@ class ResponseWriter {
   virtual net::awaitable<bool> start_stream(int status, std::string content_type, Headers extra = {}) = 0;
   virtual net::awaitable<bool> write(std::string_view piece) = 0;
   virtual net::awaitable<bool> end_stream() = 0;
+  /// start_stream() and write(first) in one send.
+  virtual net::awaitable<bool> start_stream(int status, std::string content_type, Headers extra, std::string_view first) = 0;
+  /// write(last) and end_stream() in one send.
+  virtual net::awaitable<bool> end_stream(std::string_view last) = 0;
   /// Drops the connection without finishing the response (fault injection).
   virtual void abort() = 0;
   /// Cancels `token` if the client closes its connection before stop_watching() (detected

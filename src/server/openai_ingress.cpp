@@ -2,7 +2,6 @@
 #include <algorithm>
 
 #include "modelux/scrub.hpp"
-#include "wire/openai_relay.hpp"
 #include "server/kept.hpp"
 #include "server/metrics.hpp"
 #include "server/routes.hpp"
@@ -67,11 +66,18 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
     }
     st.ok.fetch_add(1, std::memory_order_relaxed);
     ChatResponse& resp = *done.result;
-    resp.id = "chatcmpl-" + rid.substr(4);
+    std::string id = "chatcmpl-" + rid.substr(4);
     if (!done.served.model.empty()) resp.model = done.served.model;
     extra.emplace_back("x-modelux-served-by", done.served.key());
     Reply r;
-    r.body = to_json(resp).dump(-1, ' ', false, Json::error_handler_t::replace);
+    // An OpenAI-format provider's body goes out as received with our id and model (no
+    // re-encode); any other answer is encoded from the unified response.
+    if (!resp.relayed.empty()) {
+      r.body = resp.relayed.with(id, resp.model);
+    } else {
+      resp.id = std::move(id);
+      r.body = to_json(resp).dump(-1, ' ', false, Json::error_handler_t::replace);
+    }
     r.headers = std::move(extra);
     if (kept) kept->store(200, r.body);
     co_return r;
@@ -79,28 +85,36 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
 
   st.streams.fetch_add(1, std::memory_order_relaxed);
   bool started = false;
-  AsyncChunkSink sink = [&](const ChatChunk& ch) -> net::awaitable<bool> {
-    // The provider's event for this chunk when the relay passes it through as received; taken
-    // before the first suspension (see RelayedEvent).
-    const std::string_view relayed = RelayedEvent::take(ch);
+  // Events not yet written: the chunks of one upstream read (ChatChunk::more) go out in one
+  // write, and the stream's header with the first of them.
+  std::string pending;
+  auto flush = [&]() -> net::awaitable<bool> {
+    bool ok = true;
     if (!started) {
       started = true;
       std::string content_type = "text/event-stream";
-      if (!co_await w.start_stream(200, std::move(content_type), extra)) co_return false;
+      ok = co_await w.start_stream(200, std::move(content_type), extra, pending);
+    } else if (!pending.empty()) {
+      ok = co_await w.write(pending);
     }
-    if (ch.usage && ch.choices.empty() && !include_usage) co_return true;
-      // The provider's event, already what the caller gets: written as is, one write per
-    // event, nothing re-encoded.
-    if (!relayed.empty() && (!ch.usage || include_usage)) co_return co_await w.write(relayed);
-    std::string event;
-    if (ch.usage && !include_usage) {
-      ChatChunk copy = ch;
-      copy.usage.reset();
-      event = encode_sse_chunk(copy);
-    } else {
-      event = encode_sse_chunk(ch);
+    pending.clear();
+    co_return ok;
+  };
+  AsyncChunkSink sink = [&](const ChatChunk& ch) -> net::awaitable<bool> {
+    if (!(ch.usage && ch.choices.empty() && !include_usage)) {
+      // The provider's event, already what the caller gets (ChatChunk::sse): written as is.
+      if (!ch.sse.empty() && (!ch.usage || include_usage)) {
+        pending += ch.sse;
+      } else if (ch.usage && !include_usage) {
+        ChatChunk copy = ch;
+        copy.usage.reset();
+        pending += encode_sse_chunk(copy);
+      } else {
+        pending += encode_sse_chunk(ch);
+      }
     }
-    co_return co_await w.write(event);
+    if (ch.more) co_return true;
+    co_return co_await flush();
   };
   if (kept) sink = keep_stream(kept, std::move(sink));
   Completion done = co_await st.router->co_complete(std::move(creq), std::move(ctx), sink);
@@ -108,13 +122,9 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   if (st.metrics) st.metrics->observe(done.trace);
   if (done.result) {
     st.ok.fetch_add(1, std::memory_order_relaxed);
-    if (!started) {
-      started = true;
-      std::string content_type = "text/event-stream";
-      co_await w.start_stream(200, std::move(content_type), extra);
-    }
-    co_await w.write(kSseDone);
-    co_await w.end_stream();
+    if (!started) co_await flush();
+    pending += kSseDone;
+    co_await w.end_stream(pending);
     if (kept) {
       ChatResponse resp = kept->accumulated();
       resp.id = "chatcmpl-" + rid.substr(4);
@@ -126,15 +136,16 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   const Error& e = done.result.error();
   (http_status_for(e.kind) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
   if (kept) kept->store(http_status_for(e.kind), error_body(e));
-  if (!started) {
+  if (!started && pending.empty()) {
     Reply r = error_reply(e);
     r.headers = with_retry_after(extra, e);
     co_return r;
   }
   // The stream already started: end it with an explicit error event and no [DONE], so a
   // truncated answer can never look like a clean end.
-  co_await w.write("data: " + error_body(e) + "\n\n");
-  co_await w.end_stream();
+  if (!started) co_await flush();
+  pending += "data: " + error_body(e) + "\n\n";
+  co_await w.end_stream(pending);
   co_return std::nullopt;
 }
 

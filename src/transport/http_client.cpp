@@ -5,7 +5,9 @@
 // connection the server already closed is detected on first use and the request is retried
 // once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
 // with buffer_body, so a slow consumer slows only its own upstream read.
+#include <array>
 #include <cerrno>
+#include <span>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
@@ -15,6 +17,8 @@
 #include <vector>
 
 #include <boost/asio/cancellation_state.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -153,6 +157,9 @@ class BeastHttpStream final : public HttpStream {
   net::awaitable<Result<std::string>> read_some(Instant deadline) override;
   net::awaitable<Result<std::string>> read_all(Instant deadline) override;
   net::awaitable<Result<std::string>> read_some_real(Instant deadline);  // deadline in real time
+  // Completes the body from bytes already received, without waiting. True: the rest is still
+  // to come (worth a short wait); false: done_ says whether it completed.
+  bool finish_received() noexcept;
   void abort() noexcept override {
     if (conn_) {
       beast::error_code ec;
@@ -267,15 +274,60 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   void give_back(std::unique_ptr<Connection> c) {
     std::lock_guard lk(mu_);
     --leased_;
+    park(std::move(c));
+  }
+  // Into the idle pool (or closed when it is full); mu_ held.
+  void park(std::unique_ptr<Connection> c) {
     if (!c) return;
     auto& v = idle_[c->origin];
+    const auto now = std::chrono::steady_clock::now();
+    // The oldest idle connections sit at the front: those past the idle timeout go, so a pool
+    // that grew for a burst shrinks back while traffic goes on.
+    std::size_t expired = 0;
+    while (expired < v.size() && now - v[expired]->idle_since > opts_.idle_timeout) ++expired;
+    if (expired) v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(expired));
     if (v.size() >= opts_.max_idle_per_origin) return;
-    c->idle_since = std::chrono::steady_clock::now();
+    // An idle connection keeps no large read buffer: it grew to the largest read of its last
+    // answer (up to 64 KB for a stream), and a pool of such buffers outlives every burst.
+    if (c->buffer.size() == 0 && c->buffer.capacity() > 4096) c->buffer.shrink_to_fit();
+    c->idle_since = now;
     v.push_back(std::move(c));
   }
   void dropped() {
     std::lock_guard lk(mu_);
     --leased_;
+  }
+  // The end of a body its reader no longer needs (a stream's last chunk after data: [DONE])
+  // had not arrived: read it in the background for up to 2 s, then pool the connection. It no
+  // longer counts as leased meanwhile (nobody uses it).
+  void finish_later(std::unique_ptr<Connection> conn, std::unique_ptr<http::response_parser<http::buffer_body>> parser) {
+    dropped();
+    Connection* c = conn.get();
+    auto* p = parser.get();
+    net::co_spawn(
+        c->lowest().get_executor(),
+        [self = shared_from_this(), conn = std::move(conn), parser = std::move(parser), c, p]() mutable -> net::awaitable<void> {
+          std::array<char, 512> sink;
+          beast::error_code ec;
+          std::size_t total = 0;
+          c->lowest().expires_after(std::chrono::seconds(2));
+          while (!p->is_done() && total < 4096) {
+            p->get().body().data = sink.data();
+            p->get().body().size = sink.size();
+            co_await http::async_read_some(*c->tcp_stream, c->buffer, *p, redirect_error(use_awaitable, ec));
+            if (ec == http::error::need_buffer) ec = {};
+            if (ec) break;
+            total += sink.size() - p->get().body().size;
+          }
+          if (!ec && p->is_done() && p->get().keep_alive()) {
+            std::lock_guard lk(self->mu_);
+            self->park(std::move(conn));
+          } else {
+            beast::error_code ignore;
+            c->lowest().socket().close(ignore);
+          }
+        },
+        net::detached);
   }
   const TransportOptions& options() const noexcept { return opts_; }
 
@@ -436,39 +488,95 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     dns_.erase(url.host + ":" + url.port);
   }
 
+  // Writes the request (head and body in one gather write) and reads the response head. On a
+  // plain TCP connection the write is first tried at once without blocking: a request fits the
+  // socket buffer, so it costs one sendmsg and no asynchronous operation.
   template <class Stream>
-  net::awaitable<beast::error_code> write_and_read_head(Stream& s, Connection& c, http::request<http::string_body>& msg,
+  net::awaitable<beast::error_code> write_and_read_head(Stream& s, Connection& c, const std::string& head, std::string_view body,
                                                         http::response_parser<http::buffer_body>& parser) {
     beast::error_code ec;
     const auto cs = co_await net::this_coro::cancellation_state;
     if (cancel_requested(cs)) co_return net::error::operation_aborted;
-    co_await http::async_write(s, msg, redirect_error(use_awaitable, ec));
-    if (ec) co_return ec;
+    std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
+    std::size_t sent = 0;
+    if (!c.tls) {
+      auto& sock = c.lowest().socket();
+      if (!sock.non_blocking()) sock.non_blocking(true, ec);
+      if (!ec) sent = sock.write_some(bufs, ec);
+      if (ec == net::error::would_block || ec == net::error::try_again) ec = {}, sent = 0;
+      if (ec) co_return ec;
+    }
+    if (sent < head.size() + body.size()) {
+      std::array<net::const_buffer, 2> rest;
+      std::size_t k = 0;
+      for (const auto& b : bufs) {
+        if (sent >= b.size()) {
+          sent -= b.size();
+          continue;
+        }
+        rest[k++] = b + sent;
+        sent = 0;
+      }
+      co_await net::async_write(s, std::span<const net::const_buffer>(rest.data(), k), redirect_error(use_awaitable, ec));
+      if (ec) co_return ec;
+    }
     if (cancel_requested(cs)) co_return net::error::operation_aborted;
     co_await http::async_read_header(s, c.buffer, parser, redirect_error(use_awaitable, ec));
     co_return ec;
   }
 
+  // The request head, written by hand (Beast's serializer cost more than the rest of the write).
+  // Host, User-Agent and the framing are ours; among the spec's headers a later one of the same
+  // name replaces an earlier one.
+  static std::string request_head(const Url& url, const HttpRequestSpec& req) {
+    auto is = [](std::string_view a, std::string_view b) { return beast::iequals(a, b); };
+    std::string h;
+    h.reserve(256 + req.headers.size() * 48);
+    h += req.method.empty() ? std::string_view("POST") : std::string_view(req.method);
+    h += ' ';
+    h += url.target;
+    h += " HTTP/1.1\r\nHost: ";
+    h += url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
+    const bool default_port = (url.tls && url.port == "443") || (!url.tls && url.port == "80");
+    if (!default_port) {
+      h += ':';
+      h += url.port;
+    }
+    bool own_agent = false;
+    for (const auto& [k, v] : req.headers) own_agent = own_agent || is(k, "user-agent");
+    if (!own_agent) {
+      h += "\r\nUser-Agent: modelux/";
+      h += version();
+    }
+    h += "\r\n";
+    for (std::size_t i = 0; i < req.headers.size(); ++i) {
+      const auto& [k, v] = req.headers[i];
+      if (is(k, "host") || is(k, "content-length") || is(k, "transfer-encoding") || is(k, "connection")) continue;
+      if (k.empty() || k.find_first_of(":\r\n ") != std::string::npos || v.find_first_of("\r\n") != std::string::npos) continue;
+      bool replaced = false;
+      for (std::size_t j = i + 1; j < req.headers.size() && !replaced; ++j) replaced = is(req.headers[j].first, k);
+      if (replaced) continue;
+      h += k;
+      h += ": ";
+      h += v;
+      h += "\r\n";
+    }
+    h += "Content-Length: ";
+    h += std::to_string(req.body.size());
+    h += "\r\n\r\n";
+    return h;
+  }
+
   net::awaitable<Result<std::unique_ptr<HttpStream>>> exchange(std::unique_ptr<Connection> c, const Url& url,
                                                               const HttpRequestSpec& req, Instant deadline) {
-    http::request<http::string_body> msg;
-    msg.method_string(req.method);
-    msg.target(url.target);
-    msg.version(11);
-    bool default_port = (url.tls && url.port == "443") || (!url.tls && url.port == "80");
-    msg.set(http::field::host, default_port ? url.host : url.host + ":" + url.port);
-    msg.set(http::field::user_agent, "modelux/" + std::string(version()));
-    for (const auto& [k, v] : req.headers) msg.set(k, v);
-    msg.body() = req.body;
-    msg.prepare_payload();
-    msg.keep_alive(true);
+    const std::string head = request_head(url, req);
 
     auto parser = std::make_unique<http::response_parser<http::buffer_body>>();
     parser->header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
     parser->body_limit(opts_.max_response_bytes);
     c->lowest().expires_at(deadline);
-    beast::error_code ec = c->tls ? co_await write_and_read_head(*c->ssl_stream, *c, msg, *parser)
-                                  : co_await write_and_read_head(*c->tcp_stream, *c, msg, *parser);
+    beast::error_code ec = c->tls ? co_await write_and_read_head(*c->ssl_stream, *c, head, req.body, *parser)
+                                  : co_await write_and_read_head(*c->tcp_stream, *c, head, req.body, *parser);
     if (ec) {
       dropped();
       const auto cs = co_await net::this_coro::cancellation_state;
@@ -514,6 +622,14 @@ BeastHttpStream::BeastHttpStream(std::shared_ptr<HttpTransport> owner, std::uniq
 
 BeastHttpStream::~BeastHttpStream() {
   if (!conn_) return;
+  // A stream its reader ended early (an SSE stream after data: [DONE]) usually has the rest of
+  // its body (the last chunk) already received: finish it without waiting, and the connection
+  // can be reused instead of closed and reopened for the next stream.
+  // When the rest has not arrived yet, a detached read waits for it briefly.
+  if (!done_ && finish_received()) {
+    owner_->finish_later(std::move(conn_), std::move(parser_));
+    return;
+  }
   // Keep the connection only if the body was read to the end and the server allows it.
   if (done_ && parser_->get().keep_alive()) owner_->give_back(std::move(conn_));
   else {
@@ -521,6 +637,42 @@ BeastHttpStream::~BeastHttpStream() {
     conn_->lowest().socket().close(ec);
     owner_->dropped();
   }
+}
+
+bool BeastHttpStream::finish_received() noexcept {
+  if (conn_->tls || !conn_->lowest().socket().is_open() || !parser_->get().keep_alive()) return false;
+  if (!rbuf_) rbuf_ = std::make_unique_for_overwrite<char[]>(kReadBuf);
+  auto& sock = conn_->lowest().socket();
+  beast::error_code ec;
+  if (!sock.non_blocking()) sock.non_blocking(true, ec);
+  // A few bytes at most are missing ("\r\n0\r\n\r\n"); a body with more left is not worth it.
+  std::size_t discarded = 0;
+  bool need_more = conn_->buffer.size() == 0;
+  for (int round = 0; round < 4 && !ec && !parser_->is_done(); ++round) {
+    if (need_more) {
+      std::size_t n = sock.read_some(conn_->buffer.prepare(512), ec);
+      // Not here yet: worth waiting for; anything else: the connection is done for.
+      if (ec) return ec == net::error::would_block || ec == net::error::try_again;
+      conn_->buffer.commit(n);
+    }
+    need_more = true;
+    while (conn_->buffer.size() > 0 && !parser_->is_done()) {
+      parser_->get().body().data = rbuf_.get();
+      parser_->get().body().size = kReadBuf;
+      std::size_t used = parser_->put(conn_->buffer.data(), ec);
+      conn_->buffer.consume(used);
+      discarded += kReadBuf - parser_->get().body().size;
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec == http::error::need_more) {  // a partial element: read more
+        ec = {};
+        break;
+      }
+      if (ec || discarded > 4096) return false;
+      if (used == 0 && parser_->get().body().size == kReadBuf) break;
+    }
+  }
+  if (!ec && parser_->is_done()) done_ = true;
+  return !done_ && !ec;
 }
 
 net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant clock_deadline) {

@@ -36,6 +36,53 @@ class ChunkScan {
     ChatChunk chunk;
   };
 
+  struct ResponseOut {
+    std::size_t id_b = 0, id_e = 0, model_b = 0, model_e = 0;
+    bool has_id = false, has_model = false, has_choices = false, has_usage = false;
+    ChatResponse resp;
+  };
+
+  // A whole (non-streamed) chat.completion: true when `out.resp` holds what
+  // chat_response_from_json would give; false: take the slow path (tool calls, content parts,
+  // an error member, floats or nulls where numbers belong, duplicate keys...).
+  bool run_response(ResponseOut& out) {
+    ws();
+    std::optional<std::int64_t> cache_hit;
+    auto member = [&](std::string_view key) {
+      if (key == "id" || key == "model") {
+        const bool id = key == "id";
+        if ((id && out.has_id) || (!id && out.has_model)) return false;
+        std::size_t b = i_;
+        if (peek() != '"' || !string(id ? &out.resp.id : &out.resp.model)) return false;
+        if (id) out.id_b = b, out.id_e = i_, out.has_id = true;
+        else out.model_b = b, out.model_e = i_, out.has_model = true;
+        return true;
+      }
+      if (key == "created") return integer(out.resp.created);
+      if (key == "choices") {
+        if (out.has_choices) return false;
+        out.has_choices = true;
+        return response_choices(out.resp);
+      }
+      if (key == "usage") {
+        if (out.has_usage) return false;
+        out.has_usage = true;
+        return peek() == 'n' ? null() : usage(out.resp.usage, cache_hit);
+      }
+      if (key == "system_fingerprint") {
+        if (peek() == 'n') return null();
+        out.resp.system_fingerprint.clear();
+        return string(&out.resp.system_fingerprint);
+      }
+      if (key == "error") return false;
+      return skip();
+    };
+    if (!members(false, member)) return false;
+    ws();
+    if (cache_hit) out.resp.usage.cached_tokens = *cache_hit;  // DeepSeek's name for cache hits
+    return i_ == s_.size() && out.has_id && out.has_model && out.has_choices;
+  }
+
   // true: `out` holds the chunk; false: take the slow path.
   bool run(Out& out) {
     ws();
@@ -239,6 +286,90 @@ class ChunkScan {
     }
   }
 
+  bool response_choices(ChatResponse& r) {
+    if (!eat('[')) return false;
+    ws();
+    if (eat(']')) return true;
+    for (;;) {
+      ws();
+      Choice ch;
+      ch.index = static_cast<int>(r.choices.size());
+      bool has_message = false;
+      bool ok = members(true, [&](std::string_view key) {
+        if (key == "index") {
+          std::int64_t v = 0;
+          if (!integer(v) || v < 0 || v > 127) return false;
+          ch.index = static_cast<int>(v);
+        } else if (key == "finish_reason") {
+          if (peek() == 'n') return null();
+          ch.finish_reason.clear();
+          return string(&ch.finish_reason);
+        } else if (key == "message") {
+          if (has_message) return false;
+          has_message = true;
+          return message(ch.message);
+        } else if (!skip()) {
+          return false;
+        }
+        return true;
+      });
+      if (!ok || !has_message) return false;
+      r.choices.push_back(std::move(ch));
+      ws();
+      if (eat(',')) continue;
+      return eat(']');
+    }
+  }
+  // An assistant message with plain text (or null) content.
+  bool message(Message& m) {
+    bool has_role = false, has_content = false;
+    m.content_null = true;
+    bool ok = members(true, [&](std::string_view key) {
+      if (key == "role") {
+        if (has_role) return false;
+        has_role = true;
+        return string(&m.role) && m.role == "assistant";
+      }
+      if (key == "content") {
+        if (has_content) return false;
+        has_content = true;
+        if (peek() == 'n') return null();
+        m.content_null = false;
+        std::string& text = m.content.emplace_back().text;
+        return string(&text);
+      }
+      if (key == "refusal") {
+        if (peek() == 'n') return null();
+        m.refusal.emplace();
+        return string(&*m.refusal);
+      }
+      if (key == "annotations") return skip();
+      return null();  // tool_calls, function_call, audio, name...: the full decoder
+    });
+    if (!has_role) m.role = "assistant";
+    return ok;
+  }
+  // A usage object as usage_from_openai_json reads it; integers only.
+  bool usage(Usage& u, std::optional<std::int64_t>& cache_hit) {
+    auto details = [&](std::string_view want1, std::int64_t* out1, std::string_view want2, std::int64_t* out2) {
+      return members(true, [&](std::string_view key) {
+        if (key == want1) return integer(*out1);
+        if (out2 && key == want2) return integer(*out2);
+        return skip();
+      });
+    };
+    return members(true, [&](std::string_view key) {
+      if (key == "prompt_tokens") return integer(u.prompt_tokens);
+      if (key == "completion_tokens") return integer(u.completion_tokens);
+      if (key == "prompt_cache_hit_tokens") return integer(cache_hit.emplace());
+      if (key == "prompt_tokens_details")
+        return peek() == 'n' ? null() : details("cached_tokens", &u.cached_tokens, "cache_write_tokens", &u.cache_write_tokens);
+      if (key == "completion_tokens_details")
+        return peek() == 'n' ? null() : details("reasoning_tokens", &u.reasoning_tokens, {}, nullptr);
+      return skip();
+    });
+  }
+
   bool choices(ChatChunk& c) {
     if (!eat('[')) return false;
     ws();
@@ -305,17 +436,14 @@ std::string json_quoted(std::string_view s) {
 
 // OpenAI's stream. In relay mode (a chunk id and model given) every chunk it can scan cheaply
 // also yields its event for the caller: the upstream's bytes with the id and model replaced.
-class OpenAIStreamDecoder final : public RelayStreamDecoder {
+class OpenAIStreamDecoder final : public StreamDecoder {
  public:
   OpenAIStreamDecoder() = default;
   OpenAIStreamDecoder(std::string_view chunk_id, std::string_view model)
       : relay_(true), id_(chunk_id), model_(model), id_json_(json_quoted(chunk_id)), model_json_(json_quoted(model)) {}
 
-  const std::vector<std::string>& events() const noexcept override { return out_events_; }
-
   Result<void> feed(std::string_view bytes, std::vector<ChatChunk>& out) override {
     events_.clear();
-    out_events_.clear();
     auto r = sse_.feed(bytes, events_);
     if (!r) return r;
     for (auto& ev : events_) {
@@ -324,10 +452,12 @@ class OpenAIStreamDecoder final : public RelayStreamDecoder {
         done_ = true;
         break;
       }
-      if (relay_ && ev.event.empty()) {
+      // Relayed bytes reach the caller as they are: invalid UTF-8 takes the full decode, whose
+      // encoder replaces it (as every re-encoded answer always did).
+      if (relay_ && ev.event.empty() && valid_utf8(ev.data)) {
         ChunkScan::Out o;
         if (ChunkScan(ev.data).run(o)) {
-          std::string& e = out_events_.emplace_back();
+          std::string& e = o.chunk.sse;
           const std::string_view d = ev.data;
           e.reserve(d.size() + id_json_.size() + model_json_.size() + 8);
           std::size_t b1 = o.id_b, e1 = o.id_e, b2 = o.model_b, e2 = o.model_e;
@@ -347,7 +477,6 @@ class OpenAIStreamDecoder final : public RelayStreamDecoder {
         }
       }
       if (auto rr = slow(ev, out); !rr) return rr;
-      if (relay_) out_events_.emplace_back();
     }
     return {};
   }
@@ -404,7 +533,6 @@ class OpenAIStreamDecoder final : public RelayStreamDecoder {
   bool done_ = false;
   bool relay_ = false;
   std::string id_, model_, id_json_, model_json_;
-  std::vector<std::string> out_events_;
 };
 
 class OpenAICodec final : public Codec {
@@ -514,29 +642,38 @@ const Codec& openai_codec() {
   return c;
 }
 
-std::unique_ptr<RelayStreamDecoder> openai_relay_decoder(std::string_view chunk_id, std::string_view model) {
+std::unique_ptr<StreamDecoder> openai_relay_decoder(std::string_view chunk_id, std::string_view model) {
   return std::make_unique<OpenAIStreamDecoder>(chunk_id, model);
 }
 
-namespace {
-struct Handoff {
-  const ChatChunk* chunk = nullptr;
-  std::string_view event;
-};
-thread_local Handoff t_handoff;
-}  // namespace
+std::optional<ChatResponse> openai_relay_response(std::string&& body) {
+  if (!valid_utf8(body)) return std::nullopt;  // relayed bytes must be valid; the encoder replaces
+  ChunkScan::ResponseOut o;
+  if (!ChunkScan(body).run_response(o)) return std::nullopt;
+  ChatResponse r = std::move(o.resp);
+  r.relayed.id_begin = o.id_b;
+  r.relayed.id_end = o.id_e;
+  r.relayed.model_begin = o.model_b;
+  r.relayed.model_end = o.model_e;
+  r.relayed.json = std::move(body);
+  return r;
+}
 
-RelayedEvent::RelayedEvent(const ChatChunk& c, std::string_view event) noexcept : chunk_(&c) {
-  t_handoff = {&c, event};
-}
-RelayedEvent::~RelayedEvent() {
-  if (t_handoff.chunk == chunk_) t_handoff = {};
-}
-std::string_view RelayedEvent::take(const ChatChunk& c) noexcept {
-  if (t_handoff.chunk != &c) return {};
-  std::string_view e = t_handoff.event;
-  t_handoff = {};
-  return e;
+std::string RelayedBody::with(std::string_view id, std::string_view model) const {
+  if (json.empty()) return {};
+  const std::string qid = json_quoted(id), qmodel = json_quoted(model);
+  std::size_t b1 = id_begin, e1 = id_end, b2 = model_begin, e2 = model_end;
+  const std::string *r1 = &qid, *r2 = &qmodel;
+  if (b2 < b1) std::swap(b1, b2), std::swap(e1, e2), std::swap(r1, r2);
+  const std::string_view d = json;
+  std::string out;
+  out.reserve(d.size() + qid.size() + qmodel.size());
+  out.append(d.substr(0, b1));
+  out += *r1;
+  out.append(d.substr(e1, b2 - e1));
+  out += *r2;
+  out.append(d.substr(e2));
+  return out;
 }
 
 }  // namespace modelux
