@@ -1,9 +1,11 @@
 // Stream bytes of every family, fed in pieces whose sizes come from the input, then finish().
-// Also checks that split and whole feeding agree on success.
+// Also checks that split and whole feeding agree on success, and re-encodes whatever chunks came
+// out as Anthropic's event stream (the ingress's encoder takes chunks of every family).
 #include <cstdlib>
 #include <vector>
 
 #include "common.hpp"
+#include "wire/anthropic_messages.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
@@ -19,5 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ok_split = split->feed(bytes.substr(i, step), b).has_value();
   if (ok_split) ok_split = split->finish(b).has_value();
   if (ok_whole != ok_split || (ok_whole && a.size() != b.size())) std::abort();  // split-dependence is a bug
+  modelux::wire::AnthropicStreamEncoder enc("msg_fuzz", "m");
+  std::string events;
+  for (const auto& c : a) enc.add(c, events);
+  enc.finish(events);
+  if (events.find("event: message_stop") == std::string::npos) std::abort();  // every stream is closed
   return 0;
 }
