@@ -13,7 +13,7 @@ HealthRegistry& shared_registry() {
   static bool init = [] {
     ManualClock c;
     AttemptResult ok;
-    ok.ok = true;
+    ok.answer = ChatResponse{};
     ok.latency = std::chrono::milliseconds(250);
     for (int i = 0; i < 64; ++i)
       for (int j = 0; j < 20; ++j) h.observe("p" + std::to_string(i) + "/m", ok, c.now());
@@ -55,7 +55,7 @@ void BM_Observe(benchmark::State& state) {
   HealthRegistry h;
   ManualClock c;
   AttemptResult ok;
-  ok.ok = true;
+  ok.answer = ChatResponse{};
   ok.latency = std::chrono::milliseconds(250);
   for (auto _ : state) {
     h.observe("openai/gpt-4o", ok, c.now());

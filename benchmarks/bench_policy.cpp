@@ -63,7 +63,7 @@ void decision_bench(benchmark::State& state, bool reuse) {
   HealthRegistry health;
   ManualClock clock;
   AttemptResult ok;
-  ok.ok = true;
+  ok.answer = ChatResponse{};
   ok.latency = std::chrono::milliseconds(300);
   // Strategies that read the answer (ensemble votes, cascade checks) get one; single and
   // fallback get a usage-only result, so the count is the routing core's own allocations —
@@ -76,15 +76,18 @@ void decision_bench(benchmark::State& state, bool reuse) {
     cp.text = "Paris";
     c.message.content.push_back(cp);
     c.finish_reason = "stop";
-    ok.response.choices.push_back(c);
+    ok.answer->choices.push_back(c);
   }
   ok.usage.prompt_tokens = 30;
   ok.usage.completion_tokens = 2;
   // Row 8: the first attempt of each decision answers 429, so the fallback fails over once.
   const int fail_first = state.range(0) == 8 ? 1 : 0;
-  AttemptResult bad;
-  bad.error.kind = ErrorKind::rate_limited;
-  bad.error.status = 429;
+  AttemptResult bad;  // failed
+  bad.answer.error().kind = ErrorKind::rate_limited;
+  bad.answer.error().status = 429;
+  // An ensemble tries its three members at once; every other row tries one target, plus
+  // one for the failover of row 8.
+  const std::size_t expected_attempts = state.range(0) == 4 ? 3 : static_cast<std::size_t>(fail_first + 1);
   SessionInputs in;
   in.request = &req;
   in.context = &ctx;
@@ -105,7 +108,7 @@ void decision_bench(benchmark::State& state, bool reuse) {
     }
     benchmark::DoNotOptimize(st.kind);
     benchmark::DoNotOptimize(s.trace().total);
-    if (st.kind != Step::Kind::done || s.trace().attempts.size() != static_cast<std::size_t>(fail_first + 1))
+    if (st.kind != Step::Kind::done || s.trace().attempts.size() != expected_attempts)
       state.SkipWithError("the decision did not go as the row says");
   };
   // Warm-up: a reused session reaches its steady state (buffers sized) after one request.

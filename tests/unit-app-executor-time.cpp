@@ -14,8 +14,11 @@
 #include "modelux/router.hpp"
 #include "modelux/testing.hpp"
 #include "modelux/timer.hpp"
+#include "support/router_fixture.hpp"
 
 using namespace modelux;
+using modelux::test::ask;
+using modelux::test::chain;
 using namespace std::chrono_literals;
 
 namespace {
@@ -37,12 +40,7 @@ struct SimFixture {
     auto t = mock::make_simulated_transport(clock, mo);
     REQUIRE(t);
     transport = *t;
-    const std::string base = "http://provider.sim";
-    Json doc = {{"providers",
-                 {{"anthropic", {{"base_url", base}, {"api_key", "k-a"}}},
-                  {"openai", {{"base_url", base + "/v1"}, {"api_keys", {"k-o1", "k-o2"}}}},
-                  {"google", {{"base_url", base}, {"api_key", "k-g"}}}}},
-                {"routing", std::move(routing)}};
+    Json doc = test::mock_providers_config("http://provider.sim", std::move(routing));
     auto cfg = Config::from_json(doc);
     REQUIRE(cfg);
     RouterOptions ro;
@@ -95,23 +93,6 @@ struct SimFixture {
     return text;
   }
 };
-
-Json chain(int total_budget_ms = 4000, int attempt_ms = 1500) {
-  return {{"strategy", "fallback"},
-          {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", attempt_ms}},
-                        {{"model", "gpt-4o-mini"}, {"timeout_ms", attempt_ms}},
-                        {{"model", "gemini-2.5-flash"}, {"timeout_ms", attempt_ms}}}},
-          {"retry_on", {"429", "5xx", "timeout", "connection", "malformed"}},
-          {"total_budget_ms", total_budget_ms}};
-}
-
-ChatRequest ask(std::string model, bool stream = false) {
-  ChatRequest r;
-  r.model = std::move(model);
-  r.messages.push_back(Message::user("hello"));
-  r.stream = stream;
-  return r;
-}
 
 // Distinct answers per model, so that interleaved streams show in the text.
 const std::string kHaiku = "haiku says one two three four five six seven eight nine ten.";

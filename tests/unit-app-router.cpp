@@ -16,8 +16,11 @@
 #include "modelux/budget.hpp"
 #include "modelux/health.hpp"
 #include "modelux/router.hpp"
+#include "support/router_fixture.hpp"
 
 using namespace modelux;
+using modelux::test::ask;
+using modelux::test::chain;
 
 namespace {
 
@@ -31,13 +34,8 @@ struct Fixture {
     auto m = mock::MockProvider::start(mo);
     REQUIRE(m);
     mock = std::move(*m);
-    std::string base = mock->base_url();
-    Json doc = {{"providers",
-                 {{"anthropic", {{"base_url", base}, {"api_key", "k-a"}}},
-                  {"openai", {{"base_url", base + "/v1"}, {"api_keys", {"k-o1", "k-o2"}}}},
-                  {"google", {{"base_url", base}, {"api_key", "k-g"}}}}},
-                {"routing", std::move(routing)},
-                {"tracing", std::move(tracing)}};
+    Json doc = test::mock_providers_config(mock->base_url(), std::move(routing));
+    doc["tracing"] = std::move(tracing);
     auto cfg = Config::from_json(doc);
     REQUIRE(cfg);
     RouterOptions ro;
@@ -47,23 +45,6 @@ struct Fixture {
     router = std::move(*r);
   }
 };
-
-Json chain(int total_budget_ms = 4000, int attempt_ms = 1500) {
-  return {{"strategy", "fallback"},
-          {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", attempt_ms}},
-                        {{"model", "gpt-4o-mini"}, {"timeout_ms", attempt_ms}},
-                        {{"model", "gemini-2.5-flash"}, {"timeout_ms", attempt_ms}}}},
-          {"retry_on", {"429", "5xx", "timeout", "connection", "malformed"}},
-          {"total_budget_ms", total_budget_ms}};
-}
-
-ChatRequest ask(std::string model, bool stream = false) {
-  ChatRequest r;
-  r.model = std::move(model);
-  r.messages.push_back(Message::user("hello"));
-  r.stream = stream;
-  return r;
-}
 
 }  // namespace
 

@@ -9,16 +9,16 @@ using namespace std::chrono_literals;
 namespace {
 AttemptResult ok(Nanos latency) {
   AttemptResult r;
-  r.ok = true;
+  r.answer = ChatResponse{};
   r.latency = latency;
   return r;
 }
 AttemptResult err(ErrorKind k, int status = 0, std::optional<Millis> retry_after = std::nullopt) {
-  AttemptResult r;
-  r.ok = false;
-  r.error.kind = k;
-  r.error.status = status;
-  r.error.retry_after = retry_after;
+  AttemptResult r;  // failed
+  Error& e = r.answer.error();
+  e.kind = k;
+  e.status = status;
+  e.retry_after = retry_after;
   return r;
 }
 constexpr std::string_view kT = "openai/gpt-4o";
@@ -195,8 +195,8 @@ TEST_CASE("HealthRegistry: prompt-cache affinity holds for the TTL") {
 namespace {
 AttemptResult local_failure(ErrorKind k) {
   AttemptResult r = err(k);
-  r.error.local = true;
-  r.error.message = "connect: Too many open files (local)";
+  r.answer.error().local = true;
+  r.answer.error().message = "connect: Too many open files (local)";
   return r;
 }
 }  // namespace
@@ -223,13 +223,10 @@ TEST_CASE("HealthRegistry: 100 local failures do not open a breaker, 100 provide
     for (int i = 0; i < 100; ++i) h.observe(kT, local_failure(ErrorKind::rate_limited), c.now());
     CHECK(h.stats(kT, c.now()).admits);
   }
-  SUBCASE("cancelled and never-started attempts leave no trace either") {
-    AttemptResult refused;
-    refused.not_admitted = true;
-    for (int i = 0; i < 100; ++i) {
-      h.observe(kT, err(ErrorKind::cancelled), c.now());
-      h.observe(kT, refused, c.now());
-    }
+  SUBCASE("cancelled attempts leave no trace either") {
+    // A never-started attempt is an AttemptSkip, which observe() cannot even be given.
+    static_assert(!std::is_convertible_v<AttemptSkip, const AttemptResult&>);
+    for (int i = 0; i < 100; ++i) h.observe(kT, err(ErrorKind::cancelled), c.now());
     CHECK(h.stats(kT, c.now()).breaker == BreakerState::closed);
     CHECK(h.state_json(c.now())["targets"].empty());
   }

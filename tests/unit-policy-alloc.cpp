@@ -66,13 +66,13 @@ void check_no_allocation(const Case* cases, std::size_t n_cases) {
   in.request = &req;
   in.context = &ctx;
   AttemptResult ok;
-  ok.ok = true;
+  ok.answer = ChatResponse{};
   ok.latency = std::chrono::milliseconds(300);
   ok.usage.prompt_tokens = 30;
   ok.usage.completion_tokens = 2;
-  AttemptResult bad;
-  bad.error.kind = ErrorKind::rate_limited;
-  bad.error.status = 429;
+  AttemptResult bad;  // failed
+  bad.answer.error().kind = ErrorKind::rate_limited;
+  bad.answer.error().status = 429;
   for (std::size_t k = 0; k < n_cases; ++k) {
     const Case& c = cases[k];
     CAPTURE(c.config);

@@ -44,14 +44,15 @@ ChatRequest request(bool stream) {
 AttemptResult ok_result(std::uint32_t id, std::string text, std::int64_t tokens, Nanos ttft) {
   AttemptResult r;
   r.id = id;
-  r.ok = true;
   Choice c;
   c.message.role = "assistant";
   ContentPart cp;
   cp.text = std::move(text);
   c.message.content.push_back(cp);
   c.finish_reason = "stop";
-  r.response.choices.push_back(c);
+  ChatResponse resp;
+  resp.choices.push_back(c);
+  r.answer = std::move(resp);
   r.usage.prompt_tokens = 3;
   r.usage.completion_tokens = tokens;
   r.ttft = ttft;
@@ -61,9 +62,11 @@ AttemptResult ok_result(std::uint32_t id, std::string text, std::int64_t tokens,
 AttemptResult failed(std::uint32_t id, ErrorKind k, std::string msg, int status = 0) {
   AttemptResult r;
   r.id = id;
-  r.error.kind = k;
-  r.error.message = std::move(msg);
-  r.error.status = status;
+  Error e;
+  e.kind = k;
+  e.message = std::move(msg);
+  e.status = status;
+  r.answer = std::unexpected(std::move(e));
   return r;
 }
 

@@ -95,7 +95,6 @@ Run drive(std::shared_ptr<const Policy> p, const std::function<Reply(const Attem
         if (rep.hang) continue;
         AttemptResult r;
         r.id = plan.id;
-        r.ok = rep.ok;
         r.latency = rep.latency;
         r.delivered = rep.delivered;
         if (rep.ok) {
@@ -105,13 +104,17 @@ Run drive(std::shared_ptr<const Policy> p, const std::function<Reply(const Attem
           cp.text = rep.text;
           c.message.content.push_back(cp);
           c.finish_reason = "stop";
-          r.response.choices.push_back(c);
+          ChatResponse resp;
+          resp.choices.push_back(c);
+          r.answer = std::move(resp);
           r.usage.prompt_tokens = 10;
           r.usage.completion_tokens = 5;
         } else {
-          r.error.kind = rep.kind;
-          r.error.status = rep.status;
-          r.error.message = "scripted failure";
+          Error e;
+          e.kind = rep.kind;
+          e.status = rep.status;
+          e.message = "scripted failure";
+          r.answer = std::unexpected(std::move(e));
         }
         pending.emplace_back(clock.now() + rep.latency, r);
       }
@@ -684,17 +687,14 @@ TEST_CASE("RoutingSession: a refused health claim is a skip with today's text, n
   CHECK(st.attempts[0].target.model == "claude-haiku-4-5");
   CHECK(st.attempts[0].must_claim);
   // The executor's claim is refused: another request holds the probe.
-  AttemptResult refused;
-  refused.id = st.attempts[0].id;
-  refused.not_admitted = true;
-  s.report(refused, clock.now());
+  s.report(AttemptSkip{.id = st.attempts[0].id, .reason = SkipReason::not_admitted}, clock.now());
   st = s.next(clock.now());
   REQUIRE(st.kind == Step::Kind::attempt);
   CHECK(st.attempts[0].target.model == "gpt-4o-mini");
   CHECK(st.cancel.empty());  // it never ran: nothing to stop
   AttemptResult good;
   good.id = st.attempts[0].id;
-  good.ok = true;
+  good.answer = ChatResponse{};
   s.report(good, clock.now());
   st = s.next(clock.now());
   REQUIRE(st.kind == Step::Kind::done);
@@ -710,6 +710,57 @@ TEST_CASE("RoutingSession: a refused health claim is a skip with today's text, n
     REQUIRE(st.kind == Step::Kind::attempt);
     CHECK(st.attempts[0].id == 1);
     CHECK(s.trace().attempts.size() == 1);
+  }
+}
+
+namespace {
+/// A session started on `config` at the clock's now, for tests that report by hand.
+struct HandDriven {
+  CatalogResolver resolver;
+  ManualClock clock;
+  ChatRequest req = make_request();
+  SessionInputs in;
+  RoutingSession s;
+  explicit HandDriven(const char* config) {
+    in.request = &req;
+    in.start = clock.now();
+    s.reset(compile_ok(Json::parse(config), resolver), in);
+  }
+  /// The id of the one attempt the first step asks for.
+  std::uint32_t first_attempt() {
+    Step st = s.next(clock.now());
+    REQUIRE(st.kind == Step::Kind::attempt);
+    return st.attempts[0].id;
+  }
+};
+}  // namespace
+
+TEST_CASE("AttemptResult: a result nobody filled in is a failure, never an empty success") {
+  AttemptResult r;
+  CHECK_FALSE(r.served());
+  CHECK(r.answer.error().kind == ErrorKind::internal);
+  HandDriven d(R"({"strategy":"single","model":"gpt-4o-mini"})");
+  r.id = d.first_attempt();
+  d.s.report(r, d.clock.now());
+  CHECK(d.s.next(d.clock.now()).kind == Step::Kind::failed);
+  CHECK(d.s.error().kind == ErrorKind::internal);
+}
+
+TEST_CASE("RoutingSession: a skip reported for the committed attempt fails the request instead of waiting") {
+  HandDriven d(R"({"strategy":"fallback","attempts":["claude-haiku-4-5","gpt-4o-mini"]})");
+  const std::uint32_t id = d.first_attempt();
+  REQUIRE(d.s.commit(id, d.clock.now()));
+  d.s.report(AttemptSkip{.id = id}, d.clock.now());  // a driver bug: it wrote output, then said it never started
+  // No failover after output, and no wait for a report that never comes.
+  REQUIRE(d.s.next(d.clock.now()).kind == Step::Kind::failed);
+  CHECK(d.s.error().kind == ErrorKind::internal);
+  CHECK(d.s.trace().attempts.size() == 1);
+  SUBCASE("a later report for it changes nothing") {
+    AttemptResult late;
+    late.id = id;
+    late.answer = ChatResponse{};
+    d.s.report(late, d.clock.now());
+    CHECK(d.s.next(d.clock.now()).kind == Step::Kind::failed);
   }
 }
 
@@ -744,9 +795,11 @@ TEST_CASE("FallbackStrategy: a local failure fails over whatever retry_on says")
     Step st = s.next(clock.now());
     AttemptResult r1;
     r1.id = st.attempts[0].id;
-    r1.error.kind = local ? ErrorKind::local_resource_exhausted : ErrorKind::server_error;
-    r1.error.local = local;
-    r1.error.message = local ? "connect: Too many open files" : "boom";
+    Error e;
+    e.kind = local ? ErrorKind::local_resource_exhausted : ErrorKind::server_error;
+    e.local = local;
+    e.message = local ? "connect: Too many open files" : "boom";
+    r1.answer = std::unexpected(std::move(e));
     s.report(r1, clock.now());
     st = s.next(clock.now());
     if (!local) {  // a provider 500 outside retry_on ends the request

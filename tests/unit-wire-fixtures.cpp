@@ -4,92 +4,17 @@
 // not produced by our server-side codecs, so they catch a misreading that the mock would share.
 #include <doctest/doctest.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "modelux/wire.hpp"
-#include "support/paths.hpp"
+#include "support/wire_decode.hpp"
 #include "wire/codecs.hpp"
 
 using namespace modelux;
+using modelux::test::check_every_split;
+using modelux::test::codec;
+using modelux::test::Decoded;
+using modelux::test::fixture;
 
 namespace {
-
-std::string fixture(const std::string& name) {
-  std::ifstream f(modelux::test::source_dir() + "/tests/fixtures/wire/" + name, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "missing fixture " << name);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-const Codec& codec(std::string_view family) {
-  const Codec* c = find_codec(family);
-  REQUIRE_MESSAGE(c != nullptr, "no codec for " << family);
-  return *c;
-}
-
-struct Decoded {
-  ChatResponse response;
-  bool ok = true;
-  Error error;
-  int usage_chunks = 0;
-};
-
-Decoded decode_parts(std::string_view family, const std::vector<std::string_view>& parts) {
-  auto dec = codec(family).stream_decoder();
-  std::vector<ChatChunk> out;
-  Decoded d;
-  for (auto p : parts) {
-    if (auto r = dec->feed(p, out); !r) {
-      d.ok = false;
-      d.error = r.error();
-      return d;
-    }
-  }
-  if (auto r = dec->finish(out); !r) {
-    d.ok = false;
-    d.error = r.error();
-  }
-  ChunkAccumulator acc;
-  for (const auto& c : out) {
-    acc.add(c);
-    if (c.usage) ++d.usage_chunks;
-  }
-  d.response = acc.finish();
-  return d;
-}
-
-std::string summary(const ChatResponse& r) {
-  std::string s;
-  for (const auto& c : r.choices) {
-    s += "[" + std::to_string(c.index) + "] text=" + c.message.text() + " finish=" + c.finish_reason;
-    for (const auto& t : c.message.tool_calls) s += " call(" + t.id + "," + t.name + "," + t.arguments + ")";
-  }
-  s += " usage=" + std::to_string(r.usage.prompt_tokens) + "/" + std::to_string(r.usage.completion_tokens) + "/" +
-       std::to_string(r.usage.cached_tokens) + "/" + std::to_string(r.usage.cache_write_tokens) + "/" +
-       std::to_string(r.usage.reasoning_tokens);
-  return s;
-}
-
-// Decodes the whole stream, then checks every two-way split and a byte-by-byte feed agree.
-Decoded decode_stream(std::string_view family, const std::string& bytes) {
-  Decoded whole = decode_parts(family, {bytes});
-  REQUIRE_MESSAGE(whole.ok, whole.error.describe());
-  std::string expect = summary(whole.response);
-  for (std::size_t i = 0; i <= bytes.size(); ++i) {
-    std::string_view b = bytes;
-    Decoded d = decode_parts(family, {b.substr(0, i), b.substr(i)});
-    REQUIRE_MESSAGE(d.ok, "split at " << i << ": " << d.error.describe());
-    REQUIRE_MESSAGE(summary(d.response) == expect, "split at " << i);
-  }
-  std::vector<std::string_view> bytewise;
-  for (std::size_t i = 0; i < bytes.size(); ++i) bytewise.push_back(std::string_view(bytes).substr(i, 1));
-  Decoded d = decode_parts(family, bytewise);
-  REQUIRE(d.ok);
-  CHECK(summary(d.response) == expect);
-  return whole;
-}
 
 ChatResponse decode_json(std::string_view family, const std::string& body) {
   auto r = codec(family).decode_response(body);
@@ -120,7 +45,7 @@ TEST_CASE("Fixture openai_response.json: text, stop, usage") {
 }
 
 TEST_CASE("Fixture openai_stream_text.sse: text pieces, finish chunk, then the usage chunk") {
-  Decoded d = decode_stream("openai", fixture("openai_stream_text.sse"));
+  Decoded d = check_every_split("openai", fixture("openai_stream_text.sse"));
   CHECK(d.response.choices.at(0).message.text() == "Hello!");
   CHECK(d.response.choices.at(0).finish_reason == "stop");
   CHECK(d.usage_chunks == 1);
@@ -136,7 +61,7 @@ TEST_CASE("Fixture azure_response.json: content filter results around an OpenAI 
 }
 
 TEST_CASE("Fixture azure_stream.sse: the leading prompt-filter chunk with no choices and no id") {
-  Decoded d = decode_stream("azure", fixture("azure_stream.sse"));
+  Decoded d = check_every_split("azure", fixture("azure_stream.sse"));
   REQUIRE(d.response.choices.size() == 1);
   CHECK(d.response.choices[0].message.text() == "Azure says hello.");
   CHECK(d.response.choices[0].finish_reason == "stop");
@@ -153,7 +78,7 @@ TEST_CASE("Fixture groq_response.json: timing fields in usage are ignored, token
 }
 
 TEST_CASE("Fixture groq_stream.sse: usage arrives in x_groq.usage on the finish chunk") {
-  Decoded d = decode_stream("openai", fixture("groq_stream.sse"));
+  Decoded d = check_every_split("openai", fixture("groq_stream.sse"));
   CHECK(d.response.choices.at(0).message.text() == "Fast models.");
   CHECK(d.response.choices.at(0).finish_reason == "stop");
   check_usage(d.response.usage, 18, 3);
@@ -168,7 +93,7 @@ TEST_CASE("Fixture mistral_response.json: null tool_calls and the prefix flag") 
 }
 
 TEST_CASE("Fixture mistral_stream_tool.sse: a whole tool call, finish and usage in one chunk") {
-  Decoded d = decode_stream("openai", fixture("mistral_stream_tool.sse"));
+  Decoded d = check_every_split("openai", fixture("mistral_stream_tool.sse"));
   const auto& c = d.response.choices.at(0);
   REQUIRE(c.message.tool_calls.size() == 1);
   CHECK(c.message.tool_calls[0].id == "D681PevKs");
@@ -196,7 +121,7 @@ TEST_CASE("Fixtures mistral_error_*.json: errors without an error envelope keep 
 }
 
 TEST_CASE("Fixture deepseek_stream_reasoning.sse: reasoning_content is not content, usage with cache hits") {
-  Decoded d = decode_stream("openai", fixture("deepseek_stream_reasoning.sse"));
+  Decoded d = check_every_split("openai", fixture("deepseek_stream_reasoning.sse"));
   const auto& c = d.response.choices.at(0);
   CHECK(c.message.text() == "9.8 is greater.");
   CHECK(c.finish_reason == "stop");
@@ -207,7 +132,7 @@ TEST_CASE("Fixture deepseek_stream_reasoning.sse: reasoning_content is not conte
 // ------------------------------------------------------------------------------ Anthropic
 
 TEST_CASE("Fixture anthropic_stream_thinking.sse: thinking and signature deltas are skipped, text kept") {
-  Decoded d = decode_stream("anthropic", fixture("anthropic_stream_thinking.sse"));
+  Decoded d = check_every_split("anthropic", fixture("anthropic_stream_thinking.sse"));
   const auto& c = d.response.choices.at(0);
   CHECK(c.message.text() == "The greatest common divisor of 1071 and 462 is **21**.");
   CHECK(c.message.tool_calls.empty());
@@ -240,7 +165,7 @@ TEST_CASE("Fixture cohere_response_tool.json: tool plan is not content, the call
 }
 
 TEST_CASE("Fixture cohere_stream_tool.sse: tool-plan deltas, call start and argument deltas") {
-  Decoded d = decode_stream("cohere", fixture("cohere_stream_tool.sse"));
+  Decoded d = check_every_split("cohere", fixture("cohere_stream_tool.sse"));
   const auto& c = d.response.choices.at(0);
   CHECK(c.message.text().empty());
   REQUIRE(c.message.tool_calls.size() == 1);
@@ -267,7 +192,7 @@ TEST_CASE("Fixture gemini_response_tool.json: a function call with a thought sig
 // ------------------------------------------------------------------------------ Bedrock
 
 TEST_CASE("Fixture bedrock_converse_stream_tool.eventstream: text then a tool call, padding, cache usage") {
-  Decoded d = decode_stream("bedrock", fixture("bedrock_converse_stream_tool.eventstream"));
+  Decoded d = check_every_split("bedrock", fixture("bedrock_converse_stream_tool.eventstream"));
   const auto& c = d.response.choices.at(0);
   CHECK(c.message.text() == "Let me check the charts.");
   REQUIRE(c.message.tool_calls.size() == 1);

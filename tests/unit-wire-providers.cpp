@@ -2,96 +2,20 @@
 // side (the mock's formats), errors, rate limits, SigV4 vectors and event-stream framing.
 #include <doctest/doctest.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "modelux/ratelimits.hpp"
 #include "modelux/wire.hpp"
-#include "support/paths.hpp"
+#include "support/wire_decode.hpp"
 #include "testing/server_codecs.hpp"
 
 using namespace modelux;
+using modelux::test::check_every_split;
+using modelux::test::codec;
+using modelux::test::decode_parts;
+using modelux::test::Decoded;
+using modelux::test::fixture;
+using modelux::test::summary;
 
 namespace {
-
-std::string fixture(const std::string& name) {
-  std::ifstream f(test::source_dir() + "/tests/fixtures/wire/" + name, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "missing fixture " << name);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-const Codec& codec(std::string_view family) {
-  const Codec* c = find_codec(family);
-  REQUIRE_MESSAGE(c != nullptr, "no codec for " << family);
-  return *c;
-}
-
-struct Decoded {
-  ChatResponse response;
-  bool ok = true;
-  Error error;
-  std::size_t chunks = 0;
-  bool saw_usage = false;
-};
-
-// Feeds `parts` in order, then finish().
-Decoded decode_parts(std::string_view family, const std::vector<std::string_view>& parts) {
-  auto dec = codec(family).stream_decoder();
-  std::vector<ChatChunk> out;
-  Decoded d;
-  for (auto p : parts) {
-    auto r = dec->feed(p, out);
-    if (!r) {
-      d.ok = false;
-      d.error = r.error();
-      return d;
-    }
-  }
-  if (auto r = dec->finish(out); !r) {
-    d.ok = false;
-    d.error = r.error();
-  }
-  ChunkAccumulator acc;
-  for (const auto& c : out) {
-    acc.add(c);
-    if (c.usage) d.saw_usage = true;
-  }
-  d.chunks = out.size();
-  d.response = acc.finish();
-  return d;
-}
-
-std::string summary(const ChatResponse& r) {
-  // What a client sees: text, tool calls, finish reason, usage.
-  std::string s;
-  for (const auto& c : r.choices) {
-    s += "[" + std::to_string(c.index) + "] text=" + c.message.text() + " finish=" + c.finish_reason;
-    for (const auto& t : c.message.tool_calls) s += " call(" + t.id + "," + t.name + "," + t.arguments + ")";
-  }
-  s += " usage=" + std::to_string(r.usage.prompt_tokens) + "/" + std::to_string(r.usage.completion_tokens) + "/" +
-       std::to_string(r.usage.cached_tokens) + "/" + std::to_string(r.usage.cache_write_tokens);
-  return s;
-}
-
-// Every split of `bytes` in two, and byte-by-byte, must decode like the whole.
-void check_every_split(std::string_view family, const std::string& bytes) {
-  Decoded whole = decode_parts(family, {bytes});
-  REQUIRE_MESSAGE(whole.ok, whole.error.describe());
-  std::string expect = summary(whole.response);
-  for (std::size_t i = 0; i <= bytes.size(); ++i) {
-    std::string_view b = bytes;
-    Decoded d = decode_parts(family, {b.substr(0, i), b.substr(i)});
-    REQUIRE_MESSAGE(d.ok, "split at " << i << ": " << d.error.describe());
-    REQUIRE_MESSAGE(summary(d.response) == expect, "split at " << i);
-  }
-  std::vector<std::string_view> bytewise;
-  for (std::size_t i = 0; i < bytes.size(); ++i) bytewise.push_back(std::string_view(bytes).substr(i, 1));
-  Decoded d = decode_parts(family, bytewise);
-  REQUIRE(d.ok);
-  CHECK(summary(d.response) == expect);
-}
 
 ChatResponse sample_response(bool tool) {
   ChatResponse r;
@@ -165,7 +89,7 @@ TEST_CASE("Anthropic: stream fixture decodes the same for every byte split") {
   CHECK(c.message.tool_calls[0].id == "toolu_01A");
   CHECK(c.message.tool_calls[0].arguments == R"({"city": "Paris"})");
   CHECK(c.finish_reason == "tool_calls");
-  CHECK(d.saw_usage);
+  CHECK(d.usage_chunks > 0);
   CHECK(d.response.usage.prompt_tokens == 25 + 100 + 10);
   CHECK(d.response.usage.cached_tokens == 100);
   CHECK(d.response.usage.cache_write_tokens == 10);
@@ -365,7 +289,7 @@ TEST_CASE("Round trip: server-side stream of each family decodes to the original
       std::string bytes = joined(events);
       Decoded d = decode_parts(family, {bytes});
       REQUIRE_MESSAGE(d.ok, d.error.describe());
-      CHECK(d.saw_usage);
+      CHECK(d.usage_chunks > 0);
       const auto& c = d.response.choices.at(0);
       CHECK(c.message.text() == orig.choices[0].message.text());
       CHECK(c.finish_reason == orig.choices[0].finish_reason);

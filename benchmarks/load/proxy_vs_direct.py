@@ -23,50 +23,13 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import select
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-API_KEY = "mlx-load-test-key-0001"
-LISTEN_RE = re.compile(r"listening on http://[0-9.]+:(\d+)")
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def start(bin_path: str, args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
-    logf = open(log, "wb")
-    p = subprocess.Popen([bin_path, *args], stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    buf = b""
-    fd = p.stdout.fileno()
-    while time.monotonic() < deadline and p.poll() is None:
-        if select.select([fd], [], [], 0.05)[0]:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            m = LISTEN_RE.search(buf.decode(errors="replace"))
-            if m:
-                return p, int(m.group(1))
-    stop(p)
-    raise SystemExit(f"`{bin_path} {' '.join(args)}` did not start: {buf!r} {log.read_text(errors='replace')[-1000:]}")
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+from load_procs import API_KEY, start, start_proxy, stop
 
 
 # --------------------------------------------------------------------------- client
@@ -155,18 +118,7 @@ def main() -> int:
     mock, mock_port = start(a.bin, ["mock", "--port", "0"], tmp / "mock.log")
     procs = [mock]
     try:
-        mock_url = f"http://127.0.0.1:{mock_port}"
-        cfg = {
-            "server": {"host": "127.0.0.1", "port": 0, "threads": 1,
-                       "api_keys": [{"key": API_KEY, "name": "load", "project": "load"}]},
-            "providers": {"openai": {"base_url": f"{mock_url}/v1", "api_key": "mock-openai-key"}},
-            "routing": {"bench": {"strategy": "single", "model": "gpt-4o-mini", "timeout_ms": 10000}},
-            "budgets": [],
-            "tracing": {"path": str(tmp / "traces.db")} if not a.no_tracing else {"enabled": False},
-        }
-        (tmp / "config.json").write_text(json.dumps(cfg))
-        proxy, proxy_port = start(a.bin, ["serve", "--config", str(tmp / "config.json"), "--port", "0"],
-                                  tmp / "proxy.log")
+        proxy, proxy_port = start_proxy(a.bin, tmp, mock_port, threads=1, tracing=not a.no_tracing)
         procs.append(proxy)
 
         msgs = [{"role": "user", "content": "Say hello in one short sentence."}]

@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "modelux/catalog.hpp"
-#include "modelux/policy.hpp"
+#include "modelux/views.hpp"
 
 namespace modelux {
 

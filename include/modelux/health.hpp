@@ -68,8 +68,9 @@ struct HealthConfig {
 /// breaker.
 bool counts_against_health(ErrorKind kind) noexcept;
 /// Whether an attempt's outcome is observed at all: false for local failures (Error::local
-/// or local_resource_exhausted), cancellations and attempts that never started
-/// (not_admitted). Those leave no sample, trip nothing and touch no bucket.
+/// or local_resource_exhausted) and cancellations. Those leave no sample, trip nothing and
+/// touch no bucket. An attempt that never started (AttemptSkip) is not an AttemptResult and
+/// never reaches health.
 bool observable(const AttemptResult& r) noexcept;
 
 /// Live health of every target "provider/model" (and key pools per provider).
@@ -88,13 +89,13 @@ class HealthRegistry final : public HealthView {
   /// Claims admission for one attempt on `target_key` starting now: the half-open probe slot
   /// (one per probe_interval), a share of the progressive ramp, a token of a known rate-limit
   /// bucket. The executor calls it just before starting an attempt whose plan says
-  /// must_claim; false means "do not start it" (report it as not_admitted). True for unknown
+  /// must_claim; false means "do not start it" (report an AttemptSkip). True for unknown
   /// targets and when health is disabled.
   bool claim(std::string_view target_key, Instant now);
 
   // ---- writers ----
   /// The executor calls this after every attempt on `target_key`. Ignores what is not
-  /// observable(): local failures, cancellations, never-started attempts.
+  /// observable(): local failures and cancellations.
   void observe(std::string_view target_key, const AttemptResult& r, Instant now);
   /// Parsed rate-limit headers (x-ratelimit-remaining-requests / -tokens, reset). A known
   /// remaining count becomes a token bucket that claim() draws from until `reset`.

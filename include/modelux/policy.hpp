@@ -34,7 +34,7 @@ struct AttemptPlan {
   Nanos max_stream{0};
   bool needs_full_response = false;  ///< ensemble / cascade: the driver must buffer
   /// The driver must HealthRegistry::claim() the target just before starting this attempt
-  /// and, when the claim is refused, report AttemptResult{.id = id, .not_admitted = true}
+  /// and, when the claim is refused, report AttemptSkip{.id = id} (SkipReason::not_admitted)
   /// instead of starting it. False for a panic-mode attempt past an open breaker (tried on
   /// purpose, nothing to claim).
   bool must_claim = true;
@@ -109,11 +109,12 @@ class RoutingSession {
 
   /// What to do now. Attempts returned are recorded as started at `now`.
   Step next(Instant now);
-  /// Reports an attempt's outcome. A result with not_admitted (the driver's health claim was
-  /// refused) is a skip, not a try: the session moves on as if health had refused the plan.
-  /// A result for an attempt the session already ended (expired, abandoned) changes no
-  /// decision; its usage and ttft still reach that attempt's trace record.
-  void report(AttemptResult result, Instant now);
+  /// Reports how a planned attempt ended: an AttemptResult (it ran: served or failed) or an
+  /// AttemptSkip (the driver's health claim was refused: a skip, not a try; the session moves
+  /// on as if health had refused the plan). A result for an attempt the session already
+  /// ended (expired, abandoned) changes no decision; its usage and ttft still reach that
+  /// attempt's trace record. A second report for an attempt is ignored.
+  void report(AttemptReport report, Instant now);
   /// Output of `attempt_id` is about to reach the caller: from now on that attempt owns the
   /// response. Call it once per request, just before the first output byte is written (a
   /// repeated call for the same attempt is a no-op that returns true).

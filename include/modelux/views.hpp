@@ -2,8 +2,9 @@
 // that none of them depends on another's header.
 //
 //   - who is calling (CallContext) and what a target is (Target);
-//   - what one attempt returned (AttemptResult): the executor reports it to the routing
-//     session and feeds it to health;
+//   - what one attempt came to (AttemptReport): an attempt that ran (AttemptResult: served
+//     or failed, a closed std::expected) or one that was skipped (AttemptSkip). The executor
+//     reports it to the routing session and feeds what ran to health;
 //   - the read-only views a routing decision reads: HealthView (live stats, breaker state)
 //     and BudgetView (spend against caps).
 //
@@ -20,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "modelux/core.hpp"
@@ -47,23 +49,55 @@ struct Target {
   std::string key() const { return provider + "/" + model; }
 };
 
-/// What came back from one attempt.
+/// An attempt that ran: how it ended, and what every ending has.
+///
+/// The outcome is closed: `answer` holds the response (served) or the error (failed), never
+/// both and never neither, so "ok with an error" or "failed with a body" cannot be built. A
+/// default-constructed result is failed (ErrorKind::internal, no message): a driver that
+/// forgets the outcome reports a failure, never an empty success. An attempt that never ran
+/// is not an AttemptResult at all but an AttemptSkip (see AttemptReport).
 struct AttemptResult {
   std::uint32_t id = 0;
-  bool ok = false;
-  Error error;                 ///< when !ok
-  ChatResponse response;       ///< when ok (possibly accumulated from a stream)
-  Usage usage;
+  /// Served: the response (possibly accumulated from a stream). Failed: why there is none.
+  Result<ChatResponse> answer{std::unexpect};
+  Usage usage;           ///< billed tokens (a broken stream's partial usage too); empty: the response's
   Nanos latency{0};
   Nanos ttft{0};
   /// Output already reached the caller (a stream started): no failover. An attempt the
   /// session saw commit() for is treated as delivered whatever this says.
   bool delivered = false;
-  /// The attempt never started: HealthRegistry::claim() refused it (half-open probe already
-  /// out, ramp share or token bucket used up). The session records a skip, not a try, and
-  /// moves on; health does not observe it.
-  bool not_admitted = false;
+
+  bool served() const noexcept { return answer.has_value(); }
+  /// The tokens to bill: `usage`, else the served response's own usage.
+  const Usage& billed_usage() const noexcept {
+    return usage.empty() && answer ? answer->usage : usage;
+  }
 };
+
+/// Why a planned attempt was not started. Closed.
+enum class SkipReason : std::uint8_t {
+  /// HealthRegistry::claim() refused it (half-open probe already out, ramp share or token
+  /// bucket used up).
+  not_admitted,
+};
+std::string_view to_string(SkipReason r) noexcept;
+
+/// A planned attempt the driver did not start: a skip, not a try. It has no outcome, usage,
+/// latency or delivery; the session moves on as if health had refused the plan, and health
+/// does not observe it.
+struct AttemptSkip {
+  std::uint32_t id = 0;
+  SkipReason reason = SkipReason::not_admitted;
+};
+
+/// What a driver reports to the routing session about one planned attempt. Closed: it ran
+/// (AttemptResult: served or failed) or it was skipped (AttemptSkip).
+using AttemptReport = std::variant<AttemptResult, AttemptSkip>;
+
+/// The attempt id a report is about.
+inline std::uint32_t attempt_id(const AttemptReport& r) noexcept {
+  return std::visit([](const auto& x) { return x.id; }, r);
+}
 
 /// Circuit-breaker state of a target.
 enum class BreakerState : std::uint8_t { closed, open, half_open };

@@ -18,4 +18,11 @@ std::string_view to_string(BreakerState s) noexcept {
   return "closed";
 }
 
+std::string_view to_string(SkipReason r) noexcept {
+  switch (r) {
+    case SkipReason::not_admitted: return "not_admitted";
+  }
+  return "not_admitted";
+}
+
 }  // namespace modelux

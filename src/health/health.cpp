@@ -74,9 +74,9 @@ bool counts_against_health(ErrorKind k) noexcept {
 }
 
 bool observable(const AttemptResult& r) noexcept {
-  if (r.not_admitted) return false;
-  if (r.ok) return true;
-  return !r.error.local && r.error.kind != ErrorKind::cancelled && r.error.kind != ErrorKind::local_resource_exhausted;
+  if (r.answer) return true;
+  const Error& e = r.answer.error();
+  return !e.local && e.kind != ErrorKind::cancelled && e.kind != ErrorKind::local_resource_exhausted;
 }
 
 struct TargetHealth {
@@ -256,11 +256,12 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
   const std::int64_t epoch = n / slice_len;
   Slice& sl = t->slices[static_cast<std::size_t>(epoch % cfg_.window_slices)];
   if (sl.epoch != epoch) sl = Slice{epoch};
-  const bool failure = !r.ok && counts_against_health(r.error.kind);
+  const Error* err = r.answer ? nullptr : &r.answer.error();
+  const bool failure = err && counts_against_health(err->kind);
   ++sl.total;
-  if (!r.ok) ++sl.kinds[static_cast<std::size_t>(r.error.kind)];
+  if (err) ++sl.kinds[static_cast<std::size_t>(err->kind)];
   if (failure) ++sl.failures;
-  if (r.ok) {
+  if (!err) {
     double ms = std::chrono::duration<double, std::milli>(r.latency).count();
     ++sl.hist[static_cast<std::size_t>(bucket_of(ms))];
     double e = t->ewma_ms.load(std::memory_order_relaxed);
@@ -270,10 +271,10 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
   }
 
   // Rate limits feed the token bucket, not the breaker.
-  if (!r.ok && (r.error.kind == ErrorKind::rate_limited || r.error.kind == ErrorKind::quota_exceeded)) {
-    Nanos wait = r.error.retry_after ? Nanos{*r.error.retry_after}
-                                     : (r.error.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
-                                                                                  : cfg_.default_rate_limit_reset);
+  if (err && (err->kind == ErrorKind::rate_limited || err->kind == ErrorKind::quota_exceeded)) {
+    Nanos wait = err->retry_after ? Nanos{*err->retry_after}
+                                  : (err->kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
+                                                                            : cfg_.default_rate_limit_reset);
     std::int64_t until = n + wait.count();
     if (until > t->bucket_until.load(std::memory_order_relaxed)) t->bucket_until.store(until, std::memory_order_release);
   }
@@ -307,7 +308,7 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
     t->p99.store(quantile(0.99), std::memory_order_relaxed);
   }
   t->error_rate.store(total ? static_cast<double>(failures) / total : 0.0, std::memory_order_relaxed);
-  if (!r.ok) t->last_error = error_label(r.error);
+  if (err) t->last_error = error_label(*err);
 
   // Breaker transitions.
   auto trip = [&](std::string why) {
@@ -326,8 +327,8 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
   if (st == BreakerState::open) return;  // late results from before the trip change nothing
   if (st == BreakerState::half_open) {
     if (failure) {
-      trip("probe failed: " + error_label(r.error));
-    } else if (r.ok && ++t->half_open_ok >= cfg_.probe_successes) {
+      trip("probe failed: " + error_label(*err));
+    } else if (!err && ++t->half_open_ok >= cfg_.probe_successes) {
       t->state.store(static_cast<std::uint8_t>(BreakerState::closed), std::memory_order_release);
       t->ramp_counter.store(0, std::memory_order_relaxed);
       t->ramp_from.store(n, std::memory_order_release);
@@ -340,13 +341,13 @@ void HealthRegistry::observe(std::string_view key, const AttemptResult& r, Insta
   if (failure) {
     ++t->consecutive;
     if (t->consecutive >= cfg_.consecutive_failures) {
-      trip(std::to_string(t->consecutive) + " consecutive failures (last: " + error_label(r.error) + ")");
+      trip(std::to_string(t->consecutive) + " consecutive failures (last: " + error_label(*err) + ")");
     } else if (total >= static_cast<std::uint64_t>(cfg_.min_samples) &&
                static_cast<double>(failures) / total >= cfg_.failure_rate) {
       trip("failure rate " + std::to_string(static_cast<int>(100.0 * failures / total)) + "% over " +
-           std::to_string(total) + " attempts (last: " + error_label(r.error) + ")");
+           std::to_string(total) + " attempts (last: " + error_label(*err) + ")");
     }
-  } else if (r.ok) {
+  } else if (!err) {
     t->consecutive = 0;
   }
 }
@@ -451,17 +452,18 @@ void HealthRegistry::observe_key(std::string_view provider, int index, const Att
   if (!cfg_.enabled || !observable(r)) return;
   KeyPool* p = impl_->pool(provider);
   if (!p || index < 0 || index >= p->keys.load()) return;
-  if (r.ok) return;
-  if (r.error.kind == ErrorKind::auth) {
+  if (r.answer) return;
+  const Error& e = r.answer.error();
+  if (e.kind == ErrorKind::auth) {
     // The provider refused this key (revoked, wrong project): every request on it would fail
     // the same way, so it leaves the pool and the other keys carry the traffic.
     p->sit_out_until[index].store(ns(now) + cfg_.rejected_key_sit_out.count(), std::memory_order_release);
     return;
   }
-  if (r.error.kind != ErrorKind::rate_limited && r.error.kind != ErrorKind::quota_exceeded) return;
-  Nanos wait = r.error.retry_after ? Nanos{*r.error.retry_after}
-                                   : (r.error.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
-                                                                                : cfg_.default_rate_limit_reset);
+  if (e.kind != ErrorKind::rate_limited && e.kind != ErrorKind::quota_exceeded) return;
+  Nanos wait = e.retry_after ? Nanos{*e.retry_after}
+                             : (e.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
+                                                                    : cfg_.default_rate_limit_reset);
   p->sit_out_until[index].store(ns(now) + wait.count(), std::memory_order_release);
 }
 

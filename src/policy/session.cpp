@@ -375,7 +375,7 @@ void SessionCore::begin(std::shared_ptr<const Policy> p, const SessionInputs& i)
   cancel_handed = 0;
   committed = 0;
   commit_at = Instant{};
-  not_admitted = 0;
+  skipped = 0;
   notes.clear();
   n_scratch_ = 0;
   cancelled = false;
@@ -441,46 +441,40 @@ std::string& SessionCore::scratch() {
   return s;
 }
 
-const AttemptResult* SessionCore::result(std::uint32_t id) const noexcept {
-  if (id == 0 || id > n_plans_) return nullptr;
-  const AttemptResult& r = results[id - 1];
-  return r.id == 0 ? nullptr : &r;
-}
-
-bool SessionCore::record_result(AttemptResult in_result, Instant now) {
-  const std::uint32_t id = in_result.id;
-  if (id == 0 || id > n_plans_ || results[id - 1].id != 0) return false;
-  AttemptResult& slot = results[id - 1];
-  slot = std::move(in_result);
-  const AttemptResult& r = slot;
-  AttemptRecord& rec = record(r.id);
-  rec.duration = r.latency.count() > 0 ? r.latency : now - (in.start + rec.start_offset);
-  if (r.not_admitted) {
+bool SessionCore::record_result(AttemptReport report, Instant now) {
+  const std::uint32_t id = attempt_id(report);
+  if (id == 0 || id > n_plans_ || reported(id)) return false;
+  AttemptRecord& rec = record(id);
+  if (const AttemptSkip* skip = std::get_if<AttemptSkip>(&report)) {
     // Never started: no duration, usage or cost. The record is dropped when the trace is
-    // finished (a refused claim is a skip, not a try); until then it says why.
-    ++not_admitted;
+    // finished (a skip, not a try); until then it says why.
+    results[id - 1] = *skip;
+    ++skipped;
     rec.duration = Nanos{0};
     rec.ok = false;
-    rec.outcome.assign("not_admitted");
+    rec.outcome.assign(to_string(skip->reason));
     rec.why_ended.assign("not admitted by health (claim refused)");
     return true;
   }
-  if (id == committed) slot.delivered = true;  // its output reached the caller: no failover
-  if (r.ttft.count() > 0) rec.ttft = r.ttft;   // else keep what commit() measured
-  rec.ok = r.ok;
-  rec.usage = r.usage.empty() ? r.response.usage : r.usage;
-  if (const ModelInfo* mi = models[r.id - 1]) rec.cost = Catalog::cost(*mi, rec.usage);
-  if (r.ok) {
+  AttemptResult& r = results[id - 1].emplace<AttemptResult>(std::move(std::get<AttemptResult>(report)));
+  rec.duration = r.latency.count() > 0 ? r.latency : now - (in.start + rec.start_offset);
+  if (id == committed) r.delivered = true;    // its output reached the caller: no failover
+  if (r.ttft.count() > 0) rec.ttft = r.ttft;  // else keep what commit() measured
+  rec.ok = r.served();
+  rec.usage = r.billed_usage();
+  if (const ModelInfo* mi = models[id - 1]) rec.cost = Catalog::cost(*mi, rec.usage);
+  if (r.answer) {
     rec.outcome.assign("ok");
     rec.why_ended.assign("ok");
   } else {
     // Assigned and appended into the record's own strings: a reused record keeps its buffers.
-    rec.outcome.assign(to_string(r.error.kind));
-    rec.status = r.error.status;
-    rec.error = r.error.message;
-    if (r.error.status) {
+    const Error& e = r.answer.error();
+    rec.outcome.assign(to_string(e.kind));
+    rec.status = e.status;
+    rec.error = e.message;
+    if (e.status) {
       rec.why_ended.clear();
-      append_number(rec.why_ended, r.error.status);
+      append_number(rec.why_ended, e.status);
       rec.why_ended += " from provider";
     } else {
       rec.why_ended = rec.outcome;
@@ -489,28 +483,32 @@ bool SessionCore::record_result(AttemptResult in_result, Instant now) {
   return true;
 }
 
-void SessionCore::expire(std::uint32_t id, Instant now, std::string why) {
-  if (id == 0 || id > n_plans_ || results[id - 1].id != 0) return;
-  AttemptResult r;
+namespace {
+/// A failed result for attempt `id` that the session ends itself (no latency of the driver's).
+AttemptResult ended_result(std::uint32_t id, Nanos latency, ErrorKind kind, std::string_view message) {
+  AttemptResult r;  // failed (ErrorKind::internal) until told otherwise
   r.id = id;
-  r.ok = false;
-  r.error.kind = ErrorKind::timeout;
-  r.error.message = why;
-  r.latency = now - (in.start + record(id).start_offset);
-  record_result(std::move(r), now);
+  r.latency = latency;
+  Error& e = r.answer.error();
+  e.kind = kind;
+  e.message.assign(message);
+  return r;
+}
+}  // namespace
+
+void SessionCore::expire(std::uint32_t id, Instant now, std::string why) {
+  if (id == 0 || id > n_plans_ || reported(id)) return;
+  record_result(ended_result(id, now - (in.start + record(id).start_offset), ErrorKind::timeout, why), now);
   record(id).why_ended = std::move(why);
   ended_by_session[id - 1] = 1;
   to_cancel.push_back(id);
 }
 
 void SessionCore::abandon(std::uint32_t id, Instant now, std::string_view why, std::string_view message) {
-  if (id == 0 || id > n_plans_ || results[id - 1].id != 0) return;
-  AttemptResult r;
-  r.id = id;
-  r.error.kind = ErrorKind::cancelled;
-  r.error.message.assign(message.empty() ? why : message);
-  r.latency = now - (in.start + record(id).start_offset);
-  record_result(std::move(r), now);
+  if (id == 0 || id > n_plans_ || reported(id)) return;
+  record_result(ended_result(id, now - (in.start + record(id).start_offset), ErrorKind::cancelled,
+                             message.empty() ? why : message),
+                now);
   record(id).why_ended.assign(why);
   ended_by_session[id - 1] = 1;
   to_cancel.push_back(id);
@@ -638,13 +636,12 @@ Step RoutingSession::decide(Instant now) {
   auto finish = [&](bool ok) {
     // Whatever still runs is no longer wanted: the driver hears it through Step::cancel.
     for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
-      if (!c.result(id)) c.abandon(id, now, "abandoned: request finished");
+      if (!c.reported(id)) c.abandon(id, now, "abandoned: request finished");
     DecisionTrace& t = c.trace;
-    if (c.not_admitted) {
-      // Attempts whose claim was refused never ran: they are skips (in the notes), not tries.
-      auto keep = std::stable_partition(t.attempts.begin(), t.attempts.end(), [&](const AttemptRecord& a) {
-        return !(a.id >= 1 && a.id <= c.results.size() && c.results[a.id - 1].not_admitted);
-      });
+    if (c.skipped) {
+      // Skipped attempts never ran: they are skips (in the notes), not tries.
+      auto keep = std::stable_partition(t.attempts.begin(), t.attempts.end(),
+                                        [&](const AttemptRecord& a) { return !c.was_skipped(a.id); });
       for (auto it = keep; it != t.attempts.end(); ++it) c.spare_records_.push_back(std::move(*it));
       t.attempts.erase(keep, t.attempts.end());
     }
@@ -723,7 +720,7 @@ Step RoutingSession::decide(Instant now) {
     // StrategyState), routing deadlines no longer apply, only max_stream does.
     const std::uint32_t id = c.committed;
     const AttemptPlan& p = c.plan(id);
-    if (!c.result(id)) {
+    if (!c.reported(id)) {
       if (p.max_stream.count() > 0 && now >= c.commit_at + p.max_stream) {
         c.expire(id, now, "max_stream_ms " + std::to_string(to_ms(p.max_stream)) + " ms reached");
       } else {
@@ -732,19 +729,19 @@ Step RoutingSession::decide(Instant now) {
         return step;
       }
     }
-    const AttemptResult& r = *c.result(id);
+    const AttemptResult& r = *c.result(id);  // a committed attempt ran: report() never records it as skipped
     NodeOutcome& o = root_->outcome();
     o = NodeOutcome{};
-    o.ok = r.ok;
+    o.ok = r.served();
     o.attempt = id;
     o.served = c.targets[id - 1];
     o.delivered = true;
-    if (!r.ok) {
-      o.error = r.error;
+    if (!r.answer) {
+      o.error = r.answer.error();
       if (o.error.provider.empty()) o.error.provider = p.target.provider;
       c.notes.push_back("stream already delivered to the caller; no failover");
     }
-    finish(r.ok);
+    finish(r.served());
     return step;
   }
   const std::uint32_t first = c.plan_count();
@@ -758,7 +755,7 @@ Step RoutingSession::decide(Instant now) {
   if (now >= c.deadline && step.attempts.empty()) {
     // The root should have ended on its own; this is the session-level guarantee.
     for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
-      if (!c.result(id)) c.expire(id, now, "total budget " + std::to_string(to_ms(c.policy->total_budget())) + " ms exhausted");
+      if (!c.reported(id)) c.expire(id, now, "total budget " + std::to_string(to_ms(c.policy->total_budget())) + " ms exhausted");
     root_->outcome() = NodeOutcome{};
     root_->outcome().error.kind = ErrorKind::timeout;
     root_->outcome().error.message =
@@ -771,19 +768,21 @@ Step RoutingSession::decide(Instant now) {
   return step;
 }
 
-void RoutingSession::report(AttemptResult result, Instant now) {
+void RoutingSession::report(AttemptReport report, Instant now) {
   SessionCore& c = *core_;
   if (!root_) return;
-  const std::uint32_t id = result.id;
+  const std::uint32_t id = attempt_id(report);
   if (id == 0 || id > c.plan_count()) return;
-  if (c.results[id - 1].id != 0) {
+  const AttemptResult* ran = std::get_if<AttemptResult>(&report);
+  if (c.reported(id)) {
     // Late: the session already ended this attempt. Its decision stands, but the tokens it
-    // spent are real: they reach its trace record (once).
-    if (!c.ended_by_session[id - 1] || result.not_admitted) return;
+    // spent are real: they reach its trace record (once). A skip spent nothing.
+    if (!c.ended_by_session[id - 1] || !ran) return;
+    const AttemptResult& result = *ran;
     c.ended_by_session[id - 1] = 0;
     AttemptRecord& rec = c.record(id);
-    const Usage& u = result.usage.empty() ? result.response.usage : result.usage;
-    if (rec.ttft.count() == 0 && result.ttft.count() > 0 && (result.ok || result.delivered)) rec.ttft = result.ttft;
+    const Usage& u = result.billed_usage();
+    if (rec.ttft.count() == 0 && result.ttft.count() > 0 && (result.served() || result.delivered)) rec.ttft = result.ttft;
     if (!u.empty()) {
       const Cost before = rec.cost;
       rec.usage = u;
@@ -796,18 +795,24 @@ void RoutingSession::report(AttemptResult result, Instant now) {
     return;
   }
   if (finished()) return;
+  if (!ran && id == c.committed) {
+    // A driver bug: the attempt that owns the response cannot have been skipped. It fails
+    // the request (its output may have reached the caller) rather than leave it waiting.
+    report = ended_result(id, Nanos{0}, ErrorKind::internal, "the committed attempt was reported as skipped");
+    ran = &std::get<AttemptResult>(report);
+  }
   // Output that reached the caller without a commit() (an older driver) commits now.
-  if (result.delivered && !result.not_admitted && !c.committed) commit(id, now);
-  if (!c.record_result(std::move(result), now)) return;
+  if (ran && ran->delivered && !c.committed) commit(id, now);
+  if (!c.record_result(std::move(report), now)) return;
   if (c.committed) return;  // the tree is no longer consulted
-  root_->on_result(c, c.results[id - 1], now);
+  root_->on_result(c, id, now);
 }
 
 bool RoutingSession::commit(std::uint32_t id, Instant now) {
   SessionCore& c = *core_;
   if (!root_ || finished() || c.cancelled) return false;
   if (c.committed) return c.committed == id;
-  if (id == 0 || id > c.plan_count() || c.result(id)) return false;
+  if (id == 0 || id > c.plan_count() || c.reported(id)) return false;
   c.committed = id;
   c.commit_at = now;
   AttemptRecord& rec = c.record(id);
@@ -816,7 +821,7 @@ bool RoutingSession::commit(std::uint32_t id, Instant now) {
   append_number(why, id);
   why += " owns the response";
   for (std::uint32_t other = 1; other <= c.plan_count(); ++other)
-    if (other != id && !c.result(other)) c.abandon(other, now, why);
+    if (other != id && !c.reported(other)) c.abandon(other, now, why);
   return true;
 }
 
@@ -827,7 +832,7 @@ void RoutingSession::cancel(Instant now, std::string why) {
   if (finished()) return;
   const std::string ended = "abandoned: " + why;
   for (std::uint32_t id = 1; id <= c.plan_count(); ++id)
-    if (!c.result(id)) c.abandon(id, now, ended, why);
+    if (!c.reported(id)) c.abandon(id, now, ended, why);
   c.cancelled = true;
   c.cancel_reason = std::move(why);
 }

@@ -3,7 +3,7 @@
 // Events (arrivals, attempt completions, session wake-ups) sit in a min-heap by virtual time.
 // The driver behaves like the real executor: it starts every attempt a step asks for through
 // the executor's own AttemptTracker (router/attempt.hpp: health claim at the start, a refused
-// claim reported as not_admitted; health and prompt-cache affinity at the end), reports a
+// claim reported as a skip; health and prompt-cache affinity at the end), reports a
 // timeout itself at the attempt's deadline when the simulated call is slower or hangs, and
 // re-asks the session what to do next.
 // Cost: O(log E) per event; a few microseconds per request in practice.
@@ -39,10 +39,14 @@ double normal(Random& rng) {
 struct Event {
   Instant at;
   std::uint64_t seq;
-  enum class Kind : std::uint8_t { arrive, complete, wake } kind;
+  /// complete: a started attempt's simulated call ended; refused: an attempt refused at
+  /// its start reaches the session (in event order, like the executor's).
+  enum class Kind : std::uint8_t { arrive, complete, refused, wake } kind;
   std::size_t session;
-  AttemptResult result;  // complete
-  std::uint8_t gen = 0;  // complete: the routing pass it belongs to (a downgrade starts a new one)
+  std::uint32_t attempt = 0;             ///< complete, refused
+  AttemptEnd end{};                      ///< complete: how the simulated call went
+  std::optional<AttemptReport> refused;  ///< refused: what the session hears
+  std::uint8_t gen = 0;  ///< complete, refused: the routing pass (a budget downgrade starts a new one)
   bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
 };
 
@@ -110,7 +114,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
   std::uint64_t seq = 0;
   for (std::size_t i = 0; i < n; ++i)
     q.push(Event{t0 + (o.arrival ? o.arrival(i) : o.interarrival * static_cast<std::int64_t>(i)), seq++,
-                 Event::Kind::arrive, i, {}});
+                 Event::Kind::arrive, i});
 
   SimReport rep;
   rep.requests = n;
@@ -122,12 +126,11 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms));
   };
   auto outcome_for = [&](const AttemptPlan& plan, Instant now, bool stream,
-                         const EmpiricalOutcomes::Sample* own) -> std::pair<Instant, AttemptResult> {
-    AttemptResult r;
-    r.id = plan.id;
+                         const EmpiricalOutcomes::Sample* own) -> std::pair<Instant, AttemptEnd> {
+    AttemptEnd r;
     auto it = impl_->targets.find(plan.target.key());
     if (it == impl_->targets.end() && !own) {
-      r.ok = true;
+      r.answer = ChatResponse{};
       r.latency = std::chrono::milliseconds(1);
     } else if (own || (it->second.empirical && !it->second.empirical->samples.empty())) {
       // The request's own recorded outcome, else one drawn uniformly from the target's: either
@@ -142,13 +145,12 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       if (sm.timed_out) {
         r.latency = Nanos::max() / 4;
       } else if (!sm.ok) {
-        r.error.kind = sm.error;
-        r.error.message = "replayed " + std::string(to_string(sm.error));
-        r.error.provider = plan.target.provider;
-        r.error.status = sm.status;
-        if (sm.error == ErrorKind::rate_limited && it != impl_->targets.end()) r.error.retry_after = it->second.retry_after;
+        Error e = error_of(sm.error, "replayed " + std::string(to_string(sm.error)));
+        e.provider = plan.target.provider;
+        e.status = sm.status;
+        if (sm.error == ErrorKind::rate_limited && it != impl_->targets.end()) e.retry_after = it->second.retry_after;
+        r.answer = std::unexpected(std::move(e));
       } else {
-        r.ok = true;
         if (stream) r.ttft = sm.ttft_ms > 0 ? to_nanos(sm.ttft_ms) : r.latency;
         Choice c;
         c.message.role = "assistant";
@@ -156,8 +158,10 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         cp.text = "ok";
         c.message.content.push_back(std::move(cp));
         c.finish_reason = it != impl_->targets.end() ? it->second.finish_reason : std::string("stop");
-        r.response.choices.push_back(std::move(c));
-        r.response.model = plan.target.model;
+        ChatResponse resp;
+        resp.choices.push_back(std::move(c));
+        resp.model = plan.target.model;
+        r.answer = std::move(resp);
         r.usage.completion_tokens = it != impl_->targets.end() ? it->second.completion_tokens : 60;
       }
     } else {
@@ -183,19 +187,18 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
       if (hang) {
         r.latency = Nanos::max() / 4;
       } else if (kind) {
-        r.error.kind = *kind;
-        r.error.message = "simulated " + std::string(to_string(*kind));
-        r.error.provider = plan.target.provider;
+        Error e = error_of(*kind, "simulated " + std::string(to_string(*kind)));
+        e.provider = plan.target.provider;
         switch (*kind) {
-          case ErrorKind::rate_limited: r.error.status = 429; r.error.retry_after = t.retry_after; break;
-          case ErrorKind::server_error: r.error.status = 500; break;
-          case ErrorKind::overloaded: r.error.status = 529; break;
-          case ErrorKind::bad_request: r.error.status = 400; break;
+          case ErrorKind::rate_limited: e.status = 429; e.retry_after = t.retry_after; break;
+          case ErrorKind::server_error: e.status = 500; break;
+          case ErrorKind::overloaded: e.status = 529; break;
+          case ErrorKind::bad_request: e.status = 400; break;
           default: break;
         }
+        r.answer = std::unexpected(std::move(e));
         r.latency = r.latency / 4;  // errors come back faster than answers
       } else {
-        r.ok = true;
         std::string text = "ok";
         if (!t.answers.empty()) {
           double total = 0;
@@ -216,22 +219,22 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         cp.text = std::move(text);
         c.message.content.push_back(std::move(cp));
         c.finish_reason = t.finish_reason;
-        r.response.choices.push_back(std::move(c));
-        r.response.model = plan.target.model;
+        ChatResponse resp;
+        resp.choices.push_back(std::move(c));
+        resp.model = plan.target.model;
+        r.answer = std::move(resp);
         r.usage.completion_tokens = t.completion_tokens;
       }
     }
     Instant done = now + r.latency;
     if (done > plan.deadline) {  // the executor cuts the attempt at its deadline
       done = plan.deadline;
-      AttemptResult to;
-      to.id = plan.id;
-      to.error.kind = ErrorKind::timeout;
-      to.error.message = "attempt deadline passed";
+      AttemptEnd to;
+      to.answer = std::unexpected(error_of(ErrorKind::timeout, "attempt deadline passed"));
       to.latency = plan.deadline - now;
-      return {done, to};
+      return {done, std::move(to)};
     }
-    return {done, r};
+    return {done, std::move(r)};
   };
 
   auto pump = [&](std::size_t i, Instant now) {
@@ -240,8 +243,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     for (int guard = 0; guard < 1000; ++guard) {
       Step st = l.s->next(now);
       switch (st.kind) {
-        case Step::Kind::attempt:
-        {
+        case Step::Kind::attempt: {
           std::optional<std::string> reroute_to;
           for (const auto& plan : st.attempts) {
             auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {.allow_downgrade = !l.downgraded});
@@ -251,7 +253,10 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
                 reroute_to = t.error().downgrade_to;
               }
               // Like the executor: a refused claim is reported at once and never runs.
-              q.push(Event{now, seq++, Event::Kind::complete, i, refused_result(plan.id, t.error()), l.gen});
+              Event ev{now, seq++, Event::Kind::refused, i, plan.id};
+              ev.refused = refused_report(plan.id, t.error());
+              ev.gen = l.gen;
+              q.push(std::move(ev));
               continue;
             }
             open.insert_or_assign(open_key(i, plan.id, l.gen), std::move(*t));
@@ -264,10 +269,13 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
               else nth = c->second++;
               own = o.recorded_outcome(i, key, nth);
             }
-            auto [at, r] = outcome_for(plan, now, l.req.stream, own);
-            if (r.ok) r.usage.prompt_tokens = estimate_input_tokens(l.req);
-            if (r.ok && o.completion_tokens) r.usage.completion_tokens = o.completion_tokens(i);
-            q.push(Event{at, seq++, Event::Kind::complete, i, std::move(r), l.gen});
+            auto [at, end] = outcome_for(plan, now, l.req.stream, own);
+            if (end.answer) end.usage.prompt_tokens = estimate_input_tokens(l.req);
+            if (end.answer && o.completion_tokens) end.usage.completion_tokens = o.completion_tokens(i);
+            Event ev{at, seq++, Event::Kind::complete, i, plan.id};
+            ev.end = std::move(end);
+            ev.gen = l.gen;
+            q.push(std::move(ev));
           }
           if (reroute_to) {
             // Like the executor: the request is routed again on the downgrade target; attempts
@@ -292,7 +300,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           Instant w = std::max(st.wake_at, now + Nanos{1});
           if (l.scheduled_wake != w) {
             l.scheduled_wake = w;
-            q.push(Event{w, seq++, Event::Kind::wake, i, {}});
+            q.push(Event{w, seq++, Event::Kind::wake, i});
           }
           return;
         }
@@ -305,10 +313,10 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           out.latency = now - l.s->inputs().start;
           out.attempts = tr.attempts.size();
           out.ttft = tr.ttft;
-          for (const auto& a : tr.attempts) ++rep.attempted[a.provider + "/" + a.model];
           out.cost_usd = tr.cost.total();
           out.failed_over = tr.attempts.size() > 1;
           out.downgraded = l.downgraded;
+          for (const auto& a : tr.attempts) ++rep.attempted[a.provider + "/" + a.model];
           if (out.ok) {
             out.served = l.s->served();
             out.text = response_text(l.s->response());
@@ -367,27 +375,24 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         pump(e.session, e.at);
         break;
       }
+      case Event::Kind::refused:  // never ran, nothing to observe
+        if (e.gen != l.gen) break;  // a pass a budget downgrade abandoned
+        if (!l.finished && l.s) {
+          l.s->report(std::move(*e.refused), e.at);
+          pump(e.session, e.at);
+        }
+        break;
       case Event::Kind::complete: {
         if (e.gen != l.gen) break;  // an attempt of a pass a budget downgrade abandoned
-        auto it = open.find(open_key(e.session, e.result.id, e.gen));
-        if (it == open.end()) {  // refused at start: never ran, nothing to observe
-          if (!l.finished && l.s) l.s->report(std::move(e.result), e.at);
-          if (!l.finished && l.s) pump(e.session, e.at);
-          break;
-        }
+        auto it = open.find(open_key(e.session, e.attempt, e.gen));
+        if (it == open.end()) break;
         AttemptTracker t = std::move(it->second);
         open.erase(it);
         // Only attempts still owned by a live session are observed (like the executor).
         if (l.finished || !l.s) break;
-        AttemptEnd end;
-        end.latency = e.result.latency;
-        end.ttft = e.result.ttft;
-        end.usage = e.result.usage;
-        if (e.result.ok) end.answer = std::move(e.result.response);
-        else end.answer = std::unexpected(std::move(e.result.error));
         std::vector<std::string> actions;
         const std::uint64_t fp = o.use_health ? prompt_prefix_fingerprint(l.req) : 0;
-        l.s->report(t.finish(std::move(end), actions, fp), e.at);
+        l.s->report(t.finish(std::move(e.end), actions, fp), e.at);
         pump(e.session, e.at);
         break;
       }

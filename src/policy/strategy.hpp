@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "modelux/policy.hpp"
@@ -76,6 +77,10 @@ class Notes {
   std::size_t n_ = 0;
 };
 
+/// What the session holds for one attempt: no report yet, the result of an attempt that ran,
+/// or a skip (the driver never started it). Closed, like the AttemptReport it is filled from.
+using AttemptSlot = std::variant<std::monostate, AttemptResult, AttemptSkip>;
+
 /// Per-request state shared by all strategy states of one session. Reusable: begin() starts
 /// a new request and keeps the capacity of every container and string, so a session that is
 /// reused (RoutingSession::reset) does no heap allocation in steady state.
@@ -91,7 +96,7 @@ class SessionCore {
   DecisionTrace trace;
   Instant deadline{};
   std::vector<AttemptPlan> plans;        ///< index = id - 1; only the first plan_count() are live
-  std::vector<AttemptResult> results;    ///< index = id - 1 (id == 0 until reported); size == plan_count()
+  std::vector<AttemptSlot> results;      ///< index = id - 1 (monostate until reported); size == plan_count()
   std::vector<const ModelInfo*> models;  ///< index = id - 1: prices for cost (may be null)
   std::vector<const Target*> targets;    ///< index = id - 1: the compiled Policy's target (never copied)
   /// index = id - 1: the session ended this attempt itself (expired, abandoned) and the
@@ -103,7 +108,7 @@ class SessionCore {
   std::size_t cancel_handed = 0;
   std::uint32_t committed = 0;           ///< the attempt that owns the response (0 = none)
   Instant commit_at{};
-  std::uint32_t not_admitted = 0;        ///< attempts the driver's health claim refused
+  std::uint32_t skipped = 0;             ///< attempts the driver reported as skipped (claim refused)
   Notes notes;                           ///< reason fragments ("primary rate_limited (429)")
   bool cancelled = false;
   std::string cancel_reason;
@@ -113,8 +118,18 @@ class SessionCore {
   const AttemptPlan& make_attempt(const Target& t, const ModelInfo* model, Nanos timeout, Instant now,
                                   Instant node_deadline, std::string_view why, int member = -1,
                                   bool needs_full_response = false);
-  /// The result for an id (nullptr if not yet reported).
-  const AttemptResult* result(std::uint32_t id) const noexcept;
+  /// Whether attempt `id` has ended: a result or a skip was recorded (by the driver or the session).
+  bool reported(std::uint32_t id) const noexcept {
+    return id != 0 && id <= n_plans_ && results[id - 1].index() != 0;
+  }
+  /// The result of attempt `id` if it ran and ended; nullptr while it runs and for a skip.
+  const AttemptResult* result(std::uint32_t id) const noexcept {
+    return id != 0 && id <= n_plans_ ? std::get_if<AttemptResult>(&results[id - 1]) : nullptr;
+  }
+  /// Whether the driver skipped attempt `id` (never started it).
+  bool was_skipped(std::uint32_t id) const noexcept {
+    return id != 0 && id <= n_plans_ && std::holds_alternative<AttemptSkip>(results[id - 1]);
+  }
   /// The plan for an id.
   const AttemptPlan& plan(std::uint32_t id) const { return plans.at(id - 1); }
   AttemptPlan& plan(std::uint32_t id) { return plans.at(id - 1); }
@@ -126,8 +141,9 @@ class SessionCore {
     void* mem = arena_.allocate(sizeof(T), alignof(T));
     return StatePtr(new (mem) T(std::forward<A>(args)...));
   }
-  /// Stores a reported result and fills the trace record. Returns false for late/unknown ids.
-  bool record_result(AttemptResult r, Instant now);
+  /// Stores a report (a result or a skip) and fills the trace record. Returns false for
+  /// late/unknown ids.
+  bool record_result(AttemptReport r, Instant now);
   /// The driver never reported `id` before its deadline: records a timeout for it and lists
   /// it for the driver to cancel.
   void expire(std::uint32_t id, Instant now, std::string why);
@@ -213,7 +229,8 @@ inline Nanos tighter(Nanos a, Nanos b) noexcept {
 /// The answer of an outcome: the winning attempt's stored response (never copied), or the
 /// outcome's own response for aggregates (attempt == 0).
 inline const ChatResponse& response_of(const SessionCore& s, const NodeOutcome& o) {
-  return o.attempt && o.attempt <= s.results.size() ? s.results[o.attempt - 1].response : o.response;
+  const AttemptResult* r = s.result(o.attempt);
+  return r && r->answer ? *r->answer : o.response;
 }
 
 /// After RoutingSession::commit() the session stops consulting the tree: the committed
@@ -227,8 +244,9 @@ class StrategyState {
   /// Kind attempt: the attempts are the ones this call created with SessionCore::make_attempt
   /// (the session hands them to the driver); `step.wake_at` is the node's wake-up for wait.
   virtual Step::Kind next(SessionCore& s, Instant now, Step& step) = 0;
-  /// A result for an attempt this node (or one of its children) started.
-  virtual void on_result(SessionCore& s, const AttemptResult& r, Instant now) = 0;
+  /// Attempt `id`, which this node (or one of its children) started, was reported (ran or
+  /// skipped): read it with SessionCore::result() / was_skipped().
+  virtual void on_result(SessionCore& s, std::uint32_t id, Instant now) = 0;
   /// Whether this node or its children started attempt `id`.
   virtual bool owns(std::uint32_t id) const noexcept = 0;
   const NodeOutcome& outcome() const noexcept { return outcome_; }

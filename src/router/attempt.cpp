@@ -15,15 +15,12 @@ std::int64_t estimated_output_tokens(const ChatRequest& req, const ModelInfo* mo
 
 bool failure_is_ours(const Error& e) noexcept { return e.local || e.kind == ErrorKind::cancelled; }
 
-AttemptResult refused_result(std::uint32_t id, const AttemptRefusal& refusal) {
+AttemptReport refused_report(std::uint32_t id, const AttemptRefusal& refusal) {
+  if (refusal.why == AttemptRefusal::Why::not_admitted)
+    return AttemptSkip{.id = id, .reason = SkipReason::not_admitted};  // a skip, not a try: the session moves on
   AttemptResult r;
   r.id = id;
-  r.ok = false;
-  if (refusal.why == AttemptRefusal::Why::not_admitted) {
-    r.not_admitted = true;  // a skip, not a try: the session moves on
-  } else {
-    r.error = refusal.error;
-  }
+  r.answer = std::unexpected(refusal.error);
   return r;
 }
 
@@ -165,18 +162,15 @@ AttemptResult AttemptTracker::finish(AttemptEnd&& end, std::vector<std::string>&
                                      std::uint64_t prompt_fingerprint) {
   AttemptResult r;
   r.id = plan_.id;
+  r.answer = std::move(end.answer);
   r.latency = end.latency;
   r.ttft = end.ttft;
   r.delivered = end.delivered;
   r.usage = end.usage;
-  if (end.answer) {
-    r.ok = true;
-    r.response = std::move(*end.answer);
-    if (r.usage.empty()) r.usage = r.response.usage;
-  } else {
-    r.ok = false;
-    r.error = std::move(end.answer.error());
-    if (r.error.provider.empty()) r.error.provider = plan_.target.provider;
+  if (r.answer) {
+    if (r.usage.empty()) r.usage = r.answer->usage;
+  } else if (r.answer.error().provider.empty()) {
+    r.answer.error().provider = plan_.target.provider;
   }
   const Instant now = fx_->clock->now();
 
@@ -184,27 +178,27 @@ AttemptResult AttemptTracker::finish(AttemptEnd&& end, std::vector<std::string>&
   // attempt it ended first (expired and then cancelled by the driver: a timeout).
   if (fx_->health) {
     const bool overruled = end.session_verdict.has_value();
-    const Error* failure = overruled ? &*end.session_verdict : (r.ok ? nullptr : &r.error);
+    const Error* failure = overruled ? &*end.session_verdict : (r.answer ? nullptr : &r.answer.error());
     if (!failure || !failure_is_ours(*failure)) {
       const std::string& key = target_key_;
       if (overruled) {
         AttemptResult seen;
         seen.id = r.id;
         seen.latency = r.latency;
-        seen.error = *end.session_verdict;
+        seen.answer = std::unexpected(*end.session_verdict);
         fx_->health->observe(key, seen, now);
       } else {
         fx_->health->observe(key, r, now);
       }
       if (key_index_ >= 0 && provider_) fx_->health->observe_key(provider_->name, key_index_, r, now);
-      if (r.ok && !overruled && prompt_fingerprint) fx_->health->note_prefix(prompt_fingerprint, key, now);
+      if (r.answer && !overruled && prompt_fingerprint) fx_->health->note_prefix(prompt_fingerprint, key, now);
     }
   }
 
   // Budget: settle with the actual cost (once), or release when the attempt cost nothing.
   if (fx_->budgets && admission_) {
     for (auto& a : admission_->actions()) budget_actions.push_back(std::move(a));
-    if (r.ok || !r.usage.empty()) {
+    if (r.answer || !r.usage.empty()) {
       const ModelInfo* mi = fx_->config ? fx_->config->catalog.find_model(admission_->model) : nullptr;
       double usd = mi && mi->priced ? Catalog::cost(*mi, r.usage).total() : 0.0;
       for (const auto& a : fx_->budgets->settle(*admission_, usd, r.usage, now)) budget_actions.push_back("alert: " + a.message());

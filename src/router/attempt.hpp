@@ -4,7 +4,7 @@
 //   start():  health claim (HealthRegistry::claim) → budget reserve, or a downgrade → API key pick
 //   observe_headers():  the provider's rate-limit headers (token buckets)
 //   finish(): health observe, key pool, prompt-cache affinity → budget settle (cost once)
-//             → the AttemptResult the routing session takes.
+//             → the AttemptResult the routing session takes (a refused start: refused_report()).
 // The executor, ClientSession (bring your own client) and the Simulator all drive attempts
 // through it, so the three cannot drift apart. Encoding, sending and decoding are not here:
 // they are the stream relay's job (the executor) or the app's (ClientSession).
@@ -123,7 +123,8 @@ std::int64_t estimated_output_tokens(const ChatRequest& req, const ModelInfo* mo
 /// local: fd or memory exhaustion, our limits) never do.
 bool failure_is_ours(const Error& e) noexcept;
 
-/// The session-facing result of an attempt that never started (refused at start()).
-AttemptResult refused_result(std::uint32_t id, const AttemptRefusal& refusal);
+/// What the session hears of an attempt refused at start(): a skip when health did not
+/// admit it, else a failed result carrying the refusal's error (budget, keys, no provider).
+AttemptReport refused_report(std::uint32_t id, const AttemptRefusal& refusal);
 
 }  // namespace modelux

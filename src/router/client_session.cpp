@@ -65,7 +65,7 @@ Step ClientSession::next() {
         s.budget_actions.push_back(t.error().note);
         reroute_to = t.error().downgrade_to;
       }
-      s.session->report(refused_result(p.id, t.error()), now);
+      s.session->report(refused_report(p.id, t.error()), now);
     }
     if (reroute_to) {  // like the executor: route the request again on the downgrade target
       s.downgraded = true;

@@ -251,20 +251,20 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       }
       for (Flight* fp : arrived) {
         --in_flight;
-        AttemptResult r;
+        AttemptReport report;
         if (fp->refusal) {
           if (fp->refusal->why == AttemptRefusal::Why::downgrade && downgrade_to.empty()) {
             downgrade_to = fp->refusal->downgrade_to;
             budget_actions.push_back(fp->refusal->note);
           }
-          r = refused_result(fp->plan.id, *fp->refusal);
+          report = refused_report(fp->plan.id, *fp->refusal);
         } else {
           fp->end.session_verdict = fp->verdict;
-          r = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
+          report = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
         }
-        if (caller_gone() && !r.ok)
-          r.error = error_of(ErrorKind::cancelled, "caller went away", true);
-        session.report(std::move(r), clock->now());
+        if (AttemptResult* r = std::get_if<AttemptResult>(&report); r && !r->answer && caller_gone())
+          r->answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
+        session.report(std::move(report), clock->now());
       }
       arrived.clear();
       if (!downgrade_to.empty() || caller_gone()) {

@@ -12,6 +12,7 @@
 #include "modelux/transport.hpp"
 #include "server/http_server.hpp"
 #include "testing/native.hpp"
+#include "transport/send.hpp"
 
 namespace modelux::mock {
 
@@ -493,15 +494,7 @@ class SimTransport final : public Transport {
   explicit SimTransport(std::shared_ptr<SimShared> sh) : sh_(std::move(sh)) {}
 
   net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
-    auto s = co_await open(req, deadline);
-    if (!s) co_return std::unexpected(s.error());
-    HttpResponse r;
-    r.status = (*s)->status();
-    r.headers = (*s)->headers();
-    auto body = co_await (*s)->read_all(deadline);
-    if (!body) co_return std::unexpected(body.error());
-    r.body = std::move(*body);
-    co_return r;
+    return send_and_read_all(*this, req, deadline);
   }
 
   net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant deadline) override {

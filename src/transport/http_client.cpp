@@ -26,6 +26,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "modelux/transport.hpp"
+#include "transport/send.hpp"
 
 namespace modelux {
 
@@ -224,15 +225,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   }
 
   net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
-    auto s = co_await open(req, deadline);
-    if (!s) co_return std::unexpected(s.error());
-    HttpResponse r;
-    r.status = (*s)->status();
-    r.headers = (*s)->headers();
-    auto body = co_await (*s)->read_all(deadline);
-    if (!body) co_return std::unexpected(body.error());
-    r.body = std::move(*body);
-    co_return r;
+    return send_and_read_all(*this, req, deadline);
   }
 
   net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant clock_deadline) override {
@@ -316,7 +309,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     }
     if (url.tls && !ca_error_.empty()) {
       dropped();
-      co_return std::unexpected(Error{ErrorKind::invalid_config, ca_error_, 0, {}, {}, {}, {}});
+      co_return fail(ErrorKind::invalid_config, ca_error_);
     }
     auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
     c->origin = origin;
@@ -484,15 +477,12 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       // The head arrived but breaks a limit (a Content-Length over max_response_bytes is
       // refused as soon as the head is parsed): the answer is bad, the connection was fine.
       if (ec == http::error::body_limit)
-        co_return std::unexpected(Error{ErrorKind::malformed_response,
-                                        "response body exceeds the limit of " + std::to_string(opts_.max_response_bytes) +
-                                            " bytes (Content-Length from " + url.host + ")",
-                                        0, {}, {}, {}, {}});
+        co_return fail(ErrorKind::malformed_response, "response body exceeds the limit of " +
+                                                          std::to_string(opts_.max_response_bytes) +
+                                                          " bytes (Content-Length from " + url.host + ")");
       if (ec == http::error::header_limit)
-        co_return std::unexpected(Error{ErrorKind::malformed_response,
-                                        "response headers from " + url.host + " exceed the limit of " +
-                                            std::to_string(opts_.max_header_bytes) + " bytes",
-                                        0, {}, {}, {}, {}});
+        co_return fail(ErrorKind::malformed_response, "response headers from " + url.host + " exceed the limit of " +
+                                                          std::to_string(opts_.max_header_bytes) + " bytes");
       co_return std::unexpected(net_error(ec, "HTTP exchange with " + url.host, ec == beast::error::timeout));
     }
     co_return std::make_unique<BeastHttpStream>(shared_from_this(), std::move(c), std::move(parser));

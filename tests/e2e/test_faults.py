@@ -11,7 +11,6 @@ Timeouts here are short (a few hundred ms) so the whole file runs in seconds.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import uuid
@@ -20,6 +19,7 @@ import openai
 import pytest
 
 from e2e_support import MESSAGES, MOCK_TEXT, collect_stream, sse_events
+from net_support import upstream_sockets
 
 PRIMARY = "gpt-4o-mini"        # OpenAI family; the fault is injected here unless said otherwise
 SECONDARY = "claude-haiku-4-5"  # Anthropic family; always healthy
@@ -423,31 +423,6 @@ def raw_chat(proxy, body: dict, headers: dict | None = None) -> socket.socket:
     return s
 
 
-def upstream_sockets(proxy, mock) -> int:
-    """How many TCP connections the proxy process holds open to the mock (from /proc)."""
-    inodes = set()
-    fd_dir = f"/proc/{proxy.proc.proc.pid}/fd"
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(f"{fd_dir}/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            if int(f[2].rsplit(":", 1)[1], 16) == mock.port and f[3] == "01" and f[9] in inodes:  # 01 = ESTABLISHED
-                n += 1
-    return n
-
-
 def test_client_going_away_mid_stream_releases_the_request(proxy, mock):
     """The caller closes its socket after the first bytes of a ~9 s stream; the proxy must stop
     the request (in-flight gauge back to 0) long before the upstream stream would have ended."""
@@ -494,7 +469,7 @@ def test_client_hanging_up_while_upstream_hangs_cancels_at_once(proxy, mock, rou
     slug = route({"strategy": "single", "model": PRIMARY, "timeout_ms": int(timeout_s * 1000)})
     if moment == "pooled_upstream":
         assert proxy.chat_raw({"model": slug, "messages": MESSAGES}).status == 200
-        assert upstream_sockets(proxy, mock) == 1  # kept for reuse
+        assert upstream_sockets(proxy.proc.proc.pid, mock.port) == 1  # kept for reuse
     mock.configure({PRIMARY: {"hang_rate": 1.0}})
     assert in_flight(proxy) == 0
     user = f"hangup-{uuid.uuid4().hex[:12]}"
@@ -506,7 +481,7 @@ def test_client_hanging_up_while_upstream_hangs_cancels_at_once(proxy, mock, rou
             assert time.monotonic() < deadline, "request never started"
             time.sleep(0.001)
     else:
-        while mock.stats()["models"].get(PRIMARY, {}).get("hangs", 0) < 1 or upstream_sockets(proxy, mock) < 1:
+        while mock.stats()["models"].get(PRIMARY, {}).get("hangs", 0) < 1 or upstream_sockets(proxy.proc.proc.pid, mock.port) < 1:
             assert time.monotonic() < deadline, "the upstream never received the request"
             time.sleep(0.005)
     s.close()
@@ -530,7 +505,7 @@ def test_client_hanging_up_while_upstream_hangs_cancels_at_once(proxy, mock, rou
     attempts = trace["attempts"]
     assert attempts and all(a["outcome"] == "cancelled" for a in attempts), attempts
     # Upstream side: the hung connection was closed (not pooled, not left to time out).
-    while upstream_sockets(proxy, mock) > 0:
+    while upstream_sockets(proxy.proc.proc.pid, mock.port) > 0:
         assert time.monotonic() - t_closed < 8.0, "the upstream connection is still open"
         time.sleep(0.01)
     assert in_flight(proxy) == 0

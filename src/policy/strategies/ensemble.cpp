@@ -118,9 +118,9 @@ class EnsembleState final : public StrategyState {
     return aggregate(s);
   }
 
-  void on_result(SessionCore& s, const AttemptResult& r, Instant now) override {
+  void on_result(SessionCore& s, std::uint32_t id, Instant now) override {
     for (auto& c : children_)
-      if (c->owns(r.id)) c->on_result(s, r, now);
+      if (c->owns(id)) c->on_result(s, id, now);
   }
   bool owns(std::uint32_t id) const noexcept override {
     for (const auto& c : children_)

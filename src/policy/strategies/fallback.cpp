@@ -156,8 +156,8 @@ class FallbackState final : public StrategyState {
     }
   }
 
-  void on_result(SessionCore& s, const AttemptResult& r, Instant now) override {
-    if (child_ && child_->owns(r.id)) child_->on_result(s, r, now);
+  void on_result(SessionCore& s, std::uint32_t id, Instant now) override {
+    if (child_ && child_->owns(id)) child_->on_result(s, id, now);
   }
   bool owns(std::uint32_t id) const noexcept override { return child_ && child_->owns(id); }
 

@@ -17,7 +17,7 @@ class TargetState final : public StrategyState {
   Step::Kind next(SessionCore& s, Instant now, Step& step) override {
     if (phase_ == Phase::finished) return outcome_.ok ? Step::Kind::done : Step::Kind::failed;
     if (phase_ == Phase::running) {
-      if (s.result(id_)) return finish(s, *s.result(id_));
+      if (s.reported(id_)) return finish(s);
       // Committed: its output reaches the caller, routing timeouts no longer apply (the
       // session bounds it with max_stream and does not normally ask this node any more).
       if (s.committed == id_) return Step::Kind::wait;
@@ -25,7 +25,7 @@ class TargetState final : public StrategyState {
       if (now >= p.deadline) {
         std::string why = now >= s.deadline ? "total budget exhausted" : "attempt timeout " + std::to_string(to_ms(p.deadline - (s.in.start + s.record(id_).start_offset))) + " ms";
         s.expire(id_, now, why);
-        return finish(s, *s.result(id_));
+        return finish(s);
       }
       step.wake_at = p.deadline;
       return Step::Kind::wait;
@@ -81,14 +81,15 @@ class TargetState final : public StrategyState {
     return Step::Kind::attempt;
   }
 
-  void on_result(SessionCore&, const AttemptResult&, Instant) override {}
+  void on_result(SessionCore&, std::uint32_t, Instant) override {}  // next() reads the result
   bool owns(std::uint32_t id) const noexcept override { return id == id_ && id != 0; }
 
  private:
   enum class Phase : std::uint8_t { init, queued, running, finished };
 
-  Step::Kind finish(SessionCore& s, const AttemptResult& r) {
-    if (r.not_admitted) {
+  Step::Kind finish(SessionCore& s) {
+    const AttemptResult* r = s.result(id_);
+    if (!r) {
       // The executor's claim was refused: a skip, exactly as if health had said no up front.
       std::string why = "skipped " + spec_.target().model + ": " +
                         (planned_breaker_ == BreakerState::half_open ? "breaker half_open, probe already out"
@@ -99,15 +100,14 @@ class TargetState final : public StrategyState {
     phase_ = Phase::finished;
     outcome_.attempt = id_;
     outcome_.served = &spec_.target();
-    if (r.ok) {
+    if (r->answer) {
       outcome_.ok = true;
       return Step::Kind::done;
     }
     outcome_.ok = false;
-    outcome_.error = r.error;
+    outcome_.error = r->answer.error();
     if (outcome_.error.provider.empty()) outcome_.error.provider = spec_.target().provider;
-    outcome_.delivered = r.delivered;
-    (void)s;
+    outcome_.delivered = r->delivered;
     return Step::Kind::failed;
   }
   Step::Kind skip(SessionCore& s, std::string why) {

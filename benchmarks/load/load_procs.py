@@ -1,0 +1,82 @@
+"""Process helpers shared by the load scripts in this folder (proxy_vs_direct.py,
+stream_relay.py): start `modelux mock` / `modelux serve` and learn their port, stop them, and
+read a process's CPU time and resident memory from /proc.
+
+The scripts run as `python benchmarks/load/<script>.py`, so this folder is on sys.path and
+`from load_procs import ...` finds this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+API_KEY = "mlx-load-test-key-0001"
+LISTEN_RE = re.compile(r"listening on http://[0-9.]+:(\d+)")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def start(bin_path: str, args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+    logf = open(log, "wb")
+    p = subprocess.Popen([bin_path, *args], stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    buf = b""
+    fd = p.stdout.fileno()
+    while time.monotonic() < deadline and p.poll() is None:
+        if select.select([fd], [], [], 0.05)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            m = LISTEN_RE.search(buf.decode(errors="replace"))
+            if m:
+                return p, int(m.group(1))
+    stop(p)
+    raise SystemExit(f"`{bin_path} {' '.join(args)}` did not start: {buf!r} {log.read_text(errors='replace')[-1000:]}")
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) / 1024
+    return float("nan")
+
+
+def start_proxy(bin_path: str, tmp: Path, mock_port: int, threads: int = 1,
+                tracing: bool = True) -> tuple[subprocess.Popen, int]:
+    """`modelux serve` in front of the mock on `mock_port`, configured as in production (API-key
+    auth, tracing on unless `tracing` is false): one client key (API_KEY) and the config @bench,
+    a single target gpt-4o-mini. Its config and log go to `tmp`."""
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": 0, "threads": threads,
+                   "api_keys": [{"key": API_KEY, "name": "load", "project": "load"}]},
+        "providers": {"openai": {"base_url": f"http://127.0.0.1:{mock_port}/v1", "api_key": "mock-openai-key"}},
+        "routing": {"bench": {"strategy": "single", "model": "gpt-4o-mini", "timeout_ms": 10000}},
+        "budgets": [],
+        "tracing": {"path": str(tmp / "traces.db")} if tracing else {"enabled": False},
+    }
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    return start(bin_path, ["serve", "--config", str(tmp / "config.json"), "--port", "0"], tmp / "proxy.log")
