@@ -44,9 +44,9 @@ struct Event {
   enum class Kind : std::uint8_t { arrive, complete, refused, wake } kind;
   std::size_t session;
   std::uint32_t attempt = 0;             ///< complete, refused
-  std::uint8_t gen = 0;                  ///< complete, refused: the routing pass it belongs to (a downgrade starts a new one)
   AttemptEnd end{};                      ///< complete: how the simulated call went
   std::optional<AttemptReport> refused;  ///< refused: what the session hears
+  std::uint8_t gen = 0;  ///< complete, refused: the routing pass (a budget downgrade starts a new one)
   bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
 };
 
@@ -243,8 +243,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
     for (int guard = 0; guard < 1000; ++guard) {
       Step st = l.s->next(now);
       switch (st.kind) {
-        case Step::Kind::attempt:
-        {
+        case Step::Kind::attempt: {
           std::optional<std::string> reroute_to;
           for (const auto& plan : st.attempts) {
             auto t = AttemptTracker::start(fx, plan, l.req, l.ctx, {.allow_downgrade = !l.downgraded});
@@ -254,8 +253,9 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
                 reroute_to = t.error().downgrade_to;
               }
               // Like the executor: a refused claim is reported at once and never runs.
-              Event ev{now, seq++, Event::Kind::refused, i, plan.id, l.gen};
+              Event ev{now, seq++, Event::Kind::refused, i, plan.id};
               ev.refused = refused_report(plan.id, t.error());
+              ev.gen = l.gen;
               q.push(std::move(ev));
               continue;
             }
@@ -272,8 +272,9 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
             auto [at, end] = outcome_for(plan, now, l.req.stream, own);
             if (end.answer) end.usage.prompt_tokens = estimate_input_tokens(l.req);
             if (end.answer && o.completion_tokens) end.usage.completion_tokens = o.completion_tokens(i);
-            Event ev{at, seq++, Event::Kind::complete, i, plan.id, l.gen};
+            Event ev{at, seq++, Event::Kind::complete, i, plan.id};
             ev.end = std::move(end);
+            ev.gen = l.gen;
             q.push(std::move(ev));
           }
           if (reroute_to) {
@@ -312,10 +313,10 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
           out.latency = now - l.s->inputs().start;
           out.attempts = tr.attempts.size();
           out.ttft = tr.ttft;
-          for (const auto& a : tr.attempts) ++rep.attempted[a.provider + "/" + a.model];
           out.cost_usd = tr.cost.total();
           out.failed_over = tr.attempts.size() > 1;
           out.downgraded = l.downgraded;
+          for (const auto& a : tr.attempts) ++rep.attempted[a.provider + "/" + a.model];
           if (out.ok) {
             out.served = l.s->served();
             out.text = response_text(l.s->response());
@@ -375,7 +376,7 @@ SimReport Simulator::run(std::shared_ptr<const Policy> policy, std::size_t n, co
         break;
       }
       case Event::Kind::refused:  // never ran, nothing to observe
-        if (e.gen != l.gen) break;  // an attempt of a pass a budget downgrade abandoned
+        if (e.gen != l.gen) break;  // a pass a budget downgrade abandoned
         if (!l.finished && l.s) {
           l.s->report(std::move(*e.refused), e.at);
           pump(e.session, e.at);
