@@ -87,10 +87,11 @@ TEST_CASE("Key pool: a key the provider answers 401 is taken out of the pool") {
     }
   }
   Json s = m->stats();
-  // The revoked key is tried once; every later request goes to the good key.
+  // The revoked key is tried once and leaves the pool; the request that drew it is sent again
+  // at once on the good key (a pool fails over across its keys first, issue #14), so none fails.
   CHECK(key_count(s, "k-bad") == 1);
-  CHECK(key_count(s, "k-good") == 11);
-  CHECK(failed == 1);
+  CHECK(key_count(s, "k-good") == 12);
+  CHECK(failed == 0);
   Json pools = r->health()->state_json(r->clock().now())["key_pools"];
   CHECK_MESSAGE(pools.dump().find("openai") != std::string::npos, pools.dump());
 }

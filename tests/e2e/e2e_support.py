@@ -208,7 +208,8 @@ class Mock:
     def reset(self) -> None:
         """Back to the start-up behaviour (no faults) with zeroed counters."""
         current = self.get_config()
-        doc = {"default": self.pristine_default, "models": {m: None for m in current["models"]}, "seed": 42}
+        doc = {"default": self.pristine_default, "models": {m: None for m in current["models"]}, "seed": 42,
+               "rate_limited_keys": {}}
         r = http_request(self.port, "POST", "/_mock/config", doc)
         assert r.status == 200, r.text
         r = http_request(self.port, "POST", "/_mock/reset", b"")

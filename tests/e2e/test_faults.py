@@ -18,7 +18,7 @@ import uuid
 import openai
 import pytest
 
-from e2e_support import MESSAGES, MOCK_TEXT, collect_stream, sse_events
+from e2e_support import MESSAGES, MOCK_TEXT, collect_stream, http_request, sse_events
 from net_support import upstream_sockets
 
 PRIMARY = "gpt-4o-mini"        # OpenAI family; the fault is injected here unless said otherwise
@@ -181,7 +181,7 @@ def test_a_provider_429_reaches_the_caller_with_the_normalized_code_and_the_nati
     err = r.json()["error"]
     assert err["type"] == "rate_limit_error"
     assert err["code"] == "rate_limit_exceeded"
-    assert err["provider"] == "gemini"  # the provider's name in the e2e config
+    assert err["provider"] == "google"  # the provider's name in the e2e config (never the family "gemini")
     assert err["provider_code"] == "RESOURCE_EXHAUSTED"
 
 
@@ -545,3 +545,62 @@ def test_a_caller_that_does_not_read_holds_back_only_its_own_stream(proxy, mock,
         assert peak < 8_000, f"proxy grew {peak} kB while a 16 MB stream sat unread"
     finally:
         s.close()
+
+
+# ------------------------------------------------------------------------ issue #14: ttft cut and key pools
+
+
+def test_ttft_timeout_cuts_a_late_first_byte_at_the_limit(proxy, mock, route, client):
+    """Issue #14 (1): 500 ms limit, the primary's first byte (its response head) at 1.5 s. The
+    attempt is cut at 0.5 s and the secondary answers then: ~0.5 s + its latency, not 1.5 s +
+    (the primary's working answer thrown away) + the secondary."""
+    mock.configure({PRIMARY: {"latency_ms": 1500}, SECONDARY: {"latency_ms": 50, "text": SECONDARY_TEXT}})
+    cfg = {
+        "strategy": "fallback",
+        "attempts": [{"model": PRIMARY, "timeout_ms": 5000, "ttft_timeout_ms": 500}, {"model": SECONDARY, "timeout_ms": 5000}],
+        "retry_on": ["timeout"],
+        "total_budget_ms": 10000,
+    }
+    model = route(cfg)
+    t0 = time.monotonic()
+    first = None
+    text = ""
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES, stream=True)
+    rid = raw.headers["x-request-id"]
+    for chunk in raw.parse():
+        for ch in chunk.choices:
+            if ch.delta.content:
+                if first is None:
+                    first = time.monotonic() - t0
+                text += ch.delta.content
+    assert text == SECONDARY_TEXT
+    a = proxy.trace(rid)["attempts"]
+    assert a[0]["outcome"] == "timeout" and "ttft_timeout_ms 500" in a[0]["why_ended"], a[0]
+    print(f"\nTTFT cut: first content at {first * 1000:.0f} ms (primary cut at {a[0]['duration_ms']:.0f} ms, "
+          f"secondary started at +{a[1]['start_offset_ms']:.0f} ms)")
+    assert 480 <= a[0]["duration_ms"] <= 700, a[0]
+    assert first < 1.3, f"first content at {first:.3f} s: the attempt was not cut at the limit"
+
+
+def test_a_key_pool_serves_on_its_good_keys_when_one_key_is_rate_limited(start_proxy, mock):
+    """Issue #14 (2): keys [good, bad, good], bad answered 429 retry-after 30 s. Every request
+    is served, none waits, and the bad key is tried once and then sits out."""
+    def pool(cfg: dict) -> None:
+        cfg["providers"]["openai"] = {"base_url": cfg["providers"]["openai"]["base_url"],
+                                      "api_keys": ["key-good-1", "key-bad", "key-good-2"]}
+    p = start_proxy(pool)
+    r = http_request(mock.port, "POST", "/_mock/config", {"rate_limited_keys": {"key-bad": 30000}})
+    assert r.status == 200, r.text
+    client = p.client(max_retries=0)
+    took = []
+    for _ in range(9):
+        t0 = time.monotonic()
+        out = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        took.append(time.monotonic() - t0)
+        assert out.choices[0].message.content == MOCK_TEXT
+    keys = mock.stats()["keys"]
+    print(f"\nkey pool: requests per key {keys}, slowest request {max(took) * 1000:.0f} ms")
+    assert keys.get("key-bad") == 1
+    assert keys.get("key-good-1", 0) + keys.get("key-good-2", 0) == 9
+    assert max(took) < 5, "a request waited for the bad key's retry-after"
+    http_request(mock.port, "POST", "/_mock/config", {"rate_limited_keys": {}})
