@@ -173,15 +173,16 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
       if (step.kind == Step::Kind::done || step.kind == Step::Kind::failed) break;
       if (step.kind == Step::Kind::attempt) {
         for (const AttemptPlan& plan : step.attempts) {
-          AttemptResult r;
+          AttemptReport r;
           const ModelInfo* mi = config.catalog.find_model(plan.target.model);
           if (!mi || !mi->embedding) {
-            r.id = plan.id;
-            r.not_admitted = true;  // a skip, not a try: the session moves on
+            r = AttemptSkip{.id = plan.id, .reason = SkipReason::not_admitted};  // a skip, not a try: the session moves on
             skipped.push_back(plan.target.model);
           } else if (ctx.cancel && ctx.cancel->cancelled()) {
-            r.id = plan.id;
-            r.error = error_of(ErrorKind::cancelled, "caller went away", true);
+            AttemptResult gone;
+            gone.id = plan.id;
+            gone.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
+            r = std::move(gone);
           } else {
             auto tracker = std::make_unique<std::optional<AttemptTracker>>();
             std::optional<AttemptRefusal> refusal;
@@ -195,7 +196,7 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
                 downgrade_to = refusal->downgrade_to;
                 budget_actions.push_back(refusal->note);
               }
-              r = refused_result(plan.id, *refusal);
+              r = refused_report(plan.id, *refusal);
             } else {
               AttemptTracker* tp = &**tracker;
               const EmbeddingRequest* rp = &req;
