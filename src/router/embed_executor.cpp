@@ -173,16 +173,16 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
       if (step.kind == Step::Kind::done || step.kind == Step::Kind::failed) break;
       if (step.kind == Step::Kind::attempt) {
         for (const AttemptPlan& plan : step.attempts) {
-          AttemptReport report;
+          AttemptReport r;
           const ModelInfo* mi = config.catalog.find_model(plan.target.model);
           if (!mi || !mi->embedding) {
-            report = AttemptSkip{plan.id, SkipReason::not_admitted};  // a skip, not a try: the session moves on
+            r = AttemptSkip{.id = plan.id, .reason = SkipReason::not_admitted};  // a skip, not a try: the session moves on
             skipped.push_back(plan.target.model);
           } else if (ctx.cancel && ctx.cancel->cancelled()) {
-            AttemptResult r;
-            r.id = plan.id;
-            r.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
-            report = std::move(r);
+            AttemptResult gone;
+            gone.id = plan.id;
+            gone.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
+            r = std::move(gone);
           } else {
             auto tracker = std::make_unique<std::optional<AttemptTracker>>();
             std::optional<AttemptRefusal> refusal;
@@ -196,7 +196,7 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
                 downgrade_to = refusal->downgrade_to;
                 budget_actions.push_back(refusal->note);
               }
-              report = refused_report(plan.id, *refusal);
+              r = refused_report(plan.id, *refusal);
             } else {
               AttemptTracker* tp = &**tracker;
               const EmbeddingRequest* rp = &req;
@@ -229,10 +229,10 @@ net::awaitable<EmbeddingCompletion> Router::Impl::execute_embed(EmbeddingRequest
                 x.end.answer = std::unexpected(error_of(ErrorKind::cancelled, "caller went away", true));
               }
               if (x.answer) answers.emplace_back(plan.id, std::move(*x.answer));
-              report = (*tracker)->finish(std::move(x.end), budget_actions, 0);
+              r = (*tracker)->finish(std::move(x.end), budget_actions, 0);
             }
           }
-          session.report(std::move(report), clock->now());
+          session.report(std::move(r), clock->now());
           if (!downgrade_to.empty()) break;
         }
         if (!downgrade_to.empty() || (ctx.cancel && ctx.cancel->cancelled())) {
