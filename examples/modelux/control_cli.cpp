@@ -14,6 +14,7 @@
 #include "control_commands.hpp"
 #include "modelux/config.hpp"
 #include "modelux/control.hpp"
+#include "modelux/replay.hpp"
 #include "modelux/router.hpp"
 #include "modelux/server.hpp"
 #include "modelux/transport.hpp"
@@ -147,6 +148,48 @@ void print_versions(const Json& list) {
 }
 
 }  // namespace
+
+namespace {
+
+// `modelux replay --promote`: the candidate becomes a new version of the slug in the control
+// store, with an audit entry carrying the replay's verdict. A running proxy on the same store
+// applies it at its next reconcile (server.control.reconcile_ms, 1 s by default).
+class StorePublisher final : public ConfigPublisher {
+ public:
+  explicit StorePublisher(ControlStore cs) : cs_(std::move(cs)) {}
+  Result<std::int64_t> publish(const std::string& slug, const Json& config, const Json& audit) override {
+    auto head = cs_.configs->head(kKindConfig, slug);
+    if (!head) return fail(head.error());
+    ObjectVersion v;
+    v.kind = std::string(kKindConfig);
+    v.name = slug;
+    v.author = "cli";
+    v.at = std::chrono::system_clock::now();
+    v.action = "promote";
+    v.message = "promoted by modelux replay: " + audit.value("verdict", std::string("guard passed"));
+    v.document = config;
+    AuditEntry a = cli_audit("config.promote", "config:" + slug, audit.dump(-1, ' ', false, Json::error_handler_t::replace));
+    std::optional<std::int64_t> expected;
+    if (*head) expected = (*head)->version;
+    auto written = cs_.configs->commit(std::move(v), expected, std::move(a));
+    if (!written) return fail(written.error());
+    return written->version;
+  }
+
+ private:
+  ControlStore cs_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ConfigPublisher>> open_config_publisher(const std::string& db, const std::string& config) {
+  Target t;
+  t.db = db;
+  t.config = config;
+  auto cs = open_store(t);
+  if (!cs) return fail(cs.error());
+  return std::unique_ptr<ConfigPublisher>(std::make_unique<StorePublisher>(std::move(*cs)));
+}
 
 // ---- configs ---------------------------------------------------------------------------------
 

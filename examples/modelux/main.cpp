@@ -353,6 +353,9 @@ int main(int argc, char** argv) {
   ReplayArgs replay_args;
   auto* replay_cmd = app.add_subcommand("replay", "replay stored traffic against a candidate config and diff the outcome");
   add_replay_options(*replay_cmd, replay_args);
+  std::string replay_control_db;
+  replay_cmd->add_option("--control-db", replay_control_db,
+                         "--promote writes here: the control store file (default: the one --config names)");
   KeysArgs keys_args;
   auto* keys = app.add_subcommand("keys", "managed modelux API keys (create, list, revoke) in the key store");
   keys->require_subcommand(1);
@@ -392,7 +395,18 @@ int main(int argc, char** argv) {
   if (*keys_create_cmd) return keys_create(keys_args);
   if (*keys_list_cmd) return keys_list(keys_args);
   if (*keys_revoke_cmd) return keys_revoke(keys_args);
-  if (*replay_cmd) return run_replay(replay_args, std::cout, std::cerr, SteadyClock::instance());
+  if (*replay_cmd) {
+    std::unique_ptr<ConfigPublisher> publisher;
+    if (replay_args.promote && (!replay_control_db.empty() || !replay_args.config.empty())) {
+      auto p = cli::open_config_publisher(replay_control_db, replay_args.config);
+      if (!p) {
+        std::cerr << "modelux replay: --promote: " << p.error().describe() << "\n";
+        return 1;
+      }
+      publisher = std::move(*p);
+    }
+    return run_replay(replay_args, std::cout, std::cerr, SteadyClock::instance(), publisher.get());
+  }
   if (*check) return check_config(!check_file.empty() ? check_file : check_flag);
   auto forward = [](const char* name, CLI::App* sub, int (*run)(int, char**)) {
     std::vector<std::string> rest = sub->remaining();

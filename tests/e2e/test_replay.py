@@ -16,6 +16,7 @@ those requests fail over to gpt-4o-mini. Then `modelux replay` runs offline on t
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import time
@@ -148,12 +149,31 @@ def test_the_same_seed_gives_the_same_report(recorded: dict[str, Any]) -> None:
     assert a == b
 
 
-def test_promote_needs_the_config_store(recorded: dict[str, Any]) -> None:
-    r = run_replay("--db", str(recorded["db"]), "--config", str(recorded["config"]), "--slug", "production",
-                   "--candidate", str(recorded["current"]), "--promote", "--require", "success>=0.5")
-    assert r.returncode == 1
-    assert "needs the config store" in r.stderr
+def test_promote_writes_a_config_version_with_its_audit_entry(recorded: dict[str, Any], tmp_path: Path) -> None:
+    store = tmp_path / "control.db"
+    common = ["--db", str(recorded["db"]), "--slug", "production", "--candidate", str(recorded["current"]), "--promote"]
+    # Without a store to write to, promotion is refused plainly (after the guard is judged).
+    r = run_replay(*common, "--require", "success>=0.5")
+    assert r.returncode == 1 and "needs the config store" in r.stderr, r.stderr
     assert "guard passed" in r.stdout
+    # A failing guard never writes.
+    r = run_replay(*common, "--control-db", str(store), "--require", "success>=1.01")
+    assert r.returncode == 3, r.stdout + r.stderr
+    r = subprocess.run([MODELUX_BIN, "configs", "list", "production", "--db", str(store)], capture_output=True, text=True)
+    assert "promote" not in r.stdout
+    # A passing guard makes the candidate a new version, with the verdict in the audit log.
+    r = run_replay(*common, "--control-db", str(store), "--require", "success>=0.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"promoted production as version (\d+)", r.stdout)
+    assert m, r.stdout
+    r = subprocess.run([MODELUX_BIN, "configs", "list", "production", "--db", str(store)], capture_output=True, text=True)
+    assert r.returncode == 0 and "promote" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([MODELUX_BIN, "audit", "--db", str(store), "--jsonl"], capture_output=True, text=True)
+    entries = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+    promoted = [e for e in entries if e.get("action") == "config.promote" and e.get("object") == "config:production"]
+    assert promoted and "success" in promoted[-1]["detail"], r.stdout
+    r = subprocess.run([MODELUX_BIN, "audit", "--db", str(store), "--verify"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
     r = run_replay("--db", str(recorded["db"]), "--slug", "production", "--candidate", str(recorded["current"]),
                    "--promote")
     assert r.returncode == 2 and "--promote needs --require" in r.stderr
