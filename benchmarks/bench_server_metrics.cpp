@@ -4,6 +4,8 @@
 // With a null baseline.
 #include <benchmark/benchmark.h>
 
+#include "server/control_plane.hpp"
+#include "server/kept.hpp"
 #include "server/metrics.hpp"
 #include "server/routes.hpp"
 

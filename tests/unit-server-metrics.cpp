@@ -5,6 +5,8 @@
 #include <thread>
 #include <vector>
 
+#include "server/control_plane.hpp"
+#include "server/kept.hpp"
 #include "server/metrics.hpp"
 #include "server/routes.hpp"
 
