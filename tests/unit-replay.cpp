@@ -257,7 +257,10 @@ TEST_CASE("replay: budgets replay in time order so blocks start where the cap is
   CHECK(rep->candidate.budget_blocks > 30);
   CHECK(rep->candidate.budget_blocks < 90);
   CHECK(rep->candidate.errors["budget_exceeded"] == rep->candidate.budget_blocks);
-  CHECK(rep->candidate.cost_usd <= 0.05 + 1e-9);
+  // These requests carry no max_tokens, so their output estimate does not block on its own
+  // (docs/budgets.md): the cap can be passed by at most the last admitted request's cost.
+  CHECK(rep->candidate.cost_usd <= 0.05 + 0.0015);
+  CHECK(rep->candidate.cost_usd >= 0.05 - 0.0015);
   // Time order: the served requests come first, then only blocks.
   std::size_t first_block = rep->rows.size();
   for (std::size_t i = 0; i < rep->rows.size(); ++i)
