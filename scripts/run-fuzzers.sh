@@ -24,6 +24,7 @@ FIX="$ROOT/tests/fixtures/wire"
 fam_byte() { case "$1" in openai*) echo 0;; azure*) echo 1;; anthropic*) echo 2;; gemini*) echo 3;; cohere*) echo 4;; bedrock*) echo 5;; *) echo 0;; esac; }
 for t in response stream error request; do rm -rf "$BUILD/corpus/$t"; mkdir -p "$BUILD/corpus/$t"; done
 for f in "$FIX"/*; do
+  [ -f "$f" ] || continue  # sub-folders (embeddings/) hold fixtures of other shapes
   b="$(basename "$f")"; n="$(fam_byte "$b")"
   { printf "\\x0$n"; cat "$f"; } > "$BUILD/corpus/response/$b"
   { printf "\\x0$n\\x07"; cat "$f"; } > "$BUILD/corpus/stream/$b"

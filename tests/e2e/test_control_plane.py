@@ -377,7 +377,8 @@ def test_events_from_keys_budgets_breakers_and_spend(mock: Any, tmp_path: Path, 
             p.request("POST", "/v1/chat/completions", {"model": "@production", "messages": MESSAGES}, {"x-modelux-project": "other"})
         wait_for(lambda: receiver.events("breaker.opened"), what="breaker.opened")
         assert receiver.events("breaker.opened")[0]["data"]["target"] == "anthropic/claude-haiku-4-5"
-        r = p.request("POST", "/v1/chat/completions", {"model": "@fast", "messages": MESSAGES}, {"x-modelux-project": "capped"})
+        # max_tokens bounds the output estimate, which then blocks on its own (an unbounded one does not: docs/budgets.md).
+        r = p.request("POST", "/v1/chat/completions", {"model": "@fast", "messages": MESSAGES, "max_tokens": 1000}, {"x-modelux-project": "capped"})
         assert r.status == 402 or r.status == 429 or r.status == 400, r.text
         assert r.json()["error"]["code"] == "budget_exceeded"
         wait_for(lambda: receiver.events("budget.blocked"), what="budget.blocked")

@@ -100,8 +100,10 @@ def test_client_leaving_mid_stream_then_fetching_the_whole_answer(proxy: Proxy, 
         assert got["usage"]["completion_tokens"] > 0
     else:
         assert got["type"] == "message" and got["stop_reason"] == "end_turn" and got["usage"]["output_tokens"] > 0
-    # The upstream wrote its stream to the end: the hang-up did not cancel it.
-    assert stream_counts(mock) == (1, 0)
+    # The upstream wrote its stream to the end: the hang-up did not cancel it. (Only the
+    # completed count is ours to check: the mock is shared by the session, and a stream an
+    # earlier test left can still end as abandoned while this one runs.)
+    assert stream_counts(mock)[0] == 1
     trace = proxy.trace(rid)
     assert trace["ok"] is True, trace
 

@@ -164,7 +164,7 @@ def test_promote_writes_a_config_version_with_its_audit_entry(recorded: dict[str
     # A passing guard makes the candidate a new version, with the verdict in the audit log.
     r = run_replay(*common, "--control-db", str(store), "--require", "success>=0.5")
     assert r.returncode == 0, r.stdout + r.stderr
-    m = re.search(r"promoted production as version (\d+)", r.stdout)
+    m = re.search(r"promoted @?production as version (\d+)", r.stdout)
     assert m, r.stdout
     r = subprocess.run([MODELUX_BIN, "configs", "list", "production", "--db", str(store)], capture_output=True, text=True)
     assert r.returncode == 0 and "promote" in r.stdout, r.stdout + r.stderr
