@@ -4,39 +4,11 @@
 // unless told otherwise).
 #include <algorithm>
 
+#include "server/ingress.hpp"
 #include "server/metrics.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
-
-namespace {
-
-Reply bad_request(std::string msg, std::string code, std::string param = {}) {
-  return error_reply(400, ErrorKind::bad_request, std::move(msg), std::move(code), std::move(param));
-}
-
-// "k=v,k2=v2" (x-modelux-tags) → pairs, bounded like chat's.
-std::optional<std::string> parse_tag_header(std::string_view s, const EdgeLimits& lim,
-                                            std::vector<std::pair<std::string, std::string>>& out) {
-  while (!s.empty()) {
-    auto comma = s.find(',');
-    std::string_view item = s.substr(0, comma);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!item.empty()) {
-      auto eq = item.find('=');
-      if (eq == std::string_view::npos || eq == 0) return "x-modelux-tags takes k=v pairs separated by commas";
-      if (out.size() >= lim.max_tags) return "too many tags (at most " + std::to_string(lim.max_tags) + ")";
-      if (eq > lim.max_tag_key_bytes || item.size() - eq - 1 > lim.max_tag_value_bytes) return "a tag is too long";
-      out.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
-    }
-    if (comma == std::string_view::npos) break;
-    s.remove_prefix(comma + 1);
-  }
-  return std::nullopt;
-}
-
-}  // namespace
 
 net::awaitable<std::optional<Reply>> embeddings(RouteCtx& c) {
   Proxy::State& st = c.st;
@@ -49,31 +21,10 @@ net::awaitable<std::optional<Reply>> embeddings(RouteCtx& c) {
   if (!parsed) co_return client_error(error_reply(400, parsed.error().kind, parsed.error().message, "invalid_request", parsed.error().path));
   EmbeddingRequest ereq = std::move(*parsed);
 
-  const KeyIdentity* key = c.caller.key.get();
-  if (ereq.model.starts_with('@')) {
-    std::string_view slug = std::string_view(ereq.model).substr(1);
-    if (!valid_slug(slug))
-      co_return client_error(bad_request("'" + ereq.model.substr(0, 80) + "' is not a valid config name: @ then [a-z0-9][a-z0-9_-]{0,63}",
-                                         "invalid_slug", "model"));
-    if (key && !key->limits.configs.empty() && std::ranges::find(key->limits.configs, slug) == key->limits.configs.end())
-      co_return client_error(error_reply(403, ErrorKind::auth, "this key may not use config '" + ereq.model + "'", "model_not_allowed", "model"));
-  } else if (key && !key->limits.models.empty() && std::ranges::find(key->limits.models, ereq.model) == key->limits.models.end()) {
-    co_return client_error(
-        error_reply(403, ErrorKind::auth, "this key may not use model '" + ereq.model.substr(0, 80) + "'", "model_not_allowed", "model"));
-  }
-
-  CallContext ctx;
-  if (key) {
-    ctx.api_key_id = key->id;
-    ctx.org = key->org;
-  }
-  ctx.project = c.caller.project;
-  if (const auto* u = c.req.header("x-modelux-end-user")) ctx.end_user = *u;
-  else ctx.end_user = ereq.user;
-  if (ctx.end_user.size() > 256) co_return client_error(bad_request("the end user id is longer than 256 bytes", "invalid_end_user", "user"));
-  if (const auto* t = c.req.header("x-modelux-tags"))
-    if (auto err = parse_tag_header(*t, st.server.limits, ctx.tags)) co_return client_error(bad_request(*err, "invalid_tags", "x-modelux-tags"));
-  ctx.request_id = new_request_id();
+  // The same key rules, end user and tags as chat (ingress.cpp).
+  auto edge = edge_context(c, ereq.model, ereq.user, Json());
+  if (!edge) co_return client_error(openai_refusal(edge.error()));
+  CallContext ctx = std::move(*edge);
   const std::string rid = ctx.request_id;
   const bool base64 = ereq.base64;
 
@@ -83,7 +34,6 @@ net::awaitable<std::optional<Reply>> embeddings(RouteCtx& c) {
     ~Dec() { s.in_flight.fetch_sub(1, std::memory_order_relaxed); }
   } dec{st};
   // A client that hangs up stops the upstream call at once, as for chat.
-  ctx.cancel = std::make_shared<CancellationToken>();
   c.w.watch_client(ctx.cancel);
   EmbeddingCompletion done = co_await st.router->co_embed(std::move(ereq), std::move(ctx));
   c.w.stop_watching();
@@ -93,11 +43,7 @@ net::awaitable<std::optional<Reply>> embeddings(RouteCtx& c) {
     const Error& e = done.result.error();
     (http_status_for(e.kind) < 500 ? st.client_errors : st.upstream_errors).fetch_add(1, std::memory_order_relaxed);
     Reply r = error_reply(e);
-    if (e.retry_after && e.retry_after->count() >= 0) {
-      auto ms = e.retry_after->count();
-      extra.emplace_back("retry-after", std::to_string((ms + 999) / 1000));
-      extra.emplace_back("retry-after-ms", std::to_string(ms));
-    }
+    extra = with_retry_after(std::move(extra), e);
     r.headers = std::move(extra);
     co_return r;
   }

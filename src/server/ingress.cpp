@@ -61,21 +61,22 @@ std::optional<Refusal> check_tags(const std::vector<std::pair<std::string, std::
 
 }  // namespace
 
-std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const ChatRequest& creq) {
+std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const std::string& model, const std::string& user,
+                                                 const Json& metadata) {
   const Proxy::State& st = c.st;
   // What the key may ask for.
   const KeyIdentity* key = c.caller.key.get();
-  if (creq.model.starts_with('@')) {
-    std::string_view slug = std::string_view(creq.model).substr(1);
+  if (model.starts_with('@')) {
+    std::string_view slug = std::string_view(model).substr(1);
     if (!valid_slug(slug))
-      return std::unexpected(refuse(400, "'" + creq.model.substr(0, 80) + "' is not a valid config name: @ then [a-z0-9][a-z0-9_-]{0,63}",
+      return std::unexpected(refuse(400, "'" + model.substr(0, 80) + "' is not a valid config name: @ then [a-z0-9][a-z0-9_-]{0,63}",
                                     "invalid_slug", "model"));
     if (key && !key->limits.configs.empty() &&
         std::find(key->limits.configs.begin(), key->limits.configs.end(), slug) == key->limits.configs.end())
-      return std::unexpected(refuse(403, "this key may not use config '" + creq.model + "'", "model_not_allowed", "model"));
+      return std::unexpected(refuse(403, "this key may not use config '" + model + "'", "model_not_allowed", "model"));
   } else if (key && !key->limits.models.empty() &&
-             std::find(key->limits.models.begin(), key->limits.models.end(), creq.model) == key->limits.models.end()) {
-    return std::unexpected(refuse(403, "this key may not use model '" + creq.model.substr(0, 80) + "'", "model_not_allowed", "model"));
+             std::find(key->limits.models.begin(), key->limits.models.end(), model) == key->limits.models.end()) {
+    return std::unexpected(refuse(403, "this key may not use model '" + model.substr(0, 80) + "'", "model_not_allowed", "model"));
   }
 
   CallContext ctx;
@@ -85,21 +86,25 @@ std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const ChatRe
   }
   ctx.project = c.caller.project;  // admit() let only admin keys override it
   if (const auto* u = c.req.header("x-modelux-end-user")) ctx.end_user = *u;
-  else ctx.end_user = creq.user;
+  else ctx.end_user = user;
   if (ctx.end_user.size() > 256) return std::unexpected(refuse(400, "the end user id is longer than 256 bytes", "invalid_end_user", "user"));
   if (const auto* t = c.req.header("x-modelux-tags")) {
     auto tags = parse_tags(*t, st.server.limits);
     if (!tags) return std::unexpected(refuse(400, tags.error().message, "invalid_tags", "x-modelux-tags"));
     ctx.tags = std::move(*tags);
   }
-  std::size_t metadata_keys = creq.metadata.is_object() ? creq.metadata.size() : 0;
-  if (metadata_keys <= st.server.limits.max_tags && creq.metadata.is_object())
-    for (auto it = creq.metadata.begin(); it != creq.metadata.end(); ++it)
+  std::size_t metadata_keys = metadata.is_object() ? metadata.size() : 0;
+  if (metadata_keys <= st.server.limits.max_tags && metadata.is_object())
+    for (auto it = metadata.begin(); it != metadata.end(); ++it)
       if (it.value().is_string()) ctx.tags.emplace_back(it.key(), it.value().get<std::string>());
   if (auto e = check_tags(ctx.tags, metadata_keys, st.server.limits)) return std::unexpected(std::move(*e));
   ctx.request_id = new_request_id();
   ctx.cancel = std::make_shared<CancellationToken>();
   return ctx;
+}
+
+std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const ChatRequest& creq) {
+  return edge_context(c, creq.model, creq.user, creq.metadata);
 }
 
 Reply openai_refusal(const Refusal& r) {

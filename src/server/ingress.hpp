@@ -1,4 +1,4 @@
-// What every data-plane ingress (OpenAI chat completions, Anthropic messages) checks and
+// What every data-plane ingress (OpenAI chat completions and embeddings, Anthropic messages) checks and
 // builds the same way before it hands a request to the Router: the key's model and config
 // allowlists, the end user, tags and metadata limits → the CallContext; and the retry headers
 // an error carries back. Each ingress renders a Refusal in its own error shape.
@@ -21,6 +21,10 @@ struct Refusal {
 /// The CallContext for `creq` (key, project, end user, tags), or why the caller may not send
 /// it. A fresh request id and cancellation token are set.
 std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const ChatRequest& creq);
+/// The same for any request that names a model, an end user and (a null Json: none) metadata,
+/// such as an embeddings request.
+std::expected<CallContext, Refusal> edge_context(const RouteCtx& c, const std::string& model, const std::string& user,
+                                                 const Json& metadata);
 
 /// A refusal in OpenAI's error shape.
 Reply openai_refusal(const Refusal& r);
