@@ -27,6 +27,10 @@ net::awaitable<void> run_one(Router& r, ChatRequest q, CallContext ctx, AsyncChu
   out = co_await r.co_complete(std::move(q), std::move(ctx), std::move(sink));
 }
 
+net::awaitable<void> embed_one(Router& r, EmbeddingRequest q, CallContext ctx, std::optional<EmbeddingCompletion>& out) {
+  out = co_await r.co_embed(std::move(q), std::move(ctx));
+}
+
 struct SimFixture {
   ManualClock clock;
   std::shared_ptr<Transport> transport;
@@ -73,18 +77,33 @@ struct SimFixture {
       });
     }
     net::co_spawn(ioc, run_one(*router, std::move(q), std::move(ctx), std::move(as), out), net::detached);
-    for (;;) {
-      ioc.restart();
-      ioc.poll();
-      if (out) break;
-      // Nothing is runnable: the request waits on a timer, or on nothing at all (a hang).
-      REQUIRE_MESSAGE(clock.advance_to_next_timer(), "the request waits on nothing: it would never end");
-    }
-    took = clock.now() - started;
+    pump(ioc, [&] { return out.has_value(); });
     at_timer.reset();
     ioc.restart();
     ioc.poll();
     return std::move(*out);
+  }
+
+  /// One embeddings request to its end on virtual time.
+  EmbeddingCompletion embed(EmbeddingRequest q, CallContext ctx = {}) {
+    net::io_context ioc;
+    std::optional<EmbeddingCompletion> out;
+    started = clock.now();
+    net::co_spawn(ioc, embed_one(*router, std::move(q), std::move(ctx), out), net::detached);
+    pump(ioc, [&] { return out.has_value(); });
+    return std::move(*out);
+  }
+
+  /// Runs every ready handler, then moves the clock to the next timer, until `done`.
+  void pump(net::io_context& ioc, const std::function<bool()>& done) {
+    for (;;) {
+      ioc.restart();
+      ioc.poll();
+      if (done()) break;
+      // Nothing is runnable: the request waits on a timer, or on nothing at all (a hang).
+      REQUIRE_MESSAGE(clock.advance_to_next_timer(), "the request waits on nothing: it would never end");
+    }
+    took = clock.now() - started;
   }
 
   std::string stream_text(ChatRequest q, Completion& c, int* chunks = nullptr, CallContext ctx = {}) {
@@ -408,6 +427,71 @@ TEST_CASE("Virtual time: a key answered 429 with retry-after 30 s sits out alone
     REQUIRE_FALSE(c.result);
     CHECK(c.result.error().kind == ErrorKind::rate_limited);
     CHECK(f.took == 0ms);
+  }
+}
+
+TEST_CASE("Virtual time: a key rate limited on one model keeps serving the provider's other models") {
+  // Issue #14 (2): providers meter requests per key and model. k-o1 is out of gpt-4o-mini
+  // requests for 30 s; it still serves gpt-4o, and gpt-4o-mini goes to k-o2 without waiting.
+  SimFixture f({{"default", {{"latency_ms", 20}}}, {"rate_limited_keys", {{"k-o1@gpt-4o-mini", 30000}}}},
+               {{"unused", "gpt-4o-mini"}});
+  for (int i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    auto c = f.run(ask("gpt-4o-mini"));
+    REQUIRE(c.result);
+    CHECK(f.took == 20ms);
+  }
+  for (int i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    auto c = f.run(ask("gpt-4o"));
+    REQUIRE(c.result);
+    CHECK(f.took == 20ms);
+  }
+  // What reached the provider: k-o1 tried gpt-4o-mini once (the 429), then only k-o2 served it;
+  // gpt-4o was spread over both keys.
+  auto stats = f.router->health()->state_json(f.clock.now());
+  Json keys = stats["key_pools"][0]["keys"];
+  REQUIRE(keys.size() == 2);
+  CHECK(keys[0]["rate_limited_ms"]["gpt-4o-mini"].get<long long>() > 29000);
+  CHECK_FALSE(keys[0]["rate_limited_ms"].contains("gpt-4o"));
+  CHECK_FALSE(keys[0].contains("sits_out_ms"));
+}
+
+TEST_CASE("Virtual time: embeddings fail over on the simulated provider and its faults") {
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "text-embedding-3-small"}, {"timeout_ms", 1000}},
+                                {{"model", "text-embedding-3-large"}, {"timeout_ms", 1000}}}},
+                  {"retry_on", {"429", "5xx", "timeout", "malformed"}},
+                  {"total_budget_ms", 5000}};
+  EmbeddingRequest q;
+  q.model = "@emb";
+  q.texts = {"alpha", "beta"};
+  SUBCASE("a 503 fails over") {
+    SimFixture f({{"default", {{"latency_ms", 10}}}, {"models", {{"text-embedding-3-small", {{"error_status", 503}}}}}},
+                 {{"emb", routing}});
+    auto c = f.embed(q);
+    REQUIRE(c.result);
+    CHECK(c.result->data.size() == 2);
+    CHECK(c.served.model == "text-embedding-3-large");
+    REQUIRE(c.trace.attempts.size() == 2);
+    CHECK_FALSE(c.trace.attempts[0].ok);
+    CHECK(f.took == 20ms);
+  }
+  SUBCASE("a hang is cut at the attempt timeout") {
+    SimFixture f({{"default", {{"latency_ms", 10}}}, {"models", {{"text-embedding-3-small", {{"hang_rate", 1.0}}}}}},
+                 {{"emb", routing}});
+    auto c = f.embed(q);
+    REQUIRE(c.result);
+    CHECK(c.served.model == "text-embedding-3-large");
+    CHECK(f.took == 1010ms);
+  }
+  SUBCASE("a truncated body is malformed and fails over") {
+    SimFixture f({{"default", {{"latency_ms", 10}}}, {"models", {{"text-embedding-3-small", {{"malformed_rate", 1.0}}}}}},
+                 {{"emb", routing}});
+    auto c = f.embed(q);
+    REQUIRE(c.result);
+    CHECK(c.served.model == "text-embedding-3-large");
+    CHECK(c.trace.attempts[0].outcome == "malformed_response");
   }
 }
 

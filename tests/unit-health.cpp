@@ -163,19 +163,51 @@ TEST_CASE("HealthRegistry: key pools spread load and sit out a 429ing key") {
   ManualClock c;
   h.set_key_pool("openai", 3);
   int uses[3] = {0, 0, 0};
-  for (int i = 0; i < 300; ++i) ++uses[*h.pick_key("openai", c.now())];
+  for (int i = 0; i < 300; ++i) ++uses[*h.pick_key("openai", "gpt-4o", c.now())];
   CHECK(uses[0] == 100);
   CHECK(uses[1] == 100);
   CHECK(uses[2] == 100);
-  h.observe_key("openai", 1, err(ErrorKind::rate_limited, 429, Millis{3000}), c.now());
-  for (int i = 0; i < 50; ++i) CHECK(*h.pick_key("openai", c.now()) != 1);
-  h.observe_key("openai", 0, err(ErrorKind::rate_limited, 429, Millis{1000}), c.now());
-  h.observe_key("openai", 2, err(ErrorKind::rate_limited, 429, Millis{1000}), c.now());
-  CHECK_FALSE(h.pick_key("openai", c.now()).has_value());
-  CHECK(h.key_retry_at("openai", c.now()) == c.now() + 1s);
+  h.observe_key("openai", "gpt-4o", 1, err(ErrorKind::rate_limited, 429, Millis{3000}), c.now());
+  for (int i = 0; i < 50; ++i) CHECK(*h.pick_key("openai", "gpt-4o", c.now()) != 1);
+  h.observe_key("openai", "gpt-4o", 0, err(ErrorKind::rate_limited, 429, Millis{1000}), c.now());
+  h.observe_key("openai", "gpt-4o", 2, err(ErrorKind::rate_limited, 429, Millis{1000}), c.now());
+  CHECK_FALSE(h.pick_key("openai", "gpt-4o", c.now()).has_value());
+  CHECK(h.key_retry_at("openai", "gpt-4o", c.now()) == c.now() + 1s);
   c.advance(3s);
-  CHECK(h.pick_key("openai", c.now()).has_value());
+  CHECK(h.pick_key("openai", "gpt-4o", c.now()).has_value());
   CHECK(h.state_json(c.now())["key_pools"][0]["provider"] == "openai");
+}
+
+TEST_CASE("HealthRegistry: a rate limit sits a key out for its model only, a refused key for every model") {
+  HealthRegistry h;
+  ManualClock c;
+  h.set_key_pool("openai", 2);
+  // Key 0 is out of gpt-4o requests for 30 s: gpt-4o goes to key 1 only ...
+  h.observe_key("openai", "gpt-4o", 0, err(ErrorKind::rate_limited, 429, Millis{30000}), c.now());
+  for (int i = 0; i < 20; ++i) CHECK(*h.pick_key("openai", "gpt-4o", c.now()) == 1);
+  // ... while gpt-4o-mini still spreads over both keys.
+  int mini[2] = {0, 0};
+  for (int i = 0; i < 20; ++i) ++mini[*h.pick_key("openai", "gpt-4o-mini", c.now())];
+  CHECK(mini[0] == 10);
+  CHECK(mini[1] == 10);
+  Json state = h.state_json(c.now())["key_pools"][0]["keys"][0];
+  CHECK(state["rate_limited_ms"]["gpt-4o"].get<long long>() == 30000);
+  CHECK_FALSE(state.contains("sits_out_ms"));
+  // Both keys rate limited on gpt-4o: none is handed out, and the wait is the earlier reset.
+  h.observe_key("openai", "gpt-4o", 1, err(ErrorKind::rate_limited, 429, Millis{5000}), c.now());
+  CHECK_FALSE(h.pick_key("openai", "gpt-4o", c.now()).has_value());
+  CHECK(h.key_retry_at("openai", "gpt-4o", c.now()) == c.now() + 5s);
+  CHECK(h.key_retry_at("openai", "gpt-4o-mini", c.now()) == c.now());
+  // A refused key (401) leaves the pool for every model.
+  h.observe_key("openai", "gpt-4o-mini", 1, err(ErrorKind::auth, 401, std::nullopt), c.now());
+  for (int i = 0; i < 20; ++i) CHECK(*h.pick_key("openai", "gpt-4o-mini", c.now()) == 0);
+  for (int i = 0; i < 20; ++i) CHECK(*h.pick_key("openai", "o3", c.now()) == 0);
+  // A spent quota likewise, for its retry-after.
+  h.observe_key("openai", "o3", 0, err(ErrorKind::quota_exceeded, 429, Millis{2000}), c.now());
+  CHECK_FALSE(h.pick_key("openai", "o3", c.now()).has_value());
+  CHECK_FALSE(h.pick_key("openai", "gpt-4o-mini", c.now()).has_value());
+  c.advance(2s);
+  CHECK(*h.pick_key("openai", "o3", c.now()) == 0);
 }
 
 TEST_CASE("HealthRegistry: prompt-cache affinity holds for the TTL") {

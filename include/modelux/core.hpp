@@ -88,6 +88,15 @@ inline std::unexpected<Error> fail(ErrorKind kind, std::string message, std::str
 }
 inline std::unexpected<Error> fail(Error e) { return std::unexpected<Error>(std::move(e)); }
 
+/// An Error value (not wrapped in unexpected); `local`: our own process failed, not the peer.
+inline Error error_of(ErrorKind kind, std::string message, bool local = false) {
+  Error e;
+  e.kind = kind;
+  e.message = std::move(message);
+  e.local = local;
+  return e;
+}
+
 /// HTTP status a gateway should answer with for this kind (OpenAI conventions).
 int http_status_for(ErrorKind kind) noexcept;
 

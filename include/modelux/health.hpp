@@ -119,12 +119,14 @@ class HealthRegistry final : public HealthView {
   /// sitting out a 429; when every key sits out, the key back soonest among those sitting out
   /// only a backoff of ours (a 429 without retry-after); nullopt when every key sits out the
   /// provider's word (retry-after, quota, 401/403): then see key_retry_at().
-  std::optional<int> pick_key(std::string_view provider, Instant now) const;
+  /// Rate limits are per key *and* model (a 429 on gpt-4o leaves the key serving gpt-4o-mini);
+  /// a refused key (401/403) or a spent quota sits the key out for every model.
+  std::optional<int> pick_key(std::string_view provider, std::string_view model, Instant now) const;
   /// When the earliest sitting-out key of `provider` comes back.
-  Instant key_retry_at(std::string_view provider, Instant now) const;
+  Instant key_retry_at(std::string_view provider, std::string_view model, Instant now) const;
   /// Outcome of a call made with key `index`: a 429 sits the key out until its reset
   /// (retry_after, or the default reset).
-  void observe_key(std::string_view provider, int index, const AttemptResult& r, Instant now);
+  void observe_key(std::string_view provider, std::string_view model, int index, const AttemptResult& r, Instant now);
 
   /// Operator-readable state of every target: breaker state, why it opened, until when,
   /// latency and error stats, bucket state; and key pools.

@@ -6,9 +6,10 @@
 // Deterministic for a given seed and request order. Reconfigurable at run time:
 //   POST /_mock/config   {"models":{"gpt-4o-mini":{"error_status":429,"retry_after_ms":1000}}}
 //   POST /_mock/config   {"revoked_keys":["k-bad"]}: requests presenting that provider key get a 401
-//   POST /_mock/config   {"rate_limited_keys":{"k-hot":30000}}: that key gets a 429 with retry-after 30 s
+//   POST /_mock/config   {"rate_limited_keys":{"k-hot":30000}}: that key gets a 429 with retry-after 30 s;
+//                        {"k-hot@gpt-4o":30000}: on that model only
 //                        (a negative value sends no retry-after)
-//   GET  /_mock/config, GET /_mock/stats (per model, and "keys": requests per presented key),
+//   GET  /_mock/config, GET /_mock/stats (per model, and "keys": requests per presented key, "key_models": per "key@model"),
 //   GET  /_mock/last_request?model=M (the last request M received, in the unified shape),
 //   POST /_mock/reset
 #pragma once

@@ -31,6 +31,7 @@ constexpr std::size_t kSlots = 2048;  // power of two; up to ~1500 targets
 constexpr std::size_t kAffinitySlots = 4096;
 constexpr std::size_t kMaxProviders = 64;
 constexpr int kMaxKeys = 16;
+constexpr std::size_t kMaxPoolModels = 32;
 constexpr int kBuckets = 144;  // 1.1x steps from 1 ms: up to ~10 min, quantiles within ±5 %
 constexpr int kMaxSlices = 16;
 constexpr std::size_t kKinds = static_cast<std::size_t>(ErrorKind::internal) + 1;
@@ -107,16 +108,65 @@ struct TargetHealth {
   std::string last_error;
 };
 
+/// Rate limits of one model on every key of a pool. Providers meter requests and tokens per
+/// key *and* model (OpenAI, Anthropic, Gemini, Mistral): a key out of gpt-4o requests still
+/// serves gpt-4o-mini, so a 429 sits the key out for that model only.
+struct ModelKeys {
+  std::atomic<std::uint64_t> model_hash{0};  // 0 = free slot; published after `model`
+  std::string model;
+  std::array<std::atomic<std::int64_t>, kMaxKeys> sit_out_until{};
+  /// The key sits out only our own backoff (a 429 without retry-after): when every key sits
+  /// out, such a key is still handed out rather than refusing the call.
+  std::array<std::atomic<bool>, kMaxKeys> soft{};
+};
+
 struct KeyPool {
   explicit KeyPool(std::string p, int n) : provider(std::move(p)), keys(n) {}
   const std::string provider;
   std::atomic<int> keys;
+  /// What holds for the key on every model: the provider refused it (401/403) or its quota
+  /// (billing) is spent.
   std::array<std::atomic<std::int64_t>, kMaxKeys> sit_out_until{};
   std::array<std::atomic<std::uint64_t>, kMaxKeys> uses{};
-  /// The key sits out only our own backoff (a 429 without retry-after): when every key sits
-  /// out, such a key is still handed out rather than refusing the call.
-  std::array<std::atomic<bool>, kMaxKeys> soft{};
+  std::array<ModelKeys, kMaxPoolModels> models{};
+  std::mutex insert_mu;
   mutable std::atomic<std::uint64_t> rr{0};
+
+  static std::uint64_t hash_of(std::string_view model) noexcept { return fnv1a64(model) | 1; }
+  /// The model's row, or nullptr when it has none yet (nothing sits out for it).
+  const ModelKeys* find(std::string_view model) const noexcept {
+    const std::uint64_t h = hash_of(model);
+    for (const auto& m : models) {
+      std::uint64_t mh = m.model_hash.load(std::memory_order_acquire);
+      if (mh == 0) return nullptr;
+      if (mh == h && m.model == model) return &m;
+    }
+    return nullptr;
+  }
+  /// The model's row, made on first use. More models than rows share the last row: a 429 on
+  /// one of them then sits the key out for all of them, the safe side.
+  ModelKeys& row(std::string_view model) {
+    if (const ModelKeys* m = find(model)) return const_cast<ModelKeys&>(*m);
+    std::lock_guard lk(insert_mu);
+    if (const ModelKeys* m = find(model)) return const_cast<ModelKeys&>(*m);
+    for (auto& m : models) {
+      if (m.model_hash.load(std::memory_order_relaxed) != 0) continue;
+      m.model = std::string(model);
+      m.model_hash.store(hash_of(model), std::memory_order_release);
+      return m;
+    }
+    return models.back();
+  }
+  /// When key `i` is back for `model` (the later of its key-wide and per-model sit-outs).
+  std::int64_t until(const ModelKeys* m, int i) const noexcept {
+    std::int64_t u = sit_out_until[i].load(std::memory_order_acquire);
+    if (m) u = std::max(u, m->sit_out_until[i].load(std::memory_order_acquire));
+    return u;
+  }
+  /// Whether key `i` sits out only our own backoff for `model`, not the provider's word.
+  bool soft(const ModelKeys* m, int i, std::int64_t now) const noexcept {
+    return sit_out_until[i].load(std::memory_order_acquire) <= now && m && m->soft[i].load(std::memory_order_relaxed);
+  }
 };
 
 struct AffinitySlot {
@@ -448,14 +498,15 @@ void HealthRegistry::set_key_pool(std::string_view provider, int keys) {
   }
 }
 
-std::optional<int> HealthRegistry::pick_key(std::string_view provider, Instant now) const {
+std::optional<int> HealthRegistry::pick_key(std::string_view provider, std::string_view model, Instant now) const {
   KeyPool* p = impl_->pool(provider);
   if (!p) return 0;
+  const ModelKeys* m = p->find(model);
   int n = p->keys.load(std::memory_order_acquire);
   std::uint64_t start = p->rr.fetch_add(1, std::memory_order_relaxed);
   for (int k = 0; k < n; ++k) {
     int i = static_cast<int>((start + k) % n);
-    if (p->sit_out_until[i].load(std::memory_order_acquire) <= ns(now)) {
+    if (p->until(m, i) <= ns(now)) {
       p->uses[i].fetch_add(1, std::memory_order_relaxed);
       return i;
     }
@@ -465,8 +516,8 @@ std::optional<int> HealthRegistry::pick_key(std::string_view provider, Instant n
   int best = -1;
   std::int64_t best_until = INT64_MAX;
   for (int i = 0; i < n; ++i) {
-    std::int64_t u = p->sit_out_until[i].load(std::memory_order_acquire);
-    if (p->soft[i].load(std::memory_order_relaxed) && u < best_until) best = i, best_until = u;
+    std::int64_t u = p->until(m, i);
+    if (p->soft(m, i, ns(now)) && u < best_until) best = i, best_until = u;
   }
   if (best >= 0) {
     p->uses[best].fetch_add(1, std::memory_order_relaxed);
@@ -475,34 +526,38 @@ std::optional<int> HealthRegistry::pick_key(std::string_view provider, Instant n
   return std::nullopt;
 }
 
-Instant HealthRegistry::key_retry_at(std::string_view provider, Instant now) const {
+Instant HealthRegistry::key_retry_at(std::string_view provider, std::string_view model, Instant now) const {
   KeyPool* p = impl_->pool(provider);
   if (!p) return now;
+  const ModelKeys* m = p->find(model);
   std::int64_t best = INT64_MAX;
   int n = p->keys.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) best = std::min(best, p->sit_out_until[i].load(std::memory_order_acquire));
+  for (int i = 0; i < n; ++i) best = std::min(best, p->until(m, i));
   return at(std::max(best, ns(now)));
 }
 
-void HealthRegistry::observe_key(std::string_view provider, int index, const AttemptResult& r, Instant now) {
+void HealthRegistry::observe_key(std::string_view provider, std::string_view model, int index, const AttemptResult& r,
+                                 Instant now) {
   if (!cfg_.enabled || !observable(r)) return;
   KeyPool* p = impl_->pool(provider);
   if (!p || index < 0 || index >= p->keys.load()) return;
   if (r.answer) return;
   const Error& e = r.answer.error();
-  if (e.kind == ErrorKind::auth) {
-    // The provider refused this key (revoked, wrong project): every request on it would fail
-    // the same way, so it leaves the pool and the other keys carry the traffic.
-    p->soft[index].store(false, std::memory_order_relaxed);
-    p->sit_out_until[index].store(ns(now) + cfg_.rejected_key_sit_out.count(), std::memory_order_release);
+  if (e.kind == ErrorKind::auth || e.kind == ErrorKind::quota_exceeded) {
+    // The provider refused this key (revoked, wrong project) or its quota is spent: every
+    // request on it would fail the same way whatever the model, so it leaves the pool and
+    // the other keys carry the traffic. A refused key does not come back by itself.
+    Nanos wait = e.kind == ErrorKind::auth ? cfg_.rejected_key_sit_out
+                                           : (e.retry_after ? Nanos{*e.retry_after} : Nanos{std::chrono::seconds(60)});
+    p->sit_out_until[index].store(ns(now) + wait.count(), std::memory_order_release);
     return;
   }
-  if (e.kind != ErrorKind::rate_limited && e.kind != ErrorKind::quota_exceeded) return;
-  Nanos wait = e.retry_after ? Nanos{*e.retry_after}
-                                   : (e.kind == ErrorKind::quota_exceeded ? Nanos{std::chrono::seconds(60)}
-                                                                                : cfg_.rate_limit_backoff);
-  p->soft[index].store(!e.retry_after && e.kind == ErrorKind::rate_limited, std::memory_order_relaxed);
-  p->sit_out_until[index].store(ns(now) + wait.count(), std::memory_order_release);
+  if (e.kind != ErrorKind::rate_limited) return;
+  // A rate limit is the key's limit on this model: the key keeps serving other models.
+  ModelKeys& m = p->row(model);
+  Nanos wait = e.retry_after ? Nanos{*e.retry_after} : cfg_.rate_limit_backoff;
+  m.soft[index].store(!e.retry_after, std::memory_order_relaxed);
+  m.sit_out_until[index].store(ns(now) + wait.count(), std::memory_order_release);
 }
 
 // ---- operator view --------------------------------------------------------------------------
@@ -550,6 +605,14 @@ Json HealthRegistry::state_json(Instant now) const {
       std::int64_t until = p->sit_out_until[i].load();
       Json k = {{"index", i}, {"uses", p->uses[i].load()}};
       if (until > ns(now)) k["sits_out_ms"] = to_ms(at(until) - now);
+      // Per-model sit-outs (rate limits): {"gpt-4o": 2950}.
+      Json per_model = Json::object();
+      for (const auto& m : p->models) {
+        if (m.model_hash.load(std::memory_order_acquire) == 0) break;
+        std::int64_t mu = m.sit_out_until[i].load();
+        if (mu > ns(now)) per_model[m.model] = to_ms(at(mu) - now);
+      }
+      if (!per_model.empty()) k["rate_limited_ms"] = std::move(per_model);
       keys.push_back(std::move(k));
     }
     pools.push_back({{"provider", p->provider}, {"keys", std::move(keys)}});

@@ -266,27 +266,35 @@ ReplaySide recorded_side(const std::vector<TraceSummary>& traces, Nanos total_bu
   ReplaySide s;
   std::vector<double> lat, ttft;
   lat.reserve(traces.size());
-  for (const auto& t : traces) {
-    ++s.requests;
-    if (t.ok) {
-      ++s.succeeded;
-      ++s.routes[t.served_provider + "/" + t.served_model];
-      if (t.stream && t.ttft.count() > 0) ttft.push_back(ms(t.ttft));
-    } else {
-      ++s.errors[t.error_kind.empty() ? "unknown" : t.error_kind];
-      if (t.error_kind == "budget_exceeded") ++s.budget_blocks;
-    }
-    if (t.attempts.size() > 1) ++s.failovers;
-    if (t.downgraded) ++s.budget_downgrades;
-    if (total_budget.count() > 0 && t.total > total_budget) ++s.total_budget_violations;
-    s.cost_usd += t.cost_usd;
-    lat.push_back(ms(t.total));
-  }
+  for (const auto& t : traces)
+    add_sample(s,
+               {.ok = t.ok, .stream = t.stream, .served_provider = t.served_provider, .served_model = t.served_model,
+                .error_kind = t.error_kind, .ttft = t.ttft, .total = t.total, .attempts = t.attempts.size(),
+                .downgraded = t.downgraded, .cost_usd = t.cost_usd},
+               lat, ttft, total_budget);
   finish_side(s, lat, ttft);
   return s;
 }
 
 }  // namespace
+
+void replay_detail::add_sample(ReplaySide& s, const SideSample& t, std::vector<double>& lat, std::vector<double>& ttft,
+                                Nanos total_budget) {
+  ++s.requests;
+  if (t.ok) {
+    ++s.succeeded;
+    ++s.routes[std::string(t.served_provider) + "/" + std::string(t.served_model)];
+    if (t.stream && t.ttft.count() > 0) ttft.push_back(ms(t.ttft));
+  } else {
+    ++s.errors[t.error_kind.empty() ? std::string("unknown") : std::string(t.error_kind)];
+    if (t.error_kind == "budget_exceeded") ++s.budget_blocks;
+  }
+  if (t.attempts > 1) ++s.failovers;
+  if (t.downgraded) ++s.budget_downgrades;
+  if (total_budget.count() > 0 && t.total > total_budget) ++s.total_budget_violations;
+  s.cost_usd += t.cost_usd;
+  lat.push_back(ms(t.total));
+}
 
 Result<ReplayReport> replay(const ReplayOptions& o) {
   const auto wall0 = std::chrono::steady_clock::now();

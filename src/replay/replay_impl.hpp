@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "modelux/policy.hpp"
@@ -25,6 +26,20 @@ struct CandidateSetup {
 };
 
 double ms(Nanos n);
+/// One request as a replay side counts it, whether it comes from a stored trace summary
+/// (routing mode) or a live decision trace (responses mode).
+struct SideSample {
+  bool ok = false;
+  bool stream = false;
+  std::string_view served_provider, served_model, error_kind;
+  Nanos ttft{0}, total{0};
+  std::size_t attempts = 0;
+  bool downgraded = false;
+  double cost_usd = 0;
+};
+/// Counts one request into `s` (requests, success, routes, errors, blocks, failovers,
+/// downgrades, total-budget violations, cost) and its latency and TTFT samples.
+void add_sample(ReplaySide& s, const SideSample& t, std::vector<double>& lat, std::vector<double>& ttft, Nanos total_budget);
 double percentile(std::vector<double>& v, double q);
 void finish_side(ReplaySide& s, std::vector<double>& lat, std::vector<double>& ttft);
 Result<std::string> normalize_slug(std::string_view slug);

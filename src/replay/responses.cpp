@@ -38,24 +38,13 @@ std::string chat_text(const ChatResponse& r) {
 
 void add_side(ReplaySide& s, const DecisionTrace& t, std::vector<double>& lat, std::vector<double>& ttft,
               Nanos total_budget) {
-  ++s.requests;
-  if (t.ok) {
-    ++s.succeeded;
-    ++s.routes[t.served_provider + "/" + t.served_model];
-    if (t.stream && t.ttft.count() > 0) ttft.push_back(ms(t.ttft));
-  } else {
-    ++s.errors[t.error_kind.empty() ? "unknown" : t.error_kind];
-    if (t.error_kind == "budget_exceeded") ++s.budget_blocks;
-  }
-  if (t.attempts.size() > 1) ++s.failovers;
-  for (const auto& a : t.budget_actions)
-    if (a.starts_with("downgrade to ")) {
-      ++s.budget_downgrades;
-      break;
-    }
-  if (total_budget.count() > 0 && t.total > total_budget) ++s.total_budget_violations;
-  s.cost_usd += t.cost.total();
-  lat.push_back(ms(t.total));
+  bool downgraded = false;
+  for (const auto& a : t.budget_actions) downgraded = downgraded || a.starts_with("downgrade to ");
+  add_sample(s,
+             {.ok = t.ok, .stream = t.stream, .served_provider = t.served_provider, .served_model = t.served_model,
+              .error_kind = t.error_kind, .ttft = t.ttft, .total = t.total, .attempts = t.attempts.size(),
+              .downgraded = downgraded, .cost_usd = t.cost.total()},
+             lat, ttft, total_budget);
 }
 
 }  // namespace

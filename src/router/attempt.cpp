@@ -81,12 +81,12 @@ std::expected<AttemptTracker, AttemptRefusal> AttemptTracker::start(const Attemp
   if (t.provider_ && t.provider_->api_keys.size() > 1) {
     const auto& keys = t.provider_->api_keys;
     if (fx.health) {
-      auto k = fx.health->pick_key(t.provider_->name, now);
+      auto k = fx.health->pick_key(t.provider_->name, t.plan_.target.model, now);
       if (!k) {
         Error e = error_of(ErrorKind::rate_limited,
                            "every API key of provider '" + t.provider_->name + "' is cooling down after 429s");
         e.status = 429;
-        auto wait = fx.health->key_retry_at(t.provider_->name, now) - now;
+        auto wait = fx.health->key_retry_at(t.provider_->name, t.plan_.target.model, now) - now;
         if (wait.count() > 0) e.retry_after = std::chrono::duration_cast<Millis>(wait);
         if (t.admission_) fx.budgets->release(*t.admission_), t.admission_.reset();
         AttemptRefusal r;
@@ -162,8 +162,8 @@ bool AttemptTracker::switch_key_after(const Error& e, std::string& note) {
   AttemptResult seen;
   seen.id = plan_.id;
   seen.answer = std::unexpected(e);
-  fx_->health->observe_key(provider_->name, key_index_, seen, now);
-  auto k = fx_->health->pick_key(provider_->name, now);
+  fx_->health->observe_key(provider_->name, plan_.target.model, key_index_, seen, now);
+  auto k = fx_->health->pick_key(provider_->name, plan_.target.model, now);
   if (!k || *k == key_index_) return false;
   if (!note.empty()) note += "; ";
   note += "key " + std::to_string(key_index_ + 1) + " of " + provider_->name + " " + std::string(to_string(e.kind));
@@ -226,7 +226,7 @@ AttemptResult AttemptTracker::finish(AttemptEnd&& end, std::vector<std::string>&
       } else {
         fx_->health->observe(key, r, now);
       }
-      if (key_index_ >= 0 && provider_) fx_->health->observe_key(provider_->name, key_index_, r, now);
+      if (key_index_ >= 0 && provider_) fx_->health->observe_key(provider_->name, plan_.target.model, key_index_, r, now);
       if (r.answer && !overruled && prompt_fingerprint) fx_->health->note_prefix(prompt_fingerprint, key, now);
     }
   }

@@ -26,15 +26,6 @@
 
 namespace modelux {
 
-/// An Error of `kind` with `message`; `local` marks a failure of our own process (Error::local).
-inline Error error_of(ErrorKind kind, std::string message, bool local = false) {
-  Error e;
-  e.kind = kind;
-  e.message = std::move(message);
-  e.local = local;
-  return e;
-}
-
 /// What an attempt's side effects reach. Any pointer may be null (the simulator has no
 /// providers, keys or budget manager; a router without budgets has no BudgetManager).
 struct AttemptEffects {

@@ -29,14 +29,6 @@ using net::use_awaitable;
 
 namespace {
 
-std::string default_error_body(int status, const std::string& message) {
-  Error e;
-  e.kind = status == 503 ? ErrorKind::local_resource_exhausted : ErrorKind::bad_request;
-  e.message = message;
-  e.code = status == 413 ? "request_too_large" : status == 503 ? "server_busy" : "invalid_request";
-  return openai_error_json(e).dump(-1, ' ', false, Json::error_handler_t::replace);
-}
-
 constexpr auto kAcceptBackoffMin = std::chrono::milliseconds(10);
 constexpr auto kAcceptBackoffMax = std::chrono::seconds(1);
 
@@ -373,6 +365,14 @@ class BeastWriter final : public ResponseWriter {
 
 }  // namespace
 
+std::string default_error_body(int status, const std::string& message, std::string_view /*target*/) {
+  Error e;
+  e.kind = status == 503 ? ErrorKind::local_resource_exhausted : ErrorKind::bad_request;
+  e.message = message;
+  e.code = status == 413 ? "request_too_large" : status == 503 ? "server_busy" : "invalid_request";
+  return openai_error_json(e).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handler) {
   std::unique_ptr<Server> s(new Server());
   s->opts_ = std::move(opts);
@@ -394,7 +394,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   s->accept_pause_ = std::make_shared<net::steady_timer>(s->acceptor_->get_executor());
   s->reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   {
-    std::string body = s->opts_.error_body(503, "the server is out of file descriptors; retry shortly");
+    std::string body = s->opts_.error_body(503, "the server is out of file descriptors; retry shortly", {});
     s->refusal_ = "HTTP/1.1 503 Service Unavailable\r\nServer: modelux\r\nContent-Type: application/json\r\n"
                   "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
                   std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -621,10 +621,15 @@ net::awaitable<void> Server::session(tcp::socket sock) {
                           : "malformed HTTP request: " + e.message();
     return {status, std::move(msg)};
   };
-  auto busy = [&] {
+  // The target as far as the request line was read (empty before it): it picks the error shape.
+  auto target_of = [](const http::request_parser<http::string_body>& p) -> std::string_view {
+    auto t = p.get().target();
+    return {t.data(), t.size()};
+  };
+  auto busy = [&](std::string_view target) {
     body_budget_refused_.fetch_add(1, std::memory_order_relaxed);
     return Rejection{503, "application/json",
-                     opts_.error_body(503, "the server is buffering too many request bodies; retry shortly"),
+                     opts_.error_body(503, "the server is buffering too many request bodies; retry shortly", target),
                      {{"retry-after", "1"}}};
   };
   for (;;) {
@@ -641,7 +646,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
       if (is_protocol_error(ec)) {
         auto [status, msg] = protocol_error(ec);
         BeastWriter w(stream, false, 11);
-        co_await w.respond(status, "application/json", opts_.error_body(status, msg), {});
+        co_await w.respond(status, "application/json", opts_.error_body(status, msg, target_of(parser)), {});
         co_await lingering_close(stream, opts_.max_body_bytes);
       }
       break;
@@ -666,7 +671,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
       if (!valid_utf8(value) || !valid_utf8(name)) {
         rejection = Rejection{400, "application/json",
                               opts_.error_body(400, "header '" + (valid_utf8(name) ? name : std::string("?")) +
-                                                        "' is not valid UTF-8"),
+                                                        "' is not valid UTF-8", head.path),
                               {}};
         break;
       }
@@ -675,7 +680,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
     // reserves that much at once).
     if (!rejection && head.content_length && *head.content_length > 0) {
       if (reserve_body(*head.content_length)) held.reserved = *head.content_length;
-      else rejection = busy();
+      else rejection = busy(head.path);
     }
     if (rejection) {
       BeastWriter w(stream, false, parser.get().version());
@@ -708,7 +713,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
       }
     }
     if (over_budget) {
-      Rejection r = busy();
+      Rejection r = busy(head.path);
       BeastWriter w(stream, false, parser.get().version());
       co_await w.respond(r.status, std::move(r.content_type), std::move(r.body), std::move(r.headers));
       co_await lingering_close(stream, opts_.max_body_bytes);
@@ -718,7 +723,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
       if (is_protocol_error(ec)) {
         auto [status, msg] = protocol_error(ec);
         BeastWriter w(stream, false, 11);
-        co_await w.respond(status, "application/json", opts_.error_body(status, msg), {});
+        co_await w.respond(status, "application/json", opts_.error_body(status, msg, target_of(parser)), {});
         co_await lingering_close(stream, opts_.max_body_bytes);
       }
       break;
@@ -730,7 +735,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
     // While draining, every answer closes its connection (decided when its header goes out).
     BeastWriter w(stream, msg.keep_alive(), msg.version(), &draining_);
     co_await handler_(req, w);
-    if (!w.started()) co_await w.respond(500, "application/json", opts_.error_body(500, "handler wrote no response"), {});
+    if (!w.started()) co_await w.respond(500, "application/json", opts_.error_body(500, "handler wrote no response", req.path), {});
     if (w.gone() || !w.keep_alive() || !w.done()) break;
   }
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);

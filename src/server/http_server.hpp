@@ -87,6 +87,10 @@ class ResponseWriter {
 
 using Handler = std::function<net::awaitable<void>(Request&, ResponseWriter&)>;
 
+/// The server's own error answer: OpenAI's error shape (413 `request_too_large`, 503
+/// `server_busy`, else `invalid_request`).
+std::string default_error_body(int status, const std::string& message, std::string_view target);
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;  ///< 0 = pick a free port
@@ -98,8 +102,11 @@ struct ServerOptions {
   /// body is counted as it arrives (503 when it passes). 0 = no cap.
   std::size_t max_inflight_body_bytes = 64 * 1024 * 1024;
   Nanos read_timeout = std::chrono::seconds(60);
-  /// Answer for bodies over the limit / unparsable requests (status, body); JSON in OpenAI's shape by default.
-  std::function<std::string(int status, const std::string& message)> error_body;
+  /// Answer for bodies over the limit / unparsable requests / refused headers (status, message,
+  /// the request target when the request line was read, else empty); JSON in OpenAI's shape by
+  /// default. The target lets an API with its own error shape (Anthropic's /v1/messages) answer
+  /// in it even before any handler ran.
+  std::function<std::string(int status, const std::string& message, std::string_view target)> error_body;
   /// Called once the header is parsed, before the body is read; a Rejection is sent as the
   /// answer. May set `head.context`. Runs on the connection's strand: must be thread-safe.
   std::function<std::optional<Rejection>(const RequestHead&)> on_head;

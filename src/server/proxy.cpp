@@ -232,6 +232,16 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   so.executor = st.router->executor();
   auto stp = p->state_;
   so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };
+  // The server's own refusals (413, a header that is not UTF-8, 503 busy) in the shape of the
+  // API the caller spoke: an Anthropic SDK on /v1/messages reads Anthropic's error object.
+  so.error_body = [](int status, const std::string& message, std::string_view target) {
+    std::string body = http_server::default_error_body(status, message, target);
+    if (error_shape_of(target) != ErrorShape::anthropic) return body;
+    Reply r;
+    r.status = status;
+    r.body = std::move(body);
+    return to_anthropic_error(std::move(r)).body;
+  };
   auto srv = http_server::Server::start(so, [stp](Request& req, ResponseWriter& w) { return handle(stp, req, w); });
   if (!srv) return fail(srv.error());
   p->server_ = std::move(*srv);

@@ -165,6 +165,14 @@ std::variant<Admission, Reply> admit(Proxy::State& st, std::string_view method, 
   return decided;
 }
 
+ErrorShape error_shape_of(std::string_view target) {
+  std::string_view path = target.substr(0, target.find('?'));
+  std::vector<std::string> params;
+  for (const Route& r : kRoutes)
+    if (match(r.pattern, path, params)) return r.errors;
+  return ErrorShape::openai;
+}
+
 Reply to_anthropic_error(Reply r) {
   auto j = parse_json(r.body);
   std::string message = j && j->is_object() && j->contains("error") && (*j)["error"].is_object()

@@ -119,6 +119,9 @@ net::awaitable<void> respond(ResponseWriter& w, Reply r, bool scrub_body);
 /// An OpenAI-shaped error reply re-rendered in Anthropic's shape
 /// ({"type":"error","error":{"type","message"}}), same status and headers.
 Reply to_anthropic_error(Reply r);
+/// The error shape of the API that serves `target` (path, query ignored), by the route table;
+/// OpenAI's for paths the table does not know.
+ErrorShape error_shape_of(std::string_view target);
 
 // Handlers (openai_ingress.cpp, anthropic_ingress.cpp, kept.cpp, admin_api.cpp).
 net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c);

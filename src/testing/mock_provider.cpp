@@ -111,6 +111,7 @@ struct MockProvider::State {
   // Provider keys: how many requests presented each key, and the keys answered with a 401
   // (so a test can watch a key pool spread requests and drop a revoked key).
   std::map<std::string, std::uint64_t> keys_seen;
+  std::map<std::string, std::uint64_t> key_models_seen;  ///< "key@model" -> requests
   std::set<std::string> revoked_keys;
   std::map<std::string, double> rate_limited_keys;  ///< key -> retry-after ms (< 0: none)
 
@@ -181,7 +182,7 @@ struct MockProvider::State {
       m[k] = {{"requests", c.requests}, {"errors", c.errors}, {"hangs", c.hangs}, {"disconnects", c.disconnects},
               {"malformed", c.malformed}, {"rate_limited", c.rate_limited}, {"streams", c.streams},
               {"streams_completed", c.streams_completed}, {"streams_abandoned", c.streams_abandoned}};
-    return {{"total", total}, {"models", m}, {"keys", keys_seen}};
+    return {{"total", total}, {"models", m}, {"keys", keys_seen}, {"key_models", key_models_seen}};
   }
 
   // Counts the request's key; true when that key is revoked (the request gets a 401).
@@ -198,15 +199,18 @@ struct MockProvider::State {
     ++(completed ? counters[model].streams_completed : counters[model].streams_abandoned);
   }
 
-  bool note_key(const std::string& key) {
+  bool note_key(const std::string& key, const std::string& model) {
     std::lock_guard lk(mu);
     ++keys_seen[key];
+    ++key_models_seen[key + "@" + model];
     return revoked_keys.contains(key);
   }
-  // The refusal a key configured in rate_limited_keys gets (a 429), if any.
-  std::optional<Rendered> key_refusal(std::string_view family, const std::string& key) const {
+  // The refusal a key configured in rate_limited_keys gets (a 429), if any: "key" is limited
+  // on every model, "key@model" on that model only (providers meter per key and model).
+  std::optional<Rendered> key_refusal(std::string_view family, const std::string& key, const std::string& model) const {
     std::lock_guard lk(mu);
-    auto it = rate_limited_keys.find(key);
+    auto it = rate_limited_keys.find(key + "@" + model);
+    if (it == rate_limited_keys.end()) it = rate_limited_keys.find(key);
     if (it == rate_limited_keys.end()) return std::nullopt;
     std::optional<Millis> ra;
     if (it->second >= 0) ra = Millis{static_cast<std::int64_t>(it->second)};
@@ -293,6 +297,14 @@ std::string err_json(const std::string& msg) {
   return Json{{"error", {{"message", msg}, {"type", "invalid_request_error"}, {"param", nullptr}, {"code", nullptr}}}}.dump();
 }
 
+// The error a plan injects (`error_status`, with its retry-after), as `family` renders it.
+Rendered injected_error(std::string_view family, const MockProvider::State::Plan& plan, std::string message = {}) {
+  std::optional<Millis> ra;
+  if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
+  if (message.empty()) message = "mock injected error " + std::to_string(plan.b.error_status);
+  return render_error(family, plan.b.error_status, message, ra);
+}
+
 // The faults every endpoint shares, decided by `plan`: a 429 from the rate-limit window, a hang
 // (no answer until the client gives up), the latency, an injected error status. True when the
 // request was answered (or abandoned) here; false: the endpoint renders its answer (or its own
@@ -314,11 +326,9 @@ net::awaitable<bool> answer_fault(const MockProvider::State::Plan& plan, std::st
   }
   co_await sleep_ms(plan.latency_ms);
   if (plan.kind == K::error) {
-    std::optional<Millis> ra;
-    if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
-    std::string msg = "mock injected error " + std::to_string(plan.b.error_status);
+    std::string msg;
     if (plan.b.echo_key) msg = "Incorrect API key provided: " + presented_credential(req) + ". You can find your API key in your account.";
-    auto r = render_error(family, plan.b.error_status, msg, ra);
+    auto r = injected_error(family, plan, std::move(msg));
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
     co_return true;
   }
@@ -337,9 +347,13 @@ net::awaitable<void> handle_embeddings(std::shared_ptr<MockProvider::State> st, 
   }
   const MockEmbedRequest& mr = *parsed;
   const std::string family = mr.family == "mistral" ? "openai" : mr.family;
-  if (st->note_key(presented_key(req))) {
+  if (st->note_key(presented_key(req), mr.model)) {
     auto r = render_error(family, 401, "mock: invalid API key", std::nullopt);
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
+    co_return;
+  }
+  if (auto kr = st->key_refusal(family, presented_key(req), mr.model)) {
+    co_await w.respond(kr->status, kr->content_type, kr->body, kr->headers);
     co_return;
   }
   auto plan = st->decide(mr.model, false, std::chrono::steady_clock::now());
@@ -399,6 +413,7 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
       st->counters.clear();
       st->total = 0;
       st->keys_seen.clear();
+      st->key_models_seen.clear();
       st->last_request.clear();
     }
     { auto arg0_ = std::string("application/json"); auto arg1_ = std::string("{}"); co_await w.respond(200, std::move(arg0_), std::move(arg1_)); }
@@ -423,13 +438,13 @@ net::awaitable<void> handle(std::shared_ptr<MockProvider::State> st, http_server
   }
   const MockRequest& mr = *parsed;
   st->note_request(mr.model, mr.request);
-  if (st->note_key(presented_key(req))) {
+  if (st->note_key(presented_key(req), mr.model)) {
     // What a provider answers a revoked or unknown key (Bedrock's own 403 comes from render_error).
     auto r = render_error(mr.family, 401, "mock: invalid API key", std::nullopt);
     co_await w.respond(r.status, r.content_type, r.body, r.headers);
     co_return;
   }
-  if (auto kr = st->key_refusal(mr.family, presented_key(req))) {
+  if (auto kr = st->key_refusal(mr.family, presented_key(req), mr.model)) {
     co_await w.respond(kr->status, kr->content_type, kr->body, kr->headers);
     co_return;
   }
@@ -505,14 +520,6 @@ void MockProvider::stop() {
 // ---- the same provider without sockets, on a Clock's time ------------------------------------
 
 namespace {
-
-Error error_of(ErrorKind kind, std::string message, bool local = false) {
-  Error e;
-  e.kind = kind;
-  e.message = std::move(message);
-  e.local = local;
-  return e;
-}
 
 Nanos ms_of(double ms) { return std::chrono::duration_cast<Nanos>(std::chrono::duration<double, std::milli>(ms)); }
 
@@ -631,7 +638,7 @@ class SimTransport final : public Transport {
     if (until > clock.now()) waited = co_await sim_wait(clock, timer, until);
     if (!waited) co_return std::unexpected(error_of(ErrorKind::cancelled, "cancelled while waiting for the response", true));
     if (clock.now() < head) co_return std::unexpected(sim_timeout("waiting for the response"));
-    out = render(p->mr, p->plan);
+    out = p->embed ? render_embedding(*p->embed, p->plan) : render(p->mr, p->plan);
     co_return out;
   }
 
@@ -647,6 +654,7 @@ class SimTransport final : public Transport {
   struct Planned {
     std::unique_ptr<HttpStream> immediate;  ///< an answer with no delay (bad request, refusal, rate limit)
     MockRequest mr;
+    std::optional<MockEmbedRequest> embed;  ///< an embeddings request (mr unused)
     MockProvider::State::Plan plan;
     Instant head{};  ///< when the response head is due (max: a hang)
   };
@@ -661,17 +669,37 @@ class SimTransport final : public Transport {
     const Clock& clock = *sh_->clock;
     auto url = parse_url(req.url);
     if (!url) return one_now(render_error("openai", 400, url.error().message, std::nullopt));
+    using K = MockProvider::State::Plan::Kind;
+    // Embeddings, with the faults the socket mock's handle_embeddings() gives them.
+    if (auto emb = parse_embedding_request(req.method, url->target, req.body)) {
+      if (!*emb) {
+        int status = emb->error().kind == ErrorKind::not_found ? 404 : 400;
+        return one_now(render_error(family_of_target(url->target), status, emb->error().message, std::nullopt));
+      }
+      const std::string family = (*emb)->family == "mistral" ? "openai" : (*emb)->family;
+      if (sh_->state->note_key(presented_key_of(req.headers), (*emb)->model))
+        return one_now(render_error(family, 401, "mock: invalid API key", std::nullopt));
+      if (auto kr = sh_->state->key_refusal(family, presented_key_of(req.headers), (*emb)->model)) return one_now(std::move(*kr));
+      auto plan = sh_->state->decide((*emb)->model, false, clock.now());
+      if ((*emb)->refusal) return one_now(*(*emb)->refusal);
+      if (plan.kind == K::rate_limited)
+        return one_now(render_error(family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",
+                                    Millis{static_cast<std::int64_t>(plan.rate_limit_retry_ms + 1)}));
+      out->head = plan.kind == K::hang ? Instant::max() : clock.now() + ms_of(plan.latency_ms);
+      out->embed = std::move(**emb);
+      out->plan = plan;
+      return out;
+    }
     auto parsed = parse_request(req.method, url->target, req.headers, req.body);
     if (!parsed) {
       int status = parsed.error().kind == ErrorKind::not_found ? 404 : 400;
       return one_now(render_error(family_of_target(url->target), status, parsed.error().message, std::nullopt));
     }
-    if (sh_->state->note_key(presented_key_of(req.headers)))
+    if (sh_->state->note_key(presented_key_of(req.headers), parsed->model))
       return one_now(render_error(parsed->family, 401, "mock: invalid API key", std::nullopt));
-    if (auto kr = sh_->state->key_refusal(parsed->family, presented_key_of(req.headers))) return one_now(std::move(*kr));
+    if (auto kr = sh_->state->key_refusal(parsed->family, presented_key_of(req.headers), parsed->model)) return one_now(std::move(*kr));
     auto plan = sh_->state->decide(parsed->model, parsed->stream, clock.now());
     if (parsed->refusal) return one_now(*parsed->refusal);
-    using K = MockProvider::State::Plan::Kind;
     if (plan.kind == K::rate_limited)
       return one_now(render_error(parsed->family, 429, "mock rate limit: " + std::to_string(plan.b.rate_limit_requests) + " requests per window",
                               Millis{static_cast<std::int64_t>(plan.rate_limit_retry_ms + 1)}));
@@ -681,14 +709,23 @@ class SimTransport final : public Transport {
     return out;
   }
 
+  std::unique_ptr<HttpStream> render_embedding(const MockEmbedRequest& er, const MockProvider::State::Plan& plan) {
+    using K = MockProvider::State::Plan::Kind;
+    const std::string family = er.family == "mistral" ? "openai" : er.family;
+    if (plan.kind == K::error) return one(injected_error(family, plan));
+    if (plan.kind == K::malformed) {
+      Rendered r;
+      r.content_type = "application/json";
+      r.body = "{\"data\": [{\"embedding\": [0.1, ";
+      return one(std::move(r));
+    }
+    return one(render_embedding_response(er));
+  }
+
   std::unique_ptr<HttpStream> render(const MockRequest& mr, const MockProvider::State::Plan& plan) {
     using K = MockProvider::State::Plan::Kind;
     const Clock& clock = *sh_->clock;
-    if (plan.kind == K::error) {
-      std::optional<Millis> ra;
-      if (plan.b.retry_after_ms >= 0) ra = Millis{static_cast<std::int64_t>(plan.b.retry_after_ms)};
-      return one(render_error(mr.family, plan.b.error_status, "mock injected error " + std::to_string(plan.b.error_status), ra));
-    }
+    if (plan.kind == K::error) return one(injected_error(mr.family, plan));
     ChatResponse resp = canned_response(mr, plan.b);
     if (!mr.stream) {
       if (plan.kind == K::malformed) {

@@ -80,14 +80,6 @@ Result<Url> parse_url(std::string_view url) {
 
 namespace {
 
-Error error_of(ErrorKind kind, std::string message, bool local = false) {
-  Error e;
-  e.kind = kind;
-  e.message = std::move(message);
-  e.local = local;
-  return e;
-}
-
 // Failures of our own process: out of descriptors or memory. They say nothing about the
 // provider, so they are `local` (health never counts them) and carry the real cause.
 std::optional<std::string_view> local_cause(const beast::error_code& ec) {

@@ -179,7 +179,8 @@ def test_huge_messages_bodies_are_refused_and_the_proxy_keeps_serving(shared_pro
     # Over the 4 MiB body limit: refused from the header (413), the body never buffered.
     big = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}]}).encode()
     status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", big), timeout=30)
-    assert status == 413, reply[:300]
+    # In Anthropic's shape, as the Anthropic SDKs read it (issue #14: it was OpenAI's).
+    assert _anthropic_error(status, reply, 413)["error"]["type"] == "request_too_large"
     # Just under the limit: parsed and answered.
     fits = json.dumps({**MSG_OK, "messages": [{"role": "user", "content": "y" * (3 * 1024 * 1024)}]}).encode()
     status, reply = raw_http(shared_proxy.port, chat_request(b"/v1/messages", b"", fits), timeout=30)
@@ -200,5 +201,16 @@ def test_messages_refusals_from_the_head_are_in_anthropic_shape(shared_proxy: Pr
            b"x-api-key: mlx-no-such-key-0000000\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     status, reply = raw_http(shared_proxy.port, req)
     assert _anthropic_error(status, reply, 401)["error"]["type"] == "authentication_error"
-    # (Refusals by the HTTP layer itself, such as a header that is not UTF-8 or a body over the
-    # limit, are answered before any route is known and keep OpenAI's shape.)
+    # Refusals by the HTTP layer itself, before any handler runs, also speak the caller's API:
+    # a header that is not UTF-8 on /v1/messages is Anthropic's error, on chat OpenAI's.
+    for path, anthropic_shape in ((b"/v1/messages", True), (b"/v1/chat/completions", False)):
+        req = (b"POST " + path + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n"
+               b"x-modelux-user: caf\xe9\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        status, reply = raw_http(shared_proxy.port, req)
+        if anthropic_shape:
+            j = _anthropic_error(status, reply, 400)
+            assert j["error"]["type"] == "invalid_request_error" and "UTF-8" in j["error"]["message"], j
+        else:
+            assert status == 400, reply[:300]
+            j = json.loads(reply.partition(b"\r\n\r\n")[2])
+            assert "UTF-8" in j["error"]["message"] and "type" in j["error"], j
