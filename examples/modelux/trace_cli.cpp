@@ -271,7 +271,7 @@ int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostr
   const WallTime now = clock.wall_now();
   // The same store call and JSON rendering as GET /v1/analytics/spend (one implementation).
   AnalyticsQuery q{now - std::chrono::duration_cast<WallTime::duration>(*window), now, flags->get("--project"), std::chrono::seconds{0}};
-  if (flags->has("--bucket")) {
+  if (flags->values.count("--bucket")) {
     auto b = parse_analytics_duration(flags->get("--bucket"));
     if (!b) {
       err << "modelux spend: --bucket wants a duration such as 60s, 5m, 1h or 1d\n";
