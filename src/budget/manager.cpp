@@ -744,6 +744,8 @@ Json BudgetManager::snapshot(Instant now) const {
     j["window"] = std::string(to_string(s.window));
     j["window_label"] = l->window_label();
     if (!l->periods.empty()) j["window_start_ms"] = l->periods.front().start_ms;
+    if (s.window != BudgetWindowKind::rolling)  // calendar windows end at a known instant (forecasts use it)
+      j["window_end_ms"] = duration_cast<milliseconds>(I.wall_of(l->period_end).time_since_epoch()).count();
     j["limit_usd"] = s.limit_usd ? Json(*s.limit_usd) : Json(nullptr);
     j["limit_tokens"] = s.limit_tokens ? Json(*s.limit_tokens) : Json(nullptr);
     j["limit_requests"] = s.limit_requests ? Json(*s.limit_requests) : Json(nullptr);

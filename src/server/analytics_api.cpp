@@ -7,6 +7,8 @@
 #include <charconv>
 #include <variant>
 
+#include "modelux/budget.hpp"
+#include "modelux/router.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/query_params.hpp"
@@ -186,6 +188,67 @@ net::awaitable<std::optional<Reply>> analytics_forecast(RouteCtx& c) {
     return analytics_json(*r, days, project);
   };
   co_return co_await run_on_store(c, compute);
+}
+
+// GET /v1/analytics/budget-forecast?budget=NAME: per ledger of a running budget, a linear
+// forecast to the end of its current calendar window (rolling windows have no end: null).
+net::awaitable<std::optional<Reply>> analytics_budget_forecast(RouteCtx& c) {
+  std::string name, bad_key;
+  auto kvs = split_query(c.req.query, bad_key);
+  if (!kvs) co_return bad("bad percent-encoding in '" + bad_key + "'", bad_key);
+  for (auto& [k, v] : *kvs) {
+    if (k != "budget") co_return bad("unknown parameter '" + k + "' (known: budget)", k);
+    name = v;
+  }
+  if (!valid_slug(name)) co_return bad("budget must name a budget: [a-z0-9][a-z0-9_-]{0,63}", "budget");
+  if (!c.caller.admin() && c.caller.project.empty())
+    co_return error_reply(403, ErrorKind::auth, "this key has no project; only admin keys read fleet-wide budgets", "permission_denied");
+  BudgetManager* b = c.st.router->budgets();
+  const Instant now = c.st.router->clock().now();
+  const WallTime wall = c.st.router->clock().wall_now();
+  const bool admin = c.caller.admin();
+  const std::string project = c.caller.project;
+  auto job = [b, now, wall, admin, project, name]() -> Result<Json> {
+    bool running = false;
+    if (b)
+      for (const auto& s : b->specs()) running = running || s.name == name;
+    if (!running) return fail(ErrorKind::not_found, "no budget '" + name + "' is running here");
+    const double now_ms = static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count());
+    Json rows = Json::array();
+    for (const auto& l : b->snapshot(now).value("budgets", Json::array())) {
+      if (l.value("name", "") != name) continue;
+      if (!admin && l.value("scope", "") != "project:" + project) continue;  // only the caller's project's ledger
+      const double spent = l.value("spent_usd", 0.0);
+      Json row{{"scope", l.value("scope", "")}, {"window", l.value("window_label", "")}, {"spent_usd", spent},
+               {"limit_usd", l.value("limit_usd", Json())}, {"window_end", nullptr}, {"forecast_usd", nullptr},
+               {"forecast_percent", nullptr}, {"exhausted_at", nullptr}};
+      if (l.contains("window_end_ms") && l.contains("window_start_ms")) {
+        const double start = l["window_start_ms"].get<double>(), end = l["window_end_ms"].get<double>();
+        const double elapsed = std::max(1.0, now_ms - start), left = std::max(0.0, end - now_ms);
+        const double rate = spent / elapsed;  // USD per ms over the window so far
+        const double forecast = spent + rate * left;
+        row["window_end"] = format_iso_time(WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(end)}});
+        row["forecast_usd"] = forecast;
+        if (l["limit_usd"].is_number() && l["limit_usd"].get<double>() > 0) {
+          const double limit = l["limit_usd"].get<double>();
+          row["forecast_percent"] = 100.0 * forecast / limit;
+          if (spent >= limit) row["exhausted_at"] = format_iso_time(wall);
+          else if (rate > 0 && forecast >= limit)
+            row["exhausted_at"] = format_iso_time(wall + std::chrono::milliseconds{static_cast<std::int64_t>((limit - spent) / rate)});
+        }
+      }
+      rows.push_back(std::move(row));
+    }
+    return Json{{"object", "budget_forecast"},
+                {"budget", name},
+                {"method", "linear: spend so far in the current window / time elapsed in it x time left to the window's end, "
+                           "added to the spend so far; exhausted_at is when that rate reaches limit_usd (rolling windows have no end: null)"},
+                {"ledgers", std::move(rows)}};
+  };
+  auto r = co_await c.st.workers->run(std::move(job));
+  if (!r && r.error().kind == ErrorKind::not_found) co_return error_reply(404, ErrorKind::not_found, r.error().message, "not_found");
+  if (!r) co_return error_reply(r.error());
+  co_return json_reply(*r);
 }
 
 }  // namespace modelux::proxy

@@ -64,6 +64,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/analytics/errors", Access::read, analytics_errors},
     {"GET", "/v1/analytics/failovers", Access::read, analytics_failovers},
     {"GET", "/v1/analytics/forecast", Access::read, analytics_forecast},
+    {"GET", "/v1/analytics/budget-forecast", Access::read, analytics_budget_forecast},
     {"GET", "/openapi.json", Access::open, openapi},
     {"GET", "/healthz", Access::open, healthz},
     {"GET", "/readyz", Access::open, readyz},

@@ -170,6 +170,7 @@ net::awaitable<std::optional<Reply>> analytics_latency(RouteCtx& c);
 net::awaitable<std::optional<Reply>> analytics_errors(RouteCtx& c);
 net::awaitable<std::optional<Reply>> analytics_failovers(RouteCtx& c);
 net::awaitable<std::optional<Reply>> analytics_forecast(RouteCtx& c);
+net::awaitable<std::optional<Reply>> analytics_budget_forecast(RouteCtx& c);
 /// The control plane's counters in Prometheus text (for /metrics).
 void append_control_metrics(std::string& out, const ControlPlane& cp);
 

@@ -120,3 +120,27 @@ def test_reset_refusals(start_proxy: Any, tmp_path: Path) -> None:
     assert r.status == 409 and r.json()["error"]["code"] == "budget_not_running", r.text
     assert [x["action"] for x in req(p, "GET", "/v1/budgets/daily/versions").json()["data"]] == ["seed"]  # nothing recorded
     assert p.proc.alive()
+
+
+def test_budget_forecast_to_the_end_of_the_window(start_proxy: Any, tmp_path: Path) -> None:
+    p = start_proxy(setup(tmp_path, "a"))
+    for _ in range(2):
+        chat(p)
+    r = req(p, "GET", "/v1/analytics/budget-forecast?budget=daily")
+    assert r.status == 200, r.text
+    f = r.json()
+    assert f["object"] == "budget_forecast" and f["method"].startswith("linear")
+    (l,) = f["ledgers"]
+    assert l["spent_usd"] == pytest.approx(spent(p)) and l["spent_usd"] > 0 and l["limit_usd"] == 1000
+    assert l["window_end"].endswith("T00:00:00.000000Z")  # a UTC daily window ends at midnight
+    assert l["forecast_usd"] >= l["spent_usd"]
+    assert l["forecast_percent"] == pytest.approx(100 * l["forecast_usd"] / 1000)
+    assert (l["exhausted_at"] is None) == (l["forecast_usd"] < 1000)
+    # Roles: a project key sees only its own project's ledgers (this budget is fleet-wide).
+    assert req(p, "GET", "/v1/analytics/budget-forecast?budget=daily", None).status == 401
+    assert req(p, "GET", "/v1/analytics/budget-forecast?budget=daily", PROJ).json()["ledgers"] == []
+    assert req(p, "GET", "/v1/analytics/budget-forecast?budget=daily", VIEWER).json()["ledgers"] == []
+    for q, status, code in [("budget=nope", 404, "not_found"), ("budget=Bad!", 400, "invalid_budget"), ("", 400, "invalid_budget"),
+                            ("budget=daily&x=1", 400, "invalid_x")]:
+        r = req(p, "GET", f"/v1/analytics/budget-forecast?{q}")
+        assert r.status == status and r.json()["error"]["code"] == code, (q, r.text)
