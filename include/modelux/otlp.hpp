@@ -59,7 +59,7 @@ class OtlpExporter {
  public:
   /// Starts the exporter thread. An endpoint that is not an http(s) URL is invalid_config.
   static Result<std::shared_ptr<OtlpExporter>> create(OtlpOptions options);
-  ~OtlpExporter();  ///< sends what is queued (bounded by one timeout), then stops
+  ~OtlpExporter();  ///< sends what is queued, then stops; a failed POST at shutdown drops the rest (one timeout at most)
   OtlpExporter(const OtlpExporter&) = delete;
   OtlpExporter& operator=(const OtlpExporter&) = delete;
 

@@ -251,6 +251,12 @@ struct OtlpExporter::Impl {
           ++failed;
           dropped += batch.size();
           last_error = scrubbed(r.error().message);
+          if (stopping) {
+            // Shutting down with an unreachable collector: one timeout, not one per batch.
+            dropped += queue.size();
+            settled += queue.size();
+            queue.clear();
+          }
         }
         settled += batch.size();
         done.notify_all();
@@ -277,7 +283,7 @@ Result<std::shared_ptr<OtlpExporter>> OtlpExporter::create(OtlpOptions options) 
   return e;
 }
 
-OtlpExporter::~OtlpExporter() {
+OtlpExporter::~OtlpExporter() {  // bounded: at most one POST timeout when the collector is gone
   {
     std::lock_guard lk(impl_->mu);
     impl_->stop = true;

@@ -190,3 +190,32 @@ def test_a_bad_otlp_config_is_refused_with_its_path(tmp_path: Any, mock: Mock, o
     f.write_text(json.dumps(cfg))
     r = subprocess.run([MODELUX_BIN, "serve", "--config", str(f), "--port", "0"], capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and path in r.stderr, r.stderr
+
+
+def test_a_hanging_collector_does_not_hold_up_shutdown(start_proxy: Any) -> None:
+    """A collector that accepts and never answers: every POST runs into timeout_ms. At shutdown
+    the exporter tries once and drops the rest (it used to try every queued batch in turn)."""
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)  # connections complete in the backlog; nothing is ever read or answered
+    try:
+        def edit(cfg: dict) -> None:
+            cfg["tracing"]["otlp"] = {"endpoint": f"http://127.0.0.1:{hang.getsockname()[1]}/v1/traces",
+                                      "interval_ms": 20, "batch_size": 1, "queue_capacity": 64, "timeout_ms": 1500}
+
+        p = start_proxy(edit)
+        for _ in range(10):
+            assert p.request("POST", "/v1/chat/completions", {"model": "@fast", "messages": MESSAGES}).status == 200
+        end = time.monotonic() + 10
+        while metric(http_request(p.port, "GET", "/metrics").text, "modelux_otlp_queued") < 5:  # stuck on the first POSTs
+            assert time.monotonic() < end, "the exporter's queue never filled"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        p.proc.proc.send_signal(__import__("signal").SIGTERM)
+        rc = p.proc.proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        # One POST in flight (up to 2 x 1.5 s with its retry) plus one at shutdown; the queue of
+        # ~8 more would take another 8 x 1.5 s if each were tried.
+        assert rc == 0 and took < 8, (rc, took)
+    finally:
+        hang.close()
