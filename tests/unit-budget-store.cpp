@@ -155,3 +155,27 @@ TEST_CASE("BudgetManager(SQLite): rows of periods no window can reach are pruned
   sqlite3_finalize(q);
   sqlite3_close(h);
 }
+
+TEST_CASE("BudgetManager(SQLite): a spend reset clears the live window and its persisted rows") {
+  TempDb db;
+  ManualClock clock;
+  {
+    auto m = open(db.path, clock);
+    spend(*m, clock, ctx("alice"), 400);
+    spend(*m, clock, ctx("bob"), 100);
+    REQUIRE(m->flush().has_value());
+    CHECK_FALSE(m->admit(ctx("alice"), &kPaid, 200, 0, clock.now()).has_value());  // 0.4 + 0.2 > 0.5
+    auto n = m->reset("per-user", clock.now());
+    REQUIRE(n.has_value());
+    CHECK(*n == 2);  // alice's and bob's ledgers
+    CHECK(spent(*m, clock, "per-user", "end_user:alice") == doctest::Approx(0.0));
+    CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.5));  // other budgets keep theirs
+    spend(*m, clock, ctx("alice"), 200);  // admitted again after the reset
+    CHECK_FALSE(m->reset("nope", clock.now()).has_value());
+  }
+  // After a restart only the spend made after the reset comes back.
+  auto m = open(db.path, clock);
+  CHECK(spent(*m, clock, "per-user", "end_user:alice") == doctest::Approx(0.2));
+  CHECK(spent(*m, clock, "per-user", "end_user:bob") == -1);  // no rows, so no ledger reloaded
+  CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.7));
+}

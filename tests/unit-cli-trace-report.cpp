@@ -248,6 +248,39 @@ TEST_CASE("modelux spend --by ... --since ... prints an aligned table with total
   }
 }
 
+TEST_CASE("modelux spend --bucket --project --json reads the same report as the admin API") {
+  Cli cli;
+  auto [rc, out, err] = cli.run({"spend", "--db", cli.db.path, "--by", "project", "--since", "24h", "--bucket", "1h", "--json"});
+  REQUIRE(rc == 0);
+  INFO(out);
+  Json j = Json::parse(out);
+  CHECK(j["object"] == "spend_report");
+  CHECK(j["bucket_s"] == 3600);
+  REQUIRE(j["buckets"].is_array());
+  double sum = 0;
+  for (const auto& b : j["buckets"]) sum += b["total"]["total_usd"].get<double>();
+  CHECK(sum == doctest::Approx(j["total"]["total_usd"].get<double>()));
+  CHECK(j["buckets"].size() >= 2);  // the traces are hours apart
+
+  auto [rc2, out2, err2] = cli.run({"spend", "--db", cli.db.path, "--by", "config", "--since", "24h", "--project", "beta", "--json"});
+  REQUIRE(rc2 == 0);
+  Json k = Json::parse(out2);
+  CHECK(k["project"] == "beta");
+  CHECK(k["total"]["requests"] == 1);
+
+  auto [rc3, out3, err3] = cli.run({"spend", "--db", cli.db.path, "--since", "24h", "--bucket", "1h"});
+  CHECK(rc3 == 0);
+  CHECK(has(out3, "spend by model"));
+  CHECK(lines_of(out3).size() > 6);  // the window's table, then one per bucket
+
+  auto [rc4, out4, err4] = cli.run({"spend", "--db", cli.db.path, "--bucket", "xx"});
+  CHECK(rc4 == 2);
+  CHECK(has(err4, "--bucket"));
+  auto [rc5, out5, err5] = cli.run({"spend", "--db", cli.db.path, "--since", "30d", "--bucket", "1s"});
+  CHECK(rc5 == 2);
+  CHECK(has(err5, "bucket"));
+}
+
 TEST_CASE("modelux logs/spend: usage errors and unreadable files") {
   Cli cli;
   auto [rc, out, err] = cli.run({"logs", "--db", cli.db.path, "--bogus"});

@@ -30,8 +30,12 @@ constexpr const char* kLogsUsage =
     "  --summary       latency percentiles, error groups and failover rate for the window\n";
 
 constexpr const char* kSpendUsage =
-    "usage: modelux spend [--db FILE | --config FILE] [--by model|provider|project|tag|user] [--since 24h] [--forecast]\n"
-    "  --config FILE   the proxy's config file: read its tracing.path\n";
+    "usage: modelux spend [--db FILE | --config FILE] [--by model|provider|project|config|tag|user] [--since 24h]\n"
+    "                     [--bucket 1h] [--project NAME] [--forecast] [--json]\n"
+    "  --config FILE   the proxy's config file: read its tracing.path\n"
+    "  --bucket D      also split the window into buckets of D (60s, 5m, 1h, 1d)\n"
+    "  --project NAME  only this project's spend\n"
+    "  --json          the report as JSON (the same document as GET /v1/analytics/spend)\n";
 
 struct Flags {
   std::map<std::string, std::vector<std::string>> values;
@@ -229,7 +233,7 @@ int run_logs(const std::vector<std::string>& args, std::ostream& out, std::ostre
 }
 
 int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, const Clock& clock) {
-  auto flags = parse_flags(args, {"--db", "--config", "--by", "--since"}, {"--forecast", "--help", "-h"});
+  auto flags = parse_flags(args, {"--db", "--config", "--by", "--since", "--bucket", "--project"}, {"--forecast", "--json", "--help", "-h"});
   if (!flags) {
     err << "modelux spend: " << flags.error().message << "\n" << kSpendUsage;
     return 2;
@@ -240,7 +244,7 @@ int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostr
   }
   auto by = spend_dimension_from_string(flags->get("--by", "model"));
   if (!by) {
-    err << "modelux spend: --by wants model, provider, project, tag or user\n";
+    err << "modelux spend: --by wants model, provider, project, config, tag or user\n";
     return 2;
   }
   auto window = parse_since(flags->get("--since", "24h"));
@@ -265,20 +269,46 @@ int run_spend(const std::vector<std::string>& args, std::ostream& out, std::ostr
     return 1;
   }
   const WallTime now = clock.wall_now();
-  auto rep = (*store)->spend(*by, now - std::chrono::duration_cast<WallTime::duration>(*window), now);
+  // The same store call and JSON rendering as GET /v1/analytics/spend (one implementation).
+  AnalyticsQuery q{now - std::chrono::duration_cast<WallTime::duration>(*window), now, flags->get("--project"), std::chrono::seconds{0}};
+  if (flags->values.count("--bucket")) {
+    auto b = parse_analytics_duration(flags->get("--bucket"));
+    if (!b) {
+      err << "modelux spend: --bucket wants a duration such as 60s, 5m, 1h or 1d\n";
+      return 2;
+    }
+    q.bucket = *b;
+  }
+  auto rep = (*store)->spend(*by, q);
   if (!rep) {
     err << "modelux spend: " << rep.error().message << "\n";
-    return 1;
+    return rep.error().kind == ErrorKind::bad_request ? 2 : 1;
   }
-  out << format_spend(*rep);
+  std::optional<CostForecast> f;
   if (flags->has("--forecast")) {
-    auto f = (*store)->forecast(now);
-    if (!f) {
-      err << "modelux spend: " << f.error().message << "\n";
+    auto fr = (*store)->forecast(now, 7, q.project);
+    if (!fr) {
+      err << "modelux spend: " << fr.error().message << "\n";
       return 1;
     }
-    out << format_forecast(*f);
+    f = *fr;
   }
+  if (flags->has("--json")) {
+    Json j = analytics_json(*rep);
+    if (f) j["forecast"] = analytics_json(*f, 7, q.project);
+    out << j.dump(2) << "\n";
+    return 0;
+  }
+  out << format_spend(*rep);
+  for (const auto& bucket : rep->buckets) {
+    SpendReport one = *rep;
+    one.rows = bucket.rows;
+    one.total = bucket.total;
+    one.since = bucket.start;
+    one.until = std::min(rep->until, bucket.start + std::chrono::duration_cast<WallTime::duration>(rep->bucket));
+    out << "\n" << format_spend(one);
+  }
+  if (f) out << format_forecast(*f);
   return 0;
 }
 

@@ -266,6 +266,14 @@ class BudgetManager final : public BudgetView {
   BudgetLedgerStats ledger_stats() const noexcept;
 
   const std::vector<BudgetSpec>& specs() const noexcept;
+  /// Spend reset (an operator's decision, e.g. after a refund): every ledger of budget `name`
+  /// forgets this instance's settled spend and the fleet's last-synced share in its live
+  /// window, its alerts re-arm, and its persisted rows (this instance's) are deleted, so a
+  /// restart does not bring the spend back. In-flight reservations stay (they settle
+  /// normally). With Redis, the other instances' shares return at the next sync unless they
+  /// reset too (the control plane applies a reset on every instance). Returns the number of
+  /// ledgers reset; not_found when no budget has that name.
+  Result<std::size_t> reset(const std::string& name, Instant now);
 
   class Impl;
 

@@ -23,6 +23,7 @@
 namespace modelux {
 
 class TraceStore;
+class OtlpExporter;
 
 // ---- Tracer -----------------------------------------------------------------------------------
 
@@ -37,6 +38,9 @@ struct TracerOptions {
   int retention_days = 0;                  ///< 0 = keep forever
   Millis busy_timeout{250};                ///< how long a batch write waits on a locked file
   int write_retries = 3;                   ///< failed batch retried this often, then dropped
+  /// Optional OpenTelemetry export (modelux/otlp.hpp): the writer offers every trace it wrote
+  /// (scrubbed, bodies capped) to it. Null = no export.
+  std::shared_ptr<OtlpExporter> otlp{};
 };
 
 /// Counters since the tracer was opened. Invariant: submitted == written + dropped + queued
@@ -67,6 +71,8 @@ class Tracer {
   /// The store the writer writes to; safe to query from any thread (queries are serialized
   /// with the writer's batches). For an in-memory tracer this is the only way to read it.
   std::shared_ptr<TraceStore> store() const noexcept;
+  /// The OTLP exporter the writer feeds (null when export is off).
+  std::shared_ptr<OtlpExporter> otlp() const noexcept;
 
   /// Flushes everything still queued, then stops the writer.
   ~Tracer();
@@ -100,11 +106,17 @@ struct TraceQuery {
   std::optional<bool> ok{};
   std::size_t limit = 100;  ///< 0 = no limit
   bool newest_first = true;
+  /// Keyset pagination (GET /v1/traces): order by (time, request id) instead of insertion, and
+  /// when `after` is set return only the traces strictly past that (time_us, request_id) in
+  /// this order. Stable under concurrent inserts: a page never repeats or skips a trace that
+  /// existed when the first page was read.
+  bool keyset = false;
+  std::optional<std::pair<std::int64_t, std::string>> after{};
 };
 
-enum class SpendDimension : std::uint8_t { model, provider, project, tag, end_user };
+enum class SpendDimension : std::uint8_t { model, provider, project, tag, end_user, config };
 std::string_view to_string(SpendDimension d) noexcept;
-/// "model" | "provider" | "project" | "tag" | "user" (or "end_user").
+/// "model" | "provider" | "project" | "tag" | "user" (or "end_user") | "config".
 std::optional<SpendDimension> spend_dimension_from_string(std::string_view s) noexcept;
 
 struct SpendRow {
@@ -121,12 +133,31 @@ struct SpendRow {
 /// target (a failed attempt that billed counts); project/user/tag rows sum whole-request cost.
 /// `total` is the window's spend counted once per request, so for tags (a request may carry
 /// several) the rows may add up to more than the total.
+/// One time bucket of a bucketed spend report: [start, start + bucket).
+struct SpendBucket {
+  WallTime start{};
+  std::vector<SpendRow> rows;  ///< most expensive first; keys with no spend in the bucket absent
+  SpendRow total;              ///< the bucket's spend counted once per request
+};
+
 struct SpendReport {
   SpendDimension by = SpendDimension::model;
   WallTime since{}, until{};
   std::vector<SpendRow> rows;  ///< most expensive first
   SpendRow total;
+  std::string project;               ///< the project filter ("" = every project)
+  std::chrono::seconds bucket{0};    ///< 0 = not bucketed
+  std::vector<SpendBucket> buckets;  ///< bucketed only: every non-empty bucket, oldest first
 };
+
+/// What the analytics read: a window, optionally one project, optionally time buckets.
+struct AnalyticsQuery {
+  WallTime since{}, until{};
+  std::string project{};            ///< "" = every project
+  std::chrono::seconds bucket{0};   ///< spend only; 0 = one total per key
+};
+/// At most this many buckets per report (a 1 s bucket over a year is refused, bad_request).
+inline constexpr std::int64_t kMaxSpendBuckets = 10000;
 
 enum class LatencyDimension : std::uint8_t { model, provider };
 /// Latency of successful attempts in a window (nearest-rank percentiles).
@@ -135,6 +166,8 @@ struct LatencyRow {
   std::uint64_t count = 0;
   Nanos p50{0}, p95{0}, p99{0};
   Nanos ttft_p50{0};  ///< over attempts that streamed (ttft > 0); 0 when none did
+  Nanos ttft_p95{0}, ttft_p99{0};
+  std::uint64_t ttft_count = 0;  ///< attempts with a measured time to first token
 };
 
 /// Failed attempts grouped by outcome class, provider and model.
@@ -249,6 +282,15 @@ class TraceStore {
   /// the last `lookback_days` (default 7) of this month.
   Result<CostForecast> forecast(WallTime now, int lookback_days = 7);
 
+  // The same analytics with a project filter and (spend) time buckets: what the REST admin API
+  // (/v1/analytics/*) and `modelux spend --bucket` both call. A bucket that would give more
+  // than kMaxSpendBuckets, or until <= since, is a bad_request.
+  Result<SpendReport> spend(SpendDimension by, const AnalyticsQuery& q);
+  Result<std::vector<LatencyRow>> latency(LatencyDimension by, const AnalyticsQuery& q);
+  Result<std::vector<ErrorGroup>> error_groups(const AnalyticsQuery& q);
+  Result<FailoverStats> failovers(const AnalyticsQuery& q);
+  Result<CostForecast> forecast(WallTime now, int lookback_days, const std::string& project);
+
   /// Deletes traces older than now - days. Returns how many were deleted. days <= 0: none.
   Result<std::uint64_t> apply_retention(int days, WallTime now);
   /// One JSON object per line (DecisionTrace::to_json). Returns the number of traces written.
@@ -268,5 +310,30 @@ class TraceStore {
 
 /// "2026-01-01T00:00:00.123456Z" (UTC, microseconds), as traces store their timestamps.
 std::string format_iso_time(WallTime t);
+
+}  // namespace modelux
+
+namespace modelux {
+
+// ---- Analytics as JSON (one rendering for `GET /v1/analytics/*` and `modelux spend --json`) ---
+
+/// {"object":"spend_report","by","since","until","project"|null,"bucket_s"|null,"rows":[...],
+///  "total":{...},"buckets":[{"start","rows","total"}] (bucketed only)}; money in USD.
+Json analytics_json(const SpendReport& r);
+/// {"object":"latency_report","by","since","until","project"|null,"rows":[{"key","count",
+///  "p50_ms","p95_ms","p99_ms","ttft_count","ttft_p50_ms","ttft_p95_ms","ttft_p99_ms"}]}.
+Json analytics_json(const std::vector<LatencyRow>& rows, LatencyDimension by, const AnalyticsQuery& q);
+/// {"object":"error_groups","since","until","project"|null,"groups":[{"error_class","provider",
+///  "model","count","first","last","sample_message"}]} (messages scrubbed by the caller).
+Json analytics_json(const std::vector<ErrorGroup>& groups, const AnalyticsQuery& q);
+/// {"object":"failover_stats","since","until","project"|null,"requests","failed_over","rescued",
+///  "failed","failover_rate"}.
+Json analytics_json(const FailoverStats& f, const AnalyticsQuery& q);
+/// {"object":"spend_forecast","method":"linear ...","lookback_days",..."month_to_date_usd",
+///  "daily_rate_usd","forecast_usd","days_elapsed","days_remaining","period_start","period_end"}.
+Json analytics_json(const CostForecast& f, int lookback_days, const std::string& project);
+/// "1h", "15m", "90s", "7d", "2w" or plain seconds ("3600") → seconds; nullopt when malformed,
+/// zero, or over 366 days. What --bucket / ?bucket= and the window lengths accept.
+std::optional<std::chrono::seconds> parse_analytics_duration(std::string_view s) noexcept;
 
 }  // namespace modelux

@@ -744,6 +744,8 @@ Json BudgetManager::snapshot(Instant now) const {
     j["window"] = std::string(to_string(s.window));
     j["window_label"] = l->window_label();
     if (!l->periods.empty()) j["window_start_ms"] = l->periods.front().start_ms;
+    if (s.window != BudgetWindowKind::rolling)  // calendar windows end at a known instant (forecasts use it)
+      j["window_end_ms"] = duration_cast<milliseconds>(I.wall_of(l->period_end).time_since_epoch()).count();
     j["limit_usd"] = s.limit_usd ? Json(*s.limit_usd) : Json(nullptr);
     j["limit_tokens"] = s.limit_tokens ? Json(*s.limit_tokens) : Json(nullptr);
     j["limit_requests"] = s.limit_requests ? Json(*s.limit_requests) : Json(nullptr);
@@ -818,5 +820,39 @@ BudgetLedgerStats BudgetManager::ledger_stats() const noexcept {
 }
 
 const std::vector<BudgetSpec>& BudgetManager::specs() const noexcept { return impl_->specs; }
+
+Result<std::size_t> BudgetManager::reset(const std::string& name, Instant now) {
+  Impl& I = *impl_;
+  // io_mu: no flush or Redis sync runs between deleting the rows and zeroing the ledgers, and
+  // no eviction frees a ledger under us.
+  std::lock_guard io(I.io_mu);
+  BudgetSlot* slot = nullptr;
+  for (auto& s : I.slots)
+    if (s->entry.spec.name == name) slot = s.get();
+  if (!slot) return fail(ErrorKind::not_found, "no budget '" + name + "' is running here");
+  if (auto r = I.delete_stored(name); !r) return fail(r.error());
+  const WallTime wall = I.wall_of(now);
+  std::vector<BudgetLedger*> ledgers;
+  if (slot->single) ledgers.push_back(slot->single.get());
+  {
+    std::shared_lock lk(slot->per_value_mu);
+    for (auto& [v, l] : slot->per_value) ledgers.push_back(l.get());
+  }
+  for (BudgetLedger* l : ledgers) {
+    std::lock_guard lk(l->mu);
+    l->roll(now, wall);
+    for (auto& p : l->periods) {
+      p.own = {};
+      p.remote = {};
+    }
+    l->own_sum = {};
+    l->remote_sum = {};
+    l->alerts_fired = 0;
+    l->outage_cap_nusd = -1;
+    ++l->version;
+    l->flushed_version = l->version;  // nothing of the reset ledger is left to write
+  }
+  return ledgers.size();
+}
 
 }  // namespace modelux

@@ -139,6 +139,8 @@ class BudgetManager::Impl {
   Result<void> open_store();
   Result<void> load_store(Instant now);
   Result<void> flush_store();
+  /// Deletes this instance's persisted rows of budget `name` (reset). Caller holds io_mu.
+  Result<void> delete_stored(const std::string& name);
   void close_store() noexcept;
   /// The persisted rows of one wildcard value that may still be live. False without a store.
   bool load_rows(const BudgetSlot& slot, std::string_view value, Instant now, std::vector<StoredRow>& out);

@@ -258,4 +258,16 @@ Result<void> BudgetManager::Impl::flush_store() {
   return {};
 }
 
+Result<void> BudgetManager::Impl::delete_stored(const std::string& name) {
+  if (!db) return {};
+  const std::string inst = instance_of(options);
+  Stmt del;
+  if (sqlite3_prepare_v2(db, "DELETE FROM budget_spend WHERE instance = ?1 AND budget = ?2", -1, &del.s, nullptr) != SQLITE_OK)
+    return fail(sql_error(db, "prepare reset"));
+  sqlite3_bind_text(del.s, 1, inst.c_str(), static_cast<int>(inst.size()), SQLITE_STATIC);
+  sqlite3_bind_text(del.s, 2, name.c_str(), static_cast<int>(name.size()), SQLITE_STATIC);
+  if (sqlite3_step(del.s) != SQLITE_DONE) return fail(sql_error(db, "reset"));
+  return {};
+}
+
 }  // namespace modelux

@@ -1,4 +1,5 @@
 #include "modelux/config.hpp"
+#include "modelux/otlp.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -221,6 +222,8 @@ Result<Config> Config::from_json(const Json& raw) {
       } else if (k == "retention_days") {
         if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
           return fail(ErrorKind::invalid_config, "retention_days must be an integer >= 0 (0 = keep forever)", path);
+      } else if (k == "otlp") {
+        if (auto o = parse_otlp_options(v, path); !o) return fail(o.error());
       } else {
         return fail(ErrorKind::invalid_config, "unknown key '" + k + "'", path);
       }

@@ -2,6 +2,7 @@
 // budget manager, the tracer and the transport, and starts the io threads. Requests run in
 // the executor (executor.cpp); bring-your-own-client sessions in client_session.cpp.
 #include "modelux/router.hpp"
+#include "modelux/otlp.hpp"
 #include "modelux/scrub.hpp"
 
 #include <future>
@@ -76,6 +77,14 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
     if (tc.body_cap_bytes) to.body_cap_bytes = *tc.body_cap_bytes;
     if (tc.retention_days) to.retention_days = *tc.retention_days;
     if (tc.flush_interval) to.flush_interval = *tc.flush_interval;
+    // tracing.otlp: validated by Config::from_json, kept in the raw "tracing" section.
+    if (const Json& tr = impl->config.tracing; tr.is_object() && tr.contains("otlp")) {
+      auto oo = parse_otlp_options(tr["otlp"]);
+      if (!oo) return fail(oo.error());
+      auto ex = OtlpExporter::create(std::move(*oo));
+      if (!ex) return fail(ex.error());
+      to.otlp = std::move(*ex);
+    }
     auto tr = Tracer::open(to, *impl->clock);
     if (!tr) return fail(tr.error());
     impl->tracer = std::move(*tr);

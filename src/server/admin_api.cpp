@@ -2,6 +2,7 @@
 // /readyz, /metrics (versioned config reads and writes live in control_api.cpp). Anything slower than a few microseconds (trace reads and flushes, config
 // compiles, budget snapshots, key store writes) runs on the worker pool.
 #include <charconv>
+#include <cstdio>
 #include <variant>
 
 #include "modelux/budget.hpp"
@@ -12,6 +13,7 @@
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
 #include "server/routes.hpp"
+#include "server/query_params.hpp"
 #include "trace/trace_json_util.hpp"
 
 namespace modelux::proxy {
@@ -20,30 +22,69 @@ namespace {
 
 Reply not_found(std::string msg) { return error_reply(404, ErrorKind::not_found, std::move(msg), "not_found"); }
 
-// %XX and '+' decoded; nullopt for a bad escape.
-std::optional<std::string> url_decode(std::string_view s) {
+// An opaque page cursor: hex of "v1|<time_us>|<request_id>|<filters fingerprint>". The
+// fingerprint ties a cursor to the filters it was made for: reusing it with other filters is a
+// 400, not a silently wrong page.
+std::int64_t micros_of(WallTime t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+std::string filters_fingerprint(const TraceQuery& q) {
+  std::string f = q.project + '\x1f' + q.end_user + '\x1f' + q.config + '\x1f' + q.model + '\x1f' + q.provider + '\x1f' +
+                  (q.ok ? (*q.ok ? "ok" : "error") : "") + '\x1f' + (q.since ? std::to_string(micros_of(*q.since)) : "") +
+                  '\x1f' + (q.until ? std::to_string(micros_of(*q.until)) : "");
+  for (const auto& [k, v] : q.tags) f += '\x1f' + k + '=' + v;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(f)));
+  return buf;
+}
+
+std::string encode_cursor(std::int64_t time_us, const std::string& id, const TraceQuery& q) {
+  std::string raw = "v1|" + std::to_string(time_us) + "|" + id + "|" + filters_fingerprint(q);
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      int v = 0;
-      auto r = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
-      if (r.ec != std::errc{} || r.ptr != s.data() + i + 3) return std::nullopt;
-      out += static_cast<char>(v);
-      i += 2;
-    } else {
-      out += s[i];
-    }
+  out.reserve(raw.size() * 2);
+  for (unsigned char c : raw) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
   }
   return out;
 }
 
+std::optional<std::pair<std::int64_t, std::string>> decode_cursor(std::string_view hex, const TraceQuery& q, std::string& why) {
+  why = "the cursor is not one this server gave out";
+  if (hex.empty() || hex.size() % 2 || hex.size() > 1024) return std::nullopt;
+  std::string raw;
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    int v = 0;
+    auto r = std::from_chars(hex.data() + i, hex.data() + i + 2, v, 16);
+    if (r.ec != std::errc{} || r.ptr != hex.data() + i + 2) return std::nullopt;
+    raw += static_cast<char>(v);
+  }
+  if (!raw.starts_with("v1|")) return std::nullopt;
+  auto a = raw.find('|', 3), b = raw.rfind('|');
+  if (a == std::string::npos || b <= a) return std::nullopt;
+  std::int64_t t = 0;
+  auto r = std::from_chars(raw.data() + 3, raw.data() + a, t);
+  if (r.ec != std::errc{} || r.ptr != raw.data() + a || t < 0) return std::nullopt;
+  std::string id = raw.substr(a + 1, b - a - 1);
+  if (id.empty()) return std::nullopt;
+  if (raw.substr(b + 1) != filters_fingerprint(q)) {
+    why = "the cursor belongs to a listing with other filters; repeat the same filters with it";
+    return std::nullopt;
+  }
+  return std::pair{t, std::move(id)};
+}
+
 // GET /v1/traces?...: every query parameter becomes a TraceQuery filter; an unknown parameter
 // or a bad value is a 400 naming it (a typo must not silently list everything).
-std::variant<TraceQuery, Reply> trace_query_of(std::string_view query) {
+std::variant<TraceQuery, Reply> trace_query_of(std::string_view query, std::string& cursor) {
   TraceQuery q;
   q.limit = 50;
   auto bad = [](std::string msg, std::string param) {
@@ -59,7 +100,10 @@ std::variant<TraceQuery, Reply> trace_query_of(std::string_view query) {
     auto value = url_decode(eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1));
     if (!value) return bad("bad percent-encoding in '" + key + "'", key);
     const std::string& v = *value;
-    if (key == "limit") {
+    if (key == "cursor") {
+      if (v.empty()) return bad("cursor must not be empty (omit it for the first page)", "cursor");
+      cursor = v;
+    } else if (key == "limit") {
       std::size_t n = 0;
       auto r = std::from_chars(v.data(), v.data() + v.size(), n);
       if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || n < 1 || n > 1000) return bad("limit must be an integer 1..1000", "limit");
@@ -86,14 +130,14 @@ std::variant<TraceQuery, Reply> trace_query_of(std::string_view query) {
       if (!t) {  // unix seconds also accepted
         long long secs = 0;
         auto r = std::from_chars(v.data(), v.data() + v.size(), secs);
-        if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || secs < 0)
+        if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || secs < 0 || secs > 253402300799 /* year 9999 */)
           return bad(key + " must be an ISO 8601 UTC time (2026-01-01T00:00:00Z) or unix seconds", key);
         t = WallTime{std::chrono::seconds{secs}};
       }
       (key == "since" ? q.since : q.until) = *t;
     } else {
       return bad("unknown parameter '" + key +
-                     "' (known: limit, model, provider, config, project, end_user, status, tag, since, until)",
+                     "' (known: cursor, limit, model, provider, config, project, end_user, status, tag, since, until)",
                  key);
     }
   }
@@ -129,19 +173,34 @@ net::awaitable<std::optional<Reply>> list_configs(RouteCtx& c) {
 net::awaitable<std::optional<Reply>> list_traces(RouteCtx& c) {
   Tracer* t = c.st.router->tracer();
   if (!t) co_return not_found("tracing is disabled");
-  auto parsed = trace_query_of(c.req.query);
+  std::string cursor;
+  auto parsed = trace_query_of(c.req.query, cursor);
   if (auto* refused = std::get_if<Reply>(&parsed)) co_return std::move(*refused);
   TraceQuery q = std::get<TraceQuery>(std::move(parsed));
   // Non-admin keys see their own project only (the store filters, so the limit still holds).
   if (!c.caller.admin()) q.project = c.caller.project;
+  // Keyset pages, newest first: a page is "older than the last one seen", so traces written
+  // meanwhile (newer) never shift it, and a cursor stays valid while traces are inserted.
+  q.keyset = true;
+  if (!cursor.empty()) {
+    std::string why;
+    q.after = decode_cursor(cursor, q, why);
+    if (!q.after) co_return error_reply(400, ErrorKind::bad_request, std::move(why), "invalid_cursor", "cursor");
+  }
+  const std::size_t page = q.limit;
+  q.limit = page + 1;  // one more tells whether there is a next page
   auto store = t->store();
-  auto job = [t, store, q]() -> std::string {
+  auto job = [t, store, q, page]() -> std::string {
     t->flush();  // make what was submitted visible
     auto rows = store->query(q);
     if (!rows) return {};
+    const bool more = rows->size() > page;
+    if (more) rows->resize(page);
     Json arr = Json::array();
     for (const auto& r : *rows) arr.push_back(r.to_json());
-    std::string out = Json{{"object", "list"}, {"data", std::move(arr)}}.dump(-1, ' ', false, Json::error_handler_t::replace);
+    Json next = more ? Json(encode_cursor(micros_of(rows->back().time), rows->back().request_id, q)) : Json(nullptr);
+    std::string out = Json{{"object", "list"}, {"data", std::move(arr)}, {"has_more", more}, {"next_cursor", std::move(next)}}.dump(
+        -1, ' ', false, Json::error_handler_t::replace);
     scrub(out);
     return out;
   };

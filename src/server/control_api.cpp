@@ -323,6 +323,28 @@ net::awaitable<std::optional<Reply>> delete_budget(RouteCtx& c) {
   co_return version_reply(*v);
 }
 
+// POST /v1/budgets/{name}/reset: spend reset (a "reset" version, audited; live on this
+// instance now and on the others at their next reconcile).
+net::awaitable<std::optional<Reply>> reset_budget(RouteCtx& c) {
+  std::string name = c.params[0];
+  auto im = if_match(c);
+  if (auto* r = std::get_if<Reply>(&im)) co_return std::move(*r);
+  if (!c.req.body.empty()) {
+    auto j = parse_json(c.req.body, ParseLimits{.max_bytes = 1024, .max_depth = 2});
+    if (!j || !j->is_object() || !j->empty())
+      co_return error_reply(400, ErrorKind::bad_request, "a reset takes no body (or {}); say why in x-modelux-message", "invalid_request");
+  }
+  ControlPlane* cp = c.st.control.get();
+  std::string msg = message_of(c);
+  auto job = [cp, name, expected = std::get<0>(im), who = actor_of(c), msg] { return cp->reset_budget(name, expected, who, msg); };
+  auto v = co_await c.st.workers->run(std::move(job));
+  if (!v) {
+    if (v.error().code == "budget_not_running") co_return error_reply(409, ErrorKind::bad_request, v.error().message, "budget_not_running");
+    co_return control_error(v.error());
+  }
+  co_return version_reply(*v);
+}
+
 net::awaitable<std::optional<Reply>> budget_versions(RouteCtx& c) {
   std::string name = c.params[0];
   ControlPlane* cp = c.st.control.get();

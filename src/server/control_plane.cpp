@@ -197,6 +197,10 @@ Result<void> ControlPlane::attach(Router& router, KeyRegistry* keys) {
     auto r = router.set_routing_config(h.name, h.document, h.version);
     if (!r) return fail(r.error());
   }
+  if (auto bheads = configs().heads(kKindBudget)) {
+    std::lock_guard lk(write_mu_);
+    for (const auto& h : *bheads) budget_seen_[h.name] = h.version;  // resets before this start are in the ledgers already
+  }
   last_reconcile_ = router.clock().now();
   bucket_start_ = last_reconcile_;
   thread_ = std::thread([this] { run(); });
@@ -305,6 +309,33 @@ Result<ObjectVersion> ControlPlane::delete_budget(const std::string& name, std::
   ObjectVersion v{std::string(kKindBudget), name, 0, who.name, now, "deleted", "delete", Json(), {}};
   return configs().commit(std::move(v), expected ? expected : std::optional<std::int64_t>((*head)->version),
                           audit_of(who, "budget.delete", "budget:" + name, "deleted", now));
+}
+
+Result<ObjectVersion> ControlPlane::reset_budget(const std::string& name, std::optional<std::int64_t> expected, const Actor& who,
+                                                 std::string message) {
+  std::lock_guard lk(write_mu_);
+  auto head = configs().head(kKindBudget, name);
+  if (!head) return fail(head.error());
+  if (!*head || (*head)->deleted()) return fail(not_found_error("no budget '" + name + "'"));
+  BudgetManager* bm = router_ ? router_->budgets() : nullptr;
+  bool running = false;
+  if (bm)
+    for (const auto& s : bm->specs()) running = running || s.name == name;
+  if (!running) {
+    Error e;
+    e.kind = ErrorKind::bad_request;
+    e.code = "budget_not_running";
+    e.message = "budget '" + name + "' is not running on this instance (a new definition applies at the next start)";
+    return fail(std::move(e));
+  }
+  WallTime now = wall_now();
+  message = message.empty() ? std::string("spend reset") : scrubbed(message);
+  ObjectVersion v{std::string(kKindBudget), name, 0, who.name, now, message, "reset", (*head)->document, {}};
+  auto c = configs().commit(std::move(v), expected, audit_of(who, "budget.reset", "budget:" + name, message, now));
+  if (!c) return c;
+  budget_seen_[name] = c->version;
+  if (auto r = bm->reset(name, router_->clock().now()); !r) return fail(r.error());
+  return c;
 }
 
 // ---- webhooks -------------------------------------------------------------------------------
@@ -491,6 +522,15 @@ void ControlPlane::reconcile() {
     if (router_->set_routing_config(h.name, h.document, h.version)) reconciled_.fetch_add(1, std::memory_order_relaxed);
     else std::fprintf(stderr, "modelux control: stored config '@%s' v%lld does not compile here; keeping the live one\n", h.name.c_str(),
                       static_cast<long long>(h.version));
+  }
+  // A spend reset made on another instance (a "reset" version this instance has not applied).
+  if (auto bheads = configs().heads(kKindBudget); bheads && router_->budgets()) {
+    for (const auto& h : *bheads) {
+      std::int64_t& seen = budget_seen_[h.name];
+      if (h.version <= seen) continue;
+      seen = h.version;
+      if (h.action == "reset" && router_->budgets()->reset(h.name, router_->clock().now())) reconciled_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
 }
 

@@ -90,6 +90,12 @@ class ControlPlane {
   Result<ObjectVersion> put_budget(const std::string& name, Json doc, std::optional<std::int64_t> expected, const Actor& who,
                                    std::string message);
   Result<ObjectVersion> delete_budget(const std::string& name, std::optional<std::int64_t> expected, const Actor& who);
+  /// Spend reset: a new version of the budget (same document, action "reset", audited as
+  /// budget.reset) and BudgetManager::reset on this instance; every other instance sharing the
+  /// store applies it when it reconciles. not_found when the budget has no live definition,
+  /// conflict when it is not running here (definitions apply at the next start).
+  Result<ObjectVersion> reset_budget(const std::string& name, std::optional<std::int64_t> expected, const Actor& who,
+                                     std::string message);
   struct NewWebhook {
     ObjectVersion version;
     std::string secret;
@@ -142,6 +148,7 @@ class ControlPlane {
   std::uint64_t seen_counter_ = 0;
 
   // Watchers' memory (control thread only).
+  std::map<std::string, std::int64_t> budget_seen_;  ///< budget name → head version applied here (under write_mu_)
   std::set<std::string> fired_;                      ///< budget alerts / blocks / downgrades already sent
   std::map<std::string, std::pair<std::string, std::int64_t>> breakers_;  ///< BreakerMemory: target → (state, trips)
   struct SpendSeries {

@@ -19,6 +19,7 @@
 
 #include "modelux/budget.hpp"
 #include "modelux/health.hpp"
+#include "modelux/otlp.hpp"
 #include "modelux/scrub.hpp"
 #include "modelux/trace.hpp"
 #include "server/http_server.hpp"
@@ -140,6 +141,15 @@ class StateCollector final : public pm::Collectable {
       gauge("modelux_traces_queued", "Traces submitted and not yet written (the trace queue depth; lost on a crash).",
             static_cast<double>(ts.queued));
       counter("modelux_traces_write_errors_total", "Trace batches that failed to write.", ts.write_errors);
+      if (auto ox = t->otlp()) {  // tracing.otlp: OpenTelemetry export (modelux/otlp.hpp)
+        auto os = ox->stats();
+        counter("modelux_otlp_traces_exported_total", "Traces the OTLP collector accepted.", os.exported);
+        counter("modelux_otlp_spans_exported_total", "Spans (request + attempt) the OTLP collector accepted.", os.spans_exported);
+        counter("modelux_otlp_traces_dropped_total", "Traces not exported: the export queue was full or the collector refused twice.",
+                os.dropped);
+        counter("modelux_otlp_export_failures_total", "OTLP POSTs that failed (network error or non-2xx).", os.failed_posts);
+        gauge("modelux_otlp_queued", "Traces waiting for OTLP export.", static_cast<double>(os.queued));
+      }
     }
     const Instant now = r.clock().now();
     if (HealthRegistry* h = r.health()) {

@@ -154,6 +154,7 @@ net::awaitable<std::optional<Reply>> get_budget(RouteCtx& c);
 net::awaitable<std::optional<Reply>> put_budget(RouteCtx& c);
 net::awaitable<std::optional<Reply>> delete_budget(RouteCtx& c);
 net::awaitable<std::optional<Reply>> budget_versions(RouteCtx& c);
+net::awaitable<std::optional<Reply>> reset_budget(RouteCtx& c);
 net::awaitable<std::optional<Reply>> list_webhooks(RouteCtx& c);
 net::awaitable<std::optional<Reply>> create_webhook(RouteCtx& c);
 net::awaitable<std::optional<Reply>> get_webhook(RouteCtx& c);
@@ -166,6 +167,13 @@ net::awaitable<std::optional<Reply>> verify_audit(RouteCtx& c);
 net::awaitable<std::optional<Reply>> openapi(RouteCtx& c);
 net::awaitable<std::optional<Reply>> key_versions(RouteCtx& c);
 net::awaitable<std::optional<Reply>> webhook_versions(RouteCtx& c);
+// Trace analytics (analytics_api.cpp).
+net::awaitable<std::optional<Reply>> analytics_spend(RouteCtx& c);
+net::awaitable<std::optional<Reply>> analytics_latency(RouteCtx& c);
+net::awaitable<std::optional<Reply>> analytics_errors(RouteCtx& c);
+net::awaitable<std::optional<Reply>> analytics_failovers(RouteCtx& c);
+net::awaitable<std::optional<Reply>> analytics_forecast(RouteCtx& c);
+net::awaitable<std::optional<Reply>> analytics_budget_forecast(RouteCtx& c);
 /// The control plane's counters in Prometheus text (for /metrics).
 void append_control_metrics(std::string& out, const ControlPlane& cp);
 

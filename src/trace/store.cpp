@@ -338,6 +338,13 @@ std::string TraceStore::Impl::where_clause(const TraceQuery& q, std::vector<Boun
     binds.emplace_back(k);
     binds.emplace_back(v);
   }
+  if (q.after) {  // keyset pagination: strictly past (time_us, request_id) in the query's order
+    w += q.newest_first ? " AND (t.time_us < ? OR (t.time_us = ? AND t.request_id < ?))"
+                        : " AND (t.time_us > ? OR (t.time_us = ? AND t.request_id > ?))";
+    binds.emplace_back(q.after->first);
+    binds.emplace_back(q.after->first);
+    binds.emplace_back(q.after->second);
+  }
   return w;
 }
 
@@ -353,8 +360,11 @@ void TraceStore::Impl::bind_all(Stmt& s, const std::vector<Bound>& binds, int fi
 Result<std::uint64_t> TraceStore::Impl::for_each(const TraceQuery& q,
                                                  const std::function<void(DecisionTrace&&)>& fn) {
   std::vector<Bound> binds;
-  std::string sql = "SELECT t.request_id, t.body FROM traces t" + where_clause(q, binds) +
-                    (q.newest_first ? " ORDER BY t.time_us DESC, t.rowid DESC" : " ORDER BY t.time_us, t.rowid");
+  // Keyset pages order by the request id within one microsecond: a replaced trace keeps its
+  // id but not its rowid, so rowid order could move it across a page boundary.
+  const char* order = q.keyset ? (q.newest_first ? " ORDER BY t.time_us DESC, t.request_id DESC" : " ORDER BY t.time_us, t.request_id")
+                               : (q.newest_first ? " ORDER BY t.time_us DESC, t.rowid DESC" : " ORDER BY t.time_us, t.rowid");
+  std::string sql = "SELECT t.request_id, t.body FROM traces t" + where_clause(q, binds) + order;
   if (q.limit > 0) sql += " LIMIT " + std::to_string(q.limit);
   auto s = prepare(sql);
   if (!s) return fail(s.error());

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "modelux/trace.hpp"
+#include "modelux/otlp.hpp"
 #include "modelux/scrub.hpp"
 
 namespace modelux {
@@ -240,6 +241,8 @@ void Tracer::Impl::run() {
         r = fail(ErrorKind::internal, std::string("trace write threw: ") + e.what());
       }
       if (r) {
+        if (opts.otlp)
+          for (const auto& t : batch) opts.otlp->offer(t);  // a copy each; never blocks (drops are counted there)
         written.fetch_add(batch.size());
         processed.fetch_add(batch.size());
         batch.clear();
@@ -354,6 +357,7 @@ TracerStats Tracer::stats() const noexcept {
 }
 
 std::shared_ptr<TraceStore> Tracer::store() const noexcept { return impl_->store; }
+std::shared_ptr<OtlpExporter> Tracer::otlp() const noexcept { return impl_->opts.otlp; }
 
 Tracer::~Tracer() {
   {
