@@ -91,7 +91,7 @@ def test_console_in_headless_chromium(console_proxy: Proxy, mock: Any, tmp_path:
     shutil.rmtree(shots, ignore_errors=True)
     args = {"base": p.url, "admin_key": API_KEY, "viewer_key": VIEWER_KEY, "completion_id": completion.id,
             "request_id": request_id, "failover_request_id": failover_id, "slug": "fast", "rollback_to": 1,
-            "out_dir": str(shots)}
+            "out_dir": str(shots), "expected_requests": len(p.request("GET", "/v1/traces?limit=1000").json()["data"])}
     r = subprocess.run(["node", str(WEB / "e2e" / "console.mjs"), json.dumps(args)], capture_output=True, text=True,
                        timeout=180, cwd=WEB, env={**os.environ, "CHROMIUM": CHROMIUM})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -191,14 +191,17 @@ def test_replay_endpoint(console_proxy: Proxy) -> None:
 
 
 def test_committed_dist_is_what_the_sources_build(tmp_path: Path) -> None:
-    """web/dist is committed (the C++ build embeds it without needing node); this rebuilds it from
-    web/src into a scratch folder and fails when the two differ (run `npm run build` in web/)."""
+    """web/dist is committed (the C++ build embeds it without needing node); this type-checks
+    web/src, rebuilds it into a scratch folder and fails when the two differ (run `npm run build`
+    in web/)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm or not (WEB / "node_modules" / "vite").is_dir():
         pytest.skip("node/npm or web/node_modules missing (scripts/setup.sh installs them)")
     major, minor = (int(x) for x in subprocess.run([node, "-v"], capture_output=True, text=True).stdout.strip().lstrip("v").split(".")[:2])
     if (major, minor) < (20, 19):
         pytest.skip(f"node {major}.{minor} is older than vite 7 needs (20.19)")
+    check = subprocess.run([npm, "run", "check"], cwd=WEB, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, "TypeScript errors in web/src:\n" + check.stdout[-3000:]
     out = tmp_path / "dist"
     r = subprocess.run([npm, "exec", "--", "vite", "build", "--outDir", str(out), "--emptyOutDir"], cwd=WEB,
                        capture_output=True, text=True, timeout=300)

@@ -114,6 +114,9 @@ try {
   await page.waitForSelector("#plot-spend canvas");
   await page.waitForSelector("#plot-latency canvas");
   await page.waitForSelector("#totals");
+  const counted = await page.$$eval("#totals tbody tr", (trs) => trs.reduce((n, tr) => n + Number(tr.cells[1].textContent), 0));
+  if (cfg.expected_requests !== undefined && counted !== cfg.expected_requests)
+    fail(`plots count ${counted} requests, the API has ${cfg.expected_requests}`);
   await shot("plots-by-model");
   await page.selectOption("#by", "provider");
   await page.waitForFunction(() => document.querySelector("#totals th")?.textContent === "provider");
@@ -121,6 +124,9 @@ try {
   step("plots drawn by model and provider");
   await page.goto(`${cfg.base}/#/budgets`);
   await page.waitForSelector("#budgets-table");
+  const states = await page.$$eval("#budgets-table tbody tr", (trs) => trs.map((tr) => `${tr.cells[0].textContent}=${tr.cells[tr.cells.length - 1].textContent}`));
+  if (!states.some((s) => s.endsWith("=alert"))) fail(`no budget in alert state: ${states}`);
+  step(`budgets: ${states.join(", ")}`);
   await shot("budgets");
   await page.goto(`${cfg.base}/#/health`);
   await page.waitForSelector("#health-table");

@@ -17,6 +17,8 @@ export interface Series {
   totals: { group: string; requests: number; errors: number; cost: number; p50: number; p95: number }[];
   source: "traces" | "analytics";
   traces: number;
+  /** bucket width, seconds */
+  bucketS: number;
 }
 
 /** The server-side endpoint used when present: GET ?by=&since=&bucket_s= →
@@ -63,7 +65,7 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 function pickBucket(spanS: number): number {
-  for (const b of [10, 60, 300, 900, 3600, 6 * 3600, 86400]) if (spanS / b <= 60) return b;
+  for (const b of [10, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400]) if (spanS / b <= 60) return b;
   return 86400;
 }
 
@@ -71,18 +73,21 @@ export async function loadSeries(by: Dimension, sinceS: number, limit = 1000): P
   if (await hasAnalytics()) return fromAnalytics(by, sinceS);
   const q = new URLSearchParams({ limit: String(limit), since: String(Math.floor(sinceS)) });
   const list = await api<any>("GET", `/v1/traces?${q}`);
-  return fromTraces(list.data ?? [], by);
+  return fromTraces(list.data ?? [], by, sinceS, Date.now() / 1000);
 }
 
-export function fromTraces(traces: any[], by: Dimension): Series {
+/** Buckets span the whole window [sinceS, untilS] (at most 60 of them), so the time axis is
+ *  the window the user chose even when the traffic sits in a few seconds of it. */
+export function fromTraces(traces: any[], by: Dimension, sinceS: number, untilS: number): Series {
   const rows = traces
-    .map((t) => ({ t: Date.parse(t.time) / 1000, g: groupOf(t, by), cost: costOf(t), ms: Number(t.duration_ms) || 0, ok: !!t.ok }))
+    .map((t) => ({ t: Date.parse(t.time) / 1000, g: groupOf(t, by), cost: costOf(t), ms: Number(t.total_ms ?? t.duration_ms) || 0, ok: !!t.ok }))
     .filter((r) => !isNaN(r.t))
     .sort((a, b) => a.t - b.t);
-  const out: Series = { times: [], spend: new Map(), p95: new Map(), totals: [], source: "traces", traces: rows.length };
+  const out: Series = { times: [], spend: new Map(), p95: new Map(), totals: [], source: "traces", traces: rows.length, bucketS: 0 };
   if (!rows.length) return out;
-  const t0 = rows[0].t, t1 = rows[rows.length - 1].t;
+  const t0 = Math.min(sinceS, rows[0].t), t1 = Math.max(untilS, rows[rows.length - 1].t);
   const bucket = pickBucket(Math.max(1, t1 - t0));
+  out.bucketS = bucket;
   const start = Math.floor(t0 / bucket) * bucket;
   const n = Math.floor((t1 - start) / bucket) + 1;
   out.times = Array.from({ length: n }, (_, i) => start + i * bucket);
@@ -120,7 +125,7 @@ async function fromAnalytics(by: Dimension, sinceS: number): Promise<Series> {
   const rows: any[] = doc.data ?? [];
   const times = [...new Set(rows.map((r) => Number(r.time)))].sort((a, b) => a - b);
   const idx = new Map(times.map((t, i) => [t, i]));
-  const out: Series = { times, spend: new Map(), p95: new Map(), totals: [], source: "analytics", traces: 0 };
+  const out: Series = { times, spend: new Map(), p95: new Map(), totals: [], source: "analytics", traces: 0, bucketS: times.length > 1 ? times[1] - times[0] : 0 };
   const tot = new Map<string, { requests: number; errors: number; cost: number; p50: number; p95: number }>();
   for (const r of rows) {
     const g = String(r.group || "(none)");

@@ -41,7 +41,9 @@ export function fmtUsd(v: number | undefined): string {
 
 export function fmtMs(v: number | undefined): string {
   if (v === undefined || v === null || isNaN(v)) return "";
-  return `${Math.round(v)} ms`;
+  // Mock and cached answers take well under a millisecond: keep what tells them apart.
+  const a = Math.abs(v);
+  return a < 10 ? `${v.toFixed(2)} ms` : a < 100 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`;
 }
 
 export function errorBox(e: unknown): HTMLElement {

@@ -209,7 +209,7 @@ export function plotsPage(): HTMLElement {
         return;
       }
       const groups = [...s.spend.keys()];
-      const width = Math.min(1000, Math.max(400, body.clientWidth || 900));
+      const width = Math.min(1260, Math.max(400, (body.clientWidth || 920) - 20));
       const mk = (title: string, id: string, data: Map<string, (number | null)[]>, unit: (v: number) => string) => {
         const el = h("div", { class: "plot", id });
         body.appendChild(h("h2", {}, title));
@@ -227,8 +227,9 @@ export function plotsPage(): HTMLElement {
           ),
         );
       };
-      mk(`Spend per interval by ${by.value}`, "plot-spend", s.spend, (v) => fmtUsd(v));
-      mk(`p95 latency by ${by.value}`, "plot-latency", s.p95, (v) => fmtMs(v));
+      const per = s.bucketS >= 3600 ? `${s.bucketS / 3600} h` : s.bucketS >= 60 ? `${s.bucketS / 60} min` : `${s.bucketS} s`;
+      mk(`Spend per ${per} by ${by.value}`, "plot-spend", s.spend, (v) => fmtUsd(v));
+      mk(`p95 latency per ${per} by ${by.value}`, "plot-latency", s.p95, (v) => fmtMs(v));
       body.appendChild(
         h(
           "table",
