@@ -6,7 +6,7 @@ the official OpenAI SDK; then web/e2e/console.mjs (playwright-core driving Debia
 bad key first: a clear error), finds the SDK's request by filters and by the completion id the
 SDK returned, opens its decision view, shows a diff and a replay, rolls a config back through
 the UI, and logs in as a viewer who sees no write control. This test then checks through the
-API that the live config changed. Screenshots go to build/console-screenshots (or
+API that the live config changed. Screenshots go to build/test-logs/console-screenshots (or
 $MODELUX_CONSOLE_SHOTS); their paths are printed.
 
 Also here: the static assets' headers (content types, caching, CSP), GET /v1/whoami, the
@@ -86,8 +86,8 @@ def test_console_in_headless_chromium(console_proxy: Proxy, mock: Any, tmp_path:
     failover_id = fo.headers["x-request-id"]
     assert len(p.trace(failover_id)["attempts"]) >= 2
 
-    # Kept after the run (pytest's tmp dirs are pruned): build/console-screenshots by default.
-    shots = Path(os.environ.get("MODELUX_CONSOLE_SHOTS", REPO / "build" / "console-screenshots"))
+    # Kept after the run (pytest's tmp dirs are pruned): build/test-logs/console-screenshots by default.
+    shots = Path(os.environ.get("MODELUX_CONSOLE_SHOTS", REPO / "build" / "test-logs" / "console-screenshots"))
     shutil.rmtree(shots, ignore_errors=True)
     args = {"base": p.url, "admin_key": API_KEY, "viewer_key": VIEWER_KEY, "completion_id": completion.id,
             "request_id": request_id, "failover_request_id": failover_id, "slug": "fast", "rollback_to": 1,
@@ -97,6 +97,8 @@ def test_console_in_headless_chromium(console_proxy: Proxy, mock: Any, tmp_path:
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no result from console.mjs (rc {r.returncode}): {r.stdout[-2000:]} {r.stderr[-3000:]}"
     result = json.loads(lines[-1])
+    # Listed in a file too: scripts/test.sh runs pytest without -s, which hides prints of a pass.
+    (shots / "screenshots.txt").write_text("".join(f"{s}\n" for s in result["screenshots"]))
     print(f"\nconsole screenshots ({len(result['screenshots'])}) in {shots}:")
     for s in result["screenshots"]:
         print(f"  {s}")
