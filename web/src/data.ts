@@ -1,8 +1,11 @@
 // Spend and latency over time, by model, provider or project: the one module the plots read.
 //
-// Today it computes the series in the browser from GET /v1/traces (the newest `limit` traces
-// of the window). When the proxy's OpenAPI document lists a server-side time-series endpoint
-// (ANALYTICS_PATH), the series come from it instead; nothing else in the console changes.
+// The series are computed in the browser from GET /v1/traces (the newest `limit` traces of the
+// window). When the proxy's OpenAPI document lists the trace analytics endpoints
+// (GET /v1/analytics/spend with time buckets, GET /v1/analytics/latency), spend per bucket and
+// the totals come from them instead, computed by the server over every trace of the window;
+// latency over time stays client-side (the server has no bucketed latency). An answer of
+// another shape than expected falls back to the traces. Nothing else in the console changes.
 
 import { api } from "./api";
 
@@ -21,22 +24,21 @@ export interface Series {
   bucketS: number;
 }
 
-/** The server-side endpoint used when present: GET ?by=&since=&bucket_s= →
- *  {"data":[{"time": unix_s, "group": "...", "requests": n, "errors": n, "cost_usd": x, "p50_ms": x, "p95_ms": x}]} */
-export const ANALYTICS_PATH = "/v1/analytics/timeseries";
+export const SPEND_PATH = "/v1/analytics/spend";
+export const LATENCY_PATH = "/v1/analytics/latency";
 
-let analyticsAvailable: boolean | null = null;
+let documented: Set<string> | null = null;
 
-async function hasAnalytics(): Promise<boolean> {
-  if (analyticsAvailable === null) {
+async function documentedPaths(): Promise<Set<string>> {
+  if (documented === null) {
     try {
       const doc = await api<any>("GET", "/openapi.json");
-      analyticsAvailable = !!(doc && doc.paths && doc.paths[ANALYTICS_PATH]);
+      documented = new Set(Object.keys((doc && doc.paths) || {}));
     } catch {
-      analyticsAvailable = false;
+      documented = new Set();
     }
   }
-  return analyticsAvailable;
+  return documented;
 }
 
 /** The served (or last) attempt of a trace: what it is charged to. */
@@ -70,10 +72,12 @@ function pickBucket(spanS: number): number {
 }
 
 export async function loadSeries(by: Dimension, sinceS: number, limit = 1000): Promise<Series> {
-  if (await hasAnalytics()) return fromAnalytics(by, sinceS);
   const q = new URLSearchParams({ limit: String(limit), since: String(Math.floor(sinceS)) });
   const list = await api<any>("GET", `/v1/traces?${q}`);
-  return fromTraces(list.data ?? [], by, sinceS, Date.now() / 1000);
+  const s = fromTraces(list.data ?? [], by, sinceS, Date.now() / 1000);
+  const paths = await documentedPaths();
+  if (s.times.length && paths.has(SPEND_PATH)) await fromAnalytics(s, by, paths.has(LATENCY_PATH));
+  return s;
 }
 
 /** Buckets span the whole window [sinceS, untilS] (at most 60 of them), so the time axis is
@@ -119,31 +123,51 @@ export function fromTraces(traces: any[], by: Dimension, sinceS: number, untilS:
   return out;
 }
 
-async function fromAnalytics(by: Dimension, sinceS: number): Promise<Series> {
-  const q = new URLSearchParams({ by, since: String(Math.floor(sinceS)) });
-  const doc = await api<any>("GET", `${ANALYTICS_PATH}?${q}`);
-  const rows: any[] = doc.data ?? [];
-  const times = [...new Set(rows.map((r) => Number(r.time)))].sort((a, b) => a - b);
-  const idx = new Map(times.map((t, i) => [t, i]));
-  const out: Series = { times, spend: new Map(), p95: new Map(), totals: [], source: "analytics", traces: 0, bucketS: times.length > 1 ? times[1] - times[0] : 0 };
-  const tot = new Map<string, { requests: number; errors: number; cost: number; p50: number; p95: number }>();
-  for (const r of rows) {
-    const g = String(r.group || "(none)");
-    if (!out.spend.has(g)) {
-      out.spend.set(g, Array(times.length).fill(null));
-      out.p95.set(g, Array(times.length).fill(null));
-      tot.set(g, { requests: 0, errors: 0, cost: 0, p50: NaN, p95: NaN });
-    }
-    const i = idx.get(Number(r.time))!;
-    out.spend.get(g)![i] = Number(r.cost_usd) || 0;
-    out.p95.get(g)![i] = r.p95_ms ?? null;
-    const t = tot.get(g)!;
-    t.requests += Number(r.requests) || 0;
-    t.errors += Number(r.errors) || 0;
-    t.cost += Number(r.cost_usd) || 0;
-    t.p95 = Math.max(isNaN(t.p95) ? 0 : t.p95, Number(r.p95_ms) || 0);
-    out.traces += Number(r.requests) || 0;
+/** Spend per bucket and the totals from the server, on the same buckets as `s`. */
+async function fromAnalytics(s: Series, by: Dimension, latency: boolean): Promise<void> {
+  const since = s.times[0], until = s.times[s.times.length - 1] + s.bucketS;
+  const q = new URLSearchParams({ by, bucket: String(s.bucketS), since: String(since), until: String(until) });
+  let doc: any;
+  try {
+    doc = await api<any>("GET", `${SPEND_PATH}?${q}`);
+  } catch {
+    return; // keep the client-side series
   }
-  for (const [group, t] of tot) out.totals.push({ group, ...t });
-  return out;
+  if (!doc || !Array.isArray(doc.buckets) || !Array.isArray(doc.rows)) return;
+  const spend = new Map<string, (number | null)[]>();
+  for (const b of doc.buckets) {
+    const i = Math.round((Date.parse(b.start) / 1000 - since) / s.bucketS);
+    if (!(i >= 0 && i < s.times.length) || !Array.isArray(b.rows)) return;
+    for (const r of b.rows) {
+      const g = String(r.key || "(none)");
+      if (!spend.has(g)) spend.set(g, Array(s.times.length).fill(null));
+      const v = spend.get(g)!;
+      v[i] = (v[i] ?? 0) + (Number(r.total_usd) || 0);
+    }
+  }
+  const lat = new Map<string, any>();
+  if (latency && by !== "project") {
+    try {
+      const l = await api<any>("GET", `${LATENCY_PATH}?${new URLSearchParams({ by, since: String(since), until: String(until) })}`);
+      for (const r of l.rows ?? []) lat.set(String(r.key), r);
+    } catch {
+      /* the client-side percentiles stay */
+    }
+  }
+  const old = new Map(s.totals.map((t) => [t.group, t]));
+  s.spend = spend;
+  s.totals = doc.rows.map((r: any) => {
+    const g = String(r.key || "(none)");
+    const l = lat.get(g), o = old.get(g);
+    return {
+      group: g,
+      requests: Number(r.requests) || 0,
+      errors: o?.errors ?? 0,
+      cost: Number(r.total_usd) || 0,
+      p50: l ? Number(l.p50_ms) : o?.p50 ?? NaN,
+      p95: l ? Number(l.p95_ms) : o?.p95 ?? NaN,
+    };
+  });
+  for (const g of s.p95.keys()) if (!spend.has(g)) spend.set(g, Array(s.times.length).fill(null));
+  s.source = "analytics";
 }

@@ -222,7 +222,7 @@ export function plotsPage(): HTMLElement {
               series: [{}, ...groups.map((g, i) => ({ label: g, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true, points: { show: true }, value: (_u: uPlot, v: number | null) => (v === null ? "—" : unit(v)) }))],
               axes: [{}, { values: (_u: uPlot, vs: number[]) => vs.map(unit), size: 80 }],
             },
-            [s.times, ...groups.map((g) => data.get(g)!)] as uPlot.AlignedData,
+            [s.times, ...groups.map((g) => data.get(g) ?? Array(s.times.length).fill(null))] as uPlot.AlignedData,
             el,
           ),
         );
@@ -238,7 +238,7 @@ export function plotsPage(): HTMLElement {
           h("tbody", {}, s.totals.map((r) => h("tr", {}, h("td", {}, r.group), h("td", { class: "num" }, String(r.requests)), h("td", { class: "num" }, String(r.errors)), h("td", { class: "num" }, fmtUsd(r.cost)), h("td", { class: "num" }, fmtMs(r.p50)), h("td", { class: "num" }, fmtMs(r.p95))))),
         ),
       );
-      body.appendChild(h("p", { class: "muted" }, s.source === "traces" ? `Computed from the newest ${s.traces} traces of the window.` : "From the proxy's analytics endpoint."));
+      body.appendChild(h("p", { class: "muted" }, s.source === "traces" ? `Computed from the newest ${s.traces} traces of the window.` : `Spend and totals from the proxy's analytics (every trace of the window); latency over time from the newest ${s.traces} traces.`));
     } catch (e) {
       body.appendChild(errorBox(e));
     }
