@@ -95,8 +95,7 @@ net::awaitable<std::optional<Reply>> config_replay(RouteCtx& c) {
   if (has_candidate) o.candidate = b["candidate"];
 
   ControlPlane* cp = c.st.control.get();
-  Router* router = c.st.router.get();
-  auto job = [cp, router, tracer, o = std::move(o), version, guard]() mutable -> Result<Json> {
+  auto job = [cp, tracer, o = std::move(o), version, guard]() mutable -> Result<Json> {
     if (version > 0) {
       auto got = cp->configs().get(kKindConfig, o.slug, version);
       if (!got) return fail(got.error());
@@ -104,7 +103,8 @@ net::awaitable<std::optional<Reply>> config_replay(RouteCtx& c) {
         return fail(ErrorKind::not_found, "config '@" + o.slug + "' has no version " + std::to_string(version));
       o.candidate = (*got)->document;
     }
-    o.base = router->config();
+    // Not Router::config() directly: a routing write on another worker changes it meanwhile.
+    o.base = cp->router_config();
     tracer->flush();  // what was submitted so far is replayed too
     auto rep = replay(o);
     if (!rep) return fail(rep.error());

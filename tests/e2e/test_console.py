@@ -24,7 +24,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-import openai
 import pytest
 
 from e2e_support import API_KEY, MESSAGES, REPO, Proxy, base_config, http_request, start_proxy_process
@@ -65,6 +64,8 @@ def live_model(p: Proxy, slug: str) -> tuple[int, str]:
 def test_console_in_headless_chromium(console_proxy: Proxy, mock: Any, tmp_path: Path) -> None:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium", pytrace=False)
+    if not shutil.which("node"):
+        pytest.fail("node is missing: scripts/setup.sh installs it", pytrace=False)
     if not (WEB / "node_modules" / "playwright-core").is_dir():
         pytest.fail("web/node_modules/playwright-core is missing: run scripts/setup.sh (npm ci in web/)", pytrace=False)
     p = console_proxy
