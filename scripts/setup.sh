@@ -20,6 +20,8 @@ if [ $MINIMAL = 0 ]; then
   # Node and npm for the Node SDK e2e tests: Debian's, unless a Node with npm is already there
   # (a NodeSource nodejs ships its own npm and conflicts with Debian's npm package).
   command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+  # Headless Chromium for the console's browser tests (driven by playwright-core from web/).
+  command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -55,5 +57,14 @@ if [ $MINIMAL = 0 ]; then
     echo "setup: installing the e2e Node packages (npm ci in tests/e2e/node)"
     (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
     cp "$node_dir/package-lock.json" "$node_stamp"
+  fi
+  # The console's toolchain (vite, uplot) and playwright-core for its browser tests, in web/
+  # only; never `playwright install` (the tests use Debian's chromium).
+  web_dir="$ROOT/web"
+  web_stamp="$web_dir/node_modules/.modelux-lock-stamp"
+  if [ ! -f "$web_stamp" ] || ! cmp -s "$web_dir/package-lock.json" "$web_stamp"; then
+    echo "setup: installing the console's Node packages (npm ci in web/)"
+    (cd "$web_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$web_dir/package-lock.json" "$web_stamp"
   fi
 fi

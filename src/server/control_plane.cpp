@@ -185,6 +185,11 @@ Result<void> ControlPlane::seed(Config& cfg, bool reseed, const Actor& actor) {
   return {};
 }
 
+Config ControlPlane::router_config() {
+  std::lock_guard lk(write_mu_);
+  return router_ ? router_->config() : Config{};
+}
+
 Result<void> ControlPlane::attach(Router& router, KeyRegistry* keys) {
   router_ = &router;
   keys_ = keys;

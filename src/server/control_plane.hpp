@@ -113,6 +113,11 @@ class ControlPlane {
   /// Sends due deliveries now (tests and the CLI's direct mode); normally the thread does it.
   void deliver_due();
 
+  /// A copy of the attached Router's config (providers, catalog, budgets, every slug's routing)
+  /// taken under the write lock, which every live routing change of this process holds: a
+  /// reader on a worker (replay) never races a PUT, rollback or reconcile. Empty if detached.
+  Config router_config();
+
   ConfigStore& configs() { return *store_.configs; }
   AuditLog& audit() { return *store_.audit; }
   DeliveryLog& deliveries() { return *store_.deliveries; }

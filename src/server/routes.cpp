@@ -69,6 +69,10 @@ const Route kRoutes[] = {
     {"GET", "/healthz", Access::open, healthz},
     {"GET", "/readyz", Access::open, readyz},
     {"GET", "/metrics", Access::open, metrics},
+    {"GET", "/", Access::open, console_index},
+    {"GET", "/assets/{file}", Access::open, console_asset},
+    {"GET", "/v1/whoami", Access::read, whoami},
+    {"POST", "/v1/configs/{slug}/replay", Access::admin, config_replay},
 };
 
 // Matches `path` against `pattern` segment by segment; {name} takes one non-empty segment.
@@ -287,7 +291,8 @@ net::awaitable<void> serve(Proxy::State& st, Admission& a, Request& req, Respons
   std::optional<Reply> r = co_await a.route->fn(ctx);
   if (!r) co_return;  // a streaming handler wrote its own reply
   const bool is_chat_ok = a.route->access == Access::data && r->status < 400;
-  co_await respond(w, std::move(*r), !is_chat_ok);
+  const bool scrub_body = !is_chat_ok && !r->verbatim;
+  co_await respond(w, std::move(*r), scrub_body);
 }
 
 }  // namespace modelux::proxy

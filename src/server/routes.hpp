@@ -38,6 +38,7 @@ struct Reply {
   std::string body;
   std::string content_type = "application/json";
   Headers headers;
+  bool verbatim = false;  ///< static bytes built into the binary (the console): never scrubbed
 };
 
 /// An error reply in OpenAI's error shape.
@@ -174,6 +175,11 @@ net::awaitable<std::optional<Reply>> analytics_errors(RouteCtx& c);
 net::awaitable<std::optional<Reply>> analytics_failovers(RouteCtx& c);
 net::awaitable<std::optional<Reply>> analytics_forecast(RouteCtx& c);
 net::awaitable<std::optional<Reply>> analytics_budget_forecast(RouteCtx& c);
+// The console (console.cpp) and replay over the proxy's own traces (replay_api.cpp).
+net::awaitable<std::optional<Reply>> console_index(RouteCtx& c);
+net::awaitable<std::optional<Reply>> console_asset(RouteCtx& c);
+net::awaitable<std::optional<Reply>> whoami(RouteCtx& c);
+net::awaitable<std::optional<Reply>> config_replay(RouteCtx& c);
 /// The control plane's counters in Prometheus text (for /metrics).
 void append_control_metrics(std::string& out, const ControlPlane& cp);
 

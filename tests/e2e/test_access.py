@@ -183,6 +183,11 @@ MATRIX: list[tuple[str, Call, list[int]]] = [
     ("GET /v1/audit", raw("GET", "/v1/audit"), [401, 401, 403, 403, 403, 200]),
     ("GET /v1/audit/verify", raw("GET", "/v1/audit/verify"), [401, 401, 403, 403, 403, 200]),
     ("GET /openapi.json", raw("GET", "/openapi.json"), [200, 200, 200, 200, 200, 200]),
+    # The console (issue #18): its page is open (it holds no data); whoami takes any key;
+    # replay is admin-only (the admin's empty body is then a 400).
+    ("GET / (console)", raw("GET", "/"), [200, 200, 200, 200, 200, 200]),
+    ("GET /v1/whoami", raw("GET", "/v1/whoami"), [401, 401, 200, 200, 200, 200]),
+    ("POST /v1/configs/fast/replay", raw("POST", "/v1/configs/fast/replay", {}), [401, 401, 403, 403, 403, 400]),
     ("GET /v1/nope (unknown path)", raw("GET", "/v1/nope"), [404, 404, 404, 404, 404, 404]),
     ("DELETE /v1/models (wrong method)", raw("DELETE", "/v1/models"), [405, 405, 405, 405, 405, 405]),
 ]

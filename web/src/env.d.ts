@@ -1,0 +1,2 @@
+// Vite's side-effect CSS imports.
+declare module "*.css";
