@@ -42,6 +42,11 @@ from ._errors import (
     UnpricedModelError,
 )
 from .webhooks import WebhookVerificationError, sign_webhook, verify_webhook
+from . import _aio
+from ._aio import AsyncChatStream
+from ._byoc import Attempt, Attempts
+from .traces import TraceStore
+from .control import ControlStore
 
 
 def _package_version() -> str:
@@ -69,6 +74,15 @@ __all__ = [
     "ChatCompletion",
     "Embeddings",
     "ChatStream",
+    "AsyncChatStream",
+    "Attempt",
+    "Attempts",
+    "TraceStore",
+    "ControlStore",
+    "OpenAI",
+    "AsyncOpenAI",
+    "Anthropic",
+    "AsyncAnthropic",
     "Simulator",
     "replay",
     "ReplayReport",
@@ -359,6 +373,92 @@ class Router:
             )
         )
 
+    async def achat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """asyncio form of :meth:`chat`: the request runs on the router's I/O threads and
+        completes into the running event loop (no thread per request). Cancelling the task
+        cancels the upstream call; the trace records ``cancelled``."""
+        req = _request_json(model, messages, params)
+        ctx = _context_json(project, end_user, org, tags, request_id, api_key_id)
+        pending = await _aio.await_pending(lambda notify: self._native.chat_async(req, ctx, notify))
+        body, trace = pending.result()
+        return ChatCompletion(json.loads(body), json.loads(trace))
+
+    def astream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> AsyncChatStream:
+        """asyncio streaming: ``async for chunk in router.astream(...)``. Call it inside a
+        running event loop. Cancelling the consuming task cancels the upstream call."""
+        params = dict(params)
+        params.pop("stream", None)
+        return AsyncChatStream(
+            self._native.stream(
+                _request_json(model, messages, params),
+                _context_json(project, end_user, org, tags, request_id, api_key_id),
+            )
+        )
+
+    def attempts(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> Attempts:
+        """Bring your own client: a session that yields the attempts the app makes with its own
+        SDK and reports (see :class:`Attempts`). Failover, budgets, health and tracing work as
+        in :meth:`chat`. Raises :class:`NotFoundError` for an unknown model or slug."""
+        return Attempts(
+            self._native.begin(
+                _request_json(model, messages, params),
+                _context_json(project, end_user, org, tags, request_id, api_key_id),
+            )
+        )
+
+    def budgets(self) -> Dict[str, Any]:
+        """A snapshot of every budget ledger: ``{"budgets": [{"name", "scope", "window",
+        "spent_usd", "reserved_usd", "limit_usd", "percent", ...}], ...}``."""
+        return json.loads(self._native.budgets_json())  # type: ignore[no-any-return]
+
+    def trace_store(self) -> Optional[TraceStore]:
+        """The router's trace store (after every trace submitted so far was written), or None
+        when tracing is off. Query it with :meth:`TraceStore.query` and the aggregates."""
+        native = self._native.trace_store()
+        return None if native is None else TraceStore._wrap(native)
+
+    def traces(self, **filters: Any) -> List[Dict[str, Any]]:
+        """Recent traces of this router (see :meth:`TraceStore.query` for the filters); [] when
+        tracing is off."""
+        store = self.trace_store()
+        return [] if store is None else store.query(**filters)
+
     def routing_configs(self) -> Dict[str, Dict[str, Any]]:
         """Live routing configs: slug (without '@') → the config as given."""
         out: Dict[str, Dict[str, Any]] = {}
@@ -607,3 +707,6 @@ def replay(
             value = scorer(json.loads(pair_json))
             return None if value is None else float(value)
     return ReplayReport(json.loads(_core.replay(json.dumps(options), native_scorer)))
+
+
+from .clients import Anthropic, AsyncAnthropic, AsyncOpenAI, OpenAI  # noqa: E402  (they use Router)
