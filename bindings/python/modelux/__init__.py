@@ -293,6 +293,9 @@ class Router:
     ``config``: a path to a config file, a dict with the same content (JSON-encoded and parsed
     by ``Config::from_json``), or None for the embedded defaults (every provider pointed at the
     local mock provider). ``tracing=False`` skips opening the trace store.
+    ``simulated_provider``: a mock config (``{"default": {...}, "models": {...}}``, ``{}`` for
+    the defaults) to answer every request in-process, without sockets, as the mock provider
+    would (tests and benchmarks; the providers' URLs and keys are then not used).
 
     Thread-safe: ``chat`` and ``stream`` may be called from many Python threads at once; the
     GIL is released while a request runs."""
@@ -304,8 +307,11 @@ class Router:
         io_threads: int = 1,
         seed: int = 0,
         tracing: bool = True,
+        simulated_provider: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        self._native = _core.Router(io_threads=io_threads, seed=seed, tracing=tracing, **_config_args(config))
+        simulated = None if simulated_provider is None else json.dumps(dict(simulated_provider))
+        self._native = _core.Router(io_threads=io_threads, seed=seed, tracing=tracing, simulated_json=simulated,
+                                    **_config_args(config))
 
     def chat(
         self,

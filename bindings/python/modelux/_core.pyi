@@ -140,7 +140,10 @@ class Router:
         io_threads: int = 1,
         seed: int = 0,
         tracing: bool = True,
+        simulated_json: Optional[str] = None,
     ) -> None: ...
+    def executor_benchmark(self, request_json: str, context_json: str, n: int) -> float:
+        """Seconds n blocking Router::complete calls made from C++ took (GIL released)."""
     def chat(self, request_json: str, context_json: str) -> Tuple[str, str]:
         """(response JSON, trace JSON); raises a ModeluxError subclass carrying .trace."""
     def stream(self, request_json: str, context_json: str) -> ChatStream: ...

@@ -25,6 +25,7 @@
 #include "common.hpp"
 #include "modelux/budget.hpp"
 #include "modelux/router.hpp"
+#include "modelux/testing.hpp"
 #include "modelux/trace.hpp"
 
 namespace modelux::python {
@@ -413,7 +414,7 @@ class PyClientSession {
 class PyRouter {
  public:
   PyRouter(std::optional<std::string> config_json, std::optional<std::string> config_path, int io_threads,
-           std::uint64_t seed, bool tracing) {
+           std::uint64_t seed, bool tracing, std::optional<std::string> simulated_json) {
     Config cfg = [&] {
       if (config_path) return unwrap(Config::load_file(*config_path));
       if (config_json) return unwrap(Config::from_json(parse_text(*config_json, "config")));
@@ -423,6 +424,13 @@ class PyRouter {
     opts.io_threads = io_threads;
     opts.seed = seed;
     opts.open_tracer = tracing;
+    if (simulated_json) {
+      // The mock provider without sockets (modelux::mock::make_simulated_transport) on the
+      // real clock: every provider answers in-process, as `modelux mock` would.
+      mock::MockOptions mo;
+      mo.config = parse_text(*simulated_json, "simulated provider");
+      opts.transport = unwrap(mock::make_simulated_transport(SteadyClock::instance(), std::move(mo)));
+    }
     router_ = std::shared_ptr<Router>(unwrap(Router::create(std::move(cfg), std::move(opts))).release());
   }
 
@@ -549,6 +557,29 @@ class PyRouter {
     return std::make_unique<PyPendingChat>(std::move(router), std::move(st));
   }
 
+  /// Benchmark support (benchmarks/python/overhead.py): `n` blocking Router::complete calls
+  /// made from C++ on this router, one after another, with the GIL released; returns the
+  /// seconds they took. The baseline the Python layer's per-request overhead is measured
+  /// against, on the same router and provider in the same process.
+  double executor_benchmark(const std::string& request_json, const std::string& context_json, int n) {
+    ChatRequest req = request_from_text(request_json);
+    req.stream = false;
+    CallContext ctx = context_from_json(parse_text(context_json, "context"));
+    std::shared_ptr<Router> router = hold();
+    py::gil_scoped_release nogil;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; ++i) {
+      ChatRequest r = req;
+      CallContext c = ctx;
+      Completion done = router->complete(std::move(r), std::move(c));
+      if (!done.result) {
+        py::gil_scoped_acquire gil;
+        throw PyError(done.result.error(), done.trace.to_json().dump());
+      }
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
   /// Bring your own client: a session the app drives (not_found for an unknown model/slug).
   std::unique_ptr<PyClientSession> begin(const std::string& request_json, const std::string& context_json) {
     ChatRequest req = request_from_text(request_json);
@@ -654,9 +685,11 @@ void bind_router(py::module_& m) {
       .def("outcome", &PyClientSession::outcome);
 
   py::class_<PyRouter>(m, "Router")
-      .def(py::init<std::optional<std::string>, std::optional<std::string>, int, std::uint64_t, bool>(),
+      .def(py::init<std::optional<std::string>, std::optional<std::string>, int, std::uint64_t, bool,
+                    std::optional<std::string>>(),
            arg("config_json") = py::none(), arg("config_path") = py::none(), arg("io_threads") = 1, arg("seed") = 0,
-           arg("tracing") = true)
+           arg("tracing") = true, arg("simulated_json") = py::none())
+      .def("executor_benchmark", &PyRouter::executor_benchmark, arg("request_json"), arg("context_json"), arg("n"))
       .def("chat", &PyRouter::chat, arg("request_json"), arg("context_json"))
       .def("stream", &PyRouter::stream, arg("request_json"), arg("context_json"))
       .def("chat_async", &PyRouter::chat_async, arg("request_json"), arg("context_json"), arg("notify"))
