@@ -155,6 +155,8 @@ def _context_json(
     request_id: Optional[str],
     api_key_id: Optional[str],
 ) -> str:
+    if project is None and end_user is None and org is None and tags is None and request_id is None and api_key_id is None:
+        return "{}"
     ctx: Dict[str, Any] = {}
     for key, value in (
         ("project", project),
@@ -178,15 +180,38 @@ def _request_json(model: str, messages: Sequence[Mapping[str, Any]], params: Map
     return json.dumps(body)
 
 
+TraceSource = Union[Dict[str, Any], "_core.Trace"]
+
+
+class _LazyTrace:
+    """A trace as the native layer hands it over (unserialized), decoded once when read."""
+
+    __slots__ = ("_src", "_dict")
+
+    def __init__(self, src: TraceSource) -> None:
+        self._src = src
+        self._dict: Optional[Dict[str, Any]] = src if isinstance(src, dict) else None
+
+    def get(self) -> Dict[str, Any]:
+        if self._dict is None:
+            src = self._src
+            assert not isinstance(src, dict)
+            self._dict = json.loads(src.json())
+        return self._dict
+
+
 class Embeddings(Dict[str, Any]):
     """An embeddings answer in the OpenAI shape (a dict: ``data[i]["embedding"]``, ``usage``)
     plus its decision trace in ``.trace``."""
 
-    trace: Dict[str, Any]
-
-    def __init__(self, body: Mapping[str, Any], trace: Dict[str, Any]) -> None:
+    def __init__(self, body: Mapping[str, Any], trace: TraceSource) -> None:
         super().__init__(body)
-        self.trace = trace
+        self._trace = _LazyTrace(trace)
+
+    @property
+    def trace(self) -> Dict[str, Any]:
+        """The DecisionTrace (a dict; decoded on first access)."""
+        return self._trace.get()
 
     @property
     def vectors(self) -> List[List[float]]:
@@ -197,11 +222,14 @@ class Embeddings(Dict[str, Any]):
 class ChatCompletion(Dict[str, Any]):
     """A chat completion in the OpenAI shape (a dict) plus its decision trace in ``.trace``."""
 
-    trace: Dict[str, Any]
-
-    def __init__(self, body: Mapping[str, Any], trace: Dict[str, Any]) -> None:
+    def __init__(self, body: Mapping[str, Any], trace: TraceSource) -> None:
         super().__init__(body)
-        self.trace = trace
+        self._trace = _LazyTrace(trace)
+
+    @property
+    def trace(self) -> Dict[str, Any]:
+        """The DecisionTrace (a dict; decoded on first access)."""
+        return self._trace.get()
 
     @property
     def text(self) -> str:
@@ -333,7 +361,7 @@ class Router:
             _request_json(model, messages, params),
             _context_json(project, end_user, org, tags, request_id, api_key_id),
         )
-        return ChatCompletion(json.loads(body), json.loads(trace))
+        return ChatCompletion(json.loads(body), trace)
 
     def embed(
         self,
@@ -354,7 +382,7 @@ class Router:
         body = {"model": model, "input": input, **params}
         body.pop("encoding_format", None)  # the binding always returns floats
         out, trace = self._native.embed(json.dumps(body), _context_json(project, end_user, org, tags, request_id, api_key_id))
-        return Embeddings(json.loads(out), json.loads(trace))
+        return Embeddings(json.loads(out), trace)
 
     def stream(
         self,
@@ -399,7 +427,7 @@ class Router:
         ctx = _context_json(project, end_user, org, tags, request_id, api_key_id)
         pending = await _aio.await_pending(lambda notify: self._native.chat_async(req, ctx, notify))
         body, trace = pending.result()
-        return ChatCompletion(json.loads(body), json.loads(trace))
+        return ChatCompletion(json.loads(body), trace)
 
     def astream(
         self,

@@ -162,7 +162,7 @@ class Attempts:
 
         try:
             body, trace = self._native.finish()
-            self._result = ChatCompletion(json.loads(body), json.loads(trace))
+            self._result = ChatCompletion(json.loads(body), trace)
         except ModeluxError as e:
             self._error = e
 

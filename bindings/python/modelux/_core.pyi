@@ -25,6 +25,11 @@ def evaluate_guard(guard: str, report_json: str) -> str:
     """{"passed", "summary", "checks": [{"clause", "candidate", "bound", "passed"}]} as JSON text;
     raises BadRequestError for a guard that does not parse."""
 
+class Trace:
+    """A finished request's DecisionTrace, not yet serialized."""
+    def json(self) -> str:
+        """The DecisionTrace as JSON text."""
+
 class ChatStream:
     def __iter__(self) -> ChatStream: ...
     def __next__(self) -> str:
@@ -56,8 +61,8 @@ class PendingChat:
     def wait(self, timeout: Optional[float] = None) -> bool: ...
     @property
     def finished(self) -> bool: ...
-    def result(self) -> Tuple[str, str]:
-        """(response JSON, trace JSON); raises the request's ModeluxError (with .trace)."""
+    def result(self) -> Tuple[str, Trace]:
+        """(response JSON, trace); raises the request's ModeluxError (with .trace)."""
     def trace_json(self) -> Optional[str]: ...
 
 class ClientSession:
@@ -72,9 +77,9 @@ class ClientSession:
     ) -> None: ...
     def native_request(self, attempt_id: int) -> str:
         """{"method", "url", "headers", "body"} as JSON text."""
-    def finish(self) -> Tuple[str, str]:
-        """(response JSON, trace JSON); raises the final ModeluxError (with .trace)."""
-    def outcome(self) -> Tuple[str, str]: ...
+    def finish(self) -> Tuple[str, Trace]:
+        """(response JSON, trace); raises the final ModeluxError (with .trace)."""
+    def outcome(self) -> Tuple[str, Trace]: ...
 
 class TraceStore:
     def __init__(self, path: str, read_only: bool = True) -> None: ...
@@ -144,8 +149,8 @@ class Router:
     ) -> None: ...
     def executor_benchmark(self, request_json: str, context_json: str, n: int) -> float:
         """Seconds n blocking Router::complete calls made from C++ took (GIL released)."""
-    def chat(self, request_json: str, context_json: str) -> Tuple[str, str]:
-        """(response JSON, trace JSON); raises a ModeluxError subclass carrying .trace."""
+    def chat(self, request_json: str, context_json: str) -> Tuple[str, Trace]:
+        """(response JSON, trace); raises a ModeluxError subclass carrying .trace."""
     def stream(self, request_json: str, context_json: str) -> ChatStream: ...
     def chat_async(self, request_json: str, context_json: str, notify: Callable[[], None]) -> PendingChat:
         """Starts the request and returns at once; notify() runs on a router io thread (with
@@ -155,7 +160,7 @@ class Router:
     def budgets_json(self) -> str: ...
     def trace_store(self) -> Optional[TraceStore]:
         """The router's trace store after a flush; None when tracing is off."""
-    def embed(self, request_json: str, context_json: str) -> Tuple[str, str]:
+    def embed(self, request_json: str, context_json: str) -> Tuple[str, Trace]:
         """(embeddings response JSON in OpenAI's shape, trace JSON); raises a ModeluxError subclass carrying .trace."""
     def routing_slugs(self) -> List[str]: ...
     def routable_models(self) -> List[str]: ...

@@ -14,10 +14,11 @@ shape otherwise. ``model`` is a catalog model or ``"@slug"``. Errors are modelux
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
-from . import ConfigSource, Router, _aio, _context_json, _core
+from . import ConfigSource, Router, TraceSource, _aio, _context_json, _core, _LazyTrace
 
 __all__ = ["OpenAI", "AsyncOpenAI", "Anthropic", "AsyncAnthropic", "ModeluxInfo"]
 
@@ -29,10 +30,15 @@ class ModeluxInfo:
     """What modelux adds to a response (``response._modelux``): the decision trace and the
     served target."""
 
-    __slots__ = ("trace",)
+    __slots__ = ("_trace",)
 
-    def __init__(self, trace: Dict[str, Any]) -> None:
-        self.trace: Dict[str, Any] = trace
+    def __init__(self, trace: TraceSource) -> None:
+        self._trace = _LazyTrace(trace)
+
+    @property
+    def trace(self) -> Dict[str, Any]:
+        """The DecisionTrace (a dict; decoded on first access)."""
+        return self._trace.get()
 
     @property
     def served_model(self) -> str:
@@ -79,6 +85,7 @@ def _wrap_value(v: Any) -> Any:
     return v
 
 
+@functools.lru_cache(maxsize=None)
 def _sdk_type(module: str, name: str) -> Any:
     try:
         mod = __import__(module, fromlist=[name])
@@ -87,7 +94,7 @@ def _sdk_type(module: str, name: str) -> Any:
         return None
 
 
-def _build(sdk_type: Any, body: Dict[str, Any], trace: Optional[Dict[str, Any]]) -> Any:
+def _build(sdk_type: Any, body: Dict[str, Any], trace: Optional[TraceSource]) -> Any:
     if sdk_type is not None:
         try:
             obj = sdk_type.model_validate(body)
@@ -248,7 +255,7 @@ class _Completions:
         if stream:
             return Stream(native.stream(json.dumps(body), c))
         out, trace = native.chat(json.dumps(body), c)
-        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), json.loads(trace))
+        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), trace)
 
 
 class _AsyncCompletions:
@@ -266,7 +273,7 @@ class _AsyncCompletions:
         req = json.dumps(body)
         pending = await _aio.await_pending(lambda notify: native.chat_async(req, c, notify))
         out, trace = pending.result()
-        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), json.loads(trace))
+        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), trace)
 
 
 def _embedding_body(model: str, input: Any, kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -285,7 +292,7 @@ class _Embeddings:
         """``openai.OpenAI().embeddings.create`` arguments; a ``CreateEmbeddingResponse``."""
         body, ctx = _embedding_body(model, input, kwargs)
         out, trace = self._client.router._native.embed(json.dumps(body), self._client._context(body, ctx))
-        return _build(_sdk_type("openai.types", "CreateEmbeddingResponse"), json.loads(out), json.loads(trace))
+        return _build(_sdk_type("openai.types", "CreateEmbeddingResponse"), json.loads(out), trace)
 
 
 class _AsyncEmbeddings(_Embeddings):
@@ -342,9 +349,9 @@ def _anthropic_request(kwargs: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Dic
     return json.dumps(unified), body, ctx
 
 
-def _anthropic_message(out: str, trace: str) -> Any:
+def _anthropic_message(out: str, trace: "_core.Trace") -> Any:
     native = json.loads(_core.openai_response_to_anthropic(out))
-    return _build(_sdk_type("anthropic.types", "Message"), native, json.loads(trace))
+    return _build(_sdk_type("anthropic.types", "Message"), native, trace)
 
 
 class _Messages:

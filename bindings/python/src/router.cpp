@@ -87,6 +87,15 @@ std::shared_ptr<py::object> hold_callable(py::object f) {
   return std::shared_ptr<py::object>(new py::object(std::move(f)), GilDeleter{});
 }
 
+/// A finished request's DecisionTrace, handed to Python unserialized: most callers never read
+/// the trace, and its JSON (encode here, decode in Python) costs more than the rest of the
+/// binding's per-request work. `json()` serializes on demand (the Python layer caches it).
+struct PyTrace {
+  DecisionTrace trace;
+  std::string json() const { return trace.to_json().dump(); }
+};
+py::object trace_handle(DecisionTrace t) { return py::cast(std::make_shared<PyTrace>(PyTrace{std::move(t)})); }
+
 /// Shared between the stream coroutine (io thread) and the Python iterator.
 struct StreamState {
   std::mutex mu;
@@ -295,9 +304,8 @@ class PyPendingChat {
     std::lock_guard lk(st_->mu);
     if (!st_->done) throw py::value_error("the request has not finished");
     const Completion& c = *st_->done;
-    std::string trace = c.trace.to_json().dump();
-    if (!c.result) throw PyError(c.result.error(), std::move(trace));
-    return py::make_tuple(to_json(*c.result).dump(), std::move(trace));
+    if (!c.result) throw PyError(c.result.error(), c.trace.to_json().dump());
+    return py::make_tuple(to_json(*c.result).dump(), trace_handle(c.trace));
   }
   std::optional<std::string> trace_json() const {
     std::lock_guard lk(st_->mu);
@@ -388,9 +396,8 @@ class PyClientSession {
   }
   py::tuple outcome() const {
     if (!finished_) throw py::value_error("the session has not finished");
-    std::string trace = finished_->trace.to_json().dump();
-    if (!finished_->result) throw PyError(finished_->result.error(), std::move(trace));
-    return py::make_tuple(to_json(*finished_->result).dump(), std::move(trace));
+    if (!finished_->result) throw PyError(finished_->result.error(), finished_->trace.to_json().dump());
+    return py::make_tuple(to_json(*finished_->result).dump(), trace_handle(finished_->trace));
   }
 
  private:
@@ -464,9 +471,9 @@ class PyRouter {
       }
     }
     Completion c = fut.get();
-    std::string trace = c.trace.to_json().dump();
-    if (!c.result) throw PyError(c.result.error(), std::move(trace));
-    return py::make_tuple(to_json(*c.result).dump(), std::move(trace));
+    if (!c.result) throw PyError(c.result.error(), c.trace.to_json().dump());
+    std::string body = to_json(*c.result).dump();
+    return py::make_tuple(std::move(body), trace_handle(std::move(c.trace)));
   }
 
   /// Embeddings (OpenAI's request shape): (response JSON in OpenAI's shape, trace JSON).
@@ -479,9 +486,8 @@ class PyRouter {
       py::gil_scoped_release nogil;
       c = router->embed(std::move(req), std::move(ctx));
     }
-    std::string trace = c.trace.to_json().dump();
-    if (!c.result) throw PyError(c.result.error(), std::move(trace));
-    return py::make_tuple(encode_embedding_response(*c.result, false), std::move(trace));
+    if (!c.result) throw PyError(c.result.error(), c.trace.to_json().dump());
+    return py::make_tuple(encode_embedding_response(*c.result, false), trace_handle(std::move(c.trace)));
   }
 
   std::unique_ptr<PyChatStream> stream(const std::string& request_json, const std::string& context_json) {
@@ -655,6 +661,9 @@ class PyRouter {
 
 void bind_router(py::module_& m) {
   using py::arg;
+  py::class_<PyTrace, std::shared_ptr<PyTrace>>(m, "Trace")
+      .def("json", &PyTrace::json, "The DecisionTrace as JSON text (serialized on each call).");
+
   py::class_<PyChatStream>(m, "ChatStream")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &PyChatStream::next)

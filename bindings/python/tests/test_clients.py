@@ -117,8 +117,12 @@ def test_plain_objects_without_the_sdk(mock: MockProvider, config: Dict[str, Any
         if name == "openai" or name.startswith("openai."):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "openai", None)  # import openai -> ImportError
-    with modelux.OpenAI(config, tracing=False) as client:
-        r = client.chat.completions.create(model="@fast", messages=MSGS)
+    modelux.clients._sdk_type.cache_clear()  # the SDK types are looked up once per process
+    try:
+        with modelux.OpenAI(config, tracing=False) as client:
+            r = client.chat.completions.create(model="@fast", messages=MSGS)
+    finally:
+        modelux.clients._sdk_type.cache_clear()
     assert not isinstance(r, ChatCompletion)
     assert r.choices[0].message.content == MOCK_TEXT
     assert r.model_dump()["object"] == "chat.completion"
