@@ -159,3 +159,55 @@ def test_cancelling_an_astream_task_closes_the_upstream(mock: MockProvider, conf
     # The mock saw the connection closed mid-stream.
     wait_until(lambda: mock.get("/_mock/stats")["models"]["gpt-4o-mini"]["streams_abandoned"] == 1)
     router.close()
+
+
+def test_the_event_loop_keeps_running_while_achat_waits(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"latency_ms": 300}})
+    ticks = 0
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    async def main() -> modelux.ChatCompletion:
+        with modelux.Router(config, tracing=False) as router:
+            stop = asyncio.Event()
+            t = asyncio.ensure_future(ticker(stop))
+            r = await router.achat("@fast", MSGS)
+            stop.set()
+            await t
+            return r
+
+    assert asyncio.run(main()).text == MOCK_TEXT
+    # The loop was not blocked during the 300 ms upstream wait (the GIL was free, nothing
+    # blocked the loop's thread): the ticker ran many times meanwhile.
+    assert ticks >= 10
+
+
+EXIT_SCRIPT = """
+import asyncio, modelux
+from modelux.testing import MockProvider
+mock = MockProvider({"default": {"chunks": 50, "chunk_interval_ms": 100}})
+router = modelux.Router(mock.router_config(), tracing=False)
+M = [{"role": "user", "content": "hi"}]
+async def main():
+    async for _ in router.astream("@fast", M):
+        break                                       # a stream left running, never closed
+    asyncio.ensure_future(router.achat("@fast", M))  # a request still pending at loop close
+    await asyncio.sleep(0.05)
+asyncio.run(main())
+print("exiting")
+"""
+
+
+def test_interpreter_exit_with_requests_in_flight_is_clean(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_with_streams.py"
+    script.write_text(EXIT_SCRIPT, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "exiting"
