@@ -456,7 +456,7 @@ class Router:
     def attempts(
         self,
         model: str,
-        messages: Sequence[Mapping[str, Any]],
+        messages: Union[Sequence[Mapping[str, Any]], Mapping[str, Any]],
         *,
         project: Optional[str] = None,
         end_user: Optional[str] = None,
@@ -468,7 +468,18 @@ class Router:
     ) -> Attempts:
         """Bring your own client: a session that yields the attempts the app makes with its own
         SDK and reports (see :class:`Attempts`). Failover, budgets, health and tracing work as
-        in :meth:`chat`. Raises :class:`NotFoundError` for an unknown model or slug."""
+        in :meth:`chat`. ``messages`` may also be a whole Chat Completions request body (a dict
+        with ``messages`` and any other fields; its ``model`` is replaced by ``model``).
+        Raises :class:`NotFoundError` for an unknown model or slug."""
+        if isinstance(messages, Mapping):
+            body = dict(messages)
+            body.pop("model", None)
+            body.pop("stream", None)
+            msgs = body.pop("messages", None)
+            if not isinstance(msgs, Sequence):
+                raise TypeError("a request body passed to attempts() needs a 'messages' list")
+            params = {**body, **params}
+            messages = msgs
         return Attempts(
             self._native.begin(
                 _request_json(model, messages, params),

@@ -63,13 +63,15 @@ def test_fails_over_on_the_apps_own_sdk_errors(mock: MockProvider, config: Dict[
 
 def test_an_anthropic_sdk_message_is_decoded_with_usage_and_cost(mock: MockProvider, config: Dict[str, Any]) -> None:
     router = modelux.Router(config, tracing=False)
-    with router.attempts("claude-haiku-4-5", MSGS, max_tokens=50) as a:
+    request = {"model": "ignored", "messages": MSGS, "max_tokens": 50}  # a whole request body works too
+    with router.attempts("claude-haiku-4-5", request) as a:
         for attempt in a:
             sdk_call(mock, a, attempt)
     r = a.result
     assert r.text == MOCK_TEXT
     assert r["usage"]["completion_tokens"] > 0
     assert r.trace["cost"]["total_usd"] > 0
+    assert r.trace["max_tokens"] == 50
 
 
 def test_every_attempt_failing_raises_with_the_trace(mock: MockProvider, config: Dict[str, Any]) -> None:
