@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._errors import (
@@ -125,12 +125,14 @@ def catalog() -> List[Dict[str, Any]]:
     ``priced``, prices in USD per 1M tokens (``input_per_m``, ``output_per_m``,
     ``cached_input_per_m``, ``cache_write_per_m``; None when unpriced), ``context_window``,
     ``max_output``, ``quality_tier`` (1..5) and ``source``. A fresh copy on every call."""
-    return json.loads(json.dumps(_builtin_catalog()["models"]))
+    models: List[Dict[str, Any]] = json.loads(json.dumps(_builtin_catalog()["models"]))
+    return models
 
 
 def providers() -> List[Dict[str, Any]]:
     """The built-in catalog's providers (``name``, ``family``, ``base_url``, ``auth_style``, ``key_env``)."""
-    return json.loads(json.dumps(_builtin_catalog()["providers"]))
+    out: List[Dict[str, Any]] = json.loads(json.dumps(_builtin_catalog()["providers"]))
+    return out
 
 
 def cost(
@@ -516,7 +518,7 @@ class Router:
     def routing_config(self, slug: str) -> Optional[Dict[str, Any]]:
         """``{"slug", "version", "strategy", "config"}`` of a live routing config, or None."""
         text = self._native.routing_config(slug)
-        return None if text is None else json.loads(text)  # type: ignore[no-any-return]
+        return None if text is None else json.loads(text)
 
     def set_routing_config(self, slug: str, config: Mapping[str, Any]) -> int:
         """Validates, compiles and atomically swaps in a routing config; returns its new
@@ -603,7 +605,9 @@ class Simulator:
             ("retry_after_ms", retry_after_ms),
         ):
             if value is not None:
-                t[name] = [dict(w) for w in value] if name == "degraded" else value
+                t[name] = value
+        if degraded is not None:
+            t["degraded"] = [dict(w) for w in degraded]
         self._native.add_target(json.dumps(t))
 
     def run(
@@ -726,13 +730,16 @@ def replay(
     the answers; ``scorer(pair) -> float`` scores each pair (a dict with ``request_id``,
     ``request_body``, ``recorded``, ``candidate``). ``config`` is the deployed config file
     (providers, catalog, budgets); ``since`` a window like ``"7d"`` or seconds."""
+    candidate_doc: Dict[str, Any]
     if isinstance(candidate, (str, os.PathLike)):
         with open(os.fspath(candidate), encoding="utf-8") as f:
-            candidate = json.load(f)
+            candidate_doc = json.load(f)
+    else:
+        candidate_doc = dict(candidate)
     options: Dict[str, Any] = {
         "db": os.fspath(db),
         "slug": slug,
-        "candidate": dict(candidate),
+        "candidate": candidate_doc,
         "limit": limit,
         "mode": mode,
         "seed": seed,
@@ -746,11 +753,13 @@ def replay(
     secs = _since_seconds(since)
     if secs is not None:
         options["since_s"] = secs
-    native_scorer = None
+    native_scorer: Optional[Callable[[str], Optional[float]]] = None
     if scorer is not None:
-        def native_scorer(pair_json: str) -> Optional[float]:
+        def score(pair_json: str) -> Optional[float]:
             value = scorer(json.loads(pair_json))
             return None if value is None else float(value)
+
+        native_scorer = score
     return ReplayReport(json.loads(_core.replay(json.dumps(options), native_scorer)))
 
 

@@ -106,7 +106,7 @@ class AsyncChatStream:
     def trace(self) -> Optional[Dict[str, Any]]:
         """The DecisionTrace as a dict once the request finished, else None."""
         t = self._native.trace_json()
-        return None if t is None else json.loads(t)  # type: ignore[no-any-return]
+        return None if t is None else json.loads(t)
 
     async def __aenter__(self) -> "AsyncChatStream":
         return self

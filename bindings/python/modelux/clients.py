@@ -296,7 +296,7 @@ class _Embeddings:
 
 
 class _AsyncEmbeddings(_Embeddings):
-    async def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:
         # Embeddings run on the router's blocking path (Router::embed); a worker thread keeps
         # the event loop free while it runs.
         import asyncio

@@ -119,7 +119,7 @@ class TraceStore:
     def get(self, request_id: str) -> Optional[Dict[str, Any]]:
         """One trace by request id, or None."""
         t = self._native.get(request_id)
-        return None if t is None else json.loads(t)  # type: ignore[no-any-return]
+        return None if t is None else json.loads(t)
 
     def configs(self) -> List[Tuple[str, int]]:
         """``(config, traces)`` for every config in the store, most traced first."""

@@ -60,3 +60,16 @@ def test_examples_pass_mypy_strict(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_package_itself_passes_mypy_strict(tmp_path: Path) -> None:
+    # Installed packages' own errors are silenced when mypy checks code that uses them, so the
+    # package is checked on its own too (as files: installed or from a source tree alike).
+    pytest.importorskip("mypy")
+    pkg = Path(modelux.__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy"),
+         "--python-executable", sys.executable, str(pkg)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
