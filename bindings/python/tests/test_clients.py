@@ -8,13 +8,16 @@ import asyncio
 import sys
 from typing import Any, Dict, List
 
-import anthropic
-import openai
 import pytest
-from openai.types import CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+# The SDKs are test extras (pyproject.toml [test]); without them these tests are reported skipped.
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
 import modelux
+
+CreateEmbeddingResponse = openai.types.CreateEmbeddingResponse
+ChatCompletion = openai.types.chat.ChatCompletion
+ChatCompletionChunk = openai.types.chat.ChatCompletionChunk
 
 from conftest import MOCK_TEXT, MockProvider
 
