@@ -129,7 +129,26 @@ class Attempts:
         """
         if attempt.reported:
             raise ValueError(f"{attempt!r} was already reported")
+        if response is None and error is None and status is None:
+            raise TypeError("report() needs a response, an error, or a status")
+        try:
+            self._report(attempt, response, error, status, headers, body)
+        except BaseException:
+            # Not recorded (e.g. a response that does not decode): the attempt stays open, and
+            # counts as failed if the app moves on without reporting it again.
+            attempt.reported = False
+            raise
         attempt.reported = True
+
+    def _report(
+        self,
+        attempt: Attempt,
+        response: Any,
+        error: Optional[BaseException],
+        status: Optional[int],
+        headers: Optional[Mapping[str, str]],
+        body: Optional[str],
+    ) -> None:
         if status is not None:
             self._native.report_http(attempt.id, status, list((headers or {}).items()), body or "")
         elif error is not None:
@@ -150,9 +169,6 @@ class Attempts:
                 self._native.report_http(attempt.id, 200, [], response.model_dump_json())
             else:
                 raise TypeError(f"cannot report a {type(response).__name__}: pass a dict or an SDK response object")
-        else:
-            attempt.reported = False
-            raise TypeError("report() needs a response, an error, or a status")
 
     def _finish(self) -> None:
         if self._done:

@@ -357,9 +357,16 @@ class PyClientSession {
     return out.dump();
   }
 
-  /// A response in the OpenAI chat.completion shape (JSON text).
+  /// A response in the OpenAI chat.completion shape (JSON text). One that does not decode is
+  /// the app's mistake, not the provider's: BadRequestError, and the attempt stays open.
   void report_response(std::uint32_t id, const std::string& response_json) {
-    auto r = chat_response_from_json(parse_text(response_json, "response"));
+    Result<ChatResponse> r = chat_response_from_json(parse_text(response_json, "response"));
+    if (!r) {
+      Error e = r.error();
+      e.kind = ErrorKind::bad_request;
+      e.message = "the reported response is not a chat.completion: " + e.message;
+      throw PyError(std::move(e));
+    }
     live().report(id, std::move(r), latency(id));
   }
   /// A raw HTTP answer in the attempt's provider's native format (the SDK's own object

@@ -115,6 +115,8 @@ def test_unreported_attempts_count_as_failed_and_bad_reports_are_refused(mock: M
         for attempt in a:
             with pytest.raises(TypeError):
                 a.report(attempt)
+            with pytest.raises(modelux.BadRequestError):  # not a chat.completion: not recorded
+                a.report(attempt, {"choices": "nope"})
             a.report(attempt, error=ConnectionError("down"))
             with pytest.raises(ValueError):
                 a.report(attempt, error=ConnectionError("twice"))
