@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._errors import (
@@ -42,6 +42,11 @@ from ._errors import (
     UnpricedModelError,
 )
 from .webhooks import WebhookVerificationError, sign_webhook, verify_webhook
+from . import _aio
+from ._aio import AsyncChatStream
+from ._byoc import Attempt, Attempts
+from .traces import TraceStore
+from .control import ControlStore
 
 
 def _package_version() -> str:
@@ -69,6 +74,15 @@ __all__ = [
     "ChatCompletion",
     "Embeddings",
     "ChatStream",
+    "AsyncChatStream",
+    "Attempt",
+    "Attempts",
+    "TraceStore",
+    "ControlStore",
+    "OpenAI",
+    "AsyncOpenAI",
+    "Anthropic",
+    "AsyncAnthropic",
     "Simulator",
     "replay",
     "ReplayReport",
@@ -111,12 +125,14 @@ def catalog() -> List[Dict[str, Any]]:
     ``priced``, prices in USD per 1M tokens (``input_per_m``, ``output_per_m``,
     ``cached_input_per_m``, ``cache_write_per_m``; None when unpriced), ``context_window``,
     ``max_output``, ``quality_tier`` (1..5) and ``source``. A fresh copy on every call."""
-    return json.loads(json.dumps(_builtin_catalog()["models"]))
+    models: List[Dict[str, Any]] = json.loads(json.dumps(_builtin_catalog()["models"]))
+    return models
 
 
 def providers() -> List[Dict[str, Any]]:
     """The built-in catalog's providers (``name``, ``family``, ``base_url``, ``auth_style``, ``key_env``)."""
-    return json.loads(json.dumps(_builtin_catalog()["providers"]))
+    out: List[Dict[str, Any]] = json.loads(json.dumps(_builtin_catalog()["providers"]))
+    return out
 
 
 def cost(
@@ -141,6 +157,8 @@ def _context_json(
     request_id: Optional[str],
     api_key_id: Optional[str],
 ) -> str:
+    if project is None and end_user is None and org is None and tags is None and request_id is None and api_key_id is None:
+        return "{}"
     ctx: Dict[str, Any] = {}
     for key, value in (
         ("project", project),
@@ -164,15 +182,38 @@ def _request_json(model: str, messages: Sequence[Mapping[str, Any]], params: Map
     return json.dumps(body)
 
 
+TraceSource = Union[Dict[str, Any], "_core.Trace"]
+
+
+class _LazyTrace:
+    """A trace as the native layer hands it over (unserialized), decoded once when read."""
+
+    __slots__ = ("_src", "_dict")
+
+    def __init__(self, src: TraceSource) -> None:
+        self._src = src
+        self._dict: Optional[Dict[str, Any]] = src if isinstance(src, dict) else None
+
+    def get(self) -> Dict[str, Any]:
+        if self._dict is None:
+            src = self._src
+            assert not isinstance(src, dict)
+            self._dict = json.loads(src.json())
+        return self._dict
+
+
 class Embeddings(Dict[str, Any]):
     """An embeddings answer in the OpenAI shape (a dict: ``data[i]["embedding"]``, ``usage``)
     plus its decision trace in ``.trace``."""
 
-    trace: Dict[str, Any]
-
-    def __init__(self, body: Mapping[str, Any], trace: Dict[str, Any]) -> None:
+    def __init__(self, body: Mapping[str, Any], trace: TraceSource) -> None:
         super().__init__(body)
-        self.trace = trace
+        self._trace = _LazyTrace(trace)
+
+    @property
+    def trace(self) -> Dict[str, Any]:
+        """The DecisionTrace (a dict; decoded on first access)."""
+        return self._trace.get()
 
     @property
     def vectors(self) -> List[List[float]]:
@@ -183,11 +224,14 @@ class Embeddings(Dict[str, Any]):
 class ChatCompletion(Dict[str, Any]):
     """A chat completion in the OpenAI shape (a dict) plus its decision trace in ``.trace``."""
 
-    trace: Dict[str, Any]
-
-    def __init__(self, body: Mapping[str, Any], trace: Dict[str, Any]) -> None:
+    def __init__(self, body: Mapping[str, Any], trace: TraceSource) -> None:
         super().__init__(body)
-        self.trace = trace
+        self._trace = _LazyTrace(trace)
+
+    @property
+    def trace(self) -> Dict[str, Any]:
+        """The DecisionTrace (a dict; decoded on first access)."""
+        return self._trace.get()
 
     @property
     def text(self) -> str:
@@ -279,6 +323,9 @@ class Router:
     ``config``: a path to a config file, a dict with the same content (JSON-encoded and parsed
     by ``Config::from_json``), or None for the embedded defaults (every provider pointed at the
     local mock provider). ``tracing=False`` skips opening the trace store.
+    ``simulated_provider``: a mock config (``{"default": {...}, "models": {...}}``, ``{}`` for
+    the defaults) to answer every request in-process, without sockets, as the mock provider
+    would (tests and benchmarks; the providers' URLs and keys are then not used).
 
     Thread-safe: ``chat`` and ``stream`` may be called from many Python threads at once; the
     GIL is released while a request runs."""
@@ -290,8 +337,11 @@ class Router:
         io_threads: int = 1,
         seed: int = 0,
         tracing: bool = True,
+        simulated_provider: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        self._native = _core.Router(io_threads=io_threads, seed=seed, tracing=tracing, **_config_args(config))
+        simulated = None if simulated_provider is None else json.dumps(dict(simulated_provider))
+        self._native = _core.Router(io_threads=io_threads, seed=seed, tracing=tracing, simulated_json=simulated,
+                                    **_config_args(config))
 
     def chat(
         self,
@@ -313,7 +363,7 @@ class Router:
             _request_json(model, messages, params),
             _context_json(project, end_user, org, tags, request_id, api_key_id),
         )
-        return ChatCompletion(json.loads(body), json.loads(trace))
+        return ChatCompletion(json.loads(body), trace)
 
     def embed(
         self,
@@ -334,7 +384,7 @@ class Router:
         body = {"model": model, "input": input, **params}
         body.pop("encoding_format", None)  # the binding always returns floats
         out, trace = self._native.embed(json.dumps(body), _context_json(project, end_user, org, tags, request_id, api_key_id))
-        return Embeddings(json.loads(out), json.loads(trace))
+        return Embeddings(json.loads(out), trace)
 
     def stream(
         self,
@@ -359,6 +409,103 @@ class Router:
             )
         )
 
+    async def achat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """asyncio form of :meth:`chat`: the request runs on the router's I/O threads and
+        completes into the running event loop (no thread per request). Cancelling the task
+        cancels the upstream call; the trace records ``cancelled``."""
+        req = _request_json(model, messages, params)
+        ctx = _context_json(project, end_user, org, tags, request_id, api_key_id)
+        pending = await _aio.await_pending(lambda notify: self._native.chat_async(req, ctx, notify))
+        body, trace = pending.result()
+        return ChatCompletion(json.loads(body), trace)
+
+    def astream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> AsyncChatStream:
+        """asyncio streaming: ``async for chunk in router.astream(...)``. Call it inside a
+        running event loop. Cancelling the consuming task cancels the upstream call."""
+        params = dict(params)
+        params.pop("stream", None)
+        return AsyncChatStream(
+            self._native.stream(
+                _request_json(model, messages, params),
+                _context_json(project, end_user, org, tags, request_id, api_key_id),
+            )
+        )
+
+    def attempts(
+        self,
+        model: str,
+        messages: Union[Sequence[Mapping[str, Any]], Mapping[str, Any]],
+        *,
+        project: Optional[str] = None,
+        end_user: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        request_id: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        **params: Any,
+    ) -> Attempts:
+        """Bring your own client: a session that yields the attempts the app makes with its own
+        SDK and reports (see :class:`Attempts`). Failover, budgets, health and tracing work as
+        in :meth:`chat`. ``messages`` may also be a whole Chat Completions request body (a dict
+        with ``messages`` and any other fields; its ``model`` is replaced by ``model``).
+        Raises :class:`NotFoundError` for an unknown model or slug."""
+        if isinstance(messages, Mapping):
+            body = dict(messages)
+            body.pop("model", None)
+            body.pop("stream", None)
+            msgs = body.pop("messages", None)
+            if not isinstance(msgs, Sequence):
+                raise TypeError("a request body passed to attempts() needs a 'messages' list")
+            params = {**body, **params}
+            messages = msgs
+        return Attempts(
+            self._native.begin(
+                _request_json(model, messages, params),
+                _context_json(project, end_user, org, tags, request_id, api_key_id),
+            )
+        )
+
+    def budgets(self) -> Dict[str, Any]:
+        """A snapshot of every budget ledger: ``{"budgets": [{"name", "scope", "window",
+        "spent_usd", "reserved_usd", "limit_usd", "percent", ...}], ...}``."""
+        return json.loads(self._native.budgets_json())  # type: ignore[no-any-return]
+
+    def trace_store(self) -> Optional[TraceStore]:
+        """The router's trace store (after every trace submitted so far was written), or None
+        when tracing is off. Query it with :meth:`TraceStore.query` and the aggregates."""
+        native = self._native.trace_store()
+        return None if native is None else TraceStore._wrap(native)
+
+    def traces(self, **filters: Any) -> List[Dict[str, Any]]:
+        """Recent traces of this router (see :meth:`TraceStore.query` for the filters); [] when
+        tracing is off."""
+        store = self.trace_store()
+        return [] if store is None else store.query(**filters)
+
     def routing_configs(self) -> Dict[str, Dict[str, Any]]:
         """Live routing configs: slug (without '@') → the config as given."""
         out: Dict[str, Dict[str, Any]] = {}
@@ -371,7 +518,7 @@ class Router:
     def routing_config(self, slug: str) -> Optional[Dict[str, Any]]:
         """``{"slug", "version", "strategy", "config"}`` of a live routing config, or None."""
         text = self._native.routing_config(slug)
-        return None if text is None else json.loads(text)  # type: ignore[no-any-return]
+        return None if text is None else json.loads(text)
 
     def set_routing_config(self, slug: str, config: Mapping[str, Any]) -> int:
         """Validates, compiles and atomically swaps in a routing config; returns its new
@@ -458,7 +605,9 @@ class Simulator:
             ("retry_after_ms", retry_after_ms),
         ):
             if value is not None:
-                t[name] = [dict(w) for w in value] if name == "degraded" else value
+                t[name] = value
+        if degraded is not None:
+            t["degraded"] = [dict(w) for w in degraded]
         self._native.add_target(json.dumps(t))
 
     def run(
@@ -581,13 +730,16 @@ def replay(
     the answers; ``scorer(pair) -> float`` scores each pair (a dict with ``request_id``,
     ``request_body``, ``recorded``, ``candidate``). ``config`` is the deployed config file
     (providers, catalog, budgets); ``since`` a window like ``"7d"`` or seconds."""
+    candidate_doc: Dict[str, Any]
     if isinstance(candidate, (str, os.PathLike)):
         with open(os.fspath(candidate), encoding="utf-8") as f:
-            candidate = json.load(f)
+            candidate_doc = json.load(f)
+    else:
+        candidate_doc = dict(candidate)
     options: Dict[str, Any] = {
         "db": os.fspath(db),
         "slug": slug,
-        "candidate": dict(candidate),
+        "candidate": candidate_doc,
         "limit": limit,
         "mode": mode,
         "seed": seed,
@@ -601,9 +753,14 @@ def replay(
     secs = _since_seconds(since)
     if secs is not None:
         options["since_s"] = secs
-    native_scorer = None
+    native_scorer: Optional[Callable[[str], Optional[float]]] = None
     if scorer is not None:
-        def native_scorer(pair_json: str) -> Optional[float]:
+        def score(pair_json: str) -> Optional[float]:
             value = scorer(json.loads(pair_json))
             return None if value is None else float(value)
+
+        native_scorer = score
     return ReplayReport(json.loads(_core.replay(json.dumps(options), native_scorer)))
+
+
+from .clients import Anthropic, AsyncAnthropic, AsyncOpenAI, OpenAI  # noqa: E402  (they use Router)

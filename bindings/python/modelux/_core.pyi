@@ -1,6 +1,6 @@
 # Hand-written stubs for the native module modelux._core (bindings/python/src/*.cpp).
 # Values cross the boundary as JSON text; the `modelux` package wraps this module.
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 def version() -> str:
     """The C++ library version (CMake project VERSION)."""
@@ -25,6 +25,11 @@ def evaluate_guard(guard: str, report_json: str) -> str:
     """{"passed", "summary", "checks": [{"clause", "candidate", "bound", "passed"}]} as JSON text;
     raises BadRequestError for a guard that does not parse."""
 
+class Trace:
+    """A finished request's DecisionTrace, not yet serialized."""
+    def json(self) -> str:
+        """The DecisionTrace as JSON text."""
+
 class ChatStream:
     def __iter__(self) -> ChatStream: ...
     def __next__(self) -> str:
@@ -43,6 +48,94 @@ class ChatStream:
         """ErrorKind name of the finished request's failure, "" when it succeeded or is running."""
     def trace_json(self) -> Optional[str]:
         """The DecisionTrace JSON once finished, else None."""
+    def poll(self) -> Optional[str]:
+        """asyncio: the next chunk's JSON text without blocking, or None when none is queued
+        (the notifier is then armed). StopIteration at the end; the error after the last chunk."""
+    def set_notifier(self, notify: Callable[[], None]) -> None:
+        """Called (from a router io thread, with the GIL) when a chunk or the end arrives
+        while armed; it must only schedule work (loop.call_soon_threadsafe)."""
+
+class PendingChat:
+    def cancel(self) -> None:
+        """Cancels the request: upstream calls stop at once, the trace records cancelled."""
+    def wait(self, timeout: Optional[float] = None) -> bool: ...
+    @property
+    def finished(self) -> bool: ...
+    def result(self) -> Tuple[str, Trace]:
+        """(response JSON, trace); raises the request's ModeluxError (with .trace)."""
+    def trace_json(self) -> Optional[str]: ...
+
+class ClientSession:
+    def next(self) -> str:
+        """{"kind": "attempt"|"wait"|"done"|"failed", "attempts": [{"id", "model", "provider",
+        "upstream_model", "timeout_s", "deadline_s", "why", "member"}], "cancel": [ids],
+        "wait_s": seconds or null} as JSON text."""
+    def report_response(self, attempt_id: int, response_json: str) -> None: ...
+    def report_http(self, attempt_id: int, status: int, headers: Sequence[Tuple[str, str]], body: str) -> None: ...
+    def report_error(
+        self, attempt_id: int, kind: str, message: str, status: int = 0, retry_after: Optional[float] = None
+    ) -> None: ...
+    def native_request(self, attempt_id: int) -> str:
+        """{"method", "url", "headers", "body"} as JSON text."""
+    def finish(self) -> Tuple[str, Trace]:
+        """(response JSON, trace); raises the final ModeluxError (with .trace)."""
+    def outcome(self) -> Tuple[str, Trace]: ...
+
+class TraceStore:
+    def __init__(self, path: str, read_only: bool = True) -> None: ...
+    @property
+    def path(self) -> str: ...
+    def query(self, query_json: str) -> str: ...
+    def count(self, query_json: str) -> int: ...
+    def get(self, request_id: str) -> Optional[str]: ...
+    def configs(self) -> List[Tuple[str, int]]: ...
+    def spend(self, by: str, since: float, until: float) -> str: ...
+    def latency(self, by: str, since: float, until: float) -> str: ...
+    def errors(self, since: float, until: float) -> str: ...
+    def failovers(self, since: float, until: float) -> str: ...
+    def forecast(self, lookback_days: int = 7) -> str: ...
+
+class ControlStore:
+    def __init__(self, path: str) -> None: ...
+    @property
+    def path(self) -> str: ...
+    def heads(self, kind: str) -> str: ...
+    def get(self, kind: str, name: str, version: int = 0) -> Optional[str]: ...
+    def history(self, kind: str, name: str, limit: int = 100) -> str: ...
+    def commit(
+        self,
+        kind: str,
+        name: str,
+        document_json: str,
+        expected: Optional[int],
+        author: str,
+        message: str,
+        action: str,
+    ) -> str: ...
+    def audit(self, object: str = "", limit: int = 1000) -> str: ...
+    def verify_audit(self) -> str: ...
+
+class MockProvider:
+    def __init__(self, config_json: str = "{}", seed: int = 42, threads: int = 1, port: int = 0) -> None: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def base_url(self) -> str: ...
+    def configure(self, config_json: str) -> None: ...
+    def stats(self) -> str: ...
+    def stop(self) -> None: ...
+
+def json_diff(a_json: str, b_json: str) -> str:
+    """RFC 6902 JSON Patch from a to b, as JSON text."""
+
+def text_diff(a_json: str, b_json: str, a_name: str, b_name: str) -> str:
+    """A unified line diff of the two documents."""
+
+def anthropic_request_to_openai(body_json: str) -> str:
+    """An Anthropic Messages request → the unified (Chat Completions) request, JSON text."""
+
+def openai_response_to_anthropic(body_json: str) -> str:
+    """A chat.completion → an Anthropic Messages `message` object, JSON text."""
 
 class Router:
     def __init__(
@@ -52,11 +145,22 @@ class Router:
         io_threads: int = 1,
         seed: int = 0,
         tracing: bool = True,
+        simulated_json: Optional[str] = None,
     ) -> None: ...
-    def chat(self, request_json: str, context_json: str) -> Tuple[str, str]:
-        """(response JSON, trace JSON); raises a ModeluxError subclass carrying .trace."""
+    def executor_benchmark(self, request_json: str, context_json: str, n: int) -> float:
+        """Seconds n blocking Router::complete calls made from C++ took (GIL released)."""
+    def chat(self, request_json: str, context_json: str) -> Tuple[str, Trace]:
+        """(response JSON, trace); raises a ModeluxError subclass carrying .trace."""
     def stream(self, request_json: str, context_json: str) -> ChatStream: ...
-    def embed(self, request_json: str, context_json: str) -> Tuple[str, str]:
+    def chat_async(self, request_json: str, context_json: str, notify: Callable[[], None]) -> PendingChat:
+        """Starts the request and returns at once; notify() runs on a router io thread (with
+        the GIL) when it finished."""
+    def begin(self, request_json: str, context_json: str) -> ClientSession:
+        """Bring your own client; raises NotFoundError for an unknown model or slug."""
+    def budgets_json(self) -> str: ...
+    def trace_store(self) -> Optional[TraceStore]:
+        """The router's trace store after a flush; None when tracing is off."""
+    def embed(self, request_json: str, context_json: str) -> Tuple[str, Trace]:
         """(embeddings response JSON in OpenAI's shape, trace JSON); raises a ModeluxError subclass carrying .trace."""
     def routing_slugs(self) -> List[str]: ...
     def routable_models(self) -> List[str]: ...

@@ -36,6 +36,9 @@ T unwrap(Result<T> r) {
   if (!r) throw PyError(std::move(r.error()));
   return std::move(*r);
 }
+inline void unwrap(Result<void> r) {
+  if (!r) throw PyError(std::move(r.error()));
+}
 
 /// Parses JSON text handed over by the Python layer; a bad_request PyError when it is not JSON.
 Json parse_text(std::string_view text, std::string_view what);
@@ -50,5 +53,6 @@ double cost_usd(const Catalog& c, const std::string& model, std::int64_t prompt_
 void bind_router(py::module_& m);
 void bind_simulate(py::module_& m);
 void bind_replay(py::module_& m);
+void bind_store(py::module_& m);
 
 }  // namespace modelux::python

@@ -130,4 +130,5 @@ PYBIND11_MODULE(_core, m) {
   mp::bind_router(m);
   mp::bind_simulate(m);
   mp::bind_replay(m);
+  mp::bind_store(m);
 }

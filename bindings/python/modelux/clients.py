@@ -1,0 +1,397 @@
+"""Drop-in clients shaped like the official SDKs, routing in-process (no proxy)::
+
+    client = modelux.OpenAI(config="modelux.json")       # instead of openai.OpenAI()
+    r = client.chat.completions.create(model="@production", messages=[...], max_tokens=200)
+    r.choices[0].message.content
+    r._modelux.trace                                      # the decision trace
+
+They take the SDK's arguments and return the SDK's own types (``openai.types.chat.
+ChatCompletion``, ``ChatCompletionChunk``, ``openai.types.CreateEmbeddingResponse``,
+``anthropic.types.Message``) when that SDK is installed, and attribute objects of the same
+shape otherwise. ``model`` is a catalog model or ``"@slug"``. Errors are modelux's own
+(:class:`modelux.ModeluxError` subclasses, with ``.trace``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+
+from . import ConfigSource, Router, TraceSource, _aio, _context_json, _core, _LazyTrace
+
+__all__ = ["OpenAI", "AsyncOpenAI", "Anthropic", "AsyncAnthropic", "ModeluxInfo"]
+
+# SDK arguments that shape the HTTP call, not the request body.
+_TRANSPORT_ARGS = ("extra_headers", "extra_query", "timeout")
+
+
+class ModeluxInfo:
+    """What modelux adds to a response (``response._modelux``): the decision trace and the
+    served target."""
+
+    __slots__ = ("_trace",)
+
+    def __init__(self, trace: TraceSource) -> None:
+        self._trace = _LazyTrace(trace)
+
+    @property
+    def trace(self) -> Dict[str, Any]:
+        """The DecisionTrace (a dict; decoded on first access)."""
+        return self._trace.get()
+
+    @property
+    def served_model(self) -> str:
+        return str(self.trace.get("served_model", ""))
+
+    @property
+    def served_provider(self) -> str:
+        return str(self.trace.get("served_provider", ""))
+
+    def __repr__(self) -> str:
+        return f"ModeluxInfo(served={self.served_provider}/{self.served_model})"
+
+
+class AttrObject:
+    """The SDK type's stand-in when the SDK is not installed: attribute access over the JSON
+    (nested dicts become AttrObjects, lists stay lists); ``model_dump()`` gives the dict."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.__dict__["_data"] = dict(data)
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__["_data"]
+        if name not in data:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            return None  # optional fields the SDK types default to None
+        return _wrap_value(data[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+
+    def model_dump(self, **_: Any) -> Dict[str, Any]:
+        return json.loads(json.dumps(self.__dict__["_data"]))  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"AttrObject({self.__dict__['_data']!r})"
+
+
+def _wrap_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return AttrObject(v)
+    if isinstance(v, list):
+        return [_wrap_value(x) for x in v]
+    return v
+
+
+@functools.lru_cache(maxsize=None)
+def _sdk_type(module: str, name: str) -> Any:
+    try:
+        mod = __import__(module, fromlist=[name])
+        return getattr(mod, name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _build(sdk_type: Any, body: Dict[str, Any], trace: Optional[TraceSource]) -> Any:
+    if sdk_type is not None:
+        try:
+            obj = sdk_type.model_validate(body)
+        except Exception:  # a field the SDK version does not know how to validate
+            obj = sdk_type.model_construct(**body)
+    else:
+        obj = AttrObject(body)
+    if trace is not None:
+        object.__setattr__(obj, "_modelux", ModeluxInfo(trace))
+    return obj
+
+
+def _is_given(v: Any) -> bool:
+    # openai.NOT_GIVEN / anthropic.NOT_GIVEN / omit sentinels mean "not passed".
+    return type(v).__name__ not in ("NotGiven", "Omit")
+
+
+def _split(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(request body fields, modelux call context overrides)."""
+    body: Dict[str, Any] = {}
+    extra_body: Dict[str, Any] = {}
+    for k, v in kwargs.items():
+        if not _is_given(v) or k in _TRANSPORT_ARGS:
+            continue
+        if k == "extra_body":
+            extra_body = dict(v or {})
+            continue
+        body[k] = v
+    ctx = dict(extra_body.pop("modelux", {}) or {})
+    body.update(extra_body)
+    return body, ctx
+
+
+class _Base:
+    def __init__(
+        self,
+        config: ConfigSource = None,
+        *,
+        router: Optional[Router] = None,
+        project: Optional[str] = None,
+        org: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        **router_options: Any,
+    ) -> None:
+        self.router: Router = router if router is not None else Router(config, **router_options)
+        self._defaults: Dict[str, Any] = {"project": project, "org": org, "tags": dict(tags) if tags else None}
+
+    def _context(self, body: Mapping[str, Any], ctx: Mapping[str, Any]) -> str:
+        c = dict(self._defaults)
+        user = body.get("user")
+        if isinstance(user, str):
+            c["end_user"] = user
+        metadata = body.get("metadata")
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("user_id"), str):
+            c["end_user"] = metadata["user_id"]  # anthropic's end-user field
+        c.update({k: v for k, v in ctx.items() if v is not None})
+        return _context_json(c.get("project"), c.get("end_user"), c.get("org"), c.get("tags"),
+                             c.get("request_id"), c.get("api_key_id"))
+
+    def close(self) -> None:
+        self.router.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- OpenAI ------------------------------------------------------------------------------------
+
+
+class Stream:
+    """The stream ``create(stream=True)`` returns: iterate it for ``ChatCompletionChunk``s;
+    ``close()`` (or leaving ``with``) cancels the upstream call. ``_modelux.trace`` once it
+    ended."""
+
+    def __init__(self, native: "_core.ChatStream") -> None:
+        self._native = native
+        self._chunk_type = _sdk_type("openai.types.chat", "ChatCompletionChunk")
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for text in self._native:
+                yield _build(self._chunk_type, json.loads(text), None)
+        except GeneratorExit:
+            self._native.close()
+            raise
+        except KeyboardInterrupt:
+            self._native.close()
+            raise
+
+    def __next__(self) -> Any:
+        return _build(self._chunk_type, json.loads(self._native.__next__()), None)
+
+    @property
+    def _modelux(self) -> Optional[ModeluxInfo]:
+        t = self._native.trace_json()
+        return None if t is None else ModeluxInfo(json.loads(t))
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStream:
+    """The async stream ``await create(stream=True)`` returns (``async for chunk in s``)."""
+
+    def __init__(self, stream: "_aio.AsyncChatStream") -> None:
+        self._stream = stream
+        self._chunk_type = _sdk_type("openai.types.chat", "ChatCompletionChunk")
+
+    def __aiter__(self) -> "AsyncStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        chunk = await self._stream.__anext__()
+        return _build(self._chunk_type, chunk, None)
+
+    @property
+    def _modelux(self) -> Optional[ModeluxInfo]:
+        t = self._stream.trace
+        return None if t is None else ModeluxInfo(t)
+
+    async def close(self) -> None:
+        self._stream.close()
+
+    async def __aenter__(self) -> "AsyncStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.close()
+
+
+def _chat_body(model: str, messages: Any, kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], bool]:
+    body, ctx = _split(kwargs)
+    body["model"] = model
+    body["messages"] = list(messages)
+    stream = bool(body.pop("stream", False))
+    return body, ctx, stream
+
+
+class _Completions:
+    def __init__(self, client: "OpenAI") -> None:
+        self._client = client
+
+    def create(self, *, model: str, messages: Any, **kwargs: Any) -> Any:
+        """``openai.OpenAI().chat.completions.create`` arguments; a ``ChatCompletion`` (or a
+        :class:`Stream` of ``ChatCompletionChunk`` with ``stream=True``)."""
+        body, ctx, stream = _chat_body(model, messages, kwargs)
+        native = self._client.router._native
+        c = self._client._context(body, ctx)
+        if stream:
+            return Stream(native.stream(json.dumps(body), c))
+        out, trace = native.chat(json.dumps(body), c)
+        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), trace)
+
+
+class _AsyncCompletions:
+    def __init__(self, client: "AsyncOpenAI") -> None:
+        self._client = client
+
+    async def create(self, *, model: str, messages: Any, **kwargs: Any) -> Any:
+        """``openai.AsyncOpenAI().chat.completions.create``: awaits the answer on the event
+        loop (no thread per request); with ``stream=True`` an :class:`AsyncStream`."""
+        body, ctx, stream = _chat_body(model, messages, kwargs)
+        native = self._client.router._native
+        c = self._client._context(body, ctx)
+        if stream:
+            return AsyncStream(_aio.AsyncChatStream(native.stream(json.dumps(body), c)))
+        req = json.dumps(body)
+        pending = await _aio.await_pending(lambda notify: native.chat_async(req, c, notify))
+        out, trace = pending.result()
+        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), trace)
+
+
+def _embedding_body(model: str, input: Any, kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    body, ctx = _split(kwargs)
+    body["model"] = model
+    body["input"] = input
+    body.pop("encoding_format", None)  # always float vectors in the returned objects
+    return body, ctx
+
+
+class _Embeddings:
+    def __init__(self, client: "_Base") -> None:
+        self._client = client
+
+    def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:
+        """``openai.OpenAI().embeddings.create`` arguments; a ``CreateEmbeddingResponse``."""
+        body, ctx = _embedding_body(model, input, kwargs)
+        out, trace = self._client.router._native.embed(json.dumps(body), self._client._context(body, ctx))
+        return _build(_sdk_type("openai.types", "CreateEmbeddingResponse"), json.loads(out), trace)
+
+
+class _AsyncEmbeddings(_Embeddings):
+    async def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:
+        # Embeddings run on the router's blocking path (Router::embed); a worker thread keeps
+        # the event loop free while it runs.
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: _Embeddings.create(self, input=input, model=model, **kwargs)
+        )
+
+
+class _Chat:
+    def __init__(self, completions: Any) -> None:
+        self.completions = completions
+
+
+class OpenAI(_Base):
+    """``openai.OpenAI`` look-alike that routes in-process: ``chat.completions.create`` and
+    ``embeddings.create``. ``config``: a config path, dict or None (as :class:`Router`), or
+    pass ``router=`` to share one. ``project``/``org``/``tags``: the call context of every
+    request (per call: ``extra_body={"modelux": {"project": ..., "tags": {...}}}``); the
+    ``user`` field becomes the end user."""
+
+    def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.chat = _Chat(_Completions(self))
+        self.embeddings = _Embeddings(self)
+
+
+class AsyncOpenAI(_Base):
+    """``openai.AsyncOpenAI`` look-alike: ``await client.chat.completions.create(...)``
+    completes into the event loop; cancelling the task cancels the upstream call."""
+
+    def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.chat = _Chat(_AsyncCompletions(self))
+        self.embeddings = _AsyncEmbeddings(self)
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+# ---- Anthropic ---------------------------------------------------------------------------------
+
+
+def _anthropic_request(kwargs: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
+    body, ctx = _split(kwargs)
+    if body.get("stream"):
+        raise NotImplementedError("modelux.Anthropic: stream=True is not supported yet; use Router.stream or modelux.OpenAI")
+    body.pop("stream", None)
+    unified = json.loads(_core.anthropic_request_to_openai(json.dumps(body)))
+    return json.dumps(unified), body, ctx
+
+
+def _anthropic_message(out: str, trace: "_core.Trace") -> Any:
+    native = json.loads(_core.openai_response_to_anthropic(out))
+    return _build(_sdk_type("anthropic.types", "Message"), native, trace)
+
+
+class _Messages:
+    def __init__(self, client: "Anthropic") -> None:
+        self._client = client
+
+    def create(self, **kwargs: Any) -> Any:
+        """``anthropic.Anthropic().messages.create`` arguments (``model``, ``max_tokens``,
+        ``messages``, ``system``, ``tools``...); an ``anthropic.types.Message``."""
+        req, body, ctx = _anthropic_request(kwargs)
+        out, trace = self._client.router._native.chat(req, self._client._context(body, ctx))
+        return _anthropic_message(out, trace)
+
+
+class _AsyncMessages:
+    def __init__(self, client: "AsyncAnthropic") -> None:
+        self._client = client
+
+    async def create(self, **kwargs: Any) -> Any:
+        req, body, ctx = _anthropic_request(kwargs)
+        native = self._client.router._native
+        c = self._client._context(body, ctx)
+        pending = await _aio.await_pending(lambda notify: native.chat_async(req, c, notify))
+        out, trace = pending.result()
+        return _anthropic_message(out, trace)
+
+
+class Anthropic(_Base):
+    """``anthropic.Anthropic`` look-alike: ``messages.create`` routed in-process (any target,
+    not only Anthropic's: the request and answer are converted with the proxy's
+    /v1/messages code). ``metadata={"user_id": ...}`` becomes the end user."""
+
+    def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.messages = _Messages(self)
+
+
+class AsyncAnthropic(_Base):
+    """``anthropic.AsyncAnthropic`` look-alike: ``await client.messages.create(...)``."""
+
+    def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.messages = _AsyncMessages(self)

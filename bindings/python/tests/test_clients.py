@@ -1,0 +1,132 @@
+"""Drop-in clients (docs/python.md "Drop-in clients"): modelux.OpenAI / AsyncOpenAI /
+Anthropic take the SDKs' arguments and return the SDKs' own types, routed in-process, with
+the decision trace on `response._modelux`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, Dict, List
+
+import pytest
+
+# The SDKs are test extras (pyproject.toml [test]); without them these tests are reported skipped.
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+import modelux
+
+CreateEmbeddingResponse = openai.types.CreateEmbeddingResponse
+ChatCompletion = openai.types.chat.ChatCompletion
+ChatCompletionChunk = openai.types.chat.ChatCompletionChunk
+
+from conftest import MOCK_TEXT, MockProvider
+
+MSGS: List[Dict[str, Any]] = [{"role": "user", "content": "hello"}]
+
+
+def test_openai_client_returns_the_sdk_type_with_the_trace(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"claude-haiku-4-5": {"error_status": 429}})
+    with modelux.OpenAI(config, tracing=False, project="acme") as client:
+        r = client.chat.completions.create(model="@production", messages=MSGS, max_tokens=50, temperature=0.1,
+                                           user="u-1", extra_headers={"x-ignored": "1"}, timeout=5,
+                                           extra_body={"modelux": {"tags": {"feature": "chat"}}})
+    assert isinstance(r, ChatCompletion)
+    assert r.choices[0].message.content == MOCK_TEXT
+    assert r.usage is not None and r.usage.completion_tokens > 0
+    trace = r._modelux.trace  # type: ignore[attr-defined]
+    assert trace["served_model"] == "gpt-4o-mini"
+    assert [a["outcome"] for a in trace["attempts"]] == ["rate_limited", "ok"]
+    assert trace["project"] == "acme" and trace["end_user"] == "u-1"
+    assert trace["tags"] == {"feature": "chat"}
+    # The request reached the provider with the SDK's arguments.
+    last = mock.get("/_mock/last_request?model=gpt-4o-mini")
+    assert last["max_tokens"] == 50 and last["temperature"] == 0.1
+
+
+def test_openai_client_not_given_arguments_are_left_out(mock: MockProvider, config: Dict[str, Any]) -> None:
+    with modelux.OpenAI(config, tracing=False) as client:
+        r = client.chat.completions.create(model="@fast", messages=MSGS, temperature=openai.NOT_GIVEN)
+    assert r.choices[0].message.content == MOCK_TEXT
+    assert "temperature" not in mock.get("/_mock/last_request?model=gpt-4o-mini")
+
+
+def test_openai_client_streams_chunks(mock: MockProvider, config: Dict[str, Any]) -> None:
+    with modelux.OpenAI(config, tracing=False) as client:
+        stream = client.chat.completions.create(model="@fast", messages=MSGS, stream=True)
+        chunks = list(stream)
+    assert chunks and all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert "".join((c.choices[0].delta.content or "") for c in chunks if c.choices) == MOCK_TEXT
+    assert stream._modelux is not None and stream._modelux.trace["ok"] is True
+
+
+def test_openai_client_embeddings(mock: MockProvider, config: Dict[str, Any]) -> None:
+    with modelux.OpenAI(config, tracing=False) as client:
+        e = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"], encoding_format="base64")
+    assert isinstance(e, CreateEmbeddingResponse)
+    assert len(e.data) == 2 and isinstance(e.data[0].embedding[0], float)
+    assert e._modelux.trace["served_model"] == "text-embedding-3-small"  # type: ignore[attr-defined]
+
+
+def test_openai_client_errors_are_modelux_errors(mock: MockProvider, config: Dict[str, Any]) -> None:
+    with modelux.OpenAI(config, tracing=False) as client:
+        with pytest.raises(modelux.NotFoundError):
+            client.chat.completions.create(model="@nope", messages=MSGS)
+
+
+def test_async_openai_client(mock: MockProvider, config: Dict[str, Any]) -> None:
+    async def main() -> List[Any]:
+        client = modelux.AsyncOpenAI(config, tracing=False)
+        r = await client.chat.completions.create(model="@production", messages=MSGS)
+        s = await client.chat.completions.create(model="@fast", messages=MSGS, stream=True)
+        chunks = [c async for c in s]
+        e = await client.embeddings.create(model="text-embedding-3-small", input="x")
+        await client.aclose()
+        return [r, chunks, e]
+
+    r, chunks, e = asyncio.run(main())
+    assert isinstance(r, ChatCompletion) and r.choices[0].message.content == MOCK_TEXT
+    assert r._modelux.served_model == "claude-haiku-4-5"
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert isinstance(e, CreateEmbeddingResponse)
+
+
+def test_anthropic_client_returns_a_message(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"claude-haiku-4-5": {"error_status": 500}})
+    with modelux.Anthropic(config, tracing=False) as client:
+        m = client.messages.create(model="@production", max_tokens=64, system="be brief",
+                                   messages=[{"role": "user", "content": "hello"}], metadata={"user_id": "u-9"})
+    assert isinstance(m, anthropic.types.Message)
+    assert m.content[0].type == "text" and m.content[0].text == MOCK_TEXT
+    assert m.stop_reason == "end_turn"
+    assert m._modelux.trace["served_model"] == "gpt-4o-mini"  # type: ignore[attr-defined]
+    assert m._modelux.trace["end_user"] == "u-9"  # type: ignore[attr-defined]
+    # The system prompt reached the (OpenAI-family) fallback as a system message.
+    last = mock.get("/_mock/last_request?model=gpt-4o-mini")
+    assert last["messages"][0]["role"] == "system"
+
+
+def test_async_anthropic_client(mock: MockProvider, config: Dict[str, Any]) -> None:
+    async def main() -> Any:
+        client = modelux.AsyncAnthropic(config, tracing=False)
+        return await client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=MSGS)
+
+    m = asyncio.run(main())
+    assert isinstance(m, anthropic.types.Message) and m.content[0].text == MOCK_TEXT
+
+
+def test_plain_objects_without_the_sdk(mock: MockProvider, config: Dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # openai "not installed": the client returns attribute objects of the same shape.
+    for name in list(sys.modules):
+        if name == "openai" or name.startswith("openai."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "openai", None)  # import openai -> ImportError
+    modelux.clients._sdk_type.cache_clear()  # the SDK types are looked up once per process
+    try:
+        with modelux.OpenAI(config, tracing=False) as client:
+            r = client.chat.completions.create(model="@fast", messages=MSGS)
+    finally:
+        modelux.clients._sdk_type.cache_clear()
+    assert not isinstance(r, ChatCompletion)
+    assert r.choices[0].message.content == MOCK_TEXT
+    assert r.model_dump()["object"] == "chat.completion"
+    assert r._modelux.served_model == "gpt-4o-mini"
