@@ -16,6 +16,7 @@ pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates op
       prometheus-cpp-dev)
 if [ $MINIMAL = 0 ]; then
   # tzdata: the budget windows' time-zone tests read /usr/share/zoneinfo.
+  # postgresql: the fleet tests start a real server in a temp dir (as the postgres user under root).
   pkgs+=(doctest-dev libbenchmark-dev redis-server postgresql sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
   # Node and npm for the Node SDK e2e tests: Debian's, unless a Node with npm is already there
   # (a NodeSource nodejs ships its own npm and conflicts with Debian's npm package).

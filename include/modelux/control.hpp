@@ -197,6 +197,15 @@ Result<ControlStore> open_postgres_control_store(const std::string& url, Millis 
 /// PostgreSQL for a "postgres://" or "postgresql://" URL, else SQLite at that path.
 Result<ControlStore> open_control_store(const std::string& path_or_url, Millis reconcile = Millis{2000});
 
+struct ManagedKey;  // modelux/keys.hpp
+
+/// A managed key was created or revoked: its secret-free document (ManagedKey::to_json) becomes
+/// the key's next version (action "create" / "revoke") with its audit entry ("key.create" /
+/// "key.revoke", object "key:<id>"), in one transaction. The proxy's API and the CLI both
+/// record every key change through this, so none goes unaudited.
+Result<ObjectVersion> commit_key_change(ConfigStore& store, const ManagedKey& key, bool revoked, const std::string& actor,
+                                        const std::string& from, WallTime at);
+
 // ---- diffs -------------------------------------------------------------------------------
 
 /// A structural diff from `a` to `b` as JSON Patch (RFC 6902) operations: add / remove /

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "modelux/control.hpp"
+#include "modelux/keys.hpp"
 #include "server/audit_chain.hpp"
 
 namespace modelux {
@@ -490,6 +491,19 @@ class SqliteControlStore final : public ConfigStore, public AuditLog, public Del
 };
 
 }  // namespace
+
+Result<ObjectVersion> commit_key_change(ConfigStore& store, const ManagedKey& key, bool revoked, const std::string& actor,
+                                        const std::string& from, WallTime at) {
+  ObjectVersion v{std::string(kKindKey), key.id, 0, actor, at, revoked ? "revoked" : "created", revoked ? "revoke" : "create", key.to_json(), {}};
+  AuditEntry a;
+  a.at = at;
+  a.actor = actor;
+  a.from = from;
+  a.action = revoked ? "key.revoke" : "key.create";
+  a.object = "key:" + key.id;
+  a.detail = key.name;
+  return store.commit(std::move(v), std::nullopt, std::move(a));
+}
 
 Result<ControlStore> open_sqlite_control_store(const std::string& path) {
   auto s = SqliteControlStore::open(path);
