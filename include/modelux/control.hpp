@@ -132,9 +132,10 @@ class ConfigStore {
   /// Changes whenever the store changes, from this process or another one. Cheap.
   virtual std::uint64_t change_counter() = 0;
   /// Backends that hear of other instances' writes (PostgreSQL: LISTEN/NOTIFY and a periodic
-  /// counter check) call `on_change` soon after any write, on their own thread; it must not
-  /// block. Returns a handle for unwatch(); 0 = this backend never calls (SQLite: poll
-  /// change_counter()).
+  /// counter check) call `on_change` soon after any write, on their own thread (or the
+  /// writer's, for this process's writes); it must not block. Returns a handle for unwatch(),
+  /// after which `on_change` is not running and never runs again; 0 = this backend never calls
+  /// (SQLite: poll change_counter()).
   virtual std::uint64_t watch(std::function<void()> on_change) {
     (void)on_change;
     return 0;

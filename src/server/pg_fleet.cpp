@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "modelux/scrub.hpp"
@@ -172,12 +173,10 @@ void PgHub::set_reconcile(Millis every) {
 
 void PgHub::bump() {
   counter_.fetch_add(1, std::memory_order_acq_rel);
-  std::vector<std::function<void()>> cbs;
-  {
-    std::lock_guard lk(subs_mu_);
-    for (const auto& [id, cb] : subs_) cbs.push_back(cb);
-  }
-  for (const auto& cb : cbs) cb();
+  // Called under the lock: once unsubscribe() returns, its callback is not running and never
+  // runs again (its owner may be destroyed next). Callbacks are short and never subscribe.
+  std::lock_guard lk(subs_mu_);
+  for (const auto& [id, cb] : subs_) cb();
 }
 
 std::uint64_t PgHub::subscribe(std::function<void()> cb) {
@@ -196,6 +195,22 @@ bool PgHub::wait_readable(int fd, int timeout_ms) {
   pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {fd, POLLIN, 0}};
   int n = ::poll(fds, fd >= 0 ? 2 : 1, timeout_ms);
   return n > 0 && fd >= 0 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
+}
+
+bool PgHub::drain_notifications(PGconn* c) {
+  bool heard = false;
+  while (PGnotify* n = PQnotifies(c)) {
+    heard = true;
+    // The payload is the counter's value after that write: the periodic check then finds
+    // nothing to heal for it (commits bump the row in commit order, so it only grows).
+    if (n->extra && *n->extra) {
+      char* end = nullptr;
+      long long v = std::strtoll(n->extra, &end, 10);
+      if (end && *end == '\0' && v > last_row_) last_row_ = v;
+    }
+    PQfreemem(n);
+  }
+  return heard;
 }
 
 // The periodic heal: the counter row moved without a notification reaching us (or `force`,
@@ -242,23 +257,13 @@ void PgHub::run() {
     bool alive = true;
     if (readable) {
       if (PQconsumeInput(conn.raw()) == 0) alive = false;
-      bool heard = false;
-      while (PGnotify* n = PQnotifies(conn.raw())) {
-        heard = true;
-        PQfreemem(n);
-      }
-      if (heard) bump();
+      if (drain_notifications(conn.raw())) bump();
       if (PQstatus(conn.raw()) != CONNECTION_OK) alive = false;
     }
     if (alive && std::chrono::steady_clock::now() >= next_check) {
       alive = check_counter(conn, false);
       // Notifications read off the socket during the check: the socket will not wake us for them.
-      bool heard = false;
-      while (PGnotify* n = alive ? PQnotifies(conn.raw()) : nullptr) {
-        heard = true;
-        PQfreemem(n);
-      }
-      if (heard) bump();
+      if (alive && drain_notifications(conn.raw())) bump();
       next_check = std::chrono::steady_clock::now() + Millis{reconcile_ms_.load()};
     }
     if (!alive) {

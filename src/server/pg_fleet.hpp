@@ -114,7 +114,9 @@ class PgHub {
   std::uint64_t counter() const noexcept { return counter_.load(std::memory_order_acquire); }
   /// This process wrote: bump at once (its own listener hears the NOTIFY a moment later too).
   void bump();
-  /// `cb` is called on the listener thread after each change. Returns a handle for unsubscribe.
+  /// `cb` is called after each change (on the listener thread, or on the writer's thread for
+  /// this process's own writes); it must be short and must not (un)subscribe. Returns a handle
+  /// for unsubscribe(), after which `cb` is never running.
   std::uint64_t subscribe(std::function<void()> cb);
   void unsubscribe(std::uint64_t id);
   /// Shortens or lengthens the counter check (the smallest asked for wins).
@@ -128,6 +130,8 @@ class PgHub {
   explicit PgHub(std::string url, Millis reconcile);
   void run();
   bool check_counter(PgConn& c, bool force);
+  /// Drains the notifications libpq has read; true when there was one.
+  bool drain_notifications(PGconn* c);
   bool wait_readable(int fd, int timeout_ms);
 
   std::string url_;
@@ -144,8 +148,10 @@ class PgHub {
   std::thread thread_;
 };
 
-/// The SQL every write runs inside its transaction: bump the shared counter and NOTIFY.
-inline constexpr const char* kSignalChange = "UPDATE modelux_changes SET n = n + 1 WHERE id = 1; NOTIFY modelux_control";
+/// The SQL every write runs inside its transaction: bump the shared counter and NOTIFY with its
+/// new value (so a listener that heard it knows the counter check has nothing to heal).
+inline constexpr const char* kSignalChange =
+    "WITH c AS (UPDATE modelux_changes SET n = n + 1 WHERE id = 1 RETURNING n) SELECT pg_notify('modelux_control', n::text) FROM c";
 
 /// Creates the shared bookkeeping tables once per database (serialised by an advisory lock so
 /// that several instances starting together do not race on CREATE TABLE).
