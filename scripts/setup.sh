@@ -12,11 +12,12 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates openssl
-      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libcli11-dev
+      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libpq-dev libcli11-dev
       prometheus-cpp-dev)
 if [ $MINIMAL = 0 ]; then
   # tzdata: the budget windows' time-zone tests read /usr/share/zoneinfo.
-  pkgs+=(doctest-dev libbenchmark-dev redis-server sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
+  # postgresql: the fleet tests start a real server in a temp dir (as the postgres user under root).
+  pkgs+=(doctest-dev libbenchmark-dev redis-server postgresql sqlite3 tzdata python3 python3-venv python3-dev clang-19 libclang-rt-19-dev)
   # Node and npm for the Node SDK e2e tests: Debian's, unless a Node with npm is already there
   # (a NodeSource nodejs ships its own npm and conflicts with Debian's npm package).
   command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

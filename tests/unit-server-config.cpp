@@ -103,3 +103,20 @@ TEST_CASE("ServerConfig: keep_responses has defaults, can be set and names its f
     CHECK(r.error().path == path);
   }
 }
+
+TEST_CASE("ServerConfig: control.postgres_url puts a fleet's control store and managed keys in PostgreSQL") {
+  const std::string url = "postgres://modelux:secret@db:5432/modelux";
+  auto s = ServerConfig::from_json(Json{{"control", {{"postgres_url", url}, {"db", "/var/lib/c.db"}}}});
+  REQUIRE(s);
+  Config c;
+  c.tracing = Json{{"path", "/var/lib/modelux/traces.db"}};
+  CHECK(ServerConfig::control_db_path(c, *s) == url);  // it wins over db
+  CHECK(ServerConfig::keys_db_path(c, *s) == url);     // keys are shared too
+  s->keys_db = "/etc/k.db";
+  CHECK(ServerConfig::keys_db_path(c, *s) == "/etc/k.db");  // unless they are named apart
+  for (const Json& bad : {Json("db.internal:5432"), Json(5), Json("mysql://x")}) {
+    auto r = ServerConfig::from_json(Json{{"control", {{"postgres_url", bad}}}});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().path == "$.server.control.postgres_url");
+  }
+}

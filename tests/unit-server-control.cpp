@@ -11,6 +11,7 @@
 #include "modelux/config.hpp"
 #include "modelux/router.hpp"
 #include "server/control_plane.hpp"
+#include "support/control_store_contract.hpp"
 
 using namespace modelux;
 
@@ -22,40 +23,6 @@ std::string temp_db(const char* name) {
   std::filesystem::remove(p.string() + "-wal");
   std::filesystem::remove(p.string() + "-shm");
   return p.string();
-}
-
-WallTime at_s(std::int64_t s) { return WallTime{std::chrono::seconds{s}}; }
-
-ObjectVersion cfg_version(std::string name, Json doc, std::int64_t t = 1000) {
-  ObjectVersion v;
-  v.kind = std::string(kKindConfig);
-  v.name = std::move(name);
-  v.author = "alice";
-  v.at = at_s(t);
-  v.message = "m";
-  v.document = std::move(doc);
-  return v;
-}
-
-AuditEntry entry(std::string action, std::string object, std::int64_t t = 1000, std::string actor = "alice") {
-  AuditEntry a;
-  a.at = at_s(t);
-  a.actor = std::move(actor);
-  a.from = "127.0.0.1";
-  a.action = std::move(action);
-  a.object = std::move(object);
-  return a;
-}
-
-void exec(const std::string& path, const char* sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-  std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
 }
 
 // Applies JSON Patch ops (add / remove / replace) the way RFC 6902 says, to check json_diff.
@@ -80,170 +47,50 @@ Json apply_patch(Json doc, const Json& ops) {
 
 }  // namespace
 
+// The backend contract (tests/support/control_store_contract.hpp), on SQLite; the same
+// checks run on PostgreSQL in unit-server-control-pg.cpp.
+
 TEST_CASE("ConfigStore: versions are numbered per object and a stale expected version is a conflict") {
   auto s = open_sqlite_control_store(":memory:");
   REQUIRE(s);
-  ConfigStore& cs = *s->configs;
-  auto v1 = cs.commit(cfg_version("prod", Json{{"model", "a"}}), 0, entry("config.update", "config:prod"));
-  REQUIRE(v1);
-  CHECK(v1->version == 1);
-  CHECK(v1->hash == document_hash(Json{{"model", "a"}}));
-  auto again = cs.commit(cfg_version("prod", Json{{"model", "b"}}), 0, entry("config.update", "config:prod"));
-  REQUIRE_FALSE(again);
-  CHECK(again.error().code == kVersionConflict);
-  auto v2 = cs.commit(cfg_version("prod", Json{{"model", "b"}}), 1, entry("config.update", "config:prod"));
-  REQUIRE(v2);
-  CHECK(v2->version == 2);
-  auto stale = cs.commit(cfg_version("prod", Json{{"model", "c"}}), 1, entry("config.update", "config:prod"));
-  REQUIRE_FALSE(stale);
-  CHECK(stale.error().code == kVersionConflict);
-  CHECK(cs.commit(cfg_version("other", Json{{"model", "x"}}), std::nullopt, entry("config.update", "config:other"))->version == 1);
-  auto hist = cs.history(kKindConfig, "prod", 10);
-  REQUIRE(hist);
-  REQUIRE(hist->size() == 2);
-  CHECK((*hist)[0].document == Json{{"model", "b"}});
-  auto heads = cs.heads(kKindConfig);
-  REQUIRE(heads);
-  CHECK(heads->size() == 2);
-  // The refused commits wrote no audit entry either (one transaction).
-  auto rows = s->audit->query(AuditQuery{});
-  REQUIRE(rows);
-  CHECK(rows->size() == 3);
-  CHECK((*rows)[1].before_hash == v1->hash);
-  CHECK((*rows)[1].after_hash == v2->hash);
+  test::contract_versions_and_conflicts(*s);
 }
 
 TEST_CASE("ConfigStore: a deletion is a version and the object can be created again") {
   auto s = open_sqlite_control_store(":memory:");
   REQUIRE(s);
-  ConfigStore& cs = *s->configs;
-  REQUIRE(cs.commit(cfg_version("w", Json{{"url", "x"}}), 0, entry("webhook.create", "webhook:w")));
-  auto del = cfg_version("w", Json());
-  REQUIRE(cs.commit(del, 1, entry("webhook.remove", "webhook:w")));
-  CHECK(cs.heads(kKindConfig)->empty());
-  auto head = cs.head(kKindConfig, "w");
-  REQUIRE(head);
-  CHECK((*head)->deleted());
-  CHECK(cs.commit(cfg_version("w", Json{{"url", "y"}}), 0, entry("webhook.create", "webhook:w"))->version == 3);
+  test::contract_deletion(*s);
 }
 
 TEST_CASE("AuditLog: queries by time, actor, object prefix and cursor") {
   auto s = open_sqlite_control_store(":memory:");
   REQUIRE(s);
-  AuditLog& log = *s->audit;
-  REQUIRE(log.append(entry("config.update", "config:a", 100, "alice")));
-  REQUIRE(log.append(entry("key.create", "key:k1", 200, "bob")));
-  REQUIRE(log.append(entry("config.rollback", "config:b", 300, "alice")));
-  AuditQuery q;
-  q.since = at_s(150);
-  CHECK(log.query(q)->size() == 2);
-  q.until = at_s(250);
-  CHECK(log.query(q)->size() == 1);
-  AuditQuery by_actor;
-  by_actor.actor = "alice";
-  CHECK(log.query(by_actor)->size() == 2);
-  AuditQuery by_kind;
-  by_kind.object = "config:";
-  CHECK(log.query(by_kind)->size() == 2);
-  AuditQuery exact;
-  exact.object = "config:b";
-  CHECK(log.query(exact)->front().action == "config.rollback");
-  AuditQuery cursor;
-  cursor.after_seq = 2;
-  CHECK(log.query(cursor)->front().seq == 3);
-  auto v = log.verify();
-  REQUIRE(v);
-  CHECK(v->ok);
-  CHECK(v->checked == 3);
+  test::contract_audit_queries(*s);
 }
 
 TEST_CASE("AuditLog: verify detects an edited, a deleted and a truncated entry in the file") {
   const std::string path = temp_db("audit");
-  {
+  auto open = [&] {
     auto s = open_sqlite_control_store(path);
     REQUIRE(s);
-    for (int i = 0; i < 5; ++i) REQUIRE(s->audit->append(entry("config.update", "config:p", 100 + i)));
-    CHECK(s->audit->verify()->ok);
-  }
-  auto verify = [&] {
-    auto s = open_sqlite_control_store(path);
-    REQUIRE(s);
-    auto v = s->audit->verify();
-    REQUIRE(v);
-    return *v;
+    return *s;
   };
-  // The triggers refuse edits through SQL; a tamperer drops them first.
-  {
+  auto run = [&](const std::string& sql) {
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "UPDATE audit SET actor = 'mallory' WHERE seq = 2", nullptr, nullptr, nullptr) != SQLITE_OK);
+    bool ok = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK;
     sqlite3_close(db);
-  }
-  exec(path, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;");
-  SUBCASE("edited") {
-    exec(path, "UPDATE audit SET detail = 'nothing to see' WHERE seq = 3");
-    auto v = verify();
-    CHECK_FALSE(v.ok);
-    CHECK(v.first_bad_seq == 3);
-    CHECK(v.problem.find("edited") != std::string::npos);
-  }
-  SUBCASE("edited with its hash recomputed breaks the next link") {
-    // Recomputing entry 3's own hash is not enough: entry 4 names the old one.
-    auto s = open_sqlite_control_store(path);
-    auto rows = s->audit->query(AuditQuery{});
-    AuditEntry e = (*rows)[2];
-    e.actor = "mallory";
-    std::string h = audit_entry_hash(e);
-    s = fail(ErrorKind::internal, "closed");  // close the store (opening it recreates the triggers)
-    exec(path, ("DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory', hash = '" + h + "' WHERE seq = 3").c_str());
-    auto v = verify();
-    CHECK_FALSE(v.ok);
-    CHECK(v.first_bad_seq == 4);
-  }
-  SUBCASE("deleted") {
-    exec(path, "DELETE FROM audit WHERE seq = 2");
-    auto v = verify();
-    CHECK_FALSE(v.ok);
-    CHECK(v.first_bad_seq == 2);
-    CHECK(v.problem.find("missing") != std::string::npos);
-  }
-  SUBCASE("the newest deleted") {
-    exec(path, "DELETE FROM audit WHERE seq = 5");
-    auto v = verify();
-    CHECK_FALSE(v.ok);
-    CHECK(v.problem.find("entry 5") != std::string::npos);
-  }
+    return ok;
+  };
+  // The triggers are recreated on every open: a tamperer drops them first.
+  test::contract_audit_tamper(open, run, "audit", "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete");
   std::filesystem::remove(path);
 }
 
 TEST_CASE("DeliveryLog: due deliveries, updates and secrets") {
   auto s = open_sqlite_control_store(":memory:");
   REQUIRE(s);
-  DeliveryLog& d = *s->deliveries;
-  REQUIRE(d.set_webhook_secret("wh_1", "whsec_AAAA"));
-  CHECK(*d.webhook_secret("wh_1") == "whsec_AAAA");
-  WebhookDelivery a;
-  a.id = "msg_a";
-  a.webhook_id = "wh_1";
-  a.event = "config.changed";
-  a.payload = "{}";
-  a.created = at_s(100);
-  a.next_attempt = at_s(100);
-  REQUIRE(d.insert_delivery(a));
-  WebhookDelivery b = a;
-  b.id = "msg_b";
-  b.next_attempt = at_s(500);
-  REQUIRE(d.insert_delivery(b));
-  CHECK(d.due_deliveries(at_s(200), 10)->size() == 1);
-  a.status = "delivered";
-  a.attempts = 1;
-  a.delivered = at_s(150);
-  REQUIRE(d.update_delivery(a));
-  CHECK(d.due_deliveries(at_s(600), 10)->front().id == "msg_b");
-  auto got = d.delivery("msg_a");
-  REQUIRE(got);
-  CHECK((*got)->status == "delivered");
-  CHECK(d.deliveries("wh_1", 10)->size() == 2);
+  test::contract_deliveries(*s);
 }
 
 TEST_CASE("json_diff: the ops turn the old document into the new one") {

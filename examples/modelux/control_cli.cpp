@@ -102,7 +102,7 @@ Result<ControlStore> open_store(const Target& t) {
                   "$.server.control.db");
   }
   if (path.empty()) return fail(ErrorKind::invalid_config, "give --url URL (REST), or --db FILE / --config FILE (the store file)");
-  return open_sqlite_control_store(path);
+  return open_control_store(path);
 }
 
 AuditEntry cli_audit(std::string action, std::string object, std::string detail) {

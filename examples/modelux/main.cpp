@@ -12,6 +12,7 @@
 #include "cli.hpp"
 #include "control_commands.hpp"
 #include "modelux/config.hpp"
+#include "modelux/control.hpp"
 #include "modelux/keys.hpp"
 #include "modelux/router.hpp"
 #include "modelux/server.hpp"
@@ -176,7 +177,7 @@ int check_config(const std::string& file) {
 }
 
 struct KeysArgs {
-  std::string db, config;
+  std::string db, config, control_db;
   // create
   std::string project, org, name, role = "project", expires;
   std::vector<std::string> models, configs;
@@ -205,10 +206,50 @@ Result<std::shared_ptr<KeyStore>> open_key_store(const KeysArgs& a) {
   return KeyStore::open(path);
 }
 
+// Every key change is a version and an audit entry in the control store, as through the API:
+// --control-db, else the one --config names, else the store beside --db (control.db next to
+// the keys file, or the same PostgreSQL database).
+Result<ControlStore> open_key_audit_store(const KeysArgs& a) {
+  std::string path = a.control_db;
+  if (path.empty() && !a.config.empty()) {
+    auto cfg = Config::load_file(a.config);
+    if (!cfg) return fail(cfg.error());
+    auto sc = ServerConfig::from_json(cfg->server);
+    if (!sc) return fail(sc.error());
+    path = ServerConfig::control_db_path(*cfg, *sc);
+  } else if (path.empty() && !a.db.empty()) {
+    auto slash = a.db.rfind('/');
+    path = a.db.starts_with("postgres://") || a.db.starts_with("postgresql://") ? a.db
+           : slash == std::string::npos                                            ? std::string("control.db")
+                                                                                   : a.db.substr(0, slash + 1) + "control.db";
+  }
+  if (path.empty())
+    return fail(ErrorKind::invalid_config,
+                "this config keeps the control store in memory, so the key change could not be audited (set server.control.db, or "
+                "give --control-db FILE)",
+                "$.server.control.db");
+  return open_control_store(path);
+}
+
+int record_key_change(const char* cmd, ControlStore& audit, const ManagedKey& k, bool revoked) {
+  const char* user = std::getenv("USER");
+  auto r = commit_key_change(*audit.configs, k, revoked, std::string("cli:") + (user ? user : "unknown"), "cli", std::chrono::system_clock::now());
+  if (!r) {
+    std::fprintf(stderr, "modelux keys %s: the key changed but its audit entry failed: %s\n", cmd, r.error().describe().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int keys_create(const KeysArgs& a) {
   auto store = open_key_store(a);
   if (!store) {
     std::fprintf(stderr, "modelux keys create: %s\n", store.error().describe().c_str());
+    return 1;
+  }
+  auto audit = open_key_audit_store(a);
+  if (!audit) {
+    std::fprintf(stderr, "modelux keys create: %s\n", audit.error().describe().c_str());
     return 1;
   }
   ManagedKey k;
@@ -238,6 +279,7 @@ int keys_create(const KeysArgs& a) {
     std::fprintf(stderr, "modelux keys create: %s\n", created.error().describe().c_str());
     return 1;
   }
+  if (int rc = record_key_change("create", *audit, created->key, false); rc != 0) return rc;
   if (a.json) {
     Json j = created->key.to_json();
     j["key"] = created->secret;
@@ -288,6 +330,11 @@ int keys_revoke(const KeysArgs& a) {
     std::fprintf(stderr, "modelux keys revoke: %s\n", store.error().describe().c_str());
     return 1;
   }
+  auto audit = open_key_audit_store(a);
+  if (!audit) {
+    std::fprintf(stderr, "modelux keys revoke: %s\n", audit.error().describe().c_str());
+    return 1;
+  }
   auto r = (*store)->revoke(a.id, std::chrono::system_clock::now());
   if (!r) {
     std::fprintf(stderr, "modelux keys revoke: %s\n", r.error().describe().c_str());
@@ -297,6 +344,10 @@ int keys_revoke(const KeysArgs& a) {
     std::fprintf(stderr, "modelux keys revoke: no active key '%s'\n", a.id.c_str());
     return 1;
   }
+  if (auto rows = (*store)->list())
+    for (const auto& k : *rows)
+      if (k.id == a.id)
+        if (int rc = record_key_change("revoke", *audit, k, true); rc != 0) return rc;
   std::printf("revoked %s\n", a.id.c_str());
   return 0;
 }
@@ -360,9 +411,12 @@ int main(int argc, char** argv) {
   auto* keys = app.add_subcommand("keys", "managed modelux API keys (create, list, revoke) in the key store");
   keys->require_subcommand(1);
   auto key_store_opts = [&](CLI::App* sub) {
-    sub->add_option("--db", keys_args.db, "key store file (SQLite)");
+    sub->add_option("--db", keys_args.db, "key store file (SQLite) or postgres:// URL");
     sub->add_option("--config", keys_args.config, "config file: use its server.keys_db")->check(CLI::ExistingFile);
     sub->add_flag("--json", keys_args.json, "JSON output");
+    sub->add_option("--control-db", keys_args.control_db,
+                    "where creates and revokes are recorded as versions and audit entries (default: the config's control store, or "
+                    "control.db beside --db)");
   };
   auto* keys_create_cmd = keys->add_subcommand("create", "create a key; prints its secret once");
   key_store_opts(keys_create_cmd);

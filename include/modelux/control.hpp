@@ -2,7 +2,8 @@
 // store of routing configs, budgets, managed keys and webhooks; the tamper-evident audit log;
 // the webhook delivery log; structural diffs; Standard Webhooks signatures.
 //
-// Three small interfaces, one backend each today (SQLite, `open_sqlite_control_store`):
+// Three small interfaces, two backends: SQLite (`open_sqlite_control_store`, one machine) and
+// PostgreSQL (`open_postgres_control_store`, a fleet of interchangeable instances):
 //  - ConfigStore: immutable versions per (kind, name). A write names the version it expects to
 //    replace (optimistic concurrency) and carries its audit entry: both commit in ONE
 //    transaction, so there is never a version without its audit row or the reverse.
@@ -10,16 +11,17 @@
 //    verify() walks the chain and names the first row that was edited, inserted or deleted.
 //  - DeliveryLog: webhook secrets and deliveries (pending / delivered / failed) with their
 //    retry schedule.
-// A PostgreSQL backend implements the same three interfaces (docs/control-plane.md says
-// what each method must guarantee).
+// Both implement the same contract (docs/control-plane.md says what each method must
+// guarantee; tests/support/control_store_contract.hpp checks it on both).
 //
-// Threading: every store object is thread-safe (the SQLite backend holds one connection behind
-// a mutex). Calls do disk I/O: never call them on an io thread (the proxy runs them on its
+// Threading: every store object is thread-safe (each backend holds one connection behind a
+// mutex). Calls do disk I/O: never call them on an io thread (the proxy runs them on its
 // worker pool or on the control plane's own thread). Another process (the CLI) may write the
 // same file; change_counter() tells a reader cheaply that it did.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -129,6 +131,16 @@ class ConfigStore {
   virtual Result<void> set_meta(std::string_view key, std::string_view value) = 0;
   /// Changes whenever the store changes, from this process or another one. Cheap.
   virtual std::uint64_t change_counter() = 0;
+  /// Backends that hear of other instances' writes (PostgreSQL: LISTEN/NOTIFY and a periodic
+  /// counter check) call `on_change` soon after any write, on their own thread (or the
+  /// writer's, for this process's writes); it must not block. Returns a handle for unwatch(),
+  /// after which `on_change` is not running and never runs again; 0 = this backend never calls
+  /// (SQLite: poll change_counter()).
+  virtual std::uint64_t watch(std::function<void()> on_change) {
+    (void)on_change;
+    return 0;
+  }
+  virtual void unwatch(std::uint64_t id) { (void)id; }
 };
 
 /// A webhook delivery: one event to one endpoint, with its retry state.
@@ -176,6 +188,24 @@ struct ControlStore {
 
 /// Opens (creating) the SQLite control store; "" or ":memory:" = in memory.
 Result<ControlStore> open_sqlite_control_store(const std::string& path);
+/// Opens the PostgreSQL control store at `url` ("postgres://user:pass@host:5432/db", any libpq
+/// URI or "host=… dbname=…" string), creating its tables on first use. Every instance opened
+/// on the same database shares versions, audit log, webhooks and deliveries; a write by any of
+/// them reaches the others' watch() callbacks through LISTEN/NOTIFY, and `reconcile` is how
+/// often a missed notification is healed (a counter row compared). Error (kind io) when the
+/// database cannot be reached.
+Result<ControlStore> open_postgres_control_store(const std::string& url, Millis reconcile = Millis{2000});
+/// PostgreSQL for a "postgres://" or "postgresql://" URL, else SQLite at that path.
+Result<ControlStore> open_control_store(const std::string& path_or_url, Millis reconcile = Millis{2000});
+
+struct ManagedKey;  // modelux/keys.hpp
+
+/// A managed key was created or revoked: its secret-free document (ManagedKey::to_json) becomes
+/// the key's next version (action "create" / "revoke") with its audit entry ("key.create" /
+/// "key.revoke", object "key:<id>"), in one transaction. The proxy's API and the CLI both
+/// record every key change through this, so none goes unaudited.
+Result<ObjectVersion> commit_key_change(ConfigStore& store, const ManagedKey& key, bool revoked, const std::string& actor,
+                                        const std::string& from, WallTime at);
 
 // ---- diffs -------------------------------------------------------------------------------
 

@@ -6,8 +6,13 @@
 // hash the presented key and find it by hash (the comparison of the hashes is constant-time),
 // so the store never holds anything that authenticates.
 //
-// Threading: KeyStore is thread-safe (one SQLite connection behind a mutex). Another process
-// (the CLI) may write the same file; change_counter() tells a reader cheaply that it did.
+// Two engines behind one KeyStore: a SQLite file (one machine), or PostgreSQL for a fleet
+// (open() with a "postgres://" URL): every instance on that database shares the keys, and a
+// create or revoke on one reaches the others through LISTEN/NOTIFY (docs/control-plane.md).
+//
+// Threading: KeyStore is thread-safe (one connection behind a mutex). Another process (the
+// CLI, another instance) may write the same store; change_counter() tells a reader cheaply
+// that it did.
 #pragma once
 
 #include <memory>
@@ -66,7 +71,8 @@ Result<WallTime> parse_key_expiry(std::string_view s, WallTime now);
 
 class KeyStore {
  public:
-  /// Opens (creating) the store; "" or ":memory:" = in memory (keys live until exit).
+  /// Opens (creating) the store; "" or ":memory:" = in memory (keys live until exit); a
+  /// "postgres://" or "postgresql://" URL = the fleet's shared PostgreSQL store.
   static Result<std::shared_ptr<KeyStore>> open(const std::string& path);
   ~KeyStore();
   KeyStore(const KeyStore&) = delete;
@@ -85,7 +91,8 @@ class KeyStore {
   /// The keys that can authenticate at `now`, each with its secret's hash.
   Result<std::vector<std::pair<std::string, ManagedKey>>> active(WallTime now);
   /// Changes whenever the store changes, from this process or another one (SQLite's
-  /// data_version plus this connection's own writes). Cheap: one pragma.
+  /// data_version plus this connection's own writes: one pragma; PostgreSQL: an atomic the
+  /// listener thread bumps, no query).
   std::uint64_t change_counter();
   const std::string& path() const noexcept;
 

@@ -60,7 +60,14 @@ struct ControlConfig {
   /// SQLite file of the control store. Unset: "control.db" next to tracing.path when that is a
   /// file, else in memory (versions then last until exit and the file seeds every start).
   std::string db;
-  std::int64_t reconcile_ms = 1000;             ///< how often writes by another process are picked up
+  /// A fleet: the PostgreSQL database ("postgres://user:pass@host:5432/db", `${ENV}` welcome)
+  /// that every instance shares for configs and versions, the audit log, webhooks and managed
+  /// keys (unless server.keys_db names another store). Overrides `db`. A change on any instance
+  /// is live on every other within a second (LISTEN/NOTIFY; docs/control-plane.md "Fleet").
+  std::string postgres_url;
+  /// How often writes by another process are picked up; with PostgreSQL, how often the shared
+  /// change counter is compared (the heal for a missed notification).
+  std::int64_t reconcile_ms = 1000;
   std::int64_t webhook_retry_base_ms = 5000;    ///< first retry delay; doubles per attempt (max 6 h)
   std::int64_t webhook_give_up_ms = 86'400'000; ///< a delivery is abandoned a day after its event
   std::int64_t webhook_timeout_ms = 10'000;     ///< per delivery attempt
@@ -79,7 +86,8 @@ struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
   std::vector<ApiKeyConfig> api_keys;   ///< empty (and no managed keys) = no auth, loopback only
-  /// SQLite file of managed keys (POST /v1/keys, `modelux keys`). Unset: "keys.db" next to
+  /// SQLite file (or a postgres:// URL) of managed keys (POST /v1/keys, `modelux keys`). Unset:
+  /// control.postgres_url when set (a fleet shares its keys), else "keys.db" next to
   /// tracing.path when that is a file, else in memory (managed keys then last until exit).
   std::string keys_db;
   /// Budget alerts are logged (a structured `budget.alert` line on stderr) and, when set,
@@ -100,7 +108,7 @@ struct ServerConfig {
 
   /// Parses `Config::server`; every fault names its JSON path ("$.server.port").
   static Result<ServerConfig> from_json(const Json& section);
-  /// Where managed keys live for `config` (see keys_db); "" = in memory.
+  /// Where managed keys live for `config` (see keys_db): a file, a postgres:// URL, or "" = in memory.
   static std::string keys_db_path(const Config& config, const ServerConfig& server);
   /// Where the proxy keeps budget spend when `budget_backend` names no store: `budgets.db` next
   /// to tracing.path (like keys.db); "" when the config has no budgets, names a store
@@ -109,7 +117,8 @@ struct ServerConfig {
   static std::string default_budgets_db_path(const Config& config);
   /// Where kept responses live for `config` (see KeepConfig::path); "" = in memory.
   static std::string kept_db_path(const Config& config, const ServerConfig& server);
-  /// Where the control store lives for `config` (see ControlConfig::db); "" = in memory.
+  /// Where the control store lives for `config` (ControlConfig::postgres_url, else
+  /// ControlConfig::db): a file, a postgres:// URL, or "" = in memory.
   static std::string control_db_path(const Config& config, const ServerConfig& server);
 };
 

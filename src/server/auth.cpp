@@ -48,7 +48,13 @@ void KeyRegistry::reload() {
   std::lock_guard lk(reload_mu_);
   std::uint64_t v = store_->change_counter();
   auto rows = store_->active(clock_.wall_now());
-  if (!rows) return;  // keep the last good snapshot; a transient lock must not open or close every key
+  if (!rows) {
+    // Keep the last good snapshot: a transient lock, or PostgreSQL down, must not open or close
+    // every key. Requests try again at most once a second, so a store that is down does not
+    // cost every request a failed connect.
+    retry_after_.store(clock_.now().time_since_epoch().count() + std::chrono::duration_cast<Instant::duration>(Millis{1000}).count());
+    return;
+  }
   auto map = std::make_shared<Map>();
   for (auto& [hash, k] : *rows) {
     auto id = std::make_shared<KeyIdentity>();
@@ -67,7 +73,7 @@ void KeyRegistry::reload() {
 }
 
 std::shared_ptr<const KeyRegistry::Map> KeyRegistry::managed_snapshot() {
-  if (store_ && store_->change_counter() != seen_version_.load()) reload();
+  if (store_ && store_->change_counter() != seen_version_.load() && clock_.now().time_since_epoch().count() >= retry_after_.load()) reload();
   return managed_.load();
 }
 

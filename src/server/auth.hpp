@@ -79,6 +79,7 @@ class KeyRegistry {
   std::shared_ptr<KeyStore> store_;
   std::mutex reload_mu_;
   std::atomic<std::uint64_t> seen_version_{~0ULL};
+  std::atomic<Instant::rep> retry_after_{0};  ///< after a failed reload, requests wait until then to try again
   std::atomic<std::shared_ptr<const Map>> managed_{std::make_shared<const Map>()};
   std::mutex usage_mu_;
   std::unordered_map<std::string, std::shared_ptr<KeyUsage>> usage_;

@@ -120,7 +120,7 @@ ControlPlane::ControlPlane(ControlOptions o, ControlStore s) : opts_(std::move(o
 ControlPlane::~ControlPlane() { stop(); }
 
 Result<std::unique_ptr<ControlPlane>> ControlPlane::open(ControlOptions options) {
-  auto s = open_sqlite_control_store(options.path);
+  auto s = open_control_store(options.path, options.reconcile);
   if (!s) return fail(s.error());
   // Webhook secrets are secrets: every output of the process scrubs them.
   auto secrets = s->deliveries->all_webhook_secrets();
@@ -146,8 +146,17 @@ Result<void> ControlPlane::seed(Config& cfg, bool reseed, const Actor& actor) {
     bool absent = !*head || (*head)->deleted();
     if (absent || (reseed && (*head)->document != doc)) {
       ObjectVersion v{std::string(kKindConfig), slug, 0, actor.name, now, "from the config file", action, doc, {}};
-      auto c = configs().commit(std::move(v), std::nullopt, audit_of(actor, "config." + action, "config:" + slug, "from the config file", now));
-      if (!c) return fail(c.error());
+      // Expecting the head we read: instances of a fleet starting together seed a slug once;
+      // the ones that lose take the winner's version.
+      std::int64_t seen = *head ? (*head)->version : 0;
+      auto c = configs().commit(std::move(v), seen, audit_of(actor, "config." + action, "config:" + slug, "from the config file", now));
+      if (!c && c.error().code == kVersionConflict) {
+        auto again = configs().head(kKindConfig, slug);
+        if (!again) return fail(again.error());
+        if (*again && !(*again)->deleted()) doc = (*again)->document;
+      } else if (!c) {
+        return fail(c.error());
+      }
     } else {
       doc = (*head)->document;
     }
@@ -194,6 +203,15 @@ Result<void> ControlPlane::attach(Router& router, KeyRegistry* keys) {
   router_ = &router;
   keys_ = keys;
   seen_counter_ = configs().change_counter();
+  // A store that hears other instances' writes (PostgreSQL) wakes the control thread at once:
+  // a change on any instance is live here within milliseconds, not at the next tick.
+  watch_id_ = configs().watch([this] {
+    {
+      std::lock_guard lk(q_mu_);
+      changed_ = true;
+    }
+    q_cv_.notify_all();
+  });
   auto heads = configs().heads(kKindConfig);
   if (!heads) return fail(heads.error());
   for (const auto& h : *heads) {
@@ -219,6 +237,8 @@ void ControlPlane::stop() {
     stop_ = true;
   }
   q_cv_.notify_all();
+  if (watch_id_) configs().unwatch(watch_id_);
+  watch_id_ = 0;
   sender_->stop();
   if (thread_.joinable()) thread_.join();
 }
@@ -408,9 +428,7 @@ Result<WebhookDelivery> ControlPlane::redeliver(const std::string& delivery_id, 
 Result<void> ControlPlane::record_key(const ManagedKey& key, bool revoked, const Actor& who) {
   std::lock_guard lk(write_mu_);
   WallTime now = wall_now();
-  Json doc = key.to_json();
-  ObjectVersion v{std::string(kKindKey), key.id, 0, who.name, now, revoked ? "revoked" : "created", revoked ? "revoke" : "create", doc, {}};
-  auto c = configs().commit(std::move(v), std::nullopt, audit_of(who, revoked ? "key.revoke" : "key.create", "key:" + key.id, key.name, now));
+  auto c = commit_key_change(configs(), key, revoked, who.name, who.from, now);
   if (!c) return fail(c.error());
   emit(revoked ? "key.revoked" : "key.created",
        Json{{"id", key.id}, {"name", key.name}, {"project", key.project}, {"role", std::string(to_string(key.role))}, {"by", who.name}});
@@ -514,13 +532,19 @@ void ControlPlane::deliver_due() {
 void ControlPlane::reconcile() {
   std::uint64_t c = configs().change_counter();
   if (c == seen_counter_) return;
-  seen_counter_ = c;
+  // Managed keys written elsewhere (another instance, the CLI): reloaded here, off the io
+  // threads, so requests find a fresh snapshot.
+  if (keys_) keys_->reload();
   // A webhook added by the CLI on the file: its secret is scrubbed here from now on too.
   if (auto secrets = deliveries().all_webhook_secrets())
     for (const auto& sec : *secrets) add_secret(sec);
-  auto heads = configs().heads(kKindConfig);
-  if (!heads) return;
+  // Under the write lock from the read on: a write of this process between reading the heads
+  // and applying them would otherwise be put back to the head read before it.
   std::lock_guard lk(write_mu_);
+  auto heads = configs().heads(kKindConfig);
+  // The store is unreachable (PostgreSQL down): keep serving what runs, try again next tick.
+  if (!heads) return;
+  seen_counter_ = c;
   for (const auto& h : *heads) {
     auto p = router_->routing_config(h.name);
     if (p && p->version() == h.version) continue;
@@ -603,12 +627,16 @@ void ControlPlane::run() {
   const Millis tick{std::min<std::int64_t>(opts_.reconcile.count(), 250)};
   for (;;) {
     std::deque<std::pair<std::string, Json>> batch;
+    bool changed = false;
     {
       std::unique_lock lk(q_mu_);
-      q_cv_.wait_for(lk, tick, [&] { return stop_ || !queue_.empty(); });
+      q_cv_.wait_for(lk, tick, [&] { return stop_ || changed_ || !queue_.empty(); });
       if (stop_) return;
       batch.swap(queue_);
+      changed = std::exchange(changed_, false);
     }
+    // Heard of a change (watch()): apply it before anything slower, like sending deliveries.
+    if (changed) reconcile();
     WallTime wall = wall_now();
     for (const auto& [event, data] : batch) fan_out(event, data, wall);
     deliver_due();

@@ -1,7 +1,8 @@
 // The proxy's control plane: every admin write (routing configs, budgets, managed keys,
 // webhooks) becomes a stored version plus an audit entry and, where it applies, goes live on
 // the Router; events go out as signed webhooks; a reconcile loop applies versions written by
-// another process (the CLI on the same file) to the running Router.
+// another process (the CLI on the same file, another instance on the same PostgreSQL) to the
+// running Router, woken at once by the store's watch() where it has one.
 //
 // Threading: the write methods do store I/O and compiles: call them on the worker pool (or
 // any non-io thread). Writes of this process are serialised by one mutex (check the expected
@@ -44,8 +45,8 @@ struct SpendAnomalyOptions {
 };
 
 struct ControlOptions {
-  std::string path;                       ///< SQLite file; "" = in memory
-  Millis reconcile{1000};                 ///< how often the store is checked for outside writes
+  std::string path;                       ///< SQLite file, or a postgres:// URL (a fleet); "" = in memory
+  Millis reconcile{1000};                 ///< how often the store is checked for outside writes (PostgreSQL: the heal for missed notifications)
   Millis retry_base{5000};                ///< first retry delay; doubles per attempt (max 6 h)
   Millis give_up{24LL * 3600 * 1000};     ///< a delivery is abandoned this long after its event
   Millis delivery_timeout{10'000};
@@ -148,6 +149,8 @@ class ControlPlane {
   std::condition_variable q_cv_;
   std::deque<std::pair<std::string, Json>> queue_;
   bool stop_ = false;
+  bool changed_ = false;        ///< the store's watch() fired (guarded by q_mu_)
+  std::uint64_t watch_id_ = 0;
   std::thread thread_;
   std::atomic<std::uint64_t> events_{0}, dropped_{0}, delivered_{0}, failures_{0}, gave_up_{0}, reconciled_{0};
   std::uint64_t seen_counter_ = 0;

@@ -8,6 +8,8 @@
 #include <mutex>
 
 #include "modelux/control.hpp"
+#include "modelux/keys.hpp"
+#include "server/audit_chain.hpp"
 
 namespace modelux {
 
@@ -279,53 +281,19 @@ class SqliteControlStore final : public ConfigStore, public AuditLog, public Del
 
   Result<AuditVerification> verify() override {
     std::lock_guard lk(mu_);
-    AuditVerification v;
     std::string sql = std::string("SELECT ") + kAuditCols + " FROM audit ORDER BY seq";
     Stmt s(db_, sql.c_str());
     if (!s.ok()) return fail(err("prepare verify"));
-    std::string prev;
-    std::int64_t expect_seq = 1;
-    auto bad = [&](std::int64_t seq, std::string why) {
-      v.ok = false;
-      v.first_bad_seq = seq;
-      v.problem = std::move(why);
-    };
+    AuditChainWalker walk;
     int rc;
-    while ((rc = s.step()) == SQLITE_ROW) {
-      AuditEntry e = read_audit(s);
-      ++v.checked;
-      if (e.seq != expect_seq) {
-        bad(expect_seq, "entry " + std::to_string(expect_seq) + " is missing (deleted)" +
-                            (e.seq > expect_seq ? "; the next entry present is " + std::to_string(e.seq) : std::string()));
-        return v;
-      }
-      if (e.prev_hash != prev) {
-        bad(e.seq, "entry " + std::to_string(e.seq) + " does not link to the entry before it (an entry was deleted or replaced)");
-        return v;
-      }
-      if (audit_entry_hash(e) != e.hash) {
-        bad(e.seq, "entry " + std::to_string(e.seq) + " does not match its hash (edited)");
-        return v;
-      }
-      prev = e.hash;
-      ++expect_seq;
-    }
+    while ((rc = s.step()) == SQLITE_ROW)
+      if (!walk.feed(read_audit(s))) return walk.result();
     if (rc != SQLITE_DONE) return fail(err("verify"));
     // The head is recorded with every append: deleting the newest entries shows up here.
     auto head_seq = meta_locked("audit_head_seq");
     auto head_hash = meta_locked("audit_head_hash");
     if (!head_seq || !head_hash) return fail(err("read audit head"));
-    std::int64_t last = expect_seq - 1;
-    if (*head_seq && std::to_string(last) != **head_seq) {
-      bad(last + 1, "the log ends at entry " + std::to_string(last) + " but entry " + **head_seq + " was written (entries deleted at the end)");
-      return v;
-    }
-    if (*head_hash && **head_hash != prev) {
-      bad(last, "the newest entry's hash differs from the recorded head (edited)");
-      return v;
-    }
-    if (!*head_seq && last > 0) bad(last, "the recorded head of the log is missing");
-    return v;
+    return walk.finish(*head_seq, *head_hash);
   }
 
   // ---- DeliveryLog ----
@@ -523,6 +491,19 @@ class SqliteControlStore final : public ConfigStore, public AuditLog, public Del
 };
 
 }  // namespace
+
+Result<ObjectVersion> commit_key_change(ConfigStore& store, const ManagedKey& key, bool revoked, const std::string& actor,
+                                        const std::string& from, WallTime at) {
+  ObjectVersion v{std::string(kKindKey), key.id, 0, actor, at, revoked ? "revoked" : "created", revoked ? "revoke" : "create", key.to_json(), {}};
+  AuditEntry a;
+  a.at = at;
+  a.actor = actor;
+  a.from = from;
+  a.action = revoked ? "key.revoke" : "key.create";
+  a.object = "key:" + key.id;
+  a.detail = key.name;
+  return store.commit(std::move(v), std::nullopt, std::move(a));
+}
 
 Result<ControlStore> open_sqlite_control_store(const std::string& path) {
   auto s = SqliteControlStore::open(path);

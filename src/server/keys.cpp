@@ -2,6 +2,8 @@
 // change counter so a running proxy sees a revocation made by the CLI on its next request.
 #include "modelux/keys.hpp"
 
+#include "server/key_backend.hpp"
+
 #include <sqlite3.h>
 
 #include <charconv>
@@ -173,15 +175,21 @@ Result<WallTime> parse_key_expiry(std::string_view s, WallTime now) {
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
-struct KeyStore::Impl {
+std::string key_list_text(const std::vector<std::string>& v) { return str_array(v).dump(); }
+std::vector<std::string> key_list_from_text(const std::string& text) { return parse_str_array(text.c_str()); }
+
+namespace {
+
+class SqliteKeyBackend final : public KeyBackend {
+ public:
+  ~SqliteKeyBackend() override {
+    if (db) sqlite3_close_v2(db);
+  }
+
   std::string path;
   sqlite3* db = nullptr;
   std::mutex mu;
   std::uint64_t own_writes = 0;
-
-  ~Impl() {
-    if (db) sqlite3_close_v2(db);
-  }
 
   ManagedKey read_row(sqlite3_stmt* st, std::string* hash) {
     auto text = [&](int c) {
@@ -205,6 +213,98 @@ struct KeyStore::Impl {
     if (sqlite3_column_type(st, 13) != SQLITE_NULL) k.revoked = from_ms(sqlite3_column_int64(st, 13));
     return k;
   }
+
+  Result<void> insert(const ManagedKey& k, const std::string& hex) override {
+    std::lock_guard lk(mu);
+    sqlite3_stmt* st = nullptr;
+    std::string sql = std::string("INSERT INTO api_keys (") + kColumns + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)";
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return fail(db_error(db, "prepare insert", path));
+    std::string models = str_array(k.limits.models).dump(), configs = str_array(k.limits.configs).dump();
+    std::string role(to_string(k.role));
+    sqlite3_bind_text(st, 1, k.id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, hex.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, k.hint.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, k.name.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, k.project.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, k.org.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, role.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 8, models.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 9, configs.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 10, k.limits.rpm);
+    sqlite3_bind_int(st, 11, k.limits.max_concurrency);
+    if (k.expires) sqlite3_bind_int64(st, 12, to_ms(*k.expires));
+    else sqlite3_bind_null(st, 12);
+    sqlite3_bind_int64(st, 13, to_ms(k.created));
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return fail(db_error(db, "insert", path));
+    ++own_writes;
+    return {};
+  }
+
+  Result<std::vector<ManagedKey>> list() override {
+    std::lock_guard lk(mu);
+    sqlite3_stmt* st = nullptr;
+    std::string sql = std::string("SELECT ") + kColumns + " FROM api_keys ORDER BY created_ms DESC, id";
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return fail(db_error(db, "prepare list", path));
+    std::vector<ManagedKey> out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) out.push_back(read_row(st, nullptr));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return fail(db_error(db, "list", path));
+    return out;
+  }
+
+  Result<std::vector<std::pair<std::string, ManagedKey>>> unrevoked() override {
+    std::lock_guard lk(mu);
+    sqlite3_stmt* st = nullptr;
+    std::string sql = std::string("SELECT ") + kColumns + " FROM api_keys WHERE revoked_ms IS NULL";
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return fail(db_error(db, "prepare read", path));
+    std::vector<std::pair<std::string, ManagedKey>> out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      std::string hash;
+      ManagedKey k = read_row(st, &hash);
+      out.emplace_back(std::move(hash), std::move(k));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return fail(db_error(db, "read", path));
+    return out;
+  }
+
+  Result<bool> revoke(const std::string& id, WallTime now) override {
+    std::lock_guard lk(mu);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", -1, &st, nullptr) != SQLITE_OK)
+      return fail(db_error(db, "prepare revoke", path));
+    sqlite3_bind_int64(st, 1, to_ms(now));
+    sqlite3_bind_text(st, 2, id.c_str(), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return fail(db_error(db, "revoke", path));
+    bool changed = sqlite3_changes(db) > 0;
+    ++own_writes;
+    return changed;
+  }
+
+  std::uint64_t change_counter() override {
+    std::lock_guard lk(mu);
+    std::uint64_t v = 0;
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, nullptr) == SQLITE_OK) {
+      if (sqlite3_step(st) == SQLITE_ROW) v = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
+      sqlite3_finalize(st);
+    }
+    // data_version only moves for other connections' commits; our own count separately.
+    return (v << 32) ^ own_writes;
+  }
+};
+
+}  // namespace
+
+struct KeyStore::Impl {
+  std::string path;  ///< the SQLite file or the PostgreSQL URL
+  std::unique_ptr<KeyBackend> backend;
 };
 
 KeyStore::KeyStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -213,18 +313,28 @@ const std::string& KeyStore::path() const noexcept { return impl_->path; }
 
 Result<std::shared_ptr<KeyStore>> KeyStore::open(const std::string& path) {
   auto impl = std::make_unique<Impl>();
-  impl->path = path == ":memory:" ? std::string() : path;
-  const std::string file = impl->path.empty() ? std::string(":memory:") : impl->path;
-  int rc = sqlite3_open_v2(file.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  if (rc != SQLITE_OK) return fail(db_error(impl->db, "open", impl->path));
-  sqlite3_busy_timeout(impl->db, 2000);
+  if (path.starts_with("postgres://") || path.starts_with("postgresql://")) {
+    auto b = open_postgres_key_backend(path);
+    if (!b) return fail(b.error());
+    impl->path = path;
+    impl->backend = std::move(*b);
+    return std::shared_ptr<KeyStore>(new KeyStore(std::move(impl)));
+  }
+  auto lite = std::make_unique<SqliteKeyBackend>();
+  lite->path = path == ":memory:" ? std::string() : path;
+  impl->path = lite->path;
+  const std::string file = lite->path.empty() ? std::string(":memory:") : lite->path;
+  int rc = sqlite3_open_v2(file.c_str(), &lite->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  if (rc != SQLITE_OK) return fail(db_error(lite->db, "open", lite->path));
+  sqlite3_busy_timeout(lite->db, 2000);
   char* err = nullptr;
-  if (!impl->path.empty()) sqlite3_exec(impl->db, "PRAGMA journal_mode=WAL;", nullptr, nullptr, nullptr);
-  if (sqlite3_exec(impl->db, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
+  if (!lite->path.empty()) sqlite3_exec(lite->db, "PRAGMA journal_mode=WAL;", nullptr, nullptr, nullptr);
+  if (sqlite3_exec(lite->db, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
     std::string m = err ? err : "schema";
     sqlite3_free(err);
-    return fail(db_error(impl->db, "create schema (" + m + ")", impl->path));
+    return fail(db_error(lite->db, "create schema (" + m + ")", lite->path));
   }
+  impl->backend = std::move(lite);
   return std::shared_ptr<KeyStore>(new KeyStore(std::move(impl)));
 }
 
@@ -237,89 +347,24 @@ Result<KeyStore::Created> KeyStore::create(ManagedKey k, WallTime now) {
   k.created = now;
   k.revoked.reset();
   k.hint = out.secret.substr(0, 8);
-  std::lock_guard lk(impl_->mu);
-  sqlite3_stmt* st = nullptr;
-  std::string sql = std::string("INSERT INTO api_keys (") + kColumns + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)";
-  if (sqlite3_prepare_v2(impl_->db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return fail(db_error(impl_->db, "prepare insert", impl_->path));
-  std::string models = str_array(k.limits.models).dump(), configs = str_array(k.limits.configs).dump();
-  std::string role(to_string(k.role));
-  sqlite3_bind_text(st, 1, k.id.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 2, hex.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 3, k.hint.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 4, k.name.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 5, k.project.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 6, k.org.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 7, role.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 8, models.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 9, configs.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int(st, 10, k.limits.rpm);
-  sqlite3_bind_int(st, 11, k.limits.max_concurrency);
-  if (k.expires) sqlite3_bind_int64(st, 12, to_ms(*k.expires));
-  else sqlite3_bind_null(st, 12);
-  sqlite3_bind_int64(st, 13, to_ms(now));
-  int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return fail(db_error(impl_->db, "insert", impl_->path));
-  ++impl_->own_writes;
+  if (auto r = impl_->backend->insert(k, hex); !r) return fail(r.error());
   out.key = std::move(k);
   return out;
 }
 
-Result<std::vector<ManagedKey>> KeyStore::list() {
-  std::lock_guard lk(impl_->mu);
-  sqlite3_stmt* st = nullptr;
-  std::string sql = std::string("SELECT ") + kColumns + " FROM api_keys ORDER BY created_ms DESC, id";
-  if (sqlite3_prepare_v2(impl_->db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return fail(db_error(impl_->db, "prepare list", impl_->path));
-  std::vector<ManagedKey> out;
-  int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) out.push_back(impl_->read_row(st, nullptr));
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return fail(db_error(impl_->db, "list", impl_->path));
-  return out;
-}
+Result<std::vector<ManagedKey>> KeyStore::list() { return impl_->backend->list(); }
 
 Result<std::vector<std::pair<std::string, ManagedKey>>> KeyStore::active(WallTime now) {
-  std::lock_guard lk(impl_->mu);
-  sqlite3_stmt* st = nullptr;
-  std::string sql = std::string("SELECT ") + kColumns + " FROM api_keys WHERE revoked_ms IS NULL";
-  if (sqlite3_prepare_v2(impl_->db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return fail(db_error(impl_->db, "prepare read", impl_->path));
+  auto rows = impl_->backend->unrevoked();
+  if (!rows) return fail(rows.error());
   std::vector<std::pair<std::string, ManagedKey>> out;
-  int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    std::string hash;
-    ManagedKey k = impl_->read_row(st, &hash);
+  for (auto& [hash, k] : *rows)
     if (k.active(now)) out.emplace_back(std::move(hash), std::move(k));
-  }
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return fail(db_error(impl_->db, "read", impl_->path));
   return out;
 }
 
-Result<bool> KeyStore::revoke(const std::string& id, WallTime now) {
-  std::lock_guard lk(impl_->mu);
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(impl_->db, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", -1, &st, nullptr) != SQLITE_OK)
-    return fail(db_error(impl_->db, "prepare revoke", impl_->path));
-  sqlite3_bind_int64(st, 1, to_ms(now));
-  sqlite3_bind_text(st, 2, id.c_str(), -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return fail(db_error(impl_->db, "revoke", impl_->path));
-  bool changed = sqlite3_changes(impl_->db) > 0;
-  ++impl_->own_writes;
-  return changed;
-}
+Result<bool> KeyStore::revoke(const std::string& id, WallTime now) { return impl_->backend->revoke(id, now); }
 
-std::uint64_t KeyStore::change_counter() {
-  std::lock_guard lk(impl_->mu);
-  std::uint64_t v = 0;
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(impl_->db, "PRAGMA data_version", -1, &st, nullptr) == SQLITE_OK) {
-    if (sqlite3_step(st) == SQLITE_ROW) v = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
-    sqlite3_finalize(st);
-  }
-  // data_version only moves for other connections' commits; our own count separately.
-  return (v << 32) ^ impl_->own_writes;
-}
+std::uint64_t KeyStore::change_counter() { return impl_->backend->change_counter(); }
 
 }  // namespace modelux

@@ -195,6 +195,12 @@ Result<ServerConfig> ServerConfig::from_json(const Json& s) {
         cc.db = it->get<std::string>();
         continue;
       }
+      if (it.key() == "postgres_url") {
+        if (!it->is_string() || !(it->get<std::string>().starts_with("postgres://") || it->get<std::string>().starts_with("postgresql://")))
+          return fail(ErrorKind::invalid_config, "'postgres_url' must be a PostgreSQL URL: postgres://user:password@host:5432/dbname", path);
+        cc.postgres_url = it->get<std::string>();
+        continue;
+      }
       struct IntField {
         const char* name;
         std::int64_t* dst;
@@ -238,6 +244,7 @@ std::string ServerConfig::kept_db_path(const Config& config, const ServerConfig&
   return slash == std::string::npos ? std::string("kept.db") : trace.substr(0, slash + 1) + "kept.db";
   }
 std::string ServerConfig::control_db_path(const Config& config, const ServerConfig& server) {
+  if (!server.control.postgres_url.empty()) return server.control.postgres_url;
   if (!server.control.db.empty()) return server.control.db == ":memory:" ? std::string() : server.control.db;
   std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
   if (trace.empty() || trace == ":memory:") return {};
@@ -247,6 +254,8 @@ std::string ServerConfig::control_db_path(const Config& config, const ServerConf
 
 std::string ServerConfig::keys_db_path(const Config& config, const ServerConfig& server) {
   if (!server.keys_db.empty()) return server.keys_db == ":memory:" ? std::string() : server.keys_db;
+  // A fleet shares its managed keys with its control store.
+  if (!server.control.postgres_url.empty()) return server.control.postgres_url;
   std::string trace = config.tracing.is_object() ? config.tracing.value("path", std::string{}) : std::string{};
   if (trace.empty() || trace == ":memory:") return {};
   auto slash = trace.rfind('/');

@@ -79,6 +79,13 @@ def test_cli_created_key_works_and_cli_revocation_is_seen_on_the_next_request(st
     assert sdk(p, k["key"]) == 401
     assert "revoked" in cli("keys", "list", "--db", str(db)).stdout
     assert cli("keys", "revoke", "--db", str(db), "key_nope").returncode == 1
+    # The CLI's changes are versions and audit entries in the control store beside the key
+    # file (the proxy's, here), like the API's.
+    audit = p.request("GET", f"/v1/audit?object=key:{k['id']}").json()["data"]
+    assert [(e["action"], e["actor"].split(":")[0], e["from"]) for e in audit] == [("key.create", "cli", "cli"), ("key.revoke", "cli", "cli")]
+    versions = p.request("GET", f"/v1/keys/{k['id']}/versions").json()["data"]
+    assert [v["action"] for v in versions] == ["revoke", "create"]
+    assert p.request("GET", "/v1/audit/verify").json()["ok"]
     # The config file locates the store too.
     cfg_path = Path(p.proc.args[p.proc.args.index("--config") + 1])
     assert k["id"] in cli("keys", "list", "--config", str(cfg_path)).stdout
