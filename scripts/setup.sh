@@ -56,4 +56,12 @@ if [ $MINIMAL = 0 ]; then
     (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
     cp "$node_dir/package-lock.json" "$node_stamp"
   fi
+  # The MCP inspector CLI for the MCP smoke test, in its own folder (never global).
+  insp_dir="$ROOT/tests/e2e/mcp_inspector"
+  insp_stamp="$insp_dir/node_modules/.modelux-lock-stamp"
+  if [ ! -f "$insp_stamp" ] || ! cmp -s "$insp_dir/package-lock.json" "$insp_stamp"; then
+    echo "setup: installing the MCP inspector CLI (npm ci in tests/e2e/mcp_inspector)"
+    (cd "$insp_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$insp_dir/package-lock.json" "$insp_stamp"
+  fi
 fi
