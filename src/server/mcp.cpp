@@ -2,8 +2,8 @@
 // application/json only (no SSE stream, no session id: every POST carries its own key).
 //
 // Tools are generated at run time from the embedded OpenAPI document (docs/openapi.json): one
-// tool per admin operation (every operation not tagged "data plane" or "probes" that the route
-// table serves), named by its operationId, described by its summary and description, its
+// tool per admin operation (every operation not tagged "data plane", "probes" or "mcp" that the
+// route table serves), named by its operationId, described by its summary and description, its
 // input schema made of the path, query and header parameters plus a `body` property holding
 // the request body's schema. So a REST endpoint added to the document and the route table is
 // a tool at once, and tools never drift from the API.
@@ -67,9 +67,16 @@ const Json* follow_ref(const Json& doc, std::string_view ref) {
   std::string_view rest = ref.substr(2);
   while (true) {
     auto slash = rest.find('/');
-    std::string token(rest.substr(0, slash));
-    for (std::size_t p; (p = token.find("~1")) != std::string::npos;) token.replace(p, 2, "/");
-    for (std::size_t p; (p = token.find("~0")) != std::string::npos;) token.replace(p, 2, "~");
+    std::string token;
+    const std::string_view raw = rest.substr(0, slash);
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '~' && i + 1 < raw.size() && (raw[i + 1] == '0' || raw[i + 1] == '1')) {
+        token.push_back(raw[i + 1] == '1' ? '/' : '~');
+        ++i;
+      } else {
+        token.push_back(raw[i]);
+      }
+    }
     if (!cur->is_object()) return nullptr;
     auto it = cur->find(token);
     if (it == cur->end()) return nullptr;
@@ -130,7 +137,7 @@ std::vector<Tool> build_tools(const Json& doc) {
       bool admin_op = true;
       if (auto t = op.find("tags"); t != op.end() && t->is_array())
         for (const auto& tag : *t)
-          if (tag == "data plane" || tag == "probes") admin_op = false;
+          if (tag == "data plane" || tag == "probes" || tag == "mcp") admin_op = false;
       if (!admin_op) continue;
       Tool tool;
       tool.name = op["operationId"].get<std::string>();
@@ -412,7 +419,10 @@ std::string scalar_text(const Json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_array()) {
     std::string out;
-    for (const auto& x : v) out += (out.empty() ? "" : ",") + scalar_text(x);
+    for (const auto& x : v) {
+      if (!out.empty()) out.push_back(',');
+      out.append(scalar_text(x));
+    }
     return out;
   }
   return v.dump();
@@ -644,7 +654,7 @@ bool origin_allowed(const Request& req) {
 
 net::awaitable<std::optional<Reply>> mcp_post(RouteCtx& c) {
   if (!origin_allowed(c.req))
-    co_return rpc_reply(rpc_error(nullptr, kInvalidRequest, "this Origin may not use the MCP endpoint"), 403);
+    co_return error_reply(403, ErrorKind::auth, "this Origin may not use the MCP endpoint (it must match Host)", "origin_not_allowed");
   if (const std::string* v = c.req.header("mcp-protocol-version"); v && !known_protocol_version(*v))
     co_return rpc_reply(rpc_error(nullptr, kInvalidRequest, "unsupported MCP-Protocol-Version '" + scrubbed(*v) + "'"), 400);
   auto parsed = parse_json(c.req.body);

@@ -88,7 +88,7 @@ def admin_operations(proxy: Proxy) -> dict[str, tuple[str, str]]:
         for method, op in item.items():
             if method not in ("get", "put", "post", "delete", "patch"):
                 continue
-            if {"data plane", "probes"} & set(op.get("tags", [])):
+            if {"data plane", "probes", "mcp"} & set(op.get("tags", [])):
                 continue
             ops[op["operationId"]] = (method.upper(), path)
     return ops
