@@ -21,6 +21,7 @@
 
 #include "modelux/core.hpp"
 #include "modelux/scrub.hpp"
+#include "server/mcp.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::embedded {
@@ -250,9 +251,11 @@ std::size_t utf8_length(std::string_view s) {
   return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char ch) { return (static_cast<unsigned char>(ch) & 0xC0) != 0x80; }));
 }
 
-void validate(const Json& schema, const Json& v, const std::string& at, std::vector<std::string>& errs, int depth = 0) {
+void check_schema(const Json& schema, const Json& v, const std::string& at, std::vector<std::string>& errs, int depth = 0) {
   if (depth > 48 || errs.size() >= 8 || !schema.is_object()) return;
-  auto fail = [&](std::string msg) { errs.push_back(at + ": " + std::move(msg)); };
+  auto fail = [&](std::string msg) {
+    if (errs.size() < 8) errs.push_back(at + ": " + std::move(msg));
+  };
   if (auto t = schema.find("type"); t != schema.end()) {
     bool ok = false;
     std::string want;
@@ -311,10 +314,10 @@ void validate(const Json& schema, const Json& v, const std::string& at, std::vec
     auto extra = schema.find("additionalProperties");
     for (const auto& [k, val] : v.items()) {
       if (props && props->contains(k)) {
-        validate((*props)[k], val, at + "." + k, errs, depth + 1);
+        check_schema((*props)[k], val, at + "." + k, errs, depth + 1);
       } else if (extra != schema.end()) {
         if (extra->is_boolean() && !extra->get<bool>()) fail("unknown property '" + k + "'");
-        else if (extra->is_object()) validate(*extra, val, at + "." + k, errs, depth + 1);
+        else if (extra->is_object()) check_schema(*extra, val, at + "." + k, errs, depth + 1);
       }
     }
   }
@@ -324,17 +327,17 @@ void validate(const Json& schema, const Json& v, const std::string& at, std::vec
     if (auto m = schema.find("maxItems"); m != schema.end() && m->is_number_unsigned() && v.size() > m->get<std::size_t>())
       return fail("more than " + m->dump() + " items");
     if (auto items = schema.find("items"); items != schema.end() && items->is_object())
-      for (std::size_t i = 0; i < v.size(); ++i) validate(*items, v[i], at + "[" + std::to_string(i) + "]", errs, depth + 1);
+      for (std::size_t i = 0; i < v.size(); ++i) check_schema(*items, v[i], at + "[" + std::to_string(i) + "]", errs, depth + 1);
   }
   if (auto all = schema.find("allOf"); all != schema.end() && all->is_array())
-    for (const auto& s : *all) validate(s, v, at, errs, depth + 1);
+    for (const auto& s : *all) check_schema(s, v, at, errs, depth + 1);
   for (const char* key : {"anyOf", "oneOf"}) {
     auto any = schema.find(key);
     if (any == schema.end() || !any->is_array() || any->empty()) continue;
     bool one_ok = false;
     for (const auto& s : *any) {
       std::vector<std::string> sub;
-      validate(s, v, at, sub, depth + 1);
+      check_schema(s, v, at, sub, depth + 1);
       if (sub.empty()) {
         one_ok = true;
         break;
@@ -527,8 +530,7 @@ net::awaitable<RpcOutcome> tools_call(Proxy::State& st, const Request& outer, co
     args = *a;
   }
   // Invalid arguments are a tool execution error (SEP-1303): the model reads it and retries.
-  std::vector<std::string> errs;
-  validate(tool->def["inputSchema"], args, "arguments", errs);
+  std::vector<std::string> errs = mcp::validate(tool->def["inputSchema"], args);
   if (!errs.empty()) {
     std::string text = "invalid arguments for " + name + ":";
     for (const auto& e : errs) text += "\n- " + e;
@@ -651,6 +653,22 @@ bool origin_allowed(const Request& req) {
 }
 
 }  // namespace
+
+namespace mcp {
+
+Json tools_from_openapi(const Json& doc) {
+  Json arr = Json::array();
+  for (auto& t : build_tools(doc)) arr.push_back(std::move(t.def));
+  return arr;
+}
+
+std::vector<std::string> validate(const Json& schema, const Json& value, const std::string& at) {
+  std::vector<std::string> errs;
+  check_schema(schema, value, at, errs);
+  return errs;
+}
+
+}  // namespace mcp
 
 net::awaitable<std::optional<Reply>> mcp_post(RouteCtx& c) {
   if (!origin_allowed(c.req))
