@@ -721,6 +721,16 @@ net::awaitable<std::optional<Reply>> mcp_post(RouteCtx& c) {
     out = tools_list(c.caller);
   } else if (method == "tools/call") {
     out = co_await tools_call(c.st, c.req, params);
+    if (auto* result = std::get_if<Json>(&out)) {
+      // The tool's content is the REST answer exactly as REST gives it: already scrubbed by the
+      // route's respond(), except what a handler shows on purpose (a new key's or webhook's
+      // secret, once), which a second scrub here would hide. So this reply is written as is;
+      // only the client's own id is scrubbed.
+      Json safe_id = id.is_string() ? Json(scrubbed(id.get<std::string>())) : id;
+      Reply r = rpc_reply(rpc_result(safe_id, std::move(*result)));
+      co_await c.w.respond(r.status, std::move(r.content_type), std::move(r.body), std::move(r.headers));
+      co_return std::nullopt;
+    }
   } else if (method == "resources/list") {
     out = co_await resources_list(c.st, c.req);
   } else if (method == "resources/templates/list") {

@@ -107,6 +107,31 @@ def rest(proxy: Proxy, method: str, path: str, body: Any = None) -> Any:
 # ---------------------------------------------------------------------------- tools = OpenAPI
 
 
+def test_a_key_created_through_mcp_shows_its_secret_once_and_works(proxy: Proxy) -> None:
+    async def create() -> Any:
+        async with http_session(proxy, ADMIN) as s:
+            return await s.call_tool("createKey", {"body": {"project": "alpha", "name": "agent-viewer", "role": "viewer"}})
+
+    made = run(create)
+    assert not made.is_error, text_of(made)
+    secret = made.structured_content["key"]
+    assert secret.startswith("mlx-") and len(secret) > 20, made.structured_content  # as POST /v1/keys shows it
+
+    async def as_new_key() -> list[str]:
+        async with http_session(proxy, secret) as s:
+            return [t.name for t in (await s.list_tools()).tools]
+
+    names = run(as_new_key)
+    assert "listConfigs" in names and "putConfig" not in names
+    # Everywhere else the secret stays scrubbed: listing keys through MCP never shows it.
+
+    async def list_keys() -> str:
+        async with http_session(proxy, ADMIN) as s:
+            return text_of(await s.call_tool("listKeys", {}))
+
+    assert secret not in run(list_keys)
+
+
 def test_one_tool_per_admin_operation_of_the_openapi_document(proxy: Proxy) -> None:
     async def scenario() -> tuple[Any, Any]:
         async with http_session(proxy, ADMIN) as s:
