@@ -51,6 +51,11 @@ const char* kDoc = R"({
     "/healthz": {"get": {"operationId": "healthz", "tags": ["probes"]}},
     "/mcp": {"post": {"operationId": "mcp", "tags": ["mcp"]}},
     "/v1/not-routed": {"get": {"operationId": "notRouted", "tags": ["configs"]}},
+    "/v1/traces": {"get": {"operationId": "tracesPage", "tags": ["traces"],
+                           "responses": {"200": {"content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    "/v1/traces/{id}": {"get": {"operationId": "getTrace", "tags": ["traces"],
+                           "responses": {"200": {"content": {"text/plain": {}, "application/json": {}}}, "4XX": {"content": {"text/html": {}}}}}},
+    "/metrics": {"get": {"operationId": "metricsUntagged"}},
     "/v1/keys": {"get": {"summary": "no operationId", "tags": ["keys"]}, "delete": {"operationId": "bogusMethod"}}
   },
   "components": {"schemas": {
@@ -67,8 +72,9 @@ TEST_CASE("mcp tools: one per routed admin operation with its parameters and bod
   Json tools = mcp::tools_from_openapi(parse(kDoc));
   std::set<std::string> names;
   for (const auto& t : tools) names.insert(t["name"].get<std::string>());
-  // Data plane, probes, mcp, unrouted paths, operations without an operationId or a route: no tool.
-  CHECK(names == std::set<std::string>{"getConfig", "putConfig", "diffConfig"});
+  // Data plane, probes, mcp, paths outside /v1/, answers that are not JSON, unrouted paths,
+  // operations without an operationId or a route: no tool.
+  CHECK(names == std::set<std::string>{"getConfig", "putConfig", "diffConfig", "getTrace"});
 
   const Json* put = tool_named(tools, "putConfig");
   REQUIRE(put);

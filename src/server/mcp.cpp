@@ -2,8 +2,8 @@
 // application/json only (no SSE stream, no session id: every POST carries its own key).
 //
 // Tools are generated at run time from the embedded OpenAPI document (docs/openapi.json): one
-// tool per admin operation (every operation not tagged "data plane", "probes" or "mcp" that the
-// route table serves), named by its operationId, described by its summary and description, its
+// tool per admin operation (every operation under /v1/ that answers JSON, is not tagged
+// "data plane", "probes" or "mcp", and that the route table serves), named by its operationId, described by its summary and description, its
 // input schema made of the path, query and header parameters plus a `body` property holding
 // the request body's schema. So a REST endpoint added to the document and the route table is
 // a tool at once, and tools never drift from the API.
@@ -125,6 +125,22 @@ std::string_view access_words(Access a) {
   return "";
 }
 
+// An operation whose success answers are all something else than JSON (a page, an asset, a
+// text export) is not a tool: an agent gets nothing useful from it.
+bool answers_json(const Json& op) {
+  auto responses = op.find("responses");
+  if (responses == op.end() || !responses->is_object()) return true;
+  bool any_content = false;
+  for (const auto& [status, r] : responses->items()) {
+    if (status.empty() || status[0] != '2' || !r.is_object()) continue;
+    auto content = r.find("content");
+    if (content == r.end() || !content->is_object() || content->empty()) continue;
+    any_content = true;
+    if (content->contains("application/json")) return true;
+  }
+  return !any_content;
+}
+
 // One tool per admin operation of the document, in the document's order.
 std::vector<Tool> build_tools(const Json& doc) {
   std::vector<Tool> tools;
@@ -139,7 +155,7 @@ std::vector<Tool> build_tools(const Json& doc) {
       if (auto t = op.find("tags"); t != op.end() && t->is_array())
         for (const auto& tag : *t)
           if (tag == "data plane" || tag == "probes" || tag == "mcp") admin_op = false;
-      if (!admin_op) continue;
+      if (!admin_op || !path.starts_with("/v1/") || !answers_json(op)) continue;
       Tool tool;
       tool.name = op["operationId"].get<std::string>();
       tool.method = upper(m);

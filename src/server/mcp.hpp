@@ -12,8 +12,9 @@
 namespace modelux::proxy::mcp {
 
 /// The MCP Tool objects (name, title, description, inputSchema, annotations) of `doc`'s admin
-/// operations: every operation with an operationId, not tagged "data plane", "probes" or
-/// "mcp", that the route table serves; in the document's order; every $ref inlined.
+/// operations: every operation under /v1/ with an operationId, not tagged "data plane",
+/// "probes" or "mcp", whose success answers include JSON (or have no body), and that the route
+/// table serves; in the document's order; every $ref inlined.
 Json tools_from_openapi(const Json& doc);
 
 /// What is wrong with `value` against `schema` (the JSON Schema keywords the document uses:

@@ -88,8 +88,11 @@ def admin_operations(proxy: Proxy) -> dict[str, tuple[str, str]]:
         for method, op in item.items():
             if method not in ("get", "put", "post", "delete", "patch"):
                 continue
-            if {"data plane", "probes", "mcp"} & set(op.get("tags", [])):
+            if {"data plane", "probes", "mcp"} & set(op.get("tags", [])) or not path.startswith("/v1/"):
                 continue
+            ok_content = [r.get("content", {}) for s, r in op.get("responses", {}).items() if s.startswith("2")]
+            if any(ok_content) and not any("application/json" in c for c in ok_content):
+                continue  # a page or a text export, not a tool
             ops[op["operationId"]] = (method.upper(), path)
     return ops
 
