@@ -381,6 +381,33 @@ def test_stdio_transport_lists_the_same_tools_and_calls_them(proxy: Proxy) -> No
     assert refused.is_error and "403" in text_of(refused)
 
 
+def test_stdio_with_no_proxy_answers_json_rpc_errors_and_exits_cleanly(tmp_path: Path) -> None:
+    # A port nothing listens on: every request gets a JSON-RPC error naming the problem; a line
+    # that is not JSON is relayed and answered -32700 only when a proxy is there, so here it is
+    # dropped (no id to answer); the relay exits 0 at the end of its input.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+        "not json at all",
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json.dumps({"jsonrpc": "2.0", "id": "two", "method": "tools/list"}),
+    ]
+    r = subprocess.run([MODELUX_BIN, "mcp", "--url", f"http://127.0.0.1:{port}", "--key", ADMIN],
+                       input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [a["id"] for a in answers] == [1, "two"], r.stdout
+    for a in answers:
+        assert a["error"]["code"] == -32603 and "could not be reached" in a["error"]["message"], a
+    assert ADMIN not in r.stdout + r.stderr
+    bad = subprocess.run([MODELUX_BIN, "mcp", "--url", "not a url"], input="", capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "bad --url" in bad.stderr
+
+
 # ---------------------------------------------------------------------------- inspector CLI
 
 
