@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -377,6 +378,40 @@ def test_stdio_transport_lists_the_same_tools_and_calls_them(proxy: Proxy) -> No
     assert tools == run(over_http, ADMIN) and len(tools) == len(admin_operations(proxy))
     assert not written.is_error and rest(proxy, "GET", "/v1/configs/from-stdio")["config"]["model"] == "gpt-4o"
     viewer_tools, refused = run(scenario, VIEWER)
+    assert viewer_tools == run(over_http, VIEWER)
+    assert refused.is_error and "403" in text_of(refused)
+
+
+def test_python_stdio_server_on_the_sdk_relays_the_same_tools(proxy: Proxy) -> None:
+    # python -m modelux.mcp: an MCP SDK server (mcp.server.lowlevel.Server over stdio) relaying
+    # to the proxy's /mcp. It needs the modelux package installed (scripts/test.sh does
+    # `pip install .` before the e2e tests).
+    try:
+        import modelux.mcp  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"the modelux Python package is not installed ({e}); pip install . to run this")
+
+    async def scenario(key: str) -> tuple[list[str], Any, Any, Any]:
+        params = StdioServerParameters(command=sys.executable, args=["-m", "modelux.mcp", "--url", proxy.url, "--key", key])
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                tools = [t.name for t in (await s.list_tools()).tools]
+                written = await s.call_tool("putConfig", {"slug": "from-python", "body": {"strategy": "single", "model": "gpt-4o"}})
+                bad = await s.call_tool("getConfig", {"slug": "Not A Slug"})
+                res = await s.read_resource("modelux://configs/fast")
+                return tools, written, bad, res
+
+    async def over_http(key: str) -> list[str]:
+        async with http_session(proxy, key) as s:
+            return [t.name for t in (await s.list_tools()).tools]
+
+    tools, written, bad, res = run(scenario, ADMIN)
+    assert tools == run(over_http, ADMIN)
+    assert not written.is_error and rest(proxy, "GET", "/v1/configs/from-python")["config"]["model"] == "gpt-4o"
+    assert bad.is_error and "does not match the pattern" in text_of(bad)
+    assert json.loads(res.contents[0].text)["slug"] == "fast"
+    viewer_tools, refused, _, _ = run(scenario, VIEWER)
     assert viewer_tools == run(over_http, VIEWER)
     assert refused.is_error and "403" in text_of(refused)
 
