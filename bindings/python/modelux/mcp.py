@@ -9,7 +9,7 @@ client. So the tools are the ones the proxy generates from its OpenAPI document,
 sees the read tools only, and every call meets the REST role checks (see docs/mcp.md). The SDK
 also lets clients of the newer protocol revisions talk to it.
 
-Needs ``pip install mcp`` (not a dependency of the modelux package itself).
+Needs ``pip install mcp`` (or ``modelux[mcp]``; not a dependency of the modelux package itself).
 """
 
 from __future__ import annotations
