@@ -68,4 +68,12 @@ if [ $MINIMAL = 0 ]; then
     (cd "$web_dir" && npm ci --no-audit --no-fund --loglevel=error)
     cp "$web_dir/package-lock.json" "$web_stamp"
   fi
+  # The MCP inspector CLI for the MCP smoke test, in its own folder (never global).
+  insp_dir="$ROOT/tests/e2e/mcp_inspector"
+  insp_stamp="$insp_dir/node_modules/.modelux-lock-stamp"
+  if [ ! -f "$insp_stamp" ] || ! cmp -s "$insp_dir/package-lock.json" "$insp_stamp"; then
+    echo "setup: installing the MCP inspector CLI (npm ci in tests/e2e/mcp_inspector)"
+    (cd "$insp_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$insp_dir/package-lock.json" "$insp_stamp"
+  fi
 fi

@@ -435,6 +435,11 @@ int main(int argc, char** argv) {
   key_store_opts(keys_revoke_cmd);
   keys_revoke_cmd->add_option("id", keys_args.id, "key id (key_...)")->required();
 
+  std::string mcp_url = "http://127.0.0.1:8080", mcp_key;
+  auto* mcp_cmd = app.add_subcommand("mcp", "MCP over stdio for agents: relays to a running proxy's /mcp (tools = its admin API)");
+  mcp_cmd->add_option("--url", mcp_url, "the proxy (its /mcp endpoint is used)");
+  mcp_cmd->add_option("--key", mcp_key, "API key (default: $MODELUX_API_KEY); a viewer key gets read-only tools");
+
   app.add_subcommand("version", "print the version");
   app.set_version_flag("--version", std::string("modelux ") + std::string(version()));
 
@@ -446,6 +451,7 @@ int main(int argc, char** argv) {
   if (*serve_cmd) return serve(serve_args);
   if (*mock) return mock_cmd(mock_args);
   if (app.got_subcommand("demo")) return cli::run_demo();
+  if (*mcp_cmd) return cli::run_mcp_stdio(mcp_url, mcp_key);
   if (*keys_create_cmd) return keys_create(keys_args);
   if (*keys_list_cmd) return keys_list(keys_args);
   if (*keys_revoke_cmd) return keys_revoke(keys_args);

@@ -66,6 +66,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/analytics/forecast", Access::read, analytics_forecast},
     {"GET", "/v1/analytics/budget-forecast", Access::read, analytics_budget_forecast},
     {"GET", "/openapi.json", Access::open, openapi},
+    {"POST", "/mcp", Access::read, mcp_post},  // MCP tools/resources; each call re-checked by admit() (mcp.cpp)
     {"GET", "/healthz", Access::open, healthz},
     {"GET", "/readyz", Access::open, readyz},
     {"GET", "/metrics", Access::open, metrics},
@@ -124,6 +125,14 @@ Reply forbidden(Proxy::State& st, std::string message, std::string code = "permi
 }
 
 }  // namespace
+
+const Route* find_route(std::string_view method, std::string_view pattern) noexcept {
+  for (const Route& r : kRoutes)
+    if (r.method == method && r.pattern == pattern) return &r;
+  return nullptr;
+}
+
+bool role_allows_access(Access a, KeyRole r) noexcept { return role_allows(a, r); }
 
 Reply error_reply(int status, ErrorKind kind, std::string message, std::string code, std::string param) {
   Error e;

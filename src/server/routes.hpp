@@ -112,6 +112,11 @@ struct Admission {
 /// admission or the reply that refuses the request.
 std::variant<Admission, Reply> admit(Proxy::State& st, std::string_view method, std::string_view path, const Headers& headers);
 
+/// The route declared for exactly this method and pattern ("/v1/configs/{slug}"), or null.
+const Route* find_route(std::string_view method, std::string_view pattern) noexcept;
+/// Whether a key of role `r` may call a route of access `a` (the table's own check).
+bool role_allows_access(Access a, KeyRole r) noexcept;
+
 /// Runs an admitted request and writes its reply.
 net::awaitable<void> serve(Proxy::State& st, Admission& a, Request& req, ResponseWriter& w);
 /// The one place replies are written (error bodies and admin answers scrubbed).
@@ -180,6 +185,8 @@ net::awaitable<std::optional<Reply>> console_index(RouteCtx& c);
 net::awaitable<std::optional<Reply>> console_asset(RouteCtx& c);
 net::awaitable<std::optional<Reply>> whoami(RouteCtx& c);
 net::awaitable<std::optional<Reply>> config_replay(RouteCtx& c);
+// The MCP endpoint (mcp.cpp): tools generated from the OpenAPI document, dispatched through admit() + serve().
+net::awaitable<std::optional<Reply>> mcp_post(RouteCtx& c);
 /// The control plane's counters in Prometheus text (for /metrics).
 void append_control_metrics(std::string& out, const ControlPlane& cp);
 
