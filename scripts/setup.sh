@@ -50,30 +50,20 @@ if [ $MINIMAL = 0 ]; then
     "$ROOT/.venv/bin/python" -m pip install -q -r "$req"
     cp "$req" "$stamp"
   fi
-  # The Node SDK clients of the e2e tests (@anthropic-ai/sdk), in the tests' own folder only
-  # (never global); re-installed when the lock file changes.
-  node_dir="$ROOT/tests/e2e/node"
-  node_stamp="$node_dir/node_modules/.modelux-lock-stamp"
-  if [ ! -f "$node_stamp" ] || ! cmp -s "$node_dir/package-lock.json" "$node_stamp"; then
-    echo "setup: installing the e2e Node packages (npm ci in tests/e2e/node)"
-    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$node_dir/package-lock.json" "$node_stamp"
-  fi
-  # The console's toolchain (vite, uplot) and playwright-core for its browser tests, in web/
-  # only; never `playwright install` (the tests use Debian's chromium).
-  web_dir="$ROOT/web"
-  web_stamp="$web_dir/node_modules/.modelux-lock-stamp"
-  if [ ! -f "$web_stamp" ] || ! cmp -s "$web_dir/package-lock.json" "$web_stamp"; then
-    echo "setup: installing the console's Node packages (npm ci in web/)"
-    (cd "$web_dir" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$web_dir/package-lock.json" "$web_stamp"
-  fi
-  # The MCP inspector CLI for the MCP smoke test, in its own folder (never global).
-  insp_dir="$ROOT/tests/e2e/mcp_inspector"
-  insp_stamp="$insp_dir/node_modules/.modelux-lock-stamp"
-  if [ ! -f "$insp_stamp" ] || ! cmp -s "$insp_dir/package-lock.json" "$insp_stamp"; then
-    echo "setup: installing the MCP inspector CLI (npm ci in tests/e2e/mcp_inspector)"
-    (cd "$insp_dir" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$insp_dir/package-lock.json" "$insp_stamp"
-  fi
+  # Node packages, each folder its own (never global), re-installed when its lock file changes.
+  npm_ci() {  # <folder under the repo> <what it is for>
+    local dir="$ROOT/$1" stamp="$ROOT/$1/node_modules/.modelux-lock-stamp"
+    if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
+      echo "setup: installing $2 (npm ci in $1)"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+      cp "$dir/package-lock.json" "$stamp"
+    fi
+  }
+  # The Node SDK clients of the e2e tests (@anthropic-ai/sdk).
+  npm_ci tests/e2e/node "the e2e Node packages"
+  # The console's toolchain (vite, uplot) and playwright-core for its browser tests; never
+  # `playwright install` (the tests use Debian's chromium).
+  npm_ci web "the console's Node packages"
+  # The MCP inspector CLI for the MCP smoke test.
+  npm_ci tests/e2e/mcp_inspector "the MCP inspector CLI"
 fi
