@@ -47,7 +47,7 @@ BENCHMARK(BM_Claim)->Threads(1)->Threads(2)->UseRealTime();
 void BM_PickKey(benchmark::State& state) {
   HealthRegistry& h = shared_registry();
   ManualClock c;
-  for (auto _ : state) benchmark::DoNotOptimize(h.pick_key("openai", c.now()));
+  for (auto _ : state) benchmark::DoNotOptimize(h.pick_key("openai", "gpt-4o", c.now()));
 }
 BENCHMARK(BM_PickKey)->Threads(1)->Threads(2)->UseRealTime();
 
