@@ -6,17 +6,20 @@ runs with the build machine's copies of those libraries out of reach."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import sysconfig
+import threading
 import zipfile
 from importlib.metadata import distribution
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -119,30 +122,35 @@ def _system_copies() -> List[str]:
     return found
 
 
-def test_it_runs_on_a_plain_python_with_the_systems_copies_hidden(mock, tmp_path) -> None:
-    """A plain interpreter (-I -S: no site-packages, no user site, no environment), given only
-    the directory holding modelux, in a mount namespace where the machine's libssl, libcrypto,
-    libsqlite3, libhiredis, libfmt and prometheus-cpp files read as empty: what a machine
-    without those Debian packages looks like to the dynamic loader."""
+def _run_hidden(child_code: str, arg: str, mounts: List[str]) -> Dict[str, Any]:
+    """Runs `child_code` on a plain interpreter (-I -S: no site-packages, no user site, no
+    environment), given only the directory holding modelux, in a private mount namespace
+    after `mounts` (shell commands); returns the JSON its last line prints."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare(1) to hide the system libraries")
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -m is not permitted here: {probe.stderr.decode().strip()}")
+    site = str(extension().parent.parent)
+    child = f"import sys; sys.path.insert(0, {site!r}); exec(compile({child_code!r}, 'child', 'exec'))"
+    script = " && ".join(mounts + ['exec "$0" -I -S -c "$1" "$2"'])
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, sys.executable, child, arg],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    out: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def test_it_runs_on_a_plain_python_with_the_systems_copies_hidden(mock, tmp_path) -> None:
+    """The machine's libssl, libcrypto, libsqlite3, libhiredis, libfmt and prometheus-cpp files
+    read as empty: what a machine without those Debian packages looks like to the loader."""
     hidden = _system_copies()
     assert any("libssl" in p for p in hidden), "expected the build machine to have libssl"
     cfg = router_config(mock.url)
     cfg["tracing"] = {"path": str(tmp_path / "traces.db")}
-    site = str(extension().parent.parent)
-    child = f"import sys; sys.path.insert(0, {site!r}); exec(compile({_CHILD!r}, 'child', 'exec'))"
-    mounts = " && ".join(f"mount --bind /dev/null '{p}'" for p in hidden)
-    script = f'{mounts} && exec "$0" -I -S -c "$1" "$2"'
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"unshare -m is not permitted here: {probe.stderr.decode().strip()}")
-    done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, sys.executable, child, json.dumps(cfg)],
-        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    print(json.dumps(out, indent=1))
+    out = _run_hidden(_CHILD, json.dumps(cfg), [f"mount --bind /dev/null '{p}'" for p in hidden])
     assert out["file"] == modelux.__file__
     assert out["version"] == modelux.__version__
     assert out["served"] == "claude-haiku-4-5" and out["text"]
@@ -152,3 +160,74 @@ def test_it_runs_on_a_plain_python_with_the_systems_copies_hidden(mock, tmp_path
     for m in ours:
         assert Path(m).parent.name == "modelux.libs", f"a system copy was loaded: {m}"
 
+
+_COMPLETION = {
+    "id": "chatcmpl-tls", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "over TLS"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
+
+
+@pytest.fixture()
+def tls_provider(tmp_path) -> Iterator[Tuple[str, str]]:
+    """An HTTPS OpenAI-compatible provider on 127.0.0.1 with a certificate from a throwaway
+    CA; yields (base_url, CA PEM path)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            body = json.dumps(_COMPLETION).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/v1", str(ca_pem)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_TLS_CHILD = r"""
+import json, sys
+import modelux
+r = modelux.Router(json.loads(sys.argv[1]), tracing=False)
+try:
+    answer = r.chat("@fast", [{"role": "user", "content": "hi"}])
+    print(json.dumps({"text": answer.text}))
+except modelux.ModeluxError as e:
+    print(json.dumps({"error": str(e)}))
+finally:
+    r.close()
+"""
+
+
+def test_https_verifies_with_the_systems_ca_bundle_where_openssls_defaults_are_missing(tls_provider) -> None:
+    """The bundled OpenSSL is Debian's, which looks for CAs in /usr/lib/ssl. Here /usr/lib/ssl and
+    /etc/ssl are empty but for openSUSE's bundle path (/etc/ssl/ca-bundle.pem), which holds the
+    provider's CA: the request verifies. With that CA nowhere, it is refused."""
+    url, ca_pem = tls_provider
+    cfg = router_config(None)
+    cfg["providers"]["openai"]["base_url"] = url
+    empty = ["mount -t tmpfs none /usr/lib/ssl", "mount -t tmpfs none /etc/ssl"]  # in the namespace only
+    like_opensuse = empty + [f"cp '{ca_pem}' /etc/ssl/ca-bundle.pem"]
+    out = _run_hidden(_TLS_CHILD, json.dumps(cfg), like_opensuse)
+    assert out == {"text": "over TLS"}
+    no_ca = _run_hidden(_TLS_CHILD, json.dumps(cfg), empty)
+    assert "error" in no_ca and "certificate" in no_ca["error"].lower(), no_ca
