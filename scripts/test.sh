@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds everything once (ccache makes
-# re-runs incremental), runs the C++ unit tests (ctest), the Python package tests and the
-# end-to-end tests (pytest, official OpenAI SDK against the proxy and the mock provider), a
-# short fuzzing pass, and prints one summary line: "N passed, N failed".
+# re-runs incremental), runs the C++ unit tests (ctest), the Python package tests (against the
+# manylinux wheel of scripts/build-wheel.sh, installed into a fresh venv) and the end-to-end
+# tests (pytest, official OpenAI SDK against the proxy and the mock provider), a short fuzzing
+# pass, and prints one summary line: "N passed, N failed".
 #
 # N passed counts real test cases only: ctest entries that passed (each one a doctest TEST_CASE
 # that ran) plus pytest cases that passed. The fuzz and sanitizer steps are reported on lines of
@@ -23,7 +24,7 @@ ONLY_SANITIZE=0
 for a in "$@"; do
   case "$a" in
     --sanitize) ONLY_SANITIZE=1 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
   esac
 done
