@@ -148,8 +148,11 @@ if bash "$ROOT/scripts/build-wheel.sh" "$WHEELHOUSE" >"$LOGS/wheel.log" 2>&1; th
   t1=$(now)
   WHEEL=$(tail -1 "$LOGS/wheel.log")
   rm -rf "$WHEEL_VENV"
-  if "$PY" -m venv "$WHEEL_VENV" >"$LOGS/wheel-venv.log" 2>&1 &&
-     "$WHEEL_VENV/bin/python" -m pip install -q --disable-pip-version-check "$WHEEL[test]" >>"$LOGS/wheel-venv.log" 2>&1; then
+  # Installed by the dev venv's pip (--python): no pip bootstrapped into the test venv, and no
+  # .pyc compiled up front for every file of pandas, mypy and the SDKs (a third of the time).
+  if "$PY" -m venv --without-pip "$WHEEL_VENV" >"$LOGS/wheel-venv.log" 2>&1 &&
+     "$PY" -m pip --python "$WHEEL_VENV/bin/python" install -q --no-compile --disable-pip-version-check \
+       "$WHEEL[test]" >>"$LOGS/wheel-venv.log" 2>&1; then
     "$WHEEL_VENV/bin/python" -c 'import modelux; print("installed modelux", modelux.__version__, "at", modelux.__file__)'
     notes+=("wheel: $(basename "$WHEEL") (build + repair $((t1 - t0)) s, fresh venv $(( $(now) - t1 )) s)")
   else

@@ -122,7 +122,22 @@ def _system_copies() -> List[str]:
     return found
 
 
-def _run_hidden(child_code: str, arg: str, mounts: List[str]) -> Dict[str, Any]:
+def _plain_pythons() -> List[str]:
+    """This interpreter, and the distribution's own CPython when it is another build of the
+    same version (the wheel's cp3X tag): Debian's /usr/bin/python3 next to a pyenv one."""
+    found = [sys.executable]
+    me = os.path.realpath(sys.executable)
+    for other in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if not os.access(other, os.X_OK) or os.path.realpath(other) == me:
+            continue
+        ver = subprocess.run([other, "-I", "-S", "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+        if ver == str(sys.version_info[:2]) and os.path.realpath(other) not in map(os.path.realpath, found):
+            found.append(other)
+    return found
+
+
+def _run_hidden(child_code: str, arg: str, mounts: List[str], python: str = sys.executable) -> Dict[str, Any]:
     """Runs `child_code` on a plain interpreter (-I -S: no site-packages, no user site, no
     environment), given only the directory holding modelux, in a private mount namespace
     after `mounts` (shell commands); returns the JSON its last line prints."""
@@ -135,7 +150,7 @@ def _run_hidden(child_code: str, arg: str, mounts: List[str]) -> Dict[str, Any]:
     child = f"import sys; sys.path.insert(0, {site!r}); exec(compile({child_code!r}, 'child', 'exec'))"
     script = " && ".join(mounts + ['exec "$0" -I -S -c "$1" "$2"'])
     done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, sys.executable, child, arg],
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, python, child, arg],
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     out: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -143,14 +158,16 @@ def _run_hidden(child_code: str, arg: str, mounts: List[str]) -> Dict[str, Any]:
     return out
 
 
-def test_it_runs_on_a_plain_python_with_the_systems_copies_hidden(mock, tmp_path) -> None:
+@pytest.mark.parametrize("python", _plain_pythons(), ids=lambda p: "venv" if p == sys.executable else p)
+def test_it_runs_on_a_plain_python_with_the_systems_copies_hidden(mock, tmp_path, python) -> None:
     """The machine's libssl, libcrypto, libsqlite3, libhiredis, libfmt and prometheus-cpp files
-    read as empty: what a machine without those Debian packages looks like to the loader."""
+    read as empty: what a machine without those Debian packages looks like to the loader. On
+    this venv's interpreter and on the distribution's own CPython of the same version."""
     hidden = _system_copies()
     assert any("libssl" in p for p in hidden), "expected the build machine to have libssl"
     cfg = router_config(mock.url)
     cfg["tracing"] = {"path": str(tmp_path / "traces.db")}
-    out = _run_hidden(_CHILD, json.dumps(cfg), [f"mount --bind /dev/null '{p}'" for p in hidden])
+    out = _run_hidden(_CHILD, json.dumps(cfg), [f"mount --bind /dev/null '{p}'" for p in hidden], python)
     assert out["file"] == modelux.__file__
     assert out["version"] == modelux.__version__
     assert out["served"] == "claude-haiku-4-5" and out["text"]
