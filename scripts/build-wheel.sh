@@ -46,5 +46,13 @@ rm -f "$OUT"/modelux-*.whl
 t2=$(date +%s)
 whl=$(ls "$OUT"/modelux-*.whl)
 "$PY" -m auditwheel show "$whl"
+# What repair put into the wheel (auditwheel show names only the libraries with versioned symbols).
+"$PY" - "$whl" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    libs = [(i.filename.split("/")[-1], i.file_size) for i in z.infolist()
+            if i.filename.startswith("modelux.libs/") and i.file_size]
+print("bundled in modelux.libs/: " + ", ".join(f"{n} ({s // 1024} KiB)" for n, s in libs))
+EOF
 echo "build-wheel: pip wheel $((t1 - t0)) s, auditwheel repair $((t2 - t1)) s"
 echo "$whl"

@@ -153,6 +153,7 @@ if bash "$ROOT/scripts/build-wheel.sh" "$WHEELHOUSE" >"$LOGS/wheel.log" 2>&1; th
   if "$PY" -m venv --without-pip "$WHEEL_VENV" >"$LOGS/wheel-venv.log" 2>&1 &&
      "$PY" -m pip --python "$WHEEL_VENV/bin/python" install -q --no-compile --disable-pip-version-check \
        "$WHEEL[test]" >>"$LOGS/wheel-venv.log" 2>&1; then
+    grep -E "^bundled in|following platform tag" "$LOGS/wheel.log"
     "$WHEEL_VENV/bin/python" -c 'import modelux; print("installed modelux", modelux.__version__, "at", modelux.__file__)'
     notes+=("wheel: $(basename "$WHEEL") (build + repair $((t1 - t0)) s, fresh venv $(( $(now) - t1 )) s)")
   else
