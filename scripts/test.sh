@@ -147,7 +147,10 @@ t0=$(now)
 if bash "$ROOT/scripts/build-wheel.sh" "$WHEELHOUSE" >"$LOGS/wheel.log" 2>&1; then
   t1=$(now)
   WHEEL=$(tail -1 "$LOGS/wheel.log")
-  rm -rf "$WHEEL_VENV"
+  # The last run's venv is moved aside and deleted in the background: removing its 250 MB
+  # (pandas, numpy, mypy) took 40 s here, three times the install.
+  if [ -e "$WHEEL_VENV" ]; then mv "$WHEEL_VENV" "$WHEEL_VENV.old.$(date +%s%N)"; fi
+  (rm -rf "$WHEEL_VENV".old.* >/dev/null 2>&1 &)
   # Installed by the dev venv's pip (--python): no pip bootstrapped into the test venv, and no
   # .pyc compiled up front for every file of pandas, mypy and the SDKs (a third of the time).
   if "$PY" -m venv --without-pip "$WHEEL_VENV" >"$LOGS/wheel-venv.log" 2>&1 &&
