@@ -30,6 +30,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "modelux/transport.hpp"
+#include "transport/ca_bundle.hpp"
 #include "transport/send.hpp"
 
 namespace modelux {
@@ -180,6 +181,12 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   HttpTransport(net::any_io_executor ex, TransportOptions opts)
       : ex_(std::move(ex)), opts_(std::move(opts)), ssl_ctx_(ssl::context::tls_client) {
     ssl_ctx_.set_default_verify_paths();
+    // An OpenSSL built for another distribution (the wheel's) looks for CAs where this system
+    // has none: then the system's own bundle is the store.
+    if (std::string bundle = process_fallback_ca_bundle(); !bundle.empty()) {
+      beast::error_code ignored;
+      ssl_ctx_.load_verify_file(bundle, ignored);
+    }
     if (!opts_.ca_file.empty()) {
       beast::error_code ec;
       ssl_ctx_.load_verify_file(opts_.ca_file, ec);
