@@ -205,11 +205,19 @@ TEST_CASE("PostgreSQL change hub: the periodic check heals a missed notification
   REQUIRE(w.wait_for([&] { return hub->listening(); }));
   SUBCASE("a change without NOTIFY") {
     // What a lost notification looks like: the counter row moved, nobody was told.
-    auto before = b.configs->change_counter();
-    auto healed = hub->healed();
-    server().psql("UPDATE modelux_changes SET n = n + 1 WHERE id = 1", db_name(url));
-    CHECK(w.wait_for([&] { return b.configs->change_counter() != before; }));
-    CHECK(hub->healed() > healed);
+    // The hub's first check after LISTEN is a forced one (anything may have been missed
+    // while connecting) and is not counted as a heal: a change that lands before it is taken
+    // by it. So the missed change is made until a periodic check is what finds it (twice at
+    // most: after the first, the forced check has run).
+    bool healed_one = false;
+    for (int round = 0; round < 2 && !healed_one; ++round) {
+      auto before = b.configs->change_counter();
+      auto healed = hub->healed();
+      server().psql("UPDATE modelux_changes SET n = n + 1 WHERE id = 1", db_name(url));
+      CHECK(w.wait_for([&] { return b.configs->change_counter() != before; }));
+      healed_one = hub->healed() > healed;
+    }
+    CHECK(healed_one);
   }
   SUBCASE("the listener connection killed") {
     std::string killed = server().psql(
