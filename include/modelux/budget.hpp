@@ -22,7 +22,9 @@
 //
 // Threading: BudgetManager is thread-safe. admit/settle/release/status take one short
 // critical section per matching ledger (no I/O, no allocation in the steady state except the
-// Admission's small vectors). Persistence, Redis sync and the eviction of idle wildcard
+// Admission's small vectors); they read the definitions through one atomic pointer, so
+// update() may replace them at any time (definitions are never freed before the manager).
+// Persistence, Redis sync and the eviction of idle wildcard
 // ledgers run on one background thread. The first request of a wildcard value not in memory
 // (new, or evicted) reads that value's rows from SQLite (one indexed point query) when a store
 // is configured.
