@@ -740,3 +740,52 @@ TEST_CASE("BudgetManager: a lowered cap re-arms alerts against the new limit") {
   CHECK(fired == std::vector<double>{80});
   m->release(*b);
 }
+
+TEST_CASE("BudgetManager: updates racing admissions keep spend exact") {
+  ManualClock clock;
+  const Json users{{"name", "per-user"}, {"scope", {{"end_user", "*"}}}, {"window", "daily"}, {"limit_usd", 1000}};
+  auto m = make(one(usd_budget(100.0)), clock);
+  constexpr int kThreads = 4;
+  std::atomic<bool> done{false};
+  std::atomic<std::int64_t> settled_nusd{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      Random rng(static_cast<std::uint64_t>(t) + 7);
+      for (int i = 0; i < 2000; ++i) {
+        auto a = m->admit(ctx("acme", "u" + std::to_string(rng.below(16))), &kPaid, 1, 0, clock.now());
+        if (!a) {
+          CHECK(a.error().kind == ErrorKind::budget_exceeded);
+          continue;
+        }
+        if (rng.below(4) == 0) {
+          m->release(*a);
+        } else {
+          settled_nusd.fetch_add(1'000'000);
+          m->settle(*a, 0.001, usage(1, 0), clock.now());
+        }
+      }
+    });
+  }
+  // Meanwhile: the cap moves between $100 and $3 (same identity) and a wildcard budget comes
+  // and goes.
+  std::thread updater([&] {
+    for (int i = 0; !done.load(); ++i) {
+      Json b = Json::array({usd_budget(i % 2 ? 3.0 : 100.0)});
+      if (i % 3 == 0) b.push_back(users);
+      auto r = m->update(b, clock.now());
+      CHECK(r.has_value());
+      (void)m->snapshot(clock.now());
+    }
+  });
+  for (auto& t : ts) t.join();
+  done = true;
+  updater.join();
+  REQUIRE(m->update(one(usd_budget(100.0)), clock.now()).has_value());
+  // Every settle landed in the one acme-daily ledger that survived every change.
+  const auto st = m->status(ctx(), clock.now());
+  CHECK(st.spent_usd == doctest::Approx(static_cast<double>(settled_nusd.load()) / 1e9).epsilon(1e-12));
+  auto snap = m->snapshot(clock.now());
+  REQUIRE(snap["budgets"].size() == 1);
+  CHECK(snap["budgets"][0]["in_flight"] == 0);
+}
