@@ -70,6 +70,7 @@ class BudgetLedger {
   std::mutex mu;
   // --- guarded by mu ---
   Instant period_end{};           ///< when roll() must do work again (monotonic clock)
+  std::int64_t window_end_ms = 0; ///< calendar windows: the window's exact wall-clock end (unix ms)
   bool rolled_once = false;
   std::deque<BudgetPeriod> periods;  ///< live periods, oldest first
   BudgetTotals own_sum;           ///< Σ periods.own

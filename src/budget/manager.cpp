@@ -42,6 +42,7 @@ void BudgetLedger::roll(Instant now, WallTime wall) {
       alerts_fired = 0;
     }
     period_end = now + nanoseconds{end_ns - wall_ns};
+    window_end_ms = end_ns / 1'000'000;
     return;
   }
   const std::int64_t w = entry().bucket_ms;
@@ -772,7 +773,7 @@ Json BudgetManager::snapshot(Instant now) const {
     j["window_label"] = l->window_label();
     if (!l->periods.empty()) j["window_start_ms"] = l->periods.front().start_ms;
     if (s.window != BudgetWindowKind::rolling)  // calendar windows end at a known instant (forecasts use it)
-      j["window_end_ms"] = duration_cast<milliseconds>(I.wall_of(l->period_end).time_since_epoch()).count();
+      j["window_end_ms"] = l->window_end_ms;  // exact: wall_of(period_end) would jitter by the clocks' read gap
     j["limit_usd"] = s.limit_usd ? Json(*s.limit_usd) : Json(nullptr);
     j["limit_tokens"] = s.limit_tokens ? Json(*s.limit_tokens) : Json(nullptr);
     j["limit_requests"] = s.limit_requests ? Json(*s.limit_requests) : Json(nullptr);
