@@ -194,6 +194,13 @@ Result<void> ControlPlane::seed(Config& cfg, bool reseed, const Actor& actor) {
   return {};
 }
 
+bool ControlPlane::budget_running(const std::string& name, const Json& doc) {
+  std::lock_guard lk(write_mu_);
+  if (!router_ || !router_->budgets()) return false;
+  auto it = budget_docs_.find(name);
+  return it != budget_docs_.end() && it->second == doc;
+}
+
 Config ControlPlane::router_config() {
   std::lock_guard lk(write_mu_);
   return router_ ? router_->config() : Config{};
@@ -222,10 +229,12 @@ Result<void> ControlPlane::attach(Router& router, KeyRegistry* keys) {
   }
   if (auto bheads = configs().heads(kKindBudget)) {
     std::lock_guard lk(write_mu_);
-    for (const auto& h : *bheads) {
-      budget_seen_[h.name] = h.version;  // resets before this start are in the ledgers already
-      budget_docs_[h.name] = h.document;  // the Router was built from these (seed())
-    }
+    for (const auto& h : *bheads) budget_seen_[h.name] = h.version;  // resets before this start are in the ledgers already
+    // What the Router was built from (seed()'s heads); a fleet write since then applies now.
+    if (router.budgets())
+      for (const auto& b : router.config().budgets)
+        if (b.is_object() && b.contains("name") && b["name"].is_string()) budget_docs_[b["name"].get<std::string>()] = b;
+    (void)apply_budgets_locked();
   }
   last_reconcile_ = router.clock().now();
   bucket_start_ = last_reconcile_;

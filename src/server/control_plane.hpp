@@ -121,6 +121,9 @@ class ControlPlane {
   /// taken under the write lock, which every live routing change of this process holds: a
   /// reader on a worker (replay) never races a PUT, rollback or reconcile. Empty if detached.
   Config router_config();
+  /// True when `doc` is the definition of budget `name` running in this instance's
+  /// BudgetManager (GET /v1/budgets/{name} "live").
+  bool budget_running(const std::string& name, const Json& doc);
 
   ConfigStore& configs() { return *store_.configs; }
   AuditLog& audit() { return *store_.audit; }
