@@ -179,3 +179,33 @@ TEST_CASE("BudgetManager(SQLite): a spend reset clears the live window and its p
   CHECK(spent(*m, clock, "per-user", "end_user:bob") == -1);  // no rows, so no ledger reloaded
   CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.7));
 }
+
+TEST_CASE("BudgetManager(SQLite): a budget removed and added again live comes back with its spend") {
+  TempDb db;
+  ManualClock clock;
+  auto m = open(db.path, clock);
+  spend(*m, clock, ctx("u1"), 300);  // $0.3 on acme-daily (and on per-user u1), not flushed yet
+  CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.3));
+  // Removed: its unflushed spend is written first, then it is gone from the snapshot.
+  const Json only_users = Json::array({kBudgets[1]});
+  auto r = m->update(only_users, clock.now());
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().describe()));
+  CHECK(r->removed == std::vector<std::string>{"acme-daily"});
+  CHECK(spent(*m, clock, "acme-daily", "project:acme") == -1);
+  CHECK(spent(*m, clock, "per-user", "end_user:u1") == doctest::Approx(0.3));  // untouched
+  // Added again (same identity): like a restart, its rows of the live window count.
+  r = m->update(kBudgets, clock.now());
+  REQUIRE(r.has_value());
+  CHECK(r->added == std::vector<std::string>{"acme-daily"});
+  CHECK(spent(*m, clock, "acme-daily", "project:acme") == doctest::Approx(0.3));
+  // A changed cap keeps the ledger; a restart afterwards still sees the spend.
+  Json tighter = kBudgets;
+  tighter[0]["limit_usd"] = 0.35;
+  REQUIRE(m->update(tighter, clock.now()).has_value());
+  auto a = m->admit(ctx("u2"), &kPaid, 100, 0, clock.now());  // 0.3 + 0.1 > 0.35
+  REQUIRE_FALSE(a.has_value());
+  CHECK(a.error().kind == ErrorKind::budget_exceeded);
+  m.reset();
+  auto again = open(db.path, clock);
+  CHECK(spent(*again, clock, "acme-daily", "project:acme") == doctest::Approx(0.3));
+}

@@ -620,3 +620,172 @@ TEST_CASE("BudgetManager: a daily budget in Europe/Berlin rolls at 22:00 UTC in 
   REQUIRE_FALSE(blocked.has_value());
   CHECK(blocked.error().message.find("(project:acme, daily window from 2026-07-01T22:00:00Z Europe/Berlin)") != std::string::npos);
 }
+
+// ---- live definition changes (BudgetManager::update) ----------------------------------------
+
+TEST_CASE("BudgetManager: update changes caps live and keeps spend and reservations") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  // $0.3 settled, then $0.2 reserved by a request still in flight.
+  auto a = m->admit(ctx(), &kPaid, 100, 100, clock.now());  // $0.3
+  REQUIRE(a.has_value());
+  m->settle(*a, 0.3, usage(100, 100), clock.now());
+  auto inflight = m->admit(ctx(), &kPaid, 200, 0, clock.now());  // $0.2 reserved
+  REQUIRE(inflight.has_value());
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.5));
+
+  // Cap down to $0.5: the same identity keeps the ledger (spend and the reservation), and the
+  // next admission is refused at once.
+  auto r = m->update(one(usd_budget(0.5)), clock.now());
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().describe()));
+  CHECK(r->changed == std::vector<std::string>{"acme-daily"});
+  CHECK(r->added.empty());
+  CHECK(r->removed.empty());
+  auto st = m->status(ctx(), clock.now());
+  CHECK(st.limit_usd == doctest::Approx(0.5));
+  CHECK(st.spent_usd == doctest::Approx(0.5));
+  auto blocked = m->admit(ctx(), &kPaid, 10, 0, clock.now());
+  REQUIRE_FALSE(blocked.has_value());
+  CHECK(blocked.error().kind == ErrorKind::budget_exceeded);
+  CHECK(blocked.error().message.find("$0.5000 limit") != std::string::npos);
+
+  // The reservation made before the change settles into the same ledger: $0.2 reserved
+  // becomes $0.1 spent, so $0.4 in all.
+  m->settle(*inflight, 0.1, usage(100, 0), clock.now());
+  CHECK(m->status(ctx(), clock.now()).spent_usd == doctest::Approx(0.4));
+  CHECK(m->admit(ctx(), &kPaid, 200, 0, clock.now()).error().kind == ErrorKind::budget_exceeded);  // 0.4 + 0.2 > 0.5
+
+  // Cap up: admitted again, spend still there.
+  REQUIRE(m->update(one(usd_budget(2.0)), clock.now()).has_value());
+  auto ok = m->admit(ctx(), &kPaid, 200, 0, clock.now());
+  REQUIRE(ok.has_value());
+  m->release(*ok);
+  st = m->status(ctx(), clock.now());
+  CHECK(st.limit_usd == doctest::Approx(2.0));
+  CHECK(st.spent_usd == doctest::Approx(0.4));
+
+  // The same definitions again change nothing.
+  auto same = m->update(one(usd_budget(2.0)), clock.now());
+  REQUIRE(same.has_value());
+  CHECK(same->unchanged == 1);
+  CHECK(same->changed.empty());
+}
+
+TEST_CASE("BudgetManager: update adds and removes budgets live") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 100, 0, clock.now());  // $0.1 on acme-daily
+  REQUIRE(a.has_value());
+  m->settle(*a, 0.1, usage(100, 0), clock.now());
+  auto held = m->admit(ctx(), &kPaid, 100, 0, clock.now());  // in flight across the removal
+  REQUIRE(held.has_value());
+
+  // Add a per-user request cap next to it.
+  Json users{{"name", "per-user"}, {"scope", {{"end_user", "*"}}}, {"window", "daily"}, {"limit_requests", 1}};
+  auto r = m->update(Json::array({usd_budget(1.0), users}), clock.now());
+  REQUIRE(r.has_value());
+  CHECK(r->added == std::vector<std::string>{"per-user"});
+  CHECK(r->unchanged == 1);
+  CHECK(m->specs().size() == 2);
+  auto first = m->admit(ctx("acme", "u9"), &kPaid, 1, 0, clock.now());
+  REQUIRE(first.has_value());
+  m->settle(*first, 0.001, usage(1, 0), clock.now());
+  auto second = m->admit(ctx("acme", "u9"), &kPaid, 1, 0, clock.now());
+  REQUIRE_FALSE(second.has_value());
+  CHECK(second.error().message.find("per-user") != std::string::npos);
+
+  // Remove acme-daily: it no longer matches, is no longer listed, and the reservation made
+  // before the removal settles harmlessly.
+  r = m->update(one(users), clock.now());
+  REQUIRE(r.has_value());
+  CHECK(r->removed == std::vector<std::string>{"acme-daily"});
+  CHECK(m->status(ctx(), clock.now()).limit_usd == 0);
+  m->settle(*held, 0.5, usage(100, 0), clock.now());
+  Json snap = m->snapshot(clock.now());
+  for (const auto& l : snap["budgets"]) CHECK(l["name"] == "per-user");
+  CHECK(m->ledger_stats().live == 1);  // the per-user ledger of u9
+  auto reset = m->reset("acme-daily", clock.now());
+  CHECK_FALSE(reset.has_value());
+
+  // Re-adding it starts a fresh ledger (no store: the old spend is gone with the definition).
+  REQUIRE(m->update(Json::array({users, usd_budget(0.05)}), clock.now()).has_value());
+  CHECK(m->status(ctx("acme", "u10"), clock.now()).spent_usd == doctest::Approx(0.0));
+  CHECK(m->admit(ctx("acme", "u10"), &kPaid, 100, 0, clock.now()).error().kind == ErrorKind::budget_exceeded);
+}
+
+TEST_CASE("BudgetManager: a bad update changes nothing") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  Json bad = usd_budget(0.5);
+  bad["window"] = "hourly";
+  auto r = m->update(one(bad), clock.now());
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().path == "$.budgets[0].window");
+  CHECK(m->status(ctx(), clock.now()).limit_usd == doctest::Approx(1.0));
+}
+
+TEST_CASE("BudgetManager: a lowered cap re-arms alerts against the new limit") {
+  ManualClock clock;
+  std::vector<double> fired;
+  BudgetOptions o;
+  o.on_alert = [&](const BudgetAlert& a) { fired.push_back(a.threshold); };
+  auto m = make(one(usd_budget(1.0)), clock, o);
+  auto a = m->admit(ctx(), &kPaid, 100, 0, clock.now());
+  REQUIRE(a.has_value());
+  m->settle(*a, 0.1, usage(100, 0), clock.now());  // 10%: nothing
+  CHECK(fired.empty());
+  REQUIRE(m->update(one(usd_budget(0.11)), clock.now()).has_value());
+  auto b = m->admit(ctx(), &kPaid, 1, 0, clock.now());  // 0.101 of 0.11 = 92%
+  REQUIRE(b.has_value());
+  CHECK(fired == std::vector<double>{80});
+  m->release(*b);
+}
+
+TEST_CASE("BudgetManager: updates racing admissions keep spend exact") {
+  ManualClock clock;
+  const Json users{{"name", "per-user"}, {"scope", {{"end_user", "*"}}}, {"window", "daily"}, {"limit_usd", 1000}};
+  auto m = make(one(usd_budget(100.0)), clock);
+  constexpr int kThreads = 4;
+  std::atomic<bool> done{false};
+  std::atomic<std::int64_t> settled_nusd{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      Random rng(static_cast<std::uint64_t>(t) + 7);
+      for (int i = 0; i < 2000; ++i) {
+        auto a = m->admit(ctx("acme", "u" + std::to_string(rng.below(16))), &kPaid, 1, 0, clock.now());
+        if (!a) {
+          CHECK(a.error().kind == ErrorKind::budget_exceeded);
+          continue;
+        }
+        if (rng.below(4) == 0) {
+          m->release(*a);
+        } else {
+          settled_nusd.fetch_add(1'000'000);
+          m->settle(*a, 0.001, usage(1, 0), clock.now());
+        }
+      }
+    });
+  }
+  // Meanwhile: the cap moves between $100 and $3 (same identity) and a wildcard budget comes
+  // and goes.
+  std::thread updater([&] {
+    for (int i = 0; !done.load(); ++i) {
+      Json b = Json::array({usd_budget(i % 2 ? 3.0 : 100.0)});
+      if (i % 3 == 0) b.push_back(users);
+      auto r = m->update(b, clock.now());
+      CHECK(r.has_value());
+      (void)m->snapshot(clock.now());
+    }
+  });
+  for (auto& t : ts) t.join();
+  done = true;
+  updater.join();
+  REQUIRE(m->update(one(usd_budget(100.0)), clock.now()).has_value());
+  // Every settle landed in the one acme-daily ledger that survived every change.
+  const auto st = m->status(ctx(), clock.now());
+  CHECK(st.spent_usd == doctest::Approx(static_cast<double>(settled_nusd.load()) / 1e9).epsilon(1e-12));
+  auto snap = m->snapshot(clock.now());
+  REQUIRE(snap["budgets"].size() == 1);
+  CHECK(snap["budgets"][0]["in_flight"] == 0);
+}

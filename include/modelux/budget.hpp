@@ -22,7 +22,9 @@
 //
 // Threading: BudgetManager is thread-safe. admit/settle/release/status take one short
 // critical section per matching ledger (no I/O, no allocation in the steady state except the
-// Admission's small vectors). Persistence, Redis sync and the eviction of idle wildcard
+// Admission's small vectors); they read the definitions through one atomic pointer, so
+// update() may replace them at any time (definitions are never freed before the manager).
+// Persistence, Redis sync and the eviction of idle wildcard
 // ledgers run on one background thread. The first request of a wildcard value not in memory
 // (new, or evicted) reads that value's rows from SQLite (one indexed point query) when a store
 // is configured.
@@ -205,6 +207,12 @@ struct BudgetLedgerStats {
   bool over_bound = false;               ///< the last sweep could not get under max_wildcard
 };
 
+/// What BudgetManager::update changed (by budget name).
+struct BudgetUpdate {
+  std::vector<std::string> added, changed, removed;
+  std::size_t unchanged = 0;
+};
+
 /// Per-request budgets: reservations, settlement, thresholds, alerts, persistence, fleet sync.
 class BudgetManager final : public BudgetView {
  public:
@@ -265,7 +273,18 @@ class BudgetManager final : public BudgetView {
   /// Live ledger count and eviction counters. Cheap (atomics).
   BudgetLedgerStats ledger_stats() const noexcept;
 
-  const std::vector<BudgetSpec>& specs() const noexcept;
+  /// The running definitions (a copy: update() may replace them at any time).
+  std::vector<BudgetSpec> specs() const;
+  /// Replaces the definitions live (the "budgets" array, parsed like create()'s; all or
+  /// nothing). A budget whose identity (name, scope, window, window_s, timezone) is unchanged
+  /// keeps its ledgers and their spend and in-flight reservations; its limits, soft threshold,
+  /// downgrade target, alerts and unknown_price policy change at once (alerts re-arm when the
+  /// USD limit or the thresholds change). A new budget (or a changed identity) starts from
+  /// its persisted rows, like a restart would. A removed budget stops matching requests; its
+  /// unflushed spend is written first, and settles of reservations made before stay harmless
+  /// (its ledgers are kept, inert, until the manager is destroyed). Thread-safe; admissions
+  /// in flight see either the old or the new definitions.
+  Result<BudgetUpdate> update(const Json& budgets, Instant now);
   /// Spend reset (an operator's decision, e.g. after a refund): every ledger of budget `name`
   /// forgets this instance's settled spend and the fleet's last-synced share in its live
   /// window, its alerts re-arm, and its persisted rows (this instance's) are deleted, so a

@@ -51,10 +51,17 @@ class BudgetLedger {
  public:
   BudgetLedger(const BudgetEntry& entry, std::string scope_value, bool wildcard = false);
 
-  const BudgetEntry& entry;
+  /// The budget's definition. Replaced (under mu) when the definition changes live
+  /// (BudgetManager::update); the identity fields (name, scope, window, timezone) never change
+  /// for a ledger, so they may be read without mu. Entries are never freed before the manager.
+  const BudgetEntry& entry() const noexcept { return *entry_.load(std::memory_order_acquire); }
+  void set_entry(const BudgetEntry& e) noexcept { entry_.store(&e, std::memory_order_release); }
   const std::string scope_value;  ///< the concrete value ("acme", or the end user for "*")
   const std::string key;          ///< "name|value", stable across restarts and instances
   const bool wildcard;            ///< one of a "*" budget's ledgers: may be evicted
+ private:
+  std::atomic<const BudgetEntry*> entry_;
+ public:
   /// Wildcard ledgers: admissions between the lookup that found this ledger and the end of
   /// their reservation (incremented under the slot's lock, so eviction, which holds it
   /// exclusively, sees every one). A pinned ledger is never evicted.
@@ -63,13 +70,14 @@ class BudgetLedger {
   std::mutex mu;
   // --- guarded by mu ---
   Instant period_end{};           ///< when roll() must do work again (monotonic clock)
+  std::int64_t window_end_ms = 0; ///< calendar windows: the window's exact wall-clock end (unix ms)
   bool rolled_once = false;
   std::deque<BudgetPeriod> periods;  ///< live periods, oldest first
   BudgetTotals own_sum;           ///< Σ periods.own
   BudgetTotals remote_sum;        ///< Σ periods.remote
   BudgetTotals reserved;          ///< this instance's in-flight reservations (requests = count)
   BudgetTotals remote_reserved;   ///< other instances' in-flight reservations (last sync)
-  std::uint32_t alerts_fired = 0; ///< bit i: entry.spec.alerts[i] fired in this window
+  std::uint32_t alerts_fired = 0; ///< bit i: entry().spec.alerts[i] fired in this window
   std::int64_t outage_cap_nusd = -1;  ///< fair_share outage policy: committed USD cap while Redis is down
   std::uint32_t fleet_instances = 1;  ///< distinct instances seen in the last sync (self included)
   std::uint64_t version = 0;      ///< bumps on every settle (for flush / sync dirtiness)

@@ -23,15 +23,15 @@ using namespace std::chrono;
 // ---- ledger -------------------------------------------------------------------------------
 
 BudgetLedger::BudgetLedger(const BudgetEntry& e, std::string value, bool wc)
-    : entry(e), scope_value(std::move(value)), key(e.spec.name + "|" + scope_value), wildcard(wc) {}
+    : scope_value(std::move(value)), key(e.spec.name + "|" + scope_value), wildcard(wc), entry_(&e) {}
 
 void BudgetLedger::roll(Instant now, WallTime wall) {
   const std::int64_t wall_ns = duration_cast<nanoseconds>(wall.time_since_epoch()).count();
   const std::int64_t wall_ms = wall_ns / 1'000'000 - (wall_ns % 1'000'000 < 0 ? 1 : 0);
-  const BudgetSpec& s = entry.spec;
+  const BudgetSpec& s = entry().spec;
   rolled_once = true;
   if (s.window != BudgetWindowKind::rolling) {
-    const auto b = budget_detail::calendar_window(s.window, entry.tz, floor<seconds>(sys_time<nanoseconds>{nanoseconds{wall_ns}}));
+    const auto b = budget_detail::calendar_window(s.window, entry().tz, floor<seconds>(sys_time<nanoseconds>{nanoseconds{wall_ns}}));
     const std::int64_t start_ms = b.start.time_since_epoch().count() * 1000;
     const std::int64_t end_ns = b.end.time_since_epoch().count() * 1'000'000'000;
     if (periods.empty() || periods.back().start_ms != start_ms) {
@@ -42,9 +42,10 @@ void BudgetLedger::roll(Instant now, WallTime wall) {
       alerts_fired = 0;
     }
     period_end = now + nanoseconds{end_ns - wall_ns};
+    window_end_ms = end_ns / 1'000'000;
     return;
   }
-  const std::int64_t w = entry.bucket_ms;
+  const std::int64_t w = entry().bucket_ms;
   const std::int64_t window = s.window_s * 1000;
   const std::int64_t bucket = wall_ms - ((wall_ms % w) + w) % w;
   if (periods.empty() || periods.back().start_ms < bucket) periods.push_back(BudgetPeriod{bucket, {}, {}});
@@ -59,8 +60,8 @@ void BudgetLedger::roll(Instant now, WallTime wall) {
   // Rolling windows have no "new window": a threshold re-arms once spend falls back below it.
   if (alerts_fired) {
     const std::int64_t c = committed().nusd;
-    for (std::size_t i = 0; i < entry.alert_nusd.size(); ++i)
-      if (c < entry.alert_nusd[i]) alerts_fired &= ~(1u << i);
+    for (std::size_t i = 0; i < entry().alert_nusd.size(); ++i)
+      if (c < entry().alert_nusd[i]) alerts_fired &= ~(1u << i);
   }
 }
 
@@ -72,7 +73,7 @@ void BudgetLedger::add_own(const BudgetTotals& t) noexcept {
 }
 
 std::string BudgetLedger::window_label() const {
-  const BudgetSpec& s = entry.spec;
+  const BudgetSpec& s = entry().spec;
   if (s.window == BudgetWindowKind::rolling) return fmt::format("rolling {}s", s.window_s);
   std::string out(to_string(s.window));
   if (!periods.empty()) {
@@ -88,11 +89,11 @@ std::string BudgetLedger::window_label() const {
 }
 
 std::int64_t BudgetLedger::window_ms() const noexcept {
-  switch (entry.spec.window) {
+  switch (entry().spec.window) {
     case BudgetWindowKind::daily: return 86'400'000;
     case BudgetWindowKind::weekly: return 7 * 86'400'000LL;
     case BudgetWindowKind::monthly: return 31 * 86'400'000LL;
-    case BudgetWindowKind::rolling: return entry.spec.window_s * 1000;
+    case BudgetWindowKind::rolling: return entry().spec.window_s * 1000;
   }
   return 86'400'000;
 }
@@ -130,7 +131,7 @@ std::string money(double usd) {
 }
 
 std::string scope_label_of(const BudgetLedger& l) {
-  const BudgetSpec& s = l.entry.spec;
+  const BudgetSpec& s = l.entry().spec;
   if (s.scope == BudgetScopeKind::all) return "all";
   std::string out(to_string(s.scope));
   out += ':';
@@ -152,8 +153,8 @@ double percent_of(std::int64_t committed, std::int64_t limit) noexcept {
 /// Caller holds l.mu.
 template <class WallFn>
 void check_alerts(BudgetLedger& l, std::int64_t committed, bool blocked, WallFn&& at, std::vector<BudgetAlert>& out) {
-  const BudgetSpec& s = l.entry.spec;
-  const auto& th = l.entry.alert_nusd;
+  const BudgetSpec& s = l.entry().spec;
+  const auto& th = l.entry().alert_nusd;
   for (std::size_t i = 0; i < th.size(); ++i) {
     const std::uint32_t bit = 1u << i;
     if (l.alerts_fired & bit) continue;
@@ -164,7 +165,7 @@ void check_alerts(BudgetLedger& l, std::int64_t committed, bool blocked, WallFn&
       a.scope = scope_label_of(l);
       a.window = l.window_label();
       a.threshold = s.alerts[i];
-      a.percent = percent_of(committed, l.entry.limit_nusd);
+      a.percent = percent_of(committed, l.entry().limit_nusd);
       a.limit_usd = s.limit_usd.value_or(0);
       a.spent_usd = from_nusd(committed);
       a.at = at();
@@ -211,7 +212,7 @@ std::vector<std::string> Admission::actions() const {
   for (const auto& h : holds) {
     if (!h.ledger) continue;
     out.push_back(fmt::format("reserved {} on {}/{} ({})", money(from_nusd(h.nusd)), scope_label_of(*h.ledger),
-                              to_string(h.ledger->entry.spec.window), h.ledger->entry.spec.name));
+                              to_string(h.ledger->entry().spec.window), h.ledger->entry().spec.name));
   }
   if (unpriced) out.push_back(fmt::format("unpriced model '{}' allowed and flagged", model.empty() ? std::string_view("(unknown)") : model));
   if (!downgrade_to.empty())
@@ -250,7 +251,7 @@ BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view
     }
     if (loaded && slot.evictions.load(std::memory_order_acquire) != gen) continue;
     if (under_lock) loaded = load_rows(slot, value, now, rows);
-    auto p = std::make_unique<BudgetLedger>(slot.entry, std::string(value), true);
+    auto p = std::make_unique<BudgetLedger>(slot.entry(), std::string(value), true);
     BudgetLedger* l = p.get();
     if (!rows.empty()) {
       const WallTime wall = wall_of(now);
@@ -260,13 +261,14 @@ BudgetLedger* BudgetManager::Impl::ledger_for(BudgetSlot& slot, std::string_view
         reloaded.fetch_add(1, std::memory_order_relaxed);
         // Thresholds this spend already passed fired before (settle checks every one).
         const std::int64_t c = l->own_sum.nusd;
-        for (std::size_t i = 0; i < l->entry.alert_nusd.size(); ++i)
-          if (c >= l->entry.alert_nusd[i]) l->alerts_fired |= 1u << i;
+        for (std::size_t i = 0; i < l->entry().alert_nusd.size(); ++i)
+          if (c >= l->entry().alert_nusd[i]) l->alerts_fired |= 1u << i;
       }
       l->flushed_version = l->version;  // what was read is what the store holds
     }
     l->pins.fetch_add(1, std::memory_order_relaxed);
     slot.per_value.emplace(std::string(value), std::move(p));
+    if (slot.retired) return l;  // an admission that read the list before update() removed it
     wildcard_live.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard g(all_mu);
     all_ledgers.push_back(l);
@@ -297,7 +299,7 @@ std::size_t BudgetManager::Impl::evict_locked(Instant now) {
   // Scan a bucket range at a time under the shared lock, so new values are never held up for
   // long (a rehash between chunks may skip a few entries until the next sweep).
   constexpr std::size_t kChunk = 512;
-  for (auto& sp : slots) {
+  for (BudgetSlot* sp : live_slots()) {
     if (!sp->wildcard()) continue;
     for (std::size_t b = 0;;) {
       std::shared_lock lk(sp->per_value_mu);
@@ -310,8 +312,8 @@ std::size_t BudgetManager::Impl::evict_locked(Instant now) {
           std::lock_guard g(l.mu);
           if (now >= l.period_end || !l.rolled_once) l.roll(now, wall);
           switch (classify(l)) {
-            case Kind::idle: idle.push_back(Cand{sp.get(), &l, l.last_use}); break;
-            case Kind::spend: spend.push_back(Cand{sp.get(), &l, l.last_use}); break;
+            case Kind::idle: idle.push_back(Cand{sp, &l, l.last_use}); break;
+            case Kind::spend: spend.push_back(Cand{sp, &l, l.last_use}); break;
             case Kind::keep: break;
           }
         }
@@ -419,6 +421,45 @@ BudgetManager::Impl::~Impl() {
 BudgetManager::BudgetManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 BudgetManager::~BudgetManager() = default;
 
+namespace {
+
+/// The derived limits of one definition (nano-dollar thresholds, rolling bucket, time zone).
+Result<std::unique_ptr<BudgetEntry>> make_entry(BudgetSpec spec) {
+  auto e = std::make_unique<BudgetEntry>();
+  e->spec = std::move(spec);
+  auto tz = budget_detail::TimeZone::parse(e->spec.timezone);
+  if (!tz) return fail(tz.error());
+  e->tz = std::move(*tz);
+  if (const auto& lim = e->spec.limit_usd) {
+    e->limit_nusd = to_nusd(*lim);
+    if (e->spec.soft_percent && !e->spec.downgrade_to.empty()) e->soft_nusd = to_nusd(*lim * *e->spec.soft_percent / 100);
+    if (e->limit_nusd > 0)
+      for (double pct : e->spec.alerts) e->alert_nusd.push_back(to_nusd(*lim * pct / 100));
+  }
+  if (e->spec.window == BudgetWindowKind::rolling)
+    e->bucket_ms = std::max<std::int64_t>(1, e->spec.window_s * 1000 / kRollingBuckets);
+  return e;
+}
+
+/// Same ledgers (same keys, same periods): only limits, thresholds and policies differ.
+bool same_identity(const BudgetSpec& a, const BudgetSpec& b) noexcept {
+  return a.name == b.name && a.scope == b.scope && a.scope_value == b.scope_value && a.tag_key == b.tag_key &&
+         a.window == b.window && a.window_s == b.window_s && a.timezone == b.timezone;
+}
+
+}  // namespace
+
+BudgetSlot* BudgetManager::Impl::add_slot(std::unique_ptr<BudgetEntry> entry) {
+  auto slot = std::make_unique<BudgetSlot>();
+  slot->entry_.store(entry.get(), std::memory_order_release);
+  const BudgetSpec& s = entry->spec;
+  if (slot->wildcard()) has_wildcard = true;
+  else slot->single = std::make_unique<BudgetLedger>(*entry, s.scope == BudgetScopeKind::all ? std::string("*") : s.scope_value);
+  owned_entries.push_back(std::move(entry));
+  owned_slots.push_back(std::move(slot));
+  return owned_slots.back().get();
+}
+
 Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets, const Catalog& catalog,
                                                             const Clock& clock, BudgetOptions options) {
   auto specs = parse_budgets(budgets);
@@ -429,29 +470,16 @@ Result<std::unique_ptr<BudgetManager>> BudgetManager::create(const Json& budgets
     return fail(ErrorKind::invalid_config, "instance id must not contain '|'", "instance_id");
   auto impl = std::make_unique<Impl>(catalog, clock, std::move(options));
   impl->specs = *specs;
+  auto list = std::make_unique<Impl::SlotList>();
   for (auto& s : *specs) {
-    auto slot = std::make_unique<BudgetSlot>();
-    slot->entry.spec = std::move(s);
-    auto tz = budget_detail::TimeZone::parse(slot->entry.spec.timezone);
-    if (!tz) return fail(tz.error());
-    slot->entry.tz = std::move(*tz);
-    if (const auto& lim = slot->entry.spec.limit_usd) {
-      BudgetEntry& e = slot->entry;
-      e.limit_nusd = to_nusd(*lim);
-      if (e.spec.soft_percent && !e.spec.downgrade_to.empty()) e.soft_nusd = to_nusd(*lim * *e.spec.soft_percent / 100);
-      if (e.limit_nusd > 0)
-        for (double pct : e.spec.alerts) e.alert_nusd.push_back(to_nusd(*lim * pct / 100));
-    }
-    if (slot->entry.spec.window == BudgetWindowKind::rolling)
-      slot->entry.bucket_ms = std::max<std::int64_t>(1, slot->entry.spec.window_s * 1000 / kRollingBuckets);
-    if (slot->wildcard()) impl->has_wildcard = true;
-    if (!slot->wildcard()) {
-      slot->single = std::make_unique<BudgetLedger>(
-          slot->entry, slot->entry.spec.scope == BudgetScopeKind::all ? std::string("*") : slot->entry.spec.scope_value);
-      impl->all_ledgers.push_back(slot->single.get());
-    }
-    impl->slots.push_back(std::move(slot));
+    auto entry = make_entry(std::move(s));
+    if (!entry) return fail(entry.error());
+    BudgetSlot* slot = impl->add_slot(std::move(*entry));
+    if (!slot->wildcard()) impl->all_ledgers.push_back(slot->single.get());
+    list->push_back(slot);
   }
+  impl->slots.store(list.get(), std::memory_order_release);
+  impl->owned_lists.push_back(std::move(list));
   const Instant now = clock.now();
   if (!impl->options.sqlite_path.empty()) {
     if (auto r = impl->open_store(); !r) return fail(r.error());
@@ -505,8 +533,8 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
     for (auto& h : a.holds)
       if (h.ledger->wildcard) h.ledger->pins.fetch_sub(1, std::memory_order_release);
   };
-  for (auto& slot : I.slots) {
-    const std::string* v = scope_value_of(slot->entry.spec, ctx);
+  for (BudgetSlot* slot : I.live_slots()) {
+    const std::string* v = scope_value_of(slot->entry().spec, ctx);
     if (!v) continue;
     a.holds.push_back(BudgetHold{I.ledger_for(*slot, *v, now), est_nusd, est_tokens});
   }
@@ -533,20 +561,20 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
       BudgetLedger& l = *h.ledger;
       if (now >= l.period_end || !l.rolled_once) l.roll(now, I.wall_of(now));
       l.last_use = now;
-      const BudgetSpec& s = l.entry.spec;
+      const BudgetSpec& s = l.entry().spec;
       const BudgetTotals c = l.committed();
       if (s.limit_usd) {
         if (!priced) {
           if (s.unknown_price == UnknownPricePolicy::block) why = Why::unpriced;
           else a.unpriced = true;
-        } else if (!zero_cost && c.nusd + must_fit_nusd > (l.outage_cap_nusd < 0 ? l.entry.limit_nusd
-                                                                                   : std::min(l.entry.limit_nusd, l.outage_cap_nusd))) {
+        } else if (!zero_cost && c.nusd + must_fit_nusd > (l.outage_cap_nusd < 0 ? l.entry().limit_nusd
+                                                                                   : std::min(l.entry().limit_nusd, l.outage_cap_nusd))) {
           if (allow_downgrade && !s.downgrade_to.empty() && !(model && model->id == s.downgrade_to) &&
               blocked_downgrade.empty()) {
             // The downgrade target's own estimate may well fit: reroute rather than block.
             blocked_downgrade = s.downgrade_to;
             blocked_downgrade_budget = s.name;
-            blocked_downgrade_percent = percent_of(c.nusd, l.entry.limit_nusd);
+            blocked_downgrade_percent = percent_of(c.nusd, l.entry().limit_nusd);
             continue;
           }
           why = Why::usd;
@@ -567,24 +595,24 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
     if (why == Why::none && blocked_downgrade.empty()) {
       for (auto& h : a.holds) {
         BudgetLedger& l = *h.ledger;
-        if (!output_bounded && l.entry.limit_nusd > 0 && h.nusd > est_in_nusd) {
+        if (!output_bounded && l.entry().limit_nusd > 0 && h.nusd > est_in_nusd) {
           // The output guess reserves no more than the cap's headroom.
-          const std::int64_t headroom = std::max<std::int64_t>(0, l.entry.limit_nusd - l.committed().nusd - est_in_nusd);
+          const std::int64_t headroom = std::max<std::int64_t>(0, l.entry().limit_nusd - l.committed().nusd - est_in_nusd);
           h.nusd = est_in_nusd + std::min(h.nusd - est_in_nusd, headroom);
         }
         l.reserved += BudgetTotals{h.nusd, h.tokens, 1};
-        if (l.entry.limit_nusd <= 0) continue;
-        const BudgetSpec& s = l.entry.spec;
+        if (l.entry().limit_nusd <= 0) continue;
+        const BudgetSpec& s = l.entry().spec;
         // An output guess (no max_tokens) is held, not spent: on its own it neither asks for a
         // downgrade nor fires an alert.
         const std::int64_t committed = output_bounded ? l.committed().nusd : l.committed().nusd - (h.nusd - est_in_nusd);
-        if (l.entry.soft_nusd >= 0 && committed >= l.entry.soft_nusd && a.downgrade_to.empty() &&
+        if (l.entry().soft_nusd >= 0 && committed >= l.entry().soft_nusd && a.downgrade_to.empty() &&
             !(model && model->id == s.downgrade_to)) {
           a.downgrade_to = s.downgrade_to;
           a.downgrade_budget = s.name;
-          a.downgrade_percent = percent_of(committed, l.entry.limit_nusd);
+          a.downgrade_percent = percent_of(committed, l.entry().limit_nusd);
         }
-        if (!l.entry.alert_nusd.empty()) check_alerts(l, committed, false, [&] { return I.wall_of(now); }, fired);
+        if (!l.entry().alert_nusd.empty()) check_alerts(l, committed, false, [&] { return I.wall_of(now); }, fired);
       }
     }
   }
@@ -602,7 +630,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
   }
   if (why != Why::none) {
     const BudgetLedger& l = *why_ledger;
-    const BudgetSpec& s = l.entry.spec;
+    const BudgetSpec& s = l.entry().spec;
     const BudgetTotals& c = why_committed;
     std::string reason;
     switch (why) {
@@ -613,7 +641,7 @@ Result<Admission> BudgetManager::admit(const CallContext& ctx, const ModelInfo* 
       case Why::usd:
         reason = fmt::format("{} committed + {} estimated exceeds the {} limit", money(from_nusd(c.nusd)),
                              money(from_nusd(est_nusd)), money(*s.limit_usd));
-        if (why_outage_cap >= 0 && why_outage_cap < l.entry.limit_nusd)
+        if (why_outage_cap >= 0 && why_outage_cap < l.entry().limit_nusd)
           reason += fmt::format(" (this instance's share while Redis is unreachable: {})", money(from_nusd(why_outage_cap)));
         break;
       case Why::tokens:
@@ -660,7 +688,7 @@ std::vector<BudgetAlert> BudgetManager::settle(Admission& a, double actual_usd, 
     l.reserved -= BudgetTotals{h.nusd, h.tokens, 1};
     if (now >= l.period_end) l.roll(now, impl_->wall_of(now));
     l.add_own(BudgetTotals{actual, usage.total(), 1});
-    if (!l.entry.alert_nusd.empty())
+    if (!l.entry().alert_nusd.empty())
       check_alerts(l, l.committed().nusd, false, [&] { return impl_->wall_of(now); }, fired);
   }
   if (!fired.empty()) impl_->record_alerts(fired);
@@ -681,8 +709,8 @@ BudgetStatus BudgetManager::status(const CallContext& ctx, Instant now) const {
   BudgetStatus best;
   best.remaining_usd = std::numeric_limits<double>::infinity();
   bool found = false;
-  for (auto& slot : I.slots) {
-    const BudgetEntry& e = slot->entry;
+  for (BudgetSlot* slot : I.live_slots()) {
+    const BudgetEntry& e = slot->entry();
     if (e.limit_nusd <= 0 && !e.spec.limit_usd) continue;
     const std::string* v = scope_value_of(e.spec, ctx);
     if (!v) continue;
@@ -736,7 +764,7 @@ Json BudgetManager::snapshot(Instant now) const {
     std::lock_guard lk(l->mu);
     if (l->evicted) continue;
     if (now >= l->period_end || !l->rolled_once) l->roll(now, I.wall_of(now));
-    const BudgetSpec& s = l->entry.spec;
+    const BudgetSpec& s = l->entry().spec;
     const BudgetTotals c = l->committed();
     Json j;
     j["name"] = s.name;
@@ -745,7 +773,7 @@ Json BudgetManager::snapshot(Instant now) const {
     j["window_label"] = l->window_label();
     if (!l->periods.empty()) j["window_start_ms"] = l->periods.front().start_ms;
     if (s.window != BudgetWindowKind::rolling)  // calendar windows end at a known instant (forecasts use it)
-      j["window_end_ms"] = duration_cast<milliseconds>(I.wall_of(l->period_end).time_since_epoch()).count();
+      j["window_end_ms"] = l->window_end_ms;  // exact: wall_of(period_end) would jitter by the clocks' read gap
     j["limit_usd"] = s.limit_usd ? Json(*s.limit_usd) : Json(nullptr);
     j["limit_tokens"] = s.limit_tokens ? Json(*s.limit_tokens) : Json(nullptr);
     j["limit_requests"] = s.limit_requests ? Json(*s.limit_requests) : Json(nullptr);
@@ -754,7 +782,7 @@ Json BudgetManager::snapshot(Instant now) const {
     j["fleet_spent_usd"] = from_nusd(l->remote_sum.nusd);
     j["reserved_usd"] = from_nusd(l->reserved.nusd + l->remote_reserved.nusd);
     j["committed_usd"] = from_nusd(c.nusd);
-    j["percent"] = l->entry.limit_nusd > 0 ? percent_of(c.nusd, l->entry.limit_nusd) : 0.0;
+    j["percent"] = l->entry().limit_nusd > 0 ? percent_of(c.nusd, l->entry().limit_nusd) : 0.0;
     j["tokens"] = l->own_sum.tokens + l->remote_sum.tokens;
     j["requests"] = l->own_sum.requests + l->remote_sum.requests;
     j["in_flight"] = l->reserved.requests;
@@ -808,7 +836,7 @@ BudgetLedgerStats BudgetManager::ledger_stats() const noexcept {
   BudgetLedgerStats s;
   s.wildcard_live = I.wildcard_live.load(std::memory_order_relaxed);
   std::size_t fixed = 0;
-  for (const auto& slot : I.slots)
+  for (const BudgetSlot* slot : I.live_slots())
     if (!slot->wildcard()) ++fixed;
   s.live = fixed + s.wildcard_live;
   s.max_wildcard = I.options.max_wildcard_ledgers;
@@ -819,7 +847,117 @@ BudgetLedgerStats BudgetManager::ledger_stats() const noexcept {
   return s;
 }
 
-const std::vector<BudgetSpec>& BudgetManager::specs() const noexcept { return impl_->specs; }
+std::vector<BudgetSpec> BudgetManager::specs() const {
+  std::lock_guard lk(impl_->specs_mu);
+  return impl_->specs;
+}
+
+namespace {
+bool same_terms(const BudgetSpec& a, const BudgetSpec& b) noexcept {
+  return a.limit_usd == b.limit_usd && a.limit_tokens == b.limit_tokens && a.limit_requests == b.limit_requests &&
+         a.soft_percent == b.soft_percent && a.downgrade_to == b.downgrade_to && a.alerts == b.alerts &&
+         a.unknown_price == b.unknown_price;
+}
+}  // namespace
+
+Result<BudgetUpdate> BudgetManager::update(const Json& budgets, Instant now) {
+  Impl& I = *impl_;
+  auto parsed = parse_budgets(budgets);
+  if (!parsed) return fail(parsed.error());
+  // Every entry is built before anything changes: a bad definition changes nothing.
+  std::vector<std::unique_ptr<BudgetEntry>> entries;
+  for (auto& s : *parsed) {
+    auto e = make_entry(s);
+    if (!e) return fail(e.error());
+    entries.push_back(std::move(*e));
+  }
+  // Spend of budgets about to be removed (or re-keyed) reaches the store first.
+  if (I.db)
+    if (auto r = I.flush_store(); !r) return fail(r.error());
+  std::lock_guard io(I.io_mu);
+  const WallTime wall = I.wall_of(now);
+  const Impl::SlotList& old = I.live_slots();
+  auto list = std::make_unique<Impl::SlotList>();
+  std::vector<BudgetLedger*> fresh;  // new fixed ledgers, listed for flush / sync / snapshot
+  BudgetUpdate out;
+  for (auto& e : entries) {
+    const std::string name = e->spec.name;
+    BudgetSlot* prev = nullptr;
+    for (BudgetSlot* s : old)
+      if (s->entry().spec.name == name) prev = s;
+    if (prev && same_identity(prev->entry().spec, e->spec)) {
+      if (same_terms(prev->entry().spec, e->spec)) {
+        ++out.unchanged;
+      } else {
+        const BudgetEntry& before = prev->entry();
+        const bool rearm = before.limit_nusd != e->limit_nusd || before.alert_nusd != e->alert_nusd;
+        const BudgetEntry* ne = e.get();
+        I.owned_entries.push_back(std::move(e));
+        // The slot first: a wildcard ledger created from now on starts with the new entry; the
+        // ones already there are switched below (ledger_for creates under the exclusive lock).
+        prev->entry_.store(ne, std::memory_order_release);
+        std::vector<BudgetLedger*> ls;
+        if (prev->single) ls.push_back(prev->single.get());
+        {
+          std::shared_lock lk(prev->per_value_mu);
+          for (auto& [v, l] : prev->per_value) ls.push_back(l.get());
+        }
+        for (BudgetLedger* l : ls) {
+          std::lock_guard g(l->mu);
+          l->set_entry(*ne);
+          if (rearm) l->alerts_fired = 0;  // thresholds of the new cap fire afresh when crossed
+        }
+        out.changed.push_back(name);
+      }
+      list->push_back(prev);
+      continue;
+    }
+    BudgetSlot* slot = I.add_slot(std::move(e));
+    if (slot->single) {
+      // Like a restart: the budget's persisted rows of the live window count.
+      std::vector<StoredRow> rows;
+      if (I.load_rows(*slot, slot->single->scope_value, now, rows) && !rows.empty()) {
+        BudgetLedger& l = *slot->single;
+        std::lock_guard g(l.mu);
+        for (const StoredRow& r : rows) I.apply_stored(l, r, now, wall);
+        const std::int64_t c = l.own_sum.nusd;
+        for (std::size_t i = 0; i < l.entry().alert_nusd.size(); ++i)
+          if (c >= l.entry().alert_nusd[i]) l.alerts_fired |= 1u << i;
+        l.flushed_version = l.version;
+      }
+      fresh.push_back(slot->single.get());
+    }
+    (prev ? out.changed : out.added).push_back(name);
+    list->push_back(slot);
+  }
+  // Retire the slots no longer listed (removed, or replaced by a new identity).
+  std::vector<BudgetLedger*> gone;
+  std::size_t wildcard_gone = 0;
+  for (BudgetSlot* s : old) {
+    if (std::find(list->begin(), list->end(), s) != list->end()) continue;
+    if (std::none_of(list->begin(), list->end(), [&](BudgetSlot* n) { return n->entry().spec.name == s->entry().spec.name; }))
+      out.removed.push_back(s->entry().spec.name);
+    std::unique_lock lk(s->per_value_mu);
+    s->retired = true;
+    if (s->single) gone.push_back(s->single.get());
+    for (auto& [v, l] : s->per_value) gone.push_back(l.get()), ++wildcard_gone;
+  }
+  std::sort(gone.begin(), gone.end());
+  {
+    std::unique_lock lm(I.list_mu);  // no snapshot() is iterating
+    std::lock_guard g(I.all_mu);
+    std::erase_if(I.all_ledgers, [&](BudgetLedger* l) { return std::binary_search(gone.begin(), gone.end(), l); });
+    I.all_ledgers.insert(I.all_ledgers.end(), fresh.begin(), fresh.end());
+  }
+  I.wildcard_live.fetch_sub(wildcard_gone, std::memory_order_relaxed);
+  I.slots.store(list.get(), std::memory_order_release);
+  I.owned_lists.push_back(std::move(list));
+  {
+    std::lock_guard lk(I.specs_mu);
+    I.specs = std::move(*parsed);
+  }
+  return out;
+}
 
 Result<std::size_t> BudgetManager::reset(const std::string& name, Instant now) {
   Impl& I = *impl_;
@@ -827,8 +965,8 @@ Result<std::size_t> BudgetManager::reset(const std::string& name, Instant now) {
   // no eviction frees a ledger under us.
   std::lock_guard io(I.io_mu);
   BudgetSlot* slot = nullptr;
-  for (auto& s : I.slots)
-    if (s->entry.spec.name == name) slot = s.get();
+  for (BudgetSlot* s : I.live_slots())
+    if (s->entry().spec.name == name) slot = s;
   if (!slot) return fail(ErrorKind::not_found, "no budget '" + name + "' is running here");
   if (auto r = I.delete_stored(name); !r) return fail(r.error());
   const WallTime wall = I.wall_of(now);

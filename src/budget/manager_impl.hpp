@@ -28,7 +28,12 @@ struct BudgetKeyHash {
 
 /// One configured budget and its ledgers (one, or one per distinct scope value for "*").
 struct BudgetSlot {
-  BudgetEntry entry;
+  /// The current definition (replaced live by BudgetManager::update; old ones stay alive).
+  const BudgetEntry& entry() const noexcept { return *entry_.load(std::memory_order_acquire); }
+  std::atomic<const BudgetEntry*> entry_{nullptr};
+  /// Removed from the definitions (under per_value_mu, exclusive): its ledgers stay in memory
+  /// so in-flight settles land harmlessly, but they are no longer flushed, synced or shown.
+  bool retired = false;
   std::unique_ptr<BudgetLedger> single;  ///< fixed scope value (or "all")
   mutable std::shared_mutex per_value_mu;
   std::unordered_map<std::string, std::unique_ptr<BudgetLedger>, BudgetKeyHash, std::equal_to<>>
@@ -37,7 +42,7 @@ struct BudgetSlot {
   /// creation that read the store before it re-reads (the evicted ledger may just have been
   /// flushed).
   std::atomic<std::uint64_t> evictions{0};
-  bool wildcard() const noexcept { return entry.spec.scope_value == "*"; }
+  bool wildcard() const noexcept { return entry().spec.scope_value == "*"; }
 };
 
 struct RedisState {
@@ -71,8 +76,17 @@ class BudgetManager::Impl {
   const Catalog& catalog;
   const Clock& clock;
   BudgetOptions options;
-  std::vector<std::unique_ptr<BudgetSlot>> slots;
-  std::vector<BudgetSpec> specs;
+  // The live budgets, read lock-free by the hot path: `slots` points at an immutable list that
+  // update() replaces. Lists, slots and entries are only ever added (under io_mu) and freed
+  // with the manager, so an admission that read an old list, slot or entry stays valid.
+  using SlotList = std::vector<BudgetSlot*>;
+  const SlotList& live_slots() const noexcept { return *slots.load(std::memory_order_acquire); }
+  std::atomic<const SlotList*> slots{nullptr};
+  std::deque<std::unique_ptr<SlotList>> owned_lists;
+  std::deque<std::unique_ptr<BudgetSlot>> owned_slots;
+  std::deque<std::unique_ptr<BudgetEntry>> owned_entries;
+  mutable std::mutex specs_mu;
+  std::vector<BudgetSpec> specs;  ///< under specs_mu
 
   // Every ledger in memory (for flush / sync / snapshot). Guarded by all_mu. Ledgers are
   // freed only by evict_locked(), which holds io_mu (so flush / sync never see a freed one)
@@ -90,7 +104,7 @@ class BudgetManager::Impl {
   std::atomic<bool> over_bound{false};
   bool over_bound_logged = false;  ///< under io_mu
   Instant last_sweep{};            ///< Clock time of the last idle sweep (under io_mu)
-  bool has_wildcard = false;
+  std::atomic<bool> has_wildcard{false};
 
   // Alerts kept for alerts().
   mutable std::mutex alerts_mu;
@@ -128,6 +142,8 @@ class BudgetManager::Impl {
   std::size_t evict_locked(Instant now);
   /// Background-thread hook: sweep when due or above the bound.
   void maintain();
+  /// A slot for a new definition, owned by this Impl (caller holds io_mu, or is create()).
+  BudgetSlot* add_slot(std::unique_ptr<BudgetEntry> entry);
   std::vector<BudgetLedger*> ledgers() const {
     std::lock_guard lk(all_mu);
     return all_ledgers;

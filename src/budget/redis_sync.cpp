@@ -174,9 +174,9 @@ Result<void> BudgetManager::Impl::sync_redis() {
       // Freeze this instance's share of what is left, once per outage.
       for (BudgetLedger* l : ledgers()) {
         std::lock_guard lk(l->mu);
-        if (l->entry.limit_nusd <= 0 || l->outage_cap_nusd >= 0) continue;
+        if (l->entry().limit_nusd <= 0 || l->outage_cap_nusd >= 0) continue;
         const std::int64_t c = l->committed().nusd;
-        const std::int64_t left = std::max<std::int64_t>(0, l->entry.limit_nusd - c);
+        const std::int64_t left = std::max<std::int64_t>(0, l->entry().limit_nusd - c);
         l->outage_cap_nusd = c + left / std::max<std::uint32_t>(1, l->fleet_instances);
       }
     }

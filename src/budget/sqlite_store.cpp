@@ -80,7 +80,7 @@ void BudgetManager::Impl::close_store() noexcept {
 
 void BudgetManager::Impl::apply_stored(BudgetLedger& l, const StoredRow& row, Instant now, WallTime wall) {
   if (!l.rolled_once || now >= l.period_end) l.roll(now, wall);
-  const BudgetEntry& e = l.entry;
+  const BudgetEntry& e = l.entry();
   const BudgetTotals& t = row.totals;
   if (e.spec.window != BudgetWindowKind::rolling) {
     if (l.periods.empty() || l.periods.back().start_ms != row.start_ms) return;  // an old window
@@ -105,14 +105,14 @@ bool BudgetManager::Impl::load_rows(const BudgetSlot& slot, std::string_view val
   const std::int64_t wall_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(wall_of(now).time_since_epoch()).count();
   std::int64_t span_ms = 0;
-  switch (slot.entry.spec.window) {
+  switch (slot.entry().spec.window) {
     case BudgetWindowKind::daily: span_ms = 2 * 86'400'000LL; break;
     case BudgetWindowKind::weekly: span_ms = 8 * 86'400'000LL; break;
     case BudgetWindowKind::monthly: span_ms = 32 * 86'400'000LL; break;
-    case BudgetWindowKind::rolling: span_ms = slot.entry.spec.window_s * 1000 + 2 * slot.entry.bucket_ms; break;
+    case BudgetWindowKind::rolling: span_ms = slot.entry().spec.window_s * 1000 + 2 * slot.entry().bucket_ms; break;
   }
   const std::string inst = instance_of(options);
-  const std::string& name = slot.entry.spec.name;
+  const std::string& name = slot.entry().spec.name;
   std::lock_guard lk(load_mu);
   sqlite3_reset(load_stmt);
   sqlite3_bind_text(load_stmt, 1, inst.c_str(), static_cast<int>(inst.size()), SQLITE_TRANSIENT);
@@ -150,7 +150,8 @@ Result<void> BudgetManager::Impl::load_store(Instant now) {
     const std::string scope = reinterpret_cast<const char*>(sqlite3_column_text(q.s, 1));
     const std::int64_t start = sqlite3_column_int64(q.s, 2);
     const BudgetTotals t{sqlite3_column_int64(q.s, 3), sqlite3_column_int64(q.s, 4), sqlite3_column_int64(q.s, 5)};
-    auto it = std::find_if(slots.begin(), slots.end(), [&](const auto& s) { return s->entry.spec.name == budget; });
+    const SlotList& slots = live_slots();
+    auto it = std::find_if(slots.begin(), slots.end(), [&](const auto& s) { return s->entry().spec.name == budget; });
     if (it == slots.end()) continue;  // budget removed from the config
     BudgetSlot& slot = **it;
     BudgetLedger* l = nullptr;
@@ -163,11 +164,11 @@ Result<void> BudgetManager::Impl::load_store(Instant now) {
           continue;  // above the bound: this value's rows are read on its first request
         // Only values with spend in a live window get a ledger now (a row of an old window
         // would just create an idle ledger).
-        BudgetLedger probe(slot.entry, scope, true);
+        BudgetLedger probe(slot.entry(), scope, true);
         apply_stored(probe, StoredRow{start, t}, now, wall);
         if (probe.own_sum == BudgetTotals{}) continue;
         auto& p = slot.per_value[scope];
-        p = std::make_unique<BudgetLedger>(slot.entry, scope, true);
+        p = std::make_unique<BudgetLedger>(slot.entry(), scope, true);
         wildcard_live.fetch_add(1, std::memory_order_relaxed);
         all_ledgers.push_back(p.get());
         l = p.get();
@@ -219,7 +220,7 @@ Result<void> BudgetManager::Impl::flush_store() {
       if (p.own == BudgetTotals{}) continue;
       sqlite3_reset(up.s);
       sqlite3_bind_text(up.s, 1, inst.c_str(), static_cast<int>(inst.size()), SQLITE_STATIC);
-      const std::string& name = r.ledger->entry.spec.name;
+      const std::string& name = r.ledger->entry().spec.name;
       sqlite3_bind_text(up.s, 2, name.c_str(), static_cast<int>(name.size()), SQLITE_STATIC);
       sqlite3_bind_text(up.s, 3, r.ledger->scope_value.c_str(), static_cast<int>(r.ledger->scope_value.size()),
                         SQLITE_STATIC);

@@ -282,10 +282,8 @@ net::awaitable<std::optional<Reply>> get_budget(RouteCtx& c) {
       for (auto& l : b->snapshot(now).value("budgets", Json::array()))
         if (l.value("name", "") == name) ledgers.push_back(std::move(l));
     out["ledgers"] = std::move(ledgers);
-    bool live = false;
-    if (b)
-      for (const auto& s : b->specs()) live = live || s.name == name;
-    out["live"] = live;
+    // The head's document is what runs here (a reset version keeps the document).
+    out["live"] = cp->budget_running(name, (*head)->document);
     return out;
   };
   auto r = co_await c.st.workers->run(std::move(job));

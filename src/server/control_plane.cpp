@@ -194,6 +194,13 @@ Result<void> ControlPlane::seed(Config& cfg, bool reseed, const Actor& actor) {
   return {};
 }
 
+bool ControlPlane::budget_running(const std::string& name, const Json& doc) {
+  std::lock_guard lk(write_mu_);
+  if (!router_ || !router_->budgets()) return false;
+  auto it = budget_docs_.find(name);
+  return it != budget_docs_.end() && it->second == doc;
+}
+
 Config ControlPlane::router_config() {
   std::lock_guard lk(write_mu_);
   return router_ ? router_->config() : Config{};
@@ -223,6 +230,11 @@ Result<void> ControlPlane::attach(Router& router, KeyRegistry* keys) {
   if (auto bheads = configs().heads(kKindBudget)) {
     std::lock_guard lk(write_mu_);
     for (const auto& h : *bheads) budget_seen_[h.name] = h.version;  // resets before this start are in the ledgers already
+    // What the Router was built from (seed()'s heads); a fleet write since then applies now.
+    if (router.budgets())
+      for (const auto& b : router.config().budgets)
+        if (b.is_object() && b.contains("name") && b["name"].is_string()) budget_docs_[b["name"].get<std::string>()] = b;
+    (void)apply_budgets_locked();
   }
   last_reconcile_ = router.clock().now();
   bucket_start_ = last_reconcile_;
@@ -322,7 +334,32 @@ Result<ObjectVersion> ControlPlane::put_budget(const std::string& name, Json doc
   std::lock_guard lk(write_mu_);
   WallTime now = wall_now();
   ObjectVersion v{std::string(kKindBudget), name, 0, who.name, now, message, "update", doc, {}};
-  return configs().commit(std::move(v), expected, audit_of(who, "budget.update", "budget:" + name, message, now));
+  auto c = configs().commit(std::move(v), expected, audit_of(who, "budget.update", "budget:" + name, message, now));
+  if (!c) return c;
+  budget_seen_[name] = c->version;
+  (void)apply_budgets_locked();  // live here now; the version is committed either way
+  return c;
+}
+
+bool ControlPlane::apply_budgets_locked() {
+  BudgetManager* bm = router_ ? router_->budgets() : nullptr;
+  if (!bm) return false;
+  auto heads = configs().heads(kKindBudget);
+  if (!heads) return false;  // the store is unreachable: the next reconcile retries
+  std::map<std::string, Json> docs;
+  for (const auto& h : *heads) docs[h.name] = h.document;
+  if (docs == budget_docs_) return true;
+  Json arr = Json::array();
+  for (const auto& [name, doc] : docs) arr.push_back(doc);
+  auto r = bm->update(arr, router_->clock().now());
+  if (!r) {
+    std::fprintf(stderr, "modelux control: stored budgets do not apply here (%s); keeping the running ones\n",
+                 scrubbed(r.error().describe()).c_str());
+    return false;
+  }
+  budget_docs_ = std::move(docs);
+  if (!r->added.empty() || !r->changed.empty() || !r->removed.empty()) reconciled_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 Result<ObjectVersion> ControlPlane::delete_budget(const std::string& name, std::optional<std::int64_t> expected, const Actor& who) {
@@ -332,8 +369,12 @@ Result<ObjectVersion> ControlPlane::delete_budget(const std::string& name, std::
   if (!*head || (*head)->deleted()) return fail(not_found_error("no budget '" + name + "'"));
   WallTime now = wall_now();
   ObjectVersion v{std::string(kKindBudget), name, 0, who.name, now, "deleted", "delete", Json(), {}};
-  return configs().commit(std::move(v), expected ? expected : std::optional<std::int64_t>((*head)->version),
-                          audit_of(who, "budget.delete", "budget:" + name, "deleted", now));
+  auto c = configs().commit(std::move(v), expected ? expected : std::optional<std::int64_t>((*head)->version),
+                            audit_of(who, "budget.delete", "budget:" + name, "deleted", now));
+  if (!c) return c;
+  budget_seen_[name] = c->version;
+  (void)apply_budgets_locked();
+  return c;
 }
 
 Result<ObjectVersion> ControlPlane::reset_budget(const std::string& name, std::optional<std::int64_t> expected, const Actor& who,
@@ -350,7 +391,7 @@ Result<ObjectVersion> ControlPlane::reset_budget(const std::string& name, std::o
     Error e;
     e.kind = ErrorKind::bad_request;
     e.code = "budget_not_running";
-    e.message = "budget '" + name + "' is not running on this instance (a new definition applies at the next start)";
+    e.message = "budget '" + name + "' is not running on this instance (it started without budgets: a new definition applies at the next start)";
     return fail(std::move(e));
   }
   WallTime now = wall_now();
@@ -561,6 +602,8 @@ void ControlPlane::reconcile() {
       if (h.action == "reset" && router_->budgets()->reset(h.name, router_->clock().now())) reconciled_.fetch_add(1, std::memory_order_relaxed);
     }
   }
+  // Definitions changed elsewhere (put, delete, or a start that seeded new ones).
+  (void)apply_budgets_locked();
 }
 
 void ControlPlane::tick_watchers(WallTime wall) {
@@ -573,8 +616,9 @@ void ControlPlane::tick_watchers(WallTime wall) {
                                 {"percent", a.percent}, {"spent_usd", a.spent_usd}, {"limit_usd", a.limit_usd}, {"message", a.message()}});
     }
     Json snap = b->snapshot(now);
+    const std::vector<BudgetSpec> running = b->specs();  // a copy: update() may replace them
     std::map<std::string, const BudgetSpec*> specs;
-    for (const auto& s : b->specs()) specs[s.name] = &s;
+    for (const auto& s : running) specs[s.name] = &s;
     const bool close_bucket = now - bucket_start_ >= opts_.anomaly.bucket;
     for (const auto& l : snap.value("budgets", Json::array())) {
       std::string name = l.value("name", ""), scope = l.value("scope", ""), window = l.value("window_label", "");

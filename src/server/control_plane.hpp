@@ -86,7 +86,10 @@ class ControlPlane {
   /// `from`'s version `version` (its head when 0) becomes `to`'s next version.
   Result<ObjectVersion> promote_config(const std::string& from, std::int64_t version, const std::string& to,
                                        std::optional<std::int64_t> expected, const Actor& who, std::string message);
-  /// Budget definitions are validated like the file's "budgets" entries; they take effect at the
+  /// Budget definitions are validated like the file's "budgets" entries; a committed change
+  /// (put or delete) is applied at once to the running BudgetManager (BudgetManager::update:
+  /// spend of unchanged identities kept) and on the other instances when they reconcile. An
+  /// instance started without any budget runs no BudgetManager: there the change applies at the
   /// next start (docs/control-plane.md).
   Result<ObjectVersion> put_budget(const std::string& name, Json doc, std::optional<std::int64_t> expected, const Actor& who,
                                    std::string message);
@@ -118,6 +121,9 @@ class ControlPlane {
   /// taken under the write lock, which every live routing change of this process holds: a
   /// reader on a worker (replay) never races a PUT, rollback or reconcile. Empty if detached.
   Config router_config();
+  /// True when `doc` is the definition of budget `name` running in this instance's
+  /// BudgetManager (GET /v1/budgets/{name} "live").
+  bool budget_running(const std::string& name, const Json& doc);
 
   ConfigStore& configs() { return *store_.configs; }
   AuditLog& audit() { return *store_.audit; }
@@ -157,6 +163,10 @@ class ControlPlane {
 
   // Watchers' memory (control thread only).
   std::map<std::string, std::int64_t> budget_seen_;  ///< budget name → head version applied here (under write_mu_)
+  std::map<std::string, Json> budget_docs_;           ///< budget definitions running here (under write_mu_)
+  /// Applies the store's budget heads to the Router's BudgetManager when they differ from
+  /// budget_docs_. Caller holds write_mu_. False when there is no manager or the update failed.
+  bool apply_budgets_locked();
   std::set<std::string> fired_;                      ///< budget alerts / blocks / downgrades already sent
   std::map<std::string, std::pair<std::string, std::int64_t>> breakers_;  ///< BreakerMemory: target → (state, trips)
   struct SpendSeries {

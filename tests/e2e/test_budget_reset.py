@@ -102,6 +102,27 @@ def test_a_reset_reaches_another_instance_sharing_the_control_store(start_proxy:
     assert spent(b) > 0
 
 
+def test_a_definition_change_reaches_another_instance_sharing_the_control_store(start_proxy: Any, tmp_path: Path) -> None:
+    a = start_proxy(setup(tmp_path, "a"))
+    b = start_proxy(setup(tmp_path, "b"))
+    chat(b)
+    before = spent(b)
+    assert before > 0
+    # A cap below what b has spent: b refuses its next request once it reconciled, with its
+    # spend kept (same name, scope and window: the same ledger).
+    r = req(a, "PUT", "/v1/budgets/daily", body={"scope": {}, "window": "daily", "limit_usd": before / 2})
+    assert r.status == 200, r.text
+    wait_for(lambda: [l["limit_usd"] for l in req(b, "GET", "/v1/budgets/daily").json()["ledgers"]] == [before / 2],
+             "the second instance to apply the new cap")
+    assert spent(b) == pytest.approx(before, rel=1e-9)
+    r = req(b, "POST", "/v1/chat/completions", PROJ, {"model": "@fast", "messages": MESSAGES, "max_tokens": 16})
+    assert r.status == 429 and r.json()["error"]["code"] == "budget_exceeded", r.text
+    # Deleted on a: b stops enforcing it.
+    assert req(a, "DELETE", "/v1/budgets/daily").status == 200
+    wait_for(lambda: req(b, "GET", "/v1/budgets").json()["budgets"] == [], "the second instance to drop the budget")
+    chat(b)
+
+
 def test_reset_refusals(start_proxy: Any, tmp_path: Path) -> None:
     p = start_proxy(setup(tmp_path, "a"))
     assert req(p, "POST", "/v1/budgets/daily/reset", None).status == 401
@@ -114,10 +135,11 @@ def test_reset_refusals(start_proxy: Any, tmp_path: Path) -> None:
     assert r.status == 409 and r.json()["error"]["code"] == "version_conflict", r.text
     r = req(p, "POST", "/v1/budgets/daily/reset", body={"limit_usd": 1})
     assert r.status == 400 and r.json()["error"]["code"] == "invalid_request", r.text
-    # A definition added through the API is not running until the next start.
+    # A definition added through the API runs at once, so its spend can be reset at once too.
     assert req(p, "PUT", "/v1/budgets/later", body={"scope": {}, "window": "daily", "limit_usd": 5}).status == 200
+    assert req(p, "GET", "/v1/budgets/later").json()["live"] is True
     r = req(p, "POST", "/v1/budgets/later/reset")
-    assert r.status == 409 and r.json()["error"]["code"] == "budget_not_running", r.text
+    assert r.status == 200 and r.json()["action"] == "reset", r.text
     assert [x["action"] for x in req(p, "GET", "/v1/budgets/daily/versions").json()["data"]] == ["seed"]  # nothing recorded
     assert p.proc.alive()
 

@@ -144,3 +144,46 @@ def test_budget_alerts_are_logged_and_posted_to_the_webhook(start_proxy, mock):
         assert alerts[0]["budget"] == "e2e-cap" and alerts[0]["level"] == "warn"
     finally:
         hook.shutdown()
+
+
+def test_a_budget_put_through_rest_is_live_without_a_restart(start_proxy, mock):
+    """Issue #15: PUT/DELETE /v1/budgets/{name} used to apply only at the next start."""
+
+    def loose(cfg: dict) -> None:
+        cfg["budgets"] = [{"name": "e2e-cap", "scope": {"project": "e2e"}, "window": "daily", "limit_usd": 1.0}]
+
+    proxy = start_proxy(loose)
+    client = proxy.client()
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    spent = ledger(proxy, "e2e-cap")["spent_usd"]
+    assert spent > 0
+
+    def put(limit: float) -> None:
+        body = {"scope": {"project": "e2e"}, "window": "daily", "limit_usd": limit}
+        r = proxy.request("PUT", "/v1/budgets/e2e-cap", body)
+        assert r.status == 200, r.text
+
+    # Tighter than what is already spent: the very next request is refused, no restart.
+    put(spent / 2)
+    assert proxy.request("GET", "/v1/budgets/e2e-cap").json()["live"] is True
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    assert exc.value.code == "budget_exceeded"
+    assert "e2e-cap" in exc.value.message
+    l = ledger(proxy, "e2e-cap")
+    assert l["limit_usd"] == pytest.approx(spent / 2)
+    assert l["spent_usd"] == pytest.approx(spent, rel=1e-9)  # same ledger: the spend is kept
+
+    # Looser again: served, and the spend keeps adding up in the same ledger.
+    put(1.0)
+    assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16).choices[0].message.content == MOCK_TEXT
+    assert ledger(proxy, "e2e-cap")["spent_usd"] > spent
+
+    # Tight, then deleted: no budget blocks any more.
+    put(spent / 2)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    assert proxy.request("DELETE", "/v1/budgets/e2e-cap").status == 200
+    assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16).choices[0].message.content == MOCK_TEXT
+    assert [l for l in proxy.request("GET", "/v1/budgets").json()["budgets"] if l["name"] == "e2e-cap"] == []
+    assert mock.requests_for("gpt-4o") == 3  # the refused ones never reached the provider
