@@ -36,6 +36,10 @@ struct RouterOptions {
   std::shared_ptr<Transport> transport;  ///< default: the HTTP client on the router's io_context
   TransportOptions transport_options;
   bool open_tracer = true;               ///< open the Tracer from the config's "tracing" section
+  /// Run a BudgetManager even when the config has no budgets, so that definitions applied later
+  /// (BudgetManager::update, the proxy's budget API) are live at once. An empty manager admits
+  /// every request; its cost on the request path is one empty loop.
+  bool always_budgets = false;
   Nanos default_stall_timeout = std::chrono::seconds(30);  ///< streams: max gap between chunks
   /// Budget alerts (80 % / 100 % thresholds...): called on the admitting or settling thread,
   /// outside every budget lock. Keep it cheap (log, post to a queue); null = alerts are only

@@ -51,7 +51,7 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
                                       : make_http_transport(impl->ioc.get_executor(), options.transport_options);
   // The config file's sections were validated and typed by Config::from_json: nothing here
   // reads JSON again.
-  if (!impl->config.budgets.empty()) {
+  if (!impl->config.budgets.empty() || options.always_budgets) {
     const BudgetBackendConfig& bb = impl->config.budget_backend_options;
     BudgetOptions bo;
     bo.sqlite_path = bb.sqlite_path;

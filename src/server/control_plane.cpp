@@ -391,7 +391,7 @@ Result<ObjectVersion> ControlPlane::reset_budget(const std::string& name, std::o
     Error e;
     e.kind = ErrorKind::bad_request;
     e.code = "budget_not_running";
-    e.message = "budget '" + name + "' is not running on this instance (it started without budgets: a new definition applies at the next start)";
+    e.message = "budget '" + name + "' is not running on this instance (its stored definition was refused here; see the log)";
     return fail(std::move(e));
   }
   WallTime now = wall_now();

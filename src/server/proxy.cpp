@@ -181,14 +181,15 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   st.server = sc;
   // Budget spend must survive a restart: the embedded default keeps it in budgets.db next to
   // the traces; with traces in memory too, say loudly that it does not.
-  if (!config.budgets.empty() && config.budget_backend_options.sqlite_path.empty() &&
-      config.budget_backend_options.redis_url.empty()) {
+  // (Also without budgets in the file: budgets added through the API at run time, or stored by
+  // another instance, are live here and keep their spend the same way.)
+  if (config.budget_backend_options.sqlite_path.empty() && config.budget_backend_options.redis_url.empty()) {
     std::string db = ServerConfig::default_budgets_db_path(config);
     if (!db.empty()) {
       config.budget_backend_options.sqlite_path = db;
       if (!config.budget_backend.is_object()) config.budget_backend = Json::object();
       config.budget_backend["sqlite_path"] = db;
-    } else {
+    } else if (!config.budgets.empty()) {
       log_event("warn", "budget.memory_only",
                 {{"message", "budgets are configured but spend is kept in memory: it resets on restart "
                              "(set budget_backend.sqlite_path, or tracing.path to keep budgets.db next to the traces)"}});
@@ -212,6 +213,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   if (auto r = (*control)->seed(config, opts.reseed, Actor{"file", "startup"}); !r) return fail(r.error());
   RouterOptions ro;
   ro.io_threads = so.threads;
+  ro.always_budgets = true;  // budgets added through the admin API apply at once, even on a start without any
   auto alerts = std::make_shared<AlertSink>();
   alerts->url = sc.alert_webhook_url;
   ro.on_alert = [alerts](const BudgetAlert& a) { deliver_alert(*alerts, a); };

@@ -187,3 +187,29 @@ def test_a_budget_put_through_rest_is_live_without_a_restart(start_proxy, mock):
     assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16).choices[0].message.content == MOCK_TEXT
     assert [l for l in proxy.request("GET", "/v1/budgets").json()["budgets"] if l["name"] == "e2e-cap"] == []
     assert mock.requests_for("gpt-4o") == 3  # the refused ones never reached the provider
+
+
+def test_a_budget_put_on_a_proxy_started_without_budgets_is_live_and_persisted(start_proxy, mock):
+    """Issue #15: an instance started without any budget ran no BudgetManager, so a budget
+    added through the API applied only at its next start (`"live": false`)."""
+
+    def none(cfg: dict) -> None:
+        cfg["budgets"] = []
+        cfg.pop("budget_backend", None)
+
+    proxy = start_proxy(none)
+    client = proxy.client()
+    assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16).choices[0].message.content == MOCK_TEXT
+    body = {"scope": {"project": "e2e"}, "window": "daily", "limit_usd": 1e-9}
+    r = proxy.request("PUT", "/v1/budgets/late-cap", body)
+    assert r.status == 200, r.text
+    assert proxy.request("GET", "/v1/budgets/late-cap").json()["live"] is True
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16)
+    assert exc.value.code == "budget_exceeded" and "late-cap" in exc.value.message
+    # Loosened: served, and its spend is kept in budgets.db next to the traces (a restart reads it).
+    body["limit_usd"] = 5.0
+    assert proxy.request("PUT", "/v1/budgets/late-cap", body).status == 200
+    assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=16).choices[0].message.content == MOCK_TEXT
+    assert ledger(proxy, "late-cap")["spent_usd"] > 0
+    assert mock.requests_for("gpt-4o") == 2

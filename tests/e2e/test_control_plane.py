@@ -169,7 +169,8 @@ def test_the_store_wins_after_a_restart_and_reseed_resets(mock: Any, tmp_path: P
     assert p.request("PUT", "/v1/configs/fast", {"strategy": "single", "model": "gpt-4o"}).json()["version"] == 2
     assert p.request("PUT", "/v1/configs/extra", {"strategy": "single", "model": "gpt-4o"}).json()["version"] == 1
     assert p.request("PUT", "/v1/budgets/later", {"scope": {"project": "z"}, "window": "daily", "limit_usd": 3}).status == 200
-    assert p.request("GET", "/v1/budgets/later").json()["live"] is False
+    # Live at once, also here where the file has no budgets (issue #15).
+    assert p.request("GET", "/v1/budgets/later").json()["live"] is True
     p.proc.stop()
     p = start(cfg, tmp_path, "second")
     try:
@@ -408,7 +409,7 @@ def test_budget_definitions_are_versioned(cp: Proxy) -> None:
     assert cp.request("PUT", "/v1/budgets/acme-daily", {**b, "limit_usd": 9}, {"if-match": '"7"'}).status == 409
     assert cp.request("PUT", "/v1/budgets/acme-daily", {**b, "limit_usd": 9}, {"if-match": '"1"'}).json()["version"] == 2
     got = cp.request("GET", "/v1/budgets/acme-daily").json()
-    assert got["document"]["limit_usd"] == 9 and got["live"] is False  # applies at the next start
+    assert got["document"]["limit_usd"] == 9 and got["live"] is True  # running here at once, no restart
     assert [v["version"] for v in cp.request("GET", "/v1/budgets/acme-daily/versions").json()["data"]] == [2, 1]
     assert cp.request("DELETE", "/v1/budgets/acme-daily").status == 200
     assert cp.request("GET", "/v1/budgets/acme-daily").status == 404
