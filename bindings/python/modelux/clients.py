@@ -14,11 +14,13 @@ shape otherwise. ``model`` is a catalog model or ``"@slug"``. Errors are modelux
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, cast
 
 from . import ConfigSource, Router, TraceSource, _aio, _context_json, _core, _LazyTrace
+from ._errors import ModeluxError
 
 __all__ = ["OpenAI", "AsyncOpenAI", "Anthropic", "AsyncAnthropic", "ModeluxInfo"]
 
@@ -164,6 +166,84 @@ class _Base:
         self.close()
 
 
+# ---- errors in the SDK's own classes --------------------------------------------------------
+
+# The HTTP status the proxy answers each kind with (C++ http_status_for), for kinds that carry
+# no status of the provider's own.
+_KIND_STATUS: Dict[str, int] = {
+    "bad_request": 400, "invalid_config": 400, "context_length": 400, "content_filter": 400, "unsupported": 400,
+    "auth": 401, "not_found": 404, "rate_limited": 429, "quota_exceeded": 429, "budget_exceeded": 429,
+    "cancelled": 499, "server_error": 502, "malformed_response": 502, "stream_interrupted": 502, "connection": 502,
+    "overloaded": 503, "no_route": 503, "local_resource_exhausted": 503, "timeout": 504, "io": 500, "internal": 500,
+}
+_SDK_CLASS_BY_STATUS = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
+                        404: "NotFoundError", 409: "ConflictError", 422: "UnprocessableEntityError",
+                        429: "RateLimitError"}
+_combined: Dict[Tuple[type, type], type] = {}
+
+
+def _sdk_error(e: ModeluxError, sdk: str) -> BaseException:
+    """`e` as the SDK's own status error (openai.RateLimitError, anthropic.NotFoundError...) that
+    is *also* the modelux exception it was: `except openai.APIStatusError` and `except
+    modelux.ModeluxError` both catch it. `e` itself when the SDK (or httpx) is not installed."""
+    try:
+        mod = __import__(sdk)
+        # The HTTP library the SDK builds its errors on: httpx in older releases, httpx2 now.
+        exc_mod = __import__(sdk + "._exceptions", fromlist=["_"])
+        http = getattr(exc_mod, "httpx2", None) or getattr(exc_mod, "httpx", None) or __import__("httpx")
+    except ImportError:
+        return e
+    status = e.status if 400 <= e.status < 600 else _KIND_STATUS.get(e.kind, 500)
+    name = _SDK_CLASS_BY_STATUS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
+    sdk_cls = getattr(mod, name, None) or getattr(mod, "APIStatusError")
+    key = (sdk_cls, type(e))
+    cls = _combined.get(key)
+    if cls is None:
+        cls = type(sdk_cls.__name__, (sdk_cls, type(e)), {"__module__": "modelux.clients", "__str__": ModeluxError.__str__})
+        _combined[key] = cls
+    if sdk == "anthropic":
+        etype = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 429: "rate_limit_error"}.get(status, "api_error")
+        body: Dict[str, Any] = {"type": "error", "error": {"type": etype, "message": e.message}}
+        url = "modelux://in-process/v1/messages"
+    else:
+        body = {"message": e.message, "type": e.kind, "code": e.code or e.kind, "param": e.path or None}
+        url = "modelux://in-process/v1/chat/completions"
+    headers = {"retry-after": str(e.retry_after)} if e.retry_after is not None else {}
+    response = http.Response(status, request=http.Request("POST", url), headers=headers, json=body)
+    out: BaseException = cls(e.message, response=response, body=body)
+    for f in ("kind", "message", "status", "path", "retry_after", "provider", "code", "trace"):
+        setattr(out, f, getattr(e, f))
+    if e.trace is not None:
+        setattr(out, "_modelux", ModeluxInfo(e.trace))
+    return out
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _raising_as(sdk: str) -> Callable[[_F], _F]:
+    """Decorator: a ModeluxError out of the wrapped call is raised as the SDK's own class."""
+    def wrap(fn: _F) -> _F:
+        if asyncio.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def acall(*a: Any, **k: Any) -> Any:
+                try:
+                    return await fn(*a, **k)
+                except ModeluxError as e:
+                    raise _sdk_error(e, sdk) from e
+            return cast(_F, acall)
+
+        @functools.wraps(fn)
+        def call(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            except ModeluxError as e:
+                raise _sdk_error(e, sdk) from e
+        return cast(_F, call)
+    return wrap
+
+
 # ---- OpenAI ------------------------------------------------------------------------------------
 
 
@@ -180,6 +260,8 @@ class Stream:
         try:
             for text in self._native:
                 yield _build(self._chunk_type, json.loads(text), None)
+        except ModeluxError as e:
+            raise _sdk_error(e, "openai") from e
         except GeneratorExit:
             self._native.close()
             raise
@@ -187,6 +269,7 @@ class Stream:
             self._native.close()
             raise
 
+    @_raising_as("openai")
     def __next__(self) -> Any:
         return _build(self._chunk_type, json.loads(self._native.__next__()), None)
 
@@ -215,6 +298,7 @@ class AsyncStream:
     def __aiter__(self) -> "AsyncStream":
         return self
 
+    @_raising_as("openai")
     async def __anext__(self) -> Any:
         chunk = await self._stream.__anext__()
         return _build(self._chunk_type, chunk, None)
@@ -246,6 +330,7 @@ class _Completions:
     def __init__(self, client: "OpenAI") -> None:
         self._client = client
 
+    @_raising_as("openai")
     def create(self, *, model: str, messages: Any, **kwargs: Any) -> Any:
         """``openai.OpenAI().chat.completions.create`` arguments; a ``ChatCompletion`` (or a
         :class:`Stream` of ``ChatCompletionChunk`` with ``stream=True``)."""
@@ -262,6 +347,7 @@ class _AsyncCompletions:
     def __init__(self, client: "AsyncOpenAI") -> None:
         self._client = client
 
+    @_raising_as("openai")
     async def create(self, *, model: str, messages: Any, **kwargs: Any) -> Any:
         """``openai.AsyncOpenAI().chat.completions.create``: awaits the answer on the event
         loop (no thread per request); with ``stream=True`` an :class:`AsyncStream`."""
@@ -288,6 +374,7 @@ class _Embeddings:
     def __init__(self, client: "_Base") -> None:
         self._client = client
 
+    @_raising_as("openai")
     def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:
         """``openai.OpenAI().embeddings.create`` arguments; a ``CreateEmbeddingResponse``."""
         body, ctx = _embedding_body(model, input, kwargs)
@@ -358,6 +445,7 @@ class _Messages:
     def __init__(self, client: "Anthropic") -> None:
         self._client = client
 
+    @_raising_as("anthropic")
     def create(self, **kwargs: Any) -> Any:
         """``anthropic.Anthropic().messages.create`` arguments (``model``, ``max_tokens``,
         ``messages``, ``system``, ``tools``...); an ``anthropic.types.Message``."""
@@ -370,6 +458,7 @@ class _AsyncMessages:
     def __init__(self, client: "AsyncAnthropic") -> None:
         self._client = client
 
+    @_raising_as("anthropic")
     async def create(self, **kwargs: Any) -> Any:
         req, body, ctx = _anthropic_request(kwargs)
         native = self._client.router._native

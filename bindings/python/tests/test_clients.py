@@ -67,10 +67,44 @@ def test_openai_client_embeddings(mock: MockProvider, config: Dict[str, Any]) ->
     assert e._modelux.trace["served_model"] == "text-embedding-3-small"  # type: ignore[attr-defined]
 
 
-def test_openai_client_errors_are_modelux_errors(mock: MockProvider, config: Dict[str, Any]) -> None:
+def test_openai_client_errors_are_the_sdks_classes_and_modelux_errors(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # Code written against the openai SDK catches openai's classes: the drop-in raises them,
+    # and they are modelux's exceptions too (kind, trace).
     with modelux.OpenAI(config, tracing=False) as client:
-        with pytest.raises(modelux.NotFoundError):
+        with pytest.raises(openai.NotFoundError) as nf:
             client.chat.completions.create(model="@nope", messages=MSGS)
+        assert isinstance(nf.value, modelux.NotFoundError) and nf.value.status_code == 404
+        assert nf.value.kind == "not_found" and "@nope" in nf.value.message
+        mock.configure({m: {"error_status": 429, "retry_after_ms": 2000}
+                        for m in ("claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash")})
+        with pytest.raises(openai.RateLimitError) as rl:
+            client.chat.completions.create(model="@production", messages=MSGS)
+        assert isinstance(rl.value, modelux.ModeluxError) and rl.value.status_code == 429
+        assert rl.value.response.headers.get("retry-after") is not None
+        assert rl.value._modelux.trace["ok"] is False  # type: ignore[attr-defined]
+        # Every target now sits out its retry-after: modelux's 503 no_route, openai's 5xx class,
+        # raised from the stream as well.
+        with pytest.raises(openai.InternalServerError) as nr:
+            list(client.chat.completions.create(model="@production", messages=MSGS, stream=True))
+        assert isinstance(nr.value, modelux.NoRouteError) and nr.value.status_code == 503
+
+
+def test_anthropic_client_errors_are_the_sdks_classes(mock: MockProvider, config: Dict[str, Any]) -> None:
+    with modelux.Anthropic(config, tracing=False) as client:
+        with pytest.raises(anthropic.NotFoundError) as nf:
+            client.messages.create(model="no-such-model", max_tokens=8, messages=MSGS)
+    assert isinstance(nf.value, modelux.NotFoundError)
+    assert nf.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+    async def main() -> None:
+        ac = modelux.AsyncAnthropic(config, tracing=False)
+        try:
+            await ac.messages.create(model="no-such-model", max_tokens=8, messages=MSGS)
+        finally:
+            ac.close()
+
+    with pytest.raises(anthropic.NotFoundError):
+        asyncio.run(main())
 
 
 def test_async_openai_client(mock: MockProvider, config: Dict[str, Any]) -> None:
