@@ -119,6 +119,20 @@ Result<Json> body_object(const RouteCtx& c, bool allow_empty) {
   return *j;
 }
 
+/// What a write with a JSON object body starts from: the If-Match version and the body.
+struct WriteInput {
+  std::optional<std::int64_t> expected;
+  Json body;
+};
+/// The write's input, or the refusal to answer (a bad If-Match, a body that is not an object).
+std::variant<WriteInput, Reply> write_input(const RouteCtx& c) {
+  auto im = if_match(c);
+  if (auto* r = std::get_if<Reply>(&im)) return std::move(*r);
+  auto body = body_object(c, false);
+  if (!body) return control_error(body.error());
+  return WriteInput{std::get<0>(im), std::move(*body)};
+}
+
 }  // namespace
 
 // ---- configs --------------------------------------------------------------------------------
@@ -224,15 +238,14 @@ net::awaitable<std::optional<Reply>> config_diff(RouteCtx& c) {
 net::awaitable<std::optional<Reply>> config_rollback(RouteCtx& c) {
   const std::string slug = c.params[0];
   if (!valid_slug(slug)) co_return bad_slug();
-  auto im = if_match(c);
-  if (auto* r = std::get_if<Reply>(&im)) co_return std::move(*r);
-  auto body = body_object(c, false);
-  if (!body) co_return control_error(body.error());
-  auto to = opt_body_int(*body, "version");
+  auto in = write_input(c);
+  if (auto* r = std::get_if<Reply>(&in)) co_return std::move(*r);
+  WriteInput& w = std::get<WriteInput>(in);
+  auto to = opt_body_int(w.body, "version");
   if (!to) co_return control_error(to.error());
   if (!*to) co_return error_reply(400, ErrorKind::bad_request, "'version' (the version to roll back to) is required", "invalid_request", "$.version");
   ControlPlane* cp = c.st.control.get();
-  auto job = [cp, slug, v = **to, expected = std::get<0>(im), who = actor_of(c), msg = message_of(c, &*body)] {
+  auto job = [cp, slug, v = **to, expected = w.expected, who = actor_of(c), msg = message_of(c, &w.body)] {
     return cp->rollback_config(slug, v, expected, who, msg);
   };
   auto v = co_await c.st.workers->run(std::move(job));
@@ -243,21 +256,20 @@ net::awaitable<std::optional<Reply>> config_rollback(RouteCtx& c) {
 net::awaitable<std::optional<Reply>> config_promote(RouteCtx& c) {
   const std::string slug = c.params[0];
   if (!valid_slug(slug)) co_return bad_slug();
-  auto im = if_match(c);
-  if (auto* r = std::get_if<Reply>(&im)) co_return std::move(*r);
-  auto body = body_object(c, false);
-  if (!body) co_return control_error(body.error());
-  auto t = body->find("to");
-  if (t == body->end() || !t->is_string())
+  auto in = write_input(c);
+  if (auto* r = std::get_if<Reply>(&in)) co_return std::move(*r);
+  WriteInput& w = std::get<WriteInput>(in);
+  auto t = w.body.find("to");
+  if (t == w.body.end() || !t->is_string())
     co_return error_reply(400, ErrorKind::bad_request, "'to' (the config to promote into) is required", "invalid_request", "$.to");
   std::string to = t->get<std::string>();
   if (!to.empty() && to.front() == '@') to.erase(0, 1);
   if (!valid_slug(to) || to == slug)
     co_return error_reply(400, ErrorKind::bad_request, "'to' must be another config name: [a-z0-9][a-z0-9_-]{0,63}", "invalid_request", "$.to");
-  auto ver = opt_body_int(*body, "version");
+  auto ver = opt_body_int(w.body, "version");
   if (!ver) co_return control_error(ver.error());
   ControlPlane* cp = c.st.control.get();
-  auto job = [cp, slug, to, v = ver->value_or(0), expected = std::get<0>(im), who = actor_of(c), msg = message_of(c, &*body)] {
+  auto job = [cp, slug, to, v = ver->value_or(0), expected = w.expected, who = actor_of(c), msg = message_of(c, &w.body)] {
     return cp->promote_config(slug, v, to, expected, who, msg);
   };
   auto v = co_await c.st.workers->run(std::move(job));
@@ -296,13 +308,12 @@ net::awaitable<std::optional<Reply>> get_budget(RouteCtx& c) {
 net::awaitable<std::optional<Reply>> put_budget(RouteCtx& c) {
   std::string name = c.params[0];
   if (!valid_slug(name)) co_return error_reply(400, ErrorKind::bad_request, "not a valid budget name: [a-z0-9][a-z0-9_-]{0,63}", "invalid_request", "name");
-  auto im = if_match(c);
-  if (auto* r = std::get_if<Reply>(&im)) co_return std::move(*r);
-  auto body = body_object(c, false);
-  if (!body) co_return control_error(body.error());
+  auto in = write_input(c);
+  if (auto* r = std::get_if<Reply>(&in)) co_return std::move(*r);
+  WriteInput& w = std::get<WriteInput>(in);
   ControlPlane* cp = c.st.control.get();
   std::string msg = message_of(c);
-  auto job = [cp, name, doc = std::move(*body), expected = std::get<0>(im), who = actor_of(c), msg] {
+  auto job = [cp, name, doc = std::move(w.body), expected = w.expected, who = actor_of(c), msg] {
     return cp->put_budget(name, doc, expected, who, msg);
   };
   auto v = co_await c.st.workers->run(std::move(job));
@@ -406,12 +417,11 @@ net::awaitable<std::optional<Reply>> get_webhook(RouteCtx& c) {
 }
 
 net::awaitable<std::optional<Reply>> update_webhook(RouteCtx& c) {
-  auto im = if_match(c);
-  if (auto* r = std::get_if<Reply>(&im)) co_return std::move(*r);
-  auto body = body_object(c, false);
-  if (!body) co_return control_error(body.error());
+  auto in = write_input(c);
+  if (auto* r = std::get_if<Reply>(&in)) co_return std::move(*r);
+  WriteInput& w = std::get<WriteInput>(in);
   ControlPlane* cp = c.st.control.get();
-  auto job = [cp, id = c.params[0], spec = std::move(*body), expected = std::get<0>(im), who = actor_of(c)] {
+  auto job = [cp, id = c.params[0], spec = std::move(w.body), expected = w.expected, who = actor_of(c)] {
     return cp->update_webhook(id, spec, expected, who);
   };
   auto v = co_await c.st.workers->run(std::move(job));
