@@ -32,7 +32,7 @@ Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Router::~Router() = default;
 
 Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions options) {
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_unique<Impl>(options.io_threads);
   impl->config = std::move(config);
   impl->opts = options;
   impl->clock = options.clock ? options.clock : &SteadyClock::instance();

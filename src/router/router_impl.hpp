@@ -35,7 +35,10 @@ struct Router::Impl {
   std::mutex pool_mu;
   std::vector<std::unique_ptr<RoutingSession>> session_pool;
   static constexpr std::size_t kMaxPooledSessions = 256;
+  // The concurrency hint is the number of io threads: with one, Asio's scheduler knows no
+  // other thread runs handlers and skips the cross-thread wake-up work on every handler.
   net::io_context ioc;
+  explicit Impl(int io_threads = 1) : ioc(std::max(1, io_threads)) {}
   net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
   std::vector<std::thread> threads;
   std::shared_ptr<Transport> transport;

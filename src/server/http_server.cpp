@@ -383,7 +383,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   if (ec) return fail(ErrorKind::invalid_config, "bad listen address '" + s->opts_.host + "'");
   tcp::endpoint ep{addr, static_cast<unsigned short>(s->opts_.port)};
   s->ex_ = s->opts_.executor ? *s->opts_.executor : net::any_io_executor(s->ioc_.get_executor());
-  s->acceptor_ = std::make_shared<tcp::acceptor>(net::make_strand(s->ex_));
+  s->acceptor_ = std::make_shared<tcp::acceptor>(s->opts_.threads > 1 ? net::any_io_executor(net::make_strand(s->ex_)) : s->ex_);
   s->acceptor_->open(ep.protocol(), ec);
   if (!ec) s->acceptor_->set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) s->acceptor_->bind(ep, ec);
@@ -488,7 +488,9 @@ net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor
   auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoffMin);
   for (;;) {
     beast::error_code ec;
-    tcp::socket sock(net::make_strand(ex_));
+    // One io thread runs every handler in turn already: a strand per connection would only
+    // add a queue and a dispatch to every completion (it was a sixth of the CPU of a request).
+    tcp::socket sock(opts_.threads > 1 ? net::any_io_executor(net::make_strand(ex_)) : ex_);
     co_await acceptor->async_accept(sock, redirect_error(use_awaitable, ec));
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor->is_open()) co_return;

@@ -7,8 +7,10 @@
 // an unauthenticated upload costs no more than its header.
 //
 // Threading: `threads` threads run one io_context; each connection is one coroutine on its
-// own strand, so a handler never runs concurrently with itself for one connection. `on_head`
-// and the handler run on that strand, concurrently for different connections.
+// own strand (with `threads` > 1; with one thread the io thread itself serialises everything
+// and there is no strand), so a handler never runs concurrently with itself for one
+// connection. `on_head` and the handler run on that strand, concurrently for different
+// connections.
 #pragma once
 
 #include <atomic>
@@ -94,6 +96,8 @@ std::string default_error_body(int status, const std::string& message, std::stri
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;  ///< 0 = pick a free port
+  /// Threads running the io_context (with `executor`: the threads that run that executor's
+  /// io_context; 1 means no strands are needed).
   int threads = 1;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
   std::size_t max_header_bytes = 64 * 1024;
