@@ -9,6 +9,8 @@ wrk (Debian) drives each target at each concurrency; nginx and wrk are pinned on
 
 Targets (rows), each measured in the same run as the direct baseline it is compared with:
   direct           wrk -> nginx                                    (baseline for JSON rows)
+  nginx-relay      wrk -> nginx as a plain reverse proxy (upstream keep-alive) -> nginx, pinned
+                   where the gateways are: the floor one proxy hop costs in this harness
   direct-stream    wrk -> nginx, SSE                               (baseline for stream rows)
   modelux-min      API-key auth, one model, no tracing, no budget
   modelux-full     auth, 3-model fallback chain, budget with SQLite persistence,
@@ -351,6 +353,48 @@ def start_modelux(ctx: Ctx, full: bool) -> Gateway:
     return Gateway(name, proc, rows, {"port": port, "config": str(path)})
 
 
+def start_nginx_relay(ctx: Ctx) -> Gateway:
+    """nginx as a plain reverse proxy (upstream keep-alive, no buffering of the small answer beyond
+    its defaults), pinned where the gateways are: what one proxy hop costs in this harness."""
+    port = free_port()
+    d = ctx.tmp / "relay"
+    (d / "body").mkdir(parents=True, exist_ok=True)
+    up = ctx.upstream.removeprefix("http://")
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+  access_log off;
+  server_tokens off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  keepalive_requests 1000000000;
+  keepalive_timeout 300s;
+  tcp_nodelay on;
+  upstream up {{ server {up}; keepalive 1024; keepalive_requests 1000000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = Proc("nginx-relay", pinned(ctx.a.gateway_cpu, [nginx_bin, "-p", str(d), "-e", str(d / "nginx-error.log"),
+                                                          "-c", str(conf)]), ctx.tmp / "nginx-relay.log")
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    return Gateway("nginx-relay", proc, [Row("nginx-relay", url, body("gpt-4o-mini", False), {}, False, "direct")],
+                   {"port": port})
+
+
 def start_portkey(ctx: Ctx) -> Gateway:
     script = PEERS / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
     if not script.exists():
@@ -678,7 +722,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 s per point at c=1,64 (a smoke run)")
     ap.add_argument("--peers", action="store_true",
                     help="also run Portkey, LiteLLM and TensorZero (installs them into benchmarks/.peers once)")
-    ap.add_argument("--only", default="", help="comma-separated gateways: modelux-min,modelux-full,portkey,litellm,"
+    ap.add_argument("--only", default="", help="comma-separated gateways: nginx-relay,modelux-min,modelux-full,portkey,litellm,"
                                                "tensorzero (default: all selected; direct always runs)")
     ap.add_argument("--first-event", type=int, default=300,
                     help="streams: requests for the time-to-first-event probe at c=1 (0: skip; default 300)")
@@ -754,7 +798,8 @@ def main() -> int:
         if a.profile:
             return profile(a, ctx, Path(a.profile))
 
-        plan = [("direct", lambda: direct), ("modelux-min", lambda: start_modelux(ctx, False)),
+        plan = [("direct", lambda: direct), ("nginx-relay", lambda: start_nginx_relay(ctx)),
+                ("modelux-min", lambda: start_modelux(ctx, False)),
                 ("modelux-full", lambda: start_modelux(ctx, True))]
         if a.peers:
             plan += [("portkey", lambda: start_portkey(ctx)), ("litellm", lambda: start_litellm(ctx)),

@@ -364,6 +364,9 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     }
     auto c = std::make_unique<Connection>(ex_, ssl_ctx_, url.tls);
     c->origin = origin;
+    // Beast reads max(512, free capacity) at a time: from an empty buffer a typical answer
+    // (head + a ~1 KB body) took two recvmsg. Room for one read of it from the start.
+    c->buffer.reserve(4096);
     // HTTPS through a proxy: TCP to the proxy, then an HTTP CONNECT tunnel to the origin,
     // then TLS end to end with the origin (the proxy sees only ciphertext).
     const bool tunnel = url.tls && proxy_ && !no_proxy(url.host);
