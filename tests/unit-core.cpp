@@ -104,3 +104,18 @@ TEST_CASE("valid_utf8: accepts well-formed text and refuses every malformed form
   CHECK_FALSE(modelux::valid_utf8("\xC3\x28"));               // bad continuation
   CHECK_FALSE(modelux::valid_utf8("ok then \xE2\x28\xA1"));   // bad continuation mid-string
 }
+
+// ASCII is skipped a word at a time: a bad or multi-byte sequence must be seen at every offset
+// (inside a word, across a word boundary, in the tail shorter than a word).
+TEST_CASE("valid_utf8: finds a sequence at every offset of an ASCII run") {
+  for (std::size_t len = 0; len < 40; ++len)
+    for (std::size_t at = 0; at <= len; ++at) {
+      CAPTURE(len);
+      CAPTURE(at);
+      std::string s(len, 'a');
+      CHECK(modelux::valid_utf8(std::string(s).insert(at, "\xE2\x82\xAC")));  // €
+      CHECK_FALSE(modelux::valid_utf8(std::string(s).insert(at, "\xFF")));
+      CHECK_FALSE(modelux::valid_utf8(std::string(s).insert(at, "\xE2\x82")));  // truncated (or bad continuation)
+      CHECK_FALSE(modelux::valid_utf8(std::string(s).insert(at, "\xC3\x28")));
+    }
+}

@@ -218,3 +218,65 @@ TEST_CASE("drain closes the listener and idle connections and lets a request in 
   for (int i = 0; i < 200 && (*s)->requests_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK((*s)->requests_in_flight() == 0);
 }
+
+namespace {
+
+// Reads until the server closes; true when it closed (EOF or reset), false when the client's own
+// 10 s receive timeout ran out first (the server kept the connection).
+bool closed_by_server(RawClient& c, std::string* got = nullptr) {
+  boost::system::error_code ec;
+  char buf[4096];
+  for (;;) {
+    std::size_t n = c.sock.read_some(net::buffer(buf), ec);
+    if (ec) return ec != net::error::would_block && ec != net::error::try_again;
+    if (got) got->append(buf, n);
+  }
+}
+
+Result<std::unique_ptr<Server>> start_echo(int threads, Nanos read_timeout, Nanos handler_delay = Nanos{0}) {
+  ServerOptions so;
+  so.threads = threads;
+  so.read_timeout = read_timeout;
+  return Server::start(so, [handler_delay](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+    if (handler_delay > Nanos{0}) {
+      net::steady_timer t(co_await net::this_coro::executor);
+      t.expires_after(handler_delay);
+      co_await t.async_wait(net::use_awaitable);
+    }
+    std::string type = "text/plain", body = "echo " + req.path;
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+}
+
+}  // namespace
+
+// The read deadline is one per connection, checked lazily (not a timer per read): it must
+// still close a connection that stalls in a header or idles after an answer.
+TEST_CASE("read_timeout closes a stalled header and an idle keep-alive connection") {
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    auto s = start_echo(threads, std::chrono::milliseconds(200));
+    REQUIRE(s);
+    RawClient stalled((*s)->port());
+    stalled.send("GET /a HTTP/1.1\r\nHost: x\r\n");  // the header never ends
+    CHECK(closed_by_server(stalled));
+    RawClient idle((*s)->port());
+    idle.send("GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::string got;
+    CHECK(closed_by_server(idle, &got));  // answered, then idle past the timeout
+    CHECK(got.find("echo /b") != std::string::npos);
+  }
+}
+
+// The deadline of the read that brought a request must not reach the handler's own time: a
+// handler that runs past read_timeout still answers on the same connection, which stays usable.
+TEST_CASE("a handler running longer than read_timeout still answers and keeps its connection") {
+  auto s = start_echo(1, std::chrono::milliseconds(100), std::chrono::milliseconds(400));
+  REQUIRE(s);
+  RawClient c((*s)->port());
+  c.send("GET /slow1 HTTP/1.1\r\nHost: x\r\n\r\nGET /slow2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  std::string got;
+  CHECK(closed_by_server(c, &got));
+  CHECK(got.find("echo /slow1") != std::string::npos);
+  CHECK(got.find("echo /slow2") != std::string::npos);
+}

@@ -1,6 +1,7 @@
 #include "server/http_server.hpp"
 
 #include <array>
+#include <deque>
 #include <future>
 #include <span>
 
@@ -38,6 +39,79 @@ bool per_connection_accept_error(const beast::error_code& ec) {
          ec.value() == EPROTO || ec.value() == EPERM || ec.value() == EAGAIN;
 }
 
+// A connection's socket with one deadline for the operation about to run, as
+// beast::tcp_stream's expires_after(), but checked lazily by one timer per connection:
+// tcp_stream arms a timer before every read and write and cancels it after (a timer-queue
+// insert and removal, a posted cancellation handler, and, when it becomes the earliest timer,
+// a timerfd_settime; per operation). Here setting a deadline is a store; the timer is only
+// re-armed when a deadline comes earlier than the one it waits for, and when it fires it
+// re-arms itself for the current deadline or, if that has passed, cancels the socket's
+// pending operations (which complete with operation_aborted).
+//
+// Every asynchronous read or write is preceded by expires_after(), as with tcp_stream. A
+// deadline that passes while no operation is pending cancels only a ClientWatch's wait (which
+// its periodic check re-arms). Runs on the connection's executor (its strand, if any).
+class ConnStream {
+ public:
+  using executor_type = net::any_io_executor;
+  explicit ConnStream(tcp::socket s) : sock_(std::move(s)), st_(std::make_shared<State>(sock_.get_executor())) {
+    st_->sock = &sock_;
+  }
+  ~ConnStream() {
+    st_->sock = nullptr;
+    st_->deadline = Instant::max();
+    st_->timer.cancel();
+  }
+  ConnStream(const ConnStream&) = delete;
+  ConnStream& operator=(const ConnStream&) = delete;
+
+  executor_type get_executor() noexcept { return sock_.get_executor(); }
+  tcp::socket& socket() noexcept { return sock_; }
+  void expires_after(Nanos d) { expires_at(std::chrono::steady_clock::now() + d); }
+  void expires_at(Instant t) {
+    st_->deadline = t;
+    if (t == Instant::max() || (st_->armed && st_->timer.expiry() <= t)) return;
+    arm(st_);
+  }
+  template <class Buffers, class Token>
+  auto async_read_some(const Buffers& b, Token&& token) {
+    return sock_.async_read_some(b, std::forward<Token>(token));
+  }
+  template <class Buffers, class Token>
+  auto async_write_some(const Buffers& b, Token&& token) {
+    return sock_.async_write_some(b, std::forward<Token>(token));
+  }
+
+ private:
+  struct State {
+    explicit State(const net::any_io_executor& ex) : timer(ex) {}
+    net::steady_timer timer;
+    Instant deadline = Instant::max();
+    tcp::socket* sock = nullptr;  // null once the connection is gone
+    bool armed = false;
+    std::uint64_t generation = 0;  // a handler of an earlier arm() finds it changed
+  };
+  static void arm(const std::shared_ptr<State>& st) {
+    st->armed = true;
+    const std::uint64_t gen = ++st->generation;
+    st->timer.expires_at(st->deadline);
+    st->timer.async_wait([st, gen](const boost::system::error_code&) {
+      if (gen != st->generation) return;  // replaced by a later arm()
+      st->armed = false;
+      if (!st->sock || st->deadline == Instant::max()) return;
+      if (std::chrono::steady_clock::now() < st->deadline) {
+        arm(st);
+        return;
+      }
+      st->deadline = Instant::max();
+      beast::error_code ec;
+      st->sock->cancel(ec);
+    });
+  }
+  tcp::socket sock_;
+  std::shared_ptr<State> st_;
+};
+
 // Watches a client socket for a hang-up while its request runs, without consuming bytes (a
 // pipelined next request stays queued for the session). Everything runs on the connection's
 // strand. Two triggers, each followed by a poll(0) for POLLRDHUP/POLLHUP/POLLERR:
@@ -62,10 +136,16 @@ class ClientWatch : public std::enable_shared_from_this<ClientWatch> {
   void start() {
     timer_.expires_after(kFirstLook);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-      if (ec || !self->alive_) return;
-      if (self->check()) self->arm_wait();
-      self->tick();
+      if (ec) return;
+      self->first_look();
     });
+  }
+  /// What start()'s timer does kFirstLook later; called by the server's WatchStarter instead
+  /// when one io thread runs everything.
+  void first_look() {
+    if (!alive_) return;
+    if (check()) arm_wait();
+    tick();
   }
   /// After stop() nothing touches the socket again (it may be gone); the caller cancels the
   /// pending wait.
@@ -124,12 +204,58 @@ class ClientWatch : public std::enable_shared_from_this<ClientWatch> {
   bool alive_ = true, waiting_ = false, queued_ = false;
 };
 
+}  // namespace
+
+// Gives each ClientWatch its first look kFirstLook after its request began, from one timer per
+// server, instead of a timer armed and cancelled per request (most requests end long before:
+// the arm, the cancel and its posted handler were per-request work, and at c=1 each arm moved
+// the earliest timer: a timerfd_settime). Watches that stopped meanwhile are dropped at their
+// turn. Only with one io thread: the tick runs the watches' checks itself, off their strand.
+struct Server::WatchStarter : std::enable_shared_from_this<Server::WatchStarter> {
+  explicit WatchStarter(const net::any_io_executor& ex) : timer(ex) {}
+  void add(std::shared_ptr<ClientWatch> w) {
+    pending.push_back({std::chrono::steady_clock::now() + ClientWatch::kFirstLook, std::move(w)});
+    if (!ticking && !stopped) schedule();
+  }
+  void stop() {
+    stopped = true;
+    timer.cancel();
+    pending.clear();
+  }
+  void schedule() {
+    ticking = true;
+    timer.expires_at(pending.front().due);
+    timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      self->ticking = false;
+      if (ec || self->stopped) return;
+      const auto now = std::chrono::steady_clock::now();
+      // Entries are in order of their due time (one delay for all).
+      while (!self->pending.empty() && self->pending.front().due <= now) {
+        auto w = std::move(self->pending.front().watch);
+        self->pending.pop_front();
+        w->first_look();
+      }
+      if (!self->pending.empty()) self->schedule();
+    });
+  }
+  struct Entry {
+    Instant due;
+    std::shared_ptr<ClientWatch> watch;
+  };
+  net::steady_timer timer;
+  std::deque<Entry> pending;
+  bool ticking = false, stopped = false;
+};
+
+namespace {
+
 class BeastWriter final : public ResponseWriter {
  public:
   /// `draining`: when set by the time the response header goes out, the response closes its
   /// connection although the request asked for keep-alive.
-  BeastWriter(beast::tcp_stream& s, bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr)
-      : stream_(s), keep_alive_(keep_alive), version_(version), draining_(draining) {}
+  BeastWriter(ConnStream& s, bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr,
+              Server::WatchStarter* starter = nullptr)
+      : stream_(s), keep_alive_(keep_alive), version_(version), draining_(draining), starter_(starter) {}
   ~BeastWriter() override { stop_watching(); }
 
   net::awaitable<bool> respond(int status, std::string content_type, std::string body, Headers extra) override {
@@ -223,7 +349,8 @@ class BeastWriter final : public ResponseWriter {
   void watch_client(std::shared_ptr<CancellationToken> token) override {
     stop_watching();
     watch_ = std::make_shared<ClientWatch>(stream_.socket(), std::move(token));
-    watch_->start();
+    if (starter_) starter_->add(watch_);
+    else watch_->start();
   }
   void stop_watching() override {
     if (!watch_) return;
@@ -239,10 +366,11 @@ class BeastWriter final : public ResponseWriter {
   bool gone() const noexcept { return gone_; }
 
  private:
-  beast::tcp_stream& stream_;
+  ConnStream& stream_;
   bool keep_alive_;
   unsigned version_;
   const std::atomic<bool>* draining_;
+  Server::WatchStarter* starter_;
   bool started_ = false, streaming_ = false, done_ = false, gone_ = false;
   std::shared_ptr<ClientWatch> watch_;
 
@@ -392,6 +520,7 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
     return fail(ErrorKind::io, "cannot listen on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + ec.message());
   s->port_ = s->acceptor_->local_endpoint().port();
   s->accept_pause_ = std::make_shared<net::steady_timer>(s->acceptor_->get_executor());
+  if (s->opts_.threads <= 1) s->watch_starter_ = std::make_shared<WatchStarter>(s->ex_);
   s->reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   {
     std::string body = s->opts_.error_body(503, "the server is out of file descriptors; retry shortly", {});
@@ -414,10 +543,11 @@ void Server::stop() {
   if (stopped_.exchange(true)) return;
   auto closed = std::make_shared<std::promise<void>>();
   auto done = closed->get_future();
-  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_, closed] {
+  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_, starter = watch_starter_, closed] {
     beast::error_code ec;
     acc->close(ec);
     pause->cancel();
+    if (starter) starter->stop();
     closed->set_value();
   });
   // Own io_context: stop it. Shared executor: wait for the acceptor to close; the
@@ -430,6 +560,7 @@ void Server::stop() {
   // of ours may outlive it here (ASan: use-after-free in ~strand_impl at exit).
   acceptor_.reset();
   accept_pause_.reset();
+  watch_starter_.reset();
 }
 
 ServerStats Server::stats() const noexcept {
@@ -513,7 +644,7 @@ net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor
 // next request. Touched only on that strand.
 struct Server::Live {
   net::any_io_executor ex;
-  beast::tcp_stream* stream = nullptr;
+  ConnStream* stream = nullptr;
   bool idle = false;
 };
 
@@ -553,7 +684,7 @@ bool is_protocol_error(const beast::error_code& ec) {
 // makes the kernel send a RST, which can destroy our answer before the client reads it; so
 // (as nginx's lingering close) stop sending, then read and discard for a bounded time and
 // amount through a small fixed buffer. Nothing is buffered.
-net::awaitable<void> lingering_close(beast::tcp_stream& stream, std::size_t max_bytes) {
+net::awaitable<void> lingering_close(ConnStream& stream, std::size_t max_bytes) {
   beast::error_code ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   if (ec) co_return;
@@ -587,7 +718,7 @@ RequestHead make_head(const http::request_parser<http::string_body>& parser, con
 
 net::awaitable<void> Server::session(tcp::socket sock) {
   connections_open_.fetch_add(1, std::memory_order_relaxed);
-  beast::tcp_stream stream(std::move(sock));
+  ConnStream stream(std::move(sock));
   auto live = std::make_shared<Live>();
   live->ex = stream.get_executor();
   live->stream = &stream;
@@ -735,7 +866,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
     static_cast<RequestHead&>(req) = std::move(head);
     req.body = std::move(msg.body());
     // While draining, every answer closes its connection (decided when its header goes out).
-    BeastWriter w(stream, msg.keep_alive(), msg.version(), &draining_);
+    BeastWriter w(stream, msg.keep_alive(), msg.version(), &draining_, watch_starter_.get());
     co_await handler_(req, w);
     if (!w.started()) co_await w.respond(500, "application/json", opts_.error_body(500, "handler wrote no response", req.path), {});
     if (w.gone() || !w.keep_alive() || !w.done()) break;

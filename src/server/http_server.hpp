@@ -155,6 +155,10 @@ class Server {
   bool reserve_body(std::size_t n) noexcept;
   void release_body(std::size_t n) noexcept;
   struct Live;  // a session's handle for drain()
+ public:
+  struct WatchStarter;  // starts the client-disconnect watches (one io thread only)
+ private:
+  std::shared_ptr<WatchStarter> watch_starter_;
   void close_idle();
 
   ServerOptions opts_;
