@@ -155,5 +155,15 @@ struct SigV4Signature {
 /// Signs per SigV4; `amz_date` is "YYYYMMDDTHHMMSSZ".
 SigV4Signature sigv4_sign(const SigV4Request& req, const SigV4Credentials& cred, std::string_view amz_date);
 
+// ---- the plain OpenAI request without a JSON DOM (src/wire/openai_direct.cpp) -------------
+
+/// The caller's body read straight into a ChatRequest when it has only the common fields
+/// (model, messages with string content, sampling scalars, stop, stream, stream_options, user)
+/// and is valid; the same ChatRequest parse_chat_request's DOM path gives. nullopt: use that path.
+std::optional<ChatRequest> read_plain_chat_request(std::string_view body, const ParseLimits& limits);
+/// The OpenAI upstream body (non-Mistral) for such a request with `model` in place, the same
+/// bytes as the encoder's DOM path; nullopt when the request has anything else.
+std::optional<std::string> openai_body_direct(const ChatRequest& r, std::string_view model);
+
 }  // namespace wire
 }  // namespace modelux

@@ -332,6 +332,8 @@ Result<ChatRequest> chat_request_from_json(const Json& j) {
 }
 
 Result<ChatRequest> parse_chat_request(std::string_view body, const ParseLimits& limits) {
+  // A plain body is read without a DOM, to the same ChatRequest (openai_direct.cpp).
+  if (auto plain = wire::read_plain_chat_request(body, limits)) return std::move(*plain);
   auto j = parse_json(body, limits);
   if (!j) return fail(j.error());
   return chat_request_from_json(*j);

@@ -550,9 +550,15 @@ class OpenAICodec final : public Codec {
     };
     if (provider_is("perplexity", "api.perplexity.ai") && !req.tools.empty())
       return wire::unsupported_field(ep.name.empty() ? "perplexity" : ep.name, "tools", "Perplexity has no tool calling");
+    const bool mistral = provider_is("mistral", "api.mistral.ai");
+    // A plain request is written without a DOM, to the same bytes (openai_direct.cpp).
+    if (!mistral)
+      if (auto direct = wire::openai_body_direct(req, upstream_model)) {
+        spec.body = std::move(*direct);
+        return spec;
+      }
     Json body = to_json(req);
     body["model"] = std::string(upstream_model);
-    const bool mistral = provider_is("mistral", "api.mistral.ai");
     if (mistral) {
       // Mistral accepts only tool call ids matching [a-zA-Z0-9]{9}: rewrite others
       // deterministically so an assistant call and its tool result keep matching.
