@@ -175,7 +175,8 @@ TEST_CASE("Direct reader and writer: generated bodies match the DOM path") {
   const char* texts[] = {"hello", "", "tab\\there", "quote \\\" and \\\\ back", "ünïcødé ✓", "😀 emoji",
                          "line\\nbreak", "\\/slash", "ctl \\b\\f\\r", "{\\\"json\\\": [1,2]}", "a b  c   "};
   const char* roles[] = {"system", "user", "assistant", "developer", "user", "user"};
-  const char* numbers[] = {"0", "1", "0.5", "0.7", "1.0", "2", "1e-3", "1E2", "0.30000000000000004", "-0.0", "123456789.125", "7e-10"};
+  const char* numbers[] = {"0", "1", "0.5", "0.7", "1.0", "2", "1e-3", "1E2", "0.30000000000000004", "-0.0", "123456789.125", "7e-10",
+                           "1e16", "123456789012345678", "0.0001", "0.00001", "1.7976931348623157e308", "5e-324"};
   const char* ints[] = {"1", "16", "4096", "9223372036854775807", "0", "-3"};
   Tally t;
   int taken = 0;
@@ -197,8 +198,8 @@ TEST_CASE("Direct reader and writer: generated bodies match the DOM path") {
     msgs += "]";
     members.push_back("\"messages\":" + msgs);
     members.push_back(std::string("\"model\":\"") + (pick(2) ? "gpt-4o-mini" : "llama-3.1-8b") + "\"");
-    if (pick(2)) members.push_back(std::string("\"temperature\":") + numbers[pick(12)]);
-    if (pick(3) == 0) members.push_back(std::string("\"top_p\":") + numbers[pick(12)]);
+    if (pick(2)) members.push_back(std::string("\"temperature\":") + numbers[pick(static_cast<int>(std::size(numbers)))]);
+    if (pick(3) == 0) members.push_back(std::string("\"top_p\":") + numbers[pick(static_cast<int>(std::size(numbers)))]);
     if (pick(2)) members.push_back(std::string(pick(2) ? "\"max_tokens\":" : "\"max_completion_tokens\":") + ints[pick(6)]);
     if (pick(4) == 0) members.push_back(std::string("\"seed\":") + ints[pick(6)]);
     if (pick(5) == 0) members.push_back(std::string("\"n\":") + ints[pick(3)]);

@@ -65,8 +65,16 @@ void put_int(std::string& o, std::int64_t v) {
   o.append(buf, r.ptr);
 }
 
-// nlohmann's own number format (its grisu2 output differs from to_chars in places).
-void put_double(std::string& o, double v) { o += Json(v).dump(); }
+// nlohmann's own number format (its grisu2 output differs from std::to_chars in places): the
+// function its serializer's dump_float calls, without constructing a serializer per number.
+void put_double(std::string& o, double v) {
+  if (!std::isfinite(v)) {
+    o += "null";
+    return;
+  }
+  char buf[64];
+  o.append(buf, nlohmann::detail::to_chars(buf, buf + sizeof buf, v));
+}
 
 }  // namespace
 
