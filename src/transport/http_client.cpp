@@ -204,9 +204,6 @@ class BeastHttpStream final : public HttpStream {
     guard_->timer.cancel();
     guard_.reset();
   }
-  // Reads more bytes into the connection's buffer, bounded by `deadline` (timeout as
-  // beast::error::timeout).
-  net::awaitable<beast::error_code> read_more(Instant deadline);
   net::awaitable<Result<std::string>> read_framed(Instant deadline);
   Error body_error(const beast::error_code& ec);
 };
@@ -756,8 +753,12 @@ bool BeastHttpStream::finish_received() noexcept {
   return !done_ && !ec;
 }
 
+// Not a coroutine: it hands out the reading coroutine itself, so a relayed chunk passes through
+// one frame between the socket and the relay.
 net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant clock_deadline) {
-  co_return co_await read_some_real(owner_->real_deadline(clock_deadline));
+  const Instant deadline = owner_->real_deadline(clock_deadline);
+  if (framer_ && !done_ && conn_) return read_framed(deadline);
+  return read_some_real(deadline);
 }
 
 void BeastHttpStream::arm_guard(const std::shared_ptr<ReadGuard>& g, Instant at) {
@@ -775,34 +776,6 @@ void BeastHttpStream::arm_guard(const std::shared_ptr<ReadGuard>& g, Instant at)
       arm_guard(g, g->deadline);
     }
   });
-}
-
-net::awaitable<beast::error_code> BeastHttpStream::read_more(Instant deadline) {
-  beast::error_code ec;
-  if (deadline != Instant::max() && !guard_) {
-    auto ex = co_await net::this_coro::executor;
-    guard_ = std::make_shared<ReadGuard>(ex);
-    guard_->sock = &conn_->lowest().socket();
-  }
-  if (guard_) {
-    guard_->deadline = deadline;
-    guard_->reading = true;
-    guard_->fired = false;
-    if (deadline < guard_->armed) arm_guard(guard_, deadline);
-  }
-  auto space = conn_->buffer.prepare(kReadBuf);
-  std::size_t n = 0;
-  if (conn_->tls) n = co_await conn_->ssl_stream->async_read_some(space, redirect_error(use_awaitable, ec));
-  else n = co_await conn_->lowest().socket().async_read_some(space, redirect_error(use_awaitable, ec));
-  if (!conn_) co_return net::error::operation_aborted;  // aborted meanwhile: the buffer went with it
-  conn_->buffer.commit(n);
-  if (guard_) {
-    guard_->reading = false;
-    if (ec == net::error::operation_aborted && guard_->fired) ec = beast::error::timeout;
-    guard_->fired = false;
-  }
-  if (ec == net::error::eof) ec = http::error::partial_message;  // the body is not complete
-  co_return ec;
 }
 
 Error BeastHttpStream::body_error(const beast::error_code& ec) {
@@ -841,8 +814,31 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_framed(Instant deadlin
       if (framer_->done()) done_ = true;
       if (!out.empty() || done_) co_return out;
     }
-    beast::error_code ec = co_await read_more(deadline);
+    // Wait for more bytes (read_more, inline: one frame less per chunk).
+    beast::error_code ec;
+    if (deadline != Instant::max() && !guard_) {
+      auto ex = co_await net::this_coro::executor;
+      guard_ = std::make_shared<ReadGuard>(ex);
+      guard_->sock = &conn_->lowest().socket();
+    }
+    if (guard_) {
+      guard_->deadline = deadline;
+      guard_->reading = true;
+      guard_->fired = false;
+      if (deadline < guard_->armed) arm_guard(guard_, deadline);
+    }
+    auto space = conn_->buffer.prepare(kReadBuf);
+    std::size_t got = 0;
+    if (conn_ && conn_->tls) got = co_await conn_->ssl_stream->async_read_some(space, redirect_error(use_awaitable, ec));
+    else got = co_await conn_->lowest().socket().async_read_some(space, redirect_error(use_awaitable, ec));
     if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
+    conn_->buffer.commit(got);
+    if (guard_) {
+      guard_->reading = false;
+      if (ec == net::error::operation_aborted && guard_->fired) ec = beast::error::timeout;
+      guard_->fired = false;
+    }
+    if (ec == net::error::eof) ec = http::error::partial_message;  // the body is not complete
     if (ec) {
       if (ec == net::error::operation_aborted && cancel_requested(cs)) continue;  // reported as cancelled above
       co_return std::unexpected(body_error(ec));
@@ -853,7 +849,7 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_framed(Instant deadlin
 net::awaitable<Result<std::string>> BeastHttpStream::read_some_real(Instant deadline) {
   if (done_) co_return std::string{};
   if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
-  if (framer_) co_return co_await read_framed(deadline);
+  if (framer_) co_return co_await read_framed(deadline);  // read_all's path
   if (!rbuf_) rbuf_ = std::make_unique_for_overwrite<char[]>(kReadBuf);
   char* const buf = rbuf_.get();
   const auto cs = co_await net::this_coro::cancellation_state;

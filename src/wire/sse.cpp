@@ -31,22 +31,40 @@ Result<void> SseParser::line(std::string_view l, std::vector<SseEvent>& out) {
   return {};
 }
 
+// Complete lines are handed to line() straight from `bytes`; only a line split across feeds is
+// gathered in line_ (a relayed stream feeds one event per read: no copy, no per-byte append).
 Result<void> SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out) {
-  for (char c : bytes) {
-    if (last_cr_) {
-      last_cr_ = false;
-      if (c == '\n') continue;  // \r\n is one line end
+  const std::size_t n = bytes.size();
+  std::size_t i = 0;
+  if (last_cr_ && n > 0) {
+    last_cr_ = false;
+    if (bytes[0] == '\n') i = 1;  // \r\n is one line end
+  }
+  auto too_long = [&] {
+    return fail(ErrorKind::malformed_response, "stream line longer than " + std::to_string(max_event_) + " bytes");
+  };
+  while (i < n) {
+    std::size_t j = i;
+    while (j < n && bytes[j] != '\n' && bytes[j] != '\r') ++j;
+    if (line_.size() + (j - i) > max_event_) return too_long();
+    if (j == n) {  // no line end yet
+      line_.append(bytes.substr(i));
+      break;
     }
-    if (c == '\n' || c == '\r') {
-      last_cr_ = (c == '\r');
-      auto r = line(line_, out);
+    Result<void> r;
+    if (line_.empty()) {
+      r = line(bytes.substr(i, j - i), out);
+    } else {
+      line_.append(bytes.substr(i, j - i));
+      r = line(line_, out);
       line_.clear();
-      if (!r) return r;
-      continue;
     }
-    line_.push_back(c);
-    if (line_.size() > max_event_)
-      return fail(ErrorKind::malformed_response, "stream line longer than " + std::to_string(max_event_) + " bytes");
+    if (!r) return r;
+    if (bytes[j] == '\r') {
+      if (j + 1 == n) last_cr_ = true;
+      else if (bytes[j + 1] == '\n') ++j;
+    }
+    i = j + 1;
   }
   return {};
 }
