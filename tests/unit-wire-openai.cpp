@@ -455,6 +455,11 @@ TEST_CASE("OpenAI relay response: a plain answer decodes as decode_response and 
   (*want)["id"] = "chatcmpl-ours";
   (*want)["model"] = "gpt-4o-mini \"quoted\"";
   CHECK(*got == *want);
+  // Plain ids are quoted as they are, anything else is escaped: a backslash, a tab, UTF-8.
+  auto odd = parse_json(fast->relayed.with("chat\\cmpl\tid", "mod\xC3\xA9le"));
+  REQUIRE(odd);
+  CHECK((*odd)["id"] == "chat\\cmpl\tid");
+  CHECK((*odd)["model"] == "mod\xC3\xA9le");
 }
 
 TEST_CASE("OpenAI relay response: tool calls, errors, bad JSON and odd shapes take the full decode") {

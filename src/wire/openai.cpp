@@ -431,6 +431,18 @@ class ChunkScan {
 };
 
 std::string json_quoted(std::string_view s) {
+  // Ids and model names are plain ASCII: quoted as they are (the dump below costs a JSON value
+  // and a serializer, twice per relayed stream and once per relayed answer).
+  bool plain = true;
+  for (char c : s) plain = plain && c >= 0x20 && c <= 0x7e && c != '"' && c != '\\';
+  if (plain) {
+    std::string q;
+    q.reserve(s.size() + 2);
+    q += '"';
+    q += s;
+    q += '"';
+    return q;
+  }
   return Json(std::string(s)).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
