@@ -3,6 +3,8 @@
 // is bounded by max_event_bytes whatever the split of the input.
 #include "modelux/wire.hpp"
 
+#include <cstring>
+
 namespace modelux {
 
 Result<void> SseParser::line(std::string_view l, std::vector<SseEvent>& out) {
@@ -44,8 +46,11 @@ Result<void> SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out)
     return fail(ErrorKind::malformed_response, "stream line longer than " + std::to_string(max_event_) + " bytes");
   };
   while (i < n) {
-    std::size_t j = i;
-    while (j < n && bytes[j] != '\n' && bytes[j] != '\r') ++j;
+    // The next line end: memchr (vectorised) for \n, then for a \r before it (rare).
+    const char* base = bytes.data();
+    const void* nl = std::memchr(base + i, '\n', n - i);
+    std::size_t j = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - base) : n;
+    if (const void* cr = std::memchr(base + i, '\r', j - i)) j = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
     if (line_.size() + (j - i) > max_event_) return too_long();
     if (j == n) {  // no line end yet
       line_.append(bytes.substr(i));
