@@ -103,6 +103,13 @@ TEST_CASE("valid_utf8: accepts well-formed text and refuses every malformed form
   CHECK_FALSE(modelux::valid_utf8("\xF4\x90\x80\x80"));       // above U+10FFFF
   CHECK_FALSE(modelux::valid_utf8("\xC3\x28"));               // bad continuation
   CHECK_FALSE(modelux::valid_utf8("ok then \xE2\x28\xA1"));   // bad continuation mid-string
+  // ASCII is checked eight bytes at a time: faults right after, inside and across such runs.
+  CHECK_FALSE(modelux::valid_utf8("12345678\xFF"));
+  CHECK_FALSE(modelux::valid_utf8("1234567\xC3"));
+  CHECK_FALSE(modelux::valid_utf8("1234567890abcdef\xE2\x82"));
+  CHECK_FALSE(modelux::valid_utf8("abc\x80defghijklmnop"));
+  CHECK_FALSE(modelux::valid_utf8("0123456789abcdefghij\xC0\xAFklmnopqrstuvwxyz"));
+  CHECK(modelux::valid_utf8("1234567\xC3\xA9" "0123456789abcdef\xF0\x9F\x98\x80" "tail of more than eight"));
 }
 
 // ASCII is skipped a word at a time: a bad or multi-byte sequence must be seen at every offset

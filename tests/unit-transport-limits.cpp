@@ -231,3 +231,71 @@ TEST_CASE("Transport: a stream dropped after its [DONE] gives its connection bac
     CHECK(tr->stats().connections_reused == 1);
   }
 }
+
+namespace {
+// Reads a stream with every read bounded by now + `gap`: the pieces as they came, and how the
+// stream ended.
+struct GapRead {
+  std::vector<std::string> pieces;
+  std::optional<Error> error;
+  bool ended = false;
+};
+net::awaitable<GapRead> read_with_gap(Transport& tr, HttpRequestSpec req, std::chrono::milliseconds gap) {
+  GapRead r;
+  auto s = co_await tr.open(req, in_seconds(10));
+  if (!s) {
+    r.error = s.error();
+    co_return r;
+  }
+  for (;;) {
+    auto piece = co_await (*s)->read_some(std::chrono::steady_clock::now() + gap);
+    if (!piece) {
+      r.error = piece.error();
+      co_return r;
+    }
+    if (piece->empty()) {
+      r.ended = true;
+      co_return r;
+    }
+    r.pieces.push_back(std::move(*piece));
+  }
+}
+}  // namespace
+
+// The body's reads share one lazily re-armed deadline timer: each read must still be bounded by
+// its own deadline, a later read's never cut by an earlier read's, and a stall must time out.
+TEST_CASE("Transport: each body read is bounded by its own deadline, a steady stream longer than one is not cut") {
+  for (bool stall : {false, true}) {
+    CAPTURE(stall);
+    RawServer srv(1, [&](tcp::socket& s, int) {
+      RawServer::read_request(s);
+      RawServer::write(s, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+      // Ten events 60 ms apart: the stream lasts ~600 ms, longer than one read's 400 ms bound.
+      for (int i = 0; i < 10; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(60));
+        RawServer::write(s, "8\r\ndata: " + std::to_string(i) + "\n\r\n");
+      }
+      if (stall) std::this_thread::sleep_for(std::chrono::milliseconds(2000));  // > 400 ms: must time out
+      RawServer::write(s, "0\r\n\r\n");
+      RawServer::read_request(s);  // hold the connection until the client let go of it
+    });
+    net::io_context io;
+    auto tr = make_http_transport(io.get_executor());
+    auto fut = net::co_spawn(io, read_with_gap(*tr, post(srv.url("/stream")), std::chrono::milliseconds(400)), net::use_future);
+    io.run();
+    GapRead r = fut.get();
+    std::string all;
+    for (const auto& p : r.pieces) all += p;
+    std::string want;
+    for (int i = 0; i < 10; ++i) want += "data: " + std::to_string(i) + "\n";
+    CHECK(all == want);
+    if (stall) {
+      REQUIRE(r.error);
+      CHECK(r.error->kind == ErrorKind::timeout);
+      CHECK_FALSE(r.ended);
+    } else {
+      CHECK_MESSAGE(!r.error, (r.error ? r.error->message : std::string{}));
+      CHECK(r.ended);
+    }
+  }
+}

@@ -97,9 +97,20 @@ TEST_CASE("SseParser: every split of the input yields the same events") {
       CHECK(ev[i].event == whole[i].event);
     }
   }
+  {  // one byte per feed: lines are gathered across feeds, a \r ending one feed and its \n the next
+    SseParser p;
+    std::vector<SseEvent> ev;
+    for (char ch : stream) REQUIRE(p.feed(std::string_view(&ch, 1), ev));
+    REQUIRE(ev.size() == whole.size());
+    for (std::size_t i = 0; i < ev.size(); ++i) CHECK(ev[i].data == whole[i].data);
+  }
   SseParser small(16);
   std::vector<SseEvent> ev;
   CHECK_FALSE(small.feed("data: " + std::string(100, 'x'), ev));
+  SseParser pieces(16);  // a line over the bound is refused also when it comes in small pieces
+  bool ok = true;
+  for (int i = 0; i < 10 && ok; ++i) ok = pieces.feed("xxxx", ev).has_value();
+  CHECK_FALSE(ok);
 }
 
 TEST_CASE("OpenAI codec: encodes URL, auth and upstream model, decodes responses and streams") {
@@ -444,6 +455,11 @@ TEST_CASE("OpenAI relay response: a plain answer decodes as decode_response and 
   (*want)["id"] = "chatcmpl-ours";
   (*want)["model"] = "gpt-4o-mini \"quoted\"";
   CHECK(*got == *want);
+  // Plain ids are quoted as they are, anything else is escaped: a backslash, a tab, UTF-8.
+  auto odd = parse_json(fast->relayed.with("chat\\cmpl\tid", "mod\xC3\xA9le"));
+  REQUIRE(odd);
+  CHECK((*odd)["id"] == "chat\\cmpl\tid");
+  CHECK((*odd)["model"] == "mod\xC3\xA9le");
 }
 
 TEST_CASE("OpenAI relay response: tool calls, errors, bad JSON and odd shapes take the full decode") {

@@ -332,7 +332,7 @@ bool valid_utf8(std::string_view s) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();
   while (p < end) {
-    // ASCII eight bytes at a time (request bodies and headers are mostly ASCII; byte by byte
+    // ASCII eight bytes at a time (request bodies, headers and relayed events are mostly ASCII; byte by byte
     // this was ~3 instructions a byte on every request).
     while (end - p >= 8) {
       std::uint64_t w;

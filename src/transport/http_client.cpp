@@ -30,6 +30,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "modelux/transport.hpp"
+#include "transport/body_framer.hpp"
 #include "transport/ca_bundle.hpp"
 #include "transport/send.hpp"
 
@@ -154,6 +155,7 @@ class BeastHttpStream final : public HttpStream {
   // to come (worth a short wait); false: done_ says whether it completed.
   bool finish_received() noexcept;
   void abort() noexcept override {
+    release_guard();
     if (conn_) {
       beast::error_code ec;
       conn_->lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -174,6 +176,36 @@ class BeastHttpStream final : public HttpStream {
   // made every call (one per relayed chunk) allocate and free 16 KB.
   static constexpr std::size_t kReadBuf = 8 * 1024;
   std::unique_ptr<char[]> rbuf_;
+
+  // A chunked or Content-Length body is decoded by this framer straight from the connection's
+  // buffer (body_framer.hpp): one socket read, however many chunks it brought, is one
+  // read_some. Other bodies (read to the connection's end) keep Beast's parser.
+  std::optional<transport::BodyFramer> framer_;
+  // The deadline of the read in progress, checked lazily: one timer per stream, armed for the
+  // earliest deadline and re-armed only when it fires while a read is still waiting with a
+  // later one. A relayed stream's reads (each bounded by now + stall) then cost no timer
+  // operation each, where the tcp_stream armed and cancelled one per read. The timer cancels
+  // the socket's read when the deadline passed; `sock` is cleared once the connection goes.
+  struct ReadGuard {
+    explicit ReadGuard(const net::any_io_executor& ex) : timer(ex) {}
+    net::steady_timer timer;
+    Instant deadline = Instant::max();  // of the read in progress
+    Instant armed = Instant::max();     // the timer's expiry while it waits
+    tcp::socket* sock = nullptr;
+    bool reading = false;
+    bool fired = false;  // the read in progress was cancelled by its deadline
+  };
+  std::shared_ptr<ReadGuard> guard_;
+  static void arm_guard(const std::shared_ptr<ReadGuard>& g, Instant at);
+  void release_guard() noexcept {
+    if (!guard_) return;
+    guard_->sock = nullptr;
+    guard_->reading = false;
+    guard_->timer.cancel();
+    guard_.reset();
+  }
+  net::awaitable<Result<std::string>> read_framed(Instant deadline);
+  Error body_error(const beast::error_code& ec);
 };
 
 class HttpTransport final : public Transport, public std::enable_shared_from_this<HttpTransport> {
@@ -299,17 +331,39 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   // The end of a body its reader no longer needs (a stream's last chunk after data: [DONE])
   // had not arrived: read it in the background for up to 2 s, then pool the connection. It no
   // longer counts as leased meanwhile (nobody uses it).
-  void finish_later(std::unique_ptr<Connection> conn, std::unique_ptr<http::response_parser<http::buffer_body>> parser) {
+  void finish_later(std::unique_ptr<Connection> conn, std::unique_ptr<http::response_parser<http::buffer_body>> parser,
+                    std::optional<transport::BodyFramer> framer = std::nullopt) {
     dropped();
     Connection* c = conn.get();
     auto* p = parser.get();
     net::co_spawn(
         c->lowest().get_executor(),
-        [self = shared_from_this(), conn = std::move(conn), parser = std::move(parser), c, p]() mutable -> net::awaitable<void> {
+        [self = shared_from_this(), conn = std::move(conn), parser = std::move(parser), c, p, framer]() mutable -> net::awaitable<void> {
           std::array<char, 512> sink;
           beast::error_code ec;
           std::size_t total = 0;
           c->lowest().expires_after(std::chrono::seconds(2));
+          if (framer) {  // the framer decodes the body (BeastHttpStream::read_framed)
+            while (!framer->done() && !framer->error() && total < 4096) {
+              if (c->buffer.size() == 0) {
+                std::size_t n = co_await c->tcp_stream->async_read_some(c->buffer.prepare(512), redirect_error(use_awaitable, ec));
+                c->buffer.commit(n);
+                if (ec) break;
+              }
+              const auto d = c->buffer.data();
+              std::size_t used = framer->feed(std::string_view(static_cast<const char*>(d.data()), d.size()), nullptr);
+              c->buffer.consume(used);
+              total += used;
+            }
+            if (!ec && framer->done() && p->get().keep_alive()) {
+              std::lock_guard lk(self->mu_);
+              self->park(std::move(conn));
+            } else {
+              beast::error_code ignore;
+              c->lowest().socket().close(ignore);
+            }
+            co_return;
+          }
           while (!p->is_done() && total < 4096) {
             p->get().body().data = sink.data();
             p->get().body().size = sink.size();
@@ -620,16 +674,24 @@ BeastHttpStream::BeastHttpStream(std::shared_ptr<HttpTransport> owner, std::uniq
   status_ = static_cast<int>(h.result_int());
   for (const auto& f : h) headers_.emplace_back(std::string(f.name_string()), std::string(f.value()));
   done_ = parser_->is_done();
+  if (!done_) {
+    if (parser_->chunked()) framer_ = transport::BodyFramer::chunked();
+    else if (auto len = parser_->content_length()) framer_ = transport::BodyFramer::with_length(*len);
+    // The framer's reads are bounded by the ReadGuard: the head's deadline (the attempt's)
+    // must not cut a stream that outlives it (a TLS read goes through the tcp_stream).
+    if (framer_) conn_->lowest().expires_never();
+  }
 }
 
 BeastHttpStream::~BeastHttpStream() {
+  release_guard();
   if (!conn_) return;
   // A stream its reader ended early (an SSE stream after data: [DONE]) usually has the rest of
   // its body (the last chunk) already received: finish it without waiting, and the connection
   // can be reused instead of closed and reopened for the next stream.
   // When the rest has not arrived yet, a detached read waits for it briefly.
   if (!done_ && finish_received()) {
-    owner_->finish_later(std::move(conn_), std::move(parser_));
+    owner_->finish_later(std::move(conn_), std::move(parser_), framer_);
     return;
   }
   // Keep the connection only if the body was read to the end and the server allows it.
@@ -650,6 +712,23 @@ bool BeastHttpStream::finish_received() noexcept {
   // A few bytes at most are missing ("\r\n0\r\n\r\n"); a body with more left is not worth it.
   std::size_t discarded = 0;
   bool need_more = conn_->buffer.size() == 0;
+  if (framer_) {
+    for (int round = 0; round < 4 && !framer_->done(); ++round) {
+      if (need_more) {
+        std::size_t n = sock.read_some(conn_->buffer.prepare(512), ec);
+        if (ec) return ec == net::error::would_block || ec == net::error::try_again;
+        conn_->buffer.commit(n);
+      }
+      need_more = true;
+      const auto d = conn_->buffer.data();
+      std::size_t used = framer_->feed(std::string_view(static_cast<const char*>(d.data()), d.size()), nullptr);
+      conn_->buffer.consume(used);
+      discarded += used;
+      if (framer_->error() || discarded > 4096) return false;
+    }
+    if (framer_->done()) done_ = true;
+    return !done_;
+  }
   for (int round = 0; round < 4 && !ec && !parser_->is_done(); ++round) {
     if (need_more) {
       std::size_t n = sock.read_some(conn_->buffer.prepare(512), ec);
@@ -677,13 +756,103 @@ bool BeastHttpStream::finish_received() noexcept {
   return !done_ && !ec;
 }
 
+// Not a coroutine: it hands out the reading coroutine itself, so a relayed chunk passes through
+// one frame between the socket and the relay.
 net::awaitable<Result<std::string>> BeastHttpStream::read_some(Instant clock_deadline) {
-  co_return co_await read_some_real(owner_->real_deadline(clock_deadline));
+  const Instant deadline = owner_->real_deadline(clock_deadline);
+  if (framer_ && !done_ && conn_) return read_framed(deadline);
+  return read_some_real(deadline);
+}
+
+void BeastHttpStream::arm_guard(const std::shared_ptr<ReadGuard>& g, Instant at) {
+  g->armed = at;
+  g->timer.expires_at(at);  // a wait still pending completes with operation_aborted
+  g->timer.async_wait([g](const beast::error_code& ec) {
+    if (ec || !g->sock) return;  // re-armed, or the stream let go of its connection
+    g->armed = Instant::max();
+    if (!g->reading) return;  // the next read arms it again
+    if (std::chrono::steady_clock::now() >= g->deadline) {
+      g->fired = true;
+      beast::error_code ignore;
+      g->sock->cancel(ignore);
+    } else {
+      arm_guard(g, g->deadline);
+    }
+  });
+}
+
+Error BeastHttpStream::body_error(const beast::error_code& ec) {
+  Error e = net_error(ec, "reading response body", ec == beast::error::timeout);
+  if (ec == http::error::body_limit) {
+    e.kind = ErrorKind::malformed_response;
+    e.message = "response body exceeds the limit of " + std::to_string(owner_->options().max_response_bytes) + " bytes";
+  } else if (ec != beast::error::timeout) {
+    e.kind = ErrorKind::stream_interrupted;
+    e.message = "upstream connection broke mid-body: " + ec.message();
+  }
+  beast::error_code ignore;
+  conn_->lowest().socket().close(ignore);
+  return e;
+}
+
+// Every complete piece of body already received goes out in one string; a read only when
+// there is none.
+net::awaitable<Result<std::string>> BeastHttpStream::read_framed(Instant deadline) {
+  const auto cs = co_await net::this_coro::cancellation_state;
+  std::string out;
+  for (;;) {
+    if (cancel_requested(cs)) {
+      beast::error_code ignore;
+      conn_->lowest().socket().close(ignore);
+      co_return std::unexpected(cancelled_error("while reading the response body"));
+    }
+    if (conn_->buffer.size() > 0) {
+      const auto d = conn_->buffer.data();
+      const std::size_t before = out.size();
+      std::size_t used = framer_->feed(std::string_view(static_cast<const char*>(d.data()), d.size()), &out);
+      conn_->buffer.consume(used);
+      total_ += out.size() - before;
+      if (framer_->error()) co_return std::unexpected(body_error(http::error::bad_chunk));
+      if (total_ > owner_->options().max_response_bytes) co_return std::unexpected(body_error(http::error::body_limit));
+      if (framer_->done()) done_ = true;
+      if (!out.empty() || done_) co_return out;
+    }
+    // Wait for more bytes (read_more, inline: one frame less per chunk).
+    beast::error_code ec;
+    if (deadline != Instant::max() && !guard_) {
+      auto ex = co_await net::this_coro::executor;
+      guard_ = std::make_shared<ReadGuard>(ex);
+      guard_->sock = &conn_->lowest().socket();
+    }
+    if (guard_) {
+      guard_->deadline = deadline;
+      guard_->reading = true;
+      guard_->fired = false;
+      if (deadline < guard_->armed) arm_guard(guard_, deadline);
+    }
+    auto space = conn_->buffer.prepare(kReadBuf);
+    std::size_t got = 0;
+    if (conn_ && conn_->tls) got = co_await conn_->ssl_stream->async_read_some(space, redirect_error(use_awaitable, ec));
+    else got = co_await conn_->lowest().socket().async_read_some(space, redirect_error(use_awaitable, ec));
+    if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
+    conn_->buffer.commit(got);
+    if (guard_) {
+      guard_->reading = false;
+      if (ec == net::error::operation_aborted && guard_->fired) ec = beast::error::timeout;
+      guard_->fired = false;
+    }
+    if (ec == net::error::eof) ec = http::error::partial_message;  // the body is not complete
+    if (ec) {
+      if (ec == net::error::operation_aborted && cancel_requested(cs)) continue;  // reported as cancelled above
+      co_return std::unexpected(body_error(ec));
+    }
+  }
 }
 
 net::awaitable<Result<std::string>> BeastHttpStream::read_some_real(Instant deadline) {
   if (done_) co_return std::string{};
   if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
+  if (framer_) co_return co_await read_framed(deadline);  // read_all's path
   if (!rbuf_) rbuf_ = std::make_unique_for_overwrite<char[]>(kReadBuf);
   char* const buf = rbuf_.get();
   const auto cs = co_await net::this_coro::cancellation_state;

@@ -1,5 +1,6 @@
 // OpenAI Chat Completions codec: the unified shape is OpenAI's, so encoding is mostly a
 // model-name swap; decoding validates and normalises.
+#include <array>
 #include <cctype>
 
 #include "wire/codecs.hpp"
@@ -107,6 +108,15 @@ class ChunkScan {
   }
 
  private:
+  // The bytes that end a run of plain string characters: '"', '\\' and control characters
+  // (one table lookup per byte instead of three comparisons).
+  static constexpr std::array<bool, 256> kStop = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0; c < 0x20; ++c) t[static_cast<std::size_t>(c)] = true;
+    t['"'] = true;
+    t['\\'] = true;
+    return t;
+  }();
   char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
   bool eat(char c) {
     if (peek() != c) return false;
@@ -126,11 +136,8 @@ class ChunkScan {
   bool raw_key(std::string_view& key) {
     if (!eat('"')) return false;
     std::size_t b = i_;
-    while (i_ < s_.size() && s_[i_] != '"') {
-      if (s_[i_] == '\\' || static_cast<unsigned char>(s_[i_]) < 0x20) return false;
-      ++i_;
-    }
-    if (i_ >= s_.size()) return false;
+    while (i_ < s_.size() && !kStop[static_cast<unsigned char>(s_[i_])]) ++i_;
+    if (i_ >= s_.size() || s_[i_] != '"') return false;  // an escape or a control character
     key = s_.substr(b, i_ - b);
     ++i_;
     return true;
@@ -168,7 +175,7 @@ class ChunkScan {
     if (!eat('"')) return false;
     for (;;) {
       std::size_t b = i_;
-      while (i_ < s_.size() && s_[i_] != '"' && s_[i_] != '\\' && static_cast<unsigned char>(s_[i_]) >= 0x20) ++i_;
+      while (i_ < s_.size() && !kStop[static_cast<unsigned char>(s_[i_])]) ++i_;
       if (out) out->append(s_.data() + b, i_ - b);
       if (i_ >= s_.size() || static_cast<unsigned char>(s_[i_]) < 0x20) return false;
       if (s_[i_] == '"') {
@@ -431,6 +438,18 @@ class ChunkScan {
 };
 
 std::string json_quoted(std::string_view s) {
+  // Ids and model names are plain ASCII: quoted as they are (the dump below costs a JSON value
+  // and a serializer, twice per relayed stream and once per relayed answer).
+  bool plain = true;
+  for (char c : s) plain = plain && c >= 0x20 && c <= 0x7e && c != '"' && c != '\\';
+  if (plain) {
+    std::string q;
+    q.reserve(s.size() + 2);
+    q += '"';
+    q += s;
+    q += '"';
+    return q;
+  }
   return Json(std::string(s)).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 

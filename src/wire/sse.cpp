@@ -3,6 +3,8 @@
 // is bounded by max_event_bytes whatever the split of the input.
 #include "modelux/wire.hpp"
 
+#include <cstring>
+
 namespace modelux {
 
 Result<void> SseParser::line(std::string_view l, std::vector<SseEvent>& out) {
@@ -31,22 +33,43 @@ Result<void> SseParser::line(std::string_view l, std::vector<SseEvent>& out) {
   return {};
 }
 
+// Complete lines are handed to line() straight from `bytes`; only a line split across feeds is
+// gathered in line_ (a relayed stream feeds one event per read: no copy, no per-byte append).
 Result<void> SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out) {
-  for (char c : bytes) {
-    if (last_cr_) {
-      last_cr_ = false;
-      if (c == '\n') continue;  // \r\n is one line end
+  const std::size_t n = bytes.size();
+  std::size_t i = 0;
+  if (last_cr_ && n > 0) {
+    last_cr_ = false;
+    if (bytes[0] == '\n') i = 1;  // \r\n is one line end
+  }
+  auto too_long = [&] {
+    return fail(ErrorKind::malformed_response, "stream line longer than " + std::to_string(max_event_) + " bytes");
+  };
+  while (i < n) {
+    // The next line end: memchr (vectorised) for \n, then for a \r before it (rare).
+    const char* base = bytes.data();
+    const void* nl = std::memchr(base + i, '\n', n - i);
+    std::size_t j = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - base) : n;
+    if (const void* cr = std::memchr(base + i, '\r', j - i)) j = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
+    if (line_.size() + (j - i) > max_event_) return too_long();
+    if (j == n) {  // no line end yet
+      line_.append(bytes.substr(i));
+      break;
     }
-    if (c == '\n' || c == '\r') {
-      last_cr_ = (c == '\r');
-      auto r = line(line_, out);
+    Result<void> r;
+    if (line_.empty()) {
+      r = line(bytes.substr(i, j - i), out);
+    } else {
+      line_.append(bytes.substr(i, j - i));
+      r = line(line_, out);
       line_.clear();
-      if (!r) return r;
-      continue;
     }
-    line_.push_back(c);
-    if (line_.size() > max_event_)
-      return fail(ErrorKind::malformed_response, "stream line longer than " + std::to_string(max_event_) + " bytes");
+    if (!r) return r;
+    if (bytes[j] == '\r') {
+      if (j + 1 == n) last_cr_ = true;
+      else if (bytes[j + 1] == '\n') ++j;
+    }
+    i = j + 1;
   }
   return {};
 }
