@@ -163,6 +163,22 @@ double thread_cpu_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+// Bytes this process has read and written through system calls (/proc/self/io rchar, wchar):
+// SQLite's page reads that miss its cache, WAL appends and checkpoints.
+std::pair<double, double> io_bytes() {
+  std::pair<double, double> rw{0, 0};
+  if (FILE* f = std::fopen("/proc/self/io", "r")) {
+    char key[64];
+    unsigned long long v = 0;
+    while (std::fscanf(f, "%63s %llu", key, &v) == 2) {
+      if (std::string_view(key) == "rchar:") rw.first = static_cast<double>(v);
+      if (std::string_view(key) == "wchar:") rw.second = static_cast<double>(v);
+    }
+    std::fclose(f);
+  }
+  return rw;
+}
+
 constexpr std::uint64_t kPrefill = 100'000;  // traces already in the store when timing starts
 constexpr int kChunk = 20'000;               // traces per timed iteration
 
@@ -372,7 +388,9 @@ BENCHMARK(BM_StoreThroughput)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond
 // i.e. the writer thread (serialise, scrub, SQLite), per trace written.
 static void BM_WriterThroughput(benchmark::State& state) {
   const std::string path = bench_db("writer");
-  auto tracer = std::move(*Tracer::open(TracerOptions{.path = path}, SteadyClock::instance()));
+  TracerOptions opts{.path = path};
+  if (state.range(0) > 0) opts.batch_size = static_cast<std::size_t>(state.range(0));  // 0: the default
+  auto tracer = std::move(*Tracer::open(opts, SteadyClock::instance()));
   std::uint64_t n = 0;
   std::vector<DecisionTrace> all;
   auto submit_all = [&] {
@@ -385,26 +403,33 @@ static void BM_WriterThroughput(benchmark::State& state) {
     submit_all();
   }
   const std::uint64_t written0 = tracer->stats().written;
-  double writer_cpu = 0;
+  double writer_cpu = 0, read_bytes = 0, written_bytes = 0;
   for (auto _ : state) {
     state.PauseTiming();
     all.clear();
     for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
     const double p0 = process_cpu_s(), t0 = thread_cpu_s();
+    const auto io0 = io_bytes();
     state.ResumeTiming();
     submit_all();
     state.PauseTiming();
     writer_cpu += (process_cpu_s() - p0) - (thread_cpu_s() - t0);
+    const auto io1 = io_bytes();
+    read_bytes += io1.first - io0.first;
+    written_bytes += io1.second - io0.second;
     state.ResumeTiming();
   }
   auto s = tracer->stats();
   const auto written = s.written - written0;
   state.SetItemsProcessed(static_cast<std::int64_t>(written));
-  state.counters["writer_us_per_trace"] = written ? writer_cpu * 1e6 / static_cast<double>(written) : 0;
+  const double w = written ? static_cast<double>(written) : 1;
+  state.counters["writer_us_per_trace"] = writer_cpu * 1e6 / w;
+  state.counters["read_B_per_trace"] = read_bytes / w;
+  state.counters["written_B_per_trace"] = written_bytes / w;
   report(state, s);
   tracer.reset();
   remove_db(path);
 }
-BENCHMARK(BM_WriterThroughput)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(BM_WriterThroughput)->Arg(0)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 
 BENCHMARK_MAIN();
