@@ -281,6 +281,48 @@ TEST_CASE("TraceStore: a reopened file keeps every trace (restart)") {
   CHECK(w.error().kind == ErrorKind::io);
 }
 
+namespace {
+std::int64_t page_size_of(const std::string& path) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  const std::int64_t n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+  return n;
+}
+}  // namespace
+
+TEST_CASE("TraceStore: new files get 8 KB pages and a file with 4 KB pages keeps them and stays writable") {
+  TempDb fresh("store-page-new");
+  { filled_store(fresh.path); }
+  CHECK(page_size_of(fresh.path) == 8192);
+
+  // A store made by an older build (4 KB pages, WAL), already holding traces.
+  TempDb old("store-page-old");
+  {
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(old.path.c_str(), &raw) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(raw, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    filled_store(old.path);
+  }
+  REQUIRE(page_size_of(old.path) == 4096);
+  auto store = TraceStore::open(old.path);
+  REQUIRE(store);
+  auto extra = known_traces()[0];
+  extra.request_id = "after-reopen";
+  REQUIRE((*store)->write({extra}));
+  auto all = (*store)->query(TraceQuery{.limit = 0});
+  REQUIRE(all);
+  CHECK(all->size() == known_traces().size() + 1);
+  CHECK((*store)->get("after-reopen")->has_value());
+  store->reset();
+  CHECK(page_size_of(old.path) == 4096);
+}
+
 TEST_CASE("TraceStore: writing a request id again replaces the trace and its side rows") {
   TempDb db("store-replace");
   auto store = filled_store(db.path);
