@@ -8,9 +8,19 @@
 //   BM_SubmitDropped           submit() when the queue is full (the drop path)
 //   BM_StoreWriteBatch         TraceStore::write of 512-trace batches into a WAL file
 //   BM_TracerSustained         submit 20k traces and flush: end-to-end traces/s through the writer
+//   BM_StoreFloor              the SQLite floor: the same traces' JSON appended to one table with no
+//                              index, 2048 per transaction (the baseline for the two below)
+//   BM_StoreThroughput         TraceStore::write of proxy-like traces (random request ids, 1-3
+//                              attempts, tags, usage) into a store that already holds 100k traces
+//   BM_WriterThroughput        the same traces through the real Tracer (submit -> writer thread ->
+//                              file): traces/s and the writer's CPU per trace (process CPU minus the
+//                              submitting thread's)
 #include <benchmark/benchmark.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 
 #include "modelux/trace.hpp"
@@ -66,6 +76,111 @@ DecisionTrace realistic_trace(std::uint64_t n) {
   t.cost = b.cost;
   return t;
 }
+
+std::uint64_t splitmix(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// A trace as the proxy writes it: a request id from new_request_id() (as the proxy's, so the id
+// indexes see the proxy's insert order), 1 attempt in 7 of 10 requests, 2 in 2, 3 in 1 (failed
+// attempts first, each with its error), 2-3 tags, one of 1,000 users and 5 projects, usage and
+// cost on the served attempt, one budget action.
+DecisionTrace proxy_trace(std::uint64_t n) {
+  static const char* models[][2] = {{"gpt-4o-mini", "openai"}, {"claude-haiku-4-5", "anthropic"}, {"gemini-2.5-flash", "google"}};
+  static const char* projects[] = {"acme", "beta", "gamma", "delta", "epsilon"};
+  const std::uint64_t r = splitmix(n);
+  DecisionTrace t;
+  t.request_id = new_request_id();
+  t.time = WallTime{std::chrono::seconds{1'768'478'400}} + std::chrono::microseconds{n * 33};
+  t.config = "@production";
+  t.config_version = 7;
+  t.strategy = "fallback";
+  t.project = projects[r % 5];
+  t.end_user = "user-" + std::to_string((r >> 8) % 1000);
+  t.api_key_id = "key_prod_01";
+  t.tags = {{"env", "prod"}, {"feature", (r >> 20) % 2 ? "chat" : "search"}};
+  if ((r >> 24) % 3 == 0) t.tags.emplace_back("team", "growth");
+  t.est_input_tokens = 1100;
+  t.max_tokens = 512;
+  const unsigned roll = static_cast<unsigned>((r >> 32) % 10);
+  const std::size_t n_attempts = roll < 7 ? 1 : roll < 9 ? 2 : 3;
+  Nanos start{0};
+  for (std::size_t i = 0; i < n_attempts; ++i) {
+    AttemptRecord a;
+    a.id = static_cast<std::uint32_t>(i + 1);
+    a.model = models[i][0];
+    a.provider = models[i][1];
+    a.start_offset = start;
+    a.why_tried = i == 0 ? "primary" : "fallback after rate_limited";
+    if (i + 1 < n_attempts) {
+      a.duration = 40ms;
+      a.outcome = "rate_limited";
+      a.status = 429;
+      a.error = "429 from provider: Rate limit reached for requests per minute";
+      a.why_ended = "429 from provider";
+    } else {
+      a.duration = 800ms;
+      a.ttft = 200ms;
+      a.ok = true;
+      a.outcome = "ok";
+      a.status = 200;
+      a.usage.prompt_tokens = 1000 + static_cast<std::int64_t>(r % 500);
+      a.usage.completion_tokens = 100 + static_cast<std::int64_t>((r >> 12) % 300);
+      a.cost = {0.00015 * static_cast<double>(a.usage.prompt_tokens) / 1000,
+                0.0006 * static_cast<double>(a.usage.completion_tokens) / 1000};
+      a.why_ended = "served";
+    }
+    start += a.duration;
+    t.attempts.push_back(std::move(a));
+  }
+  const AttemptRecord& served = t.attempts.back();
+  t.ok = true;
+  t.served_model = served.model;
+  t.served_provider = served.provider;
+  t.decision = "served by " + served.model + " (attempt " + std::to_string(n_attempts) + ")";
+  t.reason = n_attempts == 1 ? "primary healthy" : "primary rate_limited, next healthy";
+  t.total = start;
+  t.ttft = start - 600ms;
+  t.usage = served.usage;
+  t.cost = served.cost;
+  t.budget_actions = {"reserved 0.0012 on project:" + t.project + "/daily"};
+  return t;
+}
+
+// CPU seconds of the whole process and of the calling thread.
+double process_cpu_s() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+double thread_cpu_s() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// Bytes this process has read and written through system calls (/proc/self/io rchar, wchar):
+// SQLite's page reads that miss its cache, WAL appends and checkpoints.
+std::pair<double, double> io_bytes() {
+  std::pair<double, double> rw{0, 0};
+  if (FILE* f = std::fopen("/proc/self/io", "r")) {
+    char key[64];
+    unsigned long long v = 0;
+    while (std::fscanf(f, "%63s %llu", key, &v) == 2) {
+      if (std::string_view(key) == "rchar:") rw.first = static_cast<double>(v);
+      if (std::string_view(key) == "wchar:") rw.second = static_cast<double>(v);
+    }
+    std::fclose(f);
+  }
+  return rw;
+}
+
+constexpr std::uint64_t kPrefill = 100'000;  // traces already in the store when timing starts
+constexpr int kChunk = 20'000;               // traces per timed iteration
 
 std::string bench_db(const char* name) {
   auto p = std::filesystem::temp_directory_path() / (std::string("modelux-bench-") + name + "-" +
@@ -194,5 +309,127 @@ static void BM_TracerSustained(benchmark::State& state) {
   remove_db(path);
 }
 BENCHMARK(BM_TracerSustained)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+
+// The floor any SQLite store pays for these traces: their JSON appended to a rowid table with no
+// other index, 2048 rows per transaction, in the same kind of file (WAL, synchronous=NORMAL).
+static void BM_StoreFloor(benchmark::State& state) {
+  const std::string path = bench_db("floor");
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t(id TEXT, body TEXT)", nullptr,
+               nullptr, nullptr);
+  sqlite3_stmt* ins = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?,?)", -1, &ins, nullptr);
+  std::uint64_t n = 0;
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (auto _ : state) {
+    state.PauseTiming();
+    rows.clear();
+    for (int i = 0; i < kChunk; ++i) {
+      DecisionTrace t = proxy_trace(n++);
+      rows.emplace_back(t.request_id, t.to_json().dump());
+    }
+    state.ResumeTiming();
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (i % 2048 == 0) sqlite3_exec(db, i ? "COMMIT; BEGIN" : "BEGIN", nullptr, nullptr, nullptr);
+      sqlite3_bind_text(ins, 1, rows[i].first.data(), static_cast<int>(rows[i].first.size()), SQLITE_STATIC);
+      sqlite3_bind_text(ins, 2, rows[i].second.data(), static_cast<int>(rows[i].second.size()), SQLITE_STATIC);
+      sqlite3_step(ins);
+      sqlite3_reset(ins);
+    }
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(n));
+  sqlite3_finalize(ins);
+  sqlite3_close(db);
+  remove_db(path);
+}
+BENCHMARK(BM_StoreFloor)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+
+// TraceStore::write of proxy-like traces in batches of `range(0)` into a store that already
+// holds kPrefill of them (a store that has been running, not an empty file).
+static void BM_StoreThroughput(benchmark::State& state) {
+  const std::string path = bench_db("throughput");
+  auto store = *TraceStore::open(path);
+  const auto batch_size = static_cast<std::size_t>(state.range(0));
+  std::uint64_t n = 0;
+  std::vector<DecisionTrace> batch;
+  auto write_all = [&](std::vector<DecisionTrace>& all) {
+    for (std::size_t i = 0; i < all.size(); i += batch_size) {
+      batch.assign(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
+                   std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + batch_size))));
+      if (auto r = store->write(batch); !r) return false;
+    }
+    return true;
+  };
+  std::vector<DecisionTrace> all;
+  while (n < kPrefill) {
+    all.clear();
+    for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
+    write_all(all);
+  }
+  const std::uint64_t first = n;
+  for (auto _ : state) {
+    state.PauseTiming();
+    all.clear();
+    for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
+    state.ResumeTiming();
+    if (!write_all(all)) state.SkipWithError("write failed");
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(n - first));
+  store.reset();
+  remove_db(path);
+}
+BENCHMARK(BM_StoreThroughput)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+
+// The real writer: kChunk prebuilt traces submitted as fast as one thread can, then flush();
+// the store holds kPrefill traces first. Reports traces/s (items_per_second, wall) and
+// writer_us_per_trace: the process's CPU over the timed part minus the submitting thread's,
+// i.e. the writer thread (serialise, scrub, SQLite), per trace written.
+static void BM_WriterThroughput(benchmark::State& state) {
+  const std::string path = bench_db("writer");
+  TracerOptions opts{.path = path};
+  if (state.range(0) > 0) opts.batch_size = static_cast<std::size_t>(state.range(0));  // 0: the default
+  auto tracer = std::move(*Tracer::open(opts, SteadyClock::instance()));
+  std::uint64_t n = 0;
+  std::vector<DecisionTrace> all;
+  auto submit_all = [&] {
+    for (auto& t : all) tracer->submit(std::move(t));
+    tracer->flush();
+  };
+  while (n < kPrefill) {
+    all.clear();
+    for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
+    submit_all();
+  }
+  const std::uint64_t written0 = tracer->stats().written;
+  double writer_cpu = 0, read_bytes = 0, written_bytes = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    all.clear();
+    for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
+    const double p0 = process_cpu_s(), t0 = thread_cpu_s();
+    const auto io0 = io_bytes();
+    state.ResumeTiming();
+    submit_all();
+    state.PauseTiming();
+    writer_cpu += (process_cpu_s() - p0) - (thread_cpu_s() - t0);
+    const auto io1 = io_bytes();
+    read_bytes += io1.first - io0.first;
+    written_bytes += io1.second - io0.second;
+    state.ResumeTiming();
+  }
+  auto s = tracer->stats();
+  const auto written = s.written - written0;
+  state.SetItemsProcessed(static_cast<std::int64_t>(written));
+  const double w = written ? static_cast<double>(written) : 1;
+  state.counters["writer_us_per_trace"] = writer_cpu * 1e6 / w;
+  state.counters["read_B_per_trace"] = read_bytes / w;
+  state.counters["written_B_per_trace"] = written_bytes / w;
+  report(state, s);
+  tracer.reset();
+  remove_db(path);
+}
+BENCHMARK(BM_WriterThroughput)->Arg(0)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 
 BENCHMARK_MAIN();

@@ -80,6 +80,18 @@ TEST_CASE("new_request_id: unique across threads, fixed shape") {
   CHECK(id.size() == 28);
 }
 
+TEST_CASE("new_request_id: ids made one after another sort in the order they were made") {
+  // The trace store's id indexes append instead of dirtying a random page per insert only
+  // while ids ascend (fixed-width hex, so string order is numeric order).
+  std::string prev = new_request_id();
+  for (int i = 0; i < 10000; ++i) {
+    std::string id = new_request_id();
+    REQUIRE(id.size() == 28);
+    REQUIRE(id > prev);
+    prev = std::move(id);
+  }
+}
+
 TEST_CASE("fnv1a64: stable known values") {
   CHECK(fnv1a64("") == 0xcbf29ce484222325ULL);
   CHECK(fnv1a64("a") == 0xaf63dc4c8601ec8cULL);

@@ -281,6 +281,96 @@ TEST_CASE("TraceStore: a reopened file keeps every trace (restart)") {
   CHECK(w.error().kind == ErrorKind::io);
 }
 
+namespace {
+std::int64_t page_size_of(const std::string& path) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  const std::int64_t n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+  return n;
+}
+}  // namespace
+
+TEST_CASE("TraceStore: new files get 8 KB pages and a file with 4 KB pages keeps them and stays writable") {
+  TempDb fresh("store-page-new");
+  { filled_store(fresh.path); }
+  CHECK(page_size_of(fresh.path) == 8192);
+
+  // A store made by an older build (4 KB pages, WAL), already holding traces.
+  TempDb old("store-page-old");
+  {
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(old.path.c_str(), &raw) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(raw, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    filled_store(old.path);
+  }
+  REQUIRE(page_size_of(old.path) == 4096);
+  auto store = TraceStore::open(old.path);
+  REQUIRE(store);
+  auto extra = known_traces()[0];
+  extra.request_id = "after-reopen";
+  REQUIRE((*store)->write({extra}));
+  auto all = (*store)->query(TraceQuery{.limit = 0});
+  REQUIRE(all);
+  CHECK(all->size() == known_traces().size() + 1);
+  CHECK((*store)->get("after-reopen")->has_value());
+  store->reset();
+  CHECK(page_size_of(old.path) == 4096);
+}
+
+TEST_CASE("TraceStore: a large batch keeps every attempt and tag row, and a repeated id in it replaces the earlier one") {
+  // 45 traces x 2 attempts x 2 tags: the side rows go through the multi-row inserts (groups of
+  // 32) and the single-row rest; "dup" appears twice in the same batch, the second time with one
+  // attempt and one tag, and must leave exactly that.
+  TempDb db("store-big-batch");
+  auto store = TraceStore::open(db.path);
+  REQUIRE(store);
+  std::vector<DecisionTrace> batch;
+  for (int i = 0; i < 45; ++i) {
+    const std::string id = i == 10 ? "dup" : "b" + std::to_string(i);
+    batch.push_back(make_trace(id, base_time() + std::chrono::seconds{i},
+                               {{"claude-haiku-4-5", "anthropic", false, "rate_limited", 40ms, 0, 0, 0, 0, 0ms, "429 #" + id},
+                                {"gpt-4o-mini", "openai", true, "ok", 800ms, 0.001, 0.002, 100, 20}},
+                               "acme", "u" + std::to_string(i % 3), {{"env", "prod"}, {"n", std::to_string(i)}}));
+  }
+  batch.push_back(make_trace("dup", base_time() + 50s, {{"gpt-4o", "openai", true, "ok", 500ms, 0.01, 0.02, 10, 5}}, "beta",
+                             "", {{"env", "dev"}}));
+  REQUIRE((*store)->write(batch));
+
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open_v2(db.path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  auto count = [&](const char* sql) {
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(raw, sql, -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    const auto n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+  };
+  CHECK(count("SELECT count(*) FROM traces") == 45);
+  CHECK(count("SELECT count(*) FROM trace_attempts") == 44 * 2 + 1);
+  CHECK(count("SELECT count(*) FROM trace_tags") == 44 * 2 + 1);
+  CHECK(count("SELECT count(*) FROM trace_attempts WHERE request_id = 'dup' AND model = 'gpt-4o'") == 1);
+  CHECK(count("SELECT count(*) FROM trace_tags WHERE request_id = 'dup' AND key = 'env' AND value = 'dev'") == 1);
+  CHECK(count("SELECT count(*) FROM trace_attempts WHERE request_id = 'b44' AND idx = 0 AND error = '429 #b44' "
+              "AND status = 429 AND ok = 0") == 1);
+  CHECK(count("SELECT count(*) FROM trace_attempts WHERE request_id = 'b44' AND idx = 1 AND output_tokens = 20 AND ok = 1") == 1);
+  sqlite3_close(raw);
+
+  auto q = (*store)->query(TraceQuery{.tags = {{"n", "33"}}, .limit = 0});
+  REQUIRE(q);
+  REQUIRE(q->size() == 1);
+  CHECK(q->front().request_id == "b33");
+  auto by_model = (*store)->query(TraceQuery{.model = "claude-haiku-4-5", .limit = 0});
+  REQUIRE(by_model);
+  CHECK(by_model->size() == 44);
+}
+
 TEST_CASE("TraceStore: writing a request id again replaces the trace and its side rows") {
   TempDb db("store-replace");
   auto store = filled_store(db.path);

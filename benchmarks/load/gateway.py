@@ -237,6 +237,23 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def thread_cpu_seconds(pid: int) -> dict:
+    """{tid: (thread name, utime+stime)} of one process's threads (the trace writer is "mlx-trace")."""
+    out = {}
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                name = stat[stat.index("(") + 1:stat.rindex(")")]
+                out[task.name] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                pass
+    except FileNotFoundError:
+        pass
+    return out
+
+
 def rss_kb(pid: int) -> int:
     """VmRSS of the gateway's main process (its workers, if any, are not added)."""
     try:
@@ -582,10 +599,15 @@ def measure(a, gw: Gateway, tmp: Path, skipped: dict) -> None:
                 print(f"  {row.name}: first-event probe failed: {e}", flush=True)
         for c in a.conc:
             cpu0 = tree_cpu_seconds(gw.proc.pid) if gw.proc else None
+            threads0 = thread_cpu_seconds(gw.proc.pid) if gw.proc else {}
             res = wrk(a, row, c, a.duration, tmp)
             if gw.proc:
                 res["cpu_s"] = tree_cpu_seconds(gw.proc.pid) - cpu0
                 res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / max(1, res["requests"])
+                # Per thread (busiest first): shows the trace writer's share next to the io thread.
+                res["threads"] = sorted(([name, round((cpu - threads0.get(tid, (name, 0.0))[1]) * 1e6 / max(1, res["requests"]), 1)]
+                                         for tid, (name, cpu) in thread_cpu_seconds(gw.proc.pid).items()),
+                                        key=lambda t: -t[1])[:4]
                 res["rss_kb"] = rss_kb(gw.proc.pid)
                 if not gw.proc.alive():
                     gw.proc.fail(f"died during {row.name} c={c}")
@@ -594,6 +616,8 @@ def measure(a, gw: Gateway, tmp: Path, skipped: dict) -> None:
                   f"p99 {res['p99_us']:>7} us" + (f"  cpu {res['cpu_us_per_req']:.0f} us/req  rss "
                                                   f"{res['rss_kb'] / 1024:.0f} MB" if gw.proc else "")
                   + (f"  ERRORS {res['errors']}" if res["errors"] else ""), flush=True)
+            if gw.proc and res.get("threads"):
+                print(f"  {'':<18} cpu by thread: " + ", ".join(f"{n} {us:.0f} us/req" for n, us in res["threads"]), flush=True)
 
 
 def first_event_latency(row: Row, n: int) -> dict:

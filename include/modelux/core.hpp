@@ -251,7 +251,9 @@ class CancellationToken {
   std::atomic<bool> cancelled_{false};
 };
 
-/// A new request id ("req_" + 24 hex chars). Thread-safe.
+/// A new request id ("req_" + 24 hex chars). Thread-safe. Ids made later sort after earlier
+/// ones (16 hex digits of wall-clock microseconds and a sequence, then 8 random ones), which
+/// keeps the trace store's id indexes append-only.
 std::string new_request_id();
 
 /// True when `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing

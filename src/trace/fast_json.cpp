@@ -21,6 +21,14 @@ void put_string(std::string& o, std::string_view s) {
   const std::size_t n = s.size();
   std::size_t i = 0;
   while (i < n) {
+    // Plain printable ASCII (nearly all of a trace) is copied a run at a time.
+    std::size_t j = i;
+    while (j < n && p[j] >= 0x20 && p[j] < 0x80 && p[j] != '"' && p[j] != '\\') ++j;
+    if (j > i) {
+      o.append(s.data() + i, j - i);
+      i = j;
+      if (i == n) break;
+    }
     unsigned char c = p[i];
     if (c < 0x80) {
       switch (c) {

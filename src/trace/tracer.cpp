@@ -17,6 +17,11 @@
 #include <mutex>
 #include <thread>
 
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+
 #include "modelux/trace.hpp"
 #include "modelux/otlp.hpp"
 #include "modelux/scrub.hpp"
@@ -167,6 +172,14 @@ void Tracer::Impl::prepare(DecisionTrace& t) const {
 }
 
 void Tracer::Impl::run() {
+#if defined(__linux__)
+  // Named for top/perf. SCHED_BATCH: the same CPU share as before (so the writer keeps up and
+  // nothing is dropped), but a waking writer no longer preempts the io thread that shares its
+  // core; it runs when the io thread's slice ends or it sleeps. Best effort: ignored if refused.
+  pthread_setname_np(pthread_self(), "mlx-trace");
+  sched_param sp{};
+  pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+#endif
   std::vector<DecisionTrace> batch;
   batch.reserve(std::min<std::size_t>(opts.batch_size, 4096));
   int failures = 0;
