@@ -26,7 +26,9 @@
 #include <unordered_map>
 #include <variant>
 
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -688,35 +690,35 @@ class PyRouter {
     // Runs asynchronously so that Ctrl-C can cancel it: the GIL is released only around the
     // wait, and signals are checked every 50 ms; a KeyboardInterrupt cancels the request
     // (upstream calls stop at once) before it propagates.
+    // A futex word, not a mutex and condition variable: the io thread publishes the
+    // Completion and wakes the caller with one syscall; the caller sleeps in 50 ms slices.
     struct Waiter {
-      std::mutex mu;
-      std::condition_variable cv;
+      std::atomic<std::uint32_t> ready{0};
       std::optional<Completion> done;
     };
     auto w = std::make_shared<Waiter>();
     auto token = std::make_shared<CancellationToken>();
     ctx.cancel = token;
     router->complete_async(std::move(req), std::move(ctx), [w](Completion c) {
-      {
-        std::lock_guard lk(w->mu);
-        w->done = std::move(c);
-      }
-      w->cv.notify_one();
+      w->done = std::move(c);
+      w->ready.store(1, std::memory_order_release);
+      ::syscall(SYS_futex, &w->ready, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
     });
-    auto wait_slice = [&] {
+    auto wait_slice = [&w](bool forever) {
       py::gil_scoped_release nogil;
-      std::unique_lock lk(w->mu);
-      return w->cv.wait_for(lk, 50ms, [&] { return w->done.has_value(); });
+      timespec slice{0, 50'000'000};
+      do {
+        if (w->ready.load(std::memory_order_acquire) != 0) return true;
+        ::syscall(SYS_futex, &w->ready, FUTEX_WAIT_PRIVATE, 0, forever ? nullptr : &slice, nullptr, 0);
+      } while (forever);
+      return w->ready.load(std::memory_order_acquire) != 0;
     };
-    while (!wait_slice()) {
+    while (!wait_slice(false)) {
       if (PyErr_CheckSignals() != 0) {
         token->cancel();
-        py::gil_scoped_release nogil;
-        std::unique_lock lk(w->mu);
-        w->cv.wait(lk, [&] { return w->done.has_value(); });
-        lk.unlock();
-        py::gil_scoped_acquire gil;
-        throw py::error_already_set();
+        py::error_already_set interrupted;  // fetched now; restored when raised
+        wait_slice(true);
+        throw interrupted;
       }
     }
     Completion c = std::move(*w->done);
