@@ -15,29 +15,30 @@ import asyncio
 import json
 import weakref
 from asyncio import CancelledError, get_running_loop
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _core
 
 __all__ = ["CancelledError", "get_running_loop", "bridge", "await_native", "AsyncChatStream"]
 
 _bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.AsyncBridge]" = weakref.WeakKeyDictionary()
-_last: "Optional[weakref.ReferenceType[asyncio.AbstractEventLoop]]" = None
-_last_bridge: "Optional[_core.AsyncBridge]" = None
+# The last (loop, bridge) pair, one object so that loops in other threads never see a mix.
+_last: "Optional[Tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], _core.AsyncBridge]]" = None
 
 
 def bridge(loop: asyncio.AbstractEventLoop) -> "_core.AsyncBridge":
     """The loop's completion bridge, made and registered (``add_reader``) on first use. Its
     reader goes away with the loop (closing a loop closes its selector)."""
-    global _last, _last_bridge
-    if _last is not None and _last() is loop and _last_bridge is not None:
-        return _last_bridge
+    global _last
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
     b = _bridges.get(loop)
     if b is None:
         b = _core.AsyncBridge()
         loop.add_reader(b.fileno(), b.drain)
         _bridges[loop] = b
-    _last, _last_bridge = weakref.ref(loop), b
+    _last = (weakref.ref(loop), b)
     return b
 
 

@@ -219,6 +219,29 @@ def test_closing_a_stream_whose_upstream_hangs_stops_the_request_at_once(mock: M
     router.close()
 
 
+def test_ctrl_c_during_a_blocking_chat_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    # The answer would take 30 s; Ctrl-C after 200 ms must interrupt chat() (the caller sleeps
+    # on a futex in 50 ms slices and checks for signals) and cancel the upstream call.
+    mock.configure({"gpt-4o-mini": {"latency_ms": 30000}})
+    config["tracing"] = {"enabled": True, "path": str(tmp_path / "t.db")}
+    router = modelux.Router(config)
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            router.chat("gpt-4o-mini", HI, request_id="req-ctrl-c")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 10
+    store = router.trace_store()
+    assert store is not None
+    trace = store.get("req-ctrl-c")
+    assert trace is not None and trace["error_kind"] == "cancelled", trace
+    router.close()
+
+
 def test_ctrl_c_while_waiting_for_a_chunk_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any]) -> None:
     # The first chunk would take 30 s; Ctrl-C after 200 ms must interrupt next() promptly (the
     # 10 s bound holds at load average 4 and is far from the 30 s).
