@@ -1,8 +1,9 @@
 // modelux._core.Router and ChatStream.
 //
 // Requests arrive as Python objects (model, messages, a params dict, a context tuple) and are
-// walked into nlohmann::Json directly (py_to_json), responses and chunks come back as Python
-// dicts built from the C++ structs' JSON (json_to_py): no JSON text on the hot paths.
+// walked into nlohmann::Json directly (py_to_json); chat responses are built as Python dicts
+// straight from ChatResponse (convert.hpp), chunks from the C++ structs' JSON (json_to_py): no
+// JSON text on the hot paths.
 //
 // chat(): Router::complete_async; the caller waits on a condition variable with the GIL
 // released only around the wait.
@@ -38,6 +39,7 @@
 #include <pybind11/stl.h>
 
 #include "common.hpp"
+#include "convert.hpp"
 #include "modelux/budget.hpp"
 #include "modelux/router.hpp"
 #include "modelux/testing.hpp"
@@ -112,6 +114,7 @@ CallContext context_from_py(py::handle t) {
 
 /// {"model": model, "messages": messages, **params} → ChatRequest, without JSON text.
 ChatRequest request_from_py(py::handle model, py::handle messages, py::handle params) {
+  if (auto simple = simple_request_from_py(model.ptr(), messages.ptr(), params.ptr())) return std::move(*simple);
   Json body = Json::object();
   if (!params.is_none()) {
     if (!PyDict_Check(params.ptr())) throw py::type_error("params must be a dict");
@@ -168,16 +171,19 @@ py::object trace_handle(DecisionTrace t) { return py::cast(std::make_shared<PyTr
 /// `cls`, a dict subclass, holding the response with the Trace in its `_t` attribute
 /// (modelux.ChatCompletion: built here without running its __init__, one copy less).
 py::object completion_object(py::handle cls, const ChatResponse& r, DecisionTrace trace) {
-  py::object body = json_to_py(to_json(r));
   py::object t = trace_handle(std::move(trace));
-  if (cls.is_none()) return py::make_tuple(std::move(body), std::move(t));
+  if (cls.is_none()) {
+    py::dict body;
+    fill_chat_completion(body.ptr(), r);
+    return py::make_tuple(std::move(body), std::move(t));
+  }
   auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
   if (!PyType_Check(cls.ptr()) || !PyType_IsSubtype(type, &PyDict_Type)) throw py::type_error("cls must be a dict subclass");
-  py::tuple no_args(0);
+  static const py::tuple no_args(0);
   PyObject* raw = type->tp_new(type, no_args.ptr(), nullptr);
   if (!raw) throw py::error_already_set();
   py::object obj = py::reinterpret_steal<py::object>(raw);
-  if (PyDict_Update(obj.ptr(), body.ptr()) != 0) throw py::error_already_set();
+  fill_chat_completion(obj.ptr(), r);  // straight into the instance: no intermediate dict
   static const py::str kTraceAttr("_t");
   if (PyObject_SetAttr(obj.ptr(), kTraceAttr.ptr(), t.ptr()) != 0) throw py::error_already_set();
   return obj;
