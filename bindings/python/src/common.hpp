@@ -4,7 +4,8 @@
 // Python objects are walked straight into nlohmann::Json and back (py_to_json / json_to_py,
 // CPython API, no JSON text in between), so the binding needs no per-type converters and the
 // Python objects have exactly the shape the C++ JSON functions define (OpenAI shape for chat,
-// DecisionTrace::to_json for traces). Colder paths still pass JSON text.
+// DecisionTrace::to_json for traces). Colder paths still pass JSON text. The chat response,
+// and a plain chat request, skip nlohmann::Json too (convert.hpp), with the same result.
 #pragma once
 
 #include <optional>
