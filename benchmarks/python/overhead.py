@@ -4,9 +4,10 @@
 1. In-process Python overhead over the C++ executor, per request: the same Router, the same
    provider (the socket-less simulated mock, answering at once, so only modelux's own work is
    measured) in the same run. Baseline: Router::complete called from C++
-   (``Router.executor_benchmark``); then ``Router.chat`` (dict request → JSON → C++ → dict
-   response with trace), ``await Router.achat`` and ``modelux.OpenAI().chat.completions.create``
-   (openai's pydantic types). Rounds alternate between the paths; the medians are reported.
+   (``Router.executor_benchmark``); then ``Router.chat`` (dict request walked into the C++
+   request, response dict built from the C++ response, trace handle; the caller sleeps on a
+   futex with the GIL released), ``await Router.achat`` (completion through the loop's eventfd
+   bridge) and ``modelux.OpenAI().chat.completions.create`` (plus openai's pydantic types). Rounds alternate between the paths; the medians are reported.
    Target: Router.chat ≤ 20 µs over the executor.
 2. 1,000 concurrent asyncio streams in one process (``Router.astream``), on the simulated mock
    with chunk pacing: completes?, wall time, chunks, threads, RSS.

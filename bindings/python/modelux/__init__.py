@@ -11,15 +11,15 @@ A thin layer over the C++ library (``modelux._core``)::
     for chunk in router.stream("@production", [{"role": "user", "content": "hi"}]):
         ...
 
-Values cross into C++ as JSON, so requests, responses, chunks and traces are plain dicts in
-the OpenAI Chat Completions shape.
+Requests, responses, chunks and traces are plain dicts in the OpenAI Chat Completions shape
+(walked into and out of the C++ structs' JSON form directly, without JSON text).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _core
 from ._errors import (
@@ -174,6 +174,20 @@ def _context_json(
     return json.dumps(ctx)
 
 
+def _context(
+    project: Optional[str],
+    end_user: Optional[str],
+    org: Optional[str],
+    tags: Optional[Mapping[str, str]],
+    request_id: Optional[str],
+    api_key_id: Optional[str],
+) -> Optional[Tuple[Any, ...]]:
+    """The call context as the native layer takes it (None when nothing is set)."""
+    if project is None and end_user is None and org is None and tags is None and request_id is None and api_key_id is None:
+        return None
+    return (project, end_user, org, tags, request_id, api_key_id)
+
+
 def _request_json(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
     if "model" in params or "messages" in params:
         raise TypeError("pass model and messages positionally, not in **params")
@@ -224,14 +238,20 @@ class Embeddings(Dict[str, Any]):
 class ChatCompletion(Dict[str, Any]):
     """A chat completion in the OpenAI shape (a dict) plus its decision trace in ``.trace``."""
 
+    # The native layer builds instances directly (without __init__) and sets ``_t``.
+    _t: TraceSource
+
     def __init__(self, body: Mapping[str, Any], trace: TraceSource) -> None:
         super().__init__(body)
-        self._trace = _LazyTrace(trace)
+        self._t = trace
 
     @property
     def trace(self) -> Dict[str, Any]:
         """The DecisionTrace (a dict; decoded on first access)."""
-        return self._trace.get()
+        t = self._t
+        if not isinstance(t, dict):
+            t = self._t = json.loads(t.json())
+        return t
 
     @property
     def text(self) -> str:
@@ -269,11 +289,10 @@ class ChatStream(Iterator[Dict[str, Any]]):
 
     def __next__(self) -> Dict[str, Any]:
         try:
-            text = self._native.__next__()
+            return self._native.__next__()
         except KeyboardInterrupt:
             self._native.close()
             raise
-        return json.loads(text)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Cancels the request (if still running). Returns at once; see :meth:`wait`."""
@@ -359,11 +378,9 @@ class Router:
         """Blocking chat call. ``model`` is a catalog model or ``"@slug"``; ``params`` are Chat
         Completions fields (``temperature``, ``max_tokens``, ``tools``...). Returns the response
         dict with ``.trace``; raises a :class:`ModeluxError` subclass (with ``.trace``)."""
-        body, trace = self._native.chat(
-            _request_json(model, messages, params),
-            _context_json(project, end_user, org, tags, request_id, api_key_id),
+        return self._native.chat(  # type: ignore[no-any-return]
+            model, messages, params, _context(project, end_user, org, tags, request_id, api_key_id), ChatCompletion
         )
-        return ChatCompletion(json.loads(body), trace)
 
     def embed(
         self,
@@ -383,7 +400,7 @@ class Router:
         Returns float vectors with ``.trace``; raises a :class:`ModeluxError` subclass."""
         body = {"model": model, "input": input, **params}
         body.pop("encoding_format", None)  # the binding always returns floats
-        out, trace = self._native.embed(json.dumps(body), _context_json(project, end_user, org, tags, request_id, api_key_id))
+        out, trace = self._native.embed(json.dumps(body), _context(project, end_user, org, tags, request_id, api_key_id))
         return Embeddings(json.loads(out), trace)
 
     def stream(
@@ -400,13 +417,9 @@ class Router:
         **params: Any,
     ) -> ChatStream:
         """Streaming chat call: an iterator of chunk dicts (``stream`` is forced on)."""
-        params = dict(params)
         params.pop("stream", None)
         return ChatStream(
-            self._native.stream(
-                _request_json(model, messages, params),
-                _context_json(project, end_user, org, tags, request_id, api_key_id),
-            )
+            self._native.stream(model, messages, params, _context(project, end_user, org, tags, request_id, api_key_id))
         )
 
     async def achat(
@@ -425,11 +438,15 @@ class Router:
         """asyncio form of :meth:`chat`: the request runs on the router's I/O threads and
         completes into the running event loop (no thread per request). Cancelling the task
         cancels the upstream call; the trace records ``cancelled``."""
-        req = _request_json(model, messages, params)
-        ctx = _context_json(project, end_user, org, tags, request_id, api_key_id)
-        pending = await _aio.await_pending(lambda notify: self._native.chat_async(req, ctx, notify))
-        body, trace = pending.result()
-        return ChatCompletion(json.loads(body), trace)
+        loop = _aio.get_running_loop()
+        fut = loop.create_future()
+        pending = self._native.chat_async(model, messages, params, _context(project, end_user, org, tags, request_id, api_key_id),
+                                          ChatCompletion, _aio.bridge(loop), fut)
+        try:
+            return await fut  # type: ignore[no-any-return]
+        except _aio.CancelledError:
+            pending.cancel()
+            raise
 
     def astream(
         self,
@@ -446,13 +463,9 @@ class Router:
     ) -> AsyncChatStream:
         """asyncio streaming: ``async for chunk in router.astream(...)``. Call it inside a
         running event loop. Cancelling the consuming task cancels the upstream call."""
-        params = dict(params)
         params.pop("stream", None)
         return AsyncChatStream(
-            self._native.stream(
-                _request_json(model, messages, params),
-                _context_json(project, end_user, org, tags, request_id, api_key_id),
-            )
+            self._native.stream(model, messages, params, _context(project, end_user, org, tags, request_id, api_key_id))
         )
 
     def attempts(

@@ -1,49 +1,58 @@
 """asyncio for the router: ``Router.achat`` and ``Router.astream``.
 
 No thread per request: the C++ executor runs the request on the router's I/O threads and,
-when it finishes (or a chunk arrives while the consumer waits), calls a small Python callable
-that schedules the wake-up on the event loop with ``loop.call_soon_threadsafe``. The GIL is
-taken only for that call. Cancelling the awaiting task cancels the request's
-CancellationToken: the router stops its upstream calls at once and the trace records
-``cancelled``.
+when it finishes (or a chunk arrives while the consumer waits), queues the completion on the
+event loop's :class:`_core.AsyncBridge` and writes its eventfd, which the loop watches with
+``loop.add_reader``. The io thread never takes the GIL; the loop drains the queue in one
+callback per wake-up (a batch of completions), building the results and resolving the
+futures. Cancelling the awaiting task cancels the request's CancellationToken: the router
+stops its upstream calls at once and the trace records ``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable, Dict, Optional
+import weakref
+from asyncio import CancelledError, get_running_loop
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _core
 
+__all__ = ["CancelledError", "get_running_loop", "bridge", "await_native", "AsyncChatStream"]
 
-def _waker(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> Callable[[], None]:
-    def wake() -> None:
-        try:
-            loop.call_soon_threadsafe(fn)
-        except RuntimeError:  # the loop was closed meanwhile: nobody waits any more
-            pass
-
-    return wake
+_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.AsyncBridge]" = weakref.WeakKeyDictionary()
+# The last (loop, bridge) pair, one object so that loops in other threads never see a mix.
+_last: "Optional[Tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], _core.AsyncBridge]]" = None
 
 
-async def await_pending(start: Callable[[Callable[[], None]], "_core.PendingChat"]) -> "_core.PendingChat":
-    """Starts a request with a notifier bound to the running loop and waits for it; cancelling
-    the task cancels the request (and re-raises CancelledError)."""
-    loop = asyncio.get_running_loop()
-    fut: "asyncio.Future[None]" = loop.create_future()
+def bridge(loop: asyncio.AbstractEventLoop) -> "_core.AsyncBridge":
+    """The loop's completion bridge, made and registered (``add_reader``) on first use. Its
+    reader goes away with the loop (closing a loop closes its selector)."""
+    global _last
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
+    b = _bridges.get(loop)
+    if b is None:
+        b = _core.AsyncBridge()
+        loop.add_reader(b.fileno(), b.drain)
+        _bridges[loop] = b
+    _last = (weakref.ref(loop), b)
+    return b
 
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
 
-    pending = start(_waker(loop, resolve))
+async def await_native(start: "Callable[[_core.AsyncBridge, asyncio.Future[Any]], _core.PendingChat]") -> Any:
+    """Starts a request with the running loop's bridge and a future the loop's drain resolves,
+    and waits for it; cancelling the task cancels the request (and re-raises CancelledError)."""
+    loop = get_running_loop()
+    fut: "asyncio.Future[Any]" = loop.create_future()
+    pending = start(bridge(loop), fut)
     try:
-        await fut
-    except asyncio.CancelledError:
+        return await fut
+    except CancelledError:
         pending.cancel()
         raise
-    return pending
 
 
 class AsyncChatStream:
@@ -57,7 +66,7 @@ class AsyncChatStream:
         self._native = native
         loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
-        native.set_notifier(_waker(loop, self._event.set))
+        native.set_notifier(self._event.set, bridge(loop))
 
     def __aiter__(self) -> "AsyncChatStream":
         return self
@@ -66,11 +75,11 @@ class AsyncChatStream:
         while True:
             self._event.clear()
             try:
-                text = self._native.poll()
+                chunk = self._native.poll()
             except StopIteration:
                 raise StopAsyncIteration from None
-            if text is not None:
-                return json.loads(text)  # type: ignore[no-any-return]
+            if chunk is not None:
+                return chunk
             try:
                 await self._event.wait()
             except asyncio.CancelledError:

@@ -1,6 +1,6 @@
 # Hand-written stubs for the native module modelux._core (bindings/python/src/*.cpp).
-# Values cross the boundary as JSON text; the `modelux` package wraps this module.
-from typing import Callable, List, Optional, Sequence, Tuple
+# Hot paths (chat, streams, asyncio) take and return Python objects; colder ones JSON text.
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 def version() -> str:
     """The C++ library version (CMake project VERSION)."""
@@ -32,9 +32,10 @@ class Trace:
 
 class ChatStream:
     def __iter__(self) -> ChatStream: ...
-    def __next__(self) -> str:
-        """The next chunk as JSON text; StopIteration at the end; the request's error (a
-        modelux.ModeluxError subclass) after the last chunk when it failed."""
+    def __next__(self) -> Dict[str, Any]:
+        """The next chunk (a chat.completion.chunk dict, or an Anthropic Messages stream event
+        dict for a stream started with anthropic_id); StopIteration at the end; the request's
+        error (a modelux.ModeluxError subclass) after the last chunk when it failed."""
     def close(self) -> None:
         """Cancels: the router stops reading the upstream at its next chunk."""
     def wait(self, timeout: Optional[float] = None) -> bool:
@@ -48,12 +49,13 @@ class ChatStream:
         """ErrorKind name of the finished request's failure, "" when it succeeded or is running."""
     def trace_json(self) -> Optional[str]:
         """The DecisionTrace JSON once finished, else None."""
-    def poll(self) -> Optional[str]:
-        """asyncio: the next chunk's JSON text without blocking, or None when none is queued
-        (the notifier is then armed). StopIteration at the end; the error after the last chunk."""
-    def set_notifier(self, notify: Callable[[], None]) -> None:
-        """Called (from a router io thread, with the GIL) when a chunk or the end arrives
-        while armed; it must only schedule work (loop.call_soon_threadsafe)."""
+    def poll(self) -> Optional[Dict[str, Any]]:
+        """asyncio: the next chunk without blocking, or None when none is queued (the notifier
+        is then armed). StopIteration at the end; the error after the last chunk."""
+    def set_notifier(self, notify: Callable[[], None], bridge: Optional[AsyncBridge] = None) -> None:
+        """Run when a chunk or the end arrives while armed: on the event loop through `bridge`
+        (its drain), or without one from a router io thread with the GIL (it must then only
+        schedule work, e.g. loop.call_soon_threadsafe)."""
 
 class PendingChat:
     def cancel(self) -> None:
@@ -61,9 +63,14 @@ class PendingChat:
     def wait(self, timeout: Optional[float] = None) -> bool: ...
     @property
     def finished(self) -> bool: ...
-    def result(self) -> Tuple[str, Trace]:
-        """(response JSON, trace); raises the request's ModeluxError (with .trace)."""
-    def trace_json(self) -> Optional[str]: ...
+
+class AsyncBridge:
+    """Completions of asyncio requests for one event loop: io threads queue them and write an
+    eventfd (without the GIL); register `fileno()` with loop.add_reader(fd, drain)."""
+    def __init__(self) -> None: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> int:
+        """Runs the queued completions (resolving their futures); returns how many."""
 
 class ClientSession:
     def next(self) -> str:
@@ -149,18 +156,49 @@ class Router:
     ) -> None: ...
     def executor_benchmark(self, request_json: str, context_json: str, n: int) -> float:
         """Seconds n blocking Router::complete calls made from C++ took (GIL released)."""
-    def chat(self, request_json: str, context_json: str) -> Tuple[str, Trace]:
-        """(response JSON, trace); raises a ModeluxError subclass carrying .trace."""
-    def stream(self, request_json: str, context_json: str) -> ChatStream: ...
-    def chat_async(self, request_json: str, context_json: str, notify: Callable[[], None]) -> PendingChat:
-        """Starts the request and returns at once; notify() runs on a router io thread (with
-        the GIL) when it finished."""
+    def chat(
+        self,
+        model: str,
+        messages: Any,
+        params: Optional[Dict[str, Any]],
+        context: Optional[Tuple[Any, ...]],
+        cls: Optional[type] = None,
+    ) -> Any:
+        """{"model": model, "messages": messages, **params} routed; `context` is None or
+        (project, end_user, org, tags, request_id, api_key_id). Returns (response dict, Trace),
+        or with `cls` (a dict subclass) an instance holding the response, its Trace in `_t`.
+        Raises a ModeluxError subclass carrying .trace."""
+    def stream(
+        self,
+        model: str,
+        messages: Any,
+        params: Optional[Dict[str, Any]],
+        context: Optional[Tuple[Any, ...]],
+        anthropic_id: str = "",
+    ) -> ChatStream:
+        """A stream of chunk dicts; with `anthropic_id` (the message id) of Anthropic Messages
+        stream events, encoded by the proxy's AnthropicStreamEncoder."""
+    def chat_async(
+        self,
+        model: str,
+        messages: Any,
+        params: Optional[Dict[str, Any]],
+        context: Optional[Tuple[Any, ...]],
+        cls: Optional[type],
+        bridge: AsyncBridge,
+        future: Any,
+    ) -> PendingChat:
+        """Starts the request and returns at once; when it finished, the loop's drain of
+        `bridge` resolves `future` with what chat() returns, or sets the error on it."""
+    def embed_async(self, request_json: str, context: Optional[Tuple[Any, ...]], bridge: AsyncBridge, future: Any) -> PendingChat:
+        """Embeddings completing into the event loop (as chat_async): `future` gets
+        (response JSON, Trace)."""
     def begin(self, request_json: str, context_json: str) -> ClientSession:
         """Bring your own client; raises NotFoundError for an unknown model or slug."""
     def budgets_json(self) -> str: ...
     def trace_store(self) -> Optional[TraceStore]:
         """The router's trace store after a flush; None when tracing is off."""
-    def embed(self, request_json: str, context_json: str) -> Tuple[str, Trace]:
+    def embed(self, request_json: str, context: Optional[Tuple[Any, ...]]) -> Tuple[str, Trace]:
         """(embeddings response JSON in OpenAI's shape, trace JSON); raises a ModeluxError subclass carrying .trace."""
     def routing_slugs(self) -> List[str]: ...
     def routable_models(self) -> List[str]: ...

@@ -19,7 +19,9 @@ import functools
 import json
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, cast
 
-from . import ConfigSource, Router, TraceSource, _aio, _context_json, _core, _LazyTrace
+import uuid
+
+from . import ConfigSource, Router, TraceSource, _aio, _context, _core, _LazyTrace
 from ._errors import ModeluxError
 
 __all__ = ["OpenAI", "AsyncOpenAI", "Anthropic", "AsyncAnthropic", "ModeluxInfo"]
@@ -144,7 +146,7 @@ class _Base:
         self.router: Router = router if router is not None else Router(config, **router_options)
         self._defaults: Dict[str, Any] = {"project": project, "org": org, "tags": dict(tags) if tags else None}
 
-    def _context(self, body: Mapping[str, Any], ctx: Mapping[str, Any]) -> str:
+    def _context(self, body: Mapping[str, Any], ctx: Mapping[str, Any]) -> Optional[Tuple[Any, ...]]:
         c = dict(self._defaults)
         user = body.get("user")
         if isinstance(user, str):
@@ -153,8 +155,8 @@ class _Base:
         if isinstance(metadata, Mapping) and isinstance(metadata.get("user_id"), str):
             c["end_user"] = metadata["user_id"]  # anthropic's end-user field
         c.update({k: v for k, v in ctx.items() if v is not None})
-        return _context_json(c.get("project"), c.get("end_user"), c.get("org"), c.get("tags"),
-                             c.get("request_id"), c.get("api_key_id"))
+        return _context(c.get("project"), c.get("end_user"), c.get("org"), c.get("tags"),
+                        c.get("request_id"), c.get("api_key_id"))
 
     def close(self) -> None:
         self.router.close()
@@ -247,21 +249,44 @@ def _raising_as(sdk: str) -> Callable[[_F], _F]:
 # ---- OpenAI ------------------------------------------------------------------------------------
 
 
+def _openai_chunk(d: Dict[str, Any]) -> Any:
+    return _build(_sdk_type("openai.types.chat", "ChatCompletionChunk"), d, None)
+
+
+# Anthropic's stream events by their "type" (anthropic.types.RawMessageStreamEvent's members).
+_ANTHROPIC_EVENTS = {
+    "message_start": "RawMessageStartEvent",
+    "message_delta": "RawMessageDeltaEvent",
+    "message_stop": "RawMessageStopEvent",
+    "content_block_start": "RawContentBlockStartEvent",
+    "content_block_delta": "RawContentBlockDeltaEvent",
+    "content_block_stop": "RawContentBlockStopEvent",
+}
+
+
+def _anthropic_event(d: Dict[str, Any]) -> Any:
+    name = _ANTHROPIC_EVENTS.get(str(d.get("type")))
+    return _build(_sdk_type("anthropic.types", name) if name else None, d, None)
+
+
 class Stream:
-    """The stream ``create(stream=True)`` returns: iterate it for ``ChatCompletionChunk``s;
+    """The stream ``create(stream=True)`` returns: iterate it for the SDK's chunk types
+    (``ChatCompletionChunk``; for :class:`Anthropic`, anthropic's stream events);
     ``close()`` (or leaving ``with``) cancels the upstream call. ``_modelux.trace`` once it
     ended."""
 
-    def __init__(self, native: "_core.ChatStream") -> None:
+    def __init__(self, native: "_core.ChatStream", make: Callable[[Dict[str, Any]], Any] = _openai_chunk,
+                 sdk: str = "openai") -> None:
         self._native = native
-        self._chunk_type = _sdk_type("openai.types.chat", "ChatCompletionChunk")
+        self._make = make
+        self._sdk = sdk
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            for text in self._native:
-                yield _build(self._chunk_type, json.loads(text), None)
+            for d in self._native:
+                yield self._make(d)
         except ModeluxError as e:
-            raise _sdk_error(e, "openai") from e
+            raise _sdk_error(e, self._sdk) from e
         except GeneratorExit:
             self._native.close()
             raise
@@ -269,9 +294,11 @@ class Stream:
             self._native.close()
             raise
 
-    @_raising_as("openai")
     def __next__(self) -> Any:
-        return _build(self._chunk_type, json.loads(self._native.__next__()), None)
+        try:
+            return self._make(self._native.__next__())
+        except ModeluxError as e:
+            raise _sdk_error(e, self._sdk) from e
 
     @property
     def _modelux(self) -> Optional[ModeluxInfo]:
@@ -291,17 +318,21 @@ class Stream:
 class AsyncStream:
     """The async stream ``await create(stream=True)`` returns (``async for chunk in s``)."""
 
-    def __init__(self, stream: "_aio.AsyncChatStream") -> None:
+    def __init__(self, stream: "_aio.AsyncChatStream", make: Callable[[Dict[str, Any]], Any] = _openai_chunk,
+                 sdk: str = "openai") -> None:
         self._stream = stream
-        self._chunk_type = _sdk_type("openai.types.chat", "ChatCompletionChunk")
+        self._make = make
+        self._sdk = sdk
 
     def __aiter__(self) -> "AsyncStream":
         return self
 
-    @_raising_as("openai")
     async def __anext__(self) -> Any:
-        chunk = await self._stream.__anext__()
-        return _build(self._chunk_type, chunk, None)
+        try:
+            chunk = await self._stream.__anext__()
+        except ModeluxError as e:
+            raise _sdk_error(e, self._sdk) from e
+        return self._make(chunk)
 
     @property
     def _modelux(self) -> Optional[ModeluxInfo]:
@@ -318,10 +349,11 @@ class AsyncStream:
         self._stream.close()
 
 
-def _chat_body(model: str, messages: Any, kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], bool]:
+def _chat_params(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], bool]:
+    """(request fields other than model and messages, context overrides, stream?)."""
     body, ctx = _split(kwargs)
-    body["model"] = model
-    body["messages"] = list(messages)
+    body.pop("model", None)
+    body.pop("messages", None)
     stream = bool(body.pop("stream", False))
     return body, ctx, stream
 
@@ -334,13 +366,13 @@ class _Completions:
     def create(self, *, model: str, messages: Any, **kwargs: Any) -> Any:
         """``openai.OpenAI().chat.completions.create`` arguments; a ``ChatCompletion`` (or a
         :class:`Stream` of ``ChatCompletionChunk`` with ``stream=True``)."""
-        body, ctx, stream = _chat_body(model, messages, kwargs)
+        params, ctx, stream = _chat_params(kwargs)
         native = self._client.router._native
-        c = self._client._context(body, ctx)
+        c = self._client._context(params, ctx)
         if stream:
-            return Stream(native.stream(json.dumps(body), c))
-        out, trace = native.chat(json.dumps(body), c)
-        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), trace)
+            return Stream(native.stream(model, messages, params, c))
+        out, trace = native.chat(model, messages, params, c, None)
+        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), out, trace)
 
 
 class _AsyncCompletions:
@@ -351,15 +383,13 @@ class _AsyncCompletions:
     async def create(self, *, model: str, messages: Any, **kwargs: Any) -> Any:
         """``openai.AsyncOpenAI().chat.completions.create``: awaits the answer on the event
         loop (no thread per request); with ``stream=True`` an :class:`AsyncStream`."""
-        body, ctx, stream = _chat_body(model, messages, kwargs)
+        params, ctx, stream = _chat_params(kwargs)
         native = self._client.router._native
-        c = self._client._context(body, ctx)
+        c = self._client._context(params, ctx)
         if stream:
-            return AsyncStream(_aio.AsyncChatStream(native.stream(json.dumps(body), c)))
-        req = json.dumps(body)
-        pending = await _aio.await_pending(lambda notify: native.chat_async(req, c, notify))
-        out, trace = pending.result()
-        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), json.loads(out), trace)
+            return AsyncStream(_aio.AsyncChatStream(native.stream(model, messages, params, c)))
+        out, trace = await _aio.await_native(lambda b, f: native.chat_async(model, messages, params, c, None, b, f))
+        return _build(_sdk_type("openai.types.chat", "ChatCompletion"), out, trace)
 
 
 def _embedding_body(model: str, input: Any, kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -382,15 +412,19 @@ class _Embeddings:
         return _build(_sdk_type("openai.types", "CreateEmbeddingResponse"), json.loads(out), trace)
 
 
-class _AsyncEmbeddings(_Embeddings):
-    async def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:
-        # Embeddings run on the router's blocking path (Router::embed); a worker thread keeps
-        # the event loop free while it runs.
-        import asyncio
+class _AsyncEmbeddings:
+    def __init__(self, client: "_Base") -> None:
+        self._client = client
 
-        return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: _Embeddings.create(self, input=input, model=model, **kwargs)
-        )
+    @_raising_as("openai")
+    async def create(self, *, input: Any, model: str, **kwargs: Any) -> Any:
+        """``openai.AsyncOpenAI().embeddings.create``: completes into the event loop like
+        chat (the router's co_embed on its io threads; no thread per request)."""
+        body, ctx = _embedding_body(model, input, kwargs)
+        native = self._client.router._native
+        req, c = json.dumps(body), self._client._context(body, ctx)
+        out, trace = await _aio.await_native(lambda b, f: native.embed_async(req, c, b, f))
+        return _build(_sdk_type("openai.types", "CreateEmbeddingResponse"), json.loads(out), trace)
 
 
 class _Chat:
@@ -423,22 +457,35 @@ class AsyncOpenAI(_Base):
     async def aclose(self) -> None:
         self.close()
 
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
 
 # ---- Anthropic ---------------------------------------------------------------------------------
 
 
-def _anthropic_request(kwargs: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
+def _anthropic_request(kwargs: Dict[str, Any]) -> Tuple[str, Any, Dict[str, Any], Dict[str, Any], Dict[str, Any], bool]:
+    """(model, messages, other unified request fields, the Messages body, context overrides,
+    stream?): the Messages request converted with the proxy's /v1/messages code."""
     body, ctx = _split(kwargs)
-    if body.get("stream"):
-        raise NotImplementedError("modelux.Anthropic: stream=True is not supported yet; use Router.stream or modelux.OpenAI")
-    body.pop("stream", None)
+    stream = bool(body.pop("stream", False))
     unified = json.loads(_core.anthropic_request_to_openai(json.dumps(body)))
-    return json.dumps(unified), body, ctx
+    unified.pop("stream", None)
+    model = unified.pop("model")
+    messages = unified.pop("messages")
+    return model, messages, unified, body, ctx, stream
 
 
-def _anthropic_message(out: str, trace: "_core.Trace") -> Any:
-    native = json.loads(_core.openai_response_to_anthropic(out))
+def _anthropic_message(out: Dict[str, Any], trace: "_core.Trace") -> Any:
+    native = json.loads(_core.openai_response_to_anthropic(json.dumps(out)))
     return _build(_sdk_type("anthropic.types", "Message"), native, trace)
+
+
+def _message_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
 
 
 class _Messages:
@@ -448,9 +495,16 @@ class _Messages:
     @_raising_as("anthropic")
     def create(self, **kwargs: Any) -> Any:
         """``anthropic.Anthropic().messages.create`` arguments (``model``, ``max_tokens``,
-        ``messages``, ``system``, ``tools``...); an ``anthropic.types.Message``."""
-        req, body, ctx = _anthropic_request(kwargs)
-        out, trace = self._client.router._native.chat(req, self._client._context(body, ctx))
+        ``messages``, ``system``, ``tools``...); an ``anthropic.types.Message``, or with
+        ``stream=True`` a :class:`Stream` of anthropic's stream events (``message_start``,
+        ``content_block_start``/``_delta``/``_stop``, ``message_delta``, ``message_stop``),
+        encoded by the proxy's Anthropic stream encoder."""
+        model, messages, params, body, ctx, stream = _anthropic_request(kwargs)
+        native = self._client.router._native
+        c = self._client._context(body, ctx)
+        if stream:
+            return Stream(native.stream(model, messages, params, c, _message_id()), _anthropic_event, "anthropic")
+        out, trace = native.chat(model, messages, params, c, None)
         return _anthropic_message(out, trace)
 
 
@@ -460,11 +514,13 @@ class _AsyncMessages:
 
     @_raising_as("anthropic")
     async def create(self, **kwargs: Any) -> Any:
-        req, body, ctx = _anthropic_request(kwargs)
+        model, messages, params, body, ctx, stream = _anthropic_request(kwargs)
         native = self._client.router._native
         c = self._client._context(body, ctx)
-        pending = await _aio.await_pending(lambda notify: native.chat_async(req, c, notify))
-        out, trace = pending.result()
+        if stream:
+            s = native.stream(model, messages, params, c, _message_id())
+            return AsyncStream(_aio.AsyncChatStream(s), _anthropic_event, "anthropic")
+        out, trace = await _aio.await_native(lambda b, f: native.chat_async(model, messages, params, c, None, b, f))
         return _anthropic_message(out, trace)
 
 
@@ -484,3 +540,12 @@ class AsyncAnthropic(_Base):
     def __init__(self, config: ConfigSource = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.messages = _AsyncMessages(self)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

@@ -1,9 +1,11 @@
 // Shared by the translation units of modelux._core.
 //
-// Values cross the boundary as JSON text: the pure-Python layer json-encodes dicts and decodes
-// results (both sides are C-accelerated), so the binding needs no per-type converters and the
+// Values cross the boundary as JSON documents: on the hot paths (chat, streams, embeddings)
+// Python objects are walked straight into nlohmann::Json and back (py_to_json / json_to_py,
+// CPython API, no JSON text in between), so the binding needs no per-type converters and the
 // Python objects have exactly the shape the C++ JSON functions define (OpenAI shape for chat,
-// DecisionTrace::to_json for traces).
+// DecisionTrace::to_json for traces). Colder paths still pass JSON text. The chat response,
+// and a plain chat request, skip nlohmann::Json too (convert.hpp), with the same result.
 #pragma once
 
 #include <optional>
@@ -42,6 +44,15 @@ inline void unwrap(Result<void> r) {
 
 /// Parses JSON text handed over by the Python layer; a bad_request PyError when it is not JSON.
 Json parse_text(std::string_view text, std::string_view what);
+
+/// A Python value (dict with str keys, list, tuple, str, int, float, bool, None: what
+/// json.dumps takes) as JSON; TypeError for anything else, as json.dumps would raise. Needs the GIL.
+Json py_to_json(py::handle o);
+/// A JSON document as Python objects (dict, list, str, int, float, bool, None). Needs the GIL.
+py::object json_to_py(const Json& j);
+
+/// The modelux.ModeluxError subclass instance for `e` (what the exception translator raises).
+py::object exception_object(const PyError& e);
 
 /// The catalog as {"as_of", "providers": [...], "models": [...]}.
 Json catalog_to_json(const Catalog& c);

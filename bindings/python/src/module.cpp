@@ -76,18 +76,131 @@ double cost_usd(const Catalog& c, const std::string& model, std::int64_t prompt_
 
 namespace {
 
+Json py_to_json_at(PyObject* o, int depth) {
+  if (depth > 512) throw PyError(fail(ErrorKind::bad_request, "the request is nested too deeply").error());
+  if (o == Py_None) return nullptr;
+  if (PyBool_Check(o)) return o == Py_True;
+  if (PyLong_Check(o)) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow == 0) return static_cast<std::int64_t>(v);
+    if (overflow > 0) {
+      unsigned long long u = PyLong_AsUnsignedLongLong(o);
+      if (!(u == static_cast<unsigned long long>(-1) && PyErr_Occurred())) return static_cast<std::uint64_t>(u);
+      PyErr_Clear();
+    }
+    double d = PyLong_AsDouble(o);  // what the JSON text of a huge int would have parsed to
+    if (d == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    return d;
+  }
+  if (PyFloat_Check(o)) return PyFloat_AS_DOUBLE(o);
+  if (PyUnicode_Check(o)) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (!s) throw py::error_already_set();
+    return std::string(s, static_cast<std::size_t>(n));
+  }
+  if (PyDict_Check(o)) {
+    Json out = Json::object();
+    PyObject *k = nullptr, *v = nullptr;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+      if (!PyUnicode_Check(k))
+        throw py::type_error(std::string("keys must be str, not ") + Py_TYPE(k)->tp_name);
+      Py_ssize_t n = 0;
+      const char* s = PyUnicode_AsUTF8AndSize(k, &n);
+      if (!s) throw py::error_already_set();
+      out[std::string(s, static_cast<std::size_t>(n))] = py_to_json_at(v, depth + 1);
+    }
+    return out;
+  }
+  if (PyList_Check(o) || PyTuple_Check(o)) {
+    PyObject* seq = o;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Json out = Json::array();
+    out.get_ref<Json::array_t&>().reserve(static_cast<std::size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i) out.push_back(py_to_json_at(PySequence_Fast_GET_ITEM(seq, i), depth + 1));
+    return out;
+  }
+  throw py::type_error(std::string("Object of type ") + Py_TYPE(o)->tp_name + " is not JSON serializable");
+}
+
+PyObject* json_to_py_raw(const Json& j) {
+  switch (j.type()) {
+    case Json::value_t::null:
+      Py_RETURN_NONE;
+    case Json::value_t::boolean:
+      return PyBool_FromLong(j.get<bool>() ? 1 : 0);
+    case Json::value_t::number_integer:
+      return PyLong_FromLongLong(j.get<std::int64_t>());
+    case Json::value_t::number_unsigned:
+      return PyLong_FromUnsignedLongLong(j.get<std::uint64_t>());
+    case Json::value_t::number_float:
+      return PyFloat_FromDouble(j.get<double>());
+    case Json::value_t::string: {
+      const auto& s = j.get_ref<const std::string&>();
+      return PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+    }
+    case Json::value_t::array: {
+      const auto& a = j.get_ref<const Json::array_t&>();
+      PyObject* out = PyList_New(static_cast<Py_ssize_t>(a.size()));
+      if (!out) return nullptr;
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        PyObject* v = json_to_py_raw(a[i]);
+        if (!v) {
+          Py_DECREF(out);
+          return nullptr;
+        }
+        PyList_SET_ITEM(out, static_cast<Py_ssize_t>(i), v);
+      }
+      return out;
+    }
+    case Json::value_t::object: {
+      PyObject* out = PyDict_New();
+      if (!out) return nullptr;
+      for (const auto& [k, v] : j.items()) {
+        PyObject* key = PyUnicode_DecodeUTF8(k.data(), static_cast<Py_ssize_t>(k.size()), "replace");
+        PyObject* val = key ? json_to_py_raw(v) : nullptr;
+        int rc = val ? PyDict_SetItem(out, key, val) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        if (rc != 0) {
+          Py_DECREF(out);
+          return nullptr;
+        }
+      }
+      return out;
+    }
+    default:
+      Py_RETURN_NONE;
+  }
+}
+
 void translate(const PyError& e) {
+  py::object exc = exception_object(e);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+}
+
+}  // namespace
+
+Json py_to_json(py::handle o) { return py_to_json_at(o.ptr(), 0); }
+
+py::object json_to_py(const Json& j) {
+  PyObject* o = json_to_py_raw(j);
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(o);
+}
+
+py::object exception_object(const PyError& e) {
   const Error& err = e.error;
   py::object retry_after = py::none();
   if (err.retry_after) retry_after = py::float_(static_cast<double>(err.retry_after->count()) / 1000.0);
   py::object trace = e.trace_json.empty() ? py::object(py::none()) : py::object(py::str(e.trace_json));
   py::object make = py::module_::import("modelux._errors").attr("_from_core");
-  py::object exc = make(std::string(to_string(err.kind)), err.message, err.status, err.path, retry_after, err.provider,
-                        err.code, trace);
-  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+  return make(std::string(to_string(err.kind)), err.message, err.status, err.path, retry_after, err.provider, err.code,
+              trace);
 }
-
-}  // namespace
 
 }  // namespace modelux::python
 

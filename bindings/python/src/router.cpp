@@ -1,6 +1,16 @@
 // modelux._core.Router and ChatStream.
 //
-// chat(): blocking Router::complete with the GIL released.
+// Requests arrive as Python objects (model, messages, a params dict, a context tuple) and are
+// walked into nlohmann::Json directly (py_to_json); chat responses are built as Python dicts
+// straight from ChatResponse (convert.hpp), chunks from the C++ structs' JSON (json_to_py): no
+// JSON text on the hot paths.
+//
+// chat(): Router::complete_async; the caller waits on a condition variable with the GIL
+// released only around the wait.
+// asyncio (chat_async, embed_async, astream wake-ups): completions are queued on an
+// AsyncBridge, whose eventfd the event loop watches (loop.add_reader); the io thread only
+// queues and writes the eventfd (once per batch), never takes the GIL; the loop drains the
+// queue and resolves the futures in one callback.
 // stream(): the request runs as a coroutine on the Router's own io threads (co_complete), so no
 // extra thread is created per stream. Chunks are handed to the Python consumer through a small
 // bounded queue: when it is full the sink waits on a short timer (never blocking the io thread,
@@ -15,6 +25,12 @@
 #include <future>
 #include <mutex>
 #include <unordered_map>
+#include <variant>
+
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,10 +39,12 @@
 #include <pybind11/stl.h>
 
 #include "common.hpp"
+#include "convert.hpp"
 #include "modelux/budget.hpp"
 #include "modelux/router.hpp"
 #include "modelux/testing.hpp"
 #include "modelux/trace.hpp"
+#include "wire/anthropic_messages.hpp"
 
 namespace modelux::python {
 
@@ -59,6 +77,59 @@ CallContext context_from_json(const Json& j) {
     }
   }
   return ctx;
+}
+
+/// The call context from the tuple the Python layer passes: (project, end_user, org, tags,
+/// request_id, api_key_id), each None or a str (tags: a dict of str), or None for no context.
+CallContext context_from_py(py::handle t) {
+  CallContext ctx;
+  if (t.is_none()) return ctx;
+  if (!PyTuple_Check(t.ptr()) || PyTuple_GET_SIZE(t.ptr()) != 6)
+    throw py::type_error("the call context must be a 6-tuple or None");
+  static constexpr const char* names[] = {"project", "end_user", "org", "tags", "request_id", "api_key_id"};
+  std::string* outs[] = {&ctx.project, &ctx.end_user, &ctx.org, nullptr, &ctx.request_id, &ctx.api_key_id};
+  for (int i = 0; i < 6; ++i) {
+    PyObject* v = PyTuple_GET_ITEM(t.ptr(), i);
+    if (v == Py_None) continue;
+    if (i == 3) {
+      py::dict tags = py::reinterpret_borrow<py::object>(v);  // any Mapping, as dict(tags)
+      for (auto [k, val] : tags) {
+        std::string key = py::str(k);
+        if (!PyUnicode_Check(val.ptr()))
+          throw PyError(fail(ErrorKind::bad_request, "tag '" + key + "' must be a string", "$.tags." + key).error());
+        ctx.tags.emplace_back(key, val.cast<std::string>());
+      }
+      continue;
+    }
+    if (!PyUnicode_Check(v))
+      throw PyError(fail(ErrorKind::bad_request, std::string("'") + names[i] + "' must be a string",
+                         std::string("$.") + names[i]).error());
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(v, &n);
+    if (!s) throw py::error_already_set();
+    outs[i]->assign(s, static_cast<std::size_t>(n));
+  }
+  return ctx;
+}
+
+/// {"model": model, "messages": messages, **params} → ChatRequest, without JSON text.
+ChatRequest request_from_py(py::handle model, py::handle messages, py::handle params) {
+  if (auto simple = simple_request_from_py(model.ptr(), messages.ptr(), params.ptr())) return std::move(*simple);
+  Json body = Json::object();
+  if (!params.is_none()) {
+    if (!PyDict_Check(params.ptr())) throw py::type_error("params must be a dict");
+    if (PyDict_GetItemString(params.ptr(), "model") || PyDict_GetItemString(params.ptr(), "messages"))
+      throw py::type_error("pass model and messages positionally, not in **params");
+    body = py_to_json(params);
+  }
+  body["model"] = py_to_json(model);
+  if (PyList_Check(messages.ptr()) || PyTuple_Check(messages.ptr())) {
+    body["messages"] = py_to_json(messages);
+  } else {
+    py::list l(py::reinterpret_borrow<py::object>(messages));  // any iterable, as list(messages)
+    body["messages"] = py_to_json(l);
+  }
+  return unwrap(chat_request_from_json(body));
 }
 
 ChatRequest request_from_text(const std::string& text) {
@@ -96,22 +167,140 @@ struct PyTrace {
 };
 py::object trace_handle(DecisionTrace t) { return py::cast(std::make_shared<PyTrace>(PyTrace{std::move(t)})); }
 
+/// A finished chat as Python: `cls` None → (response dict, Trace); otherwise an instance of
+/// `cls`, a dict subclass, holding the response with the Trace in its `_t` attribute
+/// (modelux.ChatCompletion: built here without running its __init__, one copy less).
+py::object completion_object(py::handle cls, const ChatResponse& r, DecisionTrace trace) {
+  py::object t = trace_handle(std::move(trace));
+  if (cls.is_none()) {
+    py::dict body;
+    fill_chat_completion(body.ptr(), r);
+    return py::make_tuple(std::move(body), std::move(t));
+  }
+  auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  if (!PyType_Check(cls.ptr()) || !PyType_IsSubtype(type, &PyDict_Type)) throw py::type_error("cls must be a dict subclass");
+  static const py::tuple no_args(0);
+  PyObject* raw = type->tp_new(type, no_args.ptr(), nullptr);
+  if (!raw) throw py::error_already_set();
+  py::object obj = py::reinterpret_steal<py::object>(raw);
+  fill_chat_completion(obj.ptr(), r);  // straight into the instance: no intermediate dict
+  static const py::str kTraceAttr("_t");
+  if (PyObject_SetAttr(obj.ptr(), kTraceAttr.ptr(), t.ptr()) != 0) throw py::error_already_set();
+  return obj;
+}
+
+/// Where asyncio completions go (one per event loop; modelux._aio keeps them). Io threads
+/// post callbacks and write the eventfd (only when the queue was empty: one wake-up per
+/// batch); the loop's reader callback (drain) runs them with the GIL. No GIL on the io thread.
+class AsyncBridge {
+ public:
+  AsyncBridge() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    if (fd_ < 0) throw PyError(fail(ErrorKind::io, "eventfd() failed").error());
+  }
+  ~AsyncBridge() {
+    // Queued callbacks hold Python objects (GilDeleter): release them before the fd goes.
+    std::vector<std::function<void()>> left;
+    {
+      std::lock_guard lk(mu_);
+      left.swap(queue_);
+    }
+    left.clear();
+    ::close(fd_);
+  }
+  AsyncBridge(const AsyncBridge&) = delete;
+  AsyncBridge& operator=(const AsyncBridge&) = delete;
+  int fd() const noexcept { return fd_; }
+  /// Any thread, without the GIL.
+  void post(std::function<void()> f) {
+    bool first = false;
+    {
+      std::lock_guard lk(mu_);
+      first = queue_.empty();
+      queue_.push_back(std::move(f));
+    }
+    if (first) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(fd_, &one, sizeof one);  // EAGAIN only at 2^64-2: ignore
+    }
+  }
+  /// On the loop thread, with the GIL: runs every queued callback. The eventfd is read before
+  /// the queue is taken, so a post after the take writes it again (no lost wake-up).
+  int drain() {
+    std::uint64_t v = 0;
+    [[maybe_unused]] auto n = ::read(fd_, &v, sizeof v);
+    std::vector<std::function<void()>> items;
+    {
+      std::lock_guard lk(mu_);
+      items.swap(queue_);
+    }
+    for (auto& f : items) {
+      try {
+        f();
+      } catch (py::error_already_set& e) {
+        e.discard_as_unraisable("modelux: completing an asyncio request");
+      }
+    }
+    return static_cast<int>(items.size());
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  std::vector<std::function<void()>> queue_;
+};
+
+/// fut.set_result(value) unless the future is done (cancelled meanwhile). With the GIL.
+void resolve_future(const py::object& fut, const py::object& value) {
+  static const py::str kDone("done"), kSetResult("set_result");
+  if (fut.attr(kDone)().cast<bool>()) return;
+  fut.attr(kSetResult)(value);
+}
+void reject_future(const py::object& fut, const PyError& e) {
+  static const py::str kDone("done"), kSetException("set_exception");
+  if (fut.attr(kDone)().cast<bool>()) return;
+  fut.attr(kSetException)(exception_object(e));
+}
+
+/// SSE text ("event: x\ndata: {...}\n\n"...) from AnthropicStreamEncoder → the events' data
+/// objects (each has "type": the event name), pings left out as the anthropic SDK does.
+void anthropic_events(std::string_view text, std::deque<py::object>& out) {
+  while (!text.empty()) {
+    auto end = text.find("\n\n");
+    std::string_view block = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 2);
+    std::string_view event, data;
+    while (!block.empty()) {
+      auto nl = block.find('\n');
+      std::string_view line = block.substr(0, nl);
+      block = nl == std::string_view::npos ? std::string_view{} : block.substr(nl + 1);
+      if (line.starts_with("event: ")) event = line.substr(7);
+      else if (line.starts_with("data: ")) data = line.substr(6);
+    }
+    if (data.empty() || event == "ping") continue;
+    Json j = unwrap(parse_json(data));
+    out.push_back(json_to_py(j));
+  }
+}
+
 /// Shared between the stream coroutine (io thread) and the Python iterator.
 struct StreamState {
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::string> chunks;  // chunk JSON text
+  std::deque<ChatChunk> chunks;  // converted to Python objects by the consumer, with the GIL
   bool done = false;
   std::optional<Error> error;
   std::string trace_json;
+  std::string served_model;
   std::atomic<bool> cancel{false};
   /// Wakes the request at once, even while it waits on an upstream that sends nothing.
   std::shared_ptr<CancellationToken> token = std::make_shared<CancellationToken>();
-  /// asyncio consumers (astream): a callable the io thread calls (with the GIL) when a chunk
-  /// or the end arrives while the consumer is armed, i.e. found the queue empty. It schedules
-  /// the wake-up on the event loop (loop.call_soon_threadsafe); one GIL acquisition per wait,
-  /// not per chunk. Guarded by `mu`; the object itself is only touched with the GIL held.
+  /// asyncio consumers (astream): a callable run on the event loop when a chunk or the end
+  /// arrives while the consumer is armed, i.e. found the queue empty: posted to `bridge`
+  /// (no GIL on the io thread), or, without a bridge, called on the io thread with the GIL.
+  /// One wake-up per wait, not per chunk. Guarded by `mu`; the object itself is only touched
+  /// with the GIL held.
   std::shared_ptr<py::object> notifier;
+  std::shared_ptr<AsyncBridge> bridge;
   bool armed = false;
   void cancel_now() {
     cancel.store(true);
@@ -121,11 +310,17 @@ struct StreamState {
   /// Called on the io thread after a push or the end (without `mu` held).
   void wake_async() {
     std::shared_ptr<py::object> n;
+    std::shared_ptr<AsyncBridge> b;
     {
       std::lock_guard lk(mu);
       if (!armed || !notifier) return;
       armed = false;
       n = notifier;
+      b = bridge;
+    }
+    if (b) {
+      b->post([n] { (*n)(); });
+      return;
     }
     call_notifier(n);
   }
@@ -143,39 +338,35 @@ struct StreamState {
 
 class PyChatStream {
  public:
-  PyChatStream(std::shared_ptr<Router> router, std::shared_ptr<StreamState> st)
-      : router_(std::move(router)), st_(std::move(st)) {}
+  /// `anthropic_id` non-empty: the stream yields Anthropic Messages events (the proxy's own
+  /// AnthropicStreamEncoder, message id `anthropic_id`) instead of chat.completion.chunks.
+  PyChatStream(std::shared_ptr<Router> router, std::shared_ptr<StreamState> st, std::string anthropic_id = {},
+               std::string asked_model = {})
+      : router_(std::move(router)), st_(std::move(st)), anthropic_id_(std::move(anthropic_id)),
+        asked_model_(std::move(asked_model)) {}
   ~PyChatStream() { st_->cancel_now(); }
   PyChatStream(const PyChatStream&) = delete;
   PyChatStream& operator=(const PyChatStream&) = delete;
 
-  /// Next chunk's JSON text; StopIteration at the end; the request's error after the last chunk.
-  std::string next() {
+  /// The next chunk (a chat.completion.chunk dict, or an Anthropic event dict); StopIteration
+  /// at the end; the request's error after the last chunk.
+  py::object next() {
     for (;;) {
-      std::optional<std::string> item;
-      bool finished = false;
+      if (!events_.empty()) return pop_event();
+      if (ended_) end_of_stream();
+      std::optional<ChatChunk> item;
+      Got got;
       {
         py::gil_scoped_release nogil;
-        std::unique_lock lk(st_->mu);
-        st_->cv.wait_for(lk, 50ms, [&] { return !st_->chunks.empty() || st_->done; });
-        if (!st_->chunks.empty() && !st_->cancel.load()) {
-          item = std::move(st_->chunks.front());
-          st_->chunks.pop_front();
-        } else if (st_->done || st_->cancel.load()) {
-          finished = true;
-        }
+        got = take(item, true);
       }
-      if (item) return std::move(*item);
-      if (finished) {
-        // A stream the caller closed ends quietly; any other failure is raised (a stream that
-        // broke after it started is stream_interrupted, never a silent clean end).
-        if (!closed_by_caller() && st_->error) {
-          if (!raised_) {
-            raised_ = true;
-            throw PyError(*st_->error, st_->trace_json);
-          }
-        }
-        throw py::stop_iteration();
+      if (got == Got::item) {
+        if (py::object o = emit(*item)) return o;
+        continue;
+      }
+      if (got == Got::end) {
+        on_end();
+        continue;
       }
       if (PyErr_CheckSignals() != 0) {
         st_->cancel_now();
@@ -184,38 +375,32 @@ class PyChatStream {
     }
   }
 
-  /// Non-blocking next for asyncio: the next chunk's JSON text, or None when none is queued
-  /// yet (the notifier is then armed: it runs once something arrives). StopIteration at the
-  /// end, the request's error after the last chunk.
+  /// Non-blocking next for asyncio: the next chunk, or None when none is queued yet (the
+  /// notifier is then armed: it runs once something arrives). StopIteration at the end, the
+  /// request's error after the last chunk.
   py::object poll() {
-    std::optional<std::string> item;
-    bool finished = false;
-    {
-      std::lock_guard lk(st_->mu);
-      if (!st_->chunks.empty() && !st_->cancel.load()) {
-        item = std::move(st_->chunks.front());
-        st_->chunks.pop_front();
-      } else if (st_->done || st_->cancel.load()) {
-        finished = true;
-      } else {
-        st_->armed = true;
+    for (;;) {
+      if (!events_.empty()) return pop_event();
+      if (ended_) end_of_stream();
+      std::optional<ChatChunk> item;
+      Got got = take(item, false);
+      if (got == Got::item) {
+        if (py::object o = emit(*item)) return o;
+        continue;
       }
-    }
-    if (item) return py::str(*item);
-    if (finished) {
-      if (!closed_by_caller() && st_->error && !raised_) {
-        raised_ = true;
-        throw PyError(*st_->error, st_->trace_json);
+      if (got == Got::end) {
+        on_end();
+        continue;
       }
-      throw py::stop_iteration();
+      return py::none();
     }
-    return py::none();
   }
 
-  void set_notifier(py::object f) {
+  void set_notifier(py::object f, std::shared_ptr<AsyncBridge> bridge) {
     auto n = hold_callable(std::move(f));
     std::lock_guard lk(st_->mu);
     st_->notifier = std::move(n);
+    st_->bridge = std::move(bridge);
   }
 
   void close() { st_->cancel_now(); }
@@ -256,20 +441,85 @@ class PyChatStream {
   }
 
  private:
+  enum class Got : std::uint8_t { item, end, empty };
+  /// Takes the next chunk or notices the end; `block`: waits up to 50 ms (call without the
+  /// GIL). Non-blocking and empty: arms the notifier.
+  Got take(std::optional<ChatChunk>& out, bool block) {
+    std::unique_lock lk(st_->mu);
+    if (block) st_->cv.wait_for(lk, 50ms, [&] { return !st_->chunks.empty() || st_->done; });
+    if (!st_->chunks.empty() && !st_->cancel.load()) {
+      out.emplace(std::move(st_->chunks.front()));
+      st_->chunks.pop_front();
+      return Got::item;
+    }
+    if (st_->done || st_->cancel.load()) return Got::end;
+    if (!block) st_->armed = true;
+    return Got::empty;
+  }
+  /// A chunk as the Python object to hand out (OpenAI), or none when it went into events_.
+  py::object emit(const ChatChunk& c) {
+    if (anthropic_id_.empty()) return json_to_py(to_json(c));
+    if (!enc_) enc_.emplace(anthropic_id_, c.model.empty() ? asked_model_ : c.model);
+    std::string text;
+    enc_->add(c, text);
+    anthropic_events(text, events_);
+    return py::object();
+  }
+  /// The request ended: Anthropic's closing events when it succeeded.
+  void on_end() {
+    ended_ = true;
+    if (anthropic_id_.empty() || closed_by_caller()) return;
+    std::string served;
+    {
+      std::lock_guard lk(st_->mu);
+      if (st_->error) return;
+      served = st_->served_model;
+    }
+    if (!enc_) enc_.emplace(anthropic_id_, served.empty() ? asked_model_ : served);
+    std::string text;
+    enc_->finish(text);
+    anthropic_events(text, events_);
+  }
+  py::object pop_event() {
+    py::object o = std::move(events_.front());
+    events_.pop_front();
+    return o;
+  }
+  [[noreturn]] void end_of_stream() {
+    // A stream the caller closed ends quietly; any other failure is raised (a stream that
+    // broke after it started is stream_interrupted, never a silent clean end).
+    if (!closed_by_caller() && !raised_) {
+      std::optional<Error> err;
+      std::string trace;
+      {
+        std::lock_guard lk(st_->mu);
+        err = st_->error;
+        trace = st_->trace_json;
+      }
+      if (err) {
+        raised_ = true;
+        throw PyError(std::move(*err), std::move(trace));
+      }
+    }
+    throw py::stop_iteration();
+  }
   bool closed_by_caller() const { return st_->cancel.load(); }
   std::shared_ptr<Router> router_;  // the Router outlives every stream it started
   std::shared_ptr<StreamState> st_;
   bool raised_ = false;
+  bool ended_ = false;
+  std::string anthropic_id_, asked_model_;
+  std::optional<wire::AnthropicStreamEncoder> enc_;
+  std::deque<py::object> events_;
 };
 
-/// One chat request started from asyncio (achat): completes on a router io thread, which
-/// stores the Completion and calls the Python notifier (loop.call_soon_threadsafe on a future),
-/// so no Python thread waits for it.
+/// One request started from asyncio (chat_async, embed_async): completes on a router io
+/// thread, which posts the completion to the loop's AsyncBridge; the loop's drain builds the
+/// result and resolves the asyncio future. No Python thread waits for it.
 struct PendingState {
   std::mutex mu;
   std::condition_variable cv;
-  std::optional<Completion> done;
-  std::shared_ptr<py::object> notifier;
+  bool finished = false;
   std::shared_ptr<CancellationToken> token = std::make_shared<CancellationToken>();
 };
 
@@ -278,11 +528,11 @@ class PyPendingChat {
   PyPendingChat(std::shared_ptr<Router> router, std::shared_ptr<PendingState> st)
       : router_(std::move(router)), st_(std::move(st)) {}
   /// Cancels the request: the router stops its upstream calls at once (the trace records
-  /// `cancelled`); the notifier still runs when it has ended.
+  /// `cancelled`); the future is left alone (the caller cancelled it).
   void cancel() { st_->token->cancel(); }
   bool finished() const {
     std::lock_guard lk(st_->mu);
-    return st_->done.has_value();
+    return st_->finished;
   }
   bool wait(std::optional<double> timeout_s) {
     auto deadline = std::chrono::steady_clock::now() +
@@ -292,31 +542,19 @@ class PyPendingChat {
       {
         py::gil_scoped_release nogil;
         std::unique_lock lk(st_->mu);
-        st_->cv.wait_for(lk, 50ms, [&] { return st_->done.has_value(); });
-        if (st_->done) return true;
+        st_->cv.wait_for(lk, 50ms, [&] { return st_->finished; });
+        if (st_->finished) return true;
       }
       if (timeout_s && std::chrono::steady_clock::now() >= deadline) return false;
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
-  }
-  /// (response JSON, trace JSON) once finished; raises the request's error (with .trace).
-  py::tuple result() const {
-    std::lock_guard lk(st_->mu);
-    if (!st_->done) throw py::value_error("the request has not finished");
-    const Completion& c = *st_->done;
-    if (!c.result) throw PyError(c.result.error(), c.trace.to_json().dump());
-    return py::make_tuple(to_json(*c.result).dump(), trace_handle(c.trace));
-  }
-  std::optional<std::string> trace_json() const {
-    std::lock_guard lk(st_->mu);
-    if (!st_->done) return std::nullopt;
-    return st_->done->trace.to_json().dump();
   }
 
  private:
   std::shared_ptr<Router> router_;
   std::shared_ptr<PendingState> st_;
 };
+
 
 /// Bring your own client: the app makes the calls, modelux routes, budgets and traces.
 /// One Python thread drives one session (ClientSession is not thread-safe); the GIL is held
@@ -448,45 +686,56 @@ class PyRouter {
     router_ = std::shared_ptr<Router>(unwrap(Router::create(std::move(cfg), std::move(opts))).release());
   }
 
-  py::tuple chat(const std::string& request_json, const std::string& context_json) {
-    ChatRequest req = request_from_text(request_json);
+  /// Blocking chat: `cls` None → (response dict, Trace), else a `cls` instance (see
+  /// completion_object). Raises the request's error (with .trace).
+  py::object chat(py::handle model, py::handle messages, py::handle params, py::handle context, py::handle cls) {
+    ChatRequest req = request_from_py(model, messages, params);
     req.stream = false;
-    CallContext ctx = context_from_json(parse_text(context_json, "context"));
+    CallContext ctx = context_from_py(context);
     std::shared_ptr<Router> router = hold();  // owned for the call: close() may run meanwhile
-    // Runs asynchronously so that Ctrl-C can cancel it: the GIL is released while waiting, and
-    // signals are checked every 50 ms; a KeyboardInterrupt cancels the request (upstream calls
-    // stop at once) before it propagates.
+    // Runs asynchronously so that Ctrl-C can cancel it: the GIL is released only around the
+    // wait, and signals are checked every 50 ms; a KeyboardInterrupt cancels the request
+    // (upstream calls stop at once) before it propagates.
+    // A futex word, not a mutex and condition variable: the io thread publishes the
+    // Completion and wakes the caller with one syscall; the caller sleeps in 50 ms slices.
+    struct Waiter {
+      std::atomic<std::uint32_t> ready{0};
+      std::optional<Completion> done;
+    };
+    auto w = std::make_shared<Waiter>();
     auto token = std::make_shared<CancellationToken>();
     ctx.cancel = token;
-    auto done = std::make_shared<std::promise<Completion>>();
-    std::future<Completion> fut = done->get_future();
-    router->complete_async(std::move(req), std::move(ctx), [done](Completion c) { done->set_value(std::move(c)); });
-    for (;;) {
-      std::future_status ready;
-      {
-        py::gil_scoped_release nogil;
-        ready = fut.wait_for(std::chrono::milliseconds(50));
-      }
-      if (ready == std::future_status::ready) break;
+    router->complete_async(std::move(req), std::move(ctx), [w](Completion c) {
+      w->done = std::move(c);
+      w->ready.store(1, std::memory_order_release);
+      ::syscall(SYS_futex, &w->ready, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+    });
+    auto wait_slice = [&w](bool forever) {
+      py::gil_scoped_release nogil;
+      timespec slice{0, 50'000'000};
+      do {
+        if (w->ready.load(std::memory_order_acquire) != 0) return true;
+        ::syscall(SYS_futex, &w->ready, FUTEX_WAIT_PRIVATE, 0, forever ? nullptr : &slice, nullptr, 0);
+      } while (forever);
+      return w->ready.load(std::memory_order_acquire) != 0;
+    };
+    while (!wait_slice(false)) {
       if (PyErr_CheckSignals() != 0) {
         token->cancel();
-        {
-          py::gil_scoped_release nogil;
-          fut.wait();
-        }
-        throw py::error_already_set();
+        py::error_already_set interrupted;  // fetched now; restored when raised
+        wait_slice(true);
+        throw interrupted;
       }
     }
-    Completion c = fut.get();
+    Completion c = std::move(*w->done);
     if (!c.result) throw PyError(c.result.error(), c.trace.to_json().dump());
-    std::string body = to_json(*c.result).dump();
-    return py::make_tuple(std::move(body), trace_handle(std::move(c.trace)));
+    return completion_object(cls, *c.result, std::move(c.trace));
   }
 
   /// Embeddings (OpenAI's request shape): (response JSON in OpenAI's shape, trace JSON).
-  py::tuple embed(const std::string& request_json, const std::string& context_json) {
+  py::tuple embed(const std::string& request_json, py::handle context) {
     EmbeddingRequest req = unwrap(parse_embedding_request(request_json));
-    CallContext ctx = context_from_json(parse_text(context_json, "context"));
+    CallContext ctx = context_from_py(context);
     std::shared_ptr<Router> router = hold();
     EmbeddingCompletion c;
     {
@@ -497,21 +746,59 @@ class PyRouter {
     return py::make_tuple(encode_embedding_response(*c.result, false), trace_handle(std::move(c.trace)));
   }
 
-  std::unique_ptr<PyChatStream> stream(const std::string& request_json, const std::string& context_json) {
-    ChatRequest req = request_from_text(request_json);
+  /// asyncio embeddings: starts the request and returns at once; the loop's drain of `bridge`
+  /// resolves `future` with (response JSON, Trace) or the error.
+  std::unique_ptr<PyPendingChat> embed_async(const std::string& request_json, py::handle context,
+                                             std::shared_ptr<AsyncBridge> bridge, py::object future) {
+    EmbeddingRequest req = unwrap(parse_embedding_request(request_json));
+    CallContext ctx = context_from_py(context);
+    std::shared_ptr<Router> router = hold();
+    auto st = std::make_shared<PendingState>();
+    ctx.cancel = st->token;
+    auto fut = hold_callable(std::move(future));
+    {
+      py::gil_scoped_release nogil;
+      net::co_spawn(net::make_strand(router->executor()), router->co_embed(std::move(req), std::move(ctx)),
+                    [st, bridge, fut](std::exception_ptr e, EmbeddingCompletion c) mutable {
+                      if (e) c.result = fail(ErrorKind::internal, "embeddings failed with an exception");
+                      auto done = std::make_shared<EmbeddingCompletion>(std::move(c));
+                      // The Python objects move on to the loop thread: the io thread keeps no
+                      // reference that it would have to drop with the GIL.
+                      bridge->post([done, fut = std::move(fut)] {
+                        if (!done->result) {
+                          reject_future(*fut, PyError(done->result.error(), done->trace.to_json().dump()));
+                          return;
+                        }
+                        py::str body(encode_embedding_response(*done->result, false));
+                        resolve_future(*fut, py::make_tuple(body, trace_handle(std::move(done->trace))));
+                      });
+                      {
+                        std::lock_guard lk(st->mu);
+                        st->finished = true;
+                      }
+                      st->cv.notify_all();
+                    });
+    }
+    return std::make_unique<PyPendingChat>(std::move(router), std::move(st));
+  }
+
+  /// A stream of chunk dicts (`anthropic_id` non-empty: of Anthropic Messages event dicts).
+  std::unique_ptr<PyChatStream> stream(py::handle model, py::handle messages, py::handle params, py::handle context,
+                                       const std::string& anthropic_id) {
+    ChatRequest req = request_from_py(model, messages, params);
     req.stream = true;
-    CallContext ctx = context_from_json(parse_text(context_json, "context"));
+    CallContext ctx = context_from_py(context);
     std::shared_ptr<Router> router = hold();
     auto st = std::make_shared<StreamState>();
     ctx.cancel = st->token;
+    std::string asked = req.model;
     AsyncChunkSink sink = [st](const ChatChunk& c) -> net::awaitable<bool> {
-      std::string text = to_json(c).dump();
       for (;;) {
         if (st->cancel.load()) co_return false;
         {
           std::lock_guard lk(st->mu);
           if (st->chunks.size() < StreamState::kMaxQueued) {
-            st->chunks.push_back(std::move(text));
+            st->chunks.push_back(c);
             break;
           }
         }
@@ -524,47 +811,60 @@ class PyRouter {
       st->wake_async();
       co_return !st->cancel.load();
     };
-    net::co_spawn(net::make_strand(router->executor()),
-                  router->co_complete(std::move(req), std::move(ctx), std::move(sink)),
-                  [st](std::exception_ptr e, Completion c) {
-                    {
-                      std::lock_guard lk(st->mu);
-                      if (e) {
-                        st->error = fail(ErrorKind::internal, "stream failed with an exception").error();
-                      } else {
-                        st->trace_json = c.trace.to_json().dump();
-                        if (!c.result) st->error = c.result.error();
-                      }
-                      st->done = true;
-                    }
-                    st->cv.notify_all();
-                    st->wake_async();
-                  });
-    return std::make_unique<PyChatStream>(std::move(router), std::move(st));
-  }
-
-  /// asyncio: starts the request and returns at once; `notify` (no arguments) is called on a
-  /// router io thread, with the GIL, when it has finished.
-  std::unique_ptr<PyPendingChat> chat_async(const std::string& request_json, const std::string& context_json,
-                                            py::object notify) {
-    ChatRequest req = request_from_text(request_json);
-    req.stream = false;
-    CallContext ctx = context_from_json(parse_text(context_json, "context"));
-    std::shared_ptr<Router> router = hold();
-    auto st = std::make_shared<PendingState>();
-    st->notifier = hold_callable(std::move(notify));
-    ctx.cancel = st->token;
     {
       py::gil_scoped_release nogil;
-      router->complete_async(std::move(req), std::move(ctx), [st](Completion c) {
-        std::shared_ptr<py::object> n;
+      net::co_spawn(net::make_strand(router->executor()),
+                    router->co_complete(std::move(req), std::move(ctx), std::move(sink)),
+                    [st](std::exception_ptr e, Completion c) {
+                      {
+                        std::lock_guard lk(st->mu);
+                        if (e) {
+                          st->error = fail(ErrorKind::internal, "stream failed with an exception").error();
+                        } else {
+                          st->trace_json = c.trace.to_json().dump();
+                          st->served_model = c.served.model;
+                          if (!c.result) st->error = c.result.error();
+                        }
+                        st->done = true;
+                      }
+                      st->cv.notify_all();
+                      st->wake_async();
+                    });
+    }
+    return std::make_unique<PyChatStream>(std::move(router), std::move(st), anthropic_id, std::move(asked));
+  }
+
+  /// asyncio: starts the request and returns at once; the loop's drain of `bridge` resolves
+  /// `future` with what chat() would return (or sets the error on it).
+  std::unique_ptr<PyPendingChat> chat_async(py::handle model, py::handle messages, py::handle params,
+                                            py::handle context, py::object cls, std::shared_ptr<AsyncBridge> bridge,
+                                            py::object future) {
+    ChatRequest req = request_from_py(model, messages, params);
+    req.stream = false;
+    CallContext ctx = context_from_py(context);
+    std::shared_ptr<Router> router = hold();
+    auto st = std::make_shared<PendingState>();
+    ctx.cancel = st->token;
+    auto fut = hold_callable(std::move(future));
+    auto kind = hold_callable(std::move(cls));
+    {
+      py::gil_scoped_release nogil;
+      router->complete_async(std::move(req), std::move(ctx), [st, bridge, fut, kind](Completion c) mutable {
+        auto done = std::make_shared<Completion>(std::move(c));
+        // The Python objects move on to the loop thread: the io thread keeps no reference
+        // that it would have to drop with the GIL.
+        bridge->post([done, fut = std::move(fut), kind = std::move(kind)] {
+          if (!done->result) {
+            reject_future(*fut, PyError(done->result.error(), done->trace.to_json().dump()));
+            return;
+          }
+          resolve_future(*fut, completion_object(*kind, *done->result, std::move(done->trace)));
+        });
         {
           std::lock_guard lk(st->mu);
-          st->done = std::move(c);
-          n = std::move(st->notifier);
+          st->finished = true;
         }
         st->cv.notify_all();
-        if (n) StreamState::call_notifier(n);
       });
     }
     return std::make_unique<PyPendingChat>(std::move(router), std::move(st));
@@ -681,14 +981,17 @@ void bind_router(py::module_& m) {
       .def_property_readonly("error_kind", &PyChatStream::error_kind)
       .def("trace_json", &PyChatStream::trace_json)
       .def("poll", &PyChatStream::poll)
-      .def("set_notifier", &PyChatStream::set_notifier, arg("notify"));
+      .def("set_notifier", &PyChatStream::set_notifier, arg("notify"), arg("bridge") = nullptr);
 
   py::class_<PyPendingChat>(m, "PendingChat")
       .def("cancel", &PyPendingChat::cancel)
       .def("wait", &PyPendingChat::wait, arg("timeout") = py::none())
-      .def_property_readonly("finished", &PyPendingChat::finished)
-      .def("result", &PyPendingChat::result)
-      .def("trace_json", &PyPendingChat::trace_json);
+      .def_property_readonly("finished", &PyPendingChat::finished);
+
+  py::class_<AsyncBridge, std::shared_ptr<AsyncBridge>>(m, "AsyncBridge")
+      .def(py::init<>())
+      .def("fileno", &AsyncBridge::fd)
+      .def("drain", &AsyncBridge::drain);
 
   py::class_<PyClientSession>(m, "ClientSession")
       .def("next", &PyClientSession::next)
@@ -706,13 +1009,17 @@ void bind_router(py::module_& m) {
            arg("config_json") = py::none(), arg("config_path") = py::none(), arg("io_threads") = 1, arg("seed") = 0,
            arg("tracing") = true, arg("simulated_json") = py::none())
       .def("executor_benchmark", &PyRouter::executor_benchmark, arg("request_json"), arg("context_json"), arg("n"))
-      .def("chat", &PyRouter::chat, arg("request_json"), arg("context_json"))
-      .def("stream", &PyRouter::stream, arg("request_json"), arg("context_json"))
-      .def("chat_async", &PyRouter::chat_async, arg("request_json"), arg("context_json"), arg("notify"))
+      .def("chat", &PyRouter::chat, arg("model"), arg("messages"), arg("params"), arg("context"),
+           arg("cls") = py::none())
+      .def("stream", &PyRouter::stream, arg("model"), arg("messages"), arg("params"), arg("context"),
+           arg("anthropic_id") = std::string())
+      .def("chat_async", &PyRouter::chat_async, arg("model"), arg("messages"), arg("params"), arg("context"),
+           arg("cls"), arg("bridge"), arg("future"))
+      .def("embed_async", &PyRouter::embed_async, arg("request_json"), arg("context"), arg("bridge"), arg("future"))
       .def("begin", &PyRouter::begin, arg("request_json"), arg("context_json"))
       .def("budgets_json", &PyRouter::budgets_json)
       .def("trace_store", &PyRouter::trace_store)
-      .def("embed", &PyRouter::embed, arg("request_json"), arg("context_json"))
+      .def("embed", &PyRouter::embed, arg("request_json"), arg("context"))
       .def("routing_slugs", &PyRouter::routing_slugs)
       .def("routable_models", &PyRouter::routable_models)
       .def("routing_config", &PyRouter::routing_config, arg("slug"))

@@ -5,7 +5,9 @@ the decision trace on `response._modelux`."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
+import threading
 from typing import Any, Dict, List
 
 import pytest
@@ -164,3 +166,145 @@ def test_plain_objects_without_the_sdk(mock: MockProvider, config: Dict[str, Any
     assert r.choices[0].message.content == MOCK_TEXT
     assert r.model_dump()["object"] == "chat.completion"
     assert r._modelux.served_model == "gpt-4o-mini"
+
+
+def test_async_openai_embeddings_complete_into_the_loop_without_an_executor_thread(
+        mock: MockProvider, config: Dict[str, Any]) -> None:
+    class NoThreads(concurrent.futures.ThreadPoolExecutor):
+        """A default executor that refuses work: run_in_executor(None, ...) would raise."""
+
+        submitted = 0
+
+        def submit(self, *a: Any, **k: Any) -> "concurrent.futures.Future[Any]":
+            NoThreads.submitted += 1
+            raise AssertionError("the default executor was used")
+
+    async def main() -> List[Any]:
+        asyncio.get_running_loop().set_default_executor(NoThreads())
+        threads = threading.active_count()
+        async with modelux.AsyncOpenAI(config, tracing=False) as client:
+            out = await asyncio.gather(*(client.embeddings.create(model="text-embedding-3-small", input=[f"x{i}"])
+                                         for i in range(20)))
+        assert threading.active_count() == threads
+        return out
+
+    out = asyncio.run(main())
+    assert NoThreads.submitted == 0
+    assert len(out) == 20 and all(isinstance(e, CreateEmbeddingResponse) for e in out)
+    assert out[0]._modelux.trace["served_model"] == "text-embedding-3-small"
+
+
+def test_async_openai_embeddings_errors_are_the_sdks_classes(mock: MockProvider, config: Dict[str, Any]) -> None:
+    async def main() -> None:
+        async with modelux.AsyncOpenAI(config, tracing=False) as client:
+            await client.embeddings.create(model="no-such-embedding-model", input="x")
+
+    with pytest.raises(openai.NotFoundError) as ei:
+        asyncio.run(main())
+    assert isinstance(ei.value, modelux.NotFoundError)
+
+
+ANTHROPIC_EVENT_TYPES = (anthropic.types.RawMessageStartEvent, anthropic.types.RawContentBlockStartEvent,
+                         anthropic.types.RawContentBlockDeltaEvent, anthropic.types.RawContentBlockStopEvent,
+                         anthropic.types.RawMessageDeltaEvent, anthropic.types.RawMessageStopEvent)
+
+
+def _check_anthropic_events(events: List[Any]) -> None:
+    assert all(isinstance(e, ANTHROPIC_EVENT_TYPES) for e in events), [type(e) for e in events]
+    kinds = [e.type for e in events]
+    assert kinds[0] == "message_start" and kinds[1] == "content_block_start"
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[2:-3]) == {"content_block_delta"}
+    assert events[0].message.id.startswith("msg_") and events[0].message.role == "assistant"
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    assert text == MOCK_TEXT
+    assert events[-2].delta.stop_reason == "end_turn" and events[-2].usage.output_tokens > 0
+
+
+def test_anthropic_client_streams_the_sdks_events(mock: MockProvider, config: Dict[str, Any]) -> None:
+    with modelux.Anthropic(config, tracing=False) as client:
+        stream = client.messages.create(model="@fast", max_tokens=64, messages=MSGS, stream=True)
+        events = list(stream)
+    _check_anthropic_events(events)
+    assert stream._modelux is not None and stream._modelux.trace["served_model"] == "gpt-4o-mini"
+
+
+def test_async_anthropic_client_streams_the_sdks_events(mock: MockProvider, config: Dict[str, Any]) -> None:
+    async def main() -> List[Any]:
+        async with modelux.AsyncAnthropic(config, tracing=False) as client:
+            s = await client.messages.create(model="@fast", max_tokens=64, messages=MSGS, stream=True)
+            return [e async for e in s]
+
+    _check_anthropic_events(asyncio.run(main()))
+
+
+def test_anthropic_stream_error_mid_stream_is_the_sdks_error_after_the_events(
+        mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"chunks": 6, "disconnect_after_chunks": 2}})
+    got: List[Any] = []
+    with modelux.Anthropic(config, tracing=False) as client:
+        stream = client.messages.create(model="@fast", max_tokens=64, messages=MSGS, stream=True)
+        with pytest.raises(anthropic.APIStatusError) as ei:
+            for e in stream:
+                got.append(e)
+    assert isinstance(ei.value, modelux.ProviderError) and ei.value.kind == "stream_interrupted"
+    assert ei.value.trace is not None and ei.value.trace["ok"] is False
+    # What was streamed before the break came through; no clean end was made up.
+    assert got and got[0].type == "message_start"
+    assert "message_stop" not in [e.type for e in got]
+
+
+def test_async_anthropic_stream_error_mid_stream(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"chunks": 6, "disconnect_after_chunks": 2}})
+
+    async def main() -> List[Any]:
+        got: List[Any] = []
+        async with modelux.AsyncAnthropic(config, tracing=False) as client:
+            s = await client.messages.create(model="@fast", max_tokens=64, messages=MSGS, stream=True)
+            async for e in s:
+                got.append(e)
+        return got
+
+    with pytest.raises(anthropic.APIStatusError) as ei:
+        asyncio.run(main())
+    assert isinstance(ei.value, modelux.ModeluxError) and ei.value.kind == "stream_interrupted"
+
+
+def test_closing_an_anthropic_stream_cancels_the_upstream(mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"chunks": 50, "chunk_interval_ms": 200}})
+    with modelux.Anthropic(config, tracing=False) as client:
+        with client.messages.create(model="@fast", max_tokens=64, messages=MSGS, stream=True) as stream:
+            first = next(stream)
+            assert first.type == "message_start"
+        assert stream._native.wait(10)
+        assert stream._modelux is not None
+        trace = stream._modelux.trace
+    assert trace["ok"] is False and trace["error_kind"] == "cancelled"
+
+
+def test_cancelling_an_async_anthropic_stream_task_cancels_the_upstream(
+        mock: MockProvider, config: Dict[str, Any]) -> None:
+    mock.configure({"gpt-4o-mini": {"chunks": 50, "chunk_interval_ms": 200}})
+
+    async def main() -> Dict[str, Any]:
+        async with modelux.AsyncAnthropic(config, tracing=False) as client:
+            s = await client.messages.create(model="@fast", max_tokens=64, messages=MSGS, stream=True)
+            first: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+
+            async def consume() -> None:
+                async for _ in s:
+                    if not first.done():
+                        first.set_result(None)
+
+            task = asyncio.ensure_future(consume())
+            await first
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await s._stream.wait(10)
+            info = s._modelux
+            assert info is not None
+            return info.trace
+
+    trace = asyncio.run(main())
+    assert trace["ok"] is False and trace["error_kind"] == "cancelled"

@@ -136,6 +136,51 @@ def test_chat_bad_request_names_the_field(config: Dict[str, Any]) -> None:
     router.close()
 
 
+@pytest.mark.parametrize(
+    "messages,params",
+    [
+        (HI, {}),
+        (
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "h\u00e9llo \u2603", "name": "ann"}],
+            {"temperature": 0.5, "top_p": 1, "max_tokens": 7, "seed": 3, "n": 1, "user": "u-9"},
+        ),
+        (HI, {"max_completion_tokens": 9, "temperature": None, "user": None}),
+        (HI, {"max_tokens": 5, "max_completion_tokens": 6}),
+        ([{"role": "developer", "content": ""}, {"role": "user", "content": "x"}], {"temperature": 2}),
+    ],
+)
+def test_chat_simple_requests_reach_the_provider_as_the_generic_path_sends_them(
+    mock: MockProvider, config: Dict[str, Any], messages: List[Dict[str, Any]], params: Dict[str, Any]
+) -> None:
+    # Plain lists of plain dicts take the binding's direct conversion; an iterator of them
+    # takes the generic (JSON document) path. Upstream must see the same request.
+    router = modelux.Router(config, tracing=False)
+    router.chat("@fast", messages, **params)
+    direct = mock.get("/_mock/last_request?model=gpt-4o-mini")
+    mock.post("/_mock/reset", {})
+    router.chat("@fast", iter([dict(m) for m in messages]), **params)
+    generic = mock.get("/_mock/last_request?model=gpt-4o-mini")
+    router.close()
+    assert direct == generic
+    assert [m["content"] for m in direct["messages"]] == [m["content"] for m in messages]
+
+
+def test_chat_response_has_the_openai_shape_in_sorted_key_order(mock: MockProvider, config: Dict[str, Any]) -> None:
+    router = modelux.Router(config, tracing=False)
+    r = router.chat("@fast", HI)
+    router.close()
+    assert list(r) == ["choices", "created", "id", "model", "object", "usage"]
+    assert r["object"] == "chat.completion"
+    (choice,) = r["choices"]
+    assert list(choice) == ["finish_reason", "index", "logprobs", "message"]
+    assert choice["message"] == {"content": MOCK_TEXT, "refusal": None, "role": "assistant"}
+    u = r["usage"]
+    assert list(u) == ["completion_tokens", "completion_tokens_details", "prompt_tokens", "prompt_tokens_details", "total_tokens"]
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] > 0
+    assert u["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert u["completion_tokens_details"] == {"reasoning_tokens": 0}
+
+
 def test_chat_releases_the_gil(mock: MockProvider, config: Dict[str, Any]) -> None:
     # Two requests that each wait 4 s upstream, from two threads. If chat() held the GIL, this
     # thread could not run for 4 s; it must keep running in small slices. The 2 s bound is far
@@ -216,6 +261,29 @@ def test_closing_a_stream_whose_upstream_hangs_stops_the_request_at_once(mock: M
     assert time.monotonic() - started < 10
     t = stream.trace
     assert t is not None and t["error_kind"] == "cancelled"
+    router.close()
+
+
+def test_ctrl_c_during_a_blocking_chat_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    # The answer would take 30 s; Ctrl-C after 200 ms must interrupt chat() (the caller sleeps
+    # on a futex in 50 ms slices and checks for signals) and cancel the upstream call.
+    mock.configure({"gpt-4o-mini": {"latency_ms": 30000}})
+    config["tracing"] = {"enabled": True, "path": str(tmp_path / "t.db")}
+    router = modelux.Router(config)
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            router.chat("gpt-4o-mini", HI, request_id="req-ctrl-c")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 10
+    store = router.trace_store()
+    assert store is not None
+    trace = store.get("req-ctrl-c")
+    assert trace is not None and trace["error_kind"] == "cancelled", trace
     router.close()
 
 
