@@ -6,6 +6,7 @@
 // once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
 // with buffer_body, so a slow consumer slows only its own upstream read.
 #include <array>
+#include <iterator>
 #include <cerrno>
 #include <span>
 #include <cstdlib>
@@ -268,6 +269,22 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   void close_idle() override {
     std::lock_guard lk(mu_);
     idle_.clear();
+  }
+
+  void trim_idle() override {
+    std::vector<std::unique_ptr<Connection>> doomed;  // closed outside the lock
+    {
+      std::lock_guard lk(mu_);
+      for (auto it = idle_.begin(); it != idle_.end();) {
+        auto& v = it->second;  // oldest first: the newest stay
+        if (v.size() > opts_.quiet_idle_per_origin) {
+          const auto n = static_cast<std::ptrdiff_t>(v.size() - opts_.quiet_idle_per_origin);
+          std::move(v.begin(), v.begin() + n, std::back_inserter(doomed));
+          v.erase(v.begin(), v.begin() + n);
+        }
+        it = v.empty() ? idle_.erase(it) : std::next(it);
+      }
+    }
   }
 
   void give_back(std::unique_ptr<Connection> c) {
