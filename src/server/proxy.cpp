@@ -120,7 +120,8 @@ net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, Res
 // the process is idle (nothing in flight) after traffic, malloc_trim(0) returns the free
 // pages of every arena. It runs at most once per period and only when requests came since
 // the last trim, so a busy or an idle proxy pays nothing. Before trimming it closes the idle
-// upstream connections beyond Transport's quiet_idle_per_origin (Transport::trim_idle). One
+// upstream connections beyond Transport's quiet_idle_per_origin (Transport::trim_idle) and lets
+// the tracer release its surplus nodes and page cache (Tracer::release_idle). One
 // thread per process (the heap is per process), started by the first proxy.
 class IdleTrimmer {
  public:
@@ -159,6 +160,11 @@ class IdleTrimmer {
       // Kept, they would pin the pages around them until the next request expires them.
       for (const auto* st : states_)
         if (st->router) st->router->transport().trim_idle();
+      // Then the tracer's: recycled trace nodes beyond a few and SQLite's page cache, both
+      // grown by the burst's traces (the writer rereads the pages it needs).
+      for (const auto* st : states_)
+        if (st->router)
+          if (Tracer* t = st->router->tracer()) t->release_idle();
       malloc_trim(0);
     }
   }

@@ -359,6 +359,22 @@ TracerStats Tracer::stats() const noexcept {
 std::shared_ptr<TraceStore> Tracer::store() const noexcept { return impl_->store; }
 std::shared_ptr<OtlpExporter> Tracer::otlp() const noexcept { return impl_->opts.otlp; }
 
+Tracer::Released Tracer::release_idle() noexcept {
+  Impl& im = *impl_;
+  // A few nodes stay so that the next requests do not allocate; the pool is a multi-consumer
+  // ring, so popping here races safely with submit() and the writer's pushes.
+  constexpr std::size_t kKeep = 64;
+  Released out;
+  while (im.pool.claimed() - im.pool.consumed() > kKeep) {
+    auto [got, t] = im.pool.pop();
+    if (!got) break;
+    delete t;
+    ++out.nodes;
+  }
+  out.cache_bytes = im.store->release_memory();
+  return out;
+}
+
 Tracer::~Tracer() {
   {
     std::lock_guard lk(impl_->mu);
