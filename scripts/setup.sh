@@ -12,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 pkgs=(build-essential cmake ninja-build ccache pkg-config git ca-certificates openssl
-      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libpq-dev libcli11-dev
+      libboost1.81-dev libssl-dev nlohmann-json3-dev libfmt-dev libsqlite3-dev libhiredis-dev libpq-dev libcli11-dev libjemalloc-dev
       prometheus-cpp-dev)
 if [ $MINIMAL = 0 ]; then
   # tzdata: the budget windows' time-zone tests read /usr/share/zoneinfo.

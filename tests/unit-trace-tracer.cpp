@@ -311,3 +311,32 @@ TEST_CASE("Tracer: the writer thread is named mlx-trace and runs as SCHED_BATCH"
   CHECK(policy == SCHED_BATCH);
 }
 #endif
+TEST_CASE("Tracer: release_idle frees the surplus recycled nodes and the page cache a burst grew") {
+  TempDb db("tracer-release-idle");
+  // The writer does not wake on its own before flush(): every submit finds the node pool
+  // empty and allocates, so the writer hands all 1,000 nodes back to the pool.
+  auto tracer = Tracer::open(
+      TracerOptions{.path = db.path, .queue_capacity = 4096, .batch_size = 4096, .flush_interval = Millis{60'000}},
+      SteadyClock::instance());
+  REQUIRE(tracer);
+  constexpr std::size_t kBurst = 1000;
+  for (std::size_t i = 0; i < kBurst; ++i) REQUIRE((*tracer)->submit(simple("b" + std::to_string(i))));
+  (*tracer)->flush();
+  auto store = (*tracer)->store();
+  const std::size_t cache_before = store->cache_bytes();
+  CHECK(cache_before > 0);
+
+  auto released = (*tracer)->release_idle();
+  CHECK(released.nodes == kBurst - 64);
+  CHECK(released.cache_bytes > 0);
+  CHECK(store->cache_bytes() < cache_before);
+  CHECK(store->cache_bytes() + released.cache_bytes == cache_before);
+  // Nothing more to give back, and the tracer keeps working (the kept nodes are reused).
+  CHECK((*tracer)->release_idle().nodes == 0);
+  for (std::size_t i = 0; i < 100; ++i) REQUIRE((*tracer)->submit(simple("a" + std::to_string(i))));
+  (*tracer)->flush();
+  auto n = store->count(TraceQuery{});
+  REQUIRE(n);
+  CHECK(*n == kBurst + 100);
+  CHECK((*tracer)->stats().dropped == 0);
+}

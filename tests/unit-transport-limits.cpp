@@ -2,7 +2,9 @@
 // scripted raw-socket server (docs/executor.md, "Transport").
 #include <doctest/doctest.h>
 
+#include <future>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -298,4 +300,36 @@ TEST_CASE("Transport: each body read is bounded by its own deadline, a steady st
       CHECK(r.ended);
     }
   }
+TEST_CASE("Transport: trim_idle closes a burst's surplus of idle connections and keeps the newest few") {
+  // Six requests at once need six connections; all six go back to the pool. Once quiet,
+  // trim_idle() keeps quiet_idle_per_origin of them (the proxy calls it when nothing is in
+  // flight, so a burst's sockets and buffers do not outlive it until the next request).
+  constexpr int kBurst = 6;
+  RawServer srv(kBurst, [&](tcp::socket& s, int) {
+    RawServer::read_request(s);
+    RawServer::write(s, ok_response("{}"));
+  });
+  net::io_context io;
+  TransportOptions o;
+  o.quiet_idle_per_origin = 2;
+  auto tr = make_http_transport(io.get_executor(), o);
+  std::vector<std::future<Result<HttpResponse>>> sent;
+  const auto req = post(srv.url());
+  for (int i = 0; i < kBurst; ++i) sent.push_back(net::co_spawn(io, tr->send(req, in_seconds(10)), net::use_future));
+  io.run();
+  for (auto& f : sent) {
+    auto r = f.get();
+    REQUIRE_MESSAGE(r, (r ? std::string{} : r.error().message));
+  }
+  CHECK(srv.accepted() == kBurst);
+  CHECK(tr->stats().connections_opened == kBurst);
+  CHECK(tr->stats().idle == kBurst);
+  tr->trim_idle();
+  CHECK(tr->stats().idle == 2);
+  tr->trim_idle();  // nothing more to close
+  CHECK(tr->stats().idle == 2);
+  o.quiet_idle_per_origin = 0;
+  auto none = make_http_transport(io.get_executor(), o);
+  none->trim_idle();  // an empty pool is fine
+  CHECK(none->stats().idle == 0);
 }

@@ -22,10 +22,11 @@ LISTEN_RE = re.compile(r"listening on http://[0-9.]+:(\d+)")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def start(bin_path: str, args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+def start(bin_path: str, args: list[str], log: Path, wrapper: list[str] | None = None,
+          timeout_s: float = 15) -> tuple[subprocess.Popen, int]:
     logf = open(log, "wb")
-    p = subprocess.Popen([bin_path, *args], stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
+    p = subprocess.Popen([*(wrapper or []), bin_path, *args], stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
     buf = b""
     fd = p.stdout.fileno()
     while time.monotonic() < deadline and p.poll() is None:
@@ -51,6 +52,31 @@ def stop(p: subprocess.Popen) -> None:
             p.wait()
 
 
+def real_pid(p: subprocess.Popen, bin_path: str) -> int:
+    """The pid running `bin_path`: `p` itself, or (when a wrapper such as heaptrack started it)
+    the descendant of `p` whose executable it is."""
+    want = os.path.realpath(bin_path)
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except OSError:
+                pass
+    todo = [p.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            if os.path.realpath(f"/proc/{pid}/exe") == want:
+                return pid
+        except OSError:
+            pass
+        todo += children.get(pid, [])
+    return p.pid
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -66,7 +92,7 @@ def rss_mb(pid: int) -> float:
 
 
 def start_proxy(bin_path: str, tmp: Path, mock_port: int, threads: int = 1,
-                tracing: bool = True) -> tuple[subprocess.Popen, int]:
+                tracing: bool = True, wrapper: list[str] | None = None) -> tuple[subprocess.Popen, int]:
     """`modelux serve` in front of the mock on `mock_port`, configured as in production (API-key
     auth, tracing on unless `tracing` is false): one client key (API_KEY) and the config @bench,
     a single target gpt-4o-mini. Its config and log go to `tmp`."""
@@ -79,4 +105,5 @@ def start_proxy(bin_path: str, tmp: Path, mock_port: int, threads: int = 1,
         "tracing": {"path": str(tmp / "traces.db")} if tracing else {"enabled": False},
     }
     (tmp / "config.json").write_text(json.dumps(cfg))
-    return start(bin_path, ["serve", "--config", str(tmp / "config.json"), "--port", "0"], tmp / "proxy.log")
+    return start(bin_path, ["serve", "--config", str(tmp / "config.json"), "--port", "0"], tmp / "proxy.log",
+                 wrapper=wrapper, timeout_s=60 if wrapper else 15)

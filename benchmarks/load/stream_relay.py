@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from load_procs import API_KEY, cpu_seconds, rss_mb, start, start_proxy, stop
+from load_procs import API_KEY, cpu_seconds, real_pid, rss_mb, start, start_proxy, stop
 
 
 # --------------------------------------------------------------------------- client
@@ -201,6 +201,21 @@ def summarize(name: str, results: list, wall: float) -> dict:
             "run_s": wall}
 
 
+def smaps_rollup(pid: int) -> dict:
+    """The proxy's resident memory by kind, in kB (Linux /proc/<pid>/smaps_rollup)."""
+    keep = ("Rss", "Anonymous", "Private_Dirty", "Shared_Clean", "Private_Clean")
+    out: dict = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for ln in f:
+                k, _, rest = ln.partition(":")
+                if k in keep:
+                    out[k] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.environ.get("MODELUX_BIN", "build/examples/modelux"))
@@ -214,6 +229,10 @@ def main() -> int:
     ap.add_argument("--no-tracing", action="store_true")
     ap.add_argument("--settle-s", type=float, default=3.0, help="idle time before the 'after' RSS")
     ap.add_argument("--timeout-s", type=float, default=120.0, help="a stream not ended by then counts as cut")
+    ap.add_argument("--hold-s", type=float, default=0.0,
+                    help="keep the proxy running this long after the report (to inspect it: gdb, heaptrack, /proc)")
+    ap.add_argument("--proxy-wrapper", default="",
+                    help="command the proxy runs under, e.g. 'heaptrack -o /tmp/h' (split on spaces)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -231,10 +250,13 @@ def main() -> int:
     mock, mock_port = start(a.bin, ["mock", "--port", "0", "--threads", str(a.mock_threads),
                                     "--config", str(tmp / "mock.json")], tmp / "mock.log")
     procs = [mock]
+    ppid = 0
     try:
-        proxy, proxy_port = start_proxy(a.bin, tmp, mock_port, threads=a.proxy_threads, tracing=not a.no_tracing)
+        proxy, proxy_port = start_proxy(a.bin, tmp, mock_port, threads=a.proxy_threads, tracing=not a.no_tracing,
+                                        wrapper=a.proxy_wrapper.split())
         procs.append(proxy)
-        print(f"pids: mock {mock.pid} proxy {proxy.pid}", file=sys.stderr, flush=True)
+        ppid = real_pid(proxy, a.bin)  # the proxy itself, also under --proxy-wrapper
+        print(f"pids: mock {mock.pid} proxy {ppid}", file=sys.stderr, flush=True)
 
         out: dict = {"params": vars(a)}
         direct = None
@@ -248,28 +270,28 @@ def main() -> int:
             out["direct"] = direct
 
         time.sleep(0.5)
-        rss_before = rss_mb(proxy.pid)
+        rss_before = rss_mb(ppid)
         peak = {"rss": rss_before}
 
         def sample():
-            peak["rss"] = max(peak["rss"], rss_mb(proxy.pid))
+            peak["rss"] = max(peak["rss"], rss_mb(ppid))
 
         rounds = []
         for i in range(a.rounds):
-            p0, m0 = cpu_seconds(proxy.pid), cpu_seconds(mock.pid)
+            p0, m0 = cpu_seconds(ppid), cpu_seconds(mock.pid)
             res, wall = asyncio.run(run_streams(proxy_port, build_request(proxy_port, "@bench", True),
                                                 a.streams, a.timeout_s, sample))
             s = summarize(f"proxy#{i + 1}", res, wall)
-            s["proxy_cpu_s"] = cpu_seconds(proxy.pid) - p0
+            s["proxy_cpu_s"] = cpu_seconds(ppid) - p0
             s["mock_cpu_s"] = cpu_seconds(mock.pid) - m0
             s["proxy_us_per_chunk"] = s["proxy_cpu_s"] / max(s["chunks"], 1) * 1e6
             s["mock_us_per_chunk"] = s["mock_cpu_s"] / max(s["chunks"], 1) * 1e6
             s["rss_peak_mb"] = peak["rss"]
             time.sleep(a.settle_s)
-            s["rss_after_mb"] = rss_mb(proxy.pid)
+            s["rss_after_mb"] = rss_mb(ppid)
             rounds.append(s)
         out["rounds"] = rounds
-        out["rss_mb"] = {"before": rss_before, "peak": peak["rss"], "after": rss_mb(proxy.pid)}
+        out["rss_mb"] = {"before": rss_before, "peak": peak["rss"], "after": rss_mb(ppid)}
 
         print(f"modelux streaming relay: {a.streams} concurrent streams x {a.rounds} round(s), "
               f"{a.chunks} chunks {a.interval_ms:g} ms apart, 127.0.0.1, {os.cpu_count()} CPUs, "
@@ -294,11 +316,22 @@ def main() -> int:
         mk = sum(s["mock_cpu_s"] for s in rounds)
         print(f"proxy CPU {tot:.2f} s for {ch} chunks = {tot / max(ch, 1) * 1e6:.1f} us/chunk; "
               f"mock {mk / max(ch, 1) * 1e6:.1f} us/chunk; ratio proxy/mock {tot / mk if mk else float('nan'):.2f}")
+        sm = smaps_rollup(ppid)
+        if sm:
+            print("proxy smaps_rollup after: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in sm.items()))
         if a.json:
             print(json.dumps(out, indent=2, default=str))
+        if a.hold_s > 0:
+            print(f"holding: proxy pid {ppid} for {a.hold_s:g} s", flush=True)
+            time.sleep(a.hold_s)
         bad = sum(s["failed"] + s["cut"] + s["interleaved"] for s in rounds)
         return 1 if bad else 0
     finally:
+        if len(procs) > 1 and ppid != procs[1].pid:  # a wrapper: the proxy ends, then the wrapper
+            try:
+                os.kill(ppid, 15)
+            except OSError:
+                pass
         for p in reversed(procs):
             stop(p)
 

@@ -73,6 +73,16 @@ class Tracer {
   std::shared_ptr<TraceStore> store() const noexcept;
   /// The OTLP exporter the writer feeds (null when export is off).
   std::shared_ptr<OtlpExporter> otlp() const noexcept;
+  /// What release_idle() gave back.
+  struct Released {
+    std::size_t nodes = 0;        ///< recycled trace nodes freed
+    std::size_t cache_bytes = 0;  ///< SQLite page cache freed
+  };
+  /// Gives back what a burst grew and a quiet tracer does not need: the recycled trace nodes
+  /// beyond a few (a burst of N concurrent submits leaves up to N) and the store's page cache
+  /// (TraceStore::release_memory). Safe from any thread, concurrently with submit() and the
+  /// writer; meant for an idle process (the proxy's idle trimmer), where it costs nothing later.
+  Released release_idle() noexcept;
 
   /// Flushes everything still queued, then stops the writer.
   ~Tracer();
@@ -263,6 +273,11 @@ class TraceStore {
   /// Bumps the persisted counters alone (drops or write errors with nothing written).
   Result<void> add_counters(std::uint64_t written_delta, std::uint64_t dropped_delta,
                             std::uint64_t write_errors_delta, WallTime now);
+  /// Bytes of page cache the connection holds (sqlite3_db_status, SQLITE_DBSTATUS_CACHE_USED).
+  std::size_t cache_bytes() const noexcept;
+  /// Frees the connection's page cache (sqlite3_db_release_memory; for an in-memory store that
+  /// cache is the data and stays) and the insert buffer; returns the cache bytes freed.
+  std::size_t release_memory() noexcept;
 
   Result<std::optional<DecisionTrace>> get(const std::string& request_id);
   Result<std::vector<DecisionTrace>> query(const TraceQuery& q);

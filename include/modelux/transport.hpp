@@ -26,6 +26,9 @@ struct TransportOptions {
   std::size_t max_header_bytes = 64 * 1024;
   std::size_t max_idle_per_origin = 1024;  ///< idle connections kept per origin (never more than were in flight at once)
   Nanos idle_timeout = std::chrono::seconds(60);
+  /// What trim_idle() keeps per origin: the idle connections a burst left beyond this are
+  /// closed once the process is quiet (the proxy calls it when nothing is in flight).
+  std::size_t quiet_idle_per_origin = 16;
   bool verify_tls = true;            ///< verify certificates against the system CA store
   std::string ca_file;               ///< extra CA bundle (PEM), optional; one that cannot be loaded fails every HTTPS request with invalid_config
   Nanos dns_ttl = std::chrono::seconds(30);
@@ -76,6 +79,11 @@ class Transport {
   virtual TransportStats stats() const = 0;
   /// Closes idle pooled connections.
   virtual void close_idle() = 0;
+  /// Closes the idle pooled connections beyond the newest TransportOptions::quiet_idle_per_origin
+  /// of each origin: a burst's surplus, whose sockets and buffers would otherwise stay (and pin
+  /// the heap pages they sit in) until the idle timeout, which only the next request enforces.
+  /// Any thread. A transport without a pool has nothing to do.
+  virtual void trim_idle() {}
 };
 
 /// The real HTTP/1.1 client (Boost.Beast), http and https.

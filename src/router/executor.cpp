@@ -376,6 +376,7 @@ void Router::Impl::fill_context(DecisionTrace& t, const CallContext& ctx, const 
 Router::Impl::SessionLease::SessionLease(Impl& impl) : impl_(impl) {
   {
     std::lock_guard lk(impl_.pool_mu);
+    ++impl_.sessions_leased;
     if (!impl_.session_pool.empty()) {
       s_ = std::move(impl_.session_pool.back());
       impl_.session_pool.pop_back();
@@ -386,8 +387,14 @@ Router::Impl::SessionLease::SessionLease(Impl& impl) : impl_(impl) {
 
 Router::Impl::SessionLease::~SessionLease() {
   s_->clear();  // a parked session holds no policy or response body
+  std::vector<std::unique_ptr<RoutingSession>> surplus;  // freed outside the lock
   std::lock_guard lk(impl_.pool_mu);
   if (impl_.session_pool.size() < kMaxPooledSessions) impl_.session_pool.push_back(std::move(s_));
+  if (--impl_.sessions_leased == 0 && impl_.session_pool.size() > kQuietPooledSessions) {
+    auto keep = impl_.session_pool.begin() + static_cast<std::ptrdiff_t>(kQuietPooledSessions);
+    surplus.assign(std::make_move_iterator(keep), std::make_move_iterator(impl_.session_pool.end()));
+    impl_.session_pool.erase(keep, impl_.session_pool.end());
+  }
 }
 
 }  // namespace modelux

@@ -32,9 +32,14 @@ struct Router::Impl {
   // so the routing decision itself allocates nothing in steady state). Bounded. Declared
   // before `ioc` so it outlives it: request frames still pending when the Router goes away
   // are destroyed with the io_context, and their leases give sessions back here.
+  // When the last lease ends (nothing in flight: a burst drained) the pool keeps only
+  // kQuietPooledSessions: the rest were allocated mid-burst between its buffers, and kept
+  // they would pin those heap pages (issue #19, RSS after streams).
   std::mutex pool_mu;
   std::vector<std::unique_ptr<RoutingSession>> session_pool;
+  std::size_t sessions_leased = 0;  ///< guarded by pool_mu
   static constexpr std::size_t kMaxPooledSessions = 256;
+  static constexpr std::size_t kQuietPooledSessions = 8;
   // The concurrency hint is the number of io threads: with one, Asio's scheduler knows no
   // other thread runs handlers and skips the cross-thread wake-up work on every handler.
   net::io_context ioc;

@@ -133,6 +133,7 @@ class StateCollector final : public pm::Collectable {
     auto tr = r.transport().stats();
     counter("modelux_upstream_connections_opened_total", "Upstream connections opened.", tr.connections_opened);
     counter("modelux_upstream_connections_reused_total", "Upstream requests on a pooled connection.", tr.connections_reused);
+    gauge("modelux_upstream_connections_idle", "Idle upstream connections in the pool.", static_cast<double>(tr.idle));
     if (Tracer* t = r.tracer()) {
       auto ts = t->stats();
       counter("modelux_traces_submitted_total", "Traces handed to the tracer.", ts.submitted);

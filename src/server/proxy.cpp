@@ -119,8 +119,10 @@ net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, Res
 // idle (the RSS did not grow round after round: retention, not a leak). Once every proxy of
 // the process is idle (nothing in flight) after traffic, malloc_trim(0) returns the free
 // pages of every arena. It runs at most once per period and only when requests came since
-// the last trim, so a busy or an idle proxy pays nothing. One thread per process (the heap
-// is per process), started by the first proxy.
+// the last trim, so a busy or an idle proxy pays nothing. Before trimming it closes the idle
+// upstream connections beyond Transport's quiet_idle_per_origin (Transport::trim_idle) and lets
+// the tracer release its surplus nodes and page cache (Tracer::release_idle). One
+// thread per process (the heap is per process), started by the first proxy.
 class IdleTrimmer {
  public:
   static IdleTrimmer& instance() {
@@ -153,6 +155,16 @@ class IdleTrimmer {
       }
       if (busy || requests == seen) continue;
       seen = requests;
+      // First what the burst left behind on purpose: its surplus of idle upstream connections
+      // (up to max_idle_per_origin, each a socket, a stream and a buffer allocated mid-burst).
+      // Kept, they would pin the pages around them until the next request expires them.
+      for (const auto* st : states_)
+        if (st->router) st->router->transport().trim_idle();
+      // Then the tracer's: recycled trace nodes beyond a few and SQLite's page cache, both
+      // grown by the burst's traces (the writer rereads the pages it needs).
+      for (const auto* st : states_)
+        if (st->router)
+          if (Tracer* t = st->router->tracer()) t->release_idle();
       malloc_trim(0);
     }
   }

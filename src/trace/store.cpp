@@ -472,6 +472,25 @@ Result<void> TraceStore::write_batch(const std::vector<DecisionTrace>& traces, s
   return impl_->write_locked(traces, written_delta, dropped_delta, write_errors_delta, now);
 }
 
+std::size_t TraceStore::cache_bytes() const noexcept {
+  std::lock_guard lock(impl_->mu);
+  int cur = 0, hi = 0;
+  if (sqlite3_db_status(impl_->db, SQLITE_DBSTATUS_CACHE_USED, &cur, &hi, 0) != SQLITE_OK) return 0;
+  return static_cast<std::size_t>(std::max(cur, 0));
+}
+
+// A burst of traces fills the page cache up to its cache_size; an idle store reads and writes
+// nothing, so the pages only pin heap. The next batch reads back the few it needs.
+std::size_t TraceStore::release_memory() noexcept {
+  std::lock_guard lock(impl_->mu);
+  int before = 0, after = 0, hi = 0;
+  sqlite3_db_status(impl_->db, SQLITE_DBSTATUS_CACHE_USED, &before, &hi, 0);
+  sqlite3_db_release_memory(impl_->db);
+  sqlite3_db_status(impl_->db, SQLITE_DBSTATUS_CACHE_USED, &after, &hi, 0);
+  std::string().swap(impl_->body_buf);
+  return before > after ? static_cast<std::size_t>(before - after) : 0;
+}
+
 Result<void> TraceStore::add_counters(std::uint64_t written_delta, std::uint64_t dropped_delta,
                                       std::uint64_t write_errors_delta, WallTime now) {
   std::lock_guard lock(impl_->mu);

@@ -13,8 +13,12 @@
 // and writes them plus the persisted counters in one transaction. A failed batch (locked or
 // broken file) is retried up to write_retries wake-ups, then dropped and counted; meanwhile
 // submit() keeps accepting until the ring fills, so the router never notices.
+#include <sys/mman.h>
+
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 #include <thread>
 
 #if defined(__linux__)
@@ -38,10 +42,18 @@ std::size_t round_up_pow2(std::size_t n) {
 
 // Vyukov's bounded MPMC queue of DecisionTrace pointers. claim()/publish() split the push so a
 // producer learns the queue is full before it does any work.
+//
+// The cells are mapped lazily: a cell stores its sequence number minus its index, so the
+// initial state (sequence = index) is all zeros and the array can come straight from an
+// anonymous mapping, whose pages stay unallocated until a position first reaches them. An idle
+// proxy's two 65,536-slot rings cost nothing instead of 2 MB; a burst of N traces touches
+// N x 16 bytes of each (the full 1 MB only after 65,536 traces).
 class TraceRing {
  public:
-  explicit TraceRing(std::size_t capacity) : mask_(round_up_pow2(capacity) - 1), cells_(new Cell[mask_ + 1]) {
-    for (std::size_t i = 0; i <= mask_; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
+  explicit TraceRing(std::size_t capacity) : mask_(round_up_pow2(capacity) - 1), bytes_((mask_ + 1) * sizeof(Cell)) {
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();  // as new[] would
+    cells_ = static_cast<Cell*>(p);
   }
   ~TraceRing() {
     while (true) {
@@ -49,14 +61,17 @@ class TraceRing {
       if (!r.first) break;
       delete r.second;
     }
+    ::munmap(cells_, bytes_);
   }
+  TraceRing(const TraceRing&) = delete;
+  TraceRing& operator=(const TraceRing&) = delete;
 
   /// Claims a slot; false when the ring is full. On success the slot must be published.
   bool claim(std::size_t& pos) noexcept {
     pos = enqueue_.load(std::memory_order_relaxed);
     for (;;) {
-      Cell& c = cells_[pos & mask_];
-      std::size_t seq = c.seq.load(std::memory_order_acquire);
+      const std::size_t i = pos & mask_;
+      std::size_t seq = seq_of(i).load(std::memory_order_acquire) + i;
       auto dif = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(pos);
       if (dif == 0) {
         if (enqueue_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) return true;
@@ -68,9 +83,9 @@ class TraceRing {
     }
   }
   void publish(std::size_t pos, DecisionTrace* t) noexcept {
-    Cell& c = cells_[pos & mask_];
-    c.item = t;
-    c.seq.store(pos + 1, std::memory_order_release);
+    const std::size_t i = pos & mask_;
+    cells_[i].item = t;
+    seq_of(i).store(pos + 1 - i, std::memory_order_release);
   }
   bool push(DecisionTrace* t) noexcept {
     std::size_t pos;
@@ -83,13 +98,13 @@ class TraceRing {
   std::pair<bool, DecisionTrace*> pop() noexcept {
     std::size_t pos = dequeue_.load(std::memory_order_relaxed);
     for (;;) {
-      Cell& c = cells_[pos & mask_];
-      std::size_t seq = c.seq.load(std::memory_order_acquire);
+      const std::size_t i = pos & mask_;
+      std::size_t seq = seq_of(i).load(std::memory_order_acquire) + i;
       auto dif = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(pos + 1);
       if (dif == 0) {
         if (dequeue_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-          DecisionTrace* t = c.item;
-          c.seq.store(pos + mask_ + 1, std::memory_order_release);
+          DecisionTrace* t = cells_[i].item;
+          seq_of(i).store(pos + mask_ + 1 - i, std::memory_order_release);
           return {true, t};
         }
       } else if (dif < 0) {
@@ -103,12 +118,14 @@ class TraceRing {
   std::size_t consumed() const noexcept { return dequeue_.load(std::memory_order_acquire); }
 
  private:
-  struct Cell {
-    std::atomic<std::size_t> seq;
-    DecisionTrace* item = nullptr;
+  struct Cell {  // plain (zero pages are valid cells); seq is accessed through atomic_ref
+    std::size_t seq;  // the sequence number minus the cell's index
+    DecisionTrace* item;
   };
+  std::atomic_ref<std::size_t> seq_of(std::size_t i) const noexcept { return std::atomic_ref<std::size_t>(cells_[i].seq); }
   const std::size_t mask_;
-  std::unique_ptr<Cell[]> cells_;
+  const std::size_t bytes_;
+  Cell* cells_ = nullptr;
   alignas(64) std::atomic<std::size_t> enqueue_{0};
   alignas(64) std::atomic<std::size_t> dequeue_{0};
 };
@@ -371,6 +388,22 @@ TracerStats Tracer::stats() const noexcept {
 
 std::shared_ptr<TraceStore> Tracer::store() const noexcept { return impl_->store; }
 std::shared_ptr<OtlpExporter> Tracer::otlp() const noexcept { return impl_->opts.otlp; }
+
+Tracer::Released Tracer::release_idle() noexcept {
+  Impl& im = *impl_;
+  // A few nodes stay so that the next requests do not allocate; the pool is a multi-consumer
+  // ring, so popping here races safely with submit() and the writer's pushes.
+  constexpr std::size_t kKeep = 64;
+  Released out;
+  while (im.pool.claimed() - im.pool.consumed() > kKeep) {
+    auto [got, t] = im.pool.pop();
+    if (!got) break;
+    delete t;
+    ++out.nodes;
+  }
+  out.cache_bytes = im.store->release_memory();
+  return out;
+}
 
 Tracer::~Tracer() {
   {

@@ -6,6 +6,7 @@
 // once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
 // with buffer_body, so a slow consumer slows only its own upstream read.
 #include <array>
+#include <iterator>
 #include <cerrno>
 #include <span>
 #include <cstdlib>
@@ -212,20 +213,6 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
  public:
   HttpTransport(net::any_io_executor ex, TransportOptions opts)
       : ex_(std::move(ex)), opts_(std::move(opts)), ssl_ctx_(ssl::context::tls_client) {
-    ssl_ctx_.set_default_verify_paths();
-    // An OpenSSL built for another distribution (the wheel's) looks for CAs where this system
-    // has none: then the system's own bundle is the store.
-    if (std::string bundle = process_fallback_ca_bundle(); !bundle.empty()) {
-      beast::error_code ignored;
-      ssl_ctx_.load_verify_file(bundle, ignored);
-    }
-    if (!opts_.ca_file.empty()) {
-      beast::error_code ec;
-      ssl_ctx_.load_verify_file(opts_.ca_file, ec);
-      // Not fatal here (the constructor cannot fail), but never silent: every HTTPS request
-      // fails with this message instead of an unexplained certificate error.
-      if (ec) ca_error_ = "cannot load ca_file '" + opts_.ca_file + "': " + ec.message();
-    }
     ssl_ctx_.set_verify_mode(opts_.verify_tls ? ssl::verify_peer : ssl::verify_none);
     std::string proxy = opts_.https_proxy;
     for (const char* var : {"HTTPS_PROXY", "https_proxy"})
@@ -300,6 +287,22 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   void close_idle() override {
     std::lock_guard lk(mu_);
     idle_.clear();
+  }
+
+  void trim_idle() override {
+    std::vector<std::unique_ptr<Connection>> doomed;  // closed outside the lock
+    {
+      std::lock_guard lk(mu_);
+      for (auto it = idle_.begin(); it != idle_.end();) {
+        auto& v = it->second;  // oldest first: the newest stay
+        if (v.size() > opts_.quiet_idle_per_origin) {
+          const auto n = static_cast<std::ptrdiff_t>(v.size() - opts_.quiet_idle_per_origin);
+          std::move(v.begin(), v.begin() + n, std::back_inserter(doomed));
+          v.erase(v.begin(), v.begin() + n);
+        }
+        it = v.empty() ? idle_.erase(it) : std::next(it);
+      }
+    }
   }
 
   void give_back(std::unique_ptr<Connection> c) {
@@ -412,6 +415,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
       }
       ++leased_;
     }
+    if (url.tls) std::call_once(trust_loaded_, [this] { load_trust(); });
     if (url.tls && !ca_error_.empty()) {
       dropped();
       co_return fail(ErrorKind::invalid_config, ca_error_);
@@ -654,8 +658,29 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
 
   net::any_io_executor ex_;
   TransportOptions opts_;
+  // The trust store is loaded on the first HTTPS connection, not in the constructor: parsing
+  // the system's ~150 CA certificates costs about 1 MB of heap and touches about 2 MB of
+  // libcrypto per transport, which a process that speaks only plain HTTP (a local provider,
+  // the mock) or has not sent anything yet would carry for nothing (issue #13, idle RSS).
+  void load_trust() {
+    ssl_ctx_.set_default_verify_paths();
+    // An OpenSSL built for another distribution (the wheel's) looks for CAs where this system
+    // has none: then the system's own bundle is the store.
+    if (std::string bundle = process_fallback_ca_bundle(); !bundle.empty()) {
+      beast::error_code ignored;
+      ssl_ctx_.load_verify_file(bundle, ignored);
+    }
+    if (!opts_.ca_file.empty()) {
+      beast::error_code ec;
+      ssl_ctx_.load_verify_file(opts_.ca_file, ec);
+      // Never silent: every HTTPS request fails with this message instead of an unexplained
+      // certificate error.
+      if (ec) ca_error_ = "cannot load ca_file '" + opts_.ca_file + "': " + ec.message();
+    }
+  }
   ssl::context ssl_ctx_;
-  std::string ca_error_;              // why ca_file could not be loaded ("" = fine)
+  std::once_flag trust_loaded_;
+  std::string ca_error_;              // why ca_file could not be loaded ("" = fine); set once, by load_trust
   std::optional<Url> proxy_;          // HTTPS_PROXY (http:// only)
   std::string proxy_auth_;            // Proxy-Authorization from user:pass@ in the proxy URL
   std::vector<std::string> no_proxy_; // NO_PROXY host suffixes

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -154,3 +155,43 @@ def test_raw_asyncio_concurrent_delivering_streams_are_each_one_answer(proxy, ro
     for events, _ in asyncio.run(many()):
         assert events[-1] == "[DONE]"
         assert content_of(events) == TEXTS["claude-haiku-4-5"]
+
+
+def upstream_gauge(proxy, name: str) -> float:
+    r = proxy.request("GET", "/metrics", auth=False)
+    assert r.status == 200
+    for line in r.text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_burst_of_streams_leaves_few_idle_upstream_connections_once_quiet(proxy, mock):
+    """A burst of concurrent streams needs one upstream connection each, and they all go back
+    to the pool (up to max_idle_per_origin, 1024). Once the proxy is quiet it keeps only
+    quiet_idle_per_origin (16) of them: the rest, with their sockets and buffers, would
+    otherwise stay for the 60 s idle timeout and hold the memory the burst used (issue #19,
+    RSS after streams). Before: 40 idle connections stayed."""
+    burst = 40
+    # 2 s streams: all of them are open at once even on a loaded machine.
+    mock.configure({"gpt-4o-mini": {"chunks": 20, "chunk_interval_ms": 100, "text": TEXTS["gpt-4o-mini"]}})
+    opened0 = upstream_gauge(proxy, "modelux_upstream_connections_opened_total")
+
+    async def many() -> list[tuple[list[str], str]]:
+        return await asyncio.gather(*(raw_stream(proxy.port, "gpt-4o-mini") for _ in range(burst)))
+
+    for events, _ in asyncio.run(many()):
+        assert events[-1] == "[DONE]"
+    # Every stream had its own upstream connection (none could be reused mid-burst).
+    assert upstream_gauge(proxy, "modelux_upstream_connections_opened_total") - opened0 >= burst
+    deadline = time.monotonic() + 20  # the idle trimmer looks every 2 s
+    idle = upstream_gauge(proxy, "modelux_upstream_connections_idle")
+    while idle > 16 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        idle = upstream_gauge(proxy, "modelux_upstream_connections_idle")
+    assert idle <= 16, f"{idle:g} idle upstream connections stayed after the burst"
+    # The pool still serves: the next stream goes out on a kept connection.
+    reused0 = upstream_gauge(proxy, "modelux_upstream_connections_reused_total")
+    events, _ = asyncio.run(raw_stream(proxy.port, "gpt-4o-mini"))
+    assert events[-1] == "[DONE]"
+    assert upstream_gauge(proxy, "modelux_upstream_connections_reused_total") >= reused0 + 1
