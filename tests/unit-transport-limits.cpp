@@ -300,6 +300,8 @@ TEST_CASE("Transport: each body read is bounded by its own deadline, a steady st
       CHECK(r.ended);
     }
   }
+}
+
 TEST_CASE("Transport: trim_idle closes a burst's surplus of idle connections and keeps the newest few") {
   // Six requests at once need six connections; all six go back to the pool. Once quiet,
   // trim_idle() keeps quiet_idle_per_origin of them (the proxy calls it when nothing is in
