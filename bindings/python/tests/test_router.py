@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -264,6 +265,18 @@ def test_closing_a_stream_whose_upstream_hangs_stops_the_request_at_once(mock: M
     router.close()
 
 
+@pytest.fixture
+def sigint_raises() -> Any:
+    # _thread.interrupt_main() only acts when SIGINT has a Python handler. A shell starts a
+    # background job (`scripts/test.sh &`, nohup, CI runners) with SIGINT ignored, and Python
+    # keeps that: the Ctrl-C tests then saw no KeyboardInterrupt at all. They install Python's
+    # default handler for their duration, as an interactive run has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_during_a_blocking_chat_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any],
                                                              tmp_path: Path) -> None:
     # The answer would take 30 s; Ctrl-C after 200 ms must interrupt chat() (the caller sleeps
@@ -287,6 +300,7 @@ def test_ctrl_c_during_a_blocking_chat_interrupts_and_cancels(mock: MockProvider
     router.close()
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_while_waiting_for_a_chunk_interrupts_and_cancels(mock: MockProvider, config: Dict[str, Any]) -> None:
     # The first chunk would take 30 s; Ctrl-C after 200 ms must interrupt next() promptly (the
     # 10 s bound holds at load average 4 and is far from the 30 s).
@@ -340,6 +354,7 @@ def test_a_closed_router_refuses_calls_but_running_streams_finish(mock: MockProv
     assert text == MOCK_TEXT
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_during_chat_cancels_the_request(mock: MockProvider, config: Dict[str, Any]) -> None:
     # chat() on a hung upstream: Ctrl-C after 200 ms must interrupt promptly, not at the timeout.
     mock.configure({"gpt-4o-mini": {"hang_rate": 1.0}})
