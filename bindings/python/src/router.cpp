@@ -683,7 +683,19 @@ class PyRouter {
       mo.config = parse_text(*simulated_json, "simulated provider");
       opts.transport = unwrap(mock::make_simulated_transport(SteadyClock::instance(), std::move(mo)));
     }
-    router_ = std::shared_ptr<Router>(unwrap(Router::create(std::move(cfg), std::move(opts))).release());
+    // The last reference may go from Python code holding the GIL (a stream or pending call
+    // collected inside an asyncio task step): ~Router joins the io threads, and an io thread
+    // finishing a handler that drops a Python object needs the GIL. So the Router is destroyed
+    // without the GIL whenever this thread holds it (a run of test_async hung here: the
+    // main thread joined with the GIL held, the io thread waited for it).
+    router_ = std::shared_ptr<Router>(unwrap(Router::create(std::move(cfg), std::move(opts))).release(), [](Router* r) {
+      if (Py_IsInitialized() && PyGILState_Check()) {
+        py::gil_scoped_release nogil;
+        delete r;
+      } else {
+        delete r;
+      }
+    });
   }
 
   /// Blocking chat: `cls` None → (response dict, Trace), else a `cls` instance (see
