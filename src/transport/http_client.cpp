@@ -896,19 +896,7 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_some_real(Instant dead
     if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
     if (ec == http::error::need_buffer) ec = {};
     std::size_t n = kReadBuf - parser_->get().body().size;
-    if (ec) {
-      Error e = net_error(ec, "reading response body", ec == beast::error::timeout);
-      if (ec == http::error::body_limit) {
-        e.kind = ErrorKind::malformed_response;
-        e.message = "response body exceeds the limit of " + std::to_string(owner_->options().max_response_bytes) + " bytes";
-      } else if (ec != beast::error::timeout) {
-        e.kind = ErrorKind::stream_interrupted;
-        e.message = "upstream connection broke mid-body: " + ec.message();
-      }
-      beast::error_code ignore;
-      conn_->lowest().socket().close(ignore);
-      co_return std::unexpected(e);
-    }
+    if (ec) co_return std::unexpected(body_error(ec));
     total_ += n;
     if (parser_->is_done()) done_ = true;
     if (n > 0 || done_) co_return std::string(buf, n);
