@@ -350,51 +350,12 @@ class PyChatStream {
 
   /// The next chunk (a chat.completion.chunk dict, or an Anthropic event dict); StopIteration
   /// at the end; the request's error after the last chunk.
-  py::object next() {
-    for (;;) {
-      if (!events_.empty()) return pop_event();
-      if (ended_) end_of_stream();
-      std::optional<ChatChunk> item;
-      Got got;
-      {
-        py::gil_scoped_release nogil;
-        got = take(item, true);
-      }
-      if (got == Got::item) {
-        if (py::object o = emit(*item)) return o;
-        continue;
-      }
-      if (got == Got::end) {
-        on_end();
-        continue;
-      }
-      if (PyErr_CheckSignals() != 0) {
-        st_->cancel_now();
-        throw py::error_already_set();
-      }
-    }
-  }
+  py::object next() { return step(true); }
 
   /// Non-blocking next for asyncio: the next chunk, or None when none is queued yet (the
   /// notifier is then armed: it runs once something arrives). StopIteration at the end, the
   /// request's error after the last chunk.
-  py::object poll() {
-    for (;;) {
-      if (!events_.empty()) return pop_event();
-      if (ended_) end_of_stream();
-      std::optional<ChatChunk> item;
-      Got got = take(item, false);
-      if (got == Got::item) {
-        if (py::object o = emit(*item)) return o;
-        continue;
-      }
-      if (got == Got::end) {
-        on_end();
-        continue;
-      }
-      return py::none();
-    }
-  }
+  py::object poll() { return step(false); }
 
   void set_notifier(py::object f, std::shared_ptr<AsyncBridge> bridge) {
     auto n = hold_callable(std::move(f));
@@ -442,6 +403,35 @@ class PyChatStream {
 
  private:
   enum class Got : std::uint8_t { item, end, empty };
+  /// next() (`block`: waits without the GIL, checking for Ctrl-C between waits) and poll()
+  /// (returns None when nothing is queued).
+  py::object step(bool block) {
+    for (;;) {
+      if (!events_.empty()) return pop_event();
+      if (ended_) end_of_stream();
+      std::optional<ChatChunk> item;
+      Got got;
+      if (block) {
+        py::gil_scoped_release nogil;
+        got = take(item, true);
+      } else {
+        got = take(item, false);
+      }
+      if (got == Got::item) {
+        if (py::object o = emit(*item)) return o;
+        continue;
+      }
+      if (got == Got::end) {
+        on_end();
+        continue;
+      }
+      if (!block) return py::none();
+      if (PyErr_CheckSignals() != 0) {
+        st_->cancel_now();
+        throw py::error_already_set();
+      }
+    }
+  }
   /// Takes the next chunk or notices the end; `block`: waits up to 50 ms (call without the
   /// GIL). Non-blocking and empty: arms the notifier.
   Got take(std::optional<ChatChunk>& out, bool block) {
