@@ -189,6 +189,7 @@ std::string bench_db(const char* name) {
   return p.string();
 }
 void remove_db(const std::string& p) {
+  if (std::getenv("MODELUX_BENCH_KEEP_DB")) return;  // keep the file for inspection (dbstat)
   for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(p + s);
 }
 

@@ -323,6 +323,83 @@ TEST_CASE("TraceStore: new files get 8 KB pages and a file with 4 KB pages keeps
   CHECK(page_size_of(old.path) == 4096);
 }
 
+namespace {
+std::vector<std::string> index_names(const std::string& path) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw, "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='traces' ORDER BY name",
+                             -1, &st, nullptr) == SQLITE_OK);
+  std::vector<std::string> out;
+  while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+  return out;
+}
+
+// Gives a file the indexes of schema 2 (what older builds create, and recreate on every open);
+// `created_by_old` also removes schema 3's index (a file an older build created).
+void add_schema2_indexes(const std::string& path, bool created_by_old) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  if (created_by_old) REQUIRE(sqlite3_exec(raw, "DROP INDEX traces_time_user", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(raw,
+                       "CREATE INDEX IF NOT EXISTS traces_time ON traces(time_us); "
+                       "CREATE INDEX IF NOT EXISTS traces_end_user ON traces(end_user, time_us); "
+                       "UPDATE trace_meta SET value=2 WHERE key='schema_version'",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+}
+}  // namespace
+
+TEST_CASE("TraceStore: schema 3 migration swaps the time and end-user indexes for one and keeps every search") {
+  using V = std::vector<std::string>;
+  TempDb db("store-migrate-3");
+  { filled_store(db.path); }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
+  add_schema2_indexes(db.path, true);  // now as an older build made it
+  REQUIRE(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_end_user", "traces_project", "traces_time"});
+
+  auto searches = [&](TraceStore& s) {
+    auto user = s.query(TraceQuery{.end_user = "u1"});
+    REQUIRE(user);
+    CHECK(ids(*user) == V{"r1", "r3"});
+    TraceQuery window;
+    window.since = base_time() - 24h;
+    window.end_user = "u2";
+    auto w = s.query(window);
+    REQUIRE(w);
+    CHECK(ids(*w) == V{"r2", "r5"});
+    auto n = s.count(TraceQuery{.end_user = "u2"});
+    REQUIRE(n);
+    CHECK(*n == 2);
+  };
+  {  // read-only: the old indexes serve, nothing changes
+    auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
+    REQUIRE(ro);
+    searches(**ro);
+  }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_end_user", "traces_project", "traces_time"});
+  {  // read-write: migrated in place, still searchable and writable
+    auto rw = TraceStore::open(db.path);
+    REQUIRE(rw);
+    searches(**rw);
+    auto extra = known_traces()[0];
+    extra.request_id = "after-migration";
+    REQUIRE((*rw)->write({extra}));
+    auto user = (*rw)->query(TraceQuery{.end_user = "u1"});
+    REQUIRE(user);
+    CHECK(ids(*user) == V{"after-migration", "r1", "r3"});
+  }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
+
+  // An older build that opens the migrated file recreates its indexes: the next open drops them again.
+  add_schema2_indexes(db.path, false);
+  REQUIRE(index_names(db.path).size() == 5);
+  { REQUIRE(TraceStore::open(db.path)); }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
+}
+
 TEST_CASE("TraceStore: a large batch keeps every attempt and tag row, and a repeated id in it replaces the earlier one") {
   // 45 traces x 2 attempts x 2 tags: the side rows go through the multi-row inserts (groups of
   // 32) and the single-row rest; "dup" appears twice in the same batch, the second time with one

@@ -6,6 +6,13 @@
 // `trace_attempts` and `trace_tags` are narrow side tables so "spend by provider" or "tag
 // env=prod" never parse JSON. The file runs in WAL mode so readers (the CLI, the admin API)
 // never block the writer and the writer never blocks them.
+//
+// Indexes are chosen for the writer: every one is keyed so that a new trace lands at its end
+// (time first, or a column with few values first), never in the middle. An index led by the end
+// user (one entry per user spread over the whole B-tree) dirtied one page per trace, written
+// twice (WAL, then checkpoint): with 1,000 users it was a third of the writer's CPU. So the user
+// is the second column of the time index instead: a search by user reads that index over the
+// query's time window (no table rows for the traces of other users).
 #include <sys/stat.h>
 
 #include <ostream>
@@ -33,9 +40,8 @@ CREATE TABLE IF NOT EXISTS traces(
   input_usd REAL NOT NULL, output_usd REAL NOT NULL,
   attempts INTEGER NOT NULL, failed_over INTEGER NOT NULL,
   body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS traces_time ON traces(time_us);
+CREATE INDEX IF NOT EXISTS traces_time_user ON traces(time_us, end_user);
 CREATE INDEX IF NOT EXISTS traces_project ON traces(project, time_us);
-CREATE INDEX IF NOT EXISTS traces_end_user ON traces(end_user, time_us);
 CREATE TABLE IF NOT EXISTS trace_attempts(
   request_id TEXT NOT NULL, idx INTEGER NOT NULL, time_us INTEGER NOT NULL,
   model TEXT NOT NULL, provider TEXT NOT NULL, ok INTEGER NOT NULL, outcome TEXT NOT NULL,
