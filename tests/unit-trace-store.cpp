@@ -328,7 +328,9 @@ std::vector<std::string> index_names(const std::string& path) {
   sqlite3* raw = nullptr;
   REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(raw, "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='traces' ORDER BY name",
+  REQUIRE(sqlite3_prepare_v2(raw,
+                             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN ('traces','trace_tags') "
+                             "ORDER BY name",
                              -1, &st, nullptr) == SQLITE_OK);
   std::vector<std::string> out;
   while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
@@ -346,19 +348,21 @@ void add_schema2_indexes(const std::string& path, bool created_by_old) {
   REQUIRE(sqlite3_exec(raw,
                        "CREATE INDEX IF NOT EXISTS traces_time ON traces(time_us); "
                        "CREATE INDEX IF NOT EXISTS traces_end_user ON traces(end_user, time_us); "
+                       "CREATE INDEX IF NOT EXISTS trace_tags_kv ON trace_tags(key, value, time_us); "
                        "UPDATE trace_meta SET value=2 WHERE key='schema_version'",
                        nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(raw);
 }
 }  // namespace
 
-TEST_CASE("TraceStore: schema 3 migration swaps the time and end-user indexes for one and keeps every search") {
+TEST_CASE("TraceStore: schema 3 migration drops three indexes, adds one and keeps every search") {
   using V = std::vector<std::string>;
   TempDb db("store-migrate-3");
   { filled_store(db.path); }
   CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
   add_schema2_indexes(db.path, true);  // now as an older build made it
-  REQUIRE(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_end_user", "traces_project", "traces_time"});
+  REQUIRE(index_names(db.path) ==
+          V{"sqlite_autoindex_traces_1", "trace_tags_kv", "traces_end_user", "traces_project", "traces_time"});
 
   auto searches = [&](TraceStore& s) {
     auto user = s.query(TraceQuery{.end_user = "u1"});
@@ -373,13 +377,24 @@ TEST_CASE("TraceStore: schema 3 migration swaps the time and end-user indexes fo
     auto n = s.count(TraceQuery{.end_user = "u2"});
     REQUIRE(n);
     CHECK(*n == 2);
+    TraceQuery tag;
+    tag.tags = {{"env", "prod"}};
+    auto tagged = s.query(tag);
+    REQUIRE(tagged);
+    CHECK(ids(*tagged) == V{"r1", "r2"});
+    auto by_tag = s.spend(SpendDimension::tag, base_time() - 48h, base_time());
+    REQUIRE(by_tag);
+    const SpendRow* prod = row(*by_tag, "env=prod");
+    REQUIRE(prod);
+    CHECK(prod->requests == 2);
   };
   {  // read-only: the old indexes serve, nothing changes
     auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
     REQUIRE(ro);
     searches(**ro);
   }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_end_user", "traces_project", "traces_time"});
+  CHECK(index_names(db.path) ==
+        V{"sqlite_autoindex_traces_1", "trace_tags_kv", "traces_end_user", "traces_project", "traces_time"});
   {  // read-write: migrated in place, still searchable and writable
     auto rw = TraceStore::open(db.path);
     REQUIRE(rw);
@@ -395,7 +410,7 @@ TEST_CASE("TraceStore: schema 3 migration swaps the time and end-user indexes fo
 
   // An older build that opens the migrated file recreates its indexes: the next open drops them again.
   add_schema2_indexes(db.path, false);
-  REQUIRE(index_names(db.path).size() == 5);
+  REQUIRE(index_names(db.path).size() == 6);
   { REQUIRE(TraceStore::open(db.path)); }
   CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
 }
