@@ -344,8 +344,9 @@ std::vector<std::string> index_names(const std::string& path) {
 void add_schema2_indexes(const std::string& path, bool created_by_old) {
   sqlite3* raw = nullptr;
   REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
-  if (created_by_old) REQUIRE(sqlite3_exec(raw, "DROP INDEX traces_time_user", nullptr, nullptr, nullptr) == SQLITE_OK);
+  if (created_by_old) REQUIRE(sqlite3_exec(raw, "DROP INDEX traces_by_time", nullptr, nullptr, nullptr) == SQLITE_OK);
   REQUIRE(sqlite3_exec(raw,
+                       "CREATE INDEX IF NOT EXISTS traces_project ON traces(project, time_us); "
                        "CREATE INDEX IF NOT EXISTS traces_time ON traces(time_us); "
                        "CREATE INDEX IF NOT EXISTS traces_end_user ON traces(end_user, time_us); "
                        "CREATE INDEX IF NOT EXISTS trace_tags_kv ON trace_tags(key, value, time_us); "
@@ -355,11 +356,11 @@ void add_schema2_indexes(const std::string& path, bool created_by_old) {
 }
 }  // namespace
 
-TEST_CASE("TraceStore: schema 3 migration drops three indexes, adds one and keeps every search") {
+TEST_CASE("TraceStore: schema 3 migration drops four indexes, adds one and keeps every search and aggregate") {
   using V = std::vector<std::string>;
   TempDb db("store-migrate-3");
   { filled_store(db.path); }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_by_time"});
   add_schema2_indexes(db.path, true);  // now as an older build made it
   REQUIRE(index_names(db.path) ==
           V{"sqlite_autoindex_traces_1", "trace_tags_kv", "traces_end_user", "traces_project", "traces_time"});
@@ -387,6 +388,20 @@ TEST_CASE("TraceStore: schema 3 migration drops three indexes, adds one and keep
     const SpendRow* prod = row(*by_tag, "env=prod");
     REQUIRE(prod);
     CHECK(prod->requests == 2);
+    auto beta = s.query(TraceQuery{.project = "beta"});
+    REQUIRE(beta);
+    CHECK(ids(*beta) == V{"r3", "r4", "r7"});
+    // Per-attempt analytics of one project (r3, beta, also used gpt-4o-mini in the window).
+    AnalyticsQuery acme{base_time() - 48h, base_time(), "acme", std::chrono::seconds{0}};
+    auto by_model = s.spend(SpendDimension::model, acme);
+    REQUIRE(by_model);
+    const SpendRow* mini = row(*by_model, "gpt-4o-mini");
+    REQUIRE(mini);
+    CHECK(mini->requests == 2);
+    CHECK(mini->input_usd == doctest::Approx(0.003));
+    auto errors = s.error_groups(acme);
+    REQUIRE(errors);
+    CHECK(errors->size() == 4);  // r2 haiku rate_limited, r5 haiku timeout and mini server_error, r6 budget
   };
   {  // read-only: the old indexes serve, nothing changes
     auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
@@ -406,13 +421,13 @@ TEST_CASE("TraceStore: schema 3 migration drops three indexes, adds one and keep
     REQUIRE(user);
     CHECK(ids(*user) == V{"after-migration", "r1", "r3"});
   }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_by_time"});
 
   // An older build that opens the migrated file recreates its indexes: the next open drops them again.
   add_schema2_indexes(db.path, false);
   REQUIRE(index_names(db.path).size() == 6);
   { REQUIRE(TraceStore::open(db.path)); }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_project", "traces_time_user"});
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_by_time"});
 }
 
 TEST_CASE("TraceStore: a large batch keeps every attempt and tag row, and a repeated id in it replaces the earlier one") {

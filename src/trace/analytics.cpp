@@ -47,7 +47,10 @@ namespace {
 // Every analytics statement binds ?1 = since_us, ?2 = until_us, ?3 = project ('' = any),
 // ?4 = bucket size in us (a bucket index is (time_us - since) / ?4; one bucket when unbucketed).
 constexpr const char* kTraceProject = " AND (?3 = '' OR project = ?3)";
-constexpr const char* kAttemptProject = " AND (?3 = '' OR request_id IN (SELECT request_id FROM traces WHERE project = ?3))";
+// An attempt's time_us is its trace's, so the project's traces are looked up within the window:
+// the time index (which carries the project) finds them without reading other traces' rows.
+constexpr const char* kAttemptProject =
+    " AND (?3 = '' OR request_id IN (SELECT request_id FROM traces WHERE time_us >= ?1 AND time_us < ?2 AND project = ?3))";
 
 std::int64_t bucket_us(const AnalyticsQuery& q) {
   return q.bucket.count() > 0 ? q.bucket.count() * 1'000'000 : std::numeric_limits<std::int64_t>::max();
@@ -251,9 +254,11 @@ Result<std::vector<ErrorGroup>> TraceStore::error_groups(const AnalyticsQuery& q
       "SELECT outcome, provider, model, count(*), min(time_us), max(time_us), "
       " (SELECT b.error FROM trace_attempts b WHERE b.ok = 0 AND b.outcome = a.outcome AND b.provider = a.provider "
       "  AND b.model = a.model AND b.time_us >= ?1 AND b.time_us < ?2 "
-      "  AND (?3 = '' OR b.request_id IN (SELECT request_id FROM traces WHERE project = ?3)) ORDER BY b.time_us DESC LIMIT 1) "
+      "  AND (?3 = '' OR b.request_id IN (SELECT request_id FROM traces WHERE time_us >= ?1 AND time_us < ?2 "
+      "AND project = ?3)) ORDER BY b.time_us DESC LIMIT 1) "
       "FROM trace_attempts a WHERE ok = 0 AND time_us >= ?1 AND time_us < ?2 "
-      "AND (?3 = '' OR request_id IN (SELECT request_id FROM traces WHERE project = ?3)) GROUP BY 1, 2, 3 "
+      "AND (?3 = '' OR request_id IN (SELECT request_id FROM traces WHERE time_us >= ?1 AND time_us < ?2 AND project = ?3)) "
+      "GROUP BY 1, 2, 3 "
       "UNION ALL "
       "SELECT error_kind, '', '', count(*), min(time_us), max(time_us), "
       " '' "

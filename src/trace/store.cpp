@@ -11,8 +11,9 @@
 // (time first, or a column with few values first), never in the middle. An index led by the end
 // user (one entry per user spread over the whole B-tree) dirtied one page per trace, written
 // twice (WAL, then checkpoint): with 1,000 users it was a third of the writer's CPU. So the user
-// is the second column of the time index instead: a search by user reads that index over the
-// query's time window (no table rows for the traces of other users). `trace_tags` has no second
+// and the project are columns of the time index instead, its only secondary index: a search by
+// user or project reads that index over the query's time window, newest first, and reads table
+// rows only for the traces that match. `trace_tags` has no second
 // index: a tag search probes its primary key from each candidate trace, and spend by tag scans
 // the table, which holds the same four columns a (key, value, time) index did.
 #include <sys/stat.h>
@@ -42,8 +43,7 @@ CREATE TABLE IF NOT EXISTS traces(
   input_usd REAL NOT NULL, output_usd REAL NOT NULL,
   attempts INTEGER NOT NULL, failed_over INTEGER NOT NULL,
   body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS traces_time_user ON traces(time_us, end_user);
-CREATE INDEX IF NOT EXISTS traces_project ON traces(project, time_us);
+CREATE INDEX IF NOT EXISTS traces_by_time ON traces(time_us, end_user, project);
 CREATE TABLE IF NOT EXISTS trace_attempts(
   request_id TEXT NOT NULL, idx INTEGER NOT NULL, time_us INTEGER NOT NULL,
   model TEXT NOT NULL, provider TEXT NOT NULL, ok INTEGER NOT NULL, outcome TEXT NOT NULL,
