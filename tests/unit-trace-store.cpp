@@ -329,7 +329,7 @@ std::vector<std::string> index_names(const std::string& path) {
   REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
   sqlite3_stmt* st = nullptr;
   REQUIRE(sqlite3_prepare_v2(raw,
-                             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN ('traces','trace_tags') "
+                             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN ('traces','trace_tags','trace_attempts') "
                              "ORDER BY name",
                              -1, &st, nullptr) == SQLITE_OK);
   std::vector<std::string> out;
@@ -344,26 +344,28 @@ std::vector<std::string> index_names(const std::string& path) {
 void add_schema2_indexes(const std::string& path, bool created_by_old) {
   sqlite3* raw = nullptr;
   REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
-  if (created_by_old) REQUIRE(sqlite3_exec(raw, "DROP INDEX traces_by_time", nullptr, nullptr, nullptr) == SQLITE_OK);
+  if (created_by_old) REQUIRE(sqlite3_exec(raw, "DROP INDEX traces_timeline", nullptr, nullptr, nullptr) == SQLITE_OK);
   REQUIRE(sqlite3_exec(raw,
                        "CREATE INDEX IF NOT EXISTS traces_project ON traces(project, time_us); "
                        "CREATE INDEX IF NOT EXISTS traces_time ON traces(time_us); "
                        "CREATE INDEX IF NOT EXISTS traces_end_user ON traces(end_user, time_us); "
                        "CREATE INDEX IF NOT EXISTS trace_tags_kv ON trace_tags(key, value, time_us); "
+                       "CREATE INDEX IF NOT EXISTS trace_attempts_time ON trace_attempts(time_us); "
                        "UPDATE trace_meta SET value=2 WHERE key='schema_version'",
                        nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(raw);
 }
 }  // namespace
 
-TEST_CASE("TraceStore: schema 3 migration drops four indexes, adds one and keeps every search and aggregate") {
+TEST_CASE("TraceStore: schema 3 migration drops five indexes, adds one and keeps every search and aggregate") {
   using V = std::vector<std::string>;
   TempDb db("store-migrate-3");
   { filled_store(db.path); }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_by_time"});
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_timeline"});
   add_schema2_indexes(db.path, true);  // now as an older build made it
   REQUIRE(index_names(db.path) ==
-          V{"sqlite_autoindex_traces_1", "trace_tags_kv", "traces_end_user", "traces_project", "traces_time"});
+          V{"sqlite_autoindex_traces_1", "trace_attempts_time", "trace_tags_kv", "traces_end_user", "traces_project",
+            "traces_time"});
 
   auto searches = [&](TraceStore& s) {
     auto user = s.query(TraceQuery{.end_user = "u1"});
@@ -399,9 +401,17 @@ TEST_CASE("TraceStore: schema 3 migration drops four indexes, adds one and keeps
     REQUIRE(mini);
     CHECK(mini->requests == 2);
     CHECK(mini->input_usd == doctest::Approx(0.003));
+    auto lat = s.latency(LatencyDimension::model, acme);
+    REQUIRE(lat);
+    std::uint64_t mini_ok = 0;
+    for (const auto& r : *lat)
+      if (r.key == "gpt-4o-mini") mini_ok = r.count;
+    CHECK(mini_ok == 1);  // r2's served attempt (r3's is beta's, r5's failed)
     auto errors = s.error_groups(acme);
     REQUIRE(errors);
     CHECK(errors->size() == 4);  // r2 haiku rate_limited, r5 haiku timeout and mini server_error, r6 budget
+    for (const auto& g : *errors)
+      if (g.error_class == "timeout") CHECK(g.sample_message == "attempt timeout 2000 ms");
   };
   {  // read-only: the old indexes serve, nothing changes
     auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
@@ -409,7 +419,8 @@ TEST_CASE("TraceStore: schema 3 migration drops four indexes, adds one and keeps
     searches(**ro);
   }
   CHECK(index_names(db.path) ==
-        V{"sqlite_autoindex_traces_1", "trace_tags_kv", "traces_end_user", "traces_project", "traces_time"});
+        V{"sqlite_autoindex_traces_1", "trace_attempts_time", "trace_tags_kv", "traces_end_user", "traces_project",
+            "traces_time"});
   {  // read-write: migrated in place, still searchable and writable
     auto rw = TraceStore::open(db.path);
     REQUIRE(rw);
@@ -421,13 +432,13 @@ TEST_CASE("TraceStore: schema 3 migration drops four indexes, adds one and keeps
     REQUIRE(user);
     CHECK(ids(*user) == V{"after-migration", "r1", "r3"});
   }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_by_time"});
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_timeline"});
 
   // An older build that opens the migrated file recreates its indexes: the next open drops them again.
   add_schema2_indexes(db.path, false);
-  REQUIRE(index_names(db.path).size() == 6);
+  REQUIRE(index_names(db.path).size() == 7);
   { REQUIRE(TraceStore::open(db.path)); }
-  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_by_time"});
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_timeline"});
 }
 
 TEST_CASE("TraceStore: a large batch keeps every attempt and tag row, and a repeated id in it replaces the earlier one") {

@@ -7,8 +7,7 @@
 // scan() reads those columns plus the attempts and tags side tables (point lookups on their
 // primary keys), so 50,000 traces never touch a JSON parser.
 //
-// Schema 3 swaps three indexes of `traces` for one and drops the tags' second index (see
-// store.cpp): nothing else changes, so older
+// Schema 3 swaps five indexes for one (see store.cpp): nothing else changes, so older
 // builds still read and write the file (they recreate their indexes when they open it).
 #include "trace/store_impl.hpp"
 
@@ -47,12 +46,14 @@ Result<void> TraceStore::Impl::migrate() {
       if (auto r = exec(sql, "migrate schema (add replay columns)"); !r) return r;
     if (auto r = exec(kBackfill, "migrate schema (backfill replay columns)"); !r) return r;
   }
-  // Schema 3: the (time, end user, project) index (created by the schema script) replaces the
-  // indexes on time, (end user, time) and (project, time), and the tags' (key, value, time)
-  // index is gone (no query seeks on it). Dropping is all that is left to do. It runs on every
-  // open (a no-op once they are gone) because an older build that opens the file recreates them.
+  // Schema 3: the timeline index (time, end user, project, request id; created by the schema
+  // script) replaces the indexes on time, (end user, time) and (project, time) of `traces` and
+  // the side tables' time and (key, value, time) indexes. Dropping is all that is left to do. It
+  // runs on every open (a no-op once they are gone) because an older build that opens the file
+  // recreates them.
   if (auto r = exec("DROP INDEX IF EXISTS traces_end_user; DROP INDEX IF EXISTS traces_time; "
-                    "DROP INDEX IF EXISTS traces_project; DROP INDEX IF EXISTS trace_tags_kv",
+                    "DROP INDEX IF EXISTS traces_project; DROP INDEX IF EXISTS trace_tags_kv; "
+                    "DROP INDEX IF EXISTS trace_attempts_time",
                     "migrate schema (indexes)");
       !r)
     return r;

@@ -11,11 +11,12 @@
 // (time first, or a column with few values first), never in the middle. An index led by the end
 // user (one entry per user spread over the whole B-tree) dirtied one page per trace, written
 // twice (WAL, then checkpoint): with 1,000 users it was a third of the writer's CPU. So the user
-// and the project are columns of the time index instead, its only secondary index: a search by
-// user or project reads that index over the query's time window, newest first, and reads table
-// rows only for the traces that match. `trace_tags` has no second
-// index: a tag search probes its primary key from each candidate trace, and spend by tag scans
-// the table, which holds the same four columns a (key, value, time) index did.
+// and the project are columns of the time index instead (`traces_timeline`, the only secondary
+// index): a search by user or project reads that index over the query's time window, newest
+// first, and reads table rows only for the traces that match. The side tables have no second
+// index either: the timeline also carries the request id, so the attempts (or tags) of a time
+// window are found by their primary key from the window's request ids (an attempt's time is its
+// trace's), and a tag search probes the tags' primary key from each candidate trace.
 #include <sys/stat.h>
 
 #include <ostream>
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS traces(
   input_usd REAL NOT NULL, output_usd REAL NOT NULL,
   attempts INTEGER NOT NULL, failed_over INTEGER NOT NULL,
   body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS traces_by_time ON traces(time_us, end_user, project);
+CREATE INDEX IF NOT EXISTS traces_timeline ON traces(time_us, end_user, project, request_id);
 CREATE TABLE IF NOT EXISTS trace_attempts(
   request_id TEXT NOT NULL, idx INTEGER NOT NULL, time_us INTEGER NOT NULL,
   model TEXT NOT NULL, provider TEXT NOT NULL, ok INTEGER NOT NULL, outcome TEXT NOT NULL,
@@ -51,7 +52,6 @@ CREATE TABLE IF NOT EXISTS trace_attempts(
   input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
   input_usd REAL NOT NULL, output_usd REAL NOT NULL, error TEXT NOT NULL,
   PRIMARY KEY(request_id, idx)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_attempts_time ON trace_attempts(time_us);
 CREATE TABLE IF NOT EXISTS trace_tags(
   request_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, time_us INTEGER NOT NULL,
   PRIMARY KEY(request_id, key, value)) WITHOUT ROWID;
@@ -544,8 +544,9 @@ Result<std::uint64_t> TraceStore::apply_retention(int days, WallTime now) {
   if (auto r = impl_->exec("BEGIN IMMEDIATE", "apply retention"); !r) return fail(r.error());
   std::uint64_t deleted = 0;
   const char* sqls[] = {
-      "DELETE FROM trace_tags WHERE time_us < ?",
-      "DELETE FROM trace_attempts WHERE time_us < ?",
+      // The side rows go first, found through the traces they belong to (primary-key seeks).
+      "DELETE FROM trace_tags WHERE request_id IN (SELECT request_id FROM traces WHERE time_us < ?1)",
+      "DELETE FROM trace_attempts WHERE request_id IN (SELECT request_id FROM traces WHERE time_us < ?1)",
       "DELETE FROM traces WHERE time_us < ?",
   };
   for (const char* sql : sqls) {
