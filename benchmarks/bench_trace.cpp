@@ -12,6 +12,7 @@
 //                              index, 2048 per transaction (the baseline for the two below)
 //   BM_StoreThroughput         TraceStore::write of proxy-like traces (random request ids, 1-3
 //                              attempts, tags, usage) into a store that already holds 100k traces
+//   BM_StoreSimple             the same with the proxy's own traces (1 attempt, no tags, no user)
 //   BM_WriterThroughput        the same traces through the real Tracer (submit -> writer thread ->
 //                              file): traces/s and the writer's CPU per trace (process CPU minus the
 //                              submitting thread's)
@@ -189,6 +190,7 @@ std::string bench_db(const char* name) {
   return p.string();
 }
 void remove_db(const std::string& p) {
+  if (std::getenv("MODELUX_BENCH_KEEP_DB")) return;  // keep the file for inspection (dbstat)
   for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(p + s);
 }
 
@@ -348,7 +350,7 @@ BENCHMARK(BM_StoreFloor)->Unit(benchmark::kMillisecond)->UseRealTime()->Iteratio
 
 // TraceStore::write of proxy-like traces in batches of `range(0)` into a store that already
 // holds kPrefill of them (a store that has been running, not an empty file).
-static void BM_StoreThroughput(benchmark::State& state) {
+static void store_throughput(benchmark::State& state, DecisionTrace (*make)(std::uint64_t)) {
   const std::string path = bench_db("throughput");
   auto store = *TraceStore::open(path);
   const auto batch_size = static_cast<std::size_t>(state.range(0));
@@ -365,14 +367,14 @@ static void BM_StoreThroughput(benchmark::State& state) {
   std::vector<DecisionTrace> all;
   while (n < kPrefill) {
     all.clear();
-    for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
+    for (int i = 0; i < kChunk; ++i) all.push_back(make(n++));
     write_all(all);
   }
   const std::uint64_t first = n;
   for (auto _ : state) {
     state.PauseTiming();
     all.clear();
-    for (int i = 0; i < kChunk; ++i) all.push_back(proxy_trace(n++));
+    for (int i = 0; i < kChunk; ++i) all.push_back(make(n++));
     state.ResumeTiming();
     if (!write_all(all)) state.SkipWithError("write failed");
   }
@@ -380,7 +382,28 @@ static void BM_StoreThroughput(benchmark::State& state) {
   store.reset();
   remove_db(path);
 }
+static void BM_StoreThroughput(benchmark::State& state) { store_throughput(state, proxy_trace); }
 BENCHMARK(BM_StoreThroughput)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+
+// The proxy's own traces (what gateway.py's modelux-full writes): one served attempt, the API
+// key's project and org, no tags, no end user.
+DecisionTrace simple_trace(std::uint64_t n) {
+  DecisionTrace t = proxy_trace(n);
+  if (t.attempts.size() > 1) t.attempts.erase(t.attempts.begin(), t.attempts.end() - 1);
+  t.attempts[0].start_offset = Nanos{0};
+  t.attempts[0].why_tried = "primary";
+  t.total = t.attempts[0].duration;
+  t.ttft = t.attempts[0].ttft;
+  t.decision = "served by " + t.served_model + " (attempt 1)";
+  t.reason = "primary healthy";
+  t.tags.clear();
+  t.end_user.clear();
+  t.project = "bench";
+  t.org = "bench-org";
+  return t;
+}
+static void BM_StoreSimple(benchmark::State& state) { store_throughput(state, simple_trace); }
+BENCHMARK(BM_StoreSimple)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 
 // The real writer: kChunk prebuilt traces submitted as fast as one thread can, then flush();
 // the store holds kPrefill traces first. Reports traces/s (items_per_second, wall) and

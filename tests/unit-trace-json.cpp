@@ -152,7 +152,7 @@ TEST_CASE("DecisionTrace: from_json reports the path of a bad field and never th
 
 #include "trace/trace_json_util.hpp"
 
-TEST_CASE("DecisionTrace: the writer's direct serializer matches to_json()") {
+TEST_CASE("DecisionTrace: the writer's direct serializer reads back to the same trace as to_json()") {
   DecisionTrace t = sample_trace();
   t.error_message = "quote \" backslash \\ newline \n tab \t ctrl \x01 del \x7f";
   t.attempts[0].error = "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80";  // valid 2-, 3- and 4-byte UTF-8
@@ -166,13 +166,47 @@ TEST_CASE("DecisionTrace: the writer's direct serializer matches to_json()") {
     t.attempts.clear();
     t.request_body.clear();
   }
+  SUBCASE("defaults everywhere: empty strings, zero usage and cost, false, no budget actions") {
+    t.config.clear();
+    t.org.clear();
+    t.end_user.clear();
+    t.config_version = 0;
+    t.ok = false;
+    t.stream = false;
+    t.usage = {};
+    t.cost = {};
+    t.budget_actions.clear();
+    t.error_message.clear();
+    t.total = Nanos{0};
+    for (auto& a : t.attempts) {
+      a.ok = false;
+      a.usage = {};
+      a.cost = {};
+      a.error.clear();
+      a.ttft = Nanos{0};
+      a.start_offset = Nanos{0};
+    }
+  }
+  SUBCASE("negative zero and one-sided costs keep their values") {
+    t.cost = {-0.0, 0.5};
+    t.attempts[0].cost = {0.25, 0.0};
+    t.attempts[0].usage = {.cached_tokens = 3};
+  }
   std::string fast;
   trace_detail::append_trace_json(fast, t);
   Json parsed = Json::parse(fast);  // throws (fails the test) if not valid JSON/UTF-8
   Json reference = Json::parse(t.to_json().dump(-1, ' ', false, Json::error_handler_t::replace));
-  CHECK(parsed == reference);
   auto back = DecisionTrace::from_json(parsed);
   REQUIRE(back);
+  // What the stored body reads back to renders exactly as the trace itself does.
+  CHECK(back->to_json() == reference);
   CHECK(back->error_message == t.error_message);
   CHECK(back->attempts.size() == t.attempts.size());
+  // Defaults are left out of the stored body, and so is the derived total.
+  CHECK(parsed.size() <= reference.size());
+  CHECK_FALSE(parsed.contains("aggregation"));
+  for (const auto& a : parsed.value("attempts", Json::array()))
+    if (a.contains("cost")) CHECK_FALSE(a["cost"].contains("total_usd"));
+  if (t.org.empty()) CHECK_FALSE(parsed.contains("org"));
+  if (t.usage.empty()) CHECK_FALSE(parsed.contains("usage"));
 }

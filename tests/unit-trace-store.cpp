@@ -323,6 +323,124 @@ TEST_CASE("TraceStore: new files get 8 KB pages and a file with 4 KB pages keeps
   CHECK(page_size_of(old.path) == 4096);
 }
 
+namespace {
+std::vector<std::string> index_names(const std::string& path) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(raw,
+                             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN ('traces','trace_tags','trace_attempts') "
+                             "ORDER BY name",
+                             -1, &st, nullptr) == SQLITE_OK);
+  std::vector<std::string> out;
+  while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+  return out;
+}
+
+// Gives a file the indexes of schema 2 (what older builds create, and recreate on every open);
+// `created_by_old` also removes schema 3's index (a file an older build created).
+void add_schema2_indexes(const std::string& path, bool created_by_old) {
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  if (created_by_old) REQUIRE(sqlite3_exec(raw, "DROP INDEX traces_timeline", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(raw,
+                       "CREATE INDEX IF NOT EXISTS traces_project ON traces(project, time_us); "
+                       "CREATE INDEX IF NOT EXISTS traces_time ON traces(time_us); "
+                       "CREATE INDEX IF NOT EXISTS traces_end_user ON traces(end_user, time_us); "
+                       "CREATE INDEX IF NOT EXISTS trace_tags_kv ON trace_tags(key, value, time_us); "
+                       "CREATE INDEX IF NOT EXISTS trace_attempts_time ON trace_attempts(time_us); "
+                       "UPDATE trace_meta SET value=2 WHERE key='schema_version'",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+}
+}  // namespace
+
+TEST_CASE("TraceStore: schema 3 migration drops five indexes, adds one and keeps every search and aggregate") {
+  using V = std::vector<std::string>;
+  TempDb db("store-migrate-3");
+  { filled_store(db.path); }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_timeline"});
+  add_schema2_indexes(db.path, true);  // now as an older build made it
+  REQUIRE(index_names(db.path) ==
+          V{"sqlite_autoindex_traces_1", "trace_attempts_time", "trace_tags_kv", "traces_end_user", "traces_project",
+            "traces_time"});
+
+  auto searches = [&](TraceStore& s) {
+    auto user = s.query(TraceQuery{.end_user = "u1"});
+    REQUIRE(user);
+    CHECK(ids(*user) == V{"r1", "r3"});
+    TraceQuery window;
+    window.since = base_time() - 24h;
+    window.end_user = "u2";
+    auto w = s.query(window);
+    REQUIRE(w);
+    CHECK(ids(*w) == V{"r2", "r5"});
+    auto n = s.count(TraceQuery{.end_user = "u2"});
+    REQUIRE(n);
+    CHECK(*n == 2);
+    TraceQuery tag;
+    tag.tags = {{"env", "prod"}};
+    auto tagged = s.query(tag);
+    REQUIRE(tagged);
+    CHECK(ids(*tagged) == V{"r1", "r2"});
+    auto by_tag = s.spend(SpendDimension::tag, base_time() - 48h, base_time());
+    REQUIRE(by_tag);
+    const SpendRow* prod = row(*by_tag, "env=prod");
+    REQUIRE(prod);
+    CHECK(prod->requests == 2);
+    auto beta = s.query(TraceQuery{.project = "beta"});
+    REQUIRE(beta);
+    CHECK(ids(*beta) == V{"r3", "r4", "r7"});
+    // Per-attempt analytics of one project (r3, beta, also used gpt-4o-mini in the window).
+    AnalyticsQuery acme{base_time() - 48h, base_time(), "acme", std::chrono::seconds{0}};
+    auto by_model = s.spend(SpendDimension::model, acme);
+    REQUIRE(by_model);
+    const SpendRow* mini = row(*by_model, "gpt-4o-mini");
+    REQUIRE(mini);
+    CHECK(mini->requests == 2);
+    CHECK(mini->input_usd == doctest::Approx(0.003));
+    auto lat = s.latency(LatencyDimension::model, acme);
+    REQUIRE(lat);
+    std::uint64_t mini_ok = 0;
+    for (const auto& r : *lat)
+      if (r.key == "gpt-4o-mini") mini_ok = r.count;
+    CHECK(mini_ok == 1);  // r2's served attempt (r3's is beta's, r5's failed)
+    auto errors = s.error_groups(acme);
+    REQUIRE(errors);
+    CHECK(errors->size() == 4);  // r2 haiku rate_limited, r5 haiku timeout and mini server_error, r6 budget
+    for (const auto& g : *errors)
+      if (g.error_class == "timeout") CHECK(g.sample_message == "attempt timeout 2000 ms");
+  };
+  {  // read-only: the old indexes serve, nothing changes
+    auto ro = TraceStore::open(db.path, TraceStore::Mode::read_only);
+    REQUIRE(ro);
+    searches(**ro);
+  }
+  CHECK(index_names(db.path) ==
+        V{"sqlite_autoindex_traces_1", "trace_attempts_time", "trace_tags_kv", "traces_end_user", "traces_project",
+            "traces_time"});
+  {  // read-write: migrated in place, still searchable and writable
+    auto rw = TraceStore::open(db.path);
+    REQUIRE(rw);
+    searches(**rw);
+    auto extra = known_traces()[0];
+    extra.request_id = "after-migration";
+    REQUIRE((*rw)->write({extra}));
+    auto user = (*rw)->query(TraceQuery{.end_user = "u1"});
+    REQUIRE(user);
+    CHECK(ids(*user) == V{"after-migration", "r1", "r3"});
+  }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_timeline"});
+
+  // An older build that opens the migrated file recreates its indexes: the next open drops them again.
+  add_schema2_indexes(db.path, false);
+  REQUIRE(index_names(db.path).size() == 7);
+  { REQUIRE(TraceStore::open(db.path)); }
+  CHECK(index_names(db.path) == V{"sqlite_autoindex_traces_1", "traces_timeline"});
+}
+
 TEST_CASE("TraceStore: a large batch keeps every attempt and tag row, and a repeated id in it replaces the earlier one") {
   // 45 traces x 2 attempts x 2 tags: the side rows go through the multi-row inserts (groups of
   // 32) and the single-row rest; "dup" appears twice in the same batch, the second time with one

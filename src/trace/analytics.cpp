@@ -47,7 +47,12 @@ namespace {
 // Every analytics statement binds ?1 = since_us, ?2 = until_us, ?3 = project ('' = any),
 // ?4 = bucket size in us (a bucket index is (time_us - since) / ?4; one bucket when unbucketed).
 constexpr const char* kTraceProject = " AND (?3 = '' OR project = ?3)";
-constexpr const char* kAttemptProject = " AND (?3 = '' OR request_id IN (SELECT request_id FROM traces WHERE project = ?3))";
+// The attempts of the window (and project): trace_attempts has no time index, so they are found
+// by primary key from the request ids of the window's traces, which the time index of `traces`
+// (time, end user, project, request id) lists without reading any trace row. An attempt's
+// time_us is its trace's, so this is the same set as "attempt time in the window".
+constexpr const char* kAttemptWindow =
+    " request_id IN (SELECT request_id FROM traces WHERE time_us >= ?1 AND time_us < ?2 AND (?3 = '' OR project = ?3))";
 
 std::int64_t bucket_us(const AnalyticsQuery& q) {
   return q.bucket.count() > 0 ? q.bucket.count() * 1'000'000 : std::numeric_limits<std::int64_t>::max();
@@ -118,7 +123,7 @@ std::string spend_sql(SpendDimension by) {
       const char* col = by == SpendDimension::model ? "model" : "provider";
       return std::string("SELECT ") + bucket + ", " + col +
              ", count(DISTINCT request_id), sum(input_tokens), sum(output_tokens), sum(input_usd), sum(output_usd) "
-             "FROM trace_attempts WHERE time_us >= ?1 AND time_us < ?2" + kAttemptProject + " GROUP BY 1, 2";
+             "FROM trace_attempts WHERE" + kAttemptWindow + " GROUP BY 1, 2";
     }
     case SpendDimension::project:
     case SpendDimension::end_user:
@@ -207,8 +212,7 @@ Result<std::vector<LatencyRow>> TraceStore::latency(LatencyDimension by, const A
   std::lock_guard lock(impl_->mu);
   const char* col = by == LatencyDimension::model ? "model" : "provider";
   auto s = impl_->prepare(std::string("SELECT ") + col +
-                          ", duration_ns, ttft_ns FROM trace_attempts WHERE ok = 1 AND time_us >= ?1 AND time_us < ?2" +
-                          kAttemptProject);
+                          ", duration_ns, ttft_ns FROM trace_attempts WHERE ok = 1 AND" + kAttemptWindow);
   if (!s) return fail(s.error());
   bind_query(*s, q, 1);
   std::map<std::string, std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>>> groups;
@@ -248,12 +252,14 @@ Result<std::vector<ErrorGroup>> TraceStore::error_groups(const AnalyticsQuery& q
   std::lock_guard lock(impl_->mu);
   // Failed attempts, plus requests that failed before any attempt (budget blocks, no route).
   auto s = impl_->prepare(
-      "SELECT outcome, provider, model, count(*), min(time_us), max(time_us), "
-      " (SELECT b.error FROM trace_attempts b WHERE b.ok = 0 AND b.outcome = a.outcome AND b.provider = a.provider "
-      "  AND b.model = a.model AND b.time_us >= ?1 AND b.time_us < ?2 "
-      "  AND (?3 = '' OR b.request_id IN (SELECT request_id FROM traces WHERE project = ?3)) ORDER BY b.time_us DESC LIMIT 1) "
-      "FROM trace_attempts a WHERE ok = 0 AND time_us >= ?1 AND time_us < ?2 "
-      "AND (?3 = '' OR request_id IN (SELECT request_id FROM traces WHERE project = ?3)) GROUP BY 1, 2, 3 "
+      std::string("SELECT outcome, provider, model, count(*), min(time_us), max(time_us), "
+                  " (SELECT b.error FROM trace_attempts b WHERE b.ok = 0 AND b.outcome = a.outcome "
+                  "  AND b.provider = a.provider AND b.model = a.model AND") +
+      kAttemptWindow +
+      " ORDER BY b.time_us DESC, b.request_id DESC, b.idx DESC LIMIT 1) "
+      "FROM trace_attempts a WHERE ok = 0 AND" +
+      kAttemptWindow +
+      " GROUP BY 1, 2, 3 "
       "UNION ALL "
       "SELECT error_kind, '', '', count(*), min(time_us), max(time_us), "
       " '' "

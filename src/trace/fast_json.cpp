@@ -2,8 +2,10 @@
 //
 // Building an nlohmann::json tree and dumping it costs tens of microseconds per trace (one
 // allocation per node and per key); appending to one reserved string is several times faster
-// and is what bounds the store's sustained throughput. The output parses to exactly what
-// DecisionTrace::to_json() produces (tested), so readers never know which wrote it.
+// and is what bounds the store's sustained throughput. The output is to_json() without the
+// fields that hold their default value (empty, zero, false) and without the derived total_usd:
+// DecisionTrace::from_json() reads it back to the same trace (tested), so readers never know
+// which wrote it.
 #include <charconv>
 #include <cmath>
 
@@ -122,22 +124,47 @@ struct Obj {
     put_int(key(k), v);
   }
   void boolean(const char* k, bool v) { key(k) += v ? "true" : "false"; }
+  // The stored body leaves out what from_json() would default anyway (an empty string, a zero,
+  // false): a quarter of a typical trace's bytes, which the writer would otherwise serialise,
+  // copy into pages and write twice (WAL, then checkpoint). DecisionTrace::from_json() reads
+  // the body back to the same trace, and to_json() (the API's form) still has every field.
+  void opt_str(const char* k, std::string_view v) {
+    if (!v.empty()) str(k, v);
+  }
+  void opt_ms(const char* k, Nanos v) {
+    if (v.count() != 0) ms(k, v);
+  }
+  template <class Int>
+  void opt_integer(const char* k, Int v) {
+    if (v != 0) integer(k, v);
+  }
+  void opt_true(const char* k, bool v) {
+    if (v) boolean(k, v);
+  }
 };
 
-void put_usage(std::string& o, const Usage& u) {
-  Obj j(o);
-  j.integer("prompt_tokens", u.prompt_tokens);
-  j.integer("completion_tokens", u.completion_tokens);
-  j.integer("cached_tokens", u.cached_tokens);
-  j.integer("cache_write_tokens", u.cache_write_tokens);
-  j.integer("reasoning_tokens", u.reasoning_tokens);
+// 0.0 exactly (not -0.0, which keeps its sign in the JSON).
+bool is_zero(double v) { return v == 0 && !std::signbit(v); }
+
+// Usage and cost objects are left out whole when empty; total_usd is derived, so never stored.
+void put_usage(Obj& parent, const Usage& u) {
+  if (u.prompt_tokens == 0 && u.completion_tokens == 0 && u.cached_tokens == 0 && u.cache_write_tokens == 0 &&
+      u.reasoning_tokens == 0)
+    return;
+  Obj j(parent.key("usage"));
+  j.opt_integer("prompt_tokens", u.prompt_tokens);
+  j.opt_integer("completion_tokens", u.completion_tokens);
+  j.opt_integer("cached_tokens", u.cached_tokens);
+  j.opt_integer("cache_write_tokens", u.cache_write_tokens);
+  j.opt_integer("reasoning_tokens", u.reasoning_tokens);
 }
 
-void put_cost(std::string& o, const Cost& c) {
-  Obj j(o);
-  j.num("input_usd", c.input_usd);
-  j.num("output_usd", c.output_usd);
-  j.num("total_usd", c.total());
+void put_cost(Obj& parent, const Cost& c) {
+  const bool in = !is_zero(c.input_usd), out = !is_zero(c.output_usd);
+  if (!in && !out) return;
+  Obj j(parent.key("cost"));
+  if (in) j.num("input_usd", c.input_usd);
+  if (out) j.num("output_usd", c.output_usd);
 }
 
 }  // namespace
@@ -146,13 +173,13 @@ void append_trace_json(std::string& o, const DecisionTrace& t) {
   Obj j(o);
   j.str("request_id", t.request_id);
   j.str("time", format_iso_time(t.time));
-  j.str("config", t.config);
-  j.integer("config_version", t.config_version);
-  j.str("strategy", t.strategy);
-  j.str("project", t.project);
-  j.str("org", t.org);
-  j.str("end_user", t.end_user);
-  j.str("api_key_id", t.api_key_id);
+  j.opt_str("config", t.config);
+  j.opt_integer("config_version", t.config_version);
+  j.opt_str("strategy", t.strategy);
+  j.opt_str("project", t.project);
+  j.opt_str("org", t.org);
+  j.opt_str("end_user", t.end_user);
+  j.opt_str("api_key_id", t.api_key_id);
   // Same rule as to_json(): an object, or [[k, v], ...] when a key repeats.
   bool repeated = false;
   for (std::size_t a = 0; a < t.tags.size() && !repeated; ++a)
@@ -161,8 +188,8 @@ void append_trace_json(std::string& o, const DecisionTrace& t) {
         repeated = true;
         break;
       }
-  std::string& tg = j.key("tags");
-  tg += repeated ? '[' : '{';
+  std::string& tg = t.tags.empty() ? o : j.key("tags");
+  if (!t.tags.empty()) tg += repeated ? '[' : '{';
   for (std::size_t i = 0; i < t.tags.size(); ++i) {
     if (i) tg += ',';
     if (repeated) {
@@ -177,56 +204,56 @@ void append_trace_json(std::string& o, const DecisionTrace& t) {
       put_string(tg, t.tags[i].second);
     }
   }
-  tg += repeated ? ']' : '}';
-  j.boolean("stream", t.stream);
-  j.integer("est_input_tokens", t.est_input_tokens);
-  j.integer("max_tokens", t.max_tokens);
-  std::string& at = j.key("attempts");
-  at += '[';
+  if (!t.tags.empty()) tg += repeated ? ']' : '}';
+  j.opt_true("stream", t.stream);
+  j.opt_integer("est_input_tokens", t.est_input_tokens);
+  j.opt_integer("max_tokens", t.max_tokens);
+  std::string& at = t.attempts.empty() ? o : j.key("attempts");
+  if (!t.attempts.empty()) at += '[';
   for (std::size_t i = 0; i < t.attempts.size(); ++i) {
     const AttemptRecord& a = t.attempts[i];
     if (i) at += ',';
     Obj aj(at);
-    aj.integer("id", a.id);
-    aj.str("model", a.model);
-    aj.str("provider", a.provider);
-    aj.ms("start_offset_ms", a.start_offset);
-    aj.ms("duration_ms", a.duration);
-    aj.ms("ttft_ms", a.ttft);
-    aj.boolean("ok", a.ok);
-    aj.str("outcome", a.outcome);
-    aj.integer("status", a.status);
-    aj.str("error", a.error);
-    put_usage(aj.key("usage"), a.usage);
-    put_cost(aj.key("cost"), a.cost);
-    aj.str("why_tried", a.why_tried);
-    aj.str("why_ended", a.why_ended);
+    aj.opt_integer("id", a.id);
+    aj.opt_str("model", a.model);
+    aj.opt_str("provider", a.provider);
+    aj.opt_ms("start_offset_ms", a.start_offset);
+    aj.opt_ms("duration_ms", a.duration);
+    aj.opt_ms("ttft_ms", a.ttft);
+    aj.opt_true("ok", a.ok);
+    aj.opt_str("outcome", a.outcome);
+    aj.opt_integer("status", a.status);
+    aj.opt_str("error", a.error);
+    put_usage(aj, a.usage);
+    put_cost(aj, a.cost);
+    aj.opt_str("why_tried", a.why_tried);
+    aj.opt_str("why_ended", a.why_ended);
     if (a.member >= 0) {
       aj.integer("member", a.member);
       aj.str("vote", a.vote);
     }
   }
-  at += ']';
-  j.boolean("ok", t.ok);
-  j.str("served_model", t.served_model);
-  j.str("served_provider", t.served_provider);
-  j.str("error_kind", t.error_kind);
-  j.str("error_message", t.error_message);
-  j.str("decision", t.decision);
-  j.str("reason", t.reason);
-  j.ms("total_ms", t.total);
-  j.ms("ttft_ms", t.ttft);
-  put_usage(j.key("usage"), t.usage);
-  put_cost(j.key("cost"), t.cost);
-  std::string& ba = j.key("budget_actions");
-  ba += '[';
+  if (!t.attempts.empty()) at += ']';
+  j.opt_true("ok", t.ok);
+  j.opt_str("served_model", t.served_model);
+  j.opt_str("served_provider", t.served_provider);
+  j.opt_str("error_kind", t.error_kind);
+  j.opt_str("error_message", t.error_message);
+  j.opt_str("decision", t.decision);
+  j.opt_str("reason", t.reason);
+  j.opt_ms("total_ms", t.total);
+  j.opt_ms("ttft_ms", t.ttft);
+  put_usage(j, t.usage);
+  put_cost(j, t.cost);
+  std::string& ba = t.budget_actions.empty() ? o : j.key("budget_actions");
+  if (!t.budget_actions.empty()) ba += '[';
   for (std::size_t i = 0; i < t.budget_actions.size(); ++i) {
     if (i) ba += ',';
     put_string(ba, t.budget_actions[i]);
   }
-  ba += ']';
-  j.str("ab_arm", t.ab_arm);
-  j.str("aggregation", t.aggregation);
+  if (!t.budget_actions.empty()) ba += ']';
+  j.opt_str("ab_arm", t.ab_arm);
+  j.opt_str("aggregation", t.aggregation);
   if (!t.request_body.empty()) j.str("request_body", t.request_body);
   if (!t.response_body.empty()) j.str("response_body", t.response_body);
 }

@@ -6,6 +6,9 @@
 // body, and runs once inside the open's schema transaction; older builds still read the file.
 // scan() reads those columns plus the attempts and tags side tables (point lookups on their
 // primary keys), so 50,000 traces never touch a JSON parser.
+//
+// Schema 3 swaps five indexes for one (see store.cpp): nothing else changes, so older
+// builds still read and write the file (they recreate their indexes when they open it).
 #include "trace/store_impl.hpp"
 
 namespace modelux {
@@ -38,11 +41,28 @@ bool TraceStore::Impl::has_replay_columns() {
 }
 
 Result<void> TraceStore::Impl::migrate() {
-  if (has_replay_columns()) return {};
-  for (const char* sql : kAddColumns)
-    if (auto r = exec(sql, "migrate schema (add replay columns)"); !r) return r;
-  if (auto r = exec(kBackfill, "migrate schema (backfill replay columns)"); !r) return r;
-  return exec("INSERT INTO trace_meta(key,value) VALUES('schema_version',2) "
+  if (!has_replay_columns()) {
+    for (const char* sql : kAddColumns)
+      if (auto r = exec(sql, "migrate schema (add replay columns)"); !r) return r;
+    if (auto r = exec(kBackfill, "migrate schema (backfill replay columns)"); !r) return r;
+  }
+  // Schema 3: the timeline index (time, end user, project, request id; created by the schema
+  // script) replaces the indexes on time, (end user, time) and (project, time) of `traces` and
+  // the side tables' time and (key, value, time) indexes. Dropping is all that is left to do. It
+  // runs on every open (a no-op once they are gone) because an older build that opens the file
+  // recreates them.
+  if (auto r = exec("DROP INDEX IF EXISTS traces_end_user; DROP INDEX IF EXISTS traces_time; "
+                    "DROP INDEX IF EXISTS traces_project; DROP INDEX IF EXISTS trace_tags_kv; "
+                    "DROP INDEX IF EXISTS trace_attempts_time",
+                    "migrate schema (indexes)");
+      !r)
+    return r;
+  Stmt v;
+  if (v.prepare(db, "SELECT value FROM trace_meta WHERE key='schema_version'") != SQLITE_OK)
+    return fail(sqlite_error(db, sqlite3_errcode(db), "migrate schema", path));
+  if (v.step() == SQLITE_ROW && v.i64(0) >= 3) return {};
+  v.finalize();
+  return exec("INSERT INTO trace_meta(key,value) VALUES('schema_version',3) "
               "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
               "migrate schema");
 }
