@@ -110,6 +110,16 @@ TEST_CASE("parse_budgets: faults carry their JSON path") {
   }
 }
 
+TEST_CASE("BudgetManager: a reservation under a cent is named with six decimals") {
+  ManualClock clock;
+  auto m = make(one(usd_budget(1.0)), clock);
+  auto a = m->admit(ctx(), &kPaid, 1, 1, clock.now());  // 0.001 + 0.002 = $0.003
+  REQUIRE(a.has_value());
+  auto acts = a->actions();
+  REQUIRE(acts.size() == 1);
+  CHECK(acts[0] == "reserved $0.003000 on project:acme/daily (acme-daily)");
+}
+
 TEST_CASE("BudgetManager: reserve, settle and release move committed spend") {
   ManualClock clock;
   auto m = make(one(usd_budget(1.0)), clock);

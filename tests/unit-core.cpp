@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <set>
 #include <mutex>
 #include <thread>
@@ -78,6 +79,13 @@ TEST_CASE("new_request_id: unique across threads, fixed shape") {
   auto id = *ids.begin();
   CHECK(id.starts_with("req_"));
   CHECK(id.size() == 28);
+  CHECK(id.find_first_not_of("0123456789abcdef", 4) == std::string::npos);
+  // The first 16 hex digits are the wall clock in microseconds, shifted left by 10 bits.
+  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto id_us = static_cast<long long>(std::stoull(new_request_id().substr(4, 16), nullptr, 16) >> 10);
+  CHECK(id_us >= now_us - 60'000'000);
+  CHECK(id_us <= now_us + 60'000'000);
 }
 
 TEST_CASE("new_request_id: ids made one after another sort in the order they were made") {

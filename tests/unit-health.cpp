@@ -1,6 +1,10 @@
 // HealthRegistry: stats, breaker transitions, token buckets, key pools, affinity — on virtual time.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "modelux/health.hpp"
 
 using namespace modelux;
@@ -57,6 +61,54 @@ TEST_CASE("HealthRegistry: latency quantiles and error rate over the window") {
     h.observe(kT, ok(10ms), c.now());
     CHECK(h.stats(kT, c.now()).error_rate == 0);
     CHECK(h.stats(kT, c.now()).p50_ms < 15);
+  }
+}
+
+TEST_CASE("HealthRegistry: the window's stats follow its slices as time moves, jumps and wraps") {
+  // Against a reference that keeps every sample: the window is the slices (10 s each by
+  // default) from the current one back 5, whatever happened in between.
+  HealthRegistry h;
+  ManualClock c;
+  struct Sample {
+    std::int64_t epoch;
+    double ms;
+    bool failed;
+  };
+  std::vector<Sample> seen;
+  std::uint64_t rng = 12345;
+  auto next = [&](std::uint64_t mod) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (rng >> 33) % mod;
+  };
+  const std::int64_t slice_ns = std::chrono::nanoseconds(std::chrono::seconds(10)).count();
+  for (int i = 0; i < 600; ++i) {
+    const std::uint64_t jump = next(100);
+    if (jump < 60) c.advance(std::chrono::milliseconds(next(2000)));
+    else if (jump < 95) c.advance(std::chrono::seconds(1 + next(25)));
+    else c.advance(std::chrono::seconds(55 + next(30)));  // about a whole window
+    const std::int64_t epoch = c.now().time_since_epoch().count() / slice_ns;
+    const bool failed = next(4) == 0;
+    const double ms = 2.0 + static_cast<double>(next(2000));
+    if (failed) h.observe(kT, err(ErrorKind::server_error, 500), c.now());
+    else h.observe(kT, ok(std::chrono::microseconds(static_cast<std::int64_t>(ms * 1000))), c.now());
+    seen.push_back({epoch, ms, failed});
+    std::uint64_t total = 0, failures = 0;
+    std::vector<double> lat;
+    for (const Sample& x : seen)
+      if (x.epoch >= epoch - 5 && x.epoch <= epoch) {
+        ++total;
+        if (x.failed) ++failures;
+        else lat.push_back(x.ms);
+      }
+    TargetStats st = h.stats(kT, c.now());
+    CAPTURE(i);
+    CHECK(st.error_rate == doctest::Approx(static_cast<double>(failures) / static_cast<double>(total)));
+    if (!lat.empty()) {
+      std::sort(lat.begin(), lat.end());
+      auto at = [&](double q) { return lat[static_cast<std::size_t>(std::ceil(q * static_cast<double>(lat.size()))) - 1]; };
+      CHECK(st.p50_ms == doctest::Approx(at(0.50)).epsilon(0.06));
+      CHECK(st.p95_ms == doctest::Approx(at(0.95)).epsilon(0.06));
+    }
   }
 }
 

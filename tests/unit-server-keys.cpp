@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <unistd.h>
 
@@ -52,6 +53,21 @@ TEST_CASE("KeyStore: create stores only the hash, list never shows the secret") 
   CHECK(hashes_equal(active->front().first, hash_api_key(c->secret)));
   CHECK(active->front().second.limits.rpm == 5);
   CHECK(new_api_key_secret() != new_api_key_secret());
+}
+
+TEST_CASE("hash_api_key is SHA-256 in hex on every call and every thread") {
+  // The digest context is kept per thread and reused: each call must still start from scratch.
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  const std::string empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  const std::string million_a = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+  for (int i = 0; i < 3; ++i) {
+    CHECK(hash_api_key("abc") == abc);
+    CHECK(hash_api_key("") == empty);
+    CHECK(hash_api_key(std::string(1000000, 'a')) == million_a);
+  }
+  std::string other;
+  std::thread([&] { other = hash_api_key("abc") + hash_api_key(""); }).join();
+  CHECK(other == abc + empty);
 }
 
 TEST_CASE("KeyStore: a revocation through another connection moves the change counter") {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 
 #include <fmt/format.h>
@@ -211,8 +212,20 @@ std::vector<std::string> Admission::actions() const {
   std::vector<std::string> out;
   for (const auto& h : holds) {
     if (!h.ledger) continue;
-    out.push_back(fmt::format("reserved {} on {}/{} ({})", money(from_nusd(h.nusd)), scope_label_of(*h.ledger),
-                              to_string(h.ledger->entry().spec.window), h.ledger->entry().spec.name));
+    // "reserved {money} on {scope}/{window} ({name})", appended in place: one per request and
+    // budget on the io thread, where the formatted temporaries cost more than the text.
+    const double usd = from_nusd(h.nusd);
+    std::string line = "reserved ";
+    if (usd != 0 && std::abs(usd) < 0.01) fmt::format_to(std::back_inserter(line), "${:.6f}", usd);
+    else fmt::format_to(std::back_inserter(line), "${:.4f}", usd);
+    line += " on ";
+    line += scope_label_of(*h.ledger);
+    line += '/';
+    line += to_string(h.ledger->entry().spec.window);
+    line += " (";
+    line += h.ledger->entry().spec.name;
+    line += ')';
+    out.push_back(std::move(line));
   }
   if (unpriced) out.push_back(fmt::format("unpriced model '{}' allowed and flagged", model.empty() ? std::string_view("(unknown)") : model));
   if (!downgrade_to.empty())

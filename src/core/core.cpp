@@ -318,10 +318,12 @@ std::string new_request_id() {
   } while (!last.compare_exchange_weak(prev, hi, std::memory_order_relaxed));
   std::uint64_t x = base + counter.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t tail = splitmix64(x);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "req_%016llx%08llx", static_cast<unsigned long long>(hi),
-                static_cast<unsigned long long>(tail & 0xffffffffULL));
-  return buf;
+  // "req_%016llx%08llx", written by hand: snprintf was a tenth of the edge's per-request work.
+  static constexpr char kHex[] = "0123456789abcdef";
+  char buf[28] = {'r', 'e', 'q', '_'};
+  for (int i = 0; i < 16; ++i) buf[4 + i] = kHex[(hi >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 8; ++i) buf[20 + i] = kHex[(tail >> (28 - 4 * i)) & 15];
+  return std::string(buf, sizeof buf);
 }
 
 void CancellationToken::cancel() noexcept {

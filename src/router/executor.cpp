@@ -336,7 +336,9 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     }
     t.total = clock->now() - start;
     if (finished && t.ok) {
-      out.result = session.response();
+      // Moved, not copied (the answer's body is the relayed upstream body): the lease clears
+      // the session when this scope ends and nothing reads its response before that.
+      out.result = std::move(const_cast<ChatResponse&>(session.response()));
       out.served = session.served();
       // A winner that was not streamed (ensemble, cascade) is replayed as chunks: no attempt
       // is running any more, so this is the only writer.
@@ -355,8 +357,9 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       t.request_body = to_json(req).dump(-1, ' ', false, Json::error_handler_t::replace);
       if (out.result) t.response_body = to_json(*out.result).dump(-1, ' ', false, Json::error_handler_t::replace);
     }
-    out.trace = t;
+    // Moved out (one copy for the tracer at most): reset() starts the next trace afresh.
     if (tracer) tracer->submit(DecisionTrace(t));
+    out.trace = std::move(t);
     co_return out;
   }
 }

@@ -44,7 +44,9 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
   const std::string rid = ctx.request_id;
   const bool want_stream = creq.stream;
   const bool include_usage = creq.include_usage;
-  Headers extra = {{"x-request-id", rid}};
+  Headers extra;
+  extra.reserve(2);  // x-request-id, then x-modelux-served-by or the retry headers
+  extra.emplace_back("x-request-id", rid);
 
   st.in_flight.fetch_add(1, std::memory_order_relaxed);
   struct Dec {
@@ -66,7 +68,8 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
     }
     st.ok.fetch_add(1, std::memory_order_relaxed);
     ChatResponse& resp = *done.result;
-    std::string id = "chatcmpl-" + rid.substr(4);
+    std::string id = "chatcmpl-";
+    id.append(rid, 4);
     if (!done.served.model.empty()) resp.model = done.served.model;
     extra.emplace_back("x-modelux-served-by", done.served.key());
     Reply r;

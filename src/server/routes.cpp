@@ -301,7 +301,9 @@ net::awaitable<void> serve(Proxy::State& st, Admission& a, Request& req, Respons
   if (!r) co_return;  // a streaming handler wrote its own reply
   const bool is_chat_ok = a.route->access == Access::data && r->status < 400;
   const bool scrub_body = !is_chat_ok && !r->verbatim;
-  co_await respond(w, std::move(*r), scrub_body);
+  // respond()'s two lines, inline: one coroutine frame less on every request.
+  if (scrub_body) scrub(r->body);
+  co_await w.respond(r->status, std::move(r->content_type), std::move(r->body), std::move(r->headers));
 }
 
 }  // namespace modelux::proxy

@@ -6,6 +6,7 @@
 // once on a fresh connection (safe: nothing was received). Bodies are read piece by piece
 // with buffer_body, so a slow consumer slows only its own upstream read.
 #include <array>
+#include <memory_resource>
 #include <iterator>
 #include <cerrno>
 #include <span>
@@ -142,10 +143,26 @@ struct Connection {
 
 class HttpTransport;
 
+// The answer's parser with its header fields in an arena of its own: Beast allocates every
+// field separately (seven allocations for a typical provider answer), the arena makes that one
+// allocation (this object) per exchange; a larger header spills over to the heap.
+using FieldAlloc = std::pmr::polymorphic_allocator<char>;
+struct FieldArena {
+  alignas(std::max_align_t) std::array<std::byte, 1024> bytes;
+  std::pmr::monotonic_buffer_resource mem{bytes.data(), bytes.size()};
+};
+struct UpstreamParser : private FieldArena, http::response_parser<http::buffer_body, FieldAlloc> {
+  UpstreamParser()  // FieldArena, a base listed first, exists before the parser that uses it
+      : http::response_parser<http::buffer_body, FieldAlloc>(std::piecewise_construct, std::make_tuple(),
+                                                             std::make_tuple(FieldAlloc(&mem))) {}
+  UpstreamParser(const UpstreamParser&) = delete;
+  UpstreamParser& operator=(const UpstreamParser&) = delete;
+};
+
 class BeastHttpStream final : public HttpStream {
  public:
   BeastHttpStream(std::shared_ptr<HttpTransport> owner, std::unique_ptr<Connection> c,
-                  std::unique_ptr<http::response_parser<http::buffer_body>> p);
+                  std::unique_ptr<UpstreamParser> p);
   ~BeastHttpStream() override;
   int status() const noexcept override { return status_; }
   const Headers& headers() const noexcept override { return headers_; }
@@ -168,7 +185,7 @@ class BeastHttpStream final : public HttpStream {
  private:
   std::shared_ptr<HttpTransport> owner_;
   std::unique_ptr<Connection> conn_;
-  std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
+  std::unique_ptr<UpstreamParser> parser_;
   int status_ = 0;
   Headers headers_;
   bool done_ = false;
@@ -334,7 +351,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   // The end of a body its reader no longer needs (a stream's last chunk after data: [DONE])
   // had not arrived: read it in the background for up to 2 s, then pool the connection. It no
   // longer counts as leased meanwhile (nobody uses it).
-  void finish_later(std::unique_ptr<Connection> conn, std::unique_ptr<http::response_parser<http::buffer_body>> parser,
+  void finish_later(std::unique_ptr<Connection> conn, std::unique_ptr<UpstreamParser> parser,
                     std::optional<transport::BodyFramer> framer = std::nullopt) {
     dropped();
     Connection* c = conn.get();
@@ -553,7 +570,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
   // socket buffer, so it costs one sendmsg and no asynchronous operation.
   template <class Stream>
   net::awaitable<beast::error_code> write_and_read_head(Stream& s, Connection& c, const std::string& head, std::string_view body,
-                                                        http::response_parser<http::buffer_body>& parser) {
+                                                        http::response_parser<http::buffer_body, FieldAlloc>& parser) {
     beast::error_code ec;
     const auto cs = co_await net::this_coro::cancellation_state;
     if (cancel_requested(cs)) co_return net::error::operation_aborted;
@@ -631,7 +648,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
                                                               const HttpRequestSpec& req, Instant deadline) {
     const std::string head = request_head(url, req);
 
-    auto parser = std::make_unique<http::response_parser<http::buffer_body>>();
+    auto parser = std::make_unique<UpstreamParser>();
     parser->header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
     parser->body_limit(opts_.max_response_bytes);
     c->lowest().expires_at(deadline);
@@ -693,10 +710,13 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
 };
 
 BeastHttpStream::BeastHttpStream(std::shared_ptr<HttpTransport> owner, std::unique_ptr<Connection> c,
-                                 std::unique_ptr<http::response_parser<http::buffer_body>> p)
+                                 std::unique_ptr<UpstreamParser> p)
     : owner_(std::move(owner)), conn_(std::move(c)), parser_(std::move(p)) {
   const auto& h = parser_->get();
   status_ = static_cast<int>(h.result_int());
+  std::size_t fields = 0;
+  for (auto it = h.begin(); it != h.end(); ++it) ++fields;
+  headers_.reserve(fields);  // one allocation, not one per doubling
   for (const auto& f : h) headers_.emplace_back(std::string(f.name_string()), std::string(f.value()));
   done_ = parser_->is_done();
   if (!done_) {
@@ -907,10 +927,14 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_all(Instant clock_dead
   const Instant deadline = owner_->real_deadline(clock_deadline);
   std::string all;
   for (;;) {
-    auto piece = co_await read_some_real(deadline);
+    // A framed body is read by read_framed itself: one coroutine frame less per answer.
+    Result<std::string> piece;
+    if (framer_ && !done_ && conn_) piece = co_await read_framed(deadline);
+    else piece = co_await read_some_real(deadline);
     if (!piece) co_return std::unexpected(piece.error());
     if (piece->empty() && done_) co_return all;
-    all += *piece;
+    if (all.empty()) all = std::move(*piece);  // a whole answer usually comes in one piece
+    else all += *piece;
     if (done_) co_return all;
   }
 }

@@ -562,6 +562,7 @@ class OpenAICodec final : public Codec {
                                          std::string_view upstream_model) const override {
     HttpRequestSpec spec;
     spec.url = join_url(ep.base_url, "/chat/completions");
+    spec.headers.reserve(2);
     spec.headers.emplace_back("content-type", "application/json");
     if (!ep.api_key.empty()) spec.headers.emplace_back("authorization", "Bearer " + ep.api_key);
     auto provider_is = [&](std::string_view name, std::string_view host) {
