@@ -126,6 +126,9 @@ class Router {
   /// One executor per io thread, each run by exactly one thread (serve on all of them, one
   /// listener each, to spread connections over the io threads without strands).
   std::vector<net::any_io_executor> executors();
+  /// An io thread's executor, round-robin: where to co_spawn co_complete() for work started
+  /// from outside (the Python binding's streams), spread over the io threads.
+  net::any_io_executor next_executor() noexcept;
   const Clock& clock() const noexcept;
 
   struct Impl;

@@ -233,6 +233,7 @@ BudgetManager* Router::budgets() noexcept { return impl_->budgets.get(); }
 HealthRegistry* Router::health() noexcept { return impl_->health.get(); }
 Transport& Router::transport() noexcept { return *impl_->transport; }
 net::any_io_executor Router::executor() noexcept { return impl_->shards[0]->ioc.get_executor(); }
+net::any_io_executor Router::next_executor() noexcept { return impl_->next_shard().ioc.get_executor(); }
 std::vector<net::any_io_executor> Router::executors() {
   std::vector<net::any_io_executor> out;
   for (auto& sh : impl_->shards) out.push_back(sh->ioc.get_executor());
