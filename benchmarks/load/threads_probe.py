@@ -116,7 +116,7 @@ def main() -> int:
     ap.add_argument("--perf", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
-    a.bin = a.bin or [str(gw.REPO / "build" / "examples" / "modelux")]
+    bins = a.bin or [str(gw.REPO / "build" / "examples" / "modelux")]
     a.upstream_cpu = None if a.upstream_cpu in ("", "-1") else a.upstream_cpu
     a.gateway_cpu = None if a.gateway_cpu in ("", "-1") else a.gateway_cpu
     tmp = Path(tempfile.mkdtemp(prefix="modelux-threads-probe-"))
@@ -131,7 +131,7 @@ def main() -> int:
     try:
         time.sleep(0.3)
         for rnd in range(a.rounds):
-            for binary in a.bin:
+            for binary in bins:
                 for t in [int(x) for x in a.threads.split(",")]:
                     r = run_point(a, ctx, binary, t)
                     r["round"] = rnd + 1
