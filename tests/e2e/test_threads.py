@@ -155,3 +155,21 @@ def test_threads_2_sigterm_drains_streams_in_flight_on_both_threads(mock, start_
     rc = proxy.proc.proc.wait(timeout=DRAIN_MS / 1000 + 5)
     assert rc == 0, f"exit status {rc}"
     assert time.monotonic() - sent < DRAIN_MS / 1000
+
+
+def test_threads_2_config_swaps_and_admin_endpoints_reach_both_threads(mock, start_proxy):
+    # A routing config installed through the admin API is one table for every io thread: new
+    # connections (spread over both listeners) all route with it at once.
+    proxy = start_proxy(two_threads)
+    version = proxy.put_config("live", {"strategy": "single", "model": "gemini-2.5-flash", "timeout_ms": 2000})
+    assert version >= 1
+    served = set()
+    for _ in range(16):  # a fresh connection each: both listeners get some (2^-15 to miss)
+        r = proxy.chat_raw({"model": "@live", "messages": MESSAGES})
+        assert r.status == 200, r.text
+        served.add(r.json()["model"])
+    assert served == {"gemini-2.5-flash"}, served
+    assert proxy.request("GET", "/readyz").status == 200
+    r = proxy.request("GET", "/v1/configs/live")
+    assert r.status == 200 and r.json()["version"] == version, r.text
+    assert mock.requests_for("gemini-2.5-flash") == 16
