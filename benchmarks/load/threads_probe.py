@@ -5,7 +5,7 @@ the io threads and whether requests cause cross-thread wake-ups.
 Reuses gateway.py's nginx upstream, modelux-min config and wrk driver. For each --threads value
 (rounds interleaved) it starts `modelux serve` pinned to --gateway-cpu, warms up, then drives
 c=--concurrency for --duration seconds and reports, per request:
-  - CPU (utime+stime from /proc) of the process and of each io thread (modelux-ioN);
+  - CPU (utime+stime from /proc, and the two apart) of the process and of each io thread (modelux-ioN);
   - voluntary and involuntary context switches of each io thread (/proc/PID/task/TID/status);
   - with --perf: futex, sendmsg and recvmsg+recvfrom system calls of the whole process
     (`perf stat -e syscalls:sys_enter_*`, which needs tracefs and root).
@@ -39,6 +39,7 @@ def tasks(pid: int) -> dict[str, dict]:
             status = dict(line.split(":", 1) for line in (t / "status").read_text().splitlines() if ":" in line)
             out[t.name] = {"name": stat[stat.index("(") + 1:stat.rindex(")")],
                            "cpu": (int(f[11]) + int(f[12])) / gw.CLK_TCK,
+                           "user": int(f[11]) / gw.CLK_TCK, "sys": int(f[12]) / gw.CLK_TCK,
                            "vol": int(status["voluntary_ctxt_switches"]),
                            "invol": int(status["nonvoluntary_ctxt_switches"])}
         except (FileNotFoundError, ProcessLookupError, ValueError, KeyError):
@@ -65,7 +66,9 @@ def run_point(a, ctx, binary: str, threads: int) -> dict:
         t1 = tasks(g.proc.pid)
         n = max(1, res["requests"])
         out = {"bin": binary, "threads": threads, "rps": res["rps"], "requests": res["requests"],
-               "cpu_us_per_req": sum(t1[k]["cpu"] - t0.get(k, {"cpu": 0})["cpu"] for k in t1) * 1e6 / n, "io": {}}
+               "cpu_us_per_req": sum(t1[k]["cpu"] - t0.get(k, {"cpu": 0})["cpu"] for k in t1) * 1e6 / n,
+               "user_us_per_req": sum(t1[k]["user"] - t0.get(k, {"user": 0})["user"] for k in t1) * 1e6 / n,
+               "sys_us_per_req": sum(t1[k]["sys"] - t0.get(k, {"sys": 0})["sys"] for k in t1) * 1e6 / n, "io": {}}
         delta = {}
         for tid, t in t1.items():
             b = t0.get(tid, {"cpu": 0, "vol": 0, "invol": 0})
@@ -137,7 +140,8 @@ def main() -> int:
                     r["round"] = rnd + 1
                     results.append(r)
                     print(f"round {rnd + 1} {Path(binary).name} threads {t}: {r['rps']:.0f} req/s, "
-                          f"{r['cpu_us_per_req']:.1f} us CPU/req; io threads "
+                          f"{r['cpu_us_per_req']:.1f} us CPU/req (user {r['user_us_per_req']:.1f}, system "
+                          f"{r['sys_us_per_req']:.1f}); io threads "
                           + json.dumps(r["io"]) + (f"; syscalls/req {json.dumps(r['per_req_syscalls'])}" if "per_req_syscalls" in r else "")
                           + f"; load {gw.loadavg()}", flush=True)
     finally:
