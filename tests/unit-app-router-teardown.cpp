@@ -32,7 +32,7 @@ ChatRequest ask(bool stream) {
 /// A mock that never answers, a Router in front of it with four requests in flight, then the
 /// Router destroyed first (the requests still pending) and the mock after it. Returns how many
 /// completion callbacks ran.
-int hung_requests_then_destroy() {
+int hung_requests_then_destroy(int io_threads = 1) {
   mock::MockOptions mo;
   mo.config = {{"default", {{"hang_rate", 1.0}}}};
   auto m = mock::MockProvider::start(mo);
@@ -47,7 +47,9 @@ int hung_requests_then_destroy() {
                   {"total_budget_ms", 20000}}}}}};
   auto cfg = Config::from_json(doc);
   REQUIRE(cfg);
-  auto r = Router::create(std::move(*cfg));
+  RouterOptions ro;
+  ro.io_threads = io_threads;
+  auto r = Router::create(std::move(*cfg), ro);
   REQUIRE(r);
   std::unique_ptr<Router> router = std::move(*r);
   std::atomic<int> callbacks{0};
@@ -76,4 +78,16 @@ TEST_CASE("Executor: destroying the Router while requests wait on a hung upstrea
   CHECK(callbacks <= 4);  // none runs twice
   CHECK(after - before == 0);
   CHECK(modelux::testing::heap_allocations.load() > 0);  // the counter is live
+}
+
+// With two io threads the requests wait on both io_contexts, each leasing from its own
+// session pool: every pool must outlive every io_context (the frames destroyed with them give
+// their sessions back).
+TEST_CASE("Executor: destroying a Router with two io threads while requests hang frees everything") {
+  CHECK(hung_requests_then_destroy(2) <= 4);
+  const long before = modelux::testing::live_heap_blocks();
+  const int callbacks = hung_requests_then_destroy(2);
+  const long after = modelux::testing::live_heap_blocks();
+  CHECK(callbacks <= 4);
+  CHECK(after - before == 0);
 }

@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "modelux/testing.hpp"
@@ -29,7 +32,7 @@ struct Fixture {
   std::unique_ptr<mock::MockProvider> mock;
   std::unique_ptr<Router> router;
 
-  explicit Fixture(Json mock_config, Json routing, Json tracing = Json::object()) {
+  explicit Fixture(Json mock_config, Json routing, Json tracing = Json::object(), int io_threads = 1) {
     mock::MockOptions mo;
     mo.config = std::move(mock_config);
     auto m = mock::MockProvider::start(mo);
@@ -41,6 +44,7 @@ struct Fixture {
     REQUIRE(cfg);
     RouterOptions ro;
     ro.open_tracer = !doc["tracing"].empty();
+    ro.io_threads = io_threads;
     auto r = Router::create(std::move(*cfg), ro);
     REQUIRE(r);
     router = std::move(*r);
@@ -76,6 +80,43 @@ TEST_CASE("Executor: many concurrent requests reuse pooled connections and all s
   auto st = f.router->transport().stats();
   CHECK(st.connections_opened <= 8);
   CHECK(st.connections_reused >= 90);
+}
+
+// io_threads 2: one io_context per thread, each with its own upstream connection pool. Calls
+// from the app alternate over the threads; each thread opens its own connection once and
+// reuses it (one shared pool would open one connection for these sequential calls).
+TEST_CASE("Executor: with two io threads each thread keeps its own upstream pool and both serve") {
+  Fixture f(Json::object(), {{"fast", {{"strategy", "single"}, {"model", "gpt-4o-mini"}}}}, Json::object(), 2);
+  CHECK(f.router->executors().size() == 2);
+  std::mutex mu;
+  std::set<std::thread::id> ran_on;
+  for (int i = 0; i < 20; ++i) {
+    std::promise<bool> done;
+    f.router->complete_async(ask("@fast"), CallContext{}, [&](Completion c) {
+      {
+        std::lock_guard lk(mu);
+        ran_on.insert(std::this_thread::get_id());
+      }
+      done.set_value(static_cast<bool>(c.result));
+    });
+    CHECK(done.get_future().get());
+  }
+  CHECK(ran_on.size() == 2);
+  auto st = f.router->transport().stats();  // summed over the threads' pools
+  CHECK(st.requests == 20);
+  CHECK(st.connections_opened == 2);
+  CHECK(st.connections_reused == 18);
+  // Concurrent blocking calls from app threads still all succeed.
+  std::atomic<int> ok{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 25; ++i)
+        if (f.router->complete(ask("@fast")).result) ++ok;
+    });
+  for (auto& t : ts) t.join();
+  CHECK(ok == 100);
+  CHECK(f.router->transport().stats().connections_opened <= 8);
 }
 
 TEST_CASE("ClientSession: the app makes the calls, modelux routes, fails over and traces") {

@@ -3,8 +3,12 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <sys/socket.h>
 
@@ -279,4 +283,142 @@ TEST_CASE("a handler running longer than read_timeout still answers and keeps it
   CHECK(closed_by_server(c, &got));
   CHECK(got.find("echo /slow1") != std::string::npos);
   CHECK(got.find("echo /slow2") != std::string::npos);
+}
+
+// threads: 2 is two io_contexts, each with its own listener on the shared port (SO_REUSEPORT):
+// the kernel spreads connections over both, and a connection's requests run start to finish
+// on the thread that accepted it (no strand: nothing hops threads mid-request).
+TEST_CASE("threads 2 spreads connections over both io threads and keeps each on one thread") {
+  std::mutex mu;
+  std::map<std::string, std::set<std::thread::id>> threads_of;  // per connection (x-conn)
+  std::set<std::thread::id> all;
+  std::atomic<int> hopped{0};
+  ServerOptions so;
+  so.threads = 2;
+  auto s = Server::start(so, [&](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+    const auto before = std::this_thread::get_id();
+    net::steady_timer t(co_await net::this_coro::executor);  // a suspension mid-request
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(net::use_awaitable);
+    if (std::this_thread::get_id() != before) hopped.fetch_add(1);
+    {
+      std::lock_guard lk(mu);
+      threads_of[*req.header("x-conn")].insert(before);
+      all.insert(before);
+    }
+    std::string type = "text/plain", body = "ok";
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+  REQUIRE(s);
+  // 32 connections: the chance that the kernel's hash puts all on one listener is 2^-31.
+  constexpr int kConns = 32;
+  std::vector<std::unique_ptr<RawClient>> clients;
+  for (int i = 0; i < kConns; ++i) clients.push_back(std::make_unique<RawClient>((*s)->port()));
+  for (int i = 0; i < kConns; ++i) {
+    const std::string c = std::to_string(i);
+    clients[i]->send("GET /1 HTTP/1.1\r\nHost: x\r\nx-conn: " + c + "\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nx-conn: " + c +
+                     "\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\nx-conn: " + c + "\r\nConnection: close\r\n\r\n");
+  }
+  for (auto& c : clients) {
+    std::string got = c->read_all();
+    std::size_t n = 0;
+    for (std::size_t at = got.find("200 OK"); at != std::string::npos; at = got.find("200 OK", at + 1)) ++n;
+    CHECK(n == 3);
+  }
+  std::lock_guard lk(mu);
+  CHECK(all.size() == 2);  // both io threads served requests
+  CHECK(threads_of.size() == kConns);
+  for (const auto& [conn, ts] : threads_of) {
+    CAPTURE(conn);
+    CHECK(ts.size() == 1);  // every request of a connection on the thread that accepted it
+  }
+  CHECK(hopped.load() == 0);
+}
+
+// The listeners share the port through SO_REUSEPORT, which another socket of the same user
+// could join: a port already taken must still be an error, as with one listener.
+TEST_CASE("threads 2 refuses a port another server already listens on") {
+  ServerOptions so;
+  so.threads = 2;
+  auto handler = [](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    std::string type = "text/plain", body = "ok";
+    co_await w.respond(200, std::move(type), std::move(body));
+  };
+  auto first = Server::start(so, handler);
+  REQUIRE(first);
+  ServerOptions again = so;
+  again.port = (*first)->port();
+  auto second = Server::start(again, handler);
+  CHECK_FALSE(second);
+  again.threads = 1;
+  auto third = Server::start(again, handler);
+  CHECK_FALSE(third);
+}
+
+// A drain with requests in flight on both io threads: every listener closes (new connections
+// are refused), idle connections close, and every request in flight still finishes, answered
+// with Connection: close.
+TEST_CASE("threads 2 drain closes every listener and finishes the requests in flight on both threads") {
+  std::mutex mu;
+  std::set<std::thread::id> entered_on;
+  std::atomic<int> entered{0};
+  std::atomic<bool> release{false};
+  ServerOptions so;
+  so.threads = 2;
+  auto s = Server::start(so, [&](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    {
+      std::lock_guard lk(mu);
+      entered_on.insert(std::this_thread::get_id());
+    }
+    entered.fetch_add(1);
+    net::steady_timer t(co_await net::this_coro::executor);
+    while (!release) {
+      t.expires_after(std::chrono::milliseconds(5));
+      co_await t.async_wait(net::use_awaitable);
+    }
+    std::string type = "text/plain", body = "finished";
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+  REQUIRE(s);
+  const int port = (*s)->port();
+  constexpr int kBusy = 16;
+  std::vector<std::unique_ptr<RawClient>> idle, busy;
+  for (int i = 0; i < 8; ++i) idle.push_back(std::make_unique<RawClient>(port));
+  for (int i = 0; i < kBusy; ++i) {
+    busy.push_back(std::make_unique<RawClient>(port));
+    busy.back()->send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (entered.load() < kBusy && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  REQUIRE(entered.load() == kBusy);
+  {
+    std::lock_guard lk(mu);
+    CHECK(entered_on.size() == 2);  // in flight on both threads (16 connections: 2^-15 to miss)
+  }
+  CHECK((*s)->requests_in_flight() == kBusy);
+  (*s)->drain();
+  for (auto& c : idle) CHECK(c->read_all().empty());
+  bool refused = false;
+  for (int i = 0; i < 200 && !refused; ++i) {
+    // Several probes: each listener must be closed, not only the one the hash picks first.
+    int ok = 0;
+    for (int k = 0; k < 16; ++k) {
+      net::io_context ioc;
+      tcp::socket probe(ioc);
+      boost::system::error_code ec;
+      probe.connect({net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)}, ec);
+      ok += (ec == net::error::connection_refused || ec == net::error::connection_reset) ? 1 : 0;
+    }
+    refused = ok == 16;
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(refused);
+  release = true;
+  for (auto& c : busy) {
+    std::string reply = c->read_all();
+    CHECK(reply.find("finished") != std::string::npos);
+    CHECK(reply.find("Connection: close") != std::string::npos);
+  }
+  for (int i = 0; i < 200 && (*s)->requests_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK((*s)->requests_in_flight() == 0);
 }

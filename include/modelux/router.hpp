@@ -2,8 +2,10 @@
 // compiled Policy, runs the routing session over a Transport (the executor), applies budgets,
 // feeds health, and hands every decision trace to the Tracer.
 //
-// Threading model: a Router owns an io_context served by `io_threads` threads. All upstream
-// I/O runs there. `complete()` / `stream()` are blocking and may be called from any number of
+// Threading model: a Router owns `io_threads` io_contexts, each run by one thread, each with
+// its own upstream connection pool and routing-session pool. All upstream I/O runs there; a
+// request runs start to finish on the io thread it started on (the blocking and callback
+// calls pick one round-robin; the proxy runs each connection on the thread that accepted it). `complete()` / `stream()` are blocking and may be called from any number of
 // application threads at once (never from a Router io thread). `complete_async()` calls its
 // callback on an io thread. `co_complete()` is an Asio awaitable for apps that already run an
 // io_context: it runs on the caller's executor. Config swaps (`set_routing_config`) are atomic
@@ -119,7 +121,14 @@ class Router {
   BudgetManager* budgets() noexcept;
   HealthRegistry* health() noexcept;
   Transport& transport() noexcept;
+  /// The first io thread's executor (for background work: alerts, timers).
   net::any_io_executor executor() noexcept;
+  /// One executor per io thread, each run by exactly one thread (serve on all of them, one
+  /// listener each, to spread connections over the io threads without strands).
+  std::vector<net::any_io_executor> executors();
+  /// An io thread's executor, round-robin: where to co_spawn co_complete() for work started
+  /// from outside (the Python binding's streams), spread over the io threads.
+  net::any_io_executor next_executor() noexcept;
   const Clock& clock() const noexcept;
 
   struct Impl;

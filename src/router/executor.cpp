@@ -376,13 +376,13 @@ void Router::Impl::fill_context(DecisionTrace& t, const CallContext& ctx, const 
   t.stream = stream;
 }
 
-Router::Impl::SessionLease::SessionLease(Impl& impl) : impl_(impl) {
+Router::Impl::SessionLease::SessionLease(Impl& impl) : pool_(*impl.pools[impl.shard_here()]) {
   {
-    std::lock_guard lk(impl_.pool_mu);
-    ++impl_.sessions_leased;
-    if (!impl_.session_pool.empty()) {
-      s_ = std::move(impl_.session_pool.back());
-      impl_.session_pool.pop_back();
+    std::lock_guard lk(pool_.mu);
+    ++pool_.leased;
+    if (!pool_.idle.empty()) {
+      s_ = std::move(pool_.idle.back());
+      pool_.idle.pop_back();
     }
   }
   if (!s_) s_ = std::make_unique<RoutingSession>();
@@ -391,12 +391,12 @@ Router::Impl::SessionLease::SessionLease(Impl& impl) : impl_(impl) {
 Router::Impl::SessionLease::~SessionLease() {
   s_->clear();  // a parked session holds no policy or response body
   std::vector<std::unique_ptr<RoutingSession>> surplus;  // freed outside the lock
-  std::lock_guard lk(impl_.pool_mu);
-  if (impl_.session_pool.size() < kMaxPooledSessions) impl_.session_pool.push_back(std::move(s_));
-  if (--impl_.sessions_leased == 0 && impl_.session_pool.size() > kQuietPooledSessions) {
-    auto keep = impl_.session_pool.begin() + static_cast<std::ptrdiff_t>(kQuietPooledSessions);
-    surplus.assign(std::make_move_iterator(keep), std::make_move_iterator(impl_.session_pool.end()));
-    impl_.session_pool.erase(keep, impl_.session_pool.end());
+  std::lock_guard lk(pool_.mu);
+  if (pool_.idle.size() < kMaxPooledSessions) pool_.idle.push_back(std::move(s_));
+  if (--pool_.leased == 0 && pool_.idle.size() > kQuietPooledSessions) {
+    auto keep = pool_.idle.begin() + static_cast<std::ptrdiff_t>(kQuietPooledSessions);
+    surplus.assign(std::make_move_iterator(keep), std::make_move_iterator(pool_.idle.end()));
+    pool_.idle.erase(keep, pool_.idle.end());
   }
 }
 

@@ -7,6 +7,8 @@
 
 #include <future>
 
+#include <pthread.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_future.hpp>
@@ -26,6 +28,45 @@ void register_provider_secrets(const Config& c) {
         add_secret(value);
   }
 }
+
+// Router::transport() with several io threads: each thread has its own HTTP client (its own
+// connection pool); this view sends on the calling io thread's one (round-robin from other
+// threads), sums the stats and trims every pool. The request path does the same lookup.
+class ShardedTransport final : public Transport {
+ public:
+  ShardedTransport(Router::Impl& impl, std::vector<std::shared_ptr<Transport>> parts)
+      : impl_(impl), parts_(std::move(parts)) {}
+  net::awaitable<Result<HttpResponse>> send(const HttpRequestSpec& req, Instant deadline) override {
+    return here().send(req, deadline);
+  }
+  net::awaitable<Result<std::unique_ptr<HttpStream>>> open(const HttpRequestSpec& req, Instant deadline) override {
+    return here().open(req, deadline);
+  }
+  TransportStats stats() const override {
+    TransportStats sum;
+    for (const auto& p : parts_) {
+      auto s = p->stats();
+      sum.connections_opened += s.connections_opened;
+      sum.connections_reused += s.connections_reused;
+      sum.requests += s.requests;
+      sum.idle += s.idle;
+      sum.in_flight += s.in_flight;
+    }
+    return sum;
+  }
+  void close_idle() override {
+    for (auto& p : parts_) p->close_idle();
+  }
+  void trim_idle() override {
+    for (auto& p : parts_) p->trim_idle();
+  }
+
+ private:
+  Transport& here() { return *parts_[impl_.shard_here()]; }
+  Router::Impl& impl_;
+  std::vector<std::shared_ptr<Transport>> parts_;
+};
+
 }  // namespace
 
 Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -47,8 +88,12 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
   impl->table.store(std::move(*table));
   if (!options.transport && !options.transport_options.clock && impl->clock != &SteadyClock::instance())
     options.transport_options.clock = impl->clock;  // deadlines are this clock's instants
-  impl->transport = options.transport ? options.transport
-                                      : make_http_transport(impl->ioc.get_executor(), options.transport_options);
+  for (auto& sh : impl->shards)
+    impl->shard_transports.push_back(options.transport ? options.transport
+                                                       : make_http_transport(sh->ioc.get_executor(), options.transport_options));
+  impl->transport = impl->shards.size() == 1 || options.transport
+                        ? impl->shard_transports[0]
+                        : std::make_shared<ShardedTransport>(*impl, impl->shard_transports);
   // The config file's sections were validated and typed by Config::from_json: nothing here
   // reads JSON again.
   if (!impl->config.budgets.empty() || options.always_budgets) {
@@ -94,27 +139,34 @@ Result<std::unique_ptr<Router>> Router::create(Config config, RouterOptions opti
                                  .health = impl->health.get(),
                                  .budgets = impl->budgets.get(),
                                  .key_cursor = impl->key_cursor.get()};
-  int n = std::max(1, options.io_threads);
-  for (int i = 0; i < n; ++i) impl->threads.emplace_back([p = impl.get()] { p->ioc.run(); });
+  for (std::size_t i = 0; i < impl->shards.size(); ++i)
+    impl->threads.emplace_back([p = impl.get(), i] {
+      Impl::tl_owner = p;
+      Impl::tl_shard = i;
+      // Named, so per-thread CPU and wake-ups can be read from /proc/PID/task/*/comm.
+      const std::string name = "modelux-io" + std::to_string(i);
+      pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+      p->shards[i]->ioc.run();
+    });
   return std::unique_ptr<Router>(new Router(std::move(impl)));
 }
 
 Completion Router::complete(ChatRequest request, CallContext ctx) {
-  auto strand = net::make_strand(impl_->ioc);
-  auto fut = net::co_spawn(strand, impl_->execute(std::move(request), std::move(ctx), nullptr), net::use_future);
+  auto ex = impl_->next_shard().ioc.get_executor();  // one thread runs it: no strand needed
+  auto fut = net::co_spawn(ex, impl_->execute(std::move(request), std::move(ctx), nullptr), net::use_future);
   return fut.get();
 }
 
 Completion Router::stream(ChatRequest request, CallContext ctx, ChunkSink sink) {
-  auto strand = net::make_strand(impl_->ioc);
+  auto ex = impl_->next_shard().ioc.get_executor();  // one thread runs it: no strand needed
   AsyncChunkSink as = [sink = std::move(sink)](const ChatChunk& c) -> net::awaitable<bool> { co_return sink(c); };
-  auto fut = net::co_spawn(strand, impl_->execute(std::move(request), std::move(ctx), std::move(as)), net::use_future);
+  auto fut = net::co_spawn(ex, impl_->execute(std::move(request), std::move(ctx), std::move(as)), net::use_future);
   return fut.get();
 }
 
 void Router::complete_async(ChatRequest request, CallContext ctx, std::function<void(Completion)> done) {
-  auto strand = net::make_strand(impl_->ioc);
-  net::co_spawn(strand, impl_->execute(std::move(request), std::move(ctx), nullptr),
+  auto ex = impl_->next_shard().ioc.get_executor();  // one thread runs it: no strand needed
+  net::co_spawn(ex, impl_->execute(std::move(request), std::move(ctx), nullptr),
                 [done = std::move(done)](std::exception_ptr e, Completion c) {
                   if (e) {
                     Completion err;
@@ -132,8 +184,8 @@ net::awaitable<Completion> Router::co_complete(ChatRequest request, CallContext 
 }
 
 EmbeddingCompletion Router::embed(EmbeddingRequest request, CallContext ctx) {
-  auto strand = net::make_strand(impl_->ioc);
-  auto fut = net::co_spawn(strand, impl_->execute_embed(std::move(request), std::move(ctx)), net::use_future);
+  auto ex = impl_->next_shard().ioc.get_executor();  // one thread runs it: no strand needed
+  auto fut = net::co_spawn(ex, impl_->execute_embed(std::move(request), std::move(ctx)), net::use_future);
   return fut.get();
 }
 
@@ -180,7 +232,13 @@ Tracer* Router::tracer() noexcept { return impl_->tracer.get(); }
 BudgetManager* Router::budgets() noexcept { return impl_->budgets.get(); }
 HealthRegistry* Router::health() noexcept { return impl_->health.get(); }
 Transport& Router::transport() noexcept { return *impl_->transport; }
-net::any_io_executor Router::executor() noexcept { return impl_->ioc.get_executor(); }
+net::any_io_executor Router::executor() noexcept { return impl_->shards[0]->ioc.get_executor(); }
+net::any_io_executor Router::next_executor() noexcept { return impl_->next_shard().ioc.get_executor(); }
+std::vector<net::any_io_executor> Router::executors() {
+  std::vector<net::any_io_executor> out;
+  for (auto& sh : impl_->shards) out.push_back(sh->ioc.get_executor());
+  return out;
+}
 const Clock& Router::clock() const noexcept { return *impl_->clock; }
 
 }  // namespace modelux

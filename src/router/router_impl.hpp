@@ -29,24 +29,64 @@ struct Router::Impl {
   RouterOptions opts;
   const Clock* clock = nullptr;
   // Idle routing sessions, reused across requests (RoutingSession::reset keeps their buffers,
-  // so the routing decision itself allocates nothing in steady state). Bounded. Declared
-  // before `ioc` so it outlives it: request frames still pending when the Router goes away
-  // are destroyed with the io_context, and their leases give sessions back here.
-  // When the last lease ends (nothing in flight: a burst drained) the pool keeps only
-  // kQuietPooledSessions: the rest were allocated mid-burst between its buffers, and kept
-  // they would pin those heap pages (issue #19, RSS after streams).
-  std::mutex pool_mu;
-  std::vector<std::unique_ptr<RoutingSession>> session_pool;
-  std::size_t sessions_leased = 0;  ///< guarded by pool_mu
+  // so the routing decision itself allocates nothing in steady state). Bounded. One pool per
+  // io thread (a request leases from the pool of the thread it runs on; the mutex is
+  // uncontended then, and only guards the rare lease from another thread). Declared
+  // before `shards` so they outlive every io_context: request frames still pending when the
+  // Router goes away are destroyed with their io_context, and their leases give sessions
+  // back here. When the last lease of a pool ends (nothing in flight there: a burst
+  // drained) the pool keeps only kQuietPooledSessions: the rest were allocated mid-burst
+  // between its buffers, and kept they would pin those heap pages (issue #19, RSS after streams).
+  struct SessionPool {
+    std::mutex mu;
+    std::vector<std::unique_ptr<RoutingSession>> idle;
+    std::size_t leased = 0;  ///< guarded by mu
+  };
+  std::vector<std::unique_ptr<SessionPool>> pools;
   static constexpr std::size_t kMaxPooledSessions = 256;
   static constexpr std::size_t kQuietPooledSessions = 8;
-  // The concurrency hint is the number of io threads: with one, Asio's scheduler knows no
-  // other thread runs handlers and skips the cross-thread wake-up work on every handler.
-  net::io_context ioc;
-  explicit Impl(int io_threads = 1) : ioc(std::max(1, io_threads)) {}
-  net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+  // One io_context per io thread (issue #13, scaling): a request runs start to finish on the
+  // thread whose listener accepted it, with that thread's upstream connection pool and
+  // session pool; nothing on the hot path posts across threads and no strand is needed. The
+  // concurrency hint is 1: Asio's scheduler knows no other thread runs its handlers and
+  // skips the cross-thread wake-up work on every handler (posting from other threads stays
+  // safe).
+  struct Shard {
+    net::io_context ioc{1};
+    net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+  };
+  std::vector<std::unique_ptr<Shard>> shards;
+  explicit Impl(int io_threads = 1) {
+    const int n = std::max(1, io_threads);
+    for (int i = 0; i < n; ++i) {
+      pools.push_back(std::make_unique<SessionPool>());
+      shards.push_back(std::make_unique<Shard>());
+    }
+  }
+  // Which shard of which Router the calling thread runs (set once by each io thread); other
+  // threads (the app's, a caller's own io_context) see another owner.
+  static inline thread_local const Impl* tl_owner = nullptr;
+  static inline thread_local std::size_t tl_shard = 0;
+  /// The shard index of the calling io thread; round-robin for any other thread.
+  std::size_t shard_here() noexcept {
+    if (shards.size() == 1) return 0;
+    if (tl_owner == this) return tl_shard;
+    return rr_cursor.fetch_add(1, std::memory_order_relaxed) % shards.size();
+  }
+  /// A shard for work started from outside (the blocking and callback API): round-robin.
+  Shard& next_shard() noexcept {
+    if (shards.size() == 1) return *shards[0];
+    return *shards[rr_cursor.fetch_add(1, std::memory_order_relaxed) % shards.size()];
+  }
+  std::atomic<std::size_t> rr_cursor{0};
   std::vector<std::thread> threads;
+  /// What Router::transport() hands out: with one io thread (or a transport given in
+  /// RouterOptions) the transport itself; with several, a view over the per-thread transports
+  /// that sends on the calling io thread's own and sums their stats.
   std::shared_ptr<Transport> transport;
+  /// One HTTP client per io thread (its connection pool serves only that thread's requests);
+  /// all the same object when RouterOptions::transport is given.
+  std::vector<std::shared_ptr<Transport>> shard_transports;
   std::unique_ptr<Tracer> tracer;
   std::unique_ptr<BudgetManager> budgets;
   std::unique_ptr<HealthRegistry> health;
@@ -67,13 +107,15 @@ struct Router::Impl {
     RoutingSession& get() noexcept { return *s_; }
 
    private:
-    Impl& impl_;
+    SessionPool& pool_;  // the pool of the thread that leased it
     std::unique_ptr<RoutingSession> s_;
   };
 
   ~Impl() {
-    work.reset();
-    ioc.stop();
+    for (auto& sh : shards) {
+      sh->work.reset();
+      sh->ioc.stop();
+    }
     for (auto& t : threads) t.join();
   }
 

@@ -211,7 +211,8 @@ class ClientWatch : public std::enable_shared_from_this<ClientWatch> {
 // server, instead of a timer armed and cancelled per request (most requests end long before:
 // the arm, the cancel and its posted handler were per-request work, and at c=1 each arm moved
 // the earliest timer: a timerfd_settime). Watches that stopped meanwhile are dropped at their
-// turn. Only with one io thread: the tick runs the watches' checks itself, off their strand.
+// turn. One per io_context run by one thread (none with strands: the tick runs the watches'
+// checks itself, which must be on the thread of their connections).
 struct Server::WatchStarter : std::enable_shared_from_this<Server::WatchStarter> {
   explicit WatchStarter(const net::any_io_executor& ex) : timer(ex) {}
   void add(std::shared_ptr<ClientWatch> w) {
@@ -511,17 +512,54 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
   auto addr = net::ip::make_address(s->opts_.host, ec);
   if (ec) return fail(ErrorKind::invalid_config, "bad listen address '" + s->opts_.host + "'");
   tcp::endpoint ep{addr, static_cast<unsigned short>(s->opts_.port)};
-  s->ex_ = s->opts_.executor ? *s->opts_.executor : net::any_io_executor(s->ioc_.get_executor());
-  s->acceptor_ = std::make_shared<tcp::acceptor>(s->opts_.threads > 1 ? net::any_io_executor(net::make_strand(s->ex_)) : s->ex_);
-  s->acceptor_->open(ep.protocol(), ec);
-  if (!ec) s->acceptor_->set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) s->acceptor_->bind(ep, ec);
-  if (!ec) s->acceptor_->listen(net::socket_base::max_listen_connections, ec);
-  if (ec)
-    return fail(ErrorKind::io, "cannot listen on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + ec.message());
-  s->port_ = s->acceptor_->local_endpoint().port();
-  s->accept_pause_ = std::make_shared<net::steady_timer>(s->acceptor_->get_executor());
-  if (s->opts_.threads <= 1) s->watch_starter_ = std::make_shared<WatchStarter>(s->ex_);
+  // The executors that get a listener each, every one run by one thread, except a single
+  // shared executor run by several threads (then each connection gets a strand).
+  std::vector<net::any_io_executor> exs = s->opts_.executors;
+  if (exs.empty() && s->opts_.executor) {
+    exs.push_back(*s->opts_.executor);
+    s->strands_ = s->opts_.threads > 1;
+  }
+  if (exs.empty()) {
+    exs.push_back(s->ioc_.get_executor());
+    for (int i = 1; i < s->opts_.threads; ++i) {
+      s->more_iocs_.push_back(std::make_unique<net::io_context>(1));
+      exs.push_back(s->more_iocs_.back()->get_executor());
+    }
+  }
+  s->ex_ = exs.front();
+  auto cannot_listen = [&](const beast::error_code& e) {
+    return fail(ErrorKind::io, "cannot listen on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + e.message());
+  };
+  // Several listeners share the port through SO_REUSEPORT. Any socket of the same user that
+  // sets it could join that group, another modelux included, and would silently take a share
+  // of the connections: a plain bind first makes a port already in use an error, as it is
+  // with one listener.
+  if (exs.size() > 1 && ep.port() != 0) {
+    tcp::acceptor probe(exs.front());
+    probe.open(ep.protocol(), ec);
+    if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) probe.bind(ep, ec);
+    if (ec) return cannot_listen(ec);
+  }
+  for (const auto& ex : exs) {
+    Listener l;
+    l.acceptor = std::make_shared<tcp::acceptor>(s->strands_ ? net::any_io_executor(net::make_strand(ex)) : ex);
+    l.acceptor->open(ep.protocol(), ec);
+    if (!ec) l.acceptor->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec && exs.size() > 1) {
+      int one = 1;
+      if (::setsockopt(l.acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        ec = beast::error_code(errno, boost::system::system_category());
+    }
+    if (!ec) l.acceptor->bind(ep, ec);
+    if (!ec) l.acceptor->listen(net::socket_base::max_listen_connections, ec);
+    if (ec) return cannot_listen(ec);
+    if (ep.port() == 0) ep.port(l.acceptor->local_endpoint().port());  // the others join the first's port
+    l.pause = std::make_shared<net::steady_timer>(l.acceptor->get_executor());
+    if (!s->strands_) l.starter = std::make_shared<WatchStarter>(ex);
+    s->listeners_.push_back(std::move(l));
+  }
+  s->port_ = ep.port();
   s->reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   {
     std::string body = s->opts_.error_body(503, "the server is out of file descriptors; retry shortly", {});
@@ -529,9 +567,12 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions opts, Handler handle
                   "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
                   std::to_string(body.size()) + "\r\n\r\n" + body;
   }
-  net::co_spawn(s->acceptor_->get_executor(), s->accept_loop(s->acceptor_, s->accept_pause_), net::detached);
-  if (!s->opts_.executor)
-    for (int i = 0; i < std::max(1, s->opts_.threads); ++i) s->threads_.emplace_back([p = s.get()] { p->ioc_.run(); });
+  for (const auto& l : s->listeners_)
+    net::co_spawn(l.acceptor->get_executor(), s->accept_loop(l.acceptor, l.pause, l.starter), net::detached);
+  if (s->opts_.executors.empty() && !s->opts_.executor) {
+    s->threads_.emplace_back([p = s.get()] { p->ioc_.run(); });
+    for (auto& ioc : s->more_iocs_) s->threads_.emplace_back([c = ioc.get()] { c->run(); });
+  }
   return s;
 }
 
@@ -542,26 +583,33 @@ Server::~Server() {
 
 void Server::stop() {
   if (stopped_.exchange(true)) return;
-  auto closed = std::make_shared<std::promise<void>>();
-  auto done = closed->get_future();
-  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_, starter = watch_starter_, closed] {
-    beast::error_code ec;
-    acc->close(ec);
-    pause->cancel();
-    if (starter) starter->stop();
-    closed->set_value();
-  });
-  // Own io_context: stop it. Shared executor: wait for the acceptor to close; the
-  // executor's owner stops its io_context (and so every session) afterwards.
-  if (opts_.executor) done.wait_for(std::chrono::seconds(5));
-  else ioc_.stop();
+  std::vector<std::future<void>> closed;
+  for (const auto& l : listeners_) {
+    auto done = std::make_shared<std::promise<void>>();
+    closed.push_back(done->get_future());
+    net::post(l.acceptor->get_executor(), [acc = l.acceptor, pause = l.pause, starter = l.starter, done] {
+      beast::error_code ec;
+      acc->close(ec);
+      pause->cancel();
+      if (starter) starter->stop();
+      done->set_value();
+    });
+  }
+  // Own io_contexts: stop them. Shared executors: wait for the acceptors to close; the
+  // executors' owner stops its io_contexts (and so every session) afterwards.
+  const bool shared = opts_.executor || !opts_.executors.empty();
+  if (shared) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (auto& f : closed) f.wait_until(until);
+  } else {
+    ioc_.stop();
+    for (auto& ioc : more_iocs_) ioc->stop();
+  }
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   // On a shared executor the io_context dies before this object: no io object (nor strand)
   // of ours may outlive it here (ASan: use-after-free in ~strand_impl at exit).
-  acceptor_.reset();
-  accept_pause_.reset();
-  watch_starter_.reset();
+  listeners_.clear();
 }
 
 ServerStats Server::stats() const noexcept {
@@ -593,6 +641,7 @@ void Server::release_body(std::size_t n) noexcept {
 // Give up the reserve fd for a moment to take each one and answer 503 at once (a client then
 // sees a fast, retryable refusal), then take the reserve back. Runs on the acceptor's strand.
 void Server::refuse_pending(tcp::acceptor& acceptor) {
+  std::lock_guard lk(reserve_mu_);
   if (reserve_fd_ < 0) return;
   ::close(reserve_fd_);
   reserve_fd_ = -1;
@@ -616,13 +665,16 @@ void Server::refuse_pending(tcp::acceptor& acceptor) {
 // At the fd limit accept() fails at once, and retrying at once spins a core (issue #11: 35,000
 // failed accepts per second). Pause 10 ms, doubling to 1 s while it lasts; refuse the pending
 // connections quickly through the reserve fd meanwhile.
-net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause) {
+net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause,
+                                         std::shared_ptr<WatchStarter> starter) {
+  const net::any_io_executor ex = acceptor->get_executor();
   auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoffMin);
   for (;;) {
     beast::error_code ec;
-    // One io thread runs every handler in turn already: a strand per connection would only
-    // add a queue and a dispatch to every completion (it was a sixth of the CPU of a request).
-    tcp::socket sock(opts_.threads > 1 ? net::any_io_executor(net::make_strand(ex_)) : ex_);
+    // One io thread runs every handler of this io_context in turn already: a strand per
+    // connection would only add a queue and a dispatch to every completion (it was a sixth of
+    // the CPU of a request). The connection stays on the thread that accepted it.
+    tcp::socket sock(strands_ ? net::any_io_executor(net::make_strand(ex_)) : ex);
     co_await acceptor->async_accept(sock, redirect_error(use_awaitable, ec));
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor->is_open()) co_return;
@@ -636,8 +688,8 @@ net::awaitable<void> Server::accept_loop(std::shared_ptr<tcp::acceptor> acceptor
       continue;
     }
     backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoffMin);
-    auto ex = sock.get_executor();
-    net::co_spawn(ex, session(std::move(sock)), net::detached);
+    auto sock_ex = sock.get_executor();
+    net::co_spawn(sock_ex, session(std::move(sock), starter), net::detached);
   }
 }
 
@@ -651,12 +703,13 @@ struct Server::Live {
 
 void Server::drain() {
   if (draining_.exchange(true, std::memory_order_acq_rel)) return;
-  if (!acceptor_) return;  // stopped
-  net::post(acceptor_->get_executor(), [acc = acceptor_, pause = accept_pause_] {
-    beast::error_code ec;
-    acc->close(ec);
-    pause->cancel();
-  });
+  if (stopped_.load(std::memory_order_acquire)) return;
+  for (const auto& l : listeners_)
+    net::post(l.acceptor->get_executor(), [acc = l.acceptor, pause = l.pause] {
+      beast::error_code ec;
+      acc->close(ec);
+      pause->cancel();
+    });
   close_idle();
 }
 
@@ -727,7 +780,7 @@ RequestHead make_head(const RequestParser& parser, const std::string& remote) {
 
 }  // namespace
 
-net::awaitable<void> Server::session(tcp::socket sock) {
+net::awaitable<void> Server::session(tcp::socket sock, std::shared_ptr<WatchStarter> starter) {
   connections_open_.fetch_add(1, std::memory_order_relaxed);
   ConnStream stream(std::move(sock));
   auto live = std::make_shared<Live>();
@@ -880,7 +933,7 @@ net::awaitable<void> Server::session(tcp::socket sock) {
     static_cast<RequestHead&>(req) = std::move(head);
     req.body = std::move(msg.body());
     // While draining, every answer closes its connection (decided when its header goes out).
-    BeastWriter w(stream, msg.keep_alive(), msg.version(), &draining_, watch_starter_.get());
+    BeastWriter w(stream, msg.keep_alive(), msg.version(), &draining_, starter.get());
     co_await handler_(req, w);
     if (!w.started()) co_await w.respond(500, "application/json", opts_.error_body(500, "handler wrote no response", req.path), {});
     if (w.gone() || !w.keep_alive() || !w.done()) break;

@@ -6,11 +6,14 @@
 // A rejection is answered at once and the connection closed without buffering the body, so
 // an unauthenticated upload costs no more than its header.
 //
-// Threading: `threads` threads run one io_context; each connection is one coroutine on its
-// own strand (with `threads` > 1; with one thread the io thread itself serialises everything
-// and there is no strand), so a handler never runs concurrently with itself for one
-// connection. `on_head` and the handler run on that strand, concurrently for different
-// connections.
+// Threading: one listener per io_context, each io_context run by one thread (`threads` own
+// io_contexts, or the `executors` given: the Router's io threads). With several, the
+// listeners share the port through SO_REUSEPORT (the kernel spreads connections over them)
+// and a connection runs start to finish on the thread that accepted it: no strand, no
+// cross-thread hop. Only a single executor run by several threads (`executor` with
+// `threads` > 1) puts each connection on its own strand. Either way a handler never runs
+// concurrently with itself for one connection; `on_head` and the handler run concurrently
+// for different connections.
 #pragma once
 
 #include <atomic>
@@ -96,8 +99,9 @@ std::string default_error_body(int status, const std::string& message, std::stri
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;  ///< 0 = pick a free port
-  /// Threads running the io_context (with `executor`: the threads that run that executor's
-  /// io_context; 1 means no strands are needed).
+  /// Own io threads: one io_context and one listener each (SO_REUSEPORT when > 1). With
+  /// `executor`: the threads that run that executor's io_context (> 1 puts each connection on
+  /// a strand). Ignored with `executors`.
   int threads = 1;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
   std::size_t max_header_bytes = 64 * 1024;
@@ -117,6 +121,10 @@ struct ServerOptions {
   /// Serve on this executor instead of an own io_context and threads (the proxy shares the
   /// Router's io_context so a request never hops threads).
   std::optional<net::any_io_executor> executor;
+  /// Serve on these executors, each run by exactly one thread (Router::executors()): one
+  /// listener per executor, all on one port (SO_REUSEPORT when more than one), and each
+  /// connection on the executor that accepted it, without a strand. Overrides `executor`.
+  std::vector<net::any_io_executor> executors;
 };
 
 /// Counters of the server's own resource limits (all since start, except the gauges).
@@ -149,31 +157,38 @@ class Server {
 
  private:
   Server() = default;
-  net::awaitable<void> accept_loop(std::shared_ptr<net::ip::tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause);
-  net::awaitable<void> session(net::ip::tcp::socket sock);
+ public:
+  struct WatchStarter;  // starts the client-disconnect watches (one per io_context run by one thread)
+ private:
+  net::awaitable<void> accept_loop(std::shared_ptr<net::ip::tcp::acceptor> acceptor, std::shared_ptr<net::steady_timer> pause,
+                                   std::shared_ptr<WatchStarter> starter);
+  net::awaitable<void> session(net::ip::tcp::socket sock, std::shared_ptr<WatchStarter> starter);
   void refuse_pending(net::ip::tcp::acceptor& acceptor);
   bool reserve_body(std::size_t n) noexcept;
   void release_body(std::size_t n) noexcept;
   struct Live;  // a session's handle for drain()
- public:
-  struct WatchStarter;  // starts the client-disconnect watches (one io thread only)
- private:
-  std::shared_ptr<WatchStarter> watch_starter_;
   void close_idle();
 
   ServerOptions opts_;
   Handler handler_;
-  net::io_context ioc_;
+  net::io_context ioc_{1};
+  std::vector<std::unique_ptr<net::io_context>> more_iocs_;  // own io threads beyond the first
   net::any_io_executor ex_;
-  // Shared with the accept loop's coroutine: on a shared executor the io_context may outlive
-  // this object's stop() but not its destruction, so stop() drops these and the coroutine
-  // frame (destroyed inside the io_context) holds the last references.
-  std::shared_ptr<net::ip::tcp::acceptor> acceptor_;
+  bool strands_ = false;  // one executor run by several threads: a strand per connection
+  // One per io_context. Shared with the accept loop's coroutine: on a shared executor the
+  // io_context may outlive this object's stop() but not its destruction, so stop() drops
+  // these and the coroutine frame (destroyed inside the io_context) holds the last references.
+  struct Listener {
+    std::shared_ptr<net::ip::tcp::acceptor> acceptor;
+    std::shared_ptr<net::steady_timer> pause;
+    std::shared_ptr<WatchStarter> starter;  // null with strands
+  };
+  std::vector<Listener> listeners_;
   std::vector<std::thread> threads_;
   int port_ = 0;
   std::atomic<bool> stopped_{false};
   std::atomic<bool> draining_{false};
-  std::shared_ptr<net::steady_timer> accept_pause_;
+  std::mutex reserve_mu_;  // the listeners' accept loops may run on different threads
   int reserve_fd_ = -1;  // /dev/null, given up to accept-and-refuse when fds run out
   std::string refusal_;  // the raw 503 sent on the reserve fd
   std::atomic<std::uint64_t> accept_backoffs_{0}, accept_refused_{0}, body_budget_refused_{0};

@@ -244,6 +244,7 @@ Result<std::unique_ptr<Proxy>> Proxy::start(Config config, ProxyOptions opts) {
   if (auto r = (*control)->attach(*st.router, st.keys.get()); !r) return fail(r.error());
   st.control = std::move(*control);
   so.executor = st.router->executor();
+  so.executors = st.router->executors();  // a listener per io thread: a connection stays on the thread that accepted it
   auto stp = p->state_;
   so.on_head = [stp](const http_server::RequestHead& h) { return on_head(*stp, h); };
   // The server's own refusals (413, a header that is not UTF-8, 503 busy) in the shape of the

@@ -4,7 +4,7 @@
 // CLI's). Routing mode only: it is offline (no provider call, no spend). Admin keys only. The
 // replay reads SQLite and simulates every stored request, so it runs on the worker pool.
 //
-// Threading: the handler parses on the connection's strand; the replay runs on one worker.
+// Threading: the handler parses on the connection's io thread; the replay runs on one worker.
 #include <charconv>
 
 #include "modelux/control.hpp"

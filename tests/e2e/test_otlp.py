@@ -130,9 +130,16 @@ def test_every_request_becomes_a_span_with_a_child_per_attempt(start_proxy: Any,
         raw = b"".join(x["raw"] for x in receiver.posts)
     for secret in ["mock-anthropic-key", "mock-openai-key", p.auth["authorization"][7:], COLLECTOR_KEY]:
         assert secret.encode() not in raw
-    m = http_request(p.port, "GET", "/metrics").text
-    assert COLLECTOR_KEY not in m
-    exported = [ln for ln in m.splitlines() if ln.startswith("modelux_otlp_spans_exported_total")]
+    # The exporter counts a batch once the collector's answer is back, which can be a moment
+    # after the receiver recorded the post: poll, bounded (a loaded run failed reading 0 here).
+    end = time.monotonic() + 5
+    while True:
+        m = http_request(p.port, "GET", "/metrics").text
+        assert COLLECTOR_KEY not in m
+        exported = [ln for ln in m.splitlines() if ln.startswith("modelux_otlp_spans_exported_total")]
+        if (exported and float(exported[0].split()[-1]) >= 3) or time.monotonic() > end:
+            break
+        time.sleep(0.02)
     assert exported and float(exported[0].split()[-1]) >= 3, exported
 
 

@@ -760,7 +760,7 @@ class PyRouter {
     auto fut = hold_callable(std::move(future));
     {
       py::gil_scoped_release nogil;
-      net::co_spawn(net::make_strand(router->executor()), router->co_embed(std::move(req), std::move(ctx)),
+      net::co_spawn(net::make_strand(router->next_executor()), router->co_embed(std::move(req), std::move(ctx)),
                     [st, bridge, fut](std::exception_ptr e, EmbeddingCompletion c) mutable {
                       if (e) c.result = fail(ErrorKind::internal, "embeddings failed with an exception");
                       auto done = std::make_shared<EmbeddingCompletion>(std::move(c));
@@ -815,7 +815,7 @@ class PyRouter {
     };
     {
       py::gil_scoped_release nogil;
-      net::co_spawn(net::make_strand(router->executor()),
+      net::co_spawn(net::make_strand(router->next_executor()),
                     router->co_complete(std::move(req), std::move(ctx), std::move(sink)),
                     [st](std::exception_ptr e, Completion c) {
                       {

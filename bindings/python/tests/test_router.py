@@ -230,6 +230,34 @@ def test_stream_fails_over_before_output_and_yields_chunks(mock: MockProvider, c
     router.close()
 
 
+def test_two_io_threads_serve_concurrent_streams_and_chats(mock: MockProvider, config: Dict[str, Any]) -> None:
+    # io_threads=2: one io_context per thread; streams and chats started from Python spread over
+    # both (round-robin) and each completes whole.
+    mock.configure({"gpt-4o-mini": {"chunks": 5}})
+    router = modelux.Router(config, tracing=False, io_threads=2)
+    texts: List[str] = []
+    errors: List[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            if i % 2:
+                texts.append(router.chat("gpt-4o-mini", HI).text)
+            else:
+                chunks = list(router.stream("gpt-4o-mini", HI))
+                texts.append("".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"]))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert not errors, errors
+    assert texts == [MOCK_TEXT] * 8
+    router.close()
+
+
 def test_closing_a_stream_early_cancels_the_upstream(mock: MockProvider, config: Dict[str, Any]) -> None:
     # 400 chunks 50 ms apart: 20 s if read to the end. The 10 s bounds below pass as soon as the
     # upstream is abandoned and leave margin at load average 4.
