@@ -271,6 +271,7 @@ def main() -> int:
 
         time.sleep(0.5)
         rss_before = rss_mb(ppid)
+        sm_before = smaps_rollup(ppid)
         peak = {"rss": rss_before}
 
         def sample():
@@ -317,6 +318,8 @@ def main() -> int:
         print(f"proxy CPU {tot:.2f} s for {ch} chunks = {tot / max(ch, 1) * 1e6:.1f} us/chunk; "
               f"mock {mk / max(ch, 1) * 1e6:.1f} us/chunk; ratio proxy/mock {tot / mk if mk else float('nan'):.2f}")
         sm = smaps_rollup(ppid)
+        if sm_before:
+            print("proxy smaps_rollup before: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in sm_before.items()))
         if sm:
             print("proxy smaps_rollup after: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in sm.items()))
         if a.json:

@@ -24,6 +24,7 @@
 #include "server/http_server.hpp"
 #include "server/kept.hpp"
 #include "server/metrics.hpp"
+#include "server/reactor_pool.hpp"
 #include "server/routes.hpp"
 
 namespace modelux::proxy {
@@ -143,6 +144,7 @@ class IdleTrimmer {
   static constexpr auto kPeriod = std::chrono::seconds(2);
   void run(std::stop_token stop) {
     std::uint64_t seen = 0;
+    bool reactor_marked = false;
     std::unique_lock lk(mu_);
     while (!stop.stop_requested()) {
       cv_.wait_for(lk, stop, kPeriod, [] { return false; });  // woken early only by stop
@@ -153,7 +155,9 @@ class IdleTrimmer {
         requests += st->requests.load(std::memory_order_relaxed);
         busy = busy || st->in_flight.load(std::memory_order_relaxed) != 0;
       }
-      if (busy || requests == seen) continue;
+      // A pass also runs once more after a burst's when it marked Asio's free socket states:
+      // that second pass frees them (release_reactor_pool frees only what one pass marked).
+      if (busy || (requests == seen && !reactor_marked)) continue;
       seen = requests;
       // First what the burst left behind on purpose: its surplus of idle upstream connections
       // (up to max_idle_per_origin, each a socket, a stream and a buffer allocated mid-burst).
@@ -165,6 +169,11 @@ class IdleTrimmer {
       for (const auto* st : states_)
         if (st->router)
           if (Tracer* t = st->router->tracer()) t->release_idle();
+      // Then Asio's per-socket states, one per socket the burst had open (posts to the io
+      // thread and waits for it; an attached proxy's io_context runs: detach() comes first).
+      reactor_marked = false;
+      for (const auto* st : states_)
+        if (st->router) reactor_marked = release_reactor_pool(st->router->executor()).marked > 0 || reactor_marked;
       malloc_trim(0);
     }
   }
