@@ -194,6 +194,12 @@ def summarize(name: str, results: list, wall: float) -> dict:
     cut = sum(1 for r in ok if not r["done"] or r["error"])
     inter = sum(1 for r in ok if len(r["models"]) > 1)
     failed = len(results) - len(ok)
+    if failed:  # which statuses (0: no response head), so a refusal is told from a lost stream
+        by: dict = {}
+        for r in results:
+            if r["status"] != 200:
+                by[r["status"]] = by.get(r["status"], 0) + 1
+        print(f"{name}: {failed} not 200, by status: {dict(sorted(by.items()))}", file=sys.stderr)
     walls = sorted(r["wall"] for r in results)
     return {"name": name, "streams": len(results), "ok": len(ok), "failed": failed, "cut": cut,
             "interleaved": inter, "chunks": chunks, "ttft_p50_ms": pct(ttft, 50) * 1e3,
@@ -227,6 +233,8 @@ def main() -> int:
     ap.add_argument("--proxy-threads", type=int, default=1)
     ap.add_argument("--no-direct", action="store_true", help="skip the direct-to-mock baseline")
     ap.add_argument("--no-tracing", action="store_true")
+    ap.add_argument("--routing-timeout-ms", type=int, default=10000,
+                    help="the route's timeout_ms: a stream without its first token by then is refused")
     ap.add_argument("--settle-s", type=float, default=3.0, help="idle time before the 'after' RSS")
     ap.add_argument("--timeout-s", type=float, default=120.0, help="a stream not ended by then counts as cut")
     ap.add_argument("--hold-s", type=float, default=0.0,
@@ -253,7 +261,7 @@ def main() -> int:
     ppid = 0
     try:
         proxy, proxy_port = start_proxy(a.bin, tmp, mock_port, threads=a.proxy_threads, tracing=not a.no_tracing,
-                                        wrapper=a.proxy_wrapper.split())
+                                        wrapper=a.proxy_wrapper.split(), timeout_ms=a.routing_timeout_ms)
         procs.append(proxy)
         ppid = real_pid(proxy, a.bin)  # the proxy itself, also under --proxy-wrapper
         print(f"pids: mock {mock.pid} proxy {ppid}", file=sys.stderr, flush=True)
