@@ -233,6 +233,8 @@ def main() -> int:
     ap.add_argument("--proxy-threads", type=int, default=1)
     ap.add_argument("--no-direct", action="store_true", help="skip the direct-to-mock baseline")
     ap.add_argument("--no-tracing", action="store_true")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="streams through the proxy before the 'before' RSS (default 0: 'before' is the fresh process)")
     ap.add_argument("--routing-timeout-ms", type=int, default=10000,
                     help="the route's timeout_ms: a stream without its first token by then is refused")
     ap.add_argument("--settle-s", type=float, default=3.0, help="idle time before the 'after' RSS")
@@ -277,6 +279,11 @@ def main() -> int:
             direct["mock_us_per_chunk"] = direct["mock_cpu_s"] / max(direct["chunks"], 1) * 1e6
             out["direct"] = direct
 
+        rss_cold = rss_mb(ppid)
+        if a.warmup:  # one small batch first: what any served stream brings in (code, caches) is idle too
+            asyncio.run(run_streams(proxy_port, build_request(proxy_port, "@bench", True), a.warmup, a.timeout_s,
+                                    lambda: None))
+            time.sleep(a.settle_s)
         time.sleep(0.5)
         rss_before = rss_mb(ppid)
         sm_before = smaps_rollup(ppid)
@@ -316,6 +323,8 @@ def main() -> int:
                   f"{s['mock_us_per_chunk']:>13.1f} {s.get('rss_peak_mb', float('nan')):>7.1f}M "
                   f"{s.get('rss_after_mb', float('nan')):>8.1f}M")
         r = out["rss_mb"]
+        if a.warmup:
+            print(f"proxy RSS at start {rss_cold:.1f} MB; 'before' is after {a.warmup} warm-up stream(s) and the settle time")
         print(f"proxy RSS: before {r['before']:.1f} MB, peak during {r['peak']:.1f} MB, after {r['after']:.1f} MB "
               f"({(r['after'] / r['before'] - 1) * 100:+.0f}% vs before)")
         if direct:
