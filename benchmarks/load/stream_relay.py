@@ -194,6 +194,12 @@ def summarize(name: str, results: list, wall: float) -> dict:
     cut = sum(1 for r in ok if not r["done"] or r["error"])
     inter = sum(1 for r in ok if len(r["models"]) > 1)
     failed = len(results) - len(ok)
+    if failed:  # which statuses (0: no response head), so a refusal is told from a lost stream
+        by: dict = {}
+        for r in results:
+            if r["status"] != 200:
+                by[r["status"]] = by.get(r["status"], 0) + 1
+        print(f"{name}: {failed} not 200, by status: {dict(sorted(by.items()))}", file=sys.stderr)
     walls = sorted(r["wall"] for r in results)
     return {"name": name, "streams": len(results), "ok": len(ok), "failed": failed, "cut": cut,
             "interleaved": inter, "chunks": chunks, "ttft_p50_ms": pct(ttft, 50) * 1e3,
@@ -227,6 +233,10 @@ def main() -> int:
     ap.add_argument("--proxy-threads", type=int, default=1)
     ap.add_argument("--no-direct", action="store_true", help="skip the direct-to-mock baseline")
     ap.add_argument("--no-tracing", action="store_true")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="streams through the proxy before the 'before' RSS (default 0: 'before' is the fresh process)")
+    ap.add_argument("--routing-timeout-ms", type=int, default=10000,
+                    help="the route's timeout_ms: a stream without its first token by then is refused")
     ap.add_argument("--settle-s", type=float, default=3.0, help="idle time before the 'after' RSS")
     ap.add_argument("--timeout-s", type=float, default=120.0, help="a stream not ended by then counts as cut")
     ap.add_argument("--hold-s", type=float, default=0.0,
@@ -253,7 +263,7 @@ def main() -> int:
     ppid = 0
     try:
         proxy, proxy_port = start_proxy(a.bin, tmp, mock_port, threads=a.proxy_threads, tracing=not a.no_tracing,
-                                        wrapper=a.proxy_wrapper.split())
+                                        wrapper=a.proxy_wrapper.split(), timeout_ms=a.routing_timeout_ms)
         procs.append(proxy)
         ppid = real_pid(proxy, a.bin)  # the proxy itself, also under --proxy-wrapper
         print(f"pids: mock {mock.pid} proxy {ppid}", file=sys.stderr, flush=True)
@@ -269,8 +279,14 @@ def main() -> int:
             direct["mock_us_per_chunk"] = direct["mock_cpu_s"] / max(direct["chunks"], 1) * 1e6
             out["direct"] = direct
 
+        rss_cold = rss_mb(ppid)
+        if a.warmup:  # one small batch first: what any served stream brings in (code, caches) is idle too
+            asyncio.run(run_streams(proxy_port, build_request(proxy_port, "@bench", True), a.warmup, a.timeout_s,
+                                    lambda: None))
+            time.sleep(a.settle_s)
         time.sleep(0.5)
         rss_before = rss_mb(ppid)
+        sm_before = smaps_rollup(ppid)
         peak = {"rss": rss_before}
 
         def sample():
@@ -307,6 +323,8 @@ def main() -> int:
                   f"{s['mock_us_per_chunk']:>13.1f} {s.get('rss_peak_mb', float('nan')):>7.1f}M "
                   f"{s.get('rss_after_mb', float('nan')):>8.1f}M")
         r = out["rss_mb"]
+        if a.warmup:
+            print(f"proxy RSS at start {rss_cold:.1f} MB; 'before' is after {a.warmup} warm-up stream(s) and the settle time")
         print(f"proxy RSS: before {r['before']:.1f} MB, peak during {r['peak']:.1f} MB, after {r['after']:.1f} MB "
               f"({(r['after'] / r['before'] - 1) * 100:+.0f}% vs before)")
         if direct:
@@ -317,6 +335,8 @@ def main() -> int:
         print(f"proxy CPU {tot:.2f} s for {ch} chunks = {tot / max(ch, 1) * 1e6:.1f} us/chunk; "
               f"mock {mk / max(ch, 1) * 1e6:.1f} us/chunk; ratio proxy/mock {tot / mk if mk else float('nan'):.2f}")
         sm = smaps_rollup(ppid)
+        if sm_before:
+            print("proxy smaps_rollup before: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in sm_before.items()))
         if sm:
             print("proxy smaps_rollup after: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in sm.items()))
         if a.json:

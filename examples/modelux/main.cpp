@@ -27,6 +27,9 @@
 // malloc_trim cannot return a page with a live object in it. jemalloc keeps each size class
 // in its own slabs, so a burst's buffers never share pages with what outlives it, and its
 // background thread returns the freed pages after a second even while the process is idle.
+// Off by default: since the idle trimmer also frees Asio's kept socket states (the objects that
+// pinned most of those pages), glibc ends lower after a burst than jemalloc (docs/performance.md,
+// "Memory after streams, fourth session").
 extern "C" {
 // NOLINTNEXTLINE: the name and type are jemalloc's documented compile-time configuration hook
 const char* malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";

@@ -1,0 +1,100 @@
+// Frees the descriptor states Asio's epoll reactor keeps after a burst (see reactor_pool.hpp).
+#include "server/reactor_pool.hpp"
+
+#include <future>
+#include <memory>
+
+#include <boost/asio/detail/config.hpp>
+#include <boost/asio/post.hpp>
+
+#if defined(BOOST_ASIO_HAS_EPOLL)
+#include <boost/asio/detail/epoll_reactor.hpp>
+#include <boost/asio/detail/object_pool.hpp>
+#endif
+
+namespace modelux::proxy {
+
+#if defined(BOOST_ASIO_HAS_EPOLL)
+namespace {
+
+namespace ad = boost::asio::detail;
+using Reactor = ad::epoll_reactor;
+using State = Reactor::descriptor_state;
+using Pool = ad::object_pool<State>;
+
+// Access to private members through explicit instantiation, where access checking does not
+// apply ([temp.spec.general]): each Tag's get() returns the member pointer. A member renamed
+// by a later Boost is a compile error here, never a silent misuse.
+template <typename Tag, typename Tag::type M>
+struct Expose {
+  friend typename Tag::type get(Tag) { return M; }
+};
+struct PoolOf {
+  using type = Pool Reactor::*;
+  friend type get(PoolOf);
+};
+struct PoolMutexOf {
+  using type = ad::conditionally_enabled_mutex Reactor::*;
+  friend type get(PoolMutexOf);
+};
+struct FreeListOf {
+  using type = State* Pool::*;
+  friend type get(FreeListOf);
+};
+struct DescriptorOf {
+  using type = int State::*;
+  friend type get(DescriptorOf);
+};
+template struct Expose<PoolOf, &Reactor::registered_descriptors_>;
+template struct Expose<PoolMutexOf, &Reactor::registered_descriptors_mutex_>;
+template struct Expose<FreeListOf, &Pool::free_list_>;
+template struct Expose<DescriptorOf, &State::descriptor_>;
+
+// A state on the free list has descriptor_ -1 (deregistration sets it) until it is reused
+// (registration sets the socket's fd). This value marks one seen unused by a release().
+constexpr int kMarked = -2;
+
+ReactorPoolReleased release_on_io_thread(Reactor& r) {
+  ReactorPoolReleased out;
+  auto& mu = r.*get(PoolMutexOf{});
+  if (!mu.enabled()) return out;  // a reactor without locking: its free list is not ours to walk
+  ad::conditionally_enabled_mutex::scoped_lock lock(mu);
+  State*& head = r.*get(PoolOf{}).*get(FreeListOf{});
+  State** link = &head;
+  while (State* s = *link) {
+    State*& next = ad::object_pool_access::next(s);
+    int& fd = s->*get(DescriptorOf{});
+    if (fd == kMarked) {  // unused since the previous release: nothing can refer to it any more
+      *link = next;
+      ad::object_pool_access::destroy(s);
+      ++out.freed;
+      continue;
+    }
+    fd = kMarked;
+    ++out.marked;
+    link = &next;
+  }
+  return out;
+}
+
+}  // namespace
+#endif
+
+ReactorPoolReleased release_reactor_pool(const boost::asio::any_io_executor& ex, std::chrono::milliseconds wait) {
+#if defined(BOOST_ASIO_HAS_EPOLL)
+  auto& ctx = boost::asio::query(ex, boost::asio::execution::context);
+  if (!boost::asio::has_service<Reactor>(ctx)) return {};
+  Reactor& r = boost::asio::use_service<Reactor>(ctx);
+  auto done = std::make_shared<std::promise<ReactorPoolReleased>>();
+  auto result = done->get_future();
+  boost::asio::post(ex, [&r, done] { done->set_value(release_on_io_thread(r)); });
+  if (result.wait_for(wait) != std::future_status::ready) return {};
+  return result.get();
+#else
+  (void)ex;
+  (void)wait;
+  return {};
+#endif
+}
+
+}  // namespace modelux::proxy

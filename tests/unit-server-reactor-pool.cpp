@@ -1,0 +1,82 @@
+// release_reactor_pool: Asio's free per-socket states are marked by one call and freed by the
+// next when still unused; states in use or reused in between are left alone.
+#include <doctest/doctest.h>
+
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "server/reactor_pool.hpp"
+
+namespace net = boost::asio;
+using modelux::proxy::release_reactor_pool;
+
+namespace {
+
+// An io_context run by one thread, as the proxy's.
+struct Running {
+  net::io_context ioc{1};
+  net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+  std::thread t{[this] { ioc.run(); }};
+  ~Running() {
+    work.reset();
+    ioc.stop();
+    t.join();
+  }
+};
+
+// Opens n sockets (each registers one descriptor state with the reactor).
+std::vector<net::ip::tcp::socket> open_sockets(net::io_context& ioc, int n) {
+  std::vector<net::ip::tcp::socket> v;
+  for (int i = 0; i < n; ++i) {
+    v.emplace_back(ioc);
+    v.back().open(net::ip::tcp::v4());
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("the reactor's states of closed sockets are marked by one release and freed by the next") {
+  Running r;
+  { auto s = open_sockets(r.ioc, 50); }  // closed: 50 states on the free list
+  auto first = release_reactor_pool(r.ioc.get_executor());
+  CHECK(first.marked == 50);
+  CHECK(first.freed == 0);
+  auto second = release_reactor_pool(r.ioc.get_executor());
+  CHECK(second.freed == 50);
+  CHECK(second.marked == 0);
+  auto third = release_reactor_pool(r.ioc.get_executor());
+  CHECK(third.freed == 0);
+  CHECK(third.marked == 0);
+  // The reactor still works: new sockets get new states, and go back to the free list.
+  { auto s = open_sockets(r.ioc, 3); }
+  CHECK(release_reactor_pool(r.ioc.get_executor()).marked == 3);
+}
+
+TEST_CASE("states reused after being marked and states of open sockets are not freed") {
+  Running r;
+  { auto s = open_sockets(r.ioc, 10); }
+  CHECK(release_reactor_pool(r.ioc.get_executor()).marked == 10);
+  auto open = open_sockets(r.ioc, 4);  // reuses 4 marked states and keeps them in use
+  { auto s = open_sockets(r.ioc, 2); }  // reuses 2 more, back on the free list unmarked
+  auto rel = release_reactor_pool(r.ioc.get_executor());
+  CHECK(rel.freed == 4);   // the 4 never reused
+  CHECK(rel.marked == 2);  // the 2 reused since: they wait for the next release
+  for (auto& s : open) CHECK(s.is_open());
+  open.clear();
+  rel = release_reactor_pool(r.ioc.get_executor());
+  CHECK(rel.freed == 2);
+  CHECK(rel.marked == 4);
+}
+
+TEST_CASE("an io_context that does not run releases nothing and does not block") {
+  net::io_context ioc{1};
+  { auto s = open_sockets(ioc, 5); }
+  auto rel = release_reactor_pool(ioc.get_executor(), std::chrono::milliseconds(50));
+  CHECK(rel.freed == 0);
+  CHECK(rel.marked == 0);
+}
