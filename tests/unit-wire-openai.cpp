@@ -475,6 +475,8 @@ TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream a
       "data: {\"id\":{},\"model\":5,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
       "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[]} trailing\n\n",
       "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\"}}]}\n\n",  // invalid UTF-8
+      "data: {\"id\":\"a\",\"model\":\"m\",\"x\":0869,\"choices\":[]}\n\n",  // a leading zero (not JSON)
+      "data: {\"id\":\"a\",\"model\":\"m\",\"created\":-012,\"choices\":[]}\n\n",
   };
   for (const auto& sse : cases) {
     CAPTURE(sse);

@@ -229,9 +229,12 @@ class ChunkScan {
       if (out) *out += c;
     }
   }
+  // JSON has no leading zeros ("01" is not a number): the full parser refuses them, so must
+  // the scan (found by fuzz_stream's relay check).
+  bool leading_zero() const { return peek() == '0' && i_ + 1 < s_.size() && digit(s_[i_ + 1]); }
   bool integer(std::int64_t& v) {
     bool neg = eat('-');
-    if (!digit(peek())) return false;
+    if (!digit(peek()) || leading_zero()) return false;
     v = 0;
     int digits = 0;
     while (digit(peek())) {
@@ -244,7 +247,7 @@ class ChunkScan {
   }
   bool number() {
     eat('-');
-    if (!digit(peek())) return false;
+    if (!digit(peek()) || leading_zero()) return false;
     while (digit(peek())) ++i_;
     if (eat('.')) {
       if (!digit(peek())) return false;
