@@ -6,6 +6,23 @@
 
 #include "common.hpp"
 #include "wire/anthropic_messages.hpp"
+#include "wire/openai_relay.hpp"
+
+namespace {
+// What a caller sees of a chunk, whichever decoder produced it.
+bool same(const modelux::ChatChunk& x, const modelux::ChatChunk& y) {
+  if (x.choices.size() != y.choices.size() || x.usage.has_value() != y.usage.has_value()) return false;
+  if (x.usage && (x.usage->prompt_tokens != y.usage->prompt_tokens || x.usage->completion_tokens != y.usage->completion_tokens))
+    return false;
+  for (std::size_t i = 0; i < x.choices.size(); ++i) {
+    const auto &p = x.choices[i], &q = y.choices[i];
+    if (p.index != q.index || p.role != q.role || p.content != q.content || p.finish_reason != q.finish_reason ||
+        p.tool_calls.size() != q.tool_calls.size())
+      return false;
+  }
+  return true;
+}
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
@@ -21,6 +38,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ok_split = split->feed(bytes.substr(i, step), b).has_value();
   if (ok_split) ok_split = split->finish(b).has_value();
   if (ok_whole != ok_split || (ok_whole && a.size() != b.size())) std::abort();  // split-dependence is a bug
+  // OpenAI's relay decoder (the proxy's path for an OpenAI caller), fed in the same pieces and
+  // handed every chunk back after each piece (its buffers are reused): the same chunks as the
+  // full decoder's, each relayed one with its event.
+  if (&codec == modelux::find_codec("openai")) {
+    auto relay = modelux::openai_relay_decoder("chatcmpl-fuzz", "m");
+    std::vector<modelux::ChatChunk> got, piece;
+    bool ok_relay = true;
+    for (std::size_t i = 0; i < bytes.size() && ok_relay; i += step) {
+      ok_relay = relay->feed(bytes.substr(i, step), piece).has_value();
+      got.insert(got.end(), piece.begin(), piece.end());
+      relay->recycle(piece);
+    }
+    if (ok_relay) ok_relay = relay->finish(got).has_value();
+    if (ok_relay != ok_whole || (ok_whole && got.size() != a.size())) std::abort();
+    for (std::size_t i = 0; ok_whole && i < a.size(); ++i) {
+      if (!same(a[i], got[i]) || got[i].id != "chatcmpl-fuzz" || got[i].model != "m") std::abort();
+      if (!got[i].sse.empty() && (!got[i].sse.starts_with("data: {") || !got[i].sse.ends_with("\n\n"))) std::abort();
+    }
+  }
   modelux::wire::AnthropicStreamEncoder enc("msg_fuzz", "m");
   std::string events;
   for (const auto& c : a) enc.add(c, events);

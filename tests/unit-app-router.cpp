@@ -440,3 +440,42 @@ TEST_CASE("Router: a 200 stream whose body is not an event stream is a protocol 
   REQUIRE(c.trace.attempts.size() == 1);
   CHECK(c.trace.attempts[0].outcome == "malformed_response");
 }
+
+TEST_CASE("Router: a stream that arrives in one read writes its first output at once and keeps its last chunk for the end") {
+  // A provider that sends the whole answer at once (one socket read). Before: every chunk but
+  // the read's last said `more` (the first token waited for the whole read's scan), and the
+  // last was written on its own before [DONE].
+  auto ev = [](const std::string& delta, const std::string& finish) {
+    return "data: {\"id\":\"up\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,"
+           "\"delta\":" + delta + ",\"finish_reason\":" + finish + "}]}\n\n";
+  };
+  const std::string body = ev(R"({"role":"assistant","content":""})", "null") + ev(R"({"content":"He"})", "null") +
+                           ev(R"({"content":"llo"})", "null") + ev("{}", "\"stop\"") + "data: [DONE]\n\n";
+  test::RawServer srv(1, [&](test::RawServer::tcp::socket& s, int) {
+    test::RawServer::read_request(s);
+    test::RawServer::write(s, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " +
+                                  std::to_string(body.size()) + "\r\n\r\n" + body);
+  });
+  Json doc = {{"providers", {{"openai", {{"base_url", srv.url("/v1")}, {"api_key", "k"}}}}}};
+  auto cfg = Config::from_json(doc);
+  REQUIRE(cfg);
+  auto r = Router::create(std::move(*cfg));
+  REQUIRE(r);
+  ChatRequest q;
+  q.model = "gpt-4o-mini";
+  q.stream = true;
+  q.messages.push_back(Message::user("hi"));
+  std::vector<bool> more;
+  std::string text;
+  Completion c = (*r)->stream(q, {}, [&](const ChatChunk& ch) {
+    more.push_back(ch.more);
+    for (const auto& choice : ch.choices) text += choice.content.value_or("");
+    CHECK_FALSE(ch.sse.empty());  // relayed as received
+    return true;
+  });
+  REQUIRE(c.result);
+  CHECK(text == "Hello");
+  // role (held until output, goes with it), "He" (the first output: written at once), "llo"
+  // (more follows), finish (the stream ended with this read: goes with the end).
+  CHECK(more == std::vector<bool>{true, false, true, true});
+}

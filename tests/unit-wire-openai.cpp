@@ -97,6 +97,32 @@ TEST_CASE("SseParser: every split of the input yields the same events") {
       CHECK(ev[i].event == whole[i].event);
     }
   }
+  for (std::size_t split = 0; split <= stream.size(); ++split) {  // feed_each: the same, out of reused buffers
+    SseParser p;
+    std::vector<SseEvent> ev;
+    auto keep = [&](SseEvent& e) -> Result<void> {
+      ev.push_back(e);
+      return {};
+    };
+    REQUIRE(p.feed_each(stream.substr(0, split), keep));
+    REQUIRE(p.feed_each(stream.substr(split), keep));
+    REQUIRE(ev.size() == whole.size());
+    for (std::size_t i = 0; i < ev.size(); ++i) {
+      CHECK(ev[i].data == whole[i].data);
+      CHECK(ev[i].event == whole[i].event);
+    }
+  }
+  {  // an error from the callback stops the feed and is returned
+    SseParser p;
+    int seen = 0;
+    auto r = p.feed_each(stream, [&](SseEvent&) -> Result<void> {
+      ++seen;
+      return fail(ErrorKind::malformed_response, "stop");
+    });
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message == "stop");
+    CHECK(seen == 1);
+  }
   {  // one byte per feed: lines are gathered across feeds, a \r ending one feed and its \n the next
     SseParser p;
     std::vector<SseEvent> ev;
@@ -388,6 +414,55 @@ TEST_CASE("OpenAI relay decoder: each chunk keeps the provider's bytes with our 
   }
 }
 
+TEST_CASE("OpenAI relay decoder: chunks given back and reused decode exactly as fresh ones") {
+  // Each chunk reuses the buffers of the one before it (recycle after every event): nothing of
+  // the earlier chunk may show through (content, role, a second choice, created, finish).
+  const std::string sse =
+      "data: {\"id\":\"u\",\"created\":17,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+      "\"content\":\"a content longer than the small-string buffer\"},\"finish_reason\":null},"
+      "{\"index\":1,\"delta\":{\"content\":\"b\"},\"finish_reason\":null}]}\n\n"
+      "data: {\"id\":\"u\",\"model\":\"m\",\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n"
+      "data: {\"id\":\"u\",\"model\":\"m\",\"choices\":[]}\n\n"
+      "data: {\"id\":\"u\",\"created\":18,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":null},"
+      "\"finish_reason\":\"stop\"}]}\n\n"
+      "data: {\"id\":\"u\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"}}]}\n\n"
+      "data: [DONE]\n\n";
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  Decoded f = decode_all(*c->stream_decoder(), sse, sse.size());
+  REQUIRE_FALSE(f.error);
+  REQUIRE(f.chunks.size() == 5);
+  auto relay = openai_relay_decoder("chatcmpl-ours", "m");
+  std::vector<ChatChunk> got, piece;
+  for (std::size_t b = 0; b < sse.size();) {
+    const std::size_t e = sse.find("\n\n", b) + 2;
+    REQUIRE(relay->feed(std::string_view(sse).substr(b, e - b), piece));
+    got.insert(got.end(), piece.begin(), piece.end());
+    relay->recycle(piece);
+    CHECK(piece.empty());
+    b = e;
+  }
+  REQUIRE(relay->finish(got));
+  REQUIRE(got.size() == f.chunks.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    const ChatChunk &a = got[i], &x = f.chunks[i];
+    CHECK(a.created == x.created);
+    CHECK_FALSE(a.sse.empty());  // all relayed as received
+    CHECK(a.sse.find("\"chatcmpl-ours\"") != std::string::npos);
+    REQUIRE(a.choices.size() == x.choices.size());
+    for (std::size_t k = 0; k < a.choices.size(); ++k) {
+      CHECK(a.choices[k].index == x.choices[k].index);
+      CHECK(a.choices[k].role == x.choices[k].role);
+      CHECK(a.choices[k].content == x.choices[k].content);
+      CHECK(a.choices[k].finish_reason == x.choices[k].finish_reason);
+    }
+  }
+  CHECK_FALSE(got[1].choices.at(0).content.has_value());
+  CHECK(got[1].created == 0);
+  CHECK(got[4].choices.at(0).content == std::optional<std::string>(""));
+}
+
 TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream as the full decoder does") {
   const Codec* c = find_codec("openai");
   REQUIRE(c);
@@ -400,6 +475,8 @@ TEST_CASE("OpenAI relay decoder: errors, bad JSON and odd types end the stream a
       "data: {\"id\":{},\"model\":5,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
       "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[]} trailing\n\n",
       "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\"}}]}\n\n",  // invalid UTF-8
+      "data: {\"id\":\"a\",\"model\":\"m\",\"x\":0869,\"choices\":[]}\n\n",  // a leading zero (not JSON)
+      "data: {\"id\":\"a\",\"model\":\"m\",\"created\":-012,\"choices\":[]}\n\n",
   };
   for (const auto& sse : cases) {
     CAPTURE(sse);

@@ -57,6 +57,9 @@ class HttpStream {
   virtual net::awaitable<Result<std::string>> read_all(Instant deadline) = 0;
   /// Drops the connection immediately (cancellation): the upstream read stops.
   virtual void abort() noexcept = 0;
+  /// Gives back a piece read_some() returned once the caller is done with it: the next
+  /// read_some() may reuse its buffer (a relayed stream then allocates nothing per read).
+  virtual void recycle(std::string&& piece) noexcept { (void)piece; }
 };
 
 struct TransportStats {

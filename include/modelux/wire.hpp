@@ -222,11 +222,24 @@ class SseParser {
   explicit SseParser(std::size_t max_event_bytes = 4 * 1024 * 1024) : max_event_(max_event_bytes) {}
   /// Appends bytes; complete events are pushed to `out`.
   Result<void> feed(std::string_view bytes, std::vector<SseEvent>& out);
+  /// Like feed(), but hands each complete event to `on_event(SseEvent&) -> Result<void>` as it
+  /// completes, straight out of the parser's buffers, which are then reused: a steady stream
+  /// allocates nothing per event (feed() moves each event out, so the next one allocates).
+  /// The event is valid only during the call; an error from `on_event` stops the feed and is
+  /// returned.
+  template <class F>
+  Result<void> feed_each(std::string_view bytes, F&& on_event) {
+    using Fn = std::remove_reference_t<F>;
+    return feed_impl(bytes, [](void* f, SseEvent& ev) -> Result<void> { return (*static_cast<Fn*>(f))(ev); },
+                     const_cast<void*>(static_cast<const void*>(&on_event)));
+  }
   /// True while a partial event is buffered.
   bool has_partial() const noexcept { return !line_.empty() || !cur_.data.empty() || !cur_.event.empty(); }
 
  private:
-  Result<void> line(std::string_view l, std::vector<SseEvent>& out);
+  using EventFn = Result<void> (*)(void*, SseEvent&);
+  Result<void> feed_impl(std::string_view bytes, EventFn fn, void* ctx);
+  Result<void> line(std::string_view l, EventFn fn, void* ctx);
   std::size_t max_event_;
   std::string line_;
   SseEvent cur_;
@@ -270,6 +283,10 @@ class StreamDecoder {
   virtual Result<void> finish(std::vector<ChatChunk>& out) = 0;
   /// True once the provider's end-of-stream marker was seen.
   virtual bool done() const noexcept = 0;
+  /// Takes back chunks that feed() produced and the caller is done with (it clears `used`): a
+  /// decoder may reuse their buffers for the next chunks, so a relayed stream allocates
+  /// nothing per chunk. Optional for callers; the default just drops them.
+  virtual void recycle(std::vector<ChatChunk>& used) { used.clear(); }
 };
 
 /// Translates between the unified shape and one provider family's wire format.

@@ -182,79 +182,101 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
       end.delivered = first_output;
       break;
     }
-    chunks.clear();
-    bool ended = piece->empty();
-    Result<void> fed = ended ? decoder->finish(chunks) : decoder->feed(*piece, chunks);
-    if (fed && !ended && decoder->done()) {
-      fed = decoder->finish(chunks);  // flush what the decoder holds back until the end (usage)
-      ended = true;
-    }
-    for (std::size_t k = 0; k < chunks.size(); ++k) {
-      ChatChunk& c = chunks[k];
-      // The chunks of one upstream read go out in one write: the sink may hold all but the last.
-      c.more = k + 1 < chunks.size();
-      if (c.id != a.chunk_id) c.id = a.chunk_id;
-      if (c.model != plan.target.model) c.model = plan.target.model;
-      if (c.created == 0) c.created = created_now;  // Anthropic, Gemini...: no creation time of their own
-      acc.add(c);
-      if (!first_output && !carries_output(c) && !c.usage) {
-        held.push_back(std::move(c));
-        continue;
-      }
+    const bool at_end = piece->empty();
+    std::string_view rest = *piece;
+    bool broke = false;
+    do {
+      // Until the first output, a read is fed one event at a time (the SSE parser is correct
+      // for any split), so that the first output goes out before the rest of the read is
+      // scanned: a provider that sends the whole answer at once still gets its first token
+      // to the caller after one event's work, not all of them.
+      std::string_view part = rest;
       if (!first_output) {
-        end.ttft = clock.now() - t0;
-        for (auto& h : held) {
-          h.more = true;  // `c` follows at once
-          if (auto v = co_await sink(h); v != SinkVerdict::written) {
-            stop(v);
-            co_return end;
-          }
-        }
-        held.clear();
-        first_output = true;
+        const std::size_t p = rest.find("\n\n");
+        if (p != std::string_view::npos) part = rest.substr(0, p + 2);
       }
-      const SinkVerdict v = co_await sink(c);
-      if (v != SinkVerdict::written) {
-        stop(v);
+      rest.remove_prefix(part.size());
+      // The chunks of the previous feed go back to the decoder, which reuses their buffers (a
+      // relayed OpenAI stream allocates nothing per chunk).
+      decoder->recycle(chunks);
+      bool ended = at_end;
+      Result<void> fed = ended ? decoder->finish(chunks) : decoder->feed(part, chunks);
+      if (fed && !ended && decoder->done()) {
+        fed = decoder->finish(chunks);  // flush what the decoder holds back until the end (usage)
+        ended = true;
+      }
+      for (std::size_t k = 0; k < chunks.size(); ++k) {
+        ChatChunk& c = chunks[k];
+        // The chunks of one upstream read go out in one write: the sink may hold all but the
+        // last. When the stream ended cleanly with this read, the last is held too: it goes out
+        // with the end of the stream (the caller's [DONE]), one write instead of two.
+        c.more = k + 1 < chunks.size() || (!ended && !rest.empty()) || (ended && fed);
+        if (c.id != a.chunk_id) c.id = a.chunk_id;
+        if (c.model != plan.target.model) c.model = plan.target.model;
+        if (c.created == 0) c.created = created_now;  // Anthropic, Gemini...: no creation time of their own
+        acc.add(c);
+        if (!first_output && !carries_output(c) && !c.usage) {
+          held.push_back(std::move(c));
+          continue;
+        }
+        if (!first_output) {
+          end.ttft = clock.now() - t0;
+          for (auto& h : held) {
+            h.more = true;  // `c` follows at once
+            if (auto v = co_await sink(h); v != SinkVerdict::written) {
+              stop(v);
+              co_return end;
+            }
+          }
+          held.clear();
+          first_output = true;
+          c.more = false;  // the first output goes out at once (time to first token)
+        }
+        const SinkVerdict v = co_await sink(c);
+        if (v != SinkVerdict::written) {
+          stop(v);
+          co_return end;
+        }
+      }
+      if (!fed) {
+        Error e = std::move(fed.error());
+        if (first_output && e.kind != ErrorKind::stream_interrupted) {
+          e.message = "stream broke after output started: " + e.message;
+          e.kind = ErrorKind::stream_interrupted;
+        } else if (!first_output && e.kind == ErrorKind::stream_interrupted && e.status == 0) {
+          // Nothing reached the caller: fail over. A clean end of a 200 body that was not a
+          // complete event stream is the upstream's protocol error; a broken read, a connection's.
+          e.kind = ended ? ErrorKind::malformed_response : ErrorKind::connection;
+          if (ended) e.message = "upstream's 200 stream is not a complete event stream: " + e.message;
+        }
+        failed(std::move(e));
+        end.delivered = first_output;
+        broke = true;
+        break;
+      }
+      if (ended) {
+        if (!first_output) {
+          // An empty but well-formed stream: deliver what was held, with the end of the stream.
+          end.ttft = clock.now() - t0;
+          for (auto& h : held) {
+            h.more = true;
+            if (auto v = co_await sink(h); v != SinkVerdict::written) {
+              stop(v);
+              co_return end;
+            }
+          }
+          first_output = true;
+        }
+        ChatResponse r = acc.finish();
+        end.usage = r.usage;
+        end.answer = std::move(r);
+        end.latency = clock.now() - t0;
+        end.delivered = true;
         co_return end;
       }
-    }
-    if (!fed) {
-      Error e = std::move(fed.error());
-      if (first_output && e.kind != ErrorKind::stream_interrupted) {
-        e.message = "stream broke after output started: " + e.message;
-        e.kind = ErrorKind::stream_interrupted;
-      } else if (!first_output && e.kind == ErrorKind::stream_interrupted && e.status == 0) {
-        // Nothing reached the caller: fail over. A clean end of a 200 body that was not a
-        // complete event stream is the upstream's protocol error; a broken read, a connection's.
-        e.kind = ended ? ErrorKind::malformed_response : ErrorKind::connection;
-        if (ended) e.message = "upstream's 200 stream is not a complete event stream: " + e.message;
-      }
-      failed(std::move(e));
-      end.delivered = first_output;
-      break;
-    }
-    if (ended) {
-      if (!first_output) {
-        // An empty but well-formed stream: deliver what was held.
-        end.ttft = clock.now() - t0;
-        for (std::size_t i = 0; i < held.size(); ++i) {
-          ChatChunk& h = held[i];
-          h.more = i + 1 < held.size();
-          if (auto v = co_await sink(h); v != SinkVerdict::written) {
-            stop(v);
-            co_return end;
-          }
-        }
-        first_output = true;
-      }
-      ChatResponse r = acc.finish();
-      end.usage = r.usage;
-      end.answer = std::move(r);
-      end.latency = clock.now() - t0;
-      end.delivered = true;
-      co_return end;
-    }
+    } while (!rest.empty());
+    if (broke) break;
+    s.recycle(std::move(*piece));  // the transport reads the next piece into its buffer
   }
   end.usage = acc.finish().usage;  // partial usage of a broken stream, if any
   co_return end;

@@ -119,21 +119,25 @@ net::awaitable<std::optional<Reply>> messages(RouteCtx& c) {
   bool started = false;
   std::optional<wire::AnthropicStreamEncoder> enc;
   std::string events;
-  // Writes what the encoder produced; false when the client is gone.
+  // Writes what the encoder produced; false when the client is gone. The header goes out
+  // with the first events (one send), and the chunks of one upstream read (ChatChunk::more)
+  // together.
   auto flush = [&]() -> net::awaitable<bool> {
     bool ok = true;
     if (!started) {
       started = true;
       std::string content_type = "text/event-stream";
-      ok = co_await w.start_stream(200, std::move(content_type), extra);
+      ok = co_await w.start_stream(200, std::move(content_type), extra, events);
+    } else if (!events.empty()) {
+      ok = co_await w.write(events);
     }
-    if (ok && !events.empty()) ok = co_await w.write(events);
     events.clear();
     co_return ok;
   };
   AsyncChunkSink sink = [&](const ChatChunk& ch) -> net::awaitable<bool> {
     if (!enc) enc.emplace(msg_id, ch.model.empty() ? asked_model : ch.model);
     enc->add(ch, events);
+    if (ch.more) co_return true;
     co_return co_await flush();
   };
   if (kept) sink = keep_stream(kept, std::move(sink));
@@ -143,7 +147,10 @@ net::awaitable<std::optional<Reply>> messages(RouteCtx& c) {
     st.ok.fetch_add(1, std::memory_order_relaxed);
     if (!enc) enc.emplace(msg_id, done.served.model.empty() ? asked_model : done.served.model);
     enc->finish(events);
-    if (!(kept && kept->client_gone()) && co_await flush()) co_await w.end_stream();
+    if (!(kept && kept->client_gone())) {
+      if (started) co_await w.end_stream(events);  // the last events and the end in one send
+      else if (co_await flush()) co_await w.end_stream();
+    }
     if (kept) {
       ChatResponse resp = kept->accumulated();
       resp.id = msg_id;
@@ -154,13 +161,16 @@ net::awaitable<std::optional<Reply>> messages(RouteCtx& c) {
   }
   Reply r = failed(done.result.error());
   if (kept) kept->store(r.status, r.body);
-  if (!started) co_return r;
-  // The stream already started: end it with Anthropic's error event and no message_stop, so
-  // a truncated answer can never look like a clean end.
+  if (!started && events.empty()) co_return r;
+  // The stream already started (or has events held for it): end it with Anthropic's error
+  // event and no message_stop, so a truncated answer can never look like a clean end.
   if (!(kept && kept->client_gone())) {
-    const std::string event = wire::sse_event("error", r.body);  // named, never a temporary in co_await (GCC 12)
-    co_await w.write(event);
-    co_await w.end_stream();
+    events += wire::sse_event("error", r.body);  // after the events still held
+    if (started) {
+      co_await w.end_stream(events);
+    } else if (co_await flush()) {
+      co_await w.end_stream();
+    }
   }
   co_return std::nullopt;
 }

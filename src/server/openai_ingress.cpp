@@ -117,6 +117,11 @@ net::awaitable<std::optional<Reply>> chat_completions(RouteCtx& c) {
       }
     }
     if (ch.more) co_return true;
+    if (started && !pending.empty()) {  // flush() without its frame: once per relayed read
+      const bool ok = co_await w.write(pending);
+      pending.clear();
+      co_return ok;
+    }
     co_return co_await flush();
   };
   if (kept) sink = keep_stream(kept, std::move(sink));

@@ -169,6 +169,9 @@ class BeastHttpStream final : public HttpStream {
   net::awaitable<Result<std::string>> read_some(Instant deadline) override;
   net::awaitable<Result<std::string>> read_all(Instant deadline) override;
   net::awaitable<Result<std::string>> read_some_real(Instant deadline);  // deadline in real time
+  void recycle(std::string&& piece) noexcept override {
+    if (piece.capacity() <= kMaxSpare) spare_ = std::move(piece);
+  }
   // Completes the body from bytes already received, without waiting. True: the rest is still
   // to come (worth a short wait); false: done_ says whether it completed.
   bool finish_received() noexcept;
@@ -194,6 +197,10 @@ class BeastHttpStream final : public HttpStream {
   // made every call (one per relayed chunk) allocate and free 16 KB.
   static constexpr std::size_t kReadBuf = 8 * 1024;
   std::unique_ptr<char[]> rbuf_;
+  // A piece given back (recycle): the next framed read appends into it, so a relayed stream
+  // does not allocate a string per read. Not kept when a burst made it large.
+  static constexpr std::size_t kMaxSpare = 64 * 1024;
+  std::string spare_;
 
   // A chunked or Content-Length body is decoded by this framer straight from the connection's
   // buffer (body_framer.hpp): one socket read, however many chunks it brought, is one
@@ -844,7 +851,8 @@ Error BeastHttpStream::body_error(const beast::error_code& ec) {
 // there is none.
 net::awaitable<Result<std::string>> BeastHttpStream::read_framed(Instant deadline) {
   const auto cs = co_await net::this_coro::cancellation_state;
-  std::string out;
+  std::string out = std::move(spare_);
+  out.clear();
   for (;;) {
     if (cancel_requested(cs)) {
       beast::error_code ignore;

@@ -31,10 +31,14 @@ class ChunkScan {
  public:
   explicit ChunkScan(std::string_view s) : s_(s) {}
 
+  // `chunk` may be one used before (ChunkScan reuses its buffers): run() resets every field
+  // it fills except id, model and sse, which the caller sets.
   struct Out {
+    explicit Out(ChatChunk& c) : chunk(c) {}
     std::size_t id_b = 0, id_e = 0, model_b = 0, model_e = 0;
     bool has_id = false, has_model = false;
-    ChatChunk chunk;
+    ChatChunk& chunk;
+    std::size_t choices = 0;  // of chunk.choices, filled so far
   };
 
   struct ResponseOut {
@@ -50,8 +54,8 @@ class ChunkScan {
     ws();
     std::optional<std::int64_t> cache_hit;
     auto member = [&](std::string_view key) {
-      if (key == "id" || key == "model") {
-        const bool id = key == "id";
+      if (is(key, "id") || is(key, "model")) {
+        const bool id = is(key, "id");
         if ((id && out.has_id) || (!id && out.has_model)) return false;
         std::size_t b = i_;
         if (peek() != '"' || !string(id ? &out.resp.id : &out.resp.model)) return false;
@@ -59,23 +63,23 @@ class ChunkScan {
         else out.model_b = b, out.model_e = i_, out.has_model = true;
         return true;
       }
-      if (key == "created") return integer(out.resp.created);
-      if (key == "choices") {
+      if (is(key, "created")) return integer(out.resp.created);
+      if (is(key, "choices")) {
         if (out.has_choices) return false;
         out.has_choices = true;
         return response_choices(out.resp);
       }
-      if (key == "usage") {
+      if (is(key, "usage")) {
         if (out.has_usage) return false;
         out.has_usage = true;
         return peek() == 'n' ? null() : usage(out.resp.usage, cache_hit);
       }
-      if (key == "system_fingerprint") {
+      if (is(key, "system_fingerprint")) {
         if (peek() == 'n') return null();
         out.resp.system_fingerprint.clear();
         return string(&out.resp.system_fingerprint);
       }
-      if (key == "error") return false;
+      if (is(key, "error")) return false;
       return skip();
     };
     if (!members(false, member)) return false;
@@ -86,23 +90,28 @@ class ChunkScan {
 
   // true: `out` holds the chunk; false: take the slow path.
   bool run(Out& out) {
+    out.chunk.created = 0;
+    out.chunk.usage.reset();
+    out.chunk.more = false;
     ws();
     auto member = [&](std::string_view key) {
-      if (key == "id" || key == "model") {
+      if (is(key, "id") || is(key, "model")) {
         std::size_t b = i_;
         if (peek() != '"' || !string(nullptr)) return false;
-        if (key == "id") out.id_b = b, out.id_e = i_, out.has_id = true;
+        if (is(key, "id")) out.id_b = b, out.id_e = i_, out.has_id = true;
         else out.model_b = b, out.model_e = i_, out.has_model = true;
         return true;
       }
-      if (key == "created") return integer(out.chunk.created);
-      if (key == "choices") return choices(out.chunk);
-      if (key == "usage") return null();  // a usage object: the full decoder reads it (once per stream)
-      if (key == "error" || key == "x_groq") return false;
+      if (is(key, "created")) return integer(out.chunk.created);
+      if (is(key, "choices")) return choices(out);
+      if (is(key, "usage")) return null();  // a usage object: the full decoder reads it (once per stream)
+      if (is(key, "error") || is(key, "x_groq")) return false;
       return skip();
     };
     // An empty object has no id and no model: let the full decoder judge it.
-    if (!members(false, member)) return false;
+    const bool ok = members(false, member);
+    out.chunk.choices.resize(out.choices);  // the rest of a reused chunk's choices go
+    if (!ok) return false;
     ws();
     return i_ == s_.size() && out.has_id && out.has_model;
   }
@@ -118,6 +127,13 @@ class ChunkScan {
     return t;
   }();
   char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  // A key against a literal: a length check and a fixed-size compare the compiler inlines
+  // (string_view's == called compare and memcmp for every key of equal length).
+  template <std::size_t N>
+  static bool is(std::string_view k, const char (&lit)[N]) {
+    return k.size() == N - 1 && __builtin_memcmp(k.data(), lit, N - 1) == 0;
+  }
+  static bool digit(char c) { return static_cast<unsigned>(c - '0') < 10u; }
   bool eat(char c) {
     if (peek() != c) return false;
     ++i_;
@@ -213,12 +229,15 @@ class ChunkScan {
       if (out) *out += c;
     }
   }
+  // JSON has no leading zeros ("01" is not a number): the full parser refuses them, so must
+  // the scan (found by fuzz_stream's relay check).
+  bool leading_zero() const { return peek() == '0' && i_ + 1 < s_.size() && digit(s_[i_ + 1]); }
   bool integer(std::int64_t& v) {
     bool neg = eat('-');
-    if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+    if (!digit(peek()) || leading_zero()) return false;
     v = 0;
     int digits = 0;
-    while (std::isdigit(static_cast<unsigned char>(peek()))) {
+    while (digit(peek())) {
       if (++digits > 18) return false;
       v = v * 10 + (s_[i_++] - '0');
     }
@@ -228,17 +247,17 @@ class ChunkScan {
   }
   bool number() {
     eat('-');
-    if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
-    while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    if (!digit(peek()) || leading_zero()) return false;
+    while (digit(peek())) ++i_;
     if (eat('.')) {
-      if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
-      while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+      if (!digit(peek())) return false;
+      while (digit(peek())) ++i_;
     }
     if (peek() == 'e' || peek() == 'E') {
       ++i_;
       if (peek() == '+' || peek() == '-') ++i_;
-      if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
-      while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+      if (!digit(peek())) return false;
+      while (digit(peek())) ++i_;
     }
     return true;
   }
@@ -303,15 +322,15 @@ class ChunkScan {
       ch.index = static_cast<int>(r.choices.size());
       bool has_message = false;
       bool ok = members(true, [&](std::string_view key) {
-        if (key == "index") {
+        if (is(key, "index")) {
           std::int64_t v = 0;
           if (!integer(v) || v < 0 || v > 127) return false;
           ch.index = static_cast<int>(v);
-        } else if (key == "finish_reason") {
+        } else if (is(key, "finish_reason")) {
           if (peek() == 'n') return null();
           ch.finish_reason.clear();
           return string(&ch.finish_reason);
-        } else if (key == "message") {
+        } else if (is(key, "message")) {
           if (has_message) return false;
           has_message = true;
           return message(ch.message);
@@ -332,12 +351,12 @@ class ChunkScan {
     bool has_role = false, has_content = false;
     m.content_null = true;
     bool ok = members(true, [&](std::string_view key) {
-      if (key == "role") {
+      if (is(key, "role")) {
         if (has_role) return false;
         has_role = true;
         return string(&m.role) && m.role == "assistant";
       }
-      if (key == "content") {
+      if (is(key, "content")) {
         if (has_content) return false;
         has_content = true;
         if (peek() == 'n') return null();
@@ -345,12 +364,12 @@ class ChunkScan {
         std::string& text = m.content.emplace_back().text;
         return string(&text);
       }
-      if (key == "refusal") {
+      if (is(key, "refusal")) {
         if (peek() == 'n') return null();
         m.refusal.emplace();
         return string(&*m.refusal);
       }
-      if (key == "annotations") return skip();
+      if (is(key, "annotations")) return skip();
       return null();  // tool_calls, function_call, audio, name...: the full decoder
     });
     if (!has_role) m.role = "assistant";
@@ -366,26 +385,34 @@ class ChunkScan {
       });
     };
     return members(true, [&](std::string_view key) {
-      if (key == "prompt_tokens") return integer(u.prompt_tokens);
-      if (key == "completion_tokens") return integer(u.completion_tokens);
-      if (key == "prompt_cache_hit_tokens") return integer(cache_hit.emplace());
-      if (key == "prompt_tokens_details")
+      if (is(key, "prompt_tokens")) return integer(u.prompt_tokens);
+      if (is(key, "completion_tokens")) return integer(u.completion_tokens);
+      if (is(key, "prompt_cache_hit_tokens")) return integer(cache_hit.emplace());
+      if (is(key, "prompt_tokens_details"))
         return peek() == 'n' ? null() : details("cached_tokens", &u.cached_tokens, "cache_write_tokens", &u.cache_write_tokens);
-      if (key == "completion_tokens_details")
+      if (is(key, "completion_tokens_details"))
         return peek() == 'n' ? null() : details("reasoning_tokens", &u.reasoning_tokens, {}, nullptr);
       return skip();
     });
   }
 
-  bool choices(ChatChunk& c) {
+  bool choices(Out& out) {
     if (!eat('[')) return false;
     ws();
     if (eat(']')) return true;
+    std::vector<ChunkChoice>& v = out.chunk.choices;
     for (;;) {
       ws();
-      ChunkChoice ch;
+      // A choice of a reused chunk keeps its buffers (no allocation per chunk).
+      ChunkChoice& ch = out.choices < v.size() ? v[out.choices] : v.emplace_back();
+      ++out.choices;
+      ch.index = 0;
+      ch.role.clear();
+      ch.tool_calls.clear();
+      ch.finish_reason.clear();
+      content_seen_ = false;
       if (!choice(ch)) return false;
-      c.choices.push_back(std::move(ch));
+      if (!content_seen_) ch.content.reset();
       ws();
       if (eat(',')) continue;
       return eat(']');
@@ -393,17 +420,17 @@ class ChunkScan {
   }
   bool choice(ChunkChoice& ch) {
     return members(true, [&](std::string_view key) {
-      if (key == "index") {
+      if (is(key, "index")) {
         std::int64_t v = 0;
         if (!integer(v) || v < 0 || v > 127) return false;
         ch.index = static_cast<int>(v);
-      } else if (key == "finish_reason") {
+      } else if (is(key, "finish_reason")) {
         if (peek() == 'n') {
           if (!null()) return false;
         } else if (!string(&ch.finish_reason) || ch.finish_reason == "error") {
           return false;  // OpenRouter's mid-stream failure: the full decoder reports it
         }
-      } else if (key == "delta") {
+      } else if (is(key, "delta")) {
         if (!delta(ch)) return false;
       } else if (!skip()) {
         return false;
@@ -413,17 +440,19 @@ class ChunkScan {
   }
   bool delta(ChunkChoice& ch) {
     return members(true, [&](std::string_view key) {
-      if (key == "role") {
+      if (is(key, "role")) {
         if (peek() == 'n') {
           if (!null()) return false;
         } else if (!string(&ch.role)) {
           return false;
         }
-      } else if (key == "content") {
+      } else if (is(key, "content")) {
         if (peek() == 'n') {
           if (!null()) return false;
         } else {
-          ch.content.emplace();
+          if (ch.content) ch.content->clear();
+          else ch.content.emplace();
+          content_seen_ = true;
           if (!string(&*ch.content)) return false;
         }
       } else if (!null()) {
@@ -435,6 +464,7 @@ class ChunkScan {
 
   std::string_view s_;
   std::size_t i_ = 0;
+  bool content_seen_ = false;  // of the choice being scanned
 };
 
 std::string json_quoted(std::string_view s) {
@@ -462,42 +492,35 @@ class OpenAIStreamDecoder final : public StreamDecoder {
       : relay_(true), id_(chunk_id), model_(model), id_json_(json_quoted(chunk_id)), model_json_(json_quoted(model)) {}
 
   Result<void> feed(std::string_view bytes, std::vector<ChatChunk>& out) override {
-    events_.clear();
-    auto r = sse_.feed(bytes, events_);
-    if (!r) return r;
-    for (auto& ev : events_) {
-      if (done_) break;  // anything after [DONE] is ignored
+    // Each event is handled as the SSE parser completes it, out of the parser's reused buffers.
+    // A framing error (an event over the size bound) leaves no chunk of this feed, as when the
+    // events were collected first.
+    const std::size_t n0 = out.size();
+    const bool done0 = done_;
+    bool event_failed = false;
+    auto r = sse_.feed_each(bytes, [&](SseEvent& ev) -> Result<void> {
+      if (done_) return {};  // anything after [DONE] is ignored
       if (ev.data == "[DONE]") {
         done_ = true;
-        break;
+        return {};
       }
       // Relayed bytes reach the caller as they are: invalid UTF-8 takes the full decode, whose
       // encoder replaces it (as every re-encoded answer always did).
-      if (relay_ && ev.event.empty() && valid_utf8(ev.data)) {
-        ChunkScan::Out o;
-        if (ChunkScan(ev.data).run(o)) {
-          std::string& e = o.chunk.sse;
-          const std::string_view d = ev.data;
-          e.reserve(d.size() + id_json_.size() + model_json_.size() + 8);
-          std::size_t b1 = o.id_b, e1 = o.id_e, b2 = o.model_b, e2 = o.model_e;
-          const std::string *r1 = &id_json_, *r2 = &model_json_;
-          if (b2 < b1) std::swap(b1, b2), std::swap(e1, e2), std::swap(r1, r2);
-          e += "data: ";
-          e.append(d.substr(0, b1));
-          e += *r1;
-          e.append(d.substr(e1, b2 - e1));
-          e += *r2;
-          e.append(d.substr(e2));
-          e += "\n\n";
-          o.chunk.id = id_;
-          o.chunk.model = model_;
-          out.push_back(std::move(o.chunk));
-          continue;
-        }
-      }
-      if (auto rr = slow(ev, out); !rr) return rr;
+      if (relay_ && ev.event.empty() && relay_fast(ev.data, out)) return {};
+      auto rr = slow(ev, out);
+      if (!rr) event_failed = true;
+      return rr;
+    });
+    if (!r && !event_failed) {
+      while (out.size() > n0) give_back(out);
+      done_ = done0;
     }
-    return {};
+    return r;
+  }
+  void recycle(std::vector<ChatChunk>& used) override {
+    for (auto& c : used)
+      if (spare_.size() < kSpares) spare_.push_back(std::move(c));
+    used.clear();
   }
   Result<void> finish(std::vector<ChatChunk>&) override {  // appends no chunk
     if (!done_) return fail(ErrorKind::stream_interrupted, "stream ended before data: [DONE]");
@@ -506,6 +529,46 @@ class OpenAIStreamDecoder final : public StreamDecoder {
   bool done() const noexcept override { return done_; }
 
  private:
+  // The relay's scan of one event: true when `out` got the chunk with its event for the caller
+  // (the upstream's bytes with our id and model); false: the full decode judges it.
+  bool relay_fast(std::string_view d, std::vector<ChatChunk>& out) {
+    if (!valid_utf8(d)) return false;
+    // A chunk the caller gave back (recycle) keeps its buffers: nothing is allocated.
+    if (spare_.empty()) {
+      out.emplace_back();
+    } else {
+      out.push_back(std::move(spare_.back()));
+      spare_.pop_back();
+    }
+    ChatChunk& c = out.back();
+    ChunkScan::Out o(c);
+    if (!ChunkScan(d).run(o)) {
+      give_back(out);
+      return false;
+    }
+    std::string& e = c.sse;
+    e.clear();
+    e.reserve(d.size() + id_json_.size() + model_json_.size() + 8);
+    std::size_t b1 = o.id_b, e1 = o.id_e, b2 = o.model_b, e2 = o.model_e;
+    const std::string *r1 = &id_json_, *r2 = &model_json_;
+    if (b2 < b1) std::swap(b1, b2), std::swap(e1, e2), std::swap(r1, r2);
+    e += "data: ";
+    e.append(d.substr(0, b1));
+    e += *r1;
+    e.append(d.substr(e1, b2 - e1));
+    e += *r2;
+    e.append(d.substr(e2));
+    e += "\n\n";
+    c.id = id_;
+    c.model = model_;
+    return true;
+  }
+  // The last chunk of `out` goes back to the spares.
+  void give_back(std::vector<ChatChunk>& out) {
+    if (spare_.size() < kSpares) spare_.push_back(std::move(out.back()));
+    out.pop_back();
+  }
+
   // The full decode: a DOM parse and the unified chunk (re-encoded by whoever relays it).
   Result<void> slow(const SseEvent& ev, std::vector<ChatChunk>& out) {
     if (ev.event == "error") {
@@ -548,7 +611,10 @@ class OpenAIStreamDecoder final : public StreamDecoder {
   }
 
   SseParser sse_;
-  std::vector<SseEvent> events_;
+  // Chunks given back (recycle) and reused by the next feed; a few are enough (the chunks of one
+  // upstream read), the bound keeps a burst's from being held for the stream's life.
+  static constexpr std::size_t kSpares = 16;
+  std::vector<ChatChunk> spare_;
   bool done_ = false;
   bool relay_ = false;
   std::string id_, model_, id_json_, model_json_;

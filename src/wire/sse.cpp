@@ -7,14 +7,15 @@
 
 namespace modelux {
 
-Result<void> SseParser::line(std::string_view l, std::vector<SseEvent>& out) {
+Result<void> SseParser::line(std::string_view l, EventFn fn, void* ctx) {
   if (l.empty()) {
-    if (has_data_ || !cur_.event.empty()) {
-      if (has_data_) out.push_back(std::move(cur_));
-      cur_ = SseEvent{};
-      has_data_ = false;
-    }
-    return {};
+    Result<void> r;
+    if (has_data_) r = fn(ctx, cur_);
+    // Cleared, not replaced: the next event reuses the buffers (no allocation per event).
+    cur_.data.clear();
+    cur_.event.clear();
+    has_data_ = false;
+    return r;
   }
   if (l.front() == ':') return {};
   auto colon = l.find(':');
@@ -36,6 +37,16 @@ Result<void> SseParser::line(std::string_view l, std::vector<SseEvent>& out) {
 // Complete lines are handed to line() straight from `bytes`; only a line split across feeds is
 // gathered in line_ (a relayed stream feeds one event per read: no copy, no per-byte append).
 Result<void> SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out) {
+  return feed_impl(
+      bytes,
+      [](void* o, SseEvent& ev) -> Result<void> {
+        static_cast<std::vector<SseEvent>*>(o)->push_back(std::move(ev));
+        return {};
+      },
+      &out);
+}
+
+Result<void> SseParser::feed_impl(std::string_view bytes, EventFn fn, void* ctx) {
   const std::size_t n = bytes.size();
   std::size_t i = 0;
   if (last_cr_ && n > 0) {
@@ -58,10 +69,10 @@ Result<void> SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out)
     }
     Result<void> r;
     if (line_.empty()) {
-      r = line(bytes.substr(i, j - i), out);
+      r = line(bytes.substr(i, j - i), fn, ctx);
     } else {
       line_.append(bytes.substr(i, j - i));
-      r = line(line_, out);
+      r = line(line_, fn, ctx);
       line_.clear();
     }
     if (!r) return r;
