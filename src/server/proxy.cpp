@@ -176,11 +176,13 @@ class IdleTrimmer {
       for (const auto* st : states_)
         if (st->router)
           if (Tracer* t = st->router->tracer()) t->release_idle();
-      // Then Asio's per-socket states, one per socket the burst had open (posts to the io
+      // Then Asio's per-socket states, one per socket the burst had open (posts to each io
       // thread and waits for it; an attached proxy's io_context runs: detach() comes first).
       reactor_marked = false;
       for (const auto* st : states_)
-        if (st->router) reactor_marked = release_reactor_pool(st->router->executor()).marked > 0 || reactor_marked;
+        if (st->router)
+          for (auto& ex : st->router->executors())  // one reactor per io thread
+            reactor_marked = release_reactor_pool(ex).marked > 0 || reactor_marked;
       malloc_trim(0);
     }
   }
