@@ -33,6 +33,7 @@
 
 #include "modelux/transport.hpp"
 #include "transport/body_framer.hpp"
+#include "transport/drained_reads.hpp"
 #include "transport/ca_bundle.hpp"
 #include "transport/send.hpp"
 
@@ -206,6 +207,8 @@ class BeastHttpStream final : public HttpStream {
   // buffer (body_framer.hpp): one socket read, however many chunks it brought, is one
   // read_some. Other bodies (read to the connection's end) keep Beast's parser.
   std::optional<transport::BodyFramer> framer_;
+  // Skips Asio's speculative recv when the last read drained the socket (drained_reads.hpp).
+  std::optional<transport::DrainedReads> drained_;
   // The deadline of the read in progress, checked lazily: one timer per stream, armed for the
   // earliest deadline and re-armed only when it fires while a read is still waiting with a
   // later one. A relayed stream's reads (each bounded by now + stall) then cost no timer
@@ -885,8 +888,17 @@ net::awaitable<Result<std::string>> BeastHttpStream::read_framed(Instant deadlin
     }
     auto space = conn_->buffer.prepare(kReadBuf);
     std::size_t got = 0;
-    if (conn_ && conn_->tls) got = co_await conn_->ssl_stream->async_read_some(space, redirect_error(use_awaitable, ec));
-    else got = co_await conn_->lowest().socket().async_read_some(space, redirect_error(use_awaitable, ec));
+    if (conn_->tls) {
+      got = co_await conn_->ssl_stream->async_read_some(space, redirect_error(use_awaitable, ec));
+    } else {
+      // One recv per relayed chunk: no speculative recv when the last read drained the socket.
+      if (!drained_) drained_.emplace(conn_->lowest().socket());
+      const std::span<char> into(static_cast<char*>(space.data()), space.size());
+      if (drained_->wait_needed(into, got, ec)) {
+        got = co_await conn_->lowest().socket().async_read_some(space, redirect_error(use_awaitable, ec));
+        if (!ec) drained_->after_read(got, space.size());
+      }
+    }
     if (!conn_) co_return std::unexpected(error_of(ErrorKind::cancelled, "stream aborted", true));
     conn_->buffer.commit(got);
     if (guard_) {
