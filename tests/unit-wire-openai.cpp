@@ -414,6 +414,155 @@ TEST_CASE("OpenAI relay decoder: each chunk keeps the provider's bytes with our 
   }
 }
 
+TEST_CASE("OpenAI relay decoder: chunks of one shape take the same-shape path and decode as the full decoder does") {
+  // OpenAI's real stream: every chunk repeats id, created, model, fingerprint and the choice's
+  // layout; only the content and the "obfuscation" padding after the choices change. Chunks
+  // that differ elsewhere (logprobs, a finish reason, keys after the content, usage, a second
+  // "id" after the choices) must leave that path and decode as the full decoder says.
+  auto chunk = [](std::string_view content_json, std::string_view after_content, std::string_view tail) {
+    return "data: {\"id\":\"chatcmpl-D0q8\",\"object\":\"chat.completion.chunk\",\"created\":1769092764,"
+           "\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_29330a9688\","
+           "\"choices\":[{\"index\":0,\"delta\":{\"content\":" +
+           std::string(content_json) + std::string(after_content) + "]" + std::string(tail) + "}\n\n";
+  };
+  const std::string plain_mid = "},\"logprobs\":null,\"finish_reason\":null}";
+  const std::string sse =
+      "data: {\"id\":\"chatcmpl-D0q8\",\"object\":\"chat.completion.chunk\",\"created\":1769092764,"
+      "\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_29330a9688\","
+      "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,"
+      "\"finish_reason\":null}],\"obfuscation\":\"q\"}\n\n" +
+      chunk("\"Hello\"", plain_mid, ",\"obfuscation\":\"ZGF\"") +          // full scan: sets the shape
+      chunk("\",\"", plain_mid, ",\"obfuscation\":\"lRK2aBv\"") +         // same shape
+      chunk("\" W\\u00f6rld \\\"q\\\" \\ud83d\\ude00\\n\"", plain_mid, ",\"obfuscation\":\"kJ\"") +  // same shape, escapes
+      chunk("\"\"", plain_mid, "") +                                       // same shape, no padding
+      chunk("\"x\"", "},\"logprobs\":{\"content\":[]},\"finish_reason\":null}", ",\"obfuscation\":\"a\"") +  // other mid
+      chunk("\"y\"", plain_mid, ",\"obfuscation\":\"b\"") +                // full scan again, then
+      chunk("\"z\"", plain_mid, ",\"obfuscation\":\"cc\"") +               // same shape
+      chunk("\"w\"", "},\"logprobs\":null,\"finish_reason\":\"ab\"}", "") +  // a mid of the same length, other value
+      chunk("\"a\"", ",\"role\":\"assistant\"},\"logprobs\":null,\"finish_reason\":null}", "") +  // a key after the content
+      chunk("\"b\"", plain_mid, ",\"id\":\"other\"") +                     // a second id after the choices
+      chunk("\"c\"", plain_mid, ",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}") +
+      chunk("\"d\"", plain_mid, ",\"obfuscation\":\"dd\"") +
+      chunk("\"e\"", plain_mid, ",\"obfuscation\":\"ee\" , \"extra\":[1,{\"k\":null}] ") +  // same shape, other members
+      chunk("\"f\"", plain_mid, ",\"obfuscation\":7e") +                   // not JSON after the choices
+      "data: [DONE]\n\n";
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  for (std::size_t split : {std::size_t{0}, sse.size() / 3, sse.size() / 2, sse.size()}) {
+    CAPTURE(split);
+    auto full = c->stream_decoder();
+    auto relay = openai_relay_decoder("chatcmpl-ours", "gpt-4o-mini");
+    Decoded f = decode_all(*full, sse, split), r = decode_all(*relay, sse, split, true);
+    // The last chunk is not JSON: both decoders stop there with the same error.
+    REQUIRE(f.error.has_value());
+    REQUIRE(r.error.has_value());
+    CHECK(r.error->kind == f.error->kind);
+    CHECK(r.error->message == f.error->message);
+    REQUIRE(r.chunks.size() == f.chunks.size());
+    REQUIRE(r.chunks.size() == 14);
+    for (std::size_t i = 0; i < r.chunks.size(); ++i) {
+      CAPTURE(i);
+      const ChatChunk &a = r.chunks[i], &b = f.chunks[i];
+      CHECK(a.id == "chatcmpl-ours");
+      CHECK(a.model == "gpt-4o-mini");
+      CHECK(a.created == b.created);
+      CHECK(a.usage.has_value() == b.usage.has_value());
+      REQUIRE(a.choices.size() == b.choices.size());
+      for (std::size_t k = 0; k < a.choices.size(); ++k) {
+        CHECK(a.choices[k].index == b.choices[k].index);
+        CHECK(a.choices[k].role == b.choices[k].role);
+        CHECK(a.choices[k].content == b.choices[k].content);
+        CHECK(a.choices[k].finish_reason == b.choices[k].finish_reason);
+        CHECK(a.choices[k].tool_calls.size() == b.choices[k].tool_calls.size());
+      }
+      // Relayed as received (id and model ours) except the usage chunk, which the full decode
+      // re-encodes.
+      CHECK(a.sse.empty() == (i == 11));
+      if (a.sse.empty()) continue;
+      const std::string& ev = a.sse;
+      REQUIRE(ev.starts_with("data: {"));
+      REQUIRE(ev.ends_with("\n\n"));
+      std::size_t b0 = 0;
+      for (std::size_t k = 0; k <= i; ++k) b0 = sse.find("data: ", k == 0 ? 0 : b0 + 1);
+      const std::string upstream = sse.substr(b0 + 6, sse.find("\n\n", b0) - b0 - 6);
+      auto got = parse_json(std::string_view(ev).substr(6, ev.size() - 8));
+      auto want = parse_json(upstream);
+      REQUIRE(got);
+      REQUIRE(want);
+      (*want)["id"] = "chatcmpl-ours";
+      (*want)["model"] = "gpt-4o-mini";
+      CHECK(*got == *want);
+      // Byte for byte: the upstream's bytes from the content on are the relayed event's.
+      const std::size_t at = upstream.find("\"content\":\"", upstream.find("\"delta\""));
+      if (at != std::string::npos && upstream.find("\"other\"") == std::string::npos)
+        CHECK(ev.ends_with(upstream.substr(at) + "\n\n"));
+    }
+    CHECK(r.chunks[3].choices.at(0).content == std::optional<std::string>(" W\xC3\xB6rld \"q\" \xF0\x9F\x98\x80\n"));
+    CHECK(r.chunks[8].choices.at(0).finish_reason == "ab");
+    CHECK(r.chunks[11].usage->total() == 7);
+    // Chunks 2, 3, 4, 7 and 13 took the same-shape path; every other took the full scan.
+    CHECK(openai_relay_same_shape_count(*relay) == 5);
+  }
+}
+
+TEST_CASE("OpenAI relay decoder: chunks with sorted keys (id and model after the choices) take the same-shape path only when all after the content is the same") {
+  auto chunk = [](std::string_view content_json, std::string_view finish, std::string_view created, std::string_view id) {
+    return "data: {\"choices\":[{\"delta\":{\"content\":" + std::string(content_json) + "},\"finish_reason\":" +
+           std::string(finish) + ",\"index\":0,\"logprobs\":null}],\"created\":" + std::string(created) + ",\"id\":\"" +
+           std::string(id) + "\",\"model\":\"gpt-4o-mini\",\"object\":\"chat.completion.chunk\",\"usage\":null}\n\n";
+  };
+  const std::string sse =
+      "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"finish_reason\":null,\"index\":0,"
+      "\"logprobs\":null}],\"created\":1767225600,\"id\":\"mock-1\",\"model\":\"gpt-4o-mini\",\"object\":\"chat.completion.chunk\","
+      "\"usage\":null}\n\n" +
+      chunk("\"w0 \"", "null", "1767225600", "mock-1") +    // full scan: sets the shape
+      chunk("\"w1 \"", "null", "1767225600", "mock-1") +    // same shape
+      chunk("\"\\u00e9\\\"\"", "null", "1767225600", "mock-1") +  // same shape, escapes
+      chunk("\"w3\"", "null", "1767225601", "mock-1") +     // another created: full scan
+      chunk("\"w4\"", "null", "1767225601", "mock-2") +     // another id (same length): full scan
+      chunk("\"w5\"", "null", "1767225601", "mock-2") +     // same shape
+      chunk("\"w6\"", "\"ab\"", "1767225601", "mock-2") +   // a finish reason of the same length: full scan
+      "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0,\"logprobs\":null}],\"created\":1767225601,"
+      "\"id\":\"mock-2\",\"model\":\"gpt-4o-mini\",\"object\":\"chat.completion.chunk\",\"usage\":null}\n\n"
+      "data: [DONE]\n\n";
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  for (std::size_t split : {std::size_t{0}, sse.size() / 2, sse.size()}) {
+    CAPTURE(split);
+    auto full = c->stream_decoder();
+    auto relay = openai_relay_decoder("chatcmpl-ours", "gpt-4o-mini");
+    Decoded f = decode_all(*full, sse, split), r = decode_all(*relay, sse, split, true);
+    REQUIRE_FALSE(f.error);
+    REQUIRE_FALSE(r.error);
+    REQUIRE(r.chunks.size() == 9);
+    REQUIRE(f.chunks.size() == 9);
+    std::size_t b0 = 0;
+    for (std::size_t i = 0; i < r.chunks.size(); ++i) {
+      CAPTURE(i);
+      const ChatChunk &a = r.chunks[i], &b = f.chunks[i];
+      CHECK(a.created == b.created);
+      REQUIRE(a.choices.size() == b.choices.size());
+      CHECK(a.choices[0].role == b.choices[0].role);
+      CHECK(a.choices[0].content == b.choices[0].content);
+      CHECK(a.choices[0].finish_reason == b.choices[0].finish_reason);
+      b0 = sse.find("data: ", i == 0 ? 0 : b0 + 1);
+      const std::string upstream = sse.substr(b0 + 6, sse.find("\n\n", b0) - b0 - 6);
+      REQUIRE_FALSE(a.sse.empty());
+      auto got = parse_json(std::string_view(a.sse).substr(6, a.sse.size() - 8));
+      auto want = parse_json(upstream);
+      REQUIRE(got);
+      REQUIRE(want);
+      (*want)["id"] = "chatcmpl-ours";
+      (*want)["model"] = "gpt-4o-mini";
+      CHECK(*got == *want);
+    }
+    CHECK(r.chunks[3].choices[0].content == std::optional<std::string>("\xC3\xA9\""));
+    CHECK(r.chunks[4].created == 1767225601);
+    CHECK(r.chunks[7].choices[0].finish_reason == "ab");
+    CHECK(openai_relay_same_shape_count(*relay) == 3);  // chunks 2, 3 and 6
+  }
+}
+
 TEST_CASE("OpenAI relay decoder: chunks given back and reused decode exactly as fresh ones") {
   // Each chunk reuses the buffers of the one before it (recycle after every event): nothing of
   // the earlier chunk may show through (content, role, a second choice, created, finish).

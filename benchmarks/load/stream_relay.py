@@ -26,6 +26,8 @@ stream's body is checked once it ended.
       --streams 200 --chunks 100 --interval-ms 10
   # the issue-19 scale run: 5,000 concurrent 5 s streams
   ... stream_relay.py --streams 5000 --chunks 20 --interval-ms 250 --mock-threads 2
+  # the per-chunk CPU with nginx relaying the same streams as the baseline, in the same run
+  ... stream_relay.py --streams 200 --chunks 300 --interval-ms 10 --rounds 3 --nginx
   # memory after 10,000 streams
   ... stream_relay.py --streams 2000 --rounds 5 --chunks 20 --interval-ms 50
 """
@@ -37,6 +39,9 @@ import asyncio
 import json
 import os
 import resource
+import shutil
+import socket
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -207,6 +212,62 @@ def summarize(name: str, results: list, wall: float) -> dict:
             "run_s": wall}
 
 
+def start_nginx(tmp: Path, mock_port: int, streams: int) -> tuple[subprocess.Popen, int]:
+    """nginx (Debian) as a streaming reverse proxy in front of the mock: one worker, upstream
+    keep-alive, no response buffering (each upstream read goes to the client at once), as a
+    relay of SSE is configured in front of an LLM API. The independent baseline for the proxy's
+    CPU per relayed chunk, measured in the same run."""
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx_bin).exists():
+        raise SystemExit("nginx not found: apt-get install nginx-light")
+    d = tmp / "nginx"
+    (d / "body").mkdir(parents=True, exist_ok=True)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    (d / "nginx.conf").write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile {2 * streams + 100};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {2 * streams + 100}; multi_accept on; }}
+http {{
+  access_log off;
+  server_tokens off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  keepalive_requests 1000000000;
+  tcp_nodelay on;
+  upstream up {{ server 127.0.0.1:{mock_port}; keepalive 1024; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=8192;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+""")
+    p = subprocess.Popen([nginx_bin, "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
+                         stdout=subprocess.DEVNULL, stderr=open(d / "nginx.log", "wb"), stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p, port
+        except OSError:
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+    stop(p)
+    raise SystemExit(f"nginx did not start: {(d / 'error.log').read_text(errors='replace')[-1000:]}")
+
+
 def smaps_rollup(pid: int) -> dict:
     """The proxy's resident memory by kind, in kB (Linux /proc/<pid>/smaps_rollup)."""
     keep = ("Rss", "Anonymous", "Private_Dirty", "Shared_Clean", "Private_Clean")
@@ -243,6 +304,9 @@ def main() -> int:
                     help="keep the proxy running this long after the report (to inspect it: gdb, heaptrack, /proc)")
     ap.add_argument("--proxy-wrapper", default="",
                     help="command the proxy runs under, e.g. 'heaptrack -o /tmp/h' (split on spaces)")
+    ap.add_argument("--nginx", action="store_true",
+                    help="also relay the same streams through nginx (one worker, proxy_buffering off), round for "
+                         "round after the proxy's: its CPU per chunk is the baseline, in the same run")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -292,7 +356,11 @@ def main() -> int:
         def sample():
             peak["rss"] = max(peak["rss"], rss_mb(ppid))
 
-        rounds = []
+        rounds, nginx_rounds = [], []
+        nginx = nginx_port = None
+        if a.nginx:
+            nginx, nginx_port = start_nginx(tmp, mock_port, a.streams)
+            procs.append(nginx)
         for i in range(a.rounds):
             p0, m0 = cpu_seconds(ppid), cpu_seconds(mock.pid)
             res, wall = asyncio.run(run_streams(proxy_port, build_request(proxy_port, "@bench", True),
@@ -306,7 +374,19 @@ def main() -> int:
             time.sleep(a.settle_s)
             s["rss_after_mb"] = rss_mb(ppid)
             rounds.append(s)
+            if nginx:
+                g0, m0 = cpu_seconds(nginx.pid), cpu_seconds(mock.pid)
+                res, wall = asyncio.run(run_streams(nginx_port, build_request(nginx_port, "gpt-4o-mini", False),
+                                                    a.streams, a.timeout_s, lambda: None))
+                g = summarize(f"nginx#{i + 1}", res, wall)
+                g["proxy_cpu_s"] = cpu_seconds(nginx.pid) - g0
+                g["mock_cpu_s"] = cpu_seconds(mock.pid) - m0
+                g["proxy_us_per_chunk"] = g["proxy_cpu_s"] / max(g["chunks"], 1) * 1e6
+                g["mock_us_per_chunk"] = g["mock_cpu_s"] / max(g["chunks"], 1) * 1e6
+                nginx_rounds.append(g)
         out["rounds"] = rounds
+        if nginx_rounds:
+            out["nginx_rounds"] = nginx_rounds
         out["rss_mb"] = {"before": rss_before, "peak": peak["rss"], "after": rss_mb(ppid)}
 
         print(f"modelux streaming relay: {a.streams} concurrent streams x {a.rounds} round(s), "
@@ -316,7 +396,7 @@ def main() -> int:
                f"{'ttft p50':>9} {'ttft p99':>9} {'wall p50':>8} {'wall max':>8} {'proxy us/chunk':>14} {'mock us/chunk':>13}"
                f" {'RSS peak':>8} {'RSS after':>9}")
         print(hdr)
-        for s in ([direct] if direct else []) + rounds:
+        for s in ([direct] if direct else []) + rounds + nginx_rounds:
             print(f"{s['name']:<9} {s['streams']:>7} {s['ok']:>6} {s['failed']:>6} {s['cut']:>5} {s['interleaved']:>6} "
                   f"{s['chunks']:>8} {s['ttft_p50_ms']:>8.1f}m {s['ttft_p99_ms']:>8.1f}m {s['wall_p50_s']:>7.2f}s "
                   f"{s['wall_max_s']:>7.2f}s {s.get('proxy_us_per_chunk', float('nan')):>14.1f} "
@@ -334,6 +414,11 @@ def main() -> int:
         mk = sum(s["mock_cpu_s"] for s in rounds)
         print(f"proxy CPU {tot:.2f} s for {ch} chunks = {tot / max(ch, 1) * 1e6:.1f} us/chunk; "
               f"mock {mk / max(ch, 1) * 1e6:.1f} us/chunk; ratio proxy/mock {tot / mk if mk else float('nan'):.2f}")
+        if nginx_rounds:
+            gt = sum(g["proxy_cpu_s"] for g in nginx_rounds)
+            gc = sum(g["chunks"] for g in nginx_rounds)
+            print(f"nginx CPU {gt:.2f} s for {gc} chunks = {gt / max(gc, 1) * 1e6:.1f} us/chunk; "
+                  f"modelux/nginx per chunk {(tot / max(ch, 1)) / (gt / max(gc, 1)) if gt else float('nan'):.2f}")
         sm = smaps_rollup(ppid)
         if sm_before:
             print("proxy smaps_rollup before: " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in sm_before.items()))

@@ -2,6 +2,7 @@
 // model-name swap; decoding validates and normalises.
 #include <array>
 #include <cctype>
+#include <cstring>
 
 #include "wire/codecs.hpp"
 #include "wire/openai_relay.hpp"
@@ -29,7 +30,8 @@ std::string join_url(const std::string& base, std::string_view path) {
 // decoder's.
 class ChunkScan {
  public:
-  explicit ChunkScan(std::string_view s) : s_(s) {}
+  explicit ChunkScan(std::string_view s, std::size_t at = 0) : s_(s), i_(at) {}
+  std::size_t pos() const noexcept { return i_; }
 
   // `chunk` may be one used before (ChunkScan reuses its buffers): run() resets every field
   // it fills except id, model and sse, which the caller sets.
@@ -39,6 +41,10 @@ class ChunkScan {
     bool has_id = false, has_model = false;
     ChatChunk& chunk;
     std::size_t choices = 0;  // of chunk.choices, filled so far
+    // Where the first choice's delta.content string opens (its '"'), how many content strings
+    // the event had, and where the choices array ends: what the relay's same-shape check needs.
+    std::size_t content_open = std::string_view::npos, contents = 0, choices_end = 0;
+    bool has_choices = false;
   };
 
   struct ResponseOut {
@@ -88,6 +94,32 @@ class ChunkScan {
     return i_ == s_.size() && out.has_id && out.has_model && out.has_choices;
   }
 
+  // A JSON string at pos() (its opening quote), decoded into `out`: the relay's same-shape path.
+  bool string_at(std::string* out) { return string(out); }
+
+  // The rest of a chunk's top-level object after its choices array: more members and the
+  // closing brace, then only whitespace. Members the scan of run() reads (id, model, created,
+  // choices, usage) or gives up on (error, x_groq) make it false: run() must judge the event.
+  bool tail() {
+    for (;;) {
+      ws();
+      if (eat('}')) break;
+      if (!eat(',')) return false;
+      ws();
+      std::string_view key;
+      if (!raw_key(key)) return false;
+      if (is(key, "id") || is(key, "model") || is(key, "created") || is(key, "choices") || is(key, "usage") ||
+          is(key, "error") || is(key, "x_groq"))
+        return false;
+      ws();
+      if (!eat(':')) return false;
+      ws();
+      if (!skip()) return false;
+    }
+    ws();
+    return i_ == s_.size();
+  }
+
   // true: `out` holds the chunk; false: take the slow path.
   bool run(Out& out) {
     out.chunk.created = 0;
@@ -103,7 +135,15 @@ class ChunkScan {
         return true;
       }
       if (is(key, "created")) return integer(out.chunk.created);
-      if (is(key, "choices")) return choices(out);
+      if (is(key, "choices")) {
+        if (out.has_choices) return false;  // a repeated key: the full decoder judges it
+        out.has_choices = true;
+        out_ = &out;
+        const bool ok = choices(out);
+        out_ = nullptr;
+        out.choices_end = i_;
+        return ok;
+      }
       if (is(key, "usage")) return null();  // a usage object: the full decoder reads it (once per stream)
       if (is(key, "error") || is(key, "x_groq")) return false;
       return skip();
@@ -453,6 +493,10 @@ class ChunkScan {
           if (ch.content) ch.content->clear();
           else ch.content.emplace();
           content_seen_ = true;
+          if (out_) {
+            if (out_->choices == 1 && out_->contents == 0) out_->content_open = i_;
+            ++out_->contents;
+          }
           if (!string(&*ch.content)) return false;
         }
       } else if (!null()) {
@@ -465,6 +509,7 @@ class ChunkScan {
   std::string_view s_;
   std::size_t i_ = 0;
   bool content_seen_ = false;  // of the choice being scanned
+  Out* out_ = nullptr;         // while run() scans the choices
 };
 
 std::string json_quoted(std::string_view s) {
@@ -527,23 +572,19 @@ class OpenAIStreamDecoder final : public StreamDecoder {
     return {};
   }
   bool done() const noexcept override { return done_; }
+  std::size_t same_shape_count() const noexcept { return same_shape_count_; }
 
  private:
   // The relay's scan of one event: true when `out` got the chunk with its event for the caller
   // (the upstream's bytes with our id and model); false: the full decode judges it.
   bool relay_fast(std::string_view d, std::vector<ChatChunk>& out) {
+    if (same_shape(d, out)) return true;
     if (!valid_utf8(d)) return false;
-    // A chunk the caller gave back (recycle) keeps its buffers: nothing is allocated.
-    if (spare_.empty()) {
-      out.emplace_back();
-    } else {
-      out.push_back(std::move(spare_.back()));
-      spare_.pop_back();
-    }
-    ChatChunk& c = out.back();
+    ChatChunk& c = take(out);
     ChunkScan::Out o(c);
     if (!ChunkScan(d).run(o)) {
       give_back(out);
+      shape_.valid = false;
       return false;
     }
     std::string& e = c.sse;
@@ -561,7 +602,119 @@ class OpenAIStreamDecoder final : public StreamDecoder {
     e += "\n\n";
     c.id = id_;
     c.model = model_;
+    remember_shape(d, o, c);
     return true;
+  }
+
+  // The same-shape path. A provider's chunks differ from one another in the content of their
+  // one choice's delta, and sometimes in members after the choices (OpenAI's "obfuscation"
+  // padding): the id, created, model, fingerprint and the layout around the content stay the
+  // same for the whole stream. So once an event was scanned, the next one whose bytes up to its
+  // content string equal the last's, and whose bytes from the end of that string to the end of
+  // the choices array equal the last's too, parses the same except for that string: only the
+  // content (and, when the id and model came first, the members after the choices) is scanned,
+  // and the relayed event is the last one's, with our id and model already in place, around
+  // the new content. Two layouts qualify: the id and model before the choices (OpenAI's order;
+  // what follows the choices may vary and is scanned) or after them (keys in sorted order;
+  // everything after the content must then be byte-identical). Anything else (another layout,
+  // a second choice, tool calls, usage) takes the full scan.
+  struct Shape {
+    bool valid = false;
+    bool ids_first = false;   // the id and model lie before the content
+    std::string head;         // the event's bytes up to and including the content's opening quote
+    std::string mid;          // ids_first: from the content's closing quote to the end of the choices
+    std::string suffix;       // !ids_first: from the content's closing quote to the end
+    std::string relay_head;   // "data: " and head, with our id and model when they lie there
+    std::string relay_suffix; // !ids_first: suffix with our id and model
+    std::int64_t created = 0;
+    int index = 0;
+    std::string role, finish_reason;
+  };
+  void remember_shape(std::string_view d, const ChunkScan::Out& o, const ChatChunk& c) {
+    shape_.valid = false;
+    if (c.choices.size() != 1 || o.contents != 1 || o.content_open == std::string_view::npos || !o.has_choices) return;
+    const ChunkChoice& ch = c.choices[0];
+    if (!ch.tool_calls.empty() || !ch.content || c.usage) return;
+    const bool first = o.id_e <= o.content_open && o.model_e <= o.content_open;
+    const bool after = o.id_b >= o.choices_end && o.model_b >= o.choices_end;
+    if (!first && !after) return;
+    ChunkScan sc(d, o.content_open);
+    if (!sc.string_at(nullptr) || sc.pos() > o.choices_end) return;
+    const std::size_t close = sc.pos() - 1;  // the content's closing quote
+    const std::string& e = c.sse;            // "data: " + d with the id and model replaced + "\n\n"
+    shape_.ids_first = first;
+    shape_.head.assign(d.substr(0, o.content_open + 1));
+    if (first) {
+      shape_.mid.assign(d.substr(close, o.choices_end - close));
+      shape_.relay_head.assign(e.data(), e.size() - 2 - (d.size() - o.content_open - 1));
+    } else {
+      shape_.suffix.assign(d.substr(close));
+      shape_.relay_head.assign(e.data(), 6 + o.content_open + 1);  // d is e's until the choices end
+      shape_.relay_suffix.assign(e.data() + 6 + close, e.size() - 2 - (6 + close));
+    }
+    shape_.created = c.created;
+    shape_.index = ch.index;
+    shape_.role = ch.role;
+    shape_.finish_reason = ch.finish_reason;
+    shape_.valid = true;
+  }
+  bool same_shape(std::string_view d, std::vector<ChatChunk>& out) {
+    const Shape& sh = shape_;
+    if (!sh.valid || d.size() <= sh.head.size() || std::memcmp(d.data(), sh.head.data(), sh.head.size()) != 0)
+      return false;
+    const std::string_view rest = d.substr(sh.head.size());
+    if (!valid_utf8(rest)) return false;  // the head was checked with the event it came from
+    ChatChunk& c = take(out);
+    ChunkChoice& ch = c.choices.empty() ? c.choices.emplace_back() : c.choices.front();
+    c.choices.resize(1);
+    if (ch.content) ch.content->clear();
+    else ch.content.emplace();
+    ChunkScan sc(d, sh.head.size() - 1);
+    if (!sc.string_at(&*ch.content)) return give_back(out), false;
+    const std::size_t close = sc.pos() - 1;
+    const std::string_view after = d.substr(close);
+    if (sh.ids_first) {
+      if (after.size() < sh.mid.size() || std::memcmp(after.data(), sh.mid.data(), sh.mid.size()) != 0)
+        return give_back(out), false;
+      ChunkScan tail(d, close + sh.mid.size());
+      if (!tail.tail()) return give_back(out), false;
+    } else if (after != sh.suffix) {
+      return give_back(out), false;
+    }
+    c.created = sh.created;
+    c.usage.reset();
+    c.more = false;
+    ch.index = sh.index;
+    ch.role = sh.role;
+    ch.tool_calls.clear();
+    ch.finish_reason = sh.finish_reason;
+    std::string& e = c.sse;
+    e.clear();
+    if (sh.ids_first) {
+      e.reserve(sh.relay_head.size() + rest.size() + 2);
+      e += sh.relay_head;
+      e.append(rest);
+    } else {
+      e.reserve(sh.relay_head.size() + (close - sh.head.size()) + sh.relay_suffix.size() + 2);
+      e += sh.relay_head;
+      e.append(d.substr(sh.head.size(), close - sh.head.size()));
+      e += sh.relay_suffix;
+    }
+    e += "\n\n";
+    c.id = id_;
+    c.model = model_;
+    ++same_shape_count_;
+    return true;
+  }
+  // A chunk the caller gave back (recycle) keeps its buffers: nothing is allocated.
+  ChatChunk& take(std::vector<ChatChunk>& out) {
+    if (spare_.empty()) {
+      out.emplace_back();
+    } else {
+      out.push_back(std::move(spare_.back()));
+      spare_.pop_back();
+    }
+    return out.back();
   }
   // The last chunk of `out` goes back to the spares.
   void give_back(std::vector<ChatChunk>& out) {
@@ -615,6 +768,8 @@ class OpenAIStreamDecoder final : public StreamDecoder {
   // upstream read), the bound keeps a burst's from being held for the stream's life.
   static constexpr std::size_t kSpares = 16;
   std::vector<ChatChunk> spare_;
+  Shape shape_;
+  std::size_t same_shape_count_ = 0;
   bool done_ = false;
   bool relay_ = false;
   std::string id_, model_, id_json_, model_json_;
@@ -736,6 +891,11 @@ const Codec& openai_codec() {
 
 std::unique_ptr<StreamDecoder> openai_relay_decoder(std::string_view chunk_id, std::string_view model) {
   return std::make_unique<OpenAIStreamDecoder>(chunk_id, model);
+}
+
+std::size_t openai_relay_same_shape_count(const StreamDecoder& decoder) noexcept {
+  const auto* d = dynamic_cast<const OpenAIStreamDecoder*>(&decoder);
+  return d ? d->same_shape_count() : 0;
 }
 
 std::optional<ChatResponse> openai_relay_response(std::string&& body) {

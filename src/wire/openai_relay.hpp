@@ -12,6 +12,7 @@
 // Threading: a decoder belongs to one attempt; the functions are pure.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +26,10 @@ namespace modelux {
 /// caller). Chunks come out with `chunk_id` and `model` set, decoded exactly as by
 /// openai_codec().stream_decoder(); a chunk relayed as received has its event in `sse`.
 std::unique_ptr<StreamDecoder> openai_relay_decoder(std::string_view chunk_id, std::string_view model);
+
+/// How many events `decoder` (from openai_relay_decoder) took through its same-shape path: only
+/// the content and the members after the choices scanned (tests and benchmarks); 0 for another decoder.
+std::size_t openai_relay_same_shape_count(const StreamDecoder& decoder) noexcept;
 
 /// A non-streamed OpenAI chat.completion, decoded as openai_codec().decode_response() would,
 /// with `relayed` holding `body`. nullopt when the scan gives up (tool calls, content parts,
