@@ -54,7 +54,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (ok_relay != ok_whole || (ok_whole && got.size() != a.size())) std::abort();
     for (std::size_t i = 0; ok_whole && i < a.size(); ++i) {
       if (!same(a[i], got[i]) || got[i].id != "chatcmpl-fuzz" || got[i].model != "m") std::abort();
-      if (!got[i].sse.empty() && (!got[i].sse.starts_with("data: {") || !got[i].sse.ends_with("\n\n"))) std::abort();
+      const std::string& ev = got[i].sse;
+      if (ev.empty()) continue;
+      if (!ev.starts_with("data: {") || !ev.ends_with("\n\n")) std::abort();
+      // The relayed bytes are what the caller parses: valid JSON that decodes to the same
+      // chunk, with our id and model (the same-shape path builds them from an earlier event).
+      auto j = modelux::parse_json(std::string_view(ev).substr(6, ev.size() - 8));
+      if (!j) std::abort();
+      auto back = modelux::chat_chunk_from_json(*j);
+      if (!back || !same(*back, got[i]) || back->id != "chatcmpl-fuzz" || back->model != "m") std::abort();
     }
   }
   modelux::wire::AnthropicStreamEncoder enc("msg_fuzz", "m");
