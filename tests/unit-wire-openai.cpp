@@ -477,7 +477,7 @@ TEST_CASE("OpenAI relay decoder: chunks of one shape take the same-shape path an
       }
       // Relayed as received (id and model ours) except the usage chunk, which the full decode
       // re-encodes.
-      CHECK(a.sse.empty() == (i == 11));
+      CHECK(a.sse.empty() == (i == 10 || i == 11));  // a second id: the full decode
       if (a.sse.empty()) continue;
       const std::string& ev = a.sse;
       REQUIRE(ev.starts_with("data: {"));
@@ -560,6 +560,45 @@ TEST_CASE("OpenAI relay decoder: chunks with sorted keys (id and model after the
     CHECK(r.chunks[4].created == 1767225601);
     CHECK(r.chunks[7].choices[0].finish_reason == "ab");
     CHECK(openai_relay_same_shape_count(*relay) == 3);  // chunks 2, 3 and 6
+  }
+}
+
+TEST_CASE("OpenAI relay decoder: a key read twice in one object takes the full decode, which keeps the last") {
+  // Found by fuzz_stream: a choice with two deltas gave the first delta's role with the second's
+  // content (the scan merged them; the full parser keeps only the last), and a repeated role or
+  // finish_reason was appended to the first.
+  const std::string head = "data: {\"id\":\"a\",\"model\":\"m\",";
+  const std::string cases[] = {
+      head + "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"delta\":{\"content\":\"x\"}}]}\n\n",
+      head + "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"role\":\"user\",\"content\":\"x\"}}]}\n\n",
+      head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}\n\n",
+      head + "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\",\"finish_reason\":\"length\"}]}\n\n",
+      head + "\"choices\":[{\"index\":0,\"index\":1,\"delta\":{\"content\":\"x\"}}]}\n\n",
+      head + "\"created\":1,\"created\":2,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+      head + "\"id\":\"b\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+      head + "\"choices\":[],\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+  };
+  const Codec* c = find_codec("openai");
+  REQUIRE(c);
+  for (const auto& one : cases) {
+    CAPTURE(one);
+    const std::string sse = one + "data: [DONE]\n\n";
+    auto full = c->stream_decoder();
+    auto relay = openai_relay_decoder("chatcmpl-ours", "m");
+    Decoded f = decode_all(*full, sse, sse.size()), r = decode_all(*relay, sse, sse.size(), true);
+    REQUIRE_FALSE(f.error);
+    REQUIRE_FALSE(r.error);
+    REQUIRE(r.chunks.size() == 1);
+    REQUIRE(f.chunks.size() == 1);
+    CHECK(r.events[0].empty());  // re-encoded from the full decode
+    CHECK(r.chunks[0].created == f.chunks[0].created);
+    REQUIRE(r.chunks[0].choices.size() == f.chunks[0].choices.size());
+    for (std::size_t k = 0; k < r.chunks[0].choices.size(); ++k) {
+      CHECK(r.chunks[0].choices[k].index == f.chunks[0].choices[k].index);
+      CHECK(r.chunks[0].choices[k].role == f.chunks[0].choices[k].role);
+      CHECK(r.chunks[0].choices[k].content == f.chunks[0].choices[k].content);
+      CHECK(r.chunks[0].choices[k].finish_reason == f.chunks[0].choices[k].finish_reason);
+    }
   }
 }
 

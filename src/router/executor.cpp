@@ -167,16 +167,14 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
             f->plan = plan;
             Flight* fp = f.get();
             if (sink && !plan.needs_full_response) {
-              fp->gate = [&, fp](const ChatChunk& c) -> net::awaitable<SinkVerdict> {
-                if (sink_gone || cancel_state->requested) co_return SinkVerdict::caller_gone;
-                if (fp->cancelled || (owner && owner != fp)) co_return SinkVerdict::not_owner;
-                if (!owner && !commit(*fp)) co_return SinkVerdict::not_owner;
-                if (!co_await sink(c)) {
-                  sink_gone = true;
-                  co_return SinkVerdict::caller_gone;
-                }
-                co_return SinkVerdict::written;
+              fp->gate.admit = [&, fp]() {
+                if (sink_gone || cancel_state->requested) return SinkVerdict::caller_gone;
+                if (fp->cancelled || (owner && owner != fp)) return SinkVerdict::not_owner;
+                if (!owner && !commit(*fp)) return SinkVerdict::not_owner;
+                return SinkVerdict::written;
               };
+              fp->gate.sink = &sink;
+              fp->gate.gone = &sink_gone;
             }
             flights.push_back(std::move(f));
             ++in_flight;

@@ -223,7 +223,9 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
           end.ttft = clock.now() - t0;
           for (auto& h : held) {
             h.more = true;  // `c` follows at once
-            if (auto v = co_await sink(h); v != SinkVerdict::written) {
+            SinkVerdict v = sink.admit();  // then the caller's sink, awaited here (GatedSink)
+            if (v == SinkVerdict::written && !co_await (*sink.sink)(h)) *sink.gone = true, v = SinkVerdict::caller_gone;
+            if (v != SinkVerdict::written) {
               stop(v);
               co_return end;
             }
@@ -232,7 +234,8 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
           first_output = true;
           c.more = false;  // the first output goes out at once (time to first token)
         }
-        const SinkVerdict v = co_await sink(c);
+        SinkVerdict v = sink.admit();  // then the caller's sink, awaited here (GatedSink)
+        if (v == SinkVerdict::written && !co_await (*sink.sink)(c)) *sink.gone = true, v = SinkVerdict::caller_gone;
         if (v != SinkVerdict::written) {
           stop(v);
           co_return end;
@@ -260,7 +263,9 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
           end.ttft = clock.now() - t0;
           for (auto& h : held) {
             h.more = true;
-            if (auto v = co_await sink(h); v != SinkVerdict::written) {
+            SinkVerdict v = sink.admit();  // then the caller's sink, awaited here (GatedSink)
+            if (v == SinkVerdict::written && !co_await (*sink.sink)(h)) *sink.gone = true, v = SinkVerdict::caller_gone;
+            if (v != SinkVerdict::written) {
               stop(v);
               co_return end;
             }

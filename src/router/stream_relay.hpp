@@ -21,6 +21,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "modelux/policy.hpp"
+#include "modelux/router.hpp"
 #include "modelux/transport.hpp"
 #include "router/attempt.hpp"
 
@@ -32,7 +33,17 @@ enum class SinkVerdict : std::uint8_t {
   caller_gone,  ///< the caller went away: stop, the request is cancelled
   not_owner,    ///< another attempt owns the response, or this one was ended: stop, drop it
 };
-using GatedSink = std::function<net::awaitable<SinkVerdict>(const ChatChunk&)>;
+/// The way from one attempt to the caller. admit() says, before each chunk, whether this
+/// attempt may write (it owns the response, or becomes its owner now) or must stop; the chunk
+/// then goes to the caller's sink, awaited by the relay itself (a gate coroutine around the
+/// sink cost a coroutine frame per relayed chunk, one more than Asio's frame cache holds). A
+/// sink that returns false means the caller went away: the relay sets *gone.
+struct GatedSink {
+  std::function<SinkVerdict()> admit;
+  const AsyncChunkSink* sink = nullptr;
+  bool* gone = nullptr;
+  explicit operator bool() const noexcept { return admit && sink && *sink; }
+};
 
 struct RelayArgs {
   const ChatRequest* request = nullptr;

@@ -126,7 +126,11 @@ class ChunkScan {
     out.chunk.usage.reset();
     out.chunk.more = false;
     ws();
+    unsigned seen = 0;
     auto member = [&](std::string_view key) {
+      if ((is(key, "id") && !first_time(seen, 1)) || (is(key, "model") && !first_time(seen, 2)) ||
+          (is(key, "created") && !first_time(seen, 4)))
+        return false;
       if (is(key, "id") || is(key, "model")) {
         std::size_t b = i_;
         if (peek() != '"' || !string(nullptr)) return false;
@@ -458,8 +462,19 @@ class ChunkScan {
       return eat(']');
     }
   }
+  // A key the scan reads that appears twice in one object takes the full decode (whose parser
+  // keeps the last; the scan would merge or append): `seen` holds one bit per key.
+  static bool first_time(unsigned& seen, unsigned bit) {
+    if (seen & bit) return false;
+    seen |= bit;
+    return true;
+  }
   bool choice(ChunkChoice& ch) {
+    unsigned seen = 0;
     return members(true, [&](std::string_view key) {
+      if ((is(key, "index") && !first_time(seen, 1)) || (is(key, "finish_reason") && !first_time(seen, 2)) ||
+          (is(key, "delta") && !first_time(seen, 4)))
+        return false;
       if (is(key, "index")) {
         std::int64_t v = 0;
         if (!integer(v) || v < 0 || v > 127) return false;
@@ -479,7 +494,9 @@ class ChunkScan {
     });
   }
   bool delta(ChunkChoice& ch) {
+    unsigned seen = 0;
     return members(true, [&](std::string_view key) {
+      if ((is(key, "role") && !first_time(seen, 1)) || (is(key, "content") && !first_time(seen, 2))) return false;
       if (is(key, "role")) {
         if (peek() == 'n') {
           if (!null()) return false;
