@@ -21,6 +21,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "core/unsent.hpp"
+
 namespace modelux::http_server {
 
 namespace beast = boost::beast;
@@ -347,18 +349,8 @@ class BeastWriter final : public ResponseWriter {
         gone_ = true;
         co_return false;
       }
-      // What is left: skip the n bytes sent.
       std::array<net::const_buffer, 3> rest;
-      std::size_t k = 0;
-      for (const auto& b : bufs) {
-        if (n >= b.size()) {
-          n -= b.size();
-          continue;
-        }
-        rest[k++] = b + n;
-        n = 0;
-      }
-      const std::span<const net::const_buffer> left(rest.data(), k);  // named: GCC 12 and co_await temporaries
+      const std::span<const net::const_buffer> left(rest.data(), unsent(bufs, n, rest));  // named: GCC 12 and co_await temporaries
       co_return co_await send_rest(left);
     }
     co_return co_await send(bufs);
@@ -510,17 +502,8 @@ class BeastWriter final : public ResponseWriter {
       co_return false;
     }
     if (n < total) {
-      // What is left: skip the n bytes sent.
       std::array<net::const_buffer, 8> rest;
-      std::size_t k = 0;
-      for (const auto& b : bufs) {
-        if (n >= b.size()) {
-          n -= b.size();
-          continue;
-        }
-        rest[k++] = b + n;
-        n = 0;
-      }
+      const std::size_t k = unsent(bufs, n, std::span<net::const_buffer>(rest.data(), bufs.size()));
       stream_.expires_after(std::chrono::seconds(30));
       co_await net::async_write(stream_, std::span<const net::const_buffer>(rest.data(), k), redirect_error(use_awaitable, ec));
       if (ec) gone_ = true;

@@ -32,6 +32,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "modelux/transport.hpp"
+#include "core/unsent.hpp"
 #include "transport/body_framer.hpp"
 #include "transport/drained_reads.hpp"
 #include "transport/ca_bundle.hpp"
@@ -595,15 +596,7 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     }
     if (sent < head.size() + body.size()) {
       std::array<net::const_buffer, 2> rest;
-      std::size_t k = 0;
-      for (const auto& b : bufs) {
-        if (sent >= b.size()) {
-          sent -= b.size();
-          continue;
-        }
-        rest[k++] = b + sent;
-        sent = 0;
-      }
+      const std::size_t k = unsent(bufs, sent, rest);
       co_await net::async_write(s, std::span<const net::const_buffer>(rest.data(), k), redirect_error(use_awaitable, ec));
       if (ec) co_return ec;
     }
