@@ -340,6 +340,22 @@ Decoded decode_all(StreamDecoder& d, std::string_view sse, std::size_t split, bo
     for (const auto& c : r.chunks) r.events.push_back(c.sse);
   return r;
 }
+
+// What a caller sees of a chunk is the same from the relay decoder (`a`) as from the full one
+// (`b`): creation time, usage, and every choice's index, role, content, finish and tool calls.
+void check_same_chunk(const ChatChunk& a, const ChatChunk& b) {
+  CHECK(a.created == b.created);
+  CHECK(a.usage.has_value() == b.usage.has_value());
+  REQUIRE(a.choices.size() == b.choices.size());
+  for (std::size_t k = 0; k < a.choices.size(); ++k) {
+    CAPTURE(k);
+    CHECK(a.choices[k].index == b.choices[k].index);
+    CHECK(a.choices[k].role == b.choices[k].role);
+    CHECK(a.choices[k].content == b.choices[k].content);
+    CHECK(a.choices[k].finish_reason == b.choices[k].finish_reason);
+    CHECK(a.choices[k].tool_calls.size() == b.choices[k].tool_calls.size());
+  }
+}
 }  // namespace
 
 TEST_CASE("OpenAI relay decoder: each chunk keeps the provider's bytes with our id and model, and decodes as the full decoder does") {
@@ -376,16 +392,7 @@ TEST_CASE("OpenAI relay decoder: each chunk keeps the provider's bytes with our 
       const ChatChunk &a = r.chunks[i], &b = f.chunks[i];
       CHECK(a.id == "chatcmpl-ours");
       CHECK(a.model == "gpt-4o-mini");
-      CHECK(a.created == b.created);
-      CHECK(a.usage.has_value() == b.usage.has_value());
-      REQUIRE(a.choices.size() == b.choices.size());
-      for (std::size_t k = 0; k < a.choices.size(); ++k) {
-        CHECK(a.choices[k].index == b.choices[k].index);
-        CHECK(a.choices[k].role == b.choices[k].role);
-        CHECK(a.choices[k].content == b.choices[k].content);
-        CHECK(a.choices[k].finish_reason == b.choices[k].finish_reason);
-        CHECK(a.choices[k].tool_calls.size() == b.choices[k].tool_calls.size());
-      }
+      check_same_chunk(a, b);
     }
     // The relayed events: the provider's JSON with only id and model replaced.
     const bool relayed[] = {true, true, false, true, false};
@@ -465,16 +472,7 @@ TEST_CASE("OpenAI relay decoder: chunks of one shape take the same-shape path an
       const ChatChunk &a = r.chunks[i], &b = f.chunks[i];
       CHECK(a.id == "chatcmpl-ours");
       CHECK(a.model == "gpt-4o-mini");
-      CHECK(a.created == b.created);
-      CHECK(a.usage.has_value() == b.usage.has_value());
-      REQUIRE(a.choices.size() == b.choices.size());
-      for (std::size_t k = 0; k < a.choices.size(); ++k) {
-        CHECK(a.choices[k].index == b.choices[k].index);
-        CHECK(a.choices[k].role == b.choices[k].role);
-        CHECK(a.choices[k].content == b.choices[k].content);
-        CHECK(a.choices[k].finish_reason == b.choices[k].finish_reason);
-        CHECK(a.choices[k].tool_calls.size() == b.choices[k].tool_calls.size());
-      }
+      check_same_chunk(a, b);
       // Relayed as received (id and model ours) except the usage chunk, which the full decode
       // re-encodes.
       CHECK(a.sse.empty() == (i == 10 || i == 11));  // a second id: the full decode
@@ -540,11 +538,7 @@ TEST_CASE("OpenAI relay decoder: chunks with sorted keys (id and model after the
     for (std::size_t i = 0; i < r.chunks.size(); ++i) {
       CAPTURE(i);
       const ChatChunk &a = r.chunks[i], &b = f.chunks[i];
-      CHECK(a.created == b.created);
-      REQUIRE(a.choices.size() == b.choices.size());
-      CHECK(a.choices[0].role == b.choices[0].role);
-      CHECK(a.choices[0].content == b.choices[0].content);
-      CHECK(a.choices[0].finish_reason == b.choices[0].finish_reason);
+      check_same_chunk(a, b);
       b0 = sse.find("data: ", i == 0 ? 0 : b0 + 1);
       const std::string upstream = sse.substr(b0 + 6, sse.find("\n\n", b0) - b0 - 6);
       REQUIRE_FALSE(a.sse.empty());
@@ -591,14 +585,7 @@ TEST_CASE("OpenAI relay decoder: a key read twice in one object takes the full d
     REQUIRE(r.chunks.size() == 1);
     REQUIRE(f.chunks.size() == 1);
     CHECK(r.events[0].empty());  // re-encoded from the full decode
-    CHECK(r.chunks[0].created == f.chunks[0].created);
-    REQUIRE(r.chunks[0].choices.size() == f.chunks[0].choices.size());
-    for (std::size_t k = 0; k < r.chunks[0].choices.size(); ++k) {
-      CHECK(r.chunks[0].choices[k].index == f.chunks[0].choices[k].index);
-      CHECK(r.chunks[0].choices[k].role == f.chunks[0].choices[k].role);
-      CHECK(r.chunks[0].choices[k].content == f.chunks[0].choices[k].content);
-      CHECK(r.chunks[0].choices[k].finish_reason == f.chunks[0].choices[k].finish_reason);
-    }
+    check_same_chunk(r.chunks[0], f.chunks[0]);
   }
 }
 
@@ -635,16 +622,9 @@ TEST_CASE("OpenAI relay decoder: chunks given back and reused decode exactly as 
   for (std::size_t i = 0; i < got.size(); ++i) {
     CAPTURE(i);
     const ChatChunk &a = got[i], &x = f.chunks[i];
-    CHECK(a.created == x.created);
+    check_same_chunk(a, x);
     CHECK_FALSE(a.sse.empty());  // all relayed as received
     CHECK(a.sse.find("\"chatcmpl-ours\"") != std::string::npos);
-    REQUIRE(a.choices.size() == x.choices.size());
-    for (std::size_t k = 0; k < a.choices.size(); ++k) {
-      CHECK(a.choices[k].index == x.choices[k].index);
-      CHECK(a.choices[k].role == x.choices[k].role);
-      CHECK(a.choices[k].content == x.choices[k].content);
-      CHECK(a.choices[k].finish_reason == x.choices[k].finish_reason);
-    }
   }
   CHECK_FALSE(got[1].choices.at(0).content.has_value());
   CHECK(got[1].created == 0);

@@ -55,6 +55,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from load_procs import nginx_relay_conf
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PEERS = REPO / "benchmarks" / ".peers"
@@ -378,32 +380,7 @@ def start_nginx_relay(ctx: Ctx) -> Gateway:
     (d / "body").mkdir(parents=True, exist_ok=True)
     up = ctx.upstream.removeprefix("http://")
     conf = d / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 8192; multi_accept on; }}
-http {{
-  access_log off;
-  server_tokens off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  keepalive_requests 1000000000;
-  keepalive_timeout 300s;
-  tcp_nodelay on;
-  upstream up {{ server {up}; keepalive 1024; keepalive_requests 1000000000; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
-}}
-""")
+    conf.write_text(nginx_relay_conf(d, port, up))
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = Proc("nginx-relay", pinned(ctx.a.gateway_cpu, [nginx_bin, "-p", str(d), "-e", str(d / "nginx-error.log"),
                                                           "-c", str(conf)]), ctx.tmp / "nginx-relay.log")

@@ -1,6 +1,6 @@
 """Process helpers shared by the load scripts in this folder (proxy_vs_direct.py,
-stream_relay.py): start `modelux mock` / `modelux serve` and learn their port, stop them, and
-read a process's CPU time and resident memory from /proc.
+stream_relay.py, gateway.py): start `modelux mock` / `modelux serve` and learn their port, stop
+them, read a process's CPU time and resident memory from /proc, and nginx's relay config.
 
 The scripts run as `python benchmarks/load/<script>.py`, so this folder is on sys.path and
 `from load_procs import ...` finds this module.
@@ -108,3 +108,40 @@ def start_proxy(bin_path: str, tmp: Path, mock_port: int, threads: int = 1,
     (tmp / "config.json").write_text(json.dumps(cfg))
     return start(bin_path, ["serve", "--config", str(tmp / "config.json"), "--port", "0"], tmp / "proxy.log",
                  wrapper=wrapper, timeout_s=60 if wrapper else 15)
+
+
+def nginx_relay_conf(d: Path, port: int, upstream: str, connections: int = 8192, buffering: bool = True) -> str:
+    """nginx (Debian) as a plain reverse proxy on 127.0.0.1:`port` in front of `upstream`
+    ("host:port"): one worker, keep-alive to the upstream, files under `d`. `buffering=False`
+    passes each upstream read to the client at once (how a relay of SSE is configured). What
+    one proxy hop costs, for gateway.py's nginx-relay row and stream_relay.py --nginx."""
+    return f"""
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile {connections};
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections {connections}; multi_accept on; }}
+http {{
+  access_log off;
+  server_tokens off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  keepalive_requests 1000000000;
+  keepalive_timeout 300s;
+  tcp_nodelay on;
+  upstream up {{ server {upstream}; keepalive 1024; keepalive_requests 1000000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=8192;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering {'on' if buffering else 'off'};
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+"""
+

@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from load_procs import API_KEY, cpu_seconds, real_pid, rss_mb, start, start_proxy, stop
+from load_procs import API_KEY, cpu_seconds, nginx_relay_conf, real_pid, rss_mb, start, start_proxy, stop
 
 
 # --------------------------------------------------------------------------- client
@@ -225,35 +225,8 @@ def start_nginx(tmp: Path, mock_port: int, streams: int) -> tuple[subprocess.Pop
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
-    (d / "nginx.conf").write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile {2 * streams + 100};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections {2 * streams + 100}; multi_accept on; }}
-http {{
-  access_log off;
-  server_tokens off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  keepalive_requests 1000000000;
-  tcp_nodelay on;
-  upstream up {{ server 127.0.0.1:{mock_port}; keepalive 1024; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=8192;
-    location / {{
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_read_timeout 300s;
-    }}
-  }}
-}}
-""")
-    p = subprocess.Popen([nginx_bin, "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
+    (d / "nginx.conf").write_text(nginx_relay_conf(d, port, f"127.0.0.1:{mock_port}", 2 * streams + 100, buffering=False))
+    p = subprocess.Popen([nginx_bin, "-p", str(d), "-e", str(d / "nginx-error.log"), "-c", str(d / "nginx.conf")],
                          stdout=subprocess.DEVNULL, stderr=open(d / "nginx.log", "wb"), stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -265,7 +238,7 @@ http {{
                 break
             time.sleep(0.05)
     stop(p)
-    raise SystemExit(f"nginx did not start: {(d / 'error.log').read_text(errors='replace')[-1000:]}")
+    raise SystemExit(f"nginx did not start: {(d / 'nginx-error.log').read_text(errors='replace')[-1000:]}")
 
 
 def smaps_rollup(pid: int) -> dict:
