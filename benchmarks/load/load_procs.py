@@ -83,6 +83,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Per thread name (threads of one name summed): user and system CPU seconds and voluntary
+    plus involuntary context switches, from /proc/PID/task/*/."""
+    out: dict[str, tuple[float, float, int]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            name = head.split("(", 1)[1]
+            fields = rest.split()
+            cs = 0
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for ln in f:
+                    if ln.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        cs += int(ln.split()[1])
+        except OSError:
+            continue
+        u, s_, c = out.get(name, (0.0, 0.0, 0))
+        out[name] = (u + int(fields[11]) / TICK, s_ + int(fields[12]) / TICK, c + cs)
+    return out
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for ln in f:

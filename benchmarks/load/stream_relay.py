@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from load_procs import API_KEY, cpu_seconds, nginx_relay_conf, real_pid, rss_mb, start, start_proxy, stop
+from load_procs import API_KEY, cpu_seconds, nginx_relay_conf, real_pid, rss_mb, start, start_proxy, stop, thread_cpu
 
 
 # --------------------------------------------------------------------------- client
@@ -329,6 +329,7 @@ def main() -> int:
         def sample():
             peak["rss"] = max(peak["rss"], rss_mb(ppid))
 
+        threads_before = thread_cpu(ppid)
         rounds, nginx_rounds = [], []
         nginx = nginx_port = None
         if a.nginx:
@@ -387,6 +388,17 @@ def main() -> int:
         mk = sum(s["mock_cpu_s"] for s in rounds)
         print(f"proxy CPU {tot:.2f} s for {ch} chunks = {tot / max(ch, 1) * 1e6:.1f} us/chunk; "
               f"mock {mk / max(ch, 1) * 1e6:.1f} us/chunk; ratio proxy/mock {tot / mk if mk else float('nan'):.2f}")
+        # Where the proxy's CPU went over the rounds, per thread: user and system time per chunk
+        # and context switches per chunk (the io threads relay; the others trace, poll, trim).
+        tb, ta = threads_before, thread_cpu(ppid)
+        parts = []
+        for name in sorted(ta):
+            u0, s0, c0 = tb.get(name, (0.0, 0.0, 0))
+            u1, s1, c1 = ta[name]
+            if u1 - u0 + s1 - s0 > 0:
+                parts.append(f"{name} user {(u1 - u0) / max(ch, 1) * 1e6:.1f} sys {(s1 - s0) / max(ch, 1) * 1e6:.1f} us, "
+                             f"{(c1 - c0) / max(ch, 1):.2f} switches")
+        print("proxy per chunk by thread: " + "; ".join(parts))
         if nginx_rounds:
             gt = sum(g["proxy_cpu_s"] for g in nginx_rounds)
             gc = sum(g["chunks"] for g in nginx_rounds)
