@@ -1,11 +1,17 @@
 // release_reactor_pool: Asio's free per-socket states are marked by one call and freed by the
-// next when still unused; states in use or reused in between are left alone.
+// next when still unused; states in use or reused in between are left alone; a timer heap a
+// burst grew is shrunk.
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <future>
+#include <memory>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
@@ -79,4 +85,45 @@ TEST_CASE("an io_context that does not run releases nothing and does not block")
   auto rel = release_reactor_pool(ioc.get_executor(), std::chrono::milliseconds(50));
   CHECK(rel.freed == 0);
   CHECK(rel.marked == 0);
+}
+
+TEST_CASE("a steady_timer heap grown by a burst of timers is shrunk once they are gone and timers still fire") {
+  Running r;
+  {
+    // 4,000 armed timers grow the heap's vector to 4,096 entries (64 kB); cancelling them
+    // empties the heap but keeps the vector's capacity.
+    std::vector<std::unique_ptr<net::steady_timer>> timers;
+    std::atomic<int> cancelled{0};
+    std::promise<void> armed;
+    net::post(r.ioc, [&] {
+      for (int i = 0; i < 4000; ++i) {
+        timers.push_back(std::make_unique<net::steady_timer>(r.ioc, std::chrono::hours(1)));
+        timers.back()->async_wait([&](boost::system::error_code ec) { cancelled += ec == net::error::operation_aborted; });
+      }
+      for (auto& t : timers) t->cancel();
+      armed.set_value();
+    });
+    armed.get_future().wait();
+    auto destroyed = std::make_shared<std::promise<void>>();
+    net::post(r.ioc, [&, destroyed] {  // after the cancelled handlers (FIFO)
+      timers.clear();
+      destroyed->set_value();
+    });
+    destroyed->get_future().wait();
+    CHECK(cancelled.load() == 4000);
+  }
+  auto first = release_reactor_pool(r.ioc.get_executor());
+  CHECK(first.timer_heap_bytes >= 4000 * 16);
+  CHECK(release_reactor_pool(r.ioc.get_executor()).timer_heap_bytes == 0);  // already small
+  // The heap works after the shrink: timers armed now fire in deadline order.
+  std::vector<int> order;
+  std::promise<void> fired;
+  net::steady_timer late(r.ioc, std::chrono::milliseconds(20)), early(r.ioc, std::chrono::milliseconds(1));
+  late.async_wait([&](boost::system::error_code) {
+    order.push_back(2);
+    fired.set_value();
+  });
+  early.async_wait([&](boost::system::error_code) { order.push_back(1); });
+  fired.get_future().wait();
+  CHECK(order == std::vector<int>{1, 2});
 }

@@ -1,15 +1,20 @@
 // Frees the descriptor states Asio's epoll reactor keeps after a burst (see reactor_pool.hpp).
 #include "server/reactor_pool.hpp"
 
+#include <chrono>
 #include <future>
 #include <memory>
+#include <vector>
 
 #include <boost/asio/detail/config.hpp>
 #include <boost/asio/post.hpp>
 
 #if defined(BOOST_ASIO_HAS_EPOLL)
+#include <boost/asio/detail/chrono_time_traits.hpp>
 #include <boost/asio/detail/epoll_reactor.hpp>
 #include <boost/asio/detail/object_pool.hpp>
+#include <boost/asio/detail/timer_queue.hpp>
+#include <boost/asio/wait_traits.hpp>
 #endif
 
 namespace modelux::proxy {
@@ -50,6 +55,62 @@ template struct Expose<PoolMutexOf, &Reactor::registered_descriptors_mutex_>;
 template struct Expose<FreeListOf, &Pool::free_list_>;
 template struct Expose<DescriptorOf, &State::descriptor_>;
 
+// The timer heap of the steady_timer queue (every timer this program arms is a steady_timer:
+// the server's per-connection timers, the tcp_streams' and the upstream pool's). Its
+// std::vector grows to the burst's peak number of timers and never shrinks.
+using SteadyQueue =
+    ad::timer_queue<ad::chrono_time_traits<std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>>>;
+struct ReactorMutexOf {
+  using type = ad::conditionally_enabled_mutex Reactor::*;
+  friend type get(ReactorMutexOf);
+};
+struct TimerQueuesOf {
+  using type = ad::timer_queue_set Reactor::*;
+  friend type get(TimerQueuesOf);
+};
+struct FirstQueueOf {
+  using type = ad::timer_queue_base* ad::timer_queue_set::*;
+  friend type get(FirstQueueOf);
+};
+struct NextQueueOf {
+  using type = ad::timer_queue_base* ad::timer_queue_base::*;
+  friend type get(NextQueueOf);
+};
+template struct Expose<ReactorMutexOf, &Reactor::mutex_>;
+template struct Expose<TimerQueuesOf, &Reactor::timer_queues_>;
+template struct Expose<FirstQueueOf, &ad::timer_queue_set::first_>;
+template struct Expose<NextQueueOf, &ad::timer_queue_base::next_>;
+// The heap's element type is private too: its member pointer's type is deduced.
+struct HeapOf {
+  friend auto get(HeapOf);
+};
+template <auto M>
+struct ExposeHeap {
+  friend auto get(HeapOf) { return M; }
+};
+template struct ExposeHeap<&SteadyQueue::heap_>;
+
+// Shrinks each steady_timer heap whose capacity is far above its size (a burst's peak), under
+// the reactor's mutex (the heap is only touched under it). Returns the bytes freed.
+std::size_t shrink_timer_heaps(Reactor& r) {
+  auto& mu = r.*get(ReactorMutexOf{});
+  ad::conditionally_enabled_mutex::scoped_lock lock(mu);
+  std::size_t freed = 0;
+  for (ad::timer_queue_base* q = r.*get(TimerQueuesOf{}).*get(FirstQueueOf{}); q; q = q->*get(NextQueueOf{})) {
+    auto* steady = dynamic_cast<SteadyQueue*>(q);
+    if (!steady) continue;
+    auto& heap = steady->*get(HeapOf{});
+    // A heap of 1 kB or less, or one that is more than a quarter full, stays: it is what an idle
+    // or a steadily busy proxy uses, and shrinking it would only make the next timers regrow it.
+    constexpr std::size_t kSmall = 64;
+    if (heap.capacity() <= kSmall || heap.capacity() < 4 * heap.size()) continue;
+    const std::size_t before = heap.capacity();
+    heap.shrink_to_fit();  // the entries are copied: timers refer to their index, not their address
+    freed += (before - heap.capacity()) * sizeof(heap.front());
+  }
+  return freed;
+}
+
 // A state on the free list has descriptor_ -1 (deregistration sets it) until it is reused
 // (registration sets the socket's fd). This value marks one seen unused by a release().
 constexpr int kMarked = -2;
@@ -58,6 +119,7 @@ ReactorPoolReleased release_on_io_thread(Reactor& r) {
   ReactorPoolReleased out;
   auto& mu = r.*get(PoolMutexOf{});
   if (!mu.enabled()) return out;  // a reactor without locking: its free list is not ours to walk
+  out.timer_heap_bytes = shrink_timer_heaps(r);
   ad::conditionally_enabled_mutex::scoped_lock lock(mu);
   State*& head = r.*get(PoolOf{}).*get(FreeListOf{});
   State** link = &head;

@@ -18,6 +18,12 @@
 // long. Reaches into Asio's private members (Boost 1.81's epoll_reactor): a Boost that
 // renames them fails to compile here, and a non-epoll build compiles this out.
 //
+// It also shrinks the reactor's steady_timer heap: a std::vector that grows to the burst's peak
+// number of armed timers (one per connection and more, 128 kB after 2,000 streams) and never
+// shrinks; allocated mid-burst, it pins its pages like the states do. The heap is touched only
+// under the reactor's mutex, which the shrink holds; timers refer to their heap index, not to
+// the entries' addresses, so moving the entries is what the heap's own growth does.
+//
 // Threading: release_reactor_pool() may be called from any thread; it posts to the io_context
 // and waits for that handler (up to a timeout, for an io_context that no longer runs).
 #pragma once
@@ -32,10 +38,12 @@ namespace modelux::proxy {
 struct ReactorPoolReleased {
   std::size_t freed = 0;   ///< descriptor states deleted now (marked by the previous call)
   std::size_t marked = 0;  ///< free descriptor states marked now: the next call frees those still unused
+  std::size_t timer_heap_bytes = 0;  ///< freed by shrinking steady_timer heaps grown far above their size
 };
 
 /// Marks the free descriptor states of the reactor behind `ex`'s io_context and deletes those
-/// marked by the previous call and still unused. Returns zeros when the context has no epoll
+/// marked by the previous call and still unused; shrinks its steady_timer heap when it is less
+/// than a quarter full. Returns zeros when the context has no epoll
 /// reactor (not yet used, or another platform), when its reactor does not lock (a concurrency
 /// hint that disables it), or when the io_context did not run the handler within `wait`.
 ReactorPoolReleased release_reactor_pool(const boost::asio::any_io_executor& ex,
