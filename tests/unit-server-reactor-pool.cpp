@@ -1,9 +1,11 @@
 // release_reactor_pool: Asio's free per-socket states are marked by one call and freed by the
 // next when still unused; states in use or reused in between are left alone; a timer heap a
-// burst grew is shrunk.
+// burst grew is shrunk; the thread's malloc cache gives its chunks back.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <future>
 #include <memory>
 #include <thread>
@@ -94,22 +96,20 @@ TEST_CASE("a steady_timer heap grown by a burst of timers is shrunk once they ar
     // empties the heap but keeps the vector's capacity.
     std::vector<std::unique_ptr<net::steady_timer>> timers;
     std::atomic<int> cancelled{0};
-    std::promise<void> armed;
+    std::promise<void> destroyed;
     net::post(r.ioc, [&] {
       for (int i = 0; i < 4000; ++i) {
         timers.push_back(std::make_unique<net::steady_timer>(r.ioc, std::chrono::hours(1)));
         timers.back()->async_wait([&](boost::system::error_code ec) { cancelled += ec == net::error::operation_aborted; });
       }
       for (auto& t : timers) t->cancel();
-      armed.set_value();
+      // Posted from the io thread after the cancelled handlers: runs after them (FIFO).
+      net::post(r.ioc, [&] {
+        timers.clear();
+        destroyed.set_value();
+      });
     });
-    armed.get_future().wait();
-    auto destroyed = std::make_shared<std::promise<void>>();
-    net::post(r.ioc, [&, destroyed] {  // after the cancelled handlers (FIFO)
-      timers.clear();
-      destroyed->set_value();
-    });
-    destroyed->get_future().wait();
+    destroyed.get_future().wait();
     CHECK(cancelled.load() == 4000);
   }
   auto first = release_reactor_pool(r.ioc.get_executor());
@@ -127,3 +127,24 @@ TEST_CASE("a steady_timer heap grown by a burst of timers is shrunk once they ar
   fired.get_future().wait();
   CHECK(order == std::vector<int>{1, 2});
 }
+
+#if defined(__GLIBC__)
+TEST_CASE("release_thread_cache hands the chunks the thread's malloc cache holds back to the arena") {
+  // Seven freed chunks of one size sit in this thread's cache, and the next mallocs of that
+  // size would return them. After release_thread_cache they are back in the arena and the
+  // cache holds other chunks: the next mallocs return none of them.
+  constexpr std::size_t kSize = 200;
+  std::vector<void*> held;
+  for (int i = 0; i < 7; ++i) held.push_back(std::malloc(kSize));
+  asm volatile("" : : "r"(held.data()) : "memory");
+  for (void* p : held) std::free(p);
+  CHECK(modelux::proxy::release_thread_cache() > 0);
+  std::vector<void*> next;
+  for (int i = 0; i < 7; ++i) next.push_back(std::malloc(kSize));
+  asm volatile("" : : "r"(next.data()) : "memory");
+  int reused = 0;
+  for (void* p : next) reused += std::count(held.begin(), held.end(), p) > 0;
+  for (void* p : next) std::free(p);
+  CHECK(reused == 0);
+}
+#endif

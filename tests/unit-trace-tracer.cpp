@@ -327,7 +327,7 @@ TEST_CASE("Tracer: release_idle frees the surplus recycled nodes and the page ca
   CHECK(cache_before > 0);
 
   auto released = (*tracer)->release_idle();
-  CHECK(released.nodes == kBurst - 64);
+  CHECK(released.nodes == kBurst - 8);
   CHECK(released.cache_bytes > 0);
   CHECK(store->cache_bytes() < cache_before);
   CHECK(store->cache_bytes() + released.cache_bytes == cache_before);

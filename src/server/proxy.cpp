@@ -176,6 +176,9 @@ class IdleTrimmer {
       for (const auto* st : states_)
         if (st->router)
           if (Tracer* t = st->router->tracer()) t->release_idle();
+      // The server's set of open connections, whose bucket array grew to the burst's peak.
+      for (const auto* st : states_)
+        if (st->http) st->http->release_idle();
       // Then Asio's per-socket states, one per socket the burst had open (posts to each io
       // thread and waits for it; an attached proxy's io_context runs: detach() comes first).
       reactor_marked = false;

@@ -490,8 +490,10 @@ std::shared_ptr<OtlpExporter> Tracer::otlp() const noexcept { return impl_->opts
 Tracer::Released Tracer::release_idle() noexcept {
   Impl& im = *impl_;
   // A few nodes stay so that the next requests do not allocate; the pool is a multi-consumer
-  // ring, so popping here races safely with submit() and the writer's pushes.
-  constexpr std::size_t kKeep = 64;
+  // ring, so popping here races safely with submit() and the writer's pushes. Few: the nodes
+  // were allocated during the burst, here and there in the io thread's heap, and each one
+  // kept pins a page (64 kept cost 63 pages after 2,000 streams).
+  constexpr std::size_t kKeep = 8;
   Released out;
   while (im.pool.claimed() - im.pool.consumed() > kKeep) {
     auto [got, t] = im.pool.pop();
