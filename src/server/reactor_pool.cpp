@@ -5,6 +5,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <future>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <memory>
 #include <vector>
 
@@ -151,6 +155,9 @@ std::size_t release_thread_cache() noexcept {
   // 24 + 16 i bytes is served from bin i.
   constexpr int kBins = 64, kPerBin = 7;
   std::size_t moved = 0;
+  // First merge the arenas' fastbins into their neighbours (malloc_trim consolidates them):
+  // the refill would otherwise take its chunks from there, chunks freed here and there.
+  malloc_trim(0);
   for (int b = 0; b < kBins; ++b) {
     const std::size_t n = 24 + 16 * static_cast<std::size_t>(b);
     std::array<void*, kPerBin> cached{}, fresh{};
