@@ -422,3 +422,28 @@ TEST_CASE("threads 2 drain closes every listener and finishes the requests in fl
   for (int i = 0; i < 200 && (*s)->requests_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK((*s)->requests_in_flight() == 0);
 }
+
+TEST_CASE("release_idle shrinks the connection set a burst grew once the connections closed") {
+  auto s = Server::start(ServerOptions{}, [](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    std::string type = "text/plain", body = "ok";
+    co_await w.respond(200, std::move(type), std::move(body));
+  });
+  REQUIRE(s);
+  {
+    std::vector<std::unique_ptr<RawClient>> burst;
+    for (int i = 0; i < 300; ++i) burst.push_back(std::make_unique<RawClient>((*s)->port()));
+    for (int i = 0; i < 2000 && (*s)->stats().connections_open < 300; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE((*s)->stats().connections_open == 300);
+    CHECK((*s)->release_idle() == 0);  // in use at its size: left alone
+  }
+  for (int i = 0; i < 2000 && (*s)->stats().connections_open > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE((*s)->stats().connections_open == 0);
+  CHECK((*s)->release_idle() > 0);
+  CHECK((*s)->release_idle() == 0);  // already small
+  // The server still serves.
+  RawClient c((*s)->port());
+  c.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(c.read_all().find("ok") != std::string::npos);
+}

@@ -1,11 +1,19 @@
 // release_reactor_pool: Asio's free per-socket states are marked by one call and freed by the
-// next when still unused; states in use or reused in between are left alone.
+// next when still unused; states in use or reused in between are left alone; a timer heap a
+// burst grew is shrunk; the thread's malloc cache gives its chunks back.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <future>
+#include <memory>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
@@ -80,3 +88,63 @@ TEST_CASE("an io_context that does not run releases nothing and does not block")
   CHECK(rel.freed == 0);
   CHECK(rel.marked == 0);
 }
+
+TEST_CASE("a steady_timer heap grown by a burst of timers is shrunk once they are gone and timers still fire") {
+  Running r;
+  {
+    // 4,000 armed timers grow the heap's vector to 4,096 entries (64 kB); cancelling them
+    // empties the heap but keeps the vector's capacity.
+    std::vector<std::unique_ptr<net::steady_timer>> timers;
+    std::atomic<int> cancelled{0};
+    std::promise<void> destroyed;
+    net::post(r.ioc, [&] {
+      for (int i = 0; i < 4000; ++i) {
+        timers.push_back(std::make_unique<net::steady_timer>(r.ioc, std::chrono::hours(1)));
+        timers.back()->async_wait([&](boost::system::error_code ec) { cancelled += ec == net::error::operation_aborted; });
+      }
+      for (auto& t : timers) t->cancel();
+      // Posted from the io thread after the cancelled handlers: runs after them (FIFO).
+      net::post(r.ioc, [&] {
+        timers.clear();
+        destroyed.set_value();
+      });
+    });
+    destroyed.get_future().wait();
+    CHECK(cancelled.load() == 4000);
+  }
+  auto first = release_reactor_pool(r.ioc.get_executor());
+  CHECK(first.timer_heap_bytes >= 4000 * 16);
+  CHECK(release_reactor_pool(r.ioc.get_executor()).timer_heap_bytes == 0);  // already small
+  // The heap works after the shrink: timers armed now fire in deadline order.
+  std::vector<int> order;
+  std::promise<void> fired;
+  net::steady_timer late(r.ioc, std::chrono::milliseconds(20)), early(r.ioc, std::chrono::milliseconds(1));
+  late.async_wait([&](boost::system::error_code) {
+    order.push_back(2);
+    fired.set_value();
+  });
+  early.async_wait([&](boost::system::error_code) { order.push_back(1); });
+  fired.get_future().wait();
+  CHECK(order == std::vector<int>{1, 2});
+}
+
+#if defined(__GLIBC__)
+TEST_CASE("release_thread_cache hands the chunks the thread's malloc cache holds back to the arena") {
+  // Seven freed chunks of one size sit in this thread's cache, and the next mallocs of that
+  // size would return them. After release_thread_cache they are back in the arena and the
+  // cache holds other chunks: the next mallocs return none of them.
+  constexpr std::size_t kSize = 200;
+  std::vector<void*> held;
+  for (int i = 0; i < 7; ++i) held.push_back(std::malloc(kSize));
+  asm volatile("" : : "r"(held.data()) : "memory");
+  for (void* p : held) std::free(p);
+  CHECK(modelux::proxy::release_thread_cache() > 0);
+  std::vector<void*> next;
+  for (int i = 0; i < 7; ++i) next.push_back(std::malloc(kSize));
+  asm volatile("" : : "r"(next.data()) : "memory");
+  int reused = 0;
+  for (void* p : next) reused += std::count(held.begin(), held.end(), p) > 0;
+  for (void* p : next) std::free(p);
+  CHECK(reused == 0);
+}
+#endif

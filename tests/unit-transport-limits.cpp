@@ -302,7 +302,7 @@ TEST_CASE("Transport: each body read is bounded by its own deadline, a steady st
   }
 }
 
-TEST_CASE("Transport: trim_idle closes a burst's surplus of idle connections and keeps the newest few") {
+TEST_CASE("Transport: trim_idle closes a burst's surplus of idle connections and keeps a few") {
   // Six requests at once need six connections; all six go back to the pool. Once quiet,
   // trim_idle() keeps quiet_idle_per_origin of them (the proxy calls it when nothing is in
   // flight, so a burst's sockets and buffers do not outlive it until the next request).

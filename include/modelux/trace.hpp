@@ -77,11 +77,15 @@ class Tracer {
   struct Released {
     std::size_t nodes = 0;        ///< recycled trace nodes freed
     std::size_t cache_bytes = 0;  ///< SQLite page cache freed
+    std::size_t ring_bytes = 0;   ///< the queue's resident pages given back (the queue was empty)
+    std::size_t batch_bytes = 0;  ///< the writer's batch storage freed
   };
   /// Gives back what a burst grew and a quiet tracer does not need: the recycled trace nodes
-  /// beyond a few (a burst of N concurrent submits leaves up to N) and the store's page cache
-  /// (TraceStore::release_memory). Safe from any thread, concurrently with submit() and the
-  /// writer; meant for an idle process (the proxy's idle trimmer), where it costs nothing later.
+  /// beyond a few (a burst of N concurrent submits leaves up to N), the store's page cache
+  /// (TraceStore::release_memory), the writer's batch storage and, when the queue is empty,
+  /// the queue's pages (its positions move to a fresh lap). Safe from any thread, concurrently
+  /// with submit() and the writer; waits for the writer's part (at most 2 s). Meant for an idle
+  /// process (the proxy's idle trimmer), where it costs nothing later.
   Released release_idle() noexcept;
 
   /// Flushes everything still queued, then stops the writer.

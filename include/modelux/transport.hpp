@@ -82,9 +82,10 @@ class Transport {
   virtual TransportStats stats() const = 0;
   /// Closes idle pooled connections.
   virtual void close_idle() = 0;
-  /// Closes the idle pooled connections beyond the newest TransportOptions::quiet_idle_per_origin
-  /// of each origin: a burst's surplus, whose sockets and buffers would otherwise stay (and pin
-  /// the heap pages they sit in) until the idle timeout, which only the next request enforces.
+  /// Closes the idle pooled connections beyond TransportOptions::quiet_idle_per_origin of each
+  /// origin: a burst's surplus, whose sockets and buffers would otherwise stay (and pin the heap
+  /// pages they sit in) until the idle timeout, which only the next request enforces. The ones
+  /// kept are those lowest in memory (with glibc, made before the burst).
   /// Any thread. A transport without a pool has nothing to do.
   virtual void trim_idle() {}
 };

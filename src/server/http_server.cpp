@@ -740,6 +740,15 @@ void Server::drain() {
   close_idle();
 }
 
+std::size_t Server::release_idle() {
+  std::lock_guard lk(live_mu_);
+  const std::size_t before = live_.bucket_count();
+  // Not for a set still in use at its size: rehashing that would only make it regrow.
+  if (before <= 64 || before < 8 * live_.size()) return 0;
+  live_.rehash(0);  // the fewest buckets the current size needs
+  return before > live_.bucket_count() ? (before - live_.bucket_count()) * sizeof(void*) : 0;
+}
+
 void Server::close_idle() {
   std::lock_guard lk(live_mu_);
   for (const auto& l : live_)

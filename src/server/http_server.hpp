@@ -154,6 +154,10 @@ class Server {
   std::uint64_t requests_in_flight() const noexcept { return requests_in_flight_.load(std::memory_order_acquire); }
   ServerStats stats() const noexcept;
   net::any_io_executor executor() const noexcept { return ex_; }
+  /// Shrinks the set of open connections' bucket array when a burst grew it far above the
+  /// connections open now (it never shrinks on its own; allocated mid-burst, it pins its
+  /// pages). Returns the bytes freed. Thread-safe; meant for the idle trimmer.
+  std::size_t release_idle();
 
  private:
   Server() = default;

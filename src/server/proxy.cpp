@@ -122,11 +122,14 @@ net::awaitable<void> handle(std::shared_ptr<Proxy::State> stp, Request& req, Res
 // pages of every arena. It runs at most once per period and only when requests came since
 // the last trim, so a busy or an idle proxy pays nothing. Before trimming it closes the idle
 // upstream connections beyond Transport's quiet_idle_per_origin (Transport::trim_idle) and lets
-// the tracer release its surplus nodes and page cache (Tracer::release_idle), and frees the
-// per-socket states Asio keeps for reuse (release_reactor_pool: one per socket the burst had
-// open, 4,000 after 2,000 streams, each pinning a page; a state is freed by the pass after the
-// one that found it unused, so a burst gets one more pass, 0.5 s later). One thread per
-// process (the heap is per process), started by the first proxy.
+// the tracer release its surplus nodes, page cache, batch storage and queue pages
+// (Tracer::release_idle), shrinks the server's connection set (Server::release_idle), and on
+// each io thread frees the per-socket states Asio keeps for reuse (release_reactor_pool: one
+// per socket the burst had open, 4,000 after 2,000 streams, each pinning a page; a state is
+// freed by the pass after the one that found it unused, so a burst gets one more pass, 0.5 s
+// later), shrinks Asio's timer heap and cycles the thread's malloc cache, whose chunks
+// malloc_trim cannot see (release_thread_cache). One thread per process (the heap is per
+// process), started by the first proxy.
 class IdleTrimmer {
  public:
   static IdleTrimmer& instance() {
@@ -176,6 +179,9 @@ class IdleTrimmer {
       for (const auto* st : states_)
         if (st->router)
           if (Tracer* t = st->router->tracer()) t->release_idle();
+      // The server's set of open connections, whose bucket array grew to the burst's peak.
+      for (const auto* st : states_)
+        if (st->http) st->http->release_idle();
       // Then Asio's per-socket states, one per socket the burst had open (posts to each io
       // thread and waits for it; an attached proxy's io_context runs: detach() comes first).
       reactor_marked = false;

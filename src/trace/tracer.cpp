@@ -14,6 +14,7 @@
 // broken file) is retried up to write_retries wake-ups, then dropped and counted; meanwhile
 // submit() keeps accepting until the ring fills, so the router never notices.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -43,11 +44,24 @@ std::size_t round_up_pow2(std::size_t n) {
 // Vyukov's bounded MPMC queue of DecisionTrace pointers. claim()/publish() split the push so a
 // producer learns the queue is full before it does any work.
 //
-// The cells are mapped lazily: a cell stores its sequence number minus its index, so the
-// initial state (sequence = index) is all zeros and the array can come straight from an
-// anonymous mapping, whose pages stay unallocated until a position first reaches them. An idle
-// proxy's two 65,536-slot rings cost nothing instead of 2 MB; a burst of N traces touches
-// N x 16 bytes of each (the full 1 MB only after 65,536 traces).
+// The cells are mapped lazily: a cell stores its sequence number minus its index and minus the
+// ring's base, so the initial state (sequence = base + index) is all zeros and the array can
+// come straight from an anonymous mapping, whose pages stay unallocated until a position first
+// reaches them. An idle proxy's 65,536-slot ring costs nothing instead of 1 MB; a burst of N
+// traces touches N x 16 bytes of it, and positions only grow, so a busy ring ends with all of
+// it resident.
+//
+// rebase() gives those pages back once the ring is empty: it moves both positions to the next
+// multiple of the capacity above them (the new base) and drops the cells' pages, which then
+// read as zeros, i.e. "free for base + index": exactly the state of every cell of an empty
+// ring at the new base. It runs only on the ring's one consumer (the writer) and only when
+// every claimed position was consumed; it holds producers off by swapping the enqueue position
+// for kLocked (any claim that reads it sees a positive difference and reloads). Positions stay
+// monotonic, so a producer that read an old position before the rebase can never complete its
+// CAS on it (no ABA), and one that read a stale base or a dropped cell sees a difference that
+// makes it reload (a "full" verdict is rechecked against a fresh position). claimed() and
+// consumed() count tickets, not positions: they subtract what rebases skipped, read under a
+// sequence lock.
 class TraceRing {
  public:
   explicit TraceRing(std::size_t capacity) : mask_(round_up_pow2(capacity) - 1), bytes_((mask_ + 1) * sizeof(Cell)) {
@@ -68,24 +82,28 @@ class TraceRing {
 
   /// Claims a slot; false when the ring is full. On success the slot must be published.
   bool claim(std::size_t& pos) noexcept {
-    pos = enqueue_.load(std::memory_order_relaxed);
+    pos = enqueue_.load(std::memory_order_acquire);
     for (;;) {
       const std::size_t i = pos & mask_;
-      std::size_t seq = seq_of(i).load(std::memory_order_acquire) + i;
+      const std::size_t seq = seq_of(i).load(std::memory_order_acquire) + i + base_.load(std::memory_order_relaxed);
       auto dif = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(pos);
       if (dif == 0) {
-        if (enqueue_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) return true;
+        if (enqueue_.compare_exchange_weak(pos, pos + 1, std::memory_order_acquire)) return true;
       } else if (dif < 0) {
-        return false;
+        // Full, unless a rebase moved the position since it was read (a stale cell or base).
+        const std::size_t now = enqueue_.load(std::memory_order_acquire);
+        if (now == pos) return false;
+        pos = now;
       } else {
-        pos = enqueue_.load(std::memory_order_relaxed);
+        if (pos >= kLocked) std::this_thread::yield();  // a rebase is dropping the pages: microseconds
+        pos = enqueue_.load(std::memory_order_acquire);
       }
     }
   }
   void publish(std::size_t pos, DecisionTrace* t) noexcept {
     const std::size_t i = pos & mask_;
     cells_[i].item = t;
-    seq_of(i).store(pos + 1 - i, std::memory_order_release);
+    seq_of(i).store(pos + 1 - i - base_.load(std::memory_order_relaxed), std::memory_order_release);
   }
   bool push(DecisionTrace* t) noexcept {
     std::size_t pos;
@@ -94,40 +112,93 @@ class TraceRing {
     return true;
   }
   /// {false, _}: nothing published at the head yet. The item may be null (a producer that
-  /// could not allocate). Safe with several consumers.
+  /// could not allocate). Safe with several consumers while nothing calls rebase().
   std::pair<bool, DecisionTrace*> pop() noexcept {
-    std::size_t pos = dequeue_.load(std::memory_order_relaxed);
+    std::size_t pos = dequeue_.load(std::memory_order_acquire);
     for (;;) {
       const std::size_t i = pos & mask_;
-      std::size_t seq = seq_of(i).load(std::memory_order_acquire) + i;
+      const std::size_t base = base_.load(std::memory_order_relaxed);
+      const std::size_t seq = seq_of(i).load(std::memory_order_acquire) + i + base;
       auto dif = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(pos + 1);
       if (dif == 0) {
-        if (dequeue_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+        if (dequeue_.compare_exchange_weak(pos, pos + 1, std::memory_order_acquire)) {
           DecisionTrace* t = cells_[i].item;
-          seq_of(i).store(pos + mask_ + 1 - i, std::memory_order_release);
+          seq_of(i).store(pos + mask_ + 1 - i - base, std::memory_order_release);
           return {true, t};
         }
       } else if (dif < 0) {
         return {false, nullptr};
       } else {
-        pos = dequeue_.load(std::memory_order_relaxed);
+        pos = dequeue_.load(std::memory_order_acquire);
       }
     }
   }
-  std::size_t claimed() const noexcept { return enqueue_.load(std::memory_order_acquire); }
-  std::size_t consumed() const noexcept { return dequeue_.load(std::memory_order_acquire); }
+  /// Tickets claimed and consumed since the ring was made (rebases do not change them).
+  std::size_t claimed() const noexcept { return tickets(enqueue_); }
+  std::size_t consumed() const noexcept { return tickets(dequeue_); }
+
+  /// Gives the cells' pages back when the ring is empty; returns the bytes that were resident
+  /// (0 when nothing was, or when the ring is not empty). Only the ring's single consumer may
+  /// call it, and only where it does not pop: producers may run concurrently.
+  std::size_t rebase() noexcept {
+    const std::size_t d = dequeue_.load(std::memory_order_relaxed);
+    std::size_t e = enqueue_.load(std::memory_order_acquire);
+    if (e != d || e == base_.load(std::memory_order_relaxed)) return 0;  // not empty, or nothing used since the last rebase
+    const std::size_t r = rebases_.load(std::memory_order_relaxed);
+    rebases_.store(r + 1, std::memory_order_relaxed);  // odd: claimed()/consumed() wait
+    std::atomic_thread_fence(std::memory_order_release);
+    std::size_t resident = 0;
+    if (enqueue_.compare_exchange_strong(e, kLocked, std::memory_order_acq_rel)) {
+      // Every claimed position was consumed (e == d) and none can be claimed now: no cell is in use.
+      resident = resident_bytes();
+      const std::size_t next = (e & ~mask_) + mask_ + 1;  // > e, a multiple of the capacity
+      skipped_.store(skipped_.load(std::memory_order_relaxed) + (next - e), std::memory_order_relaxed);
+      base_.store(next, std::memory_order_relaxed);
+      ::madvise(cells_, bytes_, MADV_DONTNEED);  // the pages read as zeros again: free for next + index
+      dequeue_.store(next, std::memory_order_relaxed);
+      enqueue_.store(next, std::memory_order_release);  // producers resume at the new base
+    }
+    rebases_.store(r + 2, std::memory_order_release);
+    return resident;
+  }
 
  private:
+  // Never a real position (2^62 traces): the enqueue position while rebase() runs.
+  static constexpr std::size_t kLocked = std::size_t{3} << 62;
   struct Cell {  // plain (zero pages are valid cells); seq is accessed through atomic_ref
-    std::size_t seq;  // the sequence number minus the cell's index
+    std::size_t seq;  // the sequence number minus the cell's index and the ring's base
     DecisionTrace* item;
   };
   std::atomic_ref<std::size_t> seq_of(std::size_t i) const noexcept { return std::atomic_ref<std::size_t>(cells_[i].seq); }
+  std::size_t tickets(const std::atomic<std::size_t>& position) const noexcept {
+    for (;;) {
+      const std::size_t r = rebases_.load(std::memory_order_acquire);
+      if (r & 1) {
+        std::this_thread::yield();
+        continue;
+      }
+      const std::size_t pos = position.load(std::memory_order_relaxed);
+      const std::size_t skipped = skipped_.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (rebases_.load(std::memory_order_relaxed) == r && pos < kLocked) return pos - skipped;
+    }
+  }
+  std::size_t resident_bytes() const noexcept {
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> in_core((bytes_ + page - 1) / page);
+    if (::mincore(cells_, bytes_, in_core.data()) != 0) return 0;
+    std::size_t n = 0;
+    for (unsigned char c : in_core) n += c & 1;
+    return n * page;
+  }
   const std::size_t mask_;
   const std::size_t bytes_;
   Cell* cells_ = nullptr;
+  std::atomic<std::size_t> base_{0};  // written only by rebase(), while producers are held off
   alignas(64) std::atomic<std::size_t> enqueue_{0};
   alignas(64) std::atomic<std::size_t> dequeue_{0};
+  alignas(64) std::atomic<std::size_t> rebases_{0};  // sequence lock over the positions and skipped_
+  std::atomic<std::size_t> skipped_{0};               // positions jumped over by rebases
 };
 
 }  // namespace
@@ -138,7 +209,9 @@ struct Tracer::Impl {
   std::shared_ptr<TraceStore> store;
   TraceRing ring;
   // Emptied nodes the writer hands back for reuse: in steady state submit() allocates
-  // nothing of its own. Holds at most queue_capacity nodes; surplus nodes are freed.
+  // nothing of its own. Holds at most kPoolCapacity nodes (surplus nodes are freed), so its
+  // cells, which the positions walk through round after round, stay within 16 kB.
+  static constexpr std::size_t kPoolCapacity = 1024;
   TraceRing pool;
 
   alignas(64) std::atomic<std::uint64_t> dropped_full{0};
@@ -153,12 +226,17 @@ struct Tracer::Impl {
   bool stop = false;
   std::uint64_t flush_target = 0;
   std::string last_error;
+  // release_idle() asks the writer to give back its batch storage and the ring's pages
+  // (TraceRing::rebase runs on the ring's consumer); the writer answers with idle_done.
+  std::uint64_t idle_asked = 0, idle_done = 0;
+  std::size_t idle_ring_bytes = 0, idle_batch_bytes = 0;
 
   std::thread writer;
   Instant last_retention{};  // set at open, when retention was first applied; writer-only after
 
   Impl(TracerOptions o, const Clock& c, std::shared_ptr<TraceStore> s)
-      : opts(std::move(o)), clock(c), store(std::move(s)), ring(opts.queue_capacity), pool(opts.queue_capacity) {}
+      : opts(std::move(o)), clock(c), store(std::move(s)), ring(opts.queue_capacity),
+        pool(std::min(opts.queue_capacity, kPoolCapacity)) {}
 
   void run();
   void prepare(DecisionTrace& t) const;
@@ -197,25 +275,29 @@ void Tracer::Impl::run() {
   sched_param sp{};
   pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
 #endif
-  std::vector<DecisionTrace> batch;
-  batch.reserve(std::min<std::size_t>(opts.batch_size, 4096));
+  std::vector<DecisionTrace> batch;  // reserved when traces arrive, given back when idle
+  const std::size_t batch_reserve = std::min<std::size_t>(opts.batch_size, 4096);
   int failures = 0;
   std::uint64_t dropped_persisted = 0, errors_persisted = 0;
   const std::size_t batch_size = std::max<std::size_t>(opts.batch_size, 1);
 
   for (;;) {
     bool stopping, flushing;
+    std::uint64_t idle_asked_now;
+    bool idle_pending;
     {
       std::unique_lock lk(mu);
       // After a failed write wait the full interval (unless asked to flush or stop): the file
       // is locked or broken, and hammering it would not help.
       const bool backoff = failures > 0;
       wake.wait_for(lk, opts.flush_interval, [&] {
-        return stop || flush_target > processed.load() ||
+        return stop || flush_target > processed.load() || idle_asked > idle_done ||
                (!backoff && ring.claimed() - ring.consumed() >= batch_size);
       });
       stopping = stop;
       flushing = flush_target > processed.load();
+      idle_asked_now = idle_asked;
+      idle_pending = idle_asked > idle_done;
     }
 
     // Retention runs before the batch, so traces written this round were judged on the
@@ -231,6 +313,7 @@ void Tracer::Impl::run() {
     // Everything claimed before this point gets handled in this round (a claimed slot is
     // published within a few instructions, so waiting for it is a short spin).
     const std::size_t target = ring.claimed();
+    if (batch.capacity() == 0 && ring.consumed() < target) batch.reserve(batch_reserve);
     for (;;) {
       if (batch.empty()) {
         std::uint64_t lost = 0;
@@ -313,8 +396,23 @@ void Tracer::Impl::run() {
       }
     }
 
+    // Asked by release_idle(): the batch's storage (batch_size traces, touched by a burst) and
+    // the ring's pages go back now that everything is written; both come back on demand.
+    // A batch kept for a retry (a failing file) is not given back: the request is answered
+    // with nothing released, so the writer does not spin on it.
+    std::size_t ring_bytes = 0, batch_bytes = 0;
+    if (idle_pending && batch.empty()) {
+      batch_bytes = batch.capacity() * sizeof(DecisionTrace);
+      std::vector<DecisionTrace>().swap(batch);
+      ring_bytes = ring.rebase();
+    }
     {
       std::lock_guard lk(mu);
+      if (idle_pending) {
+        idle_done = idle_asked_now;
+        idle_ring_bytes = ring_bytes;
+        idle_batch_bytes = batch_bytes;
+      }
       done.notify_all();
     }
     if (stopping && ring.consumed() >= ring.claimed() && batch.empty()) break;
@@ -392,8 +490,10 @@ std::shared_ptr<OtlpExporter> Tracer::otlp() const noexcept { return impl_->opts
 Tracer::Released Tracer::release_idle() noexcept {
   Impl& im = *impl_;
   // A few nodes stay so that the next requests do not allocate; the pool is a multi-consumer
-  // ring, so popping here races safely with submit() and the writer's pushes.
-  constexpr std::size_t kKeep = 64;
+  // ring, so popping here races safely with submit() and the writer's pushes. Few: the nodes
+  // were allocated during the burst, here and there in the io thread's heap, and each one
+  // kept pins a page (64 kept cost 63 pages after 2,000 streams).
+  constexpr std::size_t kKeep = 8;
   Released out;
   while (im.pool.claimed() - im.pool.consumed() > kKeep) {
     auto [got, t] = im.pool.pop();
@@ -402,6 +502,19 @@ Tracer::Released Tracer::release_idle() noexcept {
     ++out.nodes;
   }
   out.cache_bytes = im.store->release_memory();
+  // The writer's part (its batch storage, the ring's pages): ask, and wait for its answer.
+  // Bounded: a writer inside a long write answers at the next pass instead.
+  try {
+    std::unique_lock lk(im.mu);
+    const std::uint64_t want = ++im.idle_asked;
+    im.wake.notify_one();
+    if (im.done.wait_for(lk, std::chrono::seconds(2), [&] { return im.idle_done >= want || im.stop; }) &&
+        im.idle_done >= want) {
+      out.ring_bytes = im.idle_ring_bytes;
+      out.batch_bytes = im.idle_batch_bytes;
+    }
+  } catch (...) {  // a mutex that cannot lock: nothing released
+  }
   return out;
 }
 

@@ -322,11 +322,19 @@ class HttpTransport final : public Transport, public std::enable_shared_from_thi
     {
       std::lock_guard lk(mu_);
       for (auto it = idle_.begin(); it != idle_.end();) {
-        auto& v = it->second;  // oldest first: the newest stay
+        auto& v = it->second;  // oldest idle first
         if (v.size() > opts_.quiet_idle_per_origin) {
-          const auto n = static_cast<std::ptrdiff_t>(v.size() - opts_.quiet_idle_per_origin);
-          std::move(v.begin(), v.begin() + n, std::back_inserter(doomed));
-          v.erase(v.begin(), v.begin() + n);
+          // Those that stay are the ones lowest in memory: with glibc, made before the burst
+          // (when the heap was small), among what stays resident anyway. Kept, the burst's own
+          // would each pin the pages around their pieces (issue #19, RSS after streams). All
+          // were used moments ago, so none is staler than another.
+          const auto keep = static_cast<std::ptrdiff_t>(opts_.quiet_idle_per_origin);
+          std::nth_element(v.begin(), v.begin() + keep, v.end(), [](const auto& a, const auto& b) {
+            return std::less<const Connection*>{}(a.get(), b.get());
+          });
+          std::move(v.begin() + keep, v.end(), std::back_inserter(doomed));
+          v.erase(v.begin() + keep, v.end());
+          std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a->idle_since < b->idle_since; });
         }
         it = v.empty() ? idle_.erase(it) : std::next(it);
       }
