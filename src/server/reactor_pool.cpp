@@ -21,25 +21,18 @@
 #include <boost/asio/detail/object_pool.hpp>
 #include <boost/asio/detail/timer_queue.hpp>
 #include <boost/asio/wait_traits.hpp>
+
+#include "core/private_access.hpp"
 #endif
 
-namespace modelux::proxy {
-
 #if defined(BOOST_ASIO_HAS_EPOLL)
-namespace {
-
+// The private members this file reaches (see core/private_access.hpp): the tags live in its
+// namespace.
+namespace modelux::asio_access {
 namespace ad = boost::asio::detail;
 using Reactor = ad::epoll_reactor;
 using State = Reactor::descriptor_state;
 using Pool = ad::object_pool<State>;
-
-// Access to private members through explicit instantiation, where access checking does not
-// apply ([temp.spec.general]): each Tag's get() returns the member pointer. A member renamed
-// by a later Boost is a compile error here, never a silent misuse.
-template <typename Tag, typename Tag::type M>
-struct Expose {
-  friend typename Tag::type get(Tag) { return M; }
-};
 struct PoolOf {
   using type = Pool Reactor::*;
   friend type get(PoolOf);
@@ -86,15 +79,20 @@ template struct Expose<ReactorMutexOf, &Reactor::mutex_>;
 template struct Expose<TimerQueuesOf, &Reactor::timer_queues_>;
 template struct Expose<FirstQueueOf, &ad::timer_queue_set::first_>;
 template struct Expose<NextQueueOf, &ad::timer_queue_base::next_>;
-// The heap's element type is private too: its member pointer's type is deduced.
-struct HeapOf {
+struct HeapOf {  // the heap's element type is private too: the member pointer's type is deduced
   friend auto get(HeapOf);
 };
-template <auto M>
-struct ExposeHeap {
-  friend auto get(HeapOf) { return M; }
-};
-template struct ExposeHeap<&SteadyQueue::heap_>;
+template struct ExposeDeduced<HeapOf, &SteadyQueue::heap_>;
+}  // namespace modelux::asio_access
+#endif
+
+namespace modelux::proxy {
+
+#if defined(BOOST_ASIO_HAS_EPOLL)
+namespace {
+
+namespace ad = boost::asio::detail;
+using namespace modelux::asio_access;  // the tags above
 
 // Shrinks each steady_timer heap whose capacity is far above its size (a burst's peak), under
 // the reactor's mutex (the heap is only touched under it). Returns the bytes freed.
