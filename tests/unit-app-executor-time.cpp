@@ -330,6 +330,66 @@ TEST_CASE("Virtual time: an attempt expired before its first token never writes,
   CHECK(f.transport->stats().in_flight == 0);
 }
 
+TEST_CASE("Virtual time: a committed stream outlives total_budget_ms, which bounds the routing phase only") {
+  // docs/routing.md: total_budget_ms bounds routing, never a committed stream. A healthy ~1 s
+  // stream under a 400 ms total budget (and a 300 ms attempt timeout) is delivered whole.
+  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}, {"ttft_ms", 80}};
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "gpt-4o-mini"}, {"timeout_ms", 300}}, {{"model", "claude-haiku-4-5"}, {"timeout_ms", 300}}}},
+                  {"retry_on", {"timeout"}},
+                  {"total_budget_ms", 400}};
+  SimFixture f(three_answers(steady, steady, steady), {{"chain", routing}});
+  Completion c;
+  std::string text = f.stream_text(ask("@chain", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kMini);
+  REQUIRE(c.trace.attempts.size() == 1);
+  CHECK(c.trace.attempts[0].outcome == "ok");
+  CHECK(f.took > 960ms);  // 24 gaps of 40 ms after the first chunk: far past the 400 ms budget
+  // Before a commit the budget still holds: a buffered answer that comes after 1 s fails at
+  // 400 ms (the first attempt's 300 ms, then the budget cuts the second).
+  Json slow = {{"latency_ms", 1000}};
+  SimFixture g(three_answers(slow, slow, slow), {{"chain", routing}});
+  auto b = g.run(ask("@chain"));
+  REQUIRE_FALSE(b.result);
+  CHECK(b.result.error().kind == ErrorKind::timeout);
+  CHECK(g.took == 400ms);
+}
+
+TEST_CASE("Virtual time: max_stream_ms ends a committed stream, and that limit of ours never opens the breaker") {
+  // A healthy ~1 s stream under max_stream_ms 300: the caller gets one model's partial answer
+  // and a timeout naming max_stream_ms. The provider was delivering all along, so health must
+  // not count it: eight in a row (the breaker trips after 5 consecutive failures) leave the
+  // breaker closed and the next request is served.
+  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}};
+  Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 2000}, {"max_stream_ms", 300}};
+  SimFixture f(three_answers(steady, steady, steady), {{"one", routing}});
+  for (int i = 0; i < 8; ++i) {
+    CAPTURE(i);
+    Completion c;
+    std::string text = f.stream_text(ask("@one", true), c);
+    CAPTURE(c.trace.reason);
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::timeout);
+    CHECK(c.result.error().message.find("max_stream_ms 300 ms reached") != std::string::npos);
+    CHECK(f.took == 340ms);  // the first text at 40 ms (after the role chunk) commits; 300 ms from there
+    CHECK_FALSE(text.empty());
+    CHECK(kMini.starts_with(text));
+    CHECK(text != kMini);
+    REQUIRE(c.trace.attempts.size() == 1);
+    CHECK(c.trace.attempts[0].why_ended == "max_stream_ms 300 ms reached");
+    CHECK(c.trace.attempts[0].ttft == 40ms);
+  }
+  CHECK(f.transport->stats().in_flight == 0);
+  auto st = f.router->health()->stats("openai/gpt-4o-mini", f.clock.now());
+  CHECK(st.breaker == BreakerState::closed);
+  CHECK(st.error_rate == 0.0);
+  // The same router: a buffered answer (no max_stream) is served by gpt-4o-mini, not skipped.
+  auto c = f.run(ask("@one"));
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+}
+
 // ---- issue #14: defects --------------------------------------------------------------------
 
 TEST_CASE("Virtual time: ttft_timeout_ms cuts an attempt whose head has not come by the limit and fails over at once") {

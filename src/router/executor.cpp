@@ -39,6 +39,10 @@ std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) 
   e.kind = error_kind_from_string(rec.outcome).value_or(ErrorKind::internal);
   e.message = rec.error;
   e.status = rec.status;
+  // The committed attempt was delivering; the session ends it only at max_stream_ms (or on the
+  // caller's cancel). That is a limit of ours, not the provider failing: health must not count
+  // it (issue #19: limits we enforce never open a target's breaker).
+  if (session.committed() == id) e.local = true;
   return e;
 }
 
@@ -152,6 +156,11 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       owner = &f;
       for (auto& o : flights)
         if (o.get() != &f && !o->finished && !o->cancelled) stop_flight(*o);
+      // The loop sleeps until the wake-up the session gave before the commit (the attempt
+      // deadline or the budget). A commit changes it: max_stream_ms now counts from here, and
+      // the routing deadlines are gone. Wake the loop so it asks the session again; without
+      // this max_stream_ms was only enforced once the old deadline had passed.
+      wake.cancel();
       return true;
     };
 
