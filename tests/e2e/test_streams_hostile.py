@@ -166,6 +166,62 @@ def test_half_an_event_then_silence_ends_with_one_error_event_and_no_failover(st
         time.sleep(0.02)
 
 
+def _anthropic(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+ANTHROPIC_ERROR_MID_ANSWER = [
+    _anthropic("message_start", {"type": "message_start", "message": {
+        "id": "msg_up", "type": "message", "role": "assistant", "model": "claude-haiku-4-5", "content": [],
+        "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 0}}}),
+    _anthropic("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}}),
+    _anthropic("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": "alpha "}}),
+    _anthropic("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": "beta "}}),
+    _anthropic("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+]
+
+
+@pytest.mark.parametrize("ingress", ["openai", "anthropic"])
+def test_an_anthropic_error_event_after_output_started_reaches_either_ingress_once(start_proxy, mock, scripted, ingress):
+    """Anthropic's own mid-stream `event: error` (overloaded_error) after two text deltas: the
+    caller gets that one model's partial text and exactly one error event, in its ingress's
+    shape, and nothing fails over to gpt-4o-mini."""
+    scripted.script = list(ANTHROPIC_ERROR_MID_ANSWER)
+
+    def edit(cfg: dict) -> None:
+        cfg["server"]["threads"] = 2
+        cfg["providers"]["anthropic"]["base_url"] = f"http://127.0.0.1:{scripted.port}"
+
+    proxy = start_proxy(edit)
+    proxy.put_config("a", {"strategy": "fallback",
+                           "attempts": [{"model": "claude-haiku-4-5", "timeout_ms": 3000},
+                                        {"model": "gpt-4o-mini", "timeout_ms": 3000}],
+                           "retry_on": ["429", "5xx", "timeout", "connection", "malformed", "stream"]})
+    if ingress == "openai":
+        events, rid = stream_events(proxy, "@a")
+        assert "[DONE]" not in events, events[-3:]
+        content, errors, models = content_and_error(events)
+        assert content == "alpha beta ", events
+        assert len(errors) == 1 and "error" in json.loads(events[-1]), events
+        assert models == {"claude-haiku-4-5"}, models
+    else:
+        r = proxy.request("POST", "/v1/messages", {"model": "@a", "max_tokens": 64, "stream": True, "messages": MESSAGES})
+        assert r.status == 200, r.text
+        rid = r.headers["x-request-id"]
+        names = [ln[7:] for ln in r.text.split("\n") if ln.startswith("event: ")]
+        assert names[0] == "message_start" and names[-1] == "error", names
+        assert names.count("error") == 1 and "message_stop" not in names, names
+        datas = [json.loads(ln[6:]) for ln in r.text.split("\n") if ln.startswith("data: ")]
+        text = "".join(d["delta"].get("text", "") for d in datas if d["type"] == "content_block_delta")
+        assert text == "alpha beta ", names
+    t = proxy.trace(rid)
+    assert [a["model"] for a in t["attempts"]] == ["claude-haiku-4-5"], t["attempts"]
+    assert mock.requests_for("gpt-4o-mini") == 0
+
+
 def test_an_error_event_after_output_started_reaches_the_caller_once(start_proxy, mock, scripted):
     scripted.script = [_chunk("", 0), _chunk("alpha ", 1), _chunk("beta ", 2),
                        b'data: {"error":{"message":"upstream overloaded mid-answer","type":"server_error","code":"overloaded"}}\n\n']
