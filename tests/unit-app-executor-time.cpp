@@ -393,6 +393,43 @@ TEST_CASE("Virtual time: max_stream_ms ends a committed stream, and that limit o
   CHECK(c.served.model == "gpt-4o-mini");
 }
 
+TEST_CASE("Virtual time: a stream cut after output started records the tokens the caller got, not 0") {
+  // OpenAI-format streams carry usage only in their last event: a stream cut before it (a
+  // stall, max_stream_ms, the caller hanging up) had no usage, so the trace said 0 tokens for
+  // an answer the caller partly received, and the budget released the reservation as if the
+  // attempt cost nothing. The executor now estimates what was delivered (4 characters a
+  // token, as the input estimate).
+  Json slow = {{"chunks", 25}, {"chunk_interval_ms", 40}};
+  Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 2000}};
+  for (const std::string how : {"max_stream", "stall", "caller_gone"}) {
+    CAPTURE(how);
+    Json r = routing;
+    Json mock = three_answers(slow, slow, slow);
+    if (how == "max_stream") r["max_stream_ms"] = 300;
+    if (how == "stall") {  // the first text at 10 s, inside the attempt timeout, then a 10 s gap
+      r["timeout_ms"] = 30000;
+      r["stall_timeout_ms"] = 500;
+      mock = three_answers({}, {{"chunks", 4}, {"chunk_interval_ms", 10000}}, {});
+    }
+    SimFixture f(mock, {{"one", r}});
+    std::string text;
+    int seen = 0;
+    auto c = f.run(ask("@one", true), {}, [&](const ChatChunk& ch) {
+      if (how == "caller_gone" && ++seen >= 6) return false;  // the caller hung up: this one never arrived
+      for (const auto& choice : ch.choices)
+        if (choice.content) text += *choice.content;
+      return true;
+    });
+    REQUIRE_FALSE(c.result);
+    REQUIRE_FALSE(text.empty());
+    REQUIRE(c.trace.attempts.size() == 1);
+    const AttemptRecord& a = c.trace.attempts[0];
+    CAPTURE(text);
+    CHECK(a.usage.completion_tokens == static_cast<std::int64_t>((text.size() + 3) / 4));
+    CHECK(a.usage.prompt_tokens > 0);
+  }
+}
+
 // ---- issue #14: defects --------------------------------------------------------------------
 
 TEST_CASE("Virtual time: ttft_timeout_ms cuts an attempt whose head has not come by the limit and fails over at once") {

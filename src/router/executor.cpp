@@ -18,6 +18,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "modelux/catalog.hpp"
 #include "modelux/timer.hpp"
 #include "router/router_impl.hpp"
 #include "router/stream_relay.hpp"
@@ -44,6 +45,17 @@ std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) 
   // it (issue #19: limits we enforce never open a target's breaker).
   if (session.committed() == id) e.local = true;
   return e;
+}
+
+// A stream cut after its output started (a stall, max_stream_ms, the caller hanging up, a
+// dropped connection) usually ends without usage: OpenAI-format streams send it in their last
+// event. The caller got that output and the provider bills it, so the trace and the budget
+// must not record a free answer (a caller could otherwise hang up just before the end and
+// never be charged). Estimated like the input: 4 characters a token.
+void estimate_delivered_usage(AttemptEnd& end, std::size_t delivered_chars, const ChatRequest& req) {
+  if (end.answer || !end.delivered || delivered_chars == 0 || end.usage.completion_tokens > 0) return;
+  end.usage.completion_tokens = static_cast<std::int64_t>((delivered_chars + 3) / 4);
+  if (end.usage.prompt_tokens == 0) end.usage.prompt_tokens = estimate_input_tokens(req);
 }
 
 }  // namespace
@@ -105,6 +117,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       AttemptEnd end;                                 // how a started attempt ended
       std::optional<Error> verdict;                   // the session ended it first
       std::string key_note;                           // key pool switches, for the trace
+      std::size_t delivered_chars = 0;                // text and tool arguments the caller got
       bool finished = false;
       bool cancelled = false;  // set with cancel.emit(): an attempt not started yet has no slot to hear it
     };
@@ -183,6 +196,10 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
                 if (!co_await sink(c)) {
                   sink_gone = true;
                   co_return SinkVerdict::caller_gone;
+                }
+                for (const auto& ch : c.choices) {
+                  if (ch.content) fp->delivered_chars += ch.content->size();
+                  for (const auto& tc : ch.tool_calls) fp->delivered_chars += tc.arguments.size();
                 }
                 co_return SinkVerdict::written;
               };
@@ -276,6 +293,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           report = refused_report(fp->plan.id, *fp->refusal);
         } else {
           fp->end.session_verdict = fp->verdict;
+          estimate_delivered_usage(fp->end, fp->delivered_chars, req);
           report = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
         }
         if (!fp->key_note.empty()) key_notes.push_back(std::move(fp->key_note));
@@ -315,7 +333,11 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
         --in_flight;
         if (fp->tracker) {
           fp->end.session_verdict = fp->verdict;
-          fp->tracker->finish(std::move(fp->end), drained_actions, fingerprint);
+          estimate_delivered_usage(fp->end, fp->delivered_chars, req);
+          // Late for the session (it ended this attempt, e.g. at max_stream_ms): no decision,
+          // but what it spent reaches its trace record.
+          AttemptResult late = fp->tracker->finish(std::move(fp->end), drained_actions, fingerprint);
+          session.report(std::move(late), clock->now());
         }
       }
       arrived.clear();

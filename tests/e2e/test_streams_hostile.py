@@ -159,6 +159,9 @@ def test_half_an_event_then_silence_ends_with_one_error_event_and_no_failover(st
     t = proxy.trace(rid)
     assert [a["model"] for a in t["attempts"]] == ["gpt-4o-mini"], t["attempts"]  # no failover after output
     assert t["attempts"][0]["outcome"] == "stream_interrupted"
+    # The provider sent no usage (it comes in the last event): what the caller got is estimated,
+    # never recorded as a free answer.
+    assert t["attempts"][0]["usage"]["completion_tokens"] == (len("alpha beta ") + 3) // 4, t["attempts"][0]
     assert mock.requests_for("claude-haiku-4-5") == 0
     deadline = time.monotonic() + 5
     while scripted.closed_by_peer < 1:  # the proxy closed the stalled upstream connection
@@ -291,6 +294,8 @@ def test_a_caller_hanging_up_mid_stream_during_a_fallback_stops_it_and_charges_n
         # haiku's hangs are its own fault: after five its breaker opens and it is skipped.
         assert [(a["model"], a["outcome"]) for a in t["attempts"][:-1]] in ([], [("claude-haiku-4-5", "timeout")]), t["attempts"]
         assert (t["attempts"][-1]["model"], t["attempts"][-1]["outcome"]) == ("gpt-4o-mini", "cancelled"), t["attempts"]
+        # Hanging up before the last event (which carries usage) must not make the answer free.
+        assert t["attempts"][-1]["usage"]["completion_tokens"] > 0, t["attempts"][-1]
     # Six callers hung up on mini mid-answer: mini's breaker is closed and the next request is
     # served by it.
     r = proxy.chat_raw({"model": "gpt-4o-mini", "messages": MESSAGES})
