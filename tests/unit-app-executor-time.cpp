@@ -430,6 +430,39 @@ TEST_CASE("Virtual time: a stream cut after output started records the tokens th
   }
 }
 
+TEST_CASE("Virtual time: an attempt cut short by total_budget_ms is not charged to the provider") {
+  // haiku hangs for its whole 250 ms timeout (its fault: counted). gpt-4o-mini answers in
+  // 300 ms, within its own 400 ms timeout, but the 400 ms budget leaves it only 150 ms: the
+  // budget, a limit of ours, ended it. Before, five such requests opened mini's breaker
+  // (error rate 1) although it never failed within the time it was meant to have. (Five: then
+  // haiku's own breaker opens and mini gets the whole budget.)
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 250}}, {{"model", "gpt-4o-mini"}, {"timeout_ms", 400}}}},
+                  {"retry_on", {"timeout"}},
+                  {"total_budget_ms", 400}};
+  SimFixture f(three_answers({{"hang_rate", 1.0}}, {{"latency_ms", 300}}, {}), {{"c", routing}});
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    auto c = f.run(ask("@c"));
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::timeout);
+    CHECK(f.took == 400ms);
+    REQUIRE(c.trace.attempts.size() == 2);
+    CHECK(c.trace.attempts[1].model == "gpt-4o-mini");
+    CHECK(c.trace.attempts[1].outcome == "timeout");  // the trace still says how it ended
+  }
+  auto mini = f.router->health()->stats("openai/gpt-4o-mini", f.clock.now());
+  CHECK(mini.breaker == BreakerState::closed);
+  CHECK(mini.error_rate == 0.0);
+  // The control: haiku had its whole timeout and hung through it, which is its own failure.
+  auto haiku = f.router->health()->stats("anthropic/claude-haiku-4-5", f.clock.now());
+  CHECK(haiku.breaker == BreakerState::open);
+  // With haiku skipped, mini has the whole budget and serves.
+  auto ok = f.run(ask("@c"));
+  REQUIRE(ok.result);
+  CHECK(ok.served.model == "gpt-4o-mini");
+}
+
 // ---- issue #14: defects --------------------------------------------------------------------
 
 TEST_CASE("Virtual time: ttft_timeout_ms cuts an attempt whose head has not come by the limit and fails over at once") {

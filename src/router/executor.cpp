@@ -110,6 +110,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
 
     struct Flight {
       AttemptPlan plan;
+      Instant started{};                              // when the session planned it
       net::cancellation_signal cancel;
       GatedSink gate;
       std::optional<AttemptTracker> tracker;          // started
@@ -151,6 +152,31 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       f.cancelled = true;
       f.cancel.emit(net::cancellation_type::terminal);
     };
+    // The session's verdict on a flight it ended. A timeout before the attempt's own
+    // timeout_ms (and ttft_timeout_ms) had passed came from a deadline of ours (total_budget_ms,
+    // a node's deadline): the provider was not given its time, so health must not count it
+    // (issue #19: limits we enforce never open a breaker). The trace still says "timeout".
+    auto cut_short = [&](const Flight& f) {
+      const Instant now = clock->now();
+      const AttemptPlan& p = f.plan;
+      const bool own_timeout = p.timeout.count() > 0 && now >= f.started + p.timeout;
+      const bool own_ttft = p.ttft_timeout.count() > 0 && now >= f.started + p.ttft_timeout;
+      return !own_timeout && !own_ttft;
+    };
+    auto verdict_of = [&](const Flight& f) {
+      std::optional<Error> v = session_verdict(session, f.plan.id);
+      if (v && v->kind == ErrorKind::timeout && !v->local && cut_short(f)) v->local = true;
+      return v;
+    };
+    // The same for an attempt whose own transport deadline (the plan's, already clamped to
+    // the budget) fired first: health sees a local verdict, the trace the attempt's timeout.
+    auto judge_own_timeout = [&](Flight& f) {
+      if (f.verdict || f.end.answer || f.end.answer.error().kind != ErrorKind::timeout || f.end.answer.error().local) return;
+      if (!cut_short(f)) return;
+      Error v = f.end.answer.error();
+      v.local = true;
+      f.verdict = std::move(v);
+    };
     // Attempts the session ended (Step::cancel: expired, ensemble losers, displaced by a
     // commit) stop at once and can never write again; health will see the session's verdict
     // (a timeout counts, an abandonment does not), not our cancellation.
@@ -158,7 +184,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       for (std::uint32_t id : ids)
         for (auto& f : flights)
           if (f->plan.id == id && !f->finished && !f->cancelled) {
-            f->verdict = session_verdict(session, id);
+            f->verdict = verdict_of(*f);
             stop_flight(*f);
           }
     };
@@ -187,6 +213,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           for (const auto& plan : step.attempts) {
             auto f = std::make_unique<Flight>();
             f->plan = plan;
+            f->started = clock->now();
             Flight* fp = f.get();
             if (sink && !plan.needs_full_response) {
               fp->gate = [&, fp](const ChatChunk& c) -> net::awaitable<SinkVerdict> {
@@ -292,6 +319,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           }
           report = refused_report(fp->plan.id, *fp->refusal);
         } else {
+          judge_own_timeout(*fp);
           fp->end.session_verdict = fp->verdict;
           estimate_delivered_usage(fp->end, fp->delivered_chars, req);
           report = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
@@ -318,7 +346,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     auto stop_unfinished = [&] {
       for (auto& f : flights)
         if (!f->finished) {
-          if (!f->cancelled && !f->verdict) f->verdict = session_verdict(session, f->plan.id);
+          if (!f->cancelled && !f->verdict) f->verdict = verdict_of(*f);
           stop_flight(*f);
         }
     };
@@ -332,6 +360,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       for (Flight* fp : arrived) {
         --in_flight;
         if (fp->tracker) {
+          judge_own_timeout(*fp);
           fp->end.session_verdict = fp->verdict;
           estimate_delivered_usage(fp->end, fp->delivered_chars, req);
           // Late for the session (it ended this attempt, e.g. at max_stream_ms): no decision,
