@@ -31,10 +31,19 @@ namespace {
 
 // The session's verdict on an attempt it already ended (expired at its deadline, or
 // abandoned); nullopt while the session still counts it as running.
-std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) {
+// Attempt `id`'s trace record. Ids ascend and records are only ever dropped (a skip leaves
+// none), so it sits at index id - 1 or before it.
+const AttemptRecord* record_of(RoutingSession& session, std::uint32_t id) {
   const auto& attempts = session.trace().attempts;
-  if (id == 0 || id > attempts.size()) return std::nullopt;
-  const AttemptRecord& rec = attempts[id - 1];
+  for (std::size_t i = std::min<std::size_t>(id, attempts.size()); i > 0; --i)
+    if (attempts[i - 1].id == id) return &attempts[i - 1];
+  return nullptr;
+}
+
+std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) {
+  const AttemptRecord* found = record_of(session, id);
+  if (!found) return std::nullopt;
+  const AttemptRecord& rec = *found;
   if (rec.outcome.empty()) return std::nullopt;
   Error e;
   e.kind = error_kind_from_string(rec.outcome).value_or(ErrorKind::internal);
@@ -110,7 +119,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
 
     struct Flight {
       AttemptPlan plan;
-      Instant started{};                              // when the session planned it
+      Instant started{};                              // when the session planned it (its start)
       net::cancellation_signal cancel;
       GatedSink gate;
       std::optional<AttemptTracker> tracker;          // started
@@ -213,7 +222,11 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           for (const auto& plan : step.attempts) {
             auto f = std::make_unique<Flight>();
             f->plan = plan;
-            f->started = clock->now();
+            // The instant the session planned it at (its deadline is counted from there), not
+            // now: on a real clock now is a few microseconds later, and an attempt's own timeout
+            // firing at its deadline would look like one cut short.
+            const AttemptRecord* rec = record_of(session, plan.id);
+            f->started = rec ? in.start + rec->start_offset : clock->now();
             Flight* fp = f.get();
             if (sink && !plan.needs_full_response) {
               fp->gate = [&, fp](const ChatChunk& c) -> net::awaitable<SinkVerdict> {

@@ -303,6 +303,10 @@ def test_a_caller_hanging_up_mid_stream_during_a_fallback_stops_it_and_charges_n
     state = proxy.request("GET", "/v1/health").json()
     mini = [t for t in state["targets"] if t["target"] == "openai/gpt-4o-mini"]
     assert mini and mini[0]["breaker"] == "closed", mini
+    # haiku hung through its whole 300 ms timeout each time: that is charged (on a real clock,
+    # where the timeout fires at its deadline, not a microsecond later).
+    haiku = [t for t in state["targets"] if t["target"] == "anthropic/claude-haiku-4-5"]
+    assert haiku and haiku[0]["breaker"] == "open", haiku
 
 
 TEXTS = {
