@@ -463,6 +463,24 @@ TEST_CASE("Virtual time: an attempt cut short by total_budget_ms is not charged 
   CHECK(ok.served.model == "gpt-4o-mini");
 }
 
+TEST_CASE("Virtual time: an ensemble member that hangs through the member timeout_ms is still charged") {
+  // An ensemble's member timeout is a node deadline (the member's own model entry has none and
+  // defaults to the budget): it is that attempt's bound, not a budget of ours cutting it
+  // short. haiku hangs through it five times: its breaker opens.
+  Json routing = {{"strategy", "ensemble"}, {"aggregation", "majority_vote"}, {"timeout_ms", 300},
+                  {"members", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}}, {"total_budget_ms", 2000}};
+  SimFixture f(three_answers({{"hang_rate", 1.0}}, {}, {}), {{"e", routing}});
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    auto c = f.run(ask("@e"));
+    CHECK(f.took == 300ms);
+    REQUIRE(c.trace.attempts.size() == 3);
+    CHECK(c.trace.attempts[0].outcome == "timeout");
+  }
+  auto haiku = f.router->health()->stats("anthropic/claude-haiku-4-5", f.clock.now());
+  CHECK(haiku.breaker == BreakerState::open);
+}
+
 // ---- issue #14: defects --------------------------------------------------------------------
 
 TEST_CASE("Virtual time: ttft_timeout_ms cuts an attempt whose head has not come by the limit and fails over at once") {

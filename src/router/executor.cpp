@@ -161,16 +161,20 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       f.cancelled = true;
       f.cancel.emit(net::cancellation_type::terminal);
     };
-    // The session's verdict on a flight it ended. A timeout before the attempt's own
-    // timeout_ms (and ttft_timeout_ms) had passed came from a deadline of ours (total_budget_ms,
-    // a node's deadline): the provider was not given its time, so health must not count it
-    // (issue #19: limits we enforce never open a breaker). The trace still says "timeout".
-    auto cut_short = [&](const Flight& f) {
+    // The session's verdict on a flight it ended. A timeout at the total budget before the
+    // attempt's own timeout_ms (and ttft_timeout_ms) had passed came from a limit of ours: the
+    // provider was not given its time, so health must not count it (issue #19: limits we
+    // enforce never open a breaker). The trace still says "timeout".
+    // Only the request's total budget counts as ours here: a node's deadline (an ensemble's
+    // member timeout_ms, a nested config's budget) is how that config bounds the attempt, and
+    // a target that hangs through it is charged as before.
+    const Instant total_deadline = in.start + policy->total_budget();
+    auto cut_short = [&, total_deadline](const Flight& f) {
       const Instant now = clock->now();
       const AttemptPlan& p = f.plan;
       const bool own_timeout = p.timeout.count() > 0 && now >= f.started + p.timeout;
       const bool own_ttft = p.ttft_timeout.count() > 0 && now >= f.started + p.ttft_timeout;
-      return !own_timeout && !own_ttft;
+      return now >= total_deadline && !own_timeout && !own_ttft;
     };
     auto verdict_of = [&](const Flight& f) {
       std::optional<Error> v = session_verdict(session, f.plan.id);
