@@ -5,7 +5,10 @@
 // 20 s timeout costs nothing, and every duration in a trace is exact.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <map>
 #include <optional>
+#include <set>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -328,6 +331,154 @@ TEST_CASE("Virtual time: an attempt expired before its first token never writes,
   CHECK(c.trace.attempts[0].outcome == "timeout");
   CHECK(c.trace.attempts[1].ok);
   CHECK(f.transport->stats().in_flight == 0);
+}
+
+TEST_CASE("Virtual time: a committed stream outlives total_budget_ms, which bounds the routing phase only") {
+  // docs/routing.md: total_budget_ms bounds routing, never a committed stream. A healthy ~1 s
+  // stream under a 400 ms total budget (and a 300 ms attempt timeout) is delivered whole.
+  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}, {"ttft_ms", 80}};
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "gpt-4o-mini"}, {"timeout_ms", 300}}, {{"model", "claude-haiku-4-5"}, {"timeout_ms", 300}}}},
+                  {"retry_on", {"timeout"}},
+                  {"total_budget_ms", 400}};
+  SimFixture f(three_answers(steady, steady, steady), {{"chain", routing}});
+  Completion c;
+  std::string text = f.stream_text(ask("@chain", true), c);
+  REQUIRE(c.result);
+  CHECK(text == kMini);
+  REQUIRE(c.trace.attempts.size() == 1);
+  CHECK(c.trace.attempts[0].outcome == "ok");
+  CHECK(f.took > 960ms);  // 24 gaps of 40 ms after the first chunk: far past the 400 ms budget
+  // Before a commit the budget still holds: a buffered answer that comes after 1 s fails at
+  // 400 ms (the first attempt's 300 ms, then the budget cuts the second).
+  Json slow = {{"latency_ms", 1000}};
+  SimFixture g(three_answers(slow, slow, slow), {{"chain", routing}});
+  auto b = g.run(ask("@chain"));
+  REQUIRE_FALSE(b.result);
+  CHECK(b.result.error().kind == ErrorKind::timeout);
+  CHECK(g.took == 400ms);
+}
+
+TEST_CASE("Virtual time: max_stream_ms ends a committed stream, and that limit of ours never opens the breaker") {
+  // A healthy ~1 s stream under max_stream_ms 300: the caller gets one model's partial answer
+  // and a timeout naming max_stream_ms. The provider was delivering all along, so health must
+  // not count it: eight in a row (the breaker trips after 5 consecutive failures) leave the
+  // breaker closed and the next request is served.
+  Json steady = {{"chunks", 25}, {"chunk_interval_ms", 40}};
+  Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 2000}, {"max_stream_ms", 300}};
+  SimFixture f(three_answers(steady, steady, steady), {{"one", routing}});
+  for (int i = 0; i < 8; ++i) {
+    CAPTURE(i);
+    Completion c;
+    std::string text = f.stream_text(ask("@one", true), c);
+    CAPTURE(c.trace.reason);
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::timeout);
+    CHECK(c.result.error().message.find("max_stream_ms 300 ms reached") != std::string::npos);
+    CHECK(f.took == 340ms);  // the first text at 40 ms (after the role chunk) commits; 300 ms from there
+    CHECK_FALSE(text.empty());
+    CHECK(kMini.starts_with(text));
+    CHECK(text != kMini);
+    REQUIRE(c.trace.attempts.size() == 1);
+    CHECK(c.trace.attempts[0].why_ended == "max_stream_ms 300 ms reached");
+    CHECK(c.trace.attempts[0].ttft == 40ms);
+  }
+  CHECK(f.transport->stats().in_flight == 0);
+  auto st = f.router->health()->stats("openai/gpt-4o-mini", f.clock.now());
+  CHECK(st.breaker == BreakerState::closed);
+  CHECK(st.error_rate == 0.0);
+  // The same router: a buffered answer (no max_stream) is served by gpt-4o-mini, not skipped.
+  auto c = f.run(ask("@one"));
+  REQUIRE(c.result);
+  CHECK(c.served.model == "gpt-4o-mini");
+}
+
+TEST_CASE("Virtual time: a stream cut after output started records the tokens the caller got, not 0") {
+  // OpenAI-format streams carry usage only in their last event: a stream cut before it (a
+  // stall, max_stream_ms, the caller hanging up) had no usage, so the trace said 0 tokens for
+  // an answer the caller partly received, and the budget released the reservation as if the
+  // attempt cost nothing. The executor now estimates what was delivered (4 characters a
+  // token, as the input estimate).
+  Json slow = {{"chunks", 25}, {"chunk_interval_ms", 40}};
+  Json routing = {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 2000}};
+  for (const std::string how : {"max_stream", "stall", "caller_gone"}) {
+    CAPTURE(how);
+    Json r = routing;
+    Json mock = three_answers(slow, slow, slow);
+    if (how == "max_stream") r["max_stream_ms"] = 300;
+    if (how == "stall") {  // the first text at 10 s, inside the attempt timeout, then a 10 s gap
+      r["timeout_ms"] = 30000;
+      r["stall_timeout_ms"] = 500;
+      mock = three_answers({}, {{"chunks", 4}, {"chunk_interval_ms", 10000}}, {});
+    }
+    SimFixture f(mock, {{"one", r}});
+    std::string text;
+    int seen = 0;
+    auto c = f.run(ask("@one", true), {}, [&](const ChatChunk& ch) {
+      if (how == "caller_gone" && ++seen >= 6) return false;  // the caller hung up: this one never arrived
+      for (const auto& choice : ch.choices)
+        if (choice.content) text += *choice.content;
+      return true;
+    });
+    REQUIRE_FALSE(c.result);
+    REQUIRE_FALSE(text.empty());
+    REQUIRE(c.trace.attempts.size() == 1);
+    const AttemptRecord& a = c.trace.attempts[0];
+    CAPTURE(text);
+    CHECK(a.usage.completion_tokens == static_cast<std::int64_t>((text.size() + 3) / 4));
+    CHECK(a.usage.prompt_tokens > 0);
+  }
+}
+
+TEST_CASE("Virtual time: an attempt cut short by total_budget_ms is not charged to the provider") {
+  // haiku hangs for its whole 250 ms timeout (its fault: counted). gpt-4o-mini answers in
+  // 300 ms, within its own 400 ms timeout, but the 400 ms budget leaves it only 150 ms: the
+  // budget, a limit of ours, ended it. Before, five such requests opened mini's breaker
+  // (error rate 1) although it never failed within the time it was meant to have. (Five: then
+  // haiku's own breaker opens and mini gets the whole budget.)
+  Json routing = {{"strategy", "fallback"},
+                  {"attempts", {{{"model", "claude-haiku-4-5"}, {"timeout_ms", 250}}, {{"model", "gpt-4o-mini"}, {"timeout_ms", 400}}}},
+                  {"retry_on", {"timeout"}},
+                  {"total_budget_ms", 400}};
+  SimFixture f(three_answers({{"hang_rate", 1.0}}, {{"latency_ms", 300}}, {}), {{"c", routing}});
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    auto c = f.run(ask("@c"));
+    REQUIRE_FALSE(c.result);
+    CHECK(c.result.error().kind == ErrorKind::timeout);
+    CHECK(f.took == 400ms);
+    REQUIRE(c.trace.attempts.size() == 2);
+    CHECK(c.trace.attempts[1].model == "gpt-4o-mini");
+    CHECK(c.trace.attempts[1].outcome == "timeout");  // the trace still says how it ended
+  }
+  auto mini = f.router->health()->stats("openai/gpt-4o-mini", f.clock.now());
+  CHECK(mini.breaker == BreakerState::closed);
+  CHECK(mini.error_rate == 0.0);
+  // The control: haiku had its whole timeout and hung through it, which is its own failure.
+  auto haiku = f.router->health()->stats("anthropic/claude-haiku-4-5", f.clock.now());
+  CHECK(haiku.breaker == BreakerState::open);
+  // With haiku skipped, mini has the whole budget and serves.
+  auto ok = f.run(ask("@c"));
+  REQUIRE(ok.result);
+  CHECK(ok.served.model == "gpt-4o-mini");
+}
+
+TEST_CASE("Virtual time: an ensemble member that hangs through the member timeout_ms is still charged") {
+  // An ensemble's member timeout is a node deadline (the member's own model entry has none and
+  // defaults to the budget): it is that attempt's bound, not a budget of ours cutting it
+  // short. haiku hangs through it five times: its breaker opens.
+  Json routing = {{"strategy", "ensemble"}, {"aggregation", "majority_vote"}, {"timeout_ms", 300},
+                  {"members", {"claude-haiku-4-5", "gpt-4o-mini", "gemini-2.5-flash"}}, {"total_budget_ms", 2000}};
+  SimFixture f(three_answers({{"hang_rate", 1.0}}, {}, {}), {{"e", routing}});
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    auto c = f.run(ask("@e"));
+    CHECK(f.took == 300ms);
+    REQUIRE(c.trace.attempts.size() == 3);
+    CHECK(c.trace.attempts[0].outcome == "timeout");
+  }
+  auto haiku = f.router->health()->stats("anthropic/claude-haiku-4-5", f.clock.now());
+  CHECK(haiku.breaker == BreakerState::open);
 }
 
 // ---- issue #14: defects --------------------------------------------------------------------
@@ -675,4 +826,210 @@ TEST_CASE("Virtual time: a cascade written like a fallback chain is accepted or 
   CHECK(refused.error().path.ends_with(".retry_on"));
   CHECK(refused.error().message.find("A cascade is") != std::string::npos);
   CHECK(refused.error().message.find("fallback node") != std::string::npos);
+}
+
+// ---- property: the real executor under random fault timings (issue #19) --------------------
+//
+// Thousands of requests through the real executor, its stream relay and the simulated
+// provider on virtual time (no sockets, no sleeps): random hangs, slow heads, slow first tokens,
+// stalls mid-stream, dropped connections, malformed bodies, errors, and healthy streams longer
+// than every routing timeout, through single, fallback (with and without max_stream_ms),
+// cascade and ensemble configs, streamed and not. unit-policy-ownership drives the session
+// alone against a model of the executor; this drives the executor itself. Every request:
+//   - the caller's stream carries one model's answer (one model, one chunk id, the text a
+//     prefix of that model's answer, nothing after a finish), whole when the request succeeds;
+//   - it ends once, and the trace agrees: ok, served model, the writer's attempt record;
+//   - a healthy stream that started is never cut by a routing timeout;
+//   - nothing is left running upstream.
+// MODELUX_EXECUTOR_PROPERTY_CASES changes the number of requests (default 3000).
+
+namespace {
+
+Json random_model_behavior(Random& rng, const std::string& text, std::string& kind) {
+  Json b = {{"text", text}, {"chunks", 2 + static_cast<int>(rng.below(5))}};
+  const auto ms = [&](int lo, int span) { return lo + static_cast<int>(rng.below(static_cast<std::uint64_t>(span))); };
+  switch (rng.below(10)) {
+    case 0: kind = "hang"; b["hang_rate"] = 1.0; break;
+    case 1: kind = "slow_head"; b["latency_ms"] = ms(100, 1400); break;
+    case 2: kind = "slow_first_token"; b["ttft_ms"] = ms(100, 1400); break;
+    case 3:  // stalls mid-stream: gaps beyond the 250 ms stall timeout
+      kind = "stall";
+      b["chunks"] = ms(3, 4);
+      b["chunk_interval_ms"] = ms(300, 1500);
+      break;
+    case 4:
+      kind = "drop";
+      b["chunks"] = ms(5, 6);
+      b["chunk_interval_ms"] = ms(10, 60);
+      b["disconnect_after_chunks"] = ms(0, 5);
+      break;
+    case 5: {
+      kind = "error";
+      static constexpr int kStatus[] = {429, 500, 503, 529};
+      b["error_status"] = kStatus[rng.below(4)];
+      b["latency_ms"] = ms(0, 300);
+      break;
+    }
+    case 6: kind = "malformed"; b["malformed_rate"] = 1.0; break;
+    case 7:
+    case 8:  // healthy, and longer than every routing timeout below
+      kind = "long";
+      b["chunks"] = ms(10, 30);
+      b["chunk_interval_ms"] = ms(20, 200);  // < the 250 ms stall timeout
+      b["ttft_ms"] = ms(0, 150);
+      break;
+    default: kind = "fast"; break;
+  }
+  if (rng.below(4) == 0) b["latency_jitter_ms"] = 80;
+  return b;
+}
+
+Json property_routing(std::uint64_t which) {
+  const Json retry = {"429", "5xx", "timeout", "connection", "malformed", "stream"};
+  auto at = [](const char* m, int t) { return Json{{"model", m}, {"timeout_ms", t}, {"stall_timeout_ms", 250}}; };
+  switch (which) {
+    case 0:
+      return {{"strategy", "single"}, {"model", "gpt-4o-mini"}, {"timeout_ms", 300}, {"stall_timeout_ms", 250},
+              {"total_budget_ms", 500}};
+    case 1:
+      return {{"strategy", "fallback"},
+              {"attempts", {at("claude-haiku-4-5", 200), at("gpt-4o-mini", 300), at("gemini-2.5-flash", 500)}},
+              {"retry_on", retry},
+              {"total_budget_ms", 900}};
+    case 2: {
+      Json a0 = at("claude-haiku-4-5", 250), a1 = at("gpt-4o-mini", 400);
+      a0["ttft_timeout_ms"] = 150;
+      return {{"strategy", "fallback"}, {"attempts", {a0, a1}}, {"retry_on", retry}, {"retries", 1},
+              {"max_stream_ms", 1500}, {"total_budget_ms", 1000}};
+    }
+    case 3:
+      return {{"strategy", "cascade"},
+              {"steps", {at("gpt-4o-mini", 300), at("claude-haiku-4-5", 400), at("gemini-2.5-flash", 500)}},
+              {"accept", {{"min_length", 20}}},
+              {"total_budget_ms", 1200}};
+    case 4:
+      return {{"strategy", "ensemble"}, {"aggregation", "first_valid"},
+              {"members", {at("claude-haiku-4-5", 400), at("gpt-4o-mini", 400), at("gemini-2.5-flash", 400)}},
+              {"total_budget_ms", 700}};
+    default:
+      return {{"strategy", "ensemble"}, {"aggregation", "majority_vote"},
+              {"members", {at("claude-haiku-4-5", 400), at("gpt-4o-mini", 400), at("gemini-2.5-flash", 400)}},
+              {"total_budget_ms", 700}};
+  }
+}
+
+constexpr const char* kConfigNames[] = {"single", "fallback", "fallback+max_stream", "cascade", "ensemble-first", "ensemble-vote"};
+
+}  // namespace
+
+TEST_CASE("Executor property on virtual time: random fault timings never cut, mix or mis-trace an answer") {
+  const std::map<std::string, std::string> texts = {{"claude-haiku-4-5", kHaiku}, {"gpt-4o-mini", kMini}, {"gemini-2.5-flash", kFlash}};
+  int cases = 3000;
+  if (const char* n = std::getenv("MODELUX_EXECUTOR_PROPERTY_CASES")) cases = std::max(1, std::atoi(n));
+  Random rng(0x19'19'19);
+  std::map<std::string, int> outcomes;  // what the cases exercised, for the summary
+  int commits = 0, healthy_committed = 0;
+  for (int i = 0; i < cases; ++i) {
+    const std::uint64_t which = static_cast<std::uint64_t>(i) % std::size(kConfigNames);
+    const bool stream = rng.below(4) != 0;
+    std::map<std::string, std::string> kind;
+    Json models = Json::object();
+    for (const auto& [m, text] : texts) models[m] = random_model_behavior(rng, text, kind[m]);
+    // A fresh fixture per case: one case's breakers never decide another's.
+    SimFixture f({{"models", models}}, {{"p", property_routing(which)}});
+    std::string text;
+    std::set<std::string> chunk_models, chunk_ids;
+    bool after_finish = false, finished = false;
+    Completion c = f.run(ask("@p", stream), {}, stream ? ChunkSink([&](const ChatChunk& ch) {
+      chunk_models.insert(ch.model);
+      chunk_ids.insert(ch.id);
+      for (const auto& choice : ch.choices) {
+        if (choice.content && !choice.content->empty()) {
+          if (finished) after_finish = true;
+          text += *choice.content;
+        }
+        if (!choice.finish_reason.empty()) finished = true;
+      }
+      return true;
+    }) : ChunkSink{});
+    const DecisionTrace& t = c.trace;
+    std::string recs;
+    for (const auto& a : t.attempts)
+      recs += " [" + a.model + " " + a.outcome + " ttft " + std::to_string(a.ttft.count() / 1000000) + " ms, " + a.why_ended + "]";
+    INFO("case " << i << " (" << std::string(kConfigNames[which]) << (stream ? ", streamed" : ", buffered") << "): haiku "
+                 << kind["claude-haiku-4-5"] << ", mini " << kind["gpt-4o-mini"] << ", flash " << kind["gemini-2.5-flash"]
+                 << "; models " << models.dump() << "; text '" << text << "'; reason: " << t.reason << "; attempts:" << recs);
+    ++outcomes[c.result ? std::string("ok") : std::string(to_string(c.result.error().kind))];
+    // One end, and the trace agrees with it.
+    REQUIRE(t.ok == c.result.has_value());
+    if (!c.result) REQUIRE(t.error_kind == std::string(to_string(c.result.error().kind)));
+    // Nothing left running upstream: losers and expired attempts were closed.
+    REQUIRE(f.transport->stats().in_flight == 0);
+    // One model's answer, one chunk id, nothing after the finish.
+    REQUIRE(chunk_models.size() <= 1);
+    REQUIRE(chunk_ids.size() <= 1);
+    REQUIRE_FALSE(after_finish);
+    if (!stream) REQUIRE(chunk_models.empty());
+    if (c.result) {
+      REQUIRE(texts.count(c.served.model) == 1);
+      REQUIRE(c.result->text() == texts.at(c.served.model));
+      REQUIRE(t.served_model == c.served.model);
+      int ok_records = 0, served_ok = 0;
+      for (const auto& a : t.attempts) {
+        ok_records += a.ok;
+        served_ok += a.ok && a.model == c.served.model;
+      }
+      REQUIRE(served_ok >= 1);
+      if (which <= 2) {  // single and fallback: exactly one attempt answered, and it served
+        REQUIRE(ok_records == 1);
+        REQUIRE(t.attempts.back().why_ended == "served");
+      }
+      if (stream) {
+        REQUIRE(text == texts.at(c.served.model));
+        REQUIRE(chunk_models == std::set<std::string>{c.served.model});
+      }
+    }
+    if (!text.empty()) {
+      // Output reached the caller: one attempt wrote it and its record tells the truth.
+      ++commits;
+      const std::string& writer = *chunk_models.begin();
+      REQUIRE(texts.count(writer) == 1);
+      REQUIRE(texts.at(writer).starts_with(text));
+      const AttemptRecord* rec = nullptr;
+      int with_output = 0;
+      for (const auto& a : t.attempts)
+        if (a.model == writer && (a.ok || a.outcome == "stream_interrupted" || a.outcome == "timeout" ||
+                                                       a.outcome == "malformed_response")) {
+          rec = &a;
+          ++with_output;
+        }
+      REQUIRE(rec != nullptr);
+      if (!c.result) {
+        // Failed after output: that attempt's failure is the request's, nothing failed over.
+        REQUIRE(t.attempts.back().model == writer);
+        REQUIRE(c.result.error().kind != ErrorKind::cancelled);
+      }
+      // A healthy stream that started is never cut by a routing timeout: only max_stream_ms
+      // (config 2: at most 1.5 s from the commit) may end it.
+      if (kind[writer] == "long" || kind[writer] == "fast") {
+        ++healthy_committed;
+        const Json& b = models[writer];
+        // From the first text to the end: the text chunks plus the provider's few framing
+        // events (role, finish, usage; Anthropic's preamble), each one interval apart.
+        const double longest = (b.value("chunks", 4) + 6) * b.value("chunk_interval_ms", 0.0);
+        if (which != 2) {
+          REQUIRE(c.result.has_value());
+        } else if (!c.result) {
+          REQUIRE(c.result.error().message.find("max_stream_ms 1500 ms reached") != std::string::npos);
+          REQUIRE(longest >= 1500);
+        }
+      }
+    }
+  }
+  std::string summary;
+  for (const auto& [k, n] : outcomes) summary += " " + k + "=" + std::to_string(n);
+  MESSAGE(cases, " requests:", summary, "; output reached the caller in ", commits, " (", healthy_committed, " healthy)");
+  CHECK(outcomes["ok"] > cases / 4);
+  CHECK(commits > cases / 10);
+  CHECK(healthy_committed > cases / 20);
 }

@@ -119,15 +119,19 @@ def rss_mb(pid: int) -> float:
 
 def start_proxy(bin_path: str, tmp: Path, mock_port: int, threads: int = 1,
                 tracing: bool = True, wrapper: list[str] | None = None,
-                timeout_ms: int = 10000) -> tuple[subprocess.Popen, int]:
+                timeout_ms: int = 10000, route: dict | None = None) -> tuple[subprocess.Popen, int]:
     """`modelux serve` in front of the mock on `mock_port`, configured as in production (API-key
     auth, tracing on unless `tracing` is false): one client key (API_KEY) and the config @bench,
-    a single target gpt-4o-mini. Its config and log go to `tmp`."""
+    a single target gpt-4o-mini unless `route` gives another (anthropic, openai and google all
+    point at the mock). Its config and log go to `tmp`."""
+    mock = f"http://127.0.0.1:{mock_port}"
     cfg = {
         "server": {"host": "127.0.0.1", "port": 0, "threads": threads,
                    "api_keys": [{"key": API_KEY, "name": "load", "project": "load"}]},
-        "providers": {"openai": {"base_url": f"http://127.0.0.1:{mock_port}/v1", "api_key": "mock-openai-key"}},
-        "routing": {"bench": {"strategy": "single", "model": "gpt-4o-mini", "timeout_ms": timeout_ms}},
+        "providers": {"openai": {"base_url": f"{mock}/v1", "api_key": "mock-openai-key"},
+                      "anthropic": {"base_url": mock, "api_key": "mock-anthropic-key"},
+                      "google": {"base_url": mock, "api_key": "mock-gemini-key"}},
+        "routing": {"bench": route or {"strategy": "single", "model": "gpt-4o-mini", "timeout_ms": timeout_ms}},
         "budgets": [],
         "tracing": {"path": str(tmp / "traces.db")} if tracing else {"enabled": False},
     }

@@ -24,8 +24,9 @@ stream's body is checked once it ended.
 
   MODELUX_BIN=build/examples/modelux .venv/bin/python benchmarks/load/stream_relay.py \
       --streams 200 --chunks 100 --interval-ms 10
-  # the issue-19 scale run: 5,000 concurrent 5 s streams
-  ... stream_relay.py --streams 5000 --chunks 20 --interval-ms 250 --mock-threads 2
+  # the issue-19 scale run: 5,000 concurrent 5 s streams (--chain: through the issue's
+  # 2 s -> 3 s -> 5 s fallback chain, so that a cut or interleaved stream can show at all)
+  ... stream_relay.py --streams 5000 --chunks 20 --interval-ms 250 --mock-threads 2 --chain
   # the per-chunk CPU with nginx relaying the same streams as the baseline, in the same run
   ... stream_relay.py --streams 200 --chunks 300 --interval-ms 10 --rounds 3 --nginx
   # memory after 10,000 streams
@@ -174,6 +175,16 @@ async def run_streams(port: int, req: bytes, n: int, timeout: float, sample) -> 
     return results, wall
 
 
+# Issue #19's reproduction 2, at scale: every model streams the same healthy answer, each
+# attempt timeout is shorter than the stream. Before the fix the three answers interleaved.
+ISSUE_CHAIN = {"strategy": "fallback",
+               "attempts": [{"model": "claude-haiku-4-5", "timeout_ms": 2000},
+                            {"model": "gpt-4o-mini", "timeout_ms": 3000},
+                            {"model": "gemini-2.5-flash", "timeout_ms": 5000}],
+               "retry_on": ["429", "5xx", "timeout"],
+               "total_budget_ms": 10000}
+
+
 def build_request(port: int, model: str, auth: bool, max_tokens: int | None = None) -> bytes:
     body = {"model": model, "messages": [{"role": "user", "content": "Tell me a story."}], "stream": True}
     raw = json.dumps(body).encode()
@@ -271,6 +282,11 @@ def main() -> int:
                     help="streams through the proxy before the 'before' RSS (default 0: 'before' is the fresh process)")
     ap.add_argument("--routing-timeout-ms", type=int, default=10000,
                     help="the route's timeout_ms: a stream without its first token by then is refused")
+    ap.add_argument("--chain", action="store_true",
+                    help="route through issue #19's fallback chain: claude-haiku-4-5 (2 s) -> gpt-4o-mini (3 s) -> "
+                         "gemini-2.5-flash (5 s), attempt timeouts shorter than the streams. Only then can "
+                         "'interleaved' (two models in one stream) and a routing timeout cutting a stream show; "
+                         "with the default single target they cannot.")
     ap.add_argument("--settle-s", type=float, default=3.0, help="idle time before the 'after' RSS")
     ap.add_argument("--timeout-s", type=float, default=120.0, help="a stream not ended by then counts as cut")
     ap.add_argument("--hold-s", type=float, default=0.0,
@@ -300,7 +316,8 @@ def main() -> int:
     ppid = 0
     try:
         proxy, proxy_port = start_proxy(a.bin, tmp, mock_port, threads=a.proxy_threads, tracing=not a.no_tracing,
-                                        wrapper=a.proxy_wrapper.split(), timeout_ms=a.routing_timeout_ms)
+                                        wrapper=a.proxy_wrapper.split(), timeout_ms=a.routing_timeout_ms,
+                                        route=ISSUE_CHAIN if a.chain else None)
         procs.append(proxy)
         ppid = real_pid(proxy, a.bin)  # the proxy itself, also under --proxy-wrapper
         print(f"pids: mock {mock.pid} proxy {ppid}", file=sys.stderr, flush=True)

@@ -18,6 +18,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "modelux/catalog.hpp"
 #include "modelux/timer.hpp"
 #include "router/router_impl.hpp"
 #include "router/stream_relay.hpp"
@@ -30,16 +31,40 @@ namespace {
 
 // The session's verdict on an attempt it already ended (expired at its deadline, or
 // abandoned); nullopt while the session still counts it as running.
-std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) {
+// Attempt `id`'s trace record. Ids ascend and records are only ever dropped (a skip leaves
+// none), so it sits at index id - 1 or before it.
+const AttemptRecord* record_of(RoutingSession& session, std::uint32_t id) {
   const auto& attempts = session.trace().attempts;
-  if (id == 0 || id > attempts.size()) return std::nullopt;
-  const AttemptRecord& rec = attempts[id - 1];
+  for (std::size_t i = std::min<std::size_t>(id, attempts.size()); i > 0; --i)
+    if (attempts[i - 1].id == id) return &attempts[i - 1];
+  return nullptr;
+}
+
+std::optional<Error> session_verdict(RoutingSession& session, std::uint32_t id) {
+  const AttemptRecord* found = record_of(session, id);
+  if (!found) return std::nullopt;
+  const AttemptRecord& rec = *found;
   if (rec.outcome.empty()) return std::nullopt;
   Error e;
   e.kind = error_kind_from_string(rec.outcome).value_or(ErrorKind::internal);
   e.message = rec.error;
   e.status = rec.status;
+  // The committed attempt was delivering; the session ends it only at max_stream_ms (or on the
+  // caller's cancel). That is a limit of ours, not the provider failing: health must not count
+  // it (issue #19: limits we enforce never open a target's breaker).
+  if (session.committed() == id) e.local = true;
   return e;
+}
+
+// A stream cut after its output started (a stall, max_stream_ms, the caller hanging up, a
+// dropped connection) usually ends without usage: OpenAI-format streams send it in their last
+// event. The caller got that output and the provider bills it, so the trace and the budget
+// must not record a free answer (a caller could otherwise hang up just before the end and
+// never be charged). Estimated like the input: 4 characters a token.
+void estimate_delivered_usage(AttemptEnd& end, std::size_t delivered_chars, const ChatRequest& req) {
+  if (end.answer || !end.delivered || delivered_chars == 0 || end.usage.completion_tokens > 0) return;
+  end.usage.completion_tokens = static_cast<std::int64_t>((delivered_chars + 3) / 4);
+  if (end.usage.prompt_tokens == 0) end.usage.prompt_tokens = estimate_input_tokens(req);
 }
 
 }  // namespace
@@ -94,6 +119,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
 
     struct Flight {
       AttemptPlan plan;
+      Instant started{};                              // when the session planned it (its start)
       net::cancellation_signal cancel;
       GatedSink gate;
       std::optional<AttemptTracker> tracker;          // started
@@ -101,6 +127,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       AttemptEnd end;                                 // how a started attempt ended
       std::optional<Error> verdict;                   // the session ended it first
       std::string key_note;                           // key pool switches, for the trace
+      std::size_t delivered_chars = 0;                // text and tool arguments the caller got
       bool finished = false;
       bool cancelled = false;  // set with cancel.emit(): an attempt not started yet has no slot to hear it
     };
@@ -134,6 +161,35 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       f.cancelled = true;
       f.cancel.emit(net::cancellation_type::terminal);
     };
+    // The session's verdict on a flight it ended. A timeout at the total budget before the
+    // attempt's own timeout_ms (and ttft_timeout_ms) had passed came from a limit of ours: the
+    // provider was not given its time, so health must not count it (issue #19: limits we
+    // enforce never open a breaker). The trace still says "timeout".
+    // Only the request's total budget counts as ours here: a node's deadline (an ensemble's
+    // member timeout_ms, a nested config's budget) is how that config bounds the attempt, and
+    // a target that hangs through it is charged as before.
+    const Instant total_deadline = in.start + policy->total_budget();
+    auto cut_short = [&, total_deadline](const Flight& f) {
+      const Instant now = clock->now();
+      const AttemptPlan& p = f.plan;
+      const bool own_timeout = p.timeout.count() > 0 && now >= f.started + p.timeout;
+      const bool own_ttft = p.ttft_timeout.count() > 0 && now >= f.started + p.ttft_timeout;
+      return now >= total_deadline && !own_timeout && !own_ttft;
+    };
+    auto verdict_of = [&](const Flight& f) {
+      std::optional<Error> v = session_verdict(session, f.plan.id);
+      if (v && v->kind == ErrorKind::timeout && !v->local && cut_short(f)) v->local = true;
+      return v;
+    };
+    // The same for an attempt whose own transport deadline (the plan's, already clamped to
+    // the budget) fired first: health sees a local verdict, the trace the attempt's timeout.
+    auto judge_own_timeout = [&](Flight& f) {
+      if (f.verdict || f.end.answer || f.end.answer.error().kind != ErrorKind::timeout || f.end.answer.error().local) return;
+      if (!cut_short(f)) return;
+      Error v = f.end.answer.error();
+      v.local = true;
+      f.verdict = std::move(v);
+    };
     // Attempts the session ended (Step::cancel: expired, ensemble losers, displaced by a
     // commit) stop at once and can never write again; health will see the session's verdict
     // (a timeout counts, an abandonment does not), not our cancellation.
@@ -141,7 +197,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       for (std::uint32_t id : ids)
         for (auto& f : flights)
           if (f->plan.id == id && !f->finished && !f->cancelled) {
-            f->verdict = session_verdict(session, id);
+            f->verdict = verdict_of(*f);
             stop_flight(*f);
           }
     };
@@ -152,6 +208,11 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       owner = &f;
       for (auto& o : flights)
         if (o.get() != &f && !o->finished && !o->cancelled) stop_flight(*o);
+      // The loop sleeps until the wake-up the session gave before the commit (the attempt
+      // deadline or the budget). A commit changes it: max_stream_ms now counts from here, and
+      // the routing deadlines are gone. Wake the loop so it asks the session again; without
+      // this max_stream_ms was only enforced once the old deadline had passed.
+      wake.cancel();
       return true;
     };
 
@@ -165,6 +226,11 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           for (const auto& plan : step.attempts) {
             auto f = std::make_unique<Flight>();
             f->plan = plan;
+            // The instant the session planned it at (its deadline is counted from there), not
+            // now: on a real clock now is a few microseconds later, and an attempt's own timeout
+            // firing at its deadline would look like one cut short.
+            const AttemptRecord* rec = record_of(session, plan.id);
+            f->started = rec ? in.start + rec->start_offset : clock->now();
             Flight* fp = f.get();
             if (sink && !plan.needs_full_response) {
               fp->gate.admit = [&, fp]() {
@@ -175,6 +241,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
               };
               fp->gate.sink = &sink;
               fp->gate.gone = &sink_gone;
+              fp->gate.delivered_chars = &fp->delivered_chars;
             }
             flights.push_back(std::move(f));
             ++in_flight;
@@ -264,7 +331,9 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
           }
           report = refused_report(fp->plan.id, *fp->refusal);
         } else {
+          judge_own_timeout(*fp);
           fp->end.session_verdict = fp->verdict;
+          estimate_delivered_usage(fp->end, fp->delivered_chars, req);
           report = fp->tracker->finish(std::move(fp->end), budget_actions, fingerprint);
         }
         if (!fp->key_note.empty()) key_notes.push_back(std::move(fp->key_note));
@@ -289,7 +358,7 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
     auto stop_unfinished = [&] {
       for (auto& f : flights)
         if (!f->finished) {
-          if (!f->cancelled && !f->verdict) f->verdict = session_verdict(session, f->plan.id);
+          if (!f->cancelled && !f->verdict) f->verdict = verdict_of(*f);
           stop_flight(*f);
         }
     };
@@ -303,8 +372,13 @@ net::awaitable<Completion> Router::Impl::execute(ChatRequest req, CallContext ct
       for (Flight* fp : arrived) {
         --in_flight;
         if (fp->tracker) {
+          judge_own_timeout(*fp);
           fp->end.session_verdict = fp->verdict;
-          fp->tracker->finish(std::move(fp->end), drained_actions, fingerprint);
+          estimate_delivered_usage(fp->end, fp->delivered_chars, req);
+          // Late for the session (it ended this attempt, e.g. at max_stream_ms): no decision,
+          // but what it spent reaches its trace record.
+          AttemptResult late = fp->tracker->finish(std::move(fp->end), drained_actions, fingerprint);
+          session.report(std::move(late), clock->now());
         }
       }
       arrived.clear();

@@ -224,7 +224,10 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
           for (auto& h : held) {
             h.more = true;  // `c` follows at once
             SinkVerdict v = sink.admit();  // then the caller's sink, awaited here (GatedSink)
-            if (v == SinkVerdict::written && !co_await (*sink.sink)(h)) *sink.gone = true, v = SinkVerdict::caller_gone;
+            if (v == SinkVerdict::written) {
+              if (co_await (*sink.sink)(h)) sink.delivered(h);
+              else *sink.gone = true, v = SinkVerdict::caller_gone;
+            }
             if (v != SinkVerdict::written) {
               stop(v);
               co_return end;
@@ -235,7 +238,10 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
           c.more = false;  // the first output goes out at once (time to first token)
         }
         SinkVerdict v = sink.admit();  // then the caller's sink, awaited here (GatedSink)
-        if (v == SinkVerdict::written && !co_await (*sink.sink)(c)) *sink.gone = true, v = SinkVerdict::caller_gone;
+        if (v == SinkVerdict::written) {
+          if (co_await (*sink.sink)(c)) sink.delivered(c);
+          else *sink.gone = true, v = SinkVerdict::caller_gone;
+        }
         if (v != SinkVerdict::written) {
           stop(v);
           co_return end;
@@ -264,7 +270,10 @@ net::awaitable<AttemptEnd> relay_attempt(RelayArgs a) {
           for (auto& h : held) {
             h.more = true;
             SinkVerdict v = sink.admit();  // then the caller's sink, awaited here (GatedSink)
-            if (v == SinkVerdict::written && !co_await (*sink.sink)(h)) *sink.gone = true, v = SinkVerdict::caller_gone;
+            if (v == SinkVerdict::written) {
+              if (co_await (*sink.sink)(h)) sink.delivered(h);
+              else *sink.gone = true, v = SinkVerdict::caller_gone;
+            }
             if (v != SinkVerdict::written) {
               stop(v);
               co_return end;

@@ -42,7 +42,18 @@ struct GatedSink {
   std::function<SinkVerdict()> admit;
   const AsyncChunkSink* sink = nullptr;
   bool* gone = nullptr;
+  /// Characters of content and tool-call arguments the caller got (a stream cut short records
+  /// the tokens it delivered: about 4 characters a token), or null.
+  std::size_t* delivered_chars = nullptr;
   explicit operator bool() const noexcept { return admit && sink && *sink; }
+  /// After the sink took `c`.
+  void delivered(const ChatChunk& c) const noexcept {
+    if (!delivered_chars) return;
+    for (const auto& ch : c.choices) {
+      if (ch.content) *delivered_chars += ch.content->size();
+      for (const auto& tc : ch.tool_calls) *delivered_chars += tc.arguments.size();
+    }
+  }
 };
 
 struct RelayArgs {

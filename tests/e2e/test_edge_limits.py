@@ -124,6 +124,49 @@ def test_accept_loop_backs_off_at_the_fd_limit_and_recovers(start_proxy):
     assert r.choices[0].message.content
 
 
+def test_out_of_fds_for_the_upstream_is_a_local_503_with_retry_after_that_opens_no_breaker(start_proxy, mock):
+    """Issue #19, reproduction 3: the proxy accepted the caller but has no descriptor left to
+    connect upstream. Before: 502 "connect to 127.0.0.1:PORT: Operation canceled", charged to
+    the provider until its breaker opened. Now: 503 local_resource_exhausted with retry-after
+    and the real cause, health untouched, and the provider is served again once fds are back."""
+    import http.client
+    import json as _json
+
+    proxy = start_proxy()
+    pid = proxy.proc.proc.pid
+    assert proxy.request("GET", "/healthz").status == 200
+    proxy.put_config("one", {"strategy": "single", "model": "gpt-4o-mini"})
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.connect()  # accepted before the limit: the caller's connection holds its fd
+    wait_until(lambda: open_fds(pid) >= 1, 5, "the proxy to accept")
+    time.sleep(0.2)
+    saved = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    limit = open_fds(pid)  # not one descriptor more: every upstream connect fails with EMFILE
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, saved[1]))
+    body = _json.dumps({"model": "@one", "messages": MESSAGES})
+    headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+    try:
+        for i in range(8):  # five consecutive failures would trip a breaker
+            conn.request("POST", "/v1/chat/completions", body, headers)
+            r = conn.getresponse()
+            data = r.read()
+            assert r.status == 503, (i, r.status, data[:300])
+            err = _json.loads(data)["error"]
+            assert err["code"] == "local_resource_exhausted", err
+            assert "too many open files" in err["message"], err
+            assert "Operation canceled" not in err["message"], err
+            assert int(r.getheader("retry-after")) >= 1
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, saved)
+        conn.close()
+    state = proxy.request("GET", "/v1/health").json()
+    mini = [t for t in state["targets"] if t["target"] == "openai/gpt-4o-mini"]
+    assert not mini or mini[0]["breaker"] == "closed", mini
+    r = proxy.chat_raw({"model": "@one", "messages": MESSAGES})
+    assert r.status == 200, r.text
+    assert proxy.trace(r.headers["x-request-id"])["attempts"][0]["outcome"] == "ok"
+
+
 # ---------------------------------------------------------------------------- slow uploads
 
 UPLOADS = 200
