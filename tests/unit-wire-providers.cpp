@@ -253,6 +253,22 @@ TEST_CASE("Gemini: response, request and errors") {
   CHECK(e.retry_after->count() == 38000);
 }
 
+TEST_CASE("Gemini: token counts past 2^63 saturate instead of overflowing") {
+  // Found by fuzz_response: a candidatesTokenCount beyond int64 (clamped to its maximum) plus
+  // the thoughts count overflowed, undefined behaviour (a negative count in a release build).
+  const std::string body =
+      R"({"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP","index":0}],)"
+      R"("usageMetadata":{"promptTokenCount":9223372036854775807,"candidatesTokenCount":222222222222222222222222222222,)"
+      R"("thoughtsTokenCount":42}})";
+  auto r = codec("gemini").decode_response(body);
+  REQUIRE(r.has_value());
+  CHECK(r->usage.completion_tokens == INT64_MAX);
+  CHECK(r->usage.reasoning_tokens == 42);
+  CHECK(r->usage.total() == INT64_MAX);
+  CHECK(modelux::add_tokens(INT64_MIN, -1) == INT64_MIN);
+  CHECK(modelux::add_tokens(40, 2) == 42);
+}
+
 TEST_CASE("Cohere and OpenAI: stream fixtures for every split") {
   check_every_split("cohere", fixture("cohere_stream.sse"));
   Decoded c = decode_parts("cohere", {fixture("cohere_stream.sse")});

@@ -64,13 +64,21 @@ struct Tool {
   Json cache_control;   ///< passthrough for Anthropic
 };
 
+/// Token counts added without overflow: a provider may report any number (a hostile or broken
+/// one reports 2^63 - 1), and a signed overflow is undefined behaviour. Saturates at the limits.
+inline std::int64_t add_tokens(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
+
 struct Usage {
   std::int64_t prompt_tokens = 0;       ///< all input tokens, including cached ones
   std::int64_t completion_tokens = 0;   ///< all output tokens, including reasoning
   std::int64_t cached_tokens = 0;       ///< input tokens read from the provider's cache
   std::int64_t cache_write_tokens = 0;  ///< input tokens written to the cache (Anthropic, Bedrock)
   std::int64_t reasoning_tokens = 0;
-  std::int64_t total() const noexcept { return prompt_tokens + completion_tokens; }
+  std::int64_t total() const noexcept { return add_tokens(prompt_tokens, completion_tokens); }
   bool empty() const noexcept { return prompt_tokens == 0 && completion_tokens == 0; }
 };
 

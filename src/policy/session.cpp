@@ -694,8 +694,8 @@ Step RoutingSession::decide(Instant now) {
       } else {
         for (const auto& a : t.attempts)
           if (a.ok) {
-            t.usage.prompt_tokens += a.usage.prompt_tokens;
-            t.usage.completion_tokens += a.usage.completion_tokens;
+            t.usage.prompt_tokens = add_tokens(t.usage.prompt_tokens, a.usage.prompt_tokens);
+            t.usage.completion_tokens = add_tokens(t.usage.completion_tokens, a.usage.completion_tokens);
           }
         t.decision += served.model.empty() ? std::string_view("aggregate") : std::string_view(served.model);
         t.decision += " (aggregate of ";

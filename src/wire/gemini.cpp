@@ -73,7 +73,7 @@ Usage usage_from_gemini(const Json& u) {
   out.prompt_tokens = jint(u, "promptTokenCount");
   out.cached_tokens = jint(u, "cachedContentTokenCount");
   out.reasoning_tokens = jint(u, "thoughtsTokenCount");
-  out.completion_tokens = jint(u, "candidatesTokenCount") + out.reasoning_tokens;
+  out.completion_tokens = add_tokens(jint(u, "candidatesTokenCount"), out.reasoning_tokens);
   return out;
 }
 
