@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from typing import Any
 
 import pytest
 
 from e2e_support import API_KEY, MESSAGES, Proxy, sse_events
+from net_support import _Server
 
 # ---------------------------------------------------------------------------- scripted provider
 
@@ -35,7 +35,7 @@ def _chunk(text: str, i: int, finish: str | None = None) -> bytes:
     return f"data: {json.dumps(c)}\n\n".encode()
 
 
-class ScriptedProvider:
+class ScriptedProvider(_Server):
     """An OpenAI-compatible provider that answers every streamed chat request with `script`: a
     list of byte strings written as chunked-encoding pieces, or None for "stall until the
     caller leaves". Counts the requests and the connections the proxy closed on it."""
@@ -44,27 +44,9 @@ class ScriptedProvider:
         self.script: list[bytes | None] = []
         self.requests = 0
         self.closed_by_peer = 0
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def close(self) -> None:
-        self._stop = True
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             buf = b""
             while b"\r\n\r\n" not in buf:
