@@ -41,9 +41,10 @@ class ChunkScan {
     bool has_id = false, has_model = false;
     ChatChunk& chunk;
     std::size_t choices = 0;  // of chunk.choices, filled so far
-    // Where the first choice's delta.content string opens (its '"'), how many content strings
-    // the event had, and where the choices array ends: what the relay's same-shape check needs.
-    std::size_t content_open = std::string_view::npos, contents = 0, choices_end = 0;
+    // Where the first choice's delta.content string opens and closes (its two '"'), how many
+    // content strings the event had, and where the choices array ends: what the relay's
+    // same-shape check needs.
+    std::size_t content_open = std::string_view::npos, content_close = 0, contents = 0, choices_end = 0;
     bool has_choices = false;
   };
 
@@ -510,11 +511,11 @@ class ChunkScan {
           if (ch.content) ch.content->clear();
           else ch.content.emplace();
           content_seen_ = true;
-          if (out_) {
-            if (out_->choices == 1 && out_->contents == 0) out_->content_open = i_;
-            ++out_->contents;
-          }
+          const bool first = out_ && out_->choices == 1 && out_->contents == 0;
+          if (out_) ++out_->contents;
+          if (first) out_->content_open = i_;
           if (!string(&*ch.content)) return false;
+          if (first) out_->content_close = i_ - 1;
         }
       } else if (!null()) {
         return false;  // tool_calls, refusal, function_call...: the full decoder
@@ -655,9 +656,7 @@ class OpenAIStreamDecoder final : public StreamDecoder {
     const bool first = o.id_e <= o.content_open && o.model_e <= o.content_open;
     const bool after = o.id_b >= o.choices_end && o.model_b >= o.choices_end;
     if (!first && !after) return;
-    ChunkScan sc(d, o.content_open);
-    if (!sc.string_at(nullptr) || sc.pos() > o.choices_end) return;
-    const std::size_t close = sc.pos() - 1;  // the content's closing quote
+    const std::size_t close = o.content_close;  // the content's closing quote
     const std::string& e = c.sse;            // "data: " + d with the id and model replaced + "\n\n"
     shape_.ids_first = first;
     shape_.head.assign(d.substr(0, o.content_open + 1));
